@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# fieldkit set-up for a Debian 12 machine, as root.
+#   ./dev.sh run    install everything, then run the kit locally (Ctrl-C stops it)
+#   ./dev.sh test   install everything, then run the quality gates and the full test suite
+# Extra arguments after "test" go to pytest (e.g. ./dev.sh test --slow, ./dev.sh test -k bus).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages the kit and its tests use. Later capabilities add theirs here.
+APT_PACKAGES=(
+  python3 python3-venv python3-dev build-essential
+  mosquitto mosquitto-clients
+)
+
+need_apt() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+need_venv() {
+  if [[ ! -x .venv/bin/python ]]; then
+    echo "==> creating .venv"
+    python3 -m venv .venv
+  fi
+  # Reinstall each time: it is quick when nothing changed, and picks up new entry points.
+  echo "==> installing fieldkit into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  run)
+    need_apt
+    need_venv
+    exec .venv/bin/fieldkit --config etc/dev-tablet.toml up "$@"
+    ;;
+  test)
+    need_apt
+    need_venv
+    pytest_args=()
+    for arg in "$@"; do
+      if [[ $arg == --slow ]]; then pytest_args+=(-m "slow or not slow"); else pytest_args+=("$arg"); fi
+    done
+    echo "==> ruff"
+    .venv/bin/ruff check services tests bench
+    .venv/bin/ruff format --check services tests bench
+    echo "==> mypy --strict services/"
+    .venv/bin/mypy --strict services
+    echo "==> pytest"
+    exec .venv/bin/pytest "${pytest_args[@]}"
+    ;;
+  *)
+    echo "usage: ./dev.sh run | ./dev.sh test [pytest args] [--slow]" >&2
+    exit 2
+    ;;
+esac

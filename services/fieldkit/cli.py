@@ -1,0 +1,179 @@
+"""The ``fieldkit`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fieldkit import __version__
+from fieldkit.broker import BrokerError, render_acl
+from fieldkit.bus import BusError, collect_retained, retained_violations
+from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
+from fieldkit.logs import configure_logging
+from fieldkit.messages import Health, MessageError
+from fieldkit.registry import RegistryError, identities_for, specs_for_role
+from fieldkit.runner import Supervisor, connect_bus, run_service
+
+log = logging.getLogger("fieldkit")
+
+
+def _specs(config: DeviceConfig) -> list[Any]:
+    return specs_for_role(config.device.role, config.runner.services)
+
+
+def cmd_up(args: argparse.Namespace, config: DeviceConfig) -> int:
+    specs = _specs(config)
+    log.info(
+        "fieldkit %s: %s %s starting %s",
+        __version__,
+        config.device.role,
+        config.device.id,
+        ", ".join(s.name for s in specs),
+    )
+    return Supervisor(config, config_path(args.config), specs).run()
+
+
+def read_health(config: DeviceConfig, wait: float) -> dict[str, Health]:
+    """The retained health of every service, as the broker holds it."""
+    bus = connect_bus(config, "ctl", announce_health=False)
+    seen: dict[str, Health] = {}
+    lock = threading.Lock()
+
+    def keep(health: Health, meta: Any) -> None:
+        with lock:
+            seen[meta.topic.removeprefix("health/")] = health
+
+    bus.handle_event("health/+", Health, keep)
+    bus.connect()
+    threading.Event().wait(wait)
+    bus.close()
+    return seen
+
+
+def cmd_status(args: argparse.Namespace, config: DeviceConfig) -> int:
+    expected = [s.name for s in _specs(config)]
+    health = read_health(config, args.wait)
+    names = sorted(set(expected) | set(health))
+    if args.json:
+        print(json.dumps({n: health[n].model_dump() if n in health else None for n in names}))
+    else:
+        table = Table(title=f"fieldkit {config.device.role} {config.device.id}")
+        for column in ("service", "state", "pid", "version"):
+            table.add_column(column)
+        for name in names:
+            h = health.get(name)
+            state = h.state if h else "unknown"
+            colour = {"online": "green", "offline": "red"}.get(state, "yellow")
+            table.add_row(
+                name,
+                f"[{colour}]{state}[/]",
+                str(h.pid if h else ""),
+                (h.version or "") if h else "",
+            )
+        Console().print(table)
+    all_online = all(health.get(n) is not None and health[n].state == "online" for n in expected)
+    return 0 if all_online else 1
+
+
+def cmd_service_run(args: argparse.Namespace, config: DeviceConfig) -> int:
+    (spec,) = specs_for_role(config.device.role, [args.name])
+    return run_service(spec, config)
+
+
+def cmd_service_list(args: argparse.Namespace, config: DeviceConfig) -> int:
+    for spec in _specs(config):
+        print(f"{spec.name:12} {spec.summary}")
+    return 0
+
+
+def cmd_bus_acl(args: argparse.Namespace, config: DeviceConfig) -> int:
+    print(render_acl(identities_for(_specs(config))))
+    return 0
+
+
+def cmd_bus_retained(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Compliance check: only ``health/<service>`` may be retained, and never a session id."""
+    retained = collect_retained(connect_bus(config, "audit", announce_health=False), args.wait)
+    bad = retained_violations(retained)
+    for topic in sorted(retained):
+        print(f"{'FAIL' if topic in bad else 'ok  '} {topic}")
+    print(f"{len(retained)} retained, {len(bad)} not allowed")
+    return 1 if bad else 0
+
+
+def cmd_config_check(args: argparse.Namespace, config: DeviceConfig) -> int:
+    print(f"{config_path(args.config)}: ok ({config.device.role} {config.device.id})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fieldkit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fieldkit {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="device config (default: $FIELDKIT_CONFIG or /etc/fieldkit/device.toml)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the broker and every service; Ctrl-C stops")
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser("status", help="show each service's health (exit 1 if any is down)")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--wait", type=float, default=1.0, help="seconds to collect health")
+    status.set_defaults(func=cmd_status)
+
+    service = sub.add_parser("service", help="run or list services").add_subparsers(
+        dest="service_command", required=True
+    )
+    run = service.add_parser("run", help="run one service in the foreground")
+    run.add_argument("name")
+    run.set_defaults(func=cmd_service_run)
+    service.add_parser("list", help="list this device's services").set_defaults(
+        func=cmd_service_list
+    )
+
+    bus = sub.add_parser("bus", help="local bus tools").add_subparsers(
+        dest="bus_command", required=True
+    )
+    bus.add_parser("acl", help="print the broker ACL derived from the services").set_defaults(
+        func=cmd_bus_acl
+    )
+
+    retained = bus.add_parser("retained", help="list retained messages; fail on any but health")
+    retained.add_argument("--wait", type=float, default=1.0)
+    retained.set_defaults(func=cmd_bus_retained)
+
+    config = sub.add_parser("config", help="device config tools").add_subparsers(
+        dest="config_command", required=True
+    )
+    config.add_parser("check", help="validate the device config").set_defaults(
+        func=cmd_config_check
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        config = load_config(args.config)
+        result: int = args.func(args, config)
+        return result
+    except ConfigError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 2
+    except (RegistryError, BrokerError, BusError, MessageError) as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,129 @@
+"""The device config: one typed, validated TOML file with environment overrides.
+
+Precedence: environment (``FIELDKIT_<SECTION>__<KEY>``) over the TOML file over defaults.
+A bad config fails at start with a message naming the key and the problem; values are
+never echoed, because a config may hold secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
+CONFIG_ENV = "FIELDKIT_CONFIG"
+
+# Identifiers that end up in MQTT topics, client ids and certificate CNs.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """The device config is missing, unreadable or invalid; the message says where and why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceSection(Section):
+    id: str = Field(pattern=NAME_PATTERN, description="Device id; topic prefix and certificate CN.")
+    role: Literal["tablet", "hub"] = "tablet"
+    site: str = Field(default="", max_length=200)
+
+
+class BusSection(Section):
+    host: str = "127.0.0.1"
+    # 0 asks the broker launcher to pick a free loopback port and publish it in the runtime dir.
+    port: int = Field(default=18830, ge=0, le=65535)
+    socket: Path | None = None
+    runtime_dir: Path = Path("/run/fieldkit")
+    launch_broker: bool = True
+    keepalive: int = Field(default=10, ge=2, le=600)
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        # The tablet's bus never leaves the device (architecture §4); a routable host is a mistake.
+        if host not in {"127.0.0.1", "::1", "localhost"} and not host.startswith("127."):
+            raise ValueError("the local bus must be on loopback (127.0.0.0/8, ::1 or localhost)")
+        return host
+
+    @field_validator("runtime_dir", "socket")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # Children and mosquitto must agree on these paths whatever their working directory.
+        return path.absolute() if path is not None else None
+
+
+class RunnerSection(Section):
+    services: list[str] | None = Field(
+        default=None, description="Services to run; default: every registered service for the role."
+    )
+    backoff_initial: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=30.0, gt=0)
+    stable_after: float = Field(default=60.0, gt=0)
+    stop_timeout: float = Field(default=10.0, gt=0)
+
+
+class DeviceConfig(BaseSettings):
+    """Everything a device needs to know about itself, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FIELDKIT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    device: DeviceSection
+    bus: BusSection = BusSection()
+    runner: RunnerSection = RunnerSection()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem: dotted key, then what is wrong. Never the offending value."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"{key}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
+
+
+def load_config(path: Path | None = None) -> DeviceConfig:
+    """Read, merge with the environment, and validate the device config."""
+    source = config_path(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {source} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"config file {source} is not readable") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {source} is not UTF-8 text") from None
+    try:
+        return DeviceConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config {source}: {describe_validation_error(exc)}") from None

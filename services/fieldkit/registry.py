@@ -1,0 +1,102 @@
+"""Service registration: each service declares itself once, as a ``ServiceSpec``.
+
+Services are found through the ``fieldkit.services`` entry-point group in ``pyproject.toml``.
+The runner, the broker's ACL and the per-service credentials are all derived from the
+specs, so adding a service is one entry point and one module — never a list edited in
+five places.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fieldkit.runner import ServiceContext
+
+ENTRY_POINT_GROUP = "fieldkit.services"
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+class RegistryError(Exception):
+    """A service spec is malformed or missing."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What a service is, what it may say and hear on the bus, and how to start it."""
+
+    name: str
+    summary: str
+    setup: Callable[[ServiceContext], None]
+    roles: frozenset[str] = frozenset({"tablet"})
+    # Services this one may send requests to (topic ``<name>/req/<target>/<op>``).
+    requests: tuple[str, ...] = ()
+    # Extra topic filters it may read, e.g. another service's events ``kiosk/evt/#``.
+    listens: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise RegistryError(f"service name {self.name!r} must match {_NAME.pattern}")
+        for target in self.requests:
+            if not _NAME.match(target):
+                raise RegistryError(f"service {self.name}: request target {target!r} is invalid")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One MQTT identity on the local broker and what its ACL allows."""
+
+    name: str
+    writes: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def topic_rights(spec: ServiceSpec) -> Identity:
+    """Derive a service's ACL: it publishes only under its own name and ``health/<name>``."""
+    n = spec.name
+    writes = [f"health/{n}", f"{n}/error", f"{n}/evt/#", f"{n}/rep/#"]
+    writes += [f"{n}/req/{target}/#" for target in spec.requests]
+    reads = [f"+/req/{n}/#", f"+/rep/{n}", *spec.listens]
+    return Identity(name=n, writes=tuple(writes), reads=tuple(reads), description=spec.summary)
+
+
+# Identities that are not services: the operator CLI reads liveness only; the compliance
+# auditor reads everything (to prove no retained message carries personal data) and writes nothing.
+CTL = Identity(name="ctl", reads=("health/#",), description="fieldkit status")
+AUDIT = Identity(name="audit", reads=("#",), description="compliance run: read-only")
+
+
+def load_specs(names: Iterable[str] | None = None) -> list[ServiceSpec]:
+    """Every registered service, or the named ones in that order."""
+    found: dict[str, ServiceSpec] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        spec = ep.load()
+        if not isinstance(spec, ServiceSpec):
+            raise RegistryError(f"entry point {ep.name} does not point at a ServiceSpec")
+        if spec.name != ep.name:
+            raise RegistryError(f"entry point {ep.name} names service {spec.name}")
+        found[spec.name] = spec
+    if names is None:
+        return sorted(found.values(), key=lambda s: s.name)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise RegistryError(f"no registered service named {', '.join(missing)}")
+    return [found[n] for n in names]
+
+
+def specs_for_role(role: str, names: Iterable[str] | None = None) -> list[ServiceSpec]:
+    specs = load_specs(names)
+    wrong = [s.name for s in specs if role not in s.roles]
+    if names is not None and wrong:
+        raise RegistryError(f"services {', '.join(wrong)} do not run on a {role}")
+    return [s for s in specs if role in s.roles]
+
+
+def identities_for(specs: Iterable[ServiceSpec]) -> list[Identity]:
+    return [topic_rights(s) for s in specs] + [CTL, AUDIT]

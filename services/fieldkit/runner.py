@@ -1,0 +1,222 @@
+"""Running services: one service in this process, or the whole kit under a supervisor.
+
+``fieldkit up`` starts the local broker and one child process per registered service,
+restarts a crashed child with exponential backoff, and on Ctrl-C / SIGTERM stops the
+children, then the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from fieldkit.broker import LocalBroker
+from fieldkit.bus import Bus, BusError, Endpoint, read_endpoint, read_password
+from fieldkit.config import DeviceConfig
+from fieldkit.registry import ServiceSpec, identities_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a service's ``setup`` gets: its config, its bus, and a place to hook shutdown."""
+
+    spec: ServiceSpec
+    config: DeviceConfig
+    bus: Bus
+    stopping: threading.Event = field(default_factory=threading.Event)
+    _on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the service stops (in reverse order of registration)."""
+        self._on_stop.append(callback)
+
+    def run_stop_callbacks(self) -> None:
+        for callback in reversed(self._on_stop):
+            try:
+                callback()
+            except Exception:
+                log.exception("%s: stop callback failed", self.spec.name)
+
+
+def configured_endpoint(config: DeviceConfig) -> Endpoint:
+    bus = config.bus
+    return Endpoint(host=bus.host, port=bus.port, socket=bus.socket)
+
+
+def connect_bus(config: DeviceConfig, identity: str, *, announce_health: bool = True) -> Bus:
+    """A bus for ``identity`` on the broker this device's runtime dir describes."""
+    runtime = config.bus.runtime_dir
+    return Bus(
+        identity,
+        read_endpoint(runtime, configured_endpoint(config)),
+        read_password(runtime, identity),
+        keepalive=config.bus.keepalive,
+        announce_health=announce_health,
+        max_message_bytes=config.bus.max_message_bytes,
+    )
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def start_service(spec: ServiceSpec, config: DeviceConfig) -> ServiceContext:
+    """Set a service up and connect it; it runs on the bus thread until ``stop_service``."""
+    ctx = ServiceContext(spec=spec, config=config, bus=connect_bus(config, spec.name))
+    spec.setup(ctx)
+    try:
+        ctx.bus.connect()
+    except BusError:
+        ctx.run_stop_callbacks()
+        raise
+    return ctx
+
+
+def stop_service(ctx: ServiceContext) -> None:
+    ctx.stopping.set()
+    ctx.run_stop_callbacks()
+    ctx.bus.close()
+
+
+def run_service(spec: ServiceSpec, config: DeviceConfig) -> int:
+    """Run one service in this process until SIGTERM/SIGINT. Returns the exit status."""
+    stopping = threading.Event()
+    _install_stop_signals(stopping)
+    try:
+        ctx = start_service(spec, config)
+    except BusError as exc:
+        log.error("%s: %s", spec.name, exc)
+        return 3
+    log.info("%s: running (%s)", spec.name, spec.summary)
+    stopping.wait()
+    log.info("%s: stopping", spec.name)
+    stop_service(ctx)
+    return 0
+
+
+@dataclass
+class Child:
+    spec: ServiceSpec
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+
+
+class Supervisor:
+    """Starts the broker and the services; keeps them running; stops them in order."""
+
+    def __init__(self, config: DeviceConfig, config_path: Path, specs: list[ServiceSpec]) -> None:
+        self.config = config
+        self.config_path = config_path.resolve()
+        self.children = [Child(spec) for spec in specs]
+        self.stop = threading.Event()
+        self.broker: LocalBroker | None = None
+
+    def _start_broker(self) -> None:
+        if not self.config.bus.launch_broker:
+            return
+        self.config.bus.runtime_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = LocalBroker(
+            self.config.bus.runtime_dir,
+            identities_for(child.spec for child in self.children),
+            configured_endpoint(self.config),
+            max_message_bytes=self.config.bus.max_message_bytes,
+        )
+        self.broker.start()
+
+    def _spawn(self, child: Child) -> None:
+        cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
+        cmd += ["service", "run", child.spec.name]
+        child.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=os.environ.copy())
+        child.started = time.monotonic()
+        log.info("started %s (pid %d)", child.spec.name, child.process.pid)
+
+    def _backoff(self, failures: int) -> float:
+        runner = self.config.runner
+        return float(min(runner.backoff_initial * 2 ** (failures - 1), runner.backoff_max))
+
+    def _tend(self, child: Child, now: float) -> None:
+        if child.process is None:
+            if now >= child.restart_at:
+                self._spawn(child)
+            return
+        status = child.process.poll()
+        if status is None:
+            if child.failures and now - child.started > self.config.runner.stable_after:
+                child.failures = 0
+            return
+        child.process = None
+        child.failures += 1
+        delay = self._backoff(child.failures)
+        child.restart_at = now + delay
+        log.warning(
+            "%s exited with status %s; restarting in %.1fs (failure %d)",
+            child.spec.name,
+            status,
+            delay,
+            child.failures,
+        )
+
+    def _tend_broker(self) -> None:
+        if self.broker is None or self.broker.process is None:
+            return
+        if self.broker.process.poll() is None:
+            return
+        log.error(
+            "broker exited with status %s; restarting it and every service",
+            self.broker.process.returncode,
+        )
+        self.broker.start()
+        # New credentials were issued: every service reconnects with a fresh start.
+        for child in self.children:
+            if child.process is not None:
+                child.process.terminate()
+
+    def run(self) -> int:
+        _install_stop_signals(self.stop)
+        self._start_broker()
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                self._tend_broker()
+                for child in self.children:
+                    self._tend(child, now)
+                self.stop.wait(0.2)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        running = [c.process for c in self.children if c.process is not None]
+        for process in running:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + self.config.runner.stop_timeout
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.wait()
+        for child in self.children:
+            child.process = None
+        if self.broker is not None:
+            self.broker.stop()
+        log.info("kit stopped")

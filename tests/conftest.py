@@ -1,0 +1,103 @@
+"""Fixtures that start real parts: a mosquitto broker on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fieldkit.broker import LocalBroker
+from fieldkit.bus import Bus, Endpoint, read_password
+from fieldkit.config import DeviceConfig, load_config
+from fieldkit.registry import Identity, identities_for, load_specs
+
+# Clients that are not services. The tester sends requests the way a service would; the
+# intruder owns nothing but its own namespace, to show what the ACL lets through.
+TESTER = Identity(
+    name="tester",
+    writes=("tester/req/#",),
+    reads=("+/rep/tester", "+/error", "health/#"),
+)
+INTRUDER = Identity(name="intruder", writes=("intruder/#",), reads=("intruder/#",))
+
+
+def write_config(directory: Path, body: str = "") -> Path:
+    path = directory / "device.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [device]
+            id = "test-tablet-01"
+            role = "tablet"
+
+            [bus]
+            port = 0
+            runtime_dir = "{directory / "run"}"
+
+            [runner]
+            backoff_initial = 0.2
+            backoff_max = 1.0
+            stop_timeout = 5.0
+            """
+        )
+        + textwrap.dedent(body)
+    )
+    return path
+
+
+@pytest.fixture
+def kit_config(tmp_path: Path) -> DeviceConfig:
+    return load_config(write_config(tmp_path))
+
+
+@pytest.fixture
+def broker(kit_config: DeviceConfig) -> Iterator[LocalBroker]:
+    """A real mosquitto with every registered service's identity, plus an intruder."""
+    identities = [*identities_for(load_specs()), TESTER, INTRUDER]
+    runtime = kit_config.bus.runtime_dir
+    runtime.mkdir(parents=True)
+    with LocalBroker(runtime, identities, Endpoint(port=0)) as running:
+        yield running
+
+
+BusFactory = Callable[..., Bus]
+
+
+@pytest.fixture
+def make_bus(broker: LocalBroker) -> Iterator[BusFactory]:
+    """Connected buses for named identities; all closed at the end of the test."""
+    opened: list[Bus] = []
+
+    def make(identity: str, *, connect: bool = True, announce_health: bool = False) -> Bus:
+        bus = Bus(
+            identity,
+            broker.endpoint,
+            read_password(broker.runtime_dir, identity),
+            announce_health=announce_health,
+        )
+        if connect:
+            bus.connect()
+        opened.append(bus)
+        return bus
+
+    yield make
+    for bus in opened:
+        with contextlib.suppress(Exception):  # best-effort teardown
+            bus.close()
+
+
+def raw_client(broker: LocalBroker, identity: str | None, password: str | None = None) -> Any:
+    """A bare paho client, for payloads a typed Bus would never send."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if identity is not None:
+        client.username_pw_set(
+            identity,
+            password if password is not None else read_password(broker.runtime_dir, identity),
+        )
+    return client
