@@ -133,7 +133,6 @@ class LocalBroker:
             self.config_file.write_text(self.render_config())
             for name, pw in passwords.items():
                 (creds_dir / name).write_text(pw + "\n")
-            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
         finally:
             os.umask(old_umask)
         return passwords
@@ -144,6 +143,8 @@ class LocalBroker:
                 f"{self.mosquitto} is not installed (Debian package 'mosquitto'); "
                 "run the README's set-up command"
             )
+        # A file left by a crashed run would tell clients a dead broker is up.
+        (self.runtime_dir / ENDPOINT_FILE).unlink(missing_ok=True)
         self.write_files()
         if self.endpoint.socket and self.endpoint.socket.exists():
             self.endpoint.socket.unlink()
@@ -159,6 +160,8 @@ class LocalBroker:
                     f"(config {self.config_file}); see its messages above"
                 )
             if self._accepting():
+                # Published only once the broker accepts: its presence means "the bus is up".
+                (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
                 log.info("broker listening on %s", self.endpoint.describe())
                 return
             time.sleep(0.05)
