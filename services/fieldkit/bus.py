@@ -152,6 +152,8 @@ class Bus:
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._initial_subscription: int | None = None
         if announce_health:
             will = Health(service=identity, state="offline", pid=os.getpid(), version=__version__)
             self._client.will_set(f"health/{identity}", will.encode(), qos=1, retain=True)
@@ -372,12 +374,26 @@ class Bus:
             return
         with self._lock:
             filters = [*self._handlers, *self._observers]
-        filters.append(f"+/rep/{self.identity}")
-        for topic_filter in filters:
-            client.subscribe(topic_filter, qos=1)
+            filters.append(f"+/rep/{self.identity}")
+            # connect() returns only once the broker has acknowledged every subscription, so
+            # a request sent right after start-up is not lost.
+            _, self._initial_subscription = client.subscribe([(f, 1) for f in filters])
         if self._announce:
             self._publish_health("online")
-        self._connected.set()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("%s: broker refused a subscription: %s", self.identity, ", ".join(failed))
+        if mid == self._initial_subscription:
+            self._connected.set()
 
     def _on_disconnect(
         self,
