@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -153,6 +154,7 @@ class Bus:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = set_no_delay
         self._initial_subscription: int | None = None
         if announce_health:
             will = Health(service=identity, state="offline", pid=os.getpid(), version=__version__)
@@ -445,6 +447,12 @@ class Bus:
             future = self._pending.get(correlation) if correlation else None
         if future is not None and not future.done():
             future.set_result((bytes(msg.payload), msg.topic))
+
+
+def set_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    # paho leaves Nagle on; with delayed ACKs every small request/reply would wait ~40 ms.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _message_type(payload: bytes) -> str | None:

@@ -67,7 +67,7 @@ def connect_bus(config: DeviceConfig, identity: str, *, announce_health: bool = 
     )
 
 
-def _install_stop_signals(stop: threading.Event) -> None:
+def install_stop_signals(stop: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
@@ -96,7 +96,7 @@ def stop_service(ctx: ServiceContext) -> None:
 def run_service(spec: ServiceSpec, config: DeviceConfig) -> int:
     """Run one service in this process until SIGTERM/SIGINT. Returns the exit status."""
     stopping = threading.Event()
-    _install_stop_signals(stopping)
+    install_stop_signals(stopping)
     try:
         ctx = start_service(spec, config)
     except BusError as exc:
@@ -189,7 +189,7 @@ class Supervisor:
                 child.process.terminate()
 
     def run(self) -> int:
-        _install_stop_signals(self.stop)
+        install_stop_signals(self.stop)
         self._start_broker()
         try:
             while not self.stop.is_set():
