@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldkit.broker import LocalBroker
+from fieldkit.broker import LocalBroker, free_loopback_port
 from fieldkit.bus import Bus, Endpoint, read_password
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.registry import Identity, identities_for, load_specs
@@ -39,6 +39,9 @@ def write_config(directory: Path, body: str = "") -> Path:
             [bus]
             port = 0
             runtime_dir = "{directory / "run"}"
+
+            [kiosk]
+            listen_port = {free_loopback_port()}
 
             [runner]
             backoff_initial = 0.2

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class ServiceSpec:
     requests: tuple[str, ...] = ()
     # Extra topic filters it may read, e.g. another service's events ``kiosk/evt/#``.
     listens: tuple[str, ...] = ()
+    # How the supervisor starts it, given the config path; default `fieldkit service run <name>`.
+    # The kiosk uses this to run under gunicorn, which then calls ``setup`` in its worker.
+    command: Callable[[Path], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -141,9 +141,13 @@ class Supervisor:
         self.broker.start()
 
     def _spawn(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
-        cmd += ["service", "run", child.spec.name]
-        child.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=os.environ.copy())
+        if child.spec.command is not None:
+            cmd = child.spec.command(self.config_path)
+        else:
+            cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
+            cmd += ["service", "run", child.spec.name]
+        env = {**os.environ, "FIELDKIT_CONFIG": str(self.config_path)}
+        child.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.spec.name, child.process.pid)
 

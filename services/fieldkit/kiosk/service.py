@@ -1,0 +1,30 @@
+"""The kiosk as a service: gunicorn runs the Flask app; its worker joins the bus."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from fieldkit.registry import ServiceSpec
+from fieldkit.runner import ServiceContext
+
+
+def setup(ctx: ServiceContext) -> None:
+    """Called in the gunicorn worker (never at import): the kiosk's bus handlers go here."""
+
+
+def gunicorn_command(config_path: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:fieldkit.kiosk.gunicorn_conf",
+        "fieldkit.kiosk.app:create_app()",
+    ]  # fmt: skip
+
+
+SERVICE = ServiceSpec(
+    name="kiosk",
+    summary="kiosk: operator login and the applicant session",
+    setup=setup,
+    roles=frozenset({"tablet"}),
+    command=gunicorn_command,
+)
