@@ -21,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 
 def token(html: str) -> str:
     match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-    assert match
+    if match is None:
+        raise RuntimeError("no CSRF token on the page")
     return match.group(1)
 
 
