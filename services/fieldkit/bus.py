@@ -216,7 +216,16 @@ class Bus:
         if len(payload) > self._max_bytes:
             raise BusError(f"message for {topic} is {len(payload)} bytes, over the bus limit")
         info = self._client.publish(topic, payload, qos=qos, retain=False, properties=properties)
+        if self._on_bus_thread():
+            # Called from a handler: the acknowledgement can only arrive on this very thread,
+            # so waiting would deadlock. A refusal is logged by _on_publish instead.
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise BusError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+            return
         self._check_publish(topic, info, timeout)
+
+    def _on_bus_thread(self) -> bool:
+        return threading.current_thread() is getattr(self._client, "_thread", None)
 
     def _publish_health(self, state: str) -> mqtt.MQTTMessageInfo:
         health = Health(service=self.identity, state=state, pid=os.getpid(), version=__version__)
@@ -294,7 +303,7 @@ class Bus:
         self, target: str, op: str, message: Message, reply_model: type[R], timeout: float = 5.0
     ) -> R:
         """Send a request and wait for the reply; RequestRefused on an error reply."""
-        if threading.current_thread() is getattr(self._client, "_thread", None):
+        if self._on_bus_thread():
             raise BusError("request() called from the bus thread would deadlock")
         correlation = uuid.uuid4().bytes
         props = _publish_properties()
@@ -419,6 +428,7 @@ class Bus:
     ) -> None:
         with self._lock:
             if reason.is_failure:
+                log.warning("%s: broker refused message %d: %s", self.identity, mid, reason)
                 self._refused[mid] = reason
             else:
                 self._refused.pop(mid, None)

@@ -14,6 +14,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
 from fieldkit.config import DeviceConfig, load_config
+from fieldkit.erasure import serve_forget_requests
 from fieldkit.kiosk.flow import AuditEvent, Counter
 from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.text import Lang, age_band_label, say
@@ -55,6 +56,15 @@ class Kiosk:
         # applicant data, and the audit needs it to see guessing (R14).
         self.record(AuditEvent(time.time(), operator[:32], "", action, "", ""))
 
+    def forget_session(self, sid: str) -> list[str]:
+        """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
+        session = self.counter.current
+        if session is None or session.sid != sid:
+            return []
+        self.counter.abandon("wipe")
+        self.counter.close()
+        return ["applicant session in kiosk memory"]
+
 
 def kiosk(app: Flask | None = None) -> Kiosk:
     from flask import current_app
@@ -63,7 +73,9 @@ def kiosk(app: Flask | None = None) -> Kiosk:
 
 
 def attach_service(app: Flask, ctx: ServiceContext) -> None:
-    kiosk(app).service = ctx
+    state = kiosk(app)
+    state.service = ctx
+    serve_forget_requests(ctx.bus, state.forget_session)
 
 
 def detach_service(app: Flask) -> None:

@@ -27,4 +27,5 @@ SERVICE = ServiceSpec(
     setup=setup,
     roles=frozenset({"tablet"}),
     command=gunicorn_command,
+    holds_personal_data=True,
 )
