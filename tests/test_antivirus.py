@@ -87,6 +87,12 @@ class Events:
                     raise AssertionError(f"no {topic} for run {run_id} within {timeout}s")
                 self.changed.wait(left)
 
+    def first(self, topic: str, model: type[Any], timeout: float = 60.0) -> Any:
+        with self.changed:
+            if not self.changed.wait_for(lambda: any(t == topic for t, _ in self.items), timeout):
+                raise AssertionError(f"no {topic} within {timeout}s")
+            return next(decode(p, model) for t, p in self.items if t == topic)
+
     def all(self, topic: str, model: type[Any]) -> list[Any]:
         with self.changed:
             return [decode(p, model) for t, p in self.items if t == topic]
@@ -121,7 +127,13 @@ AvConfig = Callable[..., DeviceConfig]
 def av_config(
     tmp_path: Path, kit_config: DeviceConfig, mirror: DefinitionsMirror, writable: Path
 ) -> AvConfig:
-    def make(*, max_age_hours: float = 48.0, mirror_url: str | None = None) -> DeviceConfig:
+    def make(
+        *,
+        max_age_hours: float = 48.0,
+        mirror_url: str | None = None,
+        update_on_start: bool = False,
+        scan_interval_hours: float = 24.0,
+    ) -> DeviceConfig:
         body = f"""
             [antivirus]
             mirror_url = "{mirror_url or mirror.url}"
@@ -131,7 +143,8 @@ def av_config(
             database_dir = "{tmp_path / "clamav"}"
             state_dir = "{tmp_path / "av-state"}"
             scan_paths = ["{writable}", "{tmp_path / "not-there"}"]
-            update_on_start = false
+            update_on_start = {str(update_on_start).lower()}
+            scan_interval_hours = {scan_interval_hours}
             connect_timeout = 2
             """
         return load_config(write_config(tmp_path, body))
@@ -417,6 +430,21 @@ def test_mirror_down_is_reported_and_the_old_definitions_stay_with_their_real_ag
     health = tablet.events.all("antivirus/evt/health", AntivirusHealth)[-1]
     assert health.last_update is not None and not health.last_update.ok
     assert health.gate.definitions_age_hours == pytest.approx(30, abs=0.1)
+
+
+def test_updates_and_scans_run_on_their_own_schedule(
+    av_config: AvConfig, mirror_dir: Path, writable: Path, tablet_factory: Callable[..., Tablet]
+) -> None:
+    """R10/R30: freshclam runs at start and every 24h/checks_per_day; the scan every interval,
+    without anyone asking."""
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    (writable / "found.txt").write_bytes(MARKER)
+    tablet = tablet_factory(av_config(update_on_start=True, scan_interval_hours=1 / 3600))
+    update = tablet.events.first("antivirus/evt/definitions", DefinitionsUpdate)
+    assert update.ok and update.updated == ["fieldkit.cud"]
+    finding = tablet.events.first("antivirus/evt/finding", Finding)
+    assert finding.path == str(writable / "found.txt")
+    assert tablet.gate().reason == "threat-found"
 
 
 def test_bad_requests_are_refused_and_the_service_keeps_answering(
