@@ -133,11 +133,13 @@ def av_config(
         mirror_url: str | None = None,
         update_on_start: bool = False,
         scan_interval_hours: float = 24.0,
+        official_databases: tuple[str, ...] = (),
     ) -> DeviceConfig:
         body = f"""
             [antivirus]
             mirror_url = "{mirror_url or mirror.url}"
-            official_databases = []
+            official_databases = {json.dumps(list(official_databases))}
+            max_attempts = 1
             custom_databases = ["fieldkit.cud"]
             max_definitions_age_hours = {max_age_hours}
             database_dir = "{tmp_path / "clamav"}"
@@ -288,6 +290,29 @@ def test_rendered_freshclam_config_uses_only_the_hub_mirror(tmp_path: Path) -> N
     with pytest.raises(EngineError, match="no definitions mirror"):
         run_freshclam(AntivirusSection(), tmp_path / "db", tmp_path / "freshclam.conf")
     assert not (tmp_path / "freshclam.conf").exists()
+
+
+def test_daily_decides_the_age_so_a_fresh_kit_database_cannot_hide_a_stale_daily(
+    tmp_path: Path,
+) -> None:
+    """R10: with the official databases in the policy, daily's build time is the age."""
+    (tmp_path / "daily.cud").write_bytes(
+        build_unsigned_database(
+            "daily",
+            {"daily.ndb": b"Fieldkit.Stand.In.Daily:0:*:46494b2d4441494c59\n"},
+            version=27000,
+            built_at=time.time() - 5 * 24 * HOUR,
+        )
+    )
+    (tmp_path / "fieldkit.cud").write_bytes(kit_database(version=3))
+    databases = list_databases(tmp_path)
+    with_daily = AntivirusSection(official_databases=["daily"], max_definitions_age_hours=48)
+    verdict = assess(with_daily, databases, None, time.time())
+    assert not verdict.allowed and verdict.reason == "definitions-stale"
+    assert verdict.definitions_age_hours == pytest.approx(5 * 24, abs=0.1)
+    # Without daily in the policy the newest database counts, and the same files pass.
+    kit_only = AntivirusSection(official_databases=[], max_definitions_age_hours=48)
+    assert assess(kit_only, databases, None, time.time()).allowed
 
 
 def test_policy_file_is_valid() -> None:
@@ -445,6 +470,25 @@ def test_updates_and_scans_run_on_their_own_schedule(
     finding = tablet.events.first("antivirus/evt/finding", Finding)
     assert finding.path == str(writable / "found.txt")
     assert tablet.gate().reason == "threat-found"
+
+
+def test_official_databases_are_asked_of_the_hub_mirror_only(
+    av_config: AvConfig,
+    mirror: DefinitionsMirror,
+    mirror_dir: Path,
+    tablet_factory: Callable[..., Tablet],
+) -> None:
+    """R10/R16: with PrivateMirror, freshclam asks the hub for daily (no DNS, no ClamAV servers);
+    a hub that has no daily yet makes the update fail visibly, and sessions are refused."""
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    tablet = tablet_factory(av_config(official_databases=("daily",)))
+    failed = tablet.update()
+    assert not failed.ok
+    assert any("daily" in e for e in failed.errors), failed.errors
+    assert ("/daily.cld", 404) in mirror.fetches and ("/daily.cvd", 404) in mirror.fetches
+    gate = tablet.gate()
+    assert not gate.allowed and gate.reason in {"no-definitions", "definitions-missing"}
+    assert "daily" in gate.missing
 
 
 def test_bad_requests_are_refused_and_the_service_keeps_answering(

@@ -48,7 +48,7 @@ def render_freshclam_conf(
         "ScriptedUpdates no",
         f"ConnectTimeout {section.connect_timeout}",
         f"ReceiveTimeout {section.receive_timeout}",
-        "MaxAttempts 2",
+        f"MaxAttempts {section.max_attempts}",
         "TestDatabases yes",
     ]
     for official in OFFICIAL_DATABASES:

@@ -23,6 +23,21 @@ def expected_databases(policy: AntivirusSection) -> list[str]:
     return [*policy.official_databases, *custom]
 
 
+def currency_database(
+    policy: AntivirusSection, databases: Sequence[DatabaseInfo]
+) -> DatabaseInfo | None:
+    """The database whose build time says how current the definitions are.
+
+    ClamAV rebuilds ``daily`` several times a day, ``main`` and ``bytecode`` only now and then,
+    and the kit's own database whenever the kit publishes one. So with the official databases in
+    the policy, daily's age counts (a fresh kit database must not hide a stale daily); without
+    them, the newest of the kit's own.
+    """
+    if "daily" in policy.official_databases:
+        return next((d for d in databases if d.name == "daily" and d.built_at is not None), None)
+    return newest(databases)
+
+
 def age_words(hours: float) -> tuple[str, str]:
     """An age in words an elderly applicant reads at a glance: whole days, else whole hours."""
     if hours >= 48:
@@ -43,7 +58,7 @@ def assess(
     """The gate's answer for these databases and this scan history at time ``now``."""
     present = {d.name for d in databases}
     missing = [name for name in expected_databases(policy) if name not in present]
-    latest = newest(databases)
+    latest = currency_database(policy, databases)
     built_at = latest.built_at if latest else None
     age_hours = None if built_at is None else max(0.0, now - built_at) / 3600.0
 
@@ -77,7 +92,7 @@ def assess(
     if latest is None or age_hours is None or missing:
         return answer(
             False,
-            "no-definitions" if latest is None else "definitions-missing",
+            "no-definitions" if not databases else "definitions-missing",
             f"ウイルス対策のデータがないため、受付を始められません。{_TO_HUB_JA}",
             (f"The virus protection data is missing, so a session cannot start. {_TO_HUB_EN}"),
         )

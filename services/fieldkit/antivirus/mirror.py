@@ -56,6 +56,13 @@ class MirrorHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("mirror: " + format, *args)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Which databases were asked for, and the answer: the hub shows tablets' fetches.
+        fetches = getattr(self.server, "fetches", None)
+        if isinstance(fetches, list):
+            fetches.append((self.path, int(code) if str(code).isdigit() else 0))
+        super().log_request(code, size)
+
 
 class DefinitionsMirror:
     """A running mirror; ``with DefinitionsMirror(dir) as m: m.url``."""
@@ -64,6 +71,9 @@ class DefinitionsMirror:
         self.directory = directory.absolute()
         handler = functools.partial(MirrorHandler, directory=str(self.directory))
         self.server = ThreadingHTTPServer((host, port), handler)
+        # (path, HTTP status) of every request served, in order.
+        self.fetches: list[tuple[str, int]] = []
+        self.server.fetches = self.fetches  # type: ignore[attr-defined]
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="av-mirror", daemon=True
         )

@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fieldkit.antivirus.database import DatabaseError, DatabaseInfo, list_databases, newest
+from fieldkit.antivirus.database import DatabaseError, DatabaseInfo, list_databases
 from fieldkit.antivirus.engine import EngineError, run_clamscan, run_freshclam
-from fieldkit.antivirus.gate import assess
+from fieldkit.antivirus.gate import assess, currency_database
 from fieldkit.antivirus.messages import (
     Accepted,
     AntivirusHealth,
@@ -172,7 +172,7 @@ class AntivirusService:
         except EngineError as exc:
             ok, updated, errors = False, [], [str(exc)]
         databases = self.databases()
-        latest = newest(databases)
+        latest = currency_database(self.policy, databases)
         report = DefinitionsUpdate(
             device_id=self.device_id,
             run_id=run_id,
@@ -198,13 +198,14 @@ class AntivirusService:
         scope = self.policy.scan_paths
         present = [p for p in scope if p.exists()]
         skipped = [str(p) for p in scope if not p.exists()]
-        latest = newest(self.databases())
+        databases = self.databases()
+        latest = currency_database(self.policy, databases)
         findings: list[FindingItem] = []
         errors: list[str] = []
         completed = False
         if not scope:
             errors = ["no scan scope is configured (antivirus.scan_paths)"]
-        elif latest is None:
+        elif not databases:
             errors = ["no definitions to scan with"]
         elif present:
             try:

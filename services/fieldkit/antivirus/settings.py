@@ -51,6 +51,8 @@ class AntivirusSection(BaseModel):
     freshclam: str = "freshclam"
     clamscan: str = "clamscan"
     connect_timeout: int = Field(default=10, ge=1, le=300)
+    # freshclam waits 5 s between attempts on a mirror.
+    max_attempts: int = Field(default=2, ge=1, le=10)
     receive_timeout: int = Field(default=300, ge=0, le=3600)
     freshclam_timeout: float = Field(default=600.0, gt=0)
     scan_timeout: float = Field(default=3600.0, gt=0)
