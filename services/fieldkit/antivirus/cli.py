@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from fieldkit.antivirus.database import (
     list_databases,
     read_header,
 )
-from fieldkit.antivirus.engine import render_freshclam_conf
+from fieldkit.antivirus.engine import EngineError, render_freshclam_conf
 from fieldkit.antivirus.gate import assess
 from fieldkit.antivirus.mirror import DefinitionsMirror, mirror_freshness, publish_database
 
@@ -54,7 +55,7 @@ def cmd_publish(args: argparse.Namespace, config: DeviceConfig) -> int:
         data = build_unsigned_database(target.stem, files, version=version)
         publish_database(args.directory, args.name, data)
     except DatabaseError as exc:
-        print(f"fieldkit: {exc}")
+        print(f"fieldkit: {exc}", file=sys.stderr)
         return 1
     print(f"published {target} version {version}")
     return 0
@@ -64,7 +65,11 @@ def cmd_render_freshclam(args: argparse.Namespace, config: DeviceConfig) -> int:
     from fieldkit.antivirus.service import AntivirusPaths
 
     paths = AntivirusPaths.for_config(config)
-    print(render_freshclam_conf(config.antivirus, paths.database_dir), end="")
+    try:
+        print(render_freshclam_conf(config.antivirus, paths.database_dir), end="")
+    except EngineError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
