@@ -315,6 +315,25 @@ def test_daily_decides_the_age_so_a_fresh_kit_database_cannot_hide_a_stale_daily
     assert assess(kit_only, databases, None, time.time()).allowed
 
 
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('mirror_url = "ftp://hub"', "antivirus.mirror_url: Value error, mirror_url must be"),
+        ('custom_databases = ["../etc/passwd"]', "antivirus.custom_databases: Value error"),
+        ("checks_per_day = 100", "antivirus.checks_per_day: Input should be less than"),
+        ('official_databases = ["safebrowsing"]', "antivirus.official_databases.0"),
+    ],
+)
+def test_a_bad_antivirus_policy_is_refused_naming_the_key(
+    tmp_path: Path, body: str, problem: str
+) -> None:
+    from fieldkit.config import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(write_config(tmp_path, f"[antivirus]\n{body}\n"))
+    assert problem in str(refused.value)
+
+
 def test_policy_file_is_valid() -> None:
     """policies/antivirus.toml (the image build's source) validates against the same model."""
     import tomllib
