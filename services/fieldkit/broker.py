@@ -133,7 +133,6 @@ class LocalBroker:
             self.config_file.write_text(self.render_config())
             for name, pw in passwords.items():
                 (creds_dir / name).write_text(pw + "\n")
-            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
         finally:
             os.umask(old_umask)
         return passwords
@@ -159,6 +158,8 @@ class LocalBroker:
                     f"(config {self.config_file}); see its messages above"
                 )
             if self._accepting():
+                # Published only now: a client that finds the endpoint can connect at once.
+                (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
                 log.info("broker listening on %s", self.endpoint.describe())
                 return
             time.sleep(0.05)
