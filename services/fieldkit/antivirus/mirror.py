@@ -60,7 +60,7 @@ class MirrorHandler(SimpleHTTPRequestHandler):
         # Which databases were asked for, and the answer: the hub shows tablets' fetches.
         fetches = getattr(self.server, "fetches", None)
         if isinstance(fetches, list):
-            fetches.append((self.path, int(code) if str(code).isdigit() else 0))
+            fetches.append((self.path, int(code) if isinstance(code, int) else 0))
         super().log_request(code, size)
 
 

@@ -7,6 +7,7 @@ The same model validates ``policies/antivirus.toml`` (the image build's source o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -69,8 +70,6 @@ class AntivirusSection(BaseModel):
     @field_validator("custom_databases")
     @classmethod
     def _database_names(cls, names: list[str]) -> list[str]:
-        import re
-
         bad = [n for n in names if not re.match(_DATABASE_NAME, n)]
         if bad:
             raise ValueError(
