@@ -193,6 +193,10 @@ class Bus:
         self._client.loop_stop()
         self._connected.clear()
 
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Block until the bus is connected (True) or ``timeout`` passes (False)."""
+        return self._connected.wait(timeout)
+
     def __enter__(self) -> Bus:
         self.connect()
         return self

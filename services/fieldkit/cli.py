@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fieldkit import __version__
+from fieldkit.antivirus.cli import add_commands as add_av_commands
 from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser("check", help="validate the device config").set_defaults(
         func=cmd_config_check
     )
+    add_av_commands(sub)
     return parser
 
 

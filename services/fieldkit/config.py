@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fieldkit.antivirus.settings import AntivirusSection
 from fieldkit.kiosk.settings import KioskSection
 
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
@@ -84,6 +85,7 @@ class DeviceConfig(BaseSettings):
     bus: BusSection = BusSection()
     runner: RunnerSection = RunnerSection()
     kiosk: KioskSection = KioskSection()
+    antivirus: AntivirusSection = AntivirusSection()
 
     @classmethod
     def settings_customise_sources(
