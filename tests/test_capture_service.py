@@ -31,11 +31,12 @@ from fieldkit.capture.service import (
     PhotoResult,
     SessionRequest,
     ValidateIdRequest,
+    install,
 )
 from fieldkit.capture.synthetic import photographed_form
 from fieldkit.config import load_config
 from fieldkit.messages import Message, decode
-from fieldkit.registry import load_specs
+from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 from tests.conftest import BusFactory, write_config
@@ -198,7 +199,9 @@ def test_preview_is_mjpeg_with_no_store_and_needs_the_session_token(
     assert response.status == 200
     assert response.getheader("Cache-Control") == "no-store"
     assert response.getheader("Content-Type", "").startswith("multipart/x-mixed-replace")
-    chunk = response.read1(65536)
+    chunk = b""
+    while b"\xff\xd8" not in chunk and len(chunk) < 1 << 20:
+        chunk += response.read1(65536)
     assert b"Content-Type: image/jpeg" in chunk and b"\xff\xd8" in chunk
     conn.close()
 
@@ -278,3 +281,84 @@ def test_bad_requests_are_refused_naming_the_field(
         tester.request("capture", "mode", ModeRequest(sid=SID, mode="idle"), ModeReply).mode
         == "idle"
     )
+
+
+class CaptureThatOnlyDropsReferences(CaptureService):
+    """The protection removed: forget lets go of the buffers without overwriting them."""
+
+    def forget(self, sid: str) -> Forgotten:
+        with self.lock:
+            held = self.session is not None and self.session.sid == sid
+            self.session = None
+            self.frame = None
+            self.preview = bytearray()
+        return Forgotten(sid=sid, held=held)
+
+
+def _bytes_left_after_forget(ctx: ServiceContext, make_bus: BusFactory) -> int:
+    events = _events(make_bus)
+    tester = make_bus("tester")
+    tester.request("capture", "mode", ModeRequest(sid=SID, mode="photo"), ModeReply)
+    events.wait_for(f"session/{SID}/photo", PhotoResult)
+    service = _service(ctx)
+    with service.lock:
+        assert service.session is not None and service.frame is not None
+        buffers = [*service.session.photo_buffers, service.preview]
+        frame = service.frame
+    tester.request("capture", "forget", SessionRequest(type="forget", sid=SID), Forgotten)
+    return sum(np.count_nonzero(np.frombuffer(b, np.uint8)) for b in buffers) + int(
+        np.count_nonzero(frame)
+    )
+
+
+def test_the_zeroing_check_catches_a_service_that_only_drops_references(
+    broker: object, tmp_path: Path, scene_dir: Path, make_bus: BusFactory
+) -> None:
+    """The check above can fail: without overwriting, the photo bytes are still in memory."""
+    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    config = load_config(
+        write_config(
+            tmp_path,
+            f"""
+            [capture]
+            source = "images:{scene_dir}"
+            fps = 10
+            auto_capture_frames = 2
+            """,
+        )
+    )
+    spec = ServiceSpec(
+        name="capture",
+        summary="capture without zeroing",
+        setup=lambda c: install(c, CaptureThatOnlyDropsReferences),
+    )
+    ctx = start_service(spec, config)
+    try:
+        assert _bytes_left_after_forget(ctx, make_bus) > 100_000
+    finally:
+        stop_service(ctx)
+
+
+def test_the_real_service_leaves_no_byte_after_forget(
+    capture_ctx: ServiceContext, scene_dir: Path, make_bus: BusFactory
+) -> None:
+    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    assert _bytes_left_after_forget(capture_ctx, make_bus) == 0
+
+
+def test_the_camera_comes_back_when_it_reappears(
+    broker: object, tmp_path: Path, make_bus: BusFactory
+) -> None:
+    """A missing camera is retried; when it appears the state goes back to ok."""
+    events = _events(make_bus)
+    later = tmp_path / "later"
+    ctx = _start(tmp_path, f"images:{later}")
+    try:
+        state = events.wait_for("capture/evt/camera", CameraState)
+        assert isinstance(state, CameraState) and state.state == "unavailable"
+        later.mkdir()
+        cv2.imwrite(str(later / "frame.png"), np.full((720, 1280, 3), 128, np.uint8))
+        state = events.wait_for("capture/evt/camera", CameraState)
+        assert isinstance(state, CameraState) and state.state == "ok"
+    finally:
+        stop_service(ctx)

@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
 Mode = Literal["idle", "qr", "photo"]
+THOROUGH_EVERY = 4
 SID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 
 
@@ -247,6 +248,7 @@ class CaptureService:
         self.camera: Literal["ok", "unavailable", "starting"] = "starting"
         self.camera_reason = ""
         self._open = False
+        self._qr_frames = 0
         self._thread = threading.Thread(target=self._run, name="capture-camera", daemon=True)
         self.http: ThreadingHTTPServer | None = None
 
@@ -433,7 +435,10 @@ class CaptureService:
         return None
 
     def _read_qr(self, session: Session, frame: Image) -> None:
-        reading = self.reader.read(frame)
+        # Every frame gets the fast decoder; every THOROUGH_EVERY-th frame the whole chain,
+        # so an empty view does not keep a core busy.
+        self._qr_frames += 1
+        reading = self.reader.read(frame, thorough=self._qr_frames % THOROUGH_EVERY == 0)
         if reading.application_id is not None:
             key = bytearray(reading.application_id.digits.encode())
             result = ApplicationIdResult(
@@ -639,16 +644,21 @@ def _preview_server(service: CaptureService) -> ThreadingHTTPServer:
     return server
 
 
-def setup(ctx: ServiceContext) -> None:
+def install(ctx: ServiceContext, service_class: type[CaptureService] = CaptureService) -> None:
+    """Build the service from the config, register its handlers and start the camera loop."""
     settings = ctx.config.capture
     source = source_from_config(settings.source, settings.width, settings.height, settings.fps)
-    service = CaptureService(ctx, settings, source)
+    service = service_class(ctx, settings, source)
     ctx.bus.handle_request("mode", ModeRequest, service.on_mode)
     for op in ("capture", "retake", "forget"):
         ctx.bus.handle_request(op, SessionRequest, service.on_session_request)
     ctx.bus.handle_request("validate-id", ValidateIdRequest, service.on_validate_id)
     service.start()
     ctx.on_stop(service.stop)
+
+
+def setup(ctx: ServiceContext) -> None:
+    install(ctx)
 
 
 SERVICE = ServiceSpec(

@@ -160,7 +160,7 @@ def demo_face(size: tuple[int, int] = FRAME_SIZE, offset: tuple[int, int] = (0, 
     """A drawn head and shoulders on a plain background, for the demo source (BGR)."""
     w, h = size
     frame = np.full((h, w, 3), (222, 220, 218), np.uint8)
-    cx, cy = w // 2 + offset[0], int(h * 0.47) + offset[1]
+    cx, cy = w // 2 + offset[0], int(h * 0.545) + offset[1]
     fw, fh = int(h * 0.17), int(h * 0.23)
     cv2.ellipse(
         frame,
@@ -201,6 +201,10 @@ def demo_face(size: tuple[int, int] = FRAME_SIZE, offset: tuple[int, int] = (0, 
             360,
             (40, 40, 50),
             -1,
+        )
+        # A shaded eye socket: the darker band the eye cascade looks for.
+        cv2.ellipse(
+            frame, (ex, eye_y), (int(fw * 0.3), int(fh * 0.12)), 0, 0, 360, (95, 115, 150), -1
         )
         cv2.ellipse(
             frame, (ex, eye_y), (int(fw * 0.2), int(fh * 0.07)), 0, 0, 360, (245, 245, 245), -1
