@@ -33,6 +33,7 @@ from fieldkit.capture.service import (
     ValidateIdRequest,
     install,
 )
+from fieldkit.capture.sources import DEMO_ID
 from fieldkit.capture.synthetic import photographed_form
 from fieldkit.config import load_config
 from fieldkit.messages import Message, decode
@@ -360,5 +361,22 @@ def test_the_camera_comes_back_when_it_reappears(
         cv2.imwrite(str(later / "frame.png"), np.full((720, 1280, 3), 128, np.uint8))
         state = events.wait_for("capture/evt/camera", CameraState)
         assert isinstance(state, CameraState) and state.state == "ok"
+    finally:
+        stop_service(ctx)
+
+
+def test_the_demo_camera_gives_the_all_zero_demo_id(
+    broker: object, tmp_path: Path, make_bus: BusFactory
+) -> None:
+    """`fieldkit up` with no camera: the demo source's form reads end to end."""
+    ctx = _start(tmp_path, "demo")
+    try:
+        events = _events(make_bus)
+        tester = make_bus("tester")
+        reply = tester.request("capture", "mode", ModeRequest(sid=SID, mode="qr"), ModeReply)
+        assert reply.camera in ("ok", "starting")
+        result = events.wait_for(f"session/{SID}/application-id", ApplicationIdResult)
+        assert isinstance(result, ApplicationIdResult)
+        assert result.accepted and result.application_id == DEMO_ID
     finally:
         stop_service(ctx)
