@@ -228,6 +228,7 @@ class Session:
         self.last_qr = bytearray()
         self.photo_buffers = []
         self.holding_photo = False
+        self.operator_shot = False
         self.previous_centre = None
 
 
