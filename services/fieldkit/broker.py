@@ -133,10 +133,18 @@ class LocalBroker:
             self.config_file.write_text(self.render_config())
             for name, pw in passwords.items():
                 (creds_dir / name).write_text(pw + "\n")
-            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
         finally:
             os.umask(old_umask)
         return passwords
+
+    def publish_endpoint(self) -> None:
+        """Tell clients where to connect; called only once mosquitto accepts connections,
+        so a client that waits for this file never races the broker's start."""
+        old_umask = os.umask(0o077)
+        try:
+            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
+        finally:
+            os.umask(old_umask)
 
     def start(self, timeout: float = 10.0) -> None:
         if shutil.which(self.mosquitto) is None:
@@ -159,6 +167,7 @@ class LocalBroker:
                     f"(config {self.config_file}); see its messages above"
                 )
             if self._accepting():
+                self.publish_endpoint()
                 log.info("broker listening on %s", self.endpoint.describe())
                 return
             time.sleep(0.05)
