@@ -11,6 +11,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   mosquitto mosquitto-clients
   clamav clamav-freshclam
+  libzbar0  # capture: pyzbar's QR decoder
 )
 
 need_apt() {

@@ -139,6 +139,15 @@ class LocalBroker:
             os.umask(old_umask)
         return passwords
 
+    def publish_endpoint(self) -> None:
+        """Tell clients where to connect; called only once mosquitto accepts connections,
+        so a client that waits for this file never races the broker's start."""
+        old_umask = os.umask(0o077)
+        try:
+            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
+        finally:
+            os.umask(old_umask)
+
     def start(self, timeout: float = 10.0) -> None:
         if shutil.which(self.mosquitto) is None:
             raise BrokerError(
@@ -162,8 +171,7 @@ class LocalBroker:
                     f"(config {self.config_file}); see its messages above"
                 )
             if self._accepting():
-                # Published only once the broker accepts: its presence means "the bus is up".
-                (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
+                self.publish_endpoint()
                 log.info("broker listening on %s", self.endpoint.describe())
                 return
             time.sleep(0.05)

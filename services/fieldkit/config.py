@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fieldkit.antivirus.settings import AntivirusSection
+from fieldkit.capture.settings import CaptureSection
 from fieldkit.kiosk.settings import KioskSection
 
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
@@ -86,6 +87,7 @@ class DeviceConfig(BaseSettings):
     runner: RunnerSection = RunnerSection()
     kiosk: KioskSection = KioskSection()
     antivirus: AntivirusSection = AntivirusSection()
+    capture: CaptureSection = CaptureSection()
 
     @classmethod
     def settings_customise_sources(
