@@ -6,15 +6,14 @@ the kiosk holds nothing about an applicant but the statistics and the audit even
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, abort, g, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import RadioField, SelectField, StringField
-from wtforms.validators import DataRequired, InputRequired, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
+from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
 
@@ -26,21 +25,21 @@ def keys(*values: str) -> list[tuple[str, str]]:
     return [(v, v) for v in values]
 
 
-APPLICATION_ID = re.compile(r"^[0-9]{23}$")
-
-
 class ModeForm(FlaskForm):
     mode = RadioField(choices=keys("support", "municipal"), validators=[InputRequired()])
 
 
 class ManualIdForm(FlaskForm):
-    application_id = StringField(validators=[DataRequired()])
+    application_id = StringField(validators=[DataRequired(), Length(max=64)])
 
     def validate_application_id(self, field: StringField) -> None:
-        digits = re.sub(r"[\s-]", "", field.data or "")
-        if not APPLICATION_ID.match(digits):
-            raise ValidationError("申請書IDは23けたの数字です / The application ID is 23 digits")
-        field.data = digits
+        # The same rules as a scanned QR payload: one function in the capture package.
+        try:
+            field.data = read_application_id(field.data or "").digits
+        except ApplicationIdRefused as refused:
+            raise ValidationError(
+                refused.message_ja if g.get("lang", "ja") == "ja" else refused.message_en
+            ) from None
 
 
 class EmptyForm(FlaskForm):
