@@ -104,3 +104,14 @@ def raw_client(broker: LocalBroker, identity: str | None, password: str | None =
             password if password is not None else read_password(broker.runtime_dir, identity),
         )
     return client
+
+
+OPERATOR_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def operator_hash() -> str:
+    """An argon2id hash for the test operators (hashing is slow: once per run)."""
+    from fieldkit.kiosk.operators import hash_password
+
+    return hash_password(OPERATOR_PASSWORD)

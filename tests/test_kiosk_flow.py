@@ -24,7 +24,7 @@ def walk_to_review(counter: Counter) -> None:
     counter.start("op-01", "support")
     counter.set_application_id(APPLICATION_ID)
     counter.answer_terms("2026-04", True)
-    counter.set_photo(PHOTO)
+    counter.set_photo(PHOTO, PHOTO)
     counter.set_options(e_certificate=True, braille=False)
     counter.set_statistics("202011", "female", "80-89")
 
@@ -39,6 +39,7 @@ def test_a_full_session_walks_every_step_and_is_audited_without_personal_data(
     stats = session.statistics()
     assert stats.outcome is Outcome.SUBMITTED and stats.municipality == "202011"
     assert stats.e_certificate is True and stats.braille is False
+    assert APPLICATION_ID not in repr(session)  # repr never shows personal fields
     closed = counter.close()
     assert closed is session and counter.current is None
     steps = [e.step_to for e in audit if e.step_to]
@@ -68,7 +69,7 @@ def test_no_agreement_no_application(counter: Counter) -> None:  # R2
     assert session is not None and session.step is Step.ENDED
     assert session.outcome is Outcome.DECLINED
     with pytest.raises(FlowError):
-        counter.set_photo(PHOTO)
+        counter.set_photo(PHOTO, PHOTO)
 
 
 def test_unknown_id_is_forwarded_and_counted_per_municipality(counter: Counter) -> None:  # R8
@@ -96,7 +97,7 @@ def test_steps_cannot_be_skipped_and_going_back_is_limited(counter: Counter) -> 
 def walk_to_review_from_scan(counter: Counter) -> None:
     counter.set_application_id(APPLICATION_ID)
     counter.answer_terms("2026-04", True)
-    counter.set_photo(PHOTO)
+    counter.set_photo(PHOTO, PHOTO)
     counter.set_options(e_certificate=True, braille=False)
     counter.set_statistics("202011", "male", "70-79")
 

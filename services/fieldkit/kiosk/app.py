@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.erasure import serve_forget_requests
+from fieldkit.kiosk.camera import Camera
 from fieldkit.kiosk.flow import AuditEvent, Counter
 from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.text import Lang, age_band_label, say
@@ -38,6 +39,7 @@ class Kiosk:
     municipalities: MunicipalityTable
     audit_log: list[AuditEvent] = field(default_factory=list)
     service: ServiceContext | None = None
+    camera: Camera | None = None
 
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
@@ -58,12 +60,13 @@ class Kiosk:
 
     def forget_session(self, sid: str) -> list[str]:
         """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
+        erased = self.camera.forget(sid) if self.camera is not None else []
         session = self.counter.current
         if session is None or session.sid != sid:
-            return []
+            return erased
         self.counter.abandon("wipe")
         self.counter.close()
-        return ["applicant session in kiosk memory"]
+        return [*erased, "applicant session in kiosk memory"]
 
 
 def kiosk(app: Flask | None = None) -> Kiosk:
@@ -75,6 +78,7 @@ def kiosk(app: Flask | None = None) -> Kiosk:
 def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state = kiosk(app)
     state.service = ctx
+    state.camera = Camera(ctx.bus, state.counter)
     serve_forget_requests(ctx.bus, state.forget_session)
 
 
@@ -83,12 +87,15 @@ def detach_service(app: Flask) -> None:
     if state.service is not None:
         stop_service(state.service)
         state.service = None
+        state.camera = None
 
 
 SECURITY_HEADERS = {
     # No inline script anywhere; nothing from outside the kiosk.
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        # The camera preview is MJPEG from the capture service, on loopback only.
+        "img-src 'self' data: http://127.0.0.1:*; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",

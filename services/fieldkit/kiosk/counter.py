@@ -6,7 +6,7 @@ the kiosk holds nothing about an applicant but the statistics and the audit even
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, g, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, g, jsonify, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -15,6 +15,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 
 from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
 from fieldkit.kiosk.app import kiosk
+from fieldkit.kiosk.camera import Camera, LiveView
 from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
 
 bp = Blueprint("counter", __name__)
@@ -104,7 +105,31 @@ def expire_idle_applicant() -> ResponseReturnValue | None:
     limit = kiosk().config.kiosk.applicant_idle_minutes * 60
     if kiosk().counter.idle_expired(limit):
         kiosk().counter.abandon("idle")
+    # The camera follows the session: the right mode for this step, idle and zeroed after it.
+    live_view()
     return None
+
+
+def live_view() -> LiveView | None:
+    """Keep the camera in the mode this step needs; None when no capture service is attached."""
+    camera = kiosk().camera
+    return camera.follow() if camera is not None else None
+
+
+@bp.get("/live")
+def live() -> ResponseReturnValue:
+    """Polled by kiosk.js: the step, and what the camera says now, in the operator's language."""
+    session = kiosk().counter.current
+    view = live_view()
+    message = ""
+    if view is not None:
+        message = view.message_ja if g.lang == "ja" else view.message_en
+    return jsonify(
+        step=session.step.value if session else None,
+        message=message,
+        candidate=bool(view and view.candidate_print is not None),
+        camera_problem=view.camera_problem if view else None,
+    )
 
 
 @bp.errorhandler(FlowError)
@@ -132,7 +157,7 @@ def scan() -> ResponseReturnValue:
     if form.validate_on_submit():
         kiosk().counter.set_application_id(form.application_id.data or "")
         return to_current_step()
-    return render_template("scan.html", form=form, buttons=EmptyForm())
+    return render_template("scan.html", form=form, buttons=EmptyForm(), view=live_view())
 
 
 @bp.post("/scan/forward")
@@ -168,7 +193,45 @@ def terms() -> ResponseReturnValue:
 @bp.get("/photo")
 def photo() -> ResponseReturnValue:
     kiosk().counter.require(Step.PHOTO)
-    return render_template("photo.html", buttons=EmptyForm())
+    view = live_view()
+    return render_template("photo.html", view=view, buttons=EmptyForm())
+
+
+@bp.get("/photo/candidate.jpg")
+def candidate_photo() -> ResponseReturnValue:
+    kiosk().counter.require(Step.PHOTO)
+    view = live_view()
+    if view is None or view.candidate_print is None:
+        abort(404)
+    return Response(bytes(view.candidate_print), mimetype="image/jpeg")
+
+
+def camera_or_404() -> Camera:
+    camera = kiosk().camera
+    if camera is None:
+        abort(404)
+    return camera
+
+
+@bp.post("/photo/accept")
+def accept_photo() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        camera_or_404().accept_photo()
+    return to_current_step()
+
+
+@bp.post("/photo/retake")
+def retake_photo() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        camera_or_404().retake()
+    return to_current_step()
+
+
+@bp.post("/photo/take")
+def take_photo() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        camera_or_404().take_now()
+    return to_current_step()
 
 
 @bp.route("/options", methods=["GET", "POST"])

@@ -91,8 +91,10 @@ class ApplicantSession:
     started: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.monotonic)
     # Personal data: memory only, zeroed by forget().
-    application_id: str | None = None
-    photo: bytearray | None = None
+    # repr=False: a session printed in a traceback or assertion must not show them.
+    application_id: str | None = field(default=None, repr=False)
+    photo: bytearray | None = field(default=None, repr=False)  # print master, 600 dpi
+    online_photo: bytearray | None = field(default=None, repr=False)  # online-application JPEG
     terms_version: str | None = None
     agreed: bool | None = None
     e_certificate: bool | None = None
@@ -105,9 +107,10 @@ class ApplicantSession:
 
     def forget(self) -> None:
         """Zero and drop every personal item this session held."""
-        if self.photo is not None:
-            self.photo[:] = bytes(len(self.photo))
-        self.photo = None
+        for buffer in (self.photo, self.online_photo):
+            if buffer is not None:
+                buffer[:] = bytes(len(buffer))
+        self.photo = self.online_photo = None
         self.application_id = None
         self.e_certificate = None
         self.braille = None
@@ -194,10 +197,11 @@ class Counter:
                 session.outcome = Outcome.DECLINED
                 self._move(session, Step.ENDED, f"terms-declined:{version}")
 
-    def set_photo(self, jpeg: bytes) -> None:
+    def set_photo(self, print_jpeg: bytes, online_jpeg: bytes) -> None:
         with self._lock:
             session = self.require(Step.PHOTO)
-            session.photo = bytearray(jpeg)
+            session.photo = bytearray(print_jpeg)
+            session.online_photo = bytearray(online_jpeg)
             self._move(session, Step.OPTIONS, "photo-accepted")
 
     def set_options(self, e_certificate: bool, braille: bool) -> None:

@@ -10,7 +10,8 @@ from fieldkit.runner import ServiceContext
 
 
 def setup(ctx: ServiceContext) -> None:
-    """Called in the gunicorn worker (never at import): the kiosk's bus handlers go here."""
+    """Called in the gunicorn worker (never at import); the app registers its handlers when
+    the worker attaches the service to it (``fieldkit.kiosk.app.attach_service``)."""
 
 
 def gunicorn_command(config_path: Path) -> list[str]:
@@ -28,4 +29,6 @@ SERVICE = ServiceSpec(
     roles=frozenset({"tablet"}),
     command=gunicorn_command,
     holds_personal_data=True,
+    requests=("capture",),
+    listens=("capture/evt/#",),
 )

@@ -84,6 +84,20 @@ TEXT: dict[str, tuple[str, str]] = {
         "画面の有効期限が切れました。もう一度やり直してください。",
         "This page expired. Please try again.",
     ),
+    "camera_preview": ("カメラの映像", "Camera view"),
+    "camera_problem": (
+        "カメラが使えません。ケーブルを確かめてください。手で入力することもできます。",
+        "The camera is not available. Check its cable; you can also type the ID.",
+    ),
+    "photo_taken": ("撮影した写真", "The photo taken"),
+    "photo_ok": ("写真の条件をすべて満たしています。", "The photo meets every requirement."),
+    "photo_not_ok": (
+        "条件を満たしていない項目があります。撮り直しをおすすめします。",
+        "Some requirements are not met. Taking it again is recommended.",
+    ),
+    "use_photo": ("この写真を使う", "Use this photo"),
+    "retake": ("撮り直す", "Take again"),
+    "take_now": ("今すぐ撮影する", "Take the photo now"),
     "printing": ("控えを印刷しています", "Printing your receipts"),
     "done": ("申請が終わりました", "Your application is complete"),
 }
