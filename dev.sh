@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   mosquitto mosquitto-clients
+  cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
 )
 
 need_apt() {

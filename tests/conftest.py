@@ -101,3 +101,7 @@ def raw_client(broker: LocalBroker, identity: str | None, password: str | None =
             password if password is not None else read_password(broker.runtime_dir, identity),
         )
     return client
+
+
+# A real cupsd with a queue on ippeveprinter (see tests/cups.py), for any test that prints.
+from tests.cups import local_printer, printing_config  # noqa: E402, F401

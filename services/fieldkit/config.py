@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fieldkit.printing.settings import PrintingSection
+
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
 CONFIG_ENV = "FIELDKIT_CONFIG"
 
@@ -81,6 +83,7 @@ class DeviceConfig(BaseSettings):
     device: DeviceSection
     bus: BusSection = BusSection()
     runner: RunnerSection = RunnerSection()
+    printing: PrintingSection = PrintingSection()
 
     @classmethod
     def settings_customise_sources(
