@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import pytest
 
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused
-from fieldkit.config import DeviceConfig
+from fieldkit.config import DeviceConfig, load_config
 from fieldkit.messages import Message, Ping, Pong, decode
 from fieldkit.printing.desk import PrintDesk
 from fieldkit.printing.localprinter import LocalPrinter, SpoolPolicy
@@ -38,7 +39,7 @@ from fieldkit.printing.service import SERVICE, make_spec
 from fieldkit.printing.spool import spool_residue
 from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext, start_service, stop_service
-from tests.conftest import BusFactory
+from tests.conftest import BusFactory, write_config
 from tests.cups import (
     config_for,
     page_sizes_mm,
@@ -346,3 +347,72 @@ def test_cups_logs_and_the_printer_never_see_the_applicant(
     for path in local_printer.directory.rglob("*"):
         if path.is_file() and path.suffix not in {".pdf", ".prn"}:
             assert APPLICATION_ID.encode() not in path.read_bytes(), path.name
+
+
+def test_forget_drops_a_job_that_never_reached_cups(
+    printing: ServiceContext, local_printer: LocalPrinter, make_bus: BusFactory, events: Events
+) -> None:
+    """R6: the session's wipe removes its waiting job; it does not print later."""
+    local_printer.delete_queue()
+    tester = make_bus("tester")
+    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    assert reply.state == "waiting"
+    forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
+    assert forgotten.jobs == 1 and forgotten.spool_clean
+    local_printer.add_queue()
+    time.sleep(2)  # several retry intervals: a job still held would have been sent by now
+    assert list(local_printer.received_dir.glob("*.pdf")) == []
+    status = tester.request("printing", "printer-status", PrinterStatusRequest(), PrinterStatus)
+    assert status.waiting_jobs == 0
+
+
+def test_forget_cancels_and_purges_a_job_waiting_for_an_offline_printer(
+    printing: ServiceContext, local_printer: LocalPrinter, make_bus: BusFactory, events: Events
+) -> None:
+    """R6, R12: a job CUPS still holds is canceled and purged; the spool is left clean."""
+    local_printer.stop_printer()
+    tester = make_bus("tester")
+    reply = tester.request("printing", "print-photo-sheet", photo_request(), PrintAccepted, 10)
+    assert reply.cups_job is not None
+    events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "offline")
+    forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
+    assert forgotten.jobs == 1
+    assert forgotten.spool_checked and forgotten.spool_clean, forgotten.residue
+    assert spool_residue(local_printer.spool_dir, local_printer.cache_dir, [reply.cups_job]) == []
+    local_printer.start_printer()
+    time.sleep(2)
+    assert list(local_printer.received_dir.glob("*.pdf")) == []
+
+
+def test_the_service_can_run_its_own_local_printer_for_the_demo(
+    broker: LocalBroker, tmp_path: Path, make_bus: BusFactory, events: Events
+) -> None:
+    """``[printing.local] enabled = true``: fieldkit up prints real PDFs without hardware."""
+    base = Path(tempfile.mkdtemp(prefix="fieldkit-demo-"))
+    base.chmod(0o755)
+    try:
+        body = "\n".join(
+            [
+                "[printing]",
+                "poll_interval = 0.1",
+                "[printing.local]",
+                "enabled = true",
+                f'directory = "{base / "printer"}"',
+                "",
+            ]
+        )
+        ctx = run_printing(load_config(write_config(tmp_path, body)))
+        try:
+            tester = make_bus("tester")
+            reply = tester.request(
+                "printing", "print-photo-sheet", photo_request(), PrintAccepted, 10
+            )
+            done = events.wait_for(JobEvent, job_done(reply.job))
+            assert isinstance(done, JobEvent) and done.spool_clean is True
+            (received,) = (base / "printer" / "received").glob("*.pdf")
+            assert len(placed_images(received)) == 4
+        finally:
+            stop_service(ctx)
+        assert not list((base / "printer" / "spool").glob("[cd]0*"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

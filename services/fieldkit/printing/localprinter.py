@@ -228,7 +228,24 @@ class LocalPrinter:
             lines += [f"SystemGroup {grp.getgrgid(os.getegid()).gr_name}"]
         return "\n".join(lines) + "\n"
 
+    def _check_reachable_by_lp(self) -> None:
+        """As root, cupsd's filters run as lp and must traverse every parent of the spool."""
+        if os.geteuid() != 0:
+            return
+        for parent in self.directory.parents:
+            if parent.exists() and not parent.stat().st_mode & 0o001:
+                raise LocalPrinterError(
+                    f"{parent} is not traversable by other users (mode "
+                    f"{parent.stat().st_mode & 0o777:o}); cupsd's filters run as lp and could "
+                    f"not read the spool under {self.directory}: choose another directory"
+                )
+
     def write_files(self) -> None:
+        self._check_reachable_by_lp()
+        # Every start is a fresh cupsd: jobs left by a crashed run are not printed later,
+        # and their files do not linger (R12). Only what the simulator received is kept.
+        for stale in (self.conf_dir, self.spool_dir, self.cache_dir, self.directory / "state"):
+            shutil.rmtree(stale, ignore_errors=True)
         for path in (
             self.conf_dir,
             self.spool_dir / "tmp",

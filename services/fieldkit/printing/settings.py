@@ -49,7 +49,7 @@ class PrintingSection(BaseModel):
     # A job CUPS did not take (queue missing, cupsd down) is retried this often, never dropped.
     retry_interval: float = Field(default=2.0, gt=0, le=300)
     # How long after completion the spool may still hold the job's files before it is a fault.
-    spool_settle: float = Field(default=5.0, gt=0, le=120)
+    spool_settle: float = Field(default=2.0, gt=0, le=120)
     local: LocalPrinterSection = LocalPrinterSection()
 
     @field_validator("cups_host")

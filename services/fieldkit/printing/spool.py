@@ -14,7 +14,9 @@ def spool_residue(spool_dir: Path, cache_dir: Path | None, job_ids: Iterable[int
 
     cupsd names a job's control file ``c<id>`` and its documents ``d<id>-<n>`` in
     RequestRoot. The cache directory holds ``job.cache`` (one metadata block per job: id,
-    queue, size, state; no name, no content); a per-job file there would be residue too.
+    queue, user, size, state; no job name, no content); a per-job file there would be
+    residue too. cupsd does not rewrite job.cache when a job is purged, so a stale block may
+    still list a document file that is already gone: the files themselves are what counts.
     """
     wanted = set(job_ids)
     found: list[str] = []
