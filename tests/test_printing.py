@@ -239,6 +239,26 @@ def test_with_preserve_job_files_yes_the_spool_check_fails(
         stop_service(ctx)
 
 
+def test_cupsd_settings_alone_leave_nothing_without_the_services_purge(
+    broker: LocalBroker,
+    local_printer: LocalPrinter,
+    tmp_path: Path,
+    make_bus: BusFactory,
+    events: Events,
+) -> None:
+    """R12, first layer: PreserveJobFiles No + PreserveJobHistory No clean up on their own."""
+    ctx = run_printing(config_for(tmp_path, local_printer), make_spec(DeskWithoutPurge))
+    try:
+        tester = make_bus("tester")
+        reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+        done = events.wait_for(JobEvent, job_done(reply.job))
+        assert isinstance(done, JobEvent) and done.spool_clean is True
+        forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
+        assert forgotten.spool_clean and forgotten.residue == []
+    finally:
+        stop_service(ctx)
+
+
 def test_the_services_purge_cleans_even_when_cupsd_would_keep_the_files(
     broker: LocalBroker,
     preserving_printer: LocalPrinter,
