@@ -436,3 +436,30 @@ def test_the_service_can_run_its_own_local_printer_for_the_demo(
         assert not list((base / "printer" / "spool").glob("[cd]0*"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_normal_job_never_reports_trouble_to_the_applicant(
+    printing: ServiceContext, local_printer: LocalPrinter, make_bus: BusFactory, events: Events
+) -> None:
+    """A job that prints fine goes queued → printing → completed; no 'call staff' on screen."""
+    tester = make_bus("tester")
+    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    events.wait_for(JobEvent, job_done(reply.job))
+    states = [
+        decode(payload, JobEvent).state
+        for topic, payload in events.items
+        if topic == f"printing/evt/session/{SID}/job"
+    ]
+    assert states[-1] == "completed"
+    assert set(states) <= {"queued", "printing", "completed"}, states
+
+
+def test_the_first_printer_condition_reaches_the_bus(
+    broker: LocalBroker, printing_config: DeviceConfig, make_bus: BusFactory, events: Events
+) -> None:
+    """The condition read at start is published, even when read before the bus is up."""
+    ctx = run_printing(printing_config)
+    try:
+        events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "ready")
+    finally:
+        stop_service(ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,9 @@ FINAL_JOB_STATES = frozenset({JOB_CANCELED, JOB_ABORTED, JOB_COMPLETED})
 # Print true to size (R3): no scaling by CUPS's pdftopdf, nor by the printer.
 TRUE_SIZE = {"print-scaling": "none", "fit-to-page": "false"}
 JOB_EVENTS = ["job-created", "job-state-changed", "job-completed", "job-stopped"]
+# A lease, renewed while we run, so a crashed service leaves no subscription on the system
+# cupsd for long (subscriptions outlive their client otherwise).
+SUBSCRIPTION_LEASE = 300
 
 
 class CupsUnavailable(Exception):
@@ -62,6 +66,7 @@ class CupsQueue:
         self._conn: cups.Connection | None = None
         self._subscription: int | None = None
         self._next_event = 1
+        self._renew_at = 0.0
 
     def _connection(self) -> cups.Connection:
         if self._conn is None:
@@ -152,10 +157,14 @@ class CupsQueue:
                     conn.createSubscription(
                         f"ipp://{self.host}:{self.port}/",
                         events=JOB_EVENTS,
-                        lease_duration=0,
+                        lease_duration=SUBSCRIPTION_LEASE,
                     )
                 )
                 self._next_event = 1
+                self._renew_at = time.monotonic() + SUBSCRIPTION_LEASE / 3
+            elif time.monotonic() >= self._renew_at:
+                conn.renewSubscription(self._subscription, lease_duration=SUBSCRIPTION_LEASE)
+                self._renew_at = time.monotonic() + SUBSCRIPTION_LEASE / 3
             reply = conn.getNotifications([self._subscription], [self._next_event])
         except cups.IPPError:
             self._subscription = None

@@ -68,7 +68,9 @@ JOB_WORDS: dict[JobState, tuple[str, str]] = {
 
 _CUPS_TO_STATE: dict[int, JobState] = {
     3: "queued",
-    JOB_HELD: "held",
+    # Create-Job holds a job until its document has arrived (job-hold-until-specified); the
+    # kiosk must not tell the applicant to call staff for that, so pending-held is queued.
+    JOB_HELD: "queued",
     JOB_PROCESSING: "printing",
     JOB_STOPPED: "held",
     JOB_CANCELED: "canceled",
@@ -100,12 +102,16 @@ class PrintJob:
         self.document.clear()
 
 
+RETRIES = 50
+
+
 class EventPublisher:
     """Publishes events from a queue on its own thread (never blocks the caller)."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._queue: queue.Queue[tuple[str, Message] | None] = queue.Queue()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="printing-events", daemon=True)
         self._thread.start()
 
@@ -115,12 +121,20 @@ class EventPublisher:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             topic, message = item
-            try:
-                self._bus.publish(topic, message)
-            except BusError as exc:
-                log.warning("event on %s not published: %s", topic, exc)
+            # The desk starts before the bus connects (and the bus may reconnect): retry for
+            # a while, so the first printer condition is not lost.
+            for attempt in range(RETRIES):
+                try:
+                    self._bus.publish(topic, message)
+                    break
+                except BusError as exc:
+                    if attempt == RETRIES - 1 or self._closing.is_set():
+                        log.warning("event on %s not published: %s", topic, exc)
+                        break
+                    self._closing.wait(0.2)
 
     def close(self) -> None:
+        self._closing.set()
         self._queue.put(None)
         self._thread.join(5)
 
