@@ -463,3 +463,20 @@ def test_the_first_printer_condition_reaches_the_bus(
         events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "ready")
     finally:
         stop_service(ctx)
+
+
+def test_cupsd_down_is_reported_and_the_job_is_sent_once_it_is_back(
+    printing: ServiceContext, local_printer: LocalPrinter, make_bus: BusFactory, events: Events
+) -> None:
+    """The print system itself stopped: clear words, service up, the job kept and sent later."""
+    local_printer.stop()
+    tester = make_bus("tester")
+    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    assert reply.state == "waiting" and reply.cups_job is None
+    assert reply.words_en == "The printing system is not running. Please call staff."
+    events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "cups-unreachable")
+    assert tester.request("printing", "ping", Ping(), Pong).service == "printing"
+
+    local_printer.start()  # same ports, fresh spool
+    events.wait_for(JobEvent, job_done(reply.job))
+    assert len(wait_for_received(local_printer, 1)) == 1
