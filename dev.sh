@@ -12,6 +12,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients
   clamav clamav-freshclam
   libzbar0  # capture: pyzbar's QR decoder
+  cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
 )
 
 need_apt() {
@@ -23,7 +24,7 @@ need_apt() {
     echo "==> installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    apt-get install -y -qq "${missing[@]}"
   fi
 }
 

@@ -115,3 +115,7 @@ def operator_hash() -> str:
     from fieldkit.kiosk.operators import hash_password
 
     return hash_password(OPERATOR_PASSWORD)
+
+
+# A real cupsd with a queue on ippeveprinter (see tests/cups.py), for any test that prints.
+from tests.cups import local_printer, printing_config  # noqa: E402, F401
