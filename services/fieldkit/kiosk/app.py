@@ -18,6 +18,7 @@ from fieldkit.erasure import serve_forget_requests
 from fieldkit.kiosk.camera import Camera
 from fieldkit.kiosk.flow import AuditEvent, Counter
 from fieldkit.kiosk.operators import OperatorRegistry
+from fieldkit.kiosk.printer import Printer
 from fieldkit.kiosk.text import Lang, age_band_label, say
 from fieldkit.municipalities import MunicipalityTable
 from fieldkit.runner import ServiceContext, stop_service
@@ -40,6 +41,7 @@ class Kiosk:
     audit_log: list[AuditEvent] = field(default_factory=list)
     service: ServiceContext | None = None
     camera: Camera | None = None
+    printer: Printer | None = None
 
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
@@ -61,6 +63,7 @@ class Kiosk:
     def forget_session(self, sid: str) -> list[str]:
         """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
         erased = self.camera.forget(sid) if self.camera is not None else []
+        erased += self.printer.forget(sid) if self.printer is not None else []
         session = self.counter.current
         if session is None or session.sid != sid:
             return erased
@@ -79,6 +82,9 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state = kiosk(app)
     state.service = ctx
     state.camera = Camera(ctx.bus, state.counter)
+    state.printer = Printer(
+        ctx.bus, state.counter, state.config.device.site or state.config.device.id
+    )
     serve_forget_requests(ctx.bus, state.forget_session)
 
 
@@ -88,6 +94,7 @@ def detach_service(app: Flask) -> None:
         stop_service(state.service)
         state.service = None
         state.camera = None
+        state.printer = None
 
 
 SECURITY_HEADERS = {

@@ -124,6 +124,10 @@ def live() -> ResponseReturnValue:
     message = ""
     if view is not None:
         message = view.message_ja if g.lang == "ja" else view.message_en
+    printer = kiosk().printer
+    run = printer.status(session.sid) if printer is not None and session is not None else None
+    if run is not None:
+        message = run.words_ja if g.lang == "ja" else run.words_en
     return jsonify(
         step=session.step.value if session else None,
         message=message,
@@ -269,10 +273,31 @@ def review() -> ResponseReturnValue:
     )
 
 
+@bp.post("/submit")
+def submit() -> ResponseReturnValue:
+    """Apply: the session is sealed for sync (issue 5) and its receipts go to the printer."""
+    if EmptyForm().validate_on_submit():
+        session = kiosk().counter.submit()
+        printer = kiosk().printer
+        if printer is not None:
+            printer.print_session(session)
+    return to_current_step()
+
+
 @bp.get("/print")
 def printing() -> ResponseReturnValue:
-    kiosk().counter.require(Step.PRINT)
-    return render_template("printing.html", buttons=EmptyForm())
+    session = kiosk().counter.require(Step.PRINT)
+    printer = kiosk().printer
+    run = printer.status(session.sid) if printer is not None else None
+    return render_template("printing.html", run=run, buttons=EmptyForm(), view=None)
+
+
+@bp.post("/print/again")
+def print_again() -> ResponseReturnValue:
+    printer = kiosk().printer
+    if EmptyForm().validate_on_submit() and printer is not None:
+        printer.print_session(kiosk().counter.require(Step.PRINT))
+    return to_current_step()
 
 
 @bp.get("/done")

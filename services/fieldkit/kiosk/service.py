@@ -29,6 +29,6 @@ SERVICE = ServiceSpec(
     roles=frozenset({"tablet"}),
     command=gunicorn_command,
     holds_personal_data=True,
-    requests=("capture",),
-    listens=("capture/evt/#",),
+    requests=("capture", "printing"),
+    listens=("capture/evt/#", "printing/evt/#"),
 )

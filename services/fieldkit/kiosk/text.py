@@ -98,6 +98,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "use_photo": ("この写真を使う", "Use this photo"),
     "retake": ("撮り直す", "Take again"),
     "take_now": ("今すぐ撮影する", "Take the photo now"),
+    "print_problem": (
+        "印刷を始められませんでした。プリンターを確かめてから、もう一度押してください。",
+        "Printing could not start. Check the printer, then press again.",
+    ),
+    "print_again": ("もう一度印刷する", "Print again"),
     "printing": ("控えを印刷しています", "Printing your receipts"),
     "done": ("申請が終わりました", "Your application is complete"),
 }

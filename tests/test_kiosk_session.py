@@ -1,5 +1,6 @@
-"""The kiosk drives the real capture service over a real broker: the form's QR moves the
-session on, the photo is auto-captured, checked, shown and accepted. R1 R3 R29"""
+"""The kiosk drives the real capture and printing services over a real broker: the form's QR
+moves the session on, the photo is auto-captured, checked and accepted, and after submission
+the receipts and the photo sheet come out of a real CUPS queue. R1 R3 R5 R29"""
 
 from __future__ import annotations
 
@@ -19,21 +20,23 @@ from fieldkit.kiosk.app import attach_service, detach_service, kiosk
 from fieldkit.kiosk.flow import Step
 from fieldkit.registry import load_specs
 from fieldkit.runner import start_service, stop_service
+from tests.cups import LocalPrinter, pdf_text, placed_images, wait_for_received
 from tests.test_kiosk_app import login, make_app, post
 
 
 @pytest.fixture
-def kiosk_with_camera(
-    broker: LocalBroker, kit_config: DeviceConfig, operator_hash: str
+def kiosk_with_devices(
+    broker: LocalBroker, printing_config: DeviceConfig, operator_hash: str
 ) -> Iterator[Flask]:
-    (capture_spec,) = load_specs(["capture"])
+    config = printing_config
+    services = [start_service(spec, config) for spec in load_specs(["capture", "printing"])]
     (kiosk_spec,) = load_specs(["kiosk"])
-    capture = start_service(capture_spec, kit_config)
-    app = make_app(kit_config, operator_hash)
-    attach_service(app, start_service(kiosk_spec, kit_config))
+    app = make_app(config, operator_hash)
+    attach_service(app, start_service(kiosk_spec, config))
     yield app
     detach_service(app)
-    stop_service(capture)
+    for ctx in services:
+        stop_service(ctx)
 
 
 def wait_live(client: FlaskClient, predicate: str, timeout: float = 40.0) -> dict[str, object]:
@@ -46,8 +49,10 @@ def wait_live(client: FlaskClient, predicate: str, timeout: float = 40.0) -> dic
     raise AssertionError(f"live never satisfied {predicate}")
 
 
-def test_scan_then_photo_through_the_capture_service(kiosk_with_camera: Flask) -> None:
-    app = kiosk_with_camera
+def test_a_whole_session_through_capture_and_printing(
+    kiosk_with_devices: Flask, local_printer: LocalPrinter
+) -> None:
+    app = kiosk_with_devices
     with app.test_client() as client:
         login(client)
         post(client, "/", {"mode": "support"})
@@ -72,7 +77,20 @@ def test_scan_then_photo_through_the_capture_service(kiosk_with_camera: Flask) -
         assert session.step is Step.OPTIONS
         assert session.photo is not None and session.online_photo is not None
 
-        post(client, "/abandon", {}, page="/options")
+        post(client, "/options", {"e_certificate": "yes", "braille": "no"})
+        post(client, "/statistics", {"municipality": "202029", "sex": "male", "age_band": "70-79"})
+        post(client, "/submit", {}, page="/review")
+        assert session.step in (Step.PRINT, Step.DONE)
+        wait_live(client, "live['step'] == 'done'")
+
+        # R5: two labelled receipt copies; R3: the photo sheet in support mode.
+        received = wait_for_received(local_printer, 2)
+        texts = [pdf_text(pdf) for pdf in received]
+        receipt = next(text for text in texts if "本人控え" in text)
+        assert "職員控え" in receipt
+        assert any(placed_images(pdf) for pdf in received if "本人控え" not in pdf_text(pdf))
+
+        post(client, "/finish", {}, page="/done")
         post(client, "/next", {}, page="/ended")
         client.get("/")  # where the browser goes next
         assert session.photo is None and session.application_id is None
