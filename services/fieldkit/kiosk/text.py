@@ -103,6 +103,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "Printing could not start. Check the printer, then press again.",
     ),
     "print_again": ("もう一度印刷する", "Print again"),
+    "av_unknown": (
+        "ウイルス対策の状態を確認できないため、受付を始められません。端末を再起動してください。",
+        "The antivirus status cannot be checked, so no session can start. Restart the tablet.",
+    ),
     "printing": ("控えを印刷しています", "Printing your receipts"),
     "done": ("申請が終わりました", "Your application is complete"),
 }
