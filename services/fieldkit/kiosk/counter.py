@@ -327,8 +327,19 @@ def print_again() -> ResponseReturnValue:
 
 @bp.get("/done")
 def done() -> ResponseReturnValue:
-    kiosk().counter.require(Step.DONE)
-    return render_template("done.html", buttons=EmptyForm())
+    session = kiosk().counter.require(Step.DONE)
+    handoff = None
+    state = kiosk()
+    if (
+        state.config.kiosk.online_handoff
+        and session.online_url is not None
+        and session.online_photo is not None
+        and state.folders is not None
+    ):
+        # The browser uploads the online JPEG from here; the folder goes when the session closes.
+        photo = state.folders.write_photo(session.sid, bytes(session.online_photo))
+        handoff = {"url": session.online_url, "photo": str(photo)}
+    return render_template("done.html", buttons=EmptyForm(), handoff=handoff)
 
 
 @bp.post("/finish")
