@@ -12,6 +12,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients
   clamav clamav-freshclam
   libzbar0  # capture: pyzbar's QR decoder
+  cryptsetup-bin  # wipe: LUKS keyslot erase for contract-end sanitization
 )
 
 need_apt() {

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from fieldkit.antivirus.settings import AntivirusSection
 from fieldkit.capture.settings import CaptureSection
 from fieldkit.kiosk.settings import KioskSection
+from fieldkit.wipe.settings import WipeSection
 
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
 CONFIG_ENV = "FIELDKIT_CONFIG"
@@ -88,6 +89,7 @@ class DeviceConfig(BaseSettings):
     kiosk: KioskSection = KioskSection()
     antivirus: AntivirusSection = AntivirusSection()
     capture: CaptureSection = CaptureSection()
+    wipe: WipeSection = WipeSection()
 
     @classmethod
     def settings_customise_sources(
