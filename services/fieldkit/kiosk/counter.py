@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, abort, g, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -17,6 +17,7 @@ from wtforms.validators import DataRequired, InputRequired, ValidationError
 
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
+from fieldkit.kiosk.text import say
 
 bp = Blueprint("counter", __name__)
 
@@ -92,11 +93,16 @@ def to_current_step() -> ResponseReturnValue:
 
 
 def end_session(reason: str) -> None:
-    """Abandon whatever is open and forget it (the wipe handshake completes this, issue 8)."""
+    """Abandon whatever is open, forget it, and have the wipe service erase it everywhere."""
     counter = kiosk().counter
     if counter.current is not None:
         counter.abandon(reason)
-        counter.close()
+        close_and_wipe()
+
+
+def close_and_wipe() -> None:
+    if kiosk().close_and_wipe() is False:
+        flash(say("wipe_failed", g.get("lang", "ja")))
 
 
 @bp.before_request
@@ -236,7 +242,7 @@ def ended() -> ResponseReturnValue:
 @bp.post("/next")
 def next_applicant() -> ResponseReturnValue:
     if EmptyForm().validate_on_submit():
-        kiosk().counter.close()
+        close_and_wipe()
     return redirect(url_for("counter.home"))
 
 

@@ -28,4 +28,6 @@ SERVICE = ServiceSpec(
     roles=frozenset({"tablet"}),
     command=gunicorn_command,
     holds_personal_data=True,
+    # The end of every applicant session asks the wipe service to erase it (issue 8).
+    requests=("wipe",),
 )
