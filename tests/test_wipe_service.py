@@ -281,3 +281,22 @@ def test_the_daily_scan_finds_any_applicants_data_and_photos(tmp_path: Path) -> 
     kinds = {f.kind for loc in dirty.locations for f in loc.findings}
     assert kinds == {"application-id-pattern-utf16", "jpeg-jfif"}
     assert {loc.name for loc in dirty.locations if loc.fails} == {"temp", "core-dumps"}
+
+
+def test_the_boot_scan_publishes_a_daily_record(
+    broker: object,
+    kit_config: DeviceConfig,
+    device: tuple[DeviceConfig, Path],
+    make_bus: BusFactory,
+) -> None:
+    config, root = device
+    (root / "outbox" / "plain.json").write_text('{"application_id": "20123123123123123123123"}')
+    settings = config.wipe.model_copy(update={"boot_scan": True})
+    records = Records(make_bus)
+    ctx, _ = start_wipe(config.model_copy(update={"wipe": settings, "bus": kit_config.bus}), [])
+    try:
+        (record,) = records.wait()
+    finally:
+        stop_service(ctx)
+    assert record.kind == "daily" and not record.ok
+    assert record.failures == ["outbox: residue (1 found)"]

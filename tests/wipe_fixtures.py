@@ -42,6 +42,7 @@ def wipe_body(root: Path, process_tag: str) -> str:
         outbox_dirs = ["{d / "outbox"}"]
         process_patterns = ["{process_tag}"]
         chunk_bytes = 4096
+        boot_scan = false
         """
 
 

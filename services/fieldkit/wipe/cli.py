@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fieldkit.wipe.catalogue import Catalogue
@@ -95,9 +96,67 @@ def cmd_records(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pathlib import Path
+def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.wipe.certificate_pdf import write_certificate_pdf
+    from fieldkit.wipe.sanitize import Person, SanitizeError, sanitize
 
+    if not args.yes:
+        print(
+            f"fieldkit: this destroys every byte of {args.target}; add --yes to go ahead",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        certificate = sanitize(
+            args.target,
+            device=config.device.id,
+            key=load_device_key(config.wipe.device_key),
+            sanitized_by=Person(name=args.sanitized_by, role="sanitized", organization=args.org),
+            verified_by=Person(
+                name=args.verified_by or args.sanitized_by, role="verified", organization=args.org
+            ),
+            location=args.location or config.device.site or "n/a",
+            make=args.make,
+            model=args.model,
+            serial=args.serial,
+            subsections=args.subsections,
+        )
+    except SanitizeError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or Path.cwd()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"sanitization-{certificate.certificate_id}"
+    stem.with_suffix(".json").write_text(certificate.model_dump_json(indent=2) + "\n")
+    write_certificate_pdf(certificate, stem.with_suffix(".pdf"))
+    v = certificate.verification
+    for step in certificate.method.steps:
+        print(step)
+    print(
+        f"verification: {v.samples_read} samples in {v.subsections} subsections, "
+        f"{v.samples_failed} failed, {v.keyslots_left} keyslots left: {certificate.result.upper()}"
+    )
+    print(f"certificate: {stem}.json and {stem}.pdf")
+    return 0 if certificate.result == "pass" else 1
+
+
+def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.wipe.sanitize import verify_certificate
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"fieldkit: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    problems = verify_certificate(text, args.public_key)
+    for problem in problems:
+        print(f"{args.file}: {problem}")
+    if not problems:
+        print(f"{args.file}: signature valid")
+    return 1 if problems else 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wipe = sub.add_parser("wipe", help="erasure: scans, evidence, sanitization").add_subparsers(
         dest="wipe_command", required=True
     )
@@ -113,3 +172,35 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     records = wipe.add_parser("records", help="print the last erasure records as JSON lines")
     records.add_argument("--last", type=int, default=10)
     records.set_defaults(func=cmd_records)
+
+    device = wipe.add_parser(
+        "device", help="contract-end sanitization of a block device or disk image (R24)"
+    )
+    device.add_argument("target", type=Path)
+    device.add_argument("--yes", action="store_true", help="confirm: every byte is destroyed")
+    device.add_argument("--sanitized-by", required=True, help="who performs the sanitization")
+    device.add_argument("--verified-by", default=None, help="who verifies it (default: same)")
+    device.add_argument("--org", default="", help="their organization")
+    device.add_argument("--location", default=None, help="where (default: the device's site)")
+    device.add_argument("--make", default=None)
+    device.add_argument("--model", default=None)
+    device.add_argument("--serial", default=None)
+    device.add_argument("--subsections", type=int, default=1000)
+    device.add_argument("--out", type=Path, default=None, help="folder for the certificate")
+    device.set_defaults(func=cmd_device)
+    for parent in (wipe, certificate_commands(sub)):
+        verify = parent.add_parser(
+            "verify-certificate" if parent is wipe else "verify",
+            help="check a sanitization certificate's signature",
+        )
+        verify.add_argument("file", type=Path)
+        verify.add_argument("--public-key", default=None, help="signer public key (hex) to trust")
+        verify.set_defaults(func=cmd_verify_certificate)
+
+
+def certificate_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    return sub.add_parser("certificate", help="sanitization certificates").add_subparsers(
+        dest="certificate_command", required=True
+    )

@@ -304,12 +304,27 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     ctx.bus.handle_request("session-markers", SessionMarkers, on_markers)
     ctx.bus.handle_request("wipe-session", WipeSession, on_wipe)
 
+    def scan_daily() -> None:
+        if not settings.boot_scan:
+            ctx.stopping.wait(settings.daily_scan_hours * 3600)
+        while not ctx.stopping.is_set():
+            try:
+                wiper.scan_catalogue()
+            except Exception:
+                log.exception("the catalogue scan failed")
+            ctx.stopping.wait(settings.daily_scan_hours * 3600)
+
+    scanner = threading.Thread(target=scan_daily, name="wipe-daily-scan", daemon=True)
+
     def stop() -> None:
+        ctx.stopping.set()
+        scanner.join(timeout=60)
         publisher.close()
         wiper.publisher = None
         wiper.close()
 
     ctx.on_stop(stop)
+    scanner.start()
     return wiper
 
 

@@ -36,6 +36,9 @@ class WipeSection(BaseModel):
     # Processes whose memory is scanned: a /proc/<pid>/cmdline containing one of these.
     process_patterns: list[str] = ["fieldkit"]
     scan_process_memory: bool = True
+    # The whole-catalogue scan for any applicant's data: once at start, then every N hours.
+    boot_scan: bool = True
+    daily_scan_hours: float = Field(default=24.0, gt=0)
     # Files are streamed through the scanner in chunks of this size.
     chunk_bytes: int = Field(default=1 << 20, ge=4096)
     # Files larger than this are scanned up to this size only (and reported as truncated).
