@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fieldkit.wipe.catalogue import Catalogue
 from fieldkit.wipe.markers import (
@@ -219,3 +222,34 @@ def test_service_memory_is_scanned_and_zeroing_makes_it_clean(tmp_path: Path) ->
     finally:
         child.kill()
         child.wait()
+
+
+REFERENCE = {
+    "application-id-pattern": re.compile(rb"(?<![0-9])[0-9]{23}(?![0-9])"),
+    "application-id-pattern-utf16": re.compile(rb"(?<![0-9]\x00)(?:[0-9]\x00){23}(?![0-9]\x00)"),
+    "jpeg": re.compile(rb"\xff\xd8\xff(?:\xe0..JFIF\x00|\xe1..Exif\x00\x00)", re.DOTALL),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [b"1", b"12345", b"0" * 23, b"9" * 22, b"x", b"\x00", b"4\x00" * 23, b"7\x00",
+             b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00",
+             b"\xff\xd8\xff"]
+        ),
+        max_size=40,
+    ),
+    chunk=st.integers(min_value=1, max_value=70),
+)  # fmt: skip
+def test_the_fast_daily_finders_agree_with_regular_expressions(
+    pieces: list[bytes], chunk: int
+) -> None:
+    """The memory-speed finders find exactly what the slow, obvious expressions find."""
+    data = b"".join(pieces)
+    expected = sorted(
+        (kind, m.start()) for kind, expr in REFERENCE.items() for m in expr.finditer(data)
+    )
+    hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(data), chunk, 1 << 20)
+    assert sorted((h.kind, h.offset) for h in hits) == expected

@@ -279,7 +279,7 @@ def test_the_daily_scan_finds_any_applicants_data_and_photos(tmp_path: Path) -> 
     wiper.close()
     assert not dirty.ok
     kinds = {f.kind for loc in dirty.locations for f in loc.findings}
-    assert kinds == {"application-id-pattern-utf16", "jpeg-jfif"}
+    assert kinds == {"application-id-pattern-utf16", "jpeg"}
     assert {loc.name for loc in dirty.locations if loc.fails} == {"temp", "core-dumps"}
 
 
