@@ -237,7 +237,7 @@ REFERENCE = {
         st.sampled_from(
             [b"1", b"12345", b"0" * 23, b"9" * 22, b"x", b"\x00", b"4\x00" * 23, b"7\x00",
              b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00",
-             b"\xff\xd8\xff"]
+             b"\xff\xd8\xff", b"\xff", b"\xd8", b"\xe0", b"JFIF\x00"]
         ),
         max_size=40,
     ),

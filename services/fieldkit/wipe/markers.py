@@ -9,19 +9,29 @@ the JPEG headers the photo pipeline writes. Findings name the kind of marker, ne
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Iterator
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-# A 23-digit application ID, in ASCII or UTF-16LE; found by mapping every digit to "0" and
-# searching for a run of zeros, which runs at memory speed where a regular expression would
-# test every position.
+import numpy as np
+import numpy.typing as npt
+
+Bytes = npt.NDArray[np.uint8]
+Ints = npt.NDArray[np.int64]
+
+# A 23-digit application ID, in ASCII or UTF-16LE. A regular expression would test every
+# position (10 MB/s); the finders below test one position in 23 with numpy.
 ID_DIGITS = 23
-DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+REACH = ID_DIGITS + 1  # units counted each side of a sample: enough to see a run is longer
 # The photo pipeline (OpenCV) writes JFIF; cameras and other tools write EXIF.
 JPEG_SOI = b"\xff\xd8\xff"
 # Bytes around a match that its boundary checks may look at (one UTF-16 code unit).
 CONTEXT = 2
+# Chunks the kernel is asked to fetch ahead of the search.
+READ_AHEAD_CHUNKS = 2
 # How many bytes of the photo one fragment holds, and how many fragments a session gives.
 FRAGMENT_BYTES = 48
 FRAGMENTS = 3
@@ -108,16 +118,14 @@ class MarkerSearch:
                 start = data.find(value, start + 1)
         if not self._special:
             return
-        zeros = (
-            data.translate(DIGITS_TO_ZERO) if any(f != "jpeg" for _, f in self._special) else b""
-        )
+        a = np.frombuffer(data, dtype=np.uint8)
         for kind, finder in self._special:
             if finder == "digits":
-                yield from ((kind, s, e) for s, e in _digit_runs(zeros, b"0", ID_DIGITS))
+                yield from ((kind, s, e) for s, e in _digit_runs(a, 1))
             elif finder == "digits-utf16":
-                yield from ((kind, s, e) for s, e in _digit_runs(zeros, b"0\x00", ID_DIGITS))
+                yield from ((kind, s, e) for s, e in _digit_runs(a, 2))
             else:
-                yield from ((kind, s, e) for s, e in _jpeg_headers(data))
+                yield from ((kind, s, e) for s, e in _jpeg_headers(a, data))
 
     def search_bytes(self, data: bytes) -> list[Hit]:
         return [Hit(k, start) for k, start, end in self._matches(data) if end <= len(data)]
@@ -131,7 +139,12 @@ class MarkerSearch:
         tail = b""
         base = 0  # absolute offset of tail[0]
         read = 0
+        ahead = _readahead(stream)
         while read < limit:
+            if ahead is not None:
+                # Ask the kernel to fetch the next chunks while this one is searched, so the
+                # search and the disk work at the same time.
+                ahead(read + chunk_bytes, READ_AHEAD_CHUNKS * chunk_bytes)
             chunk = stream.read(min(chunk_bytes, limit - read))
             eof = not chunk
             read += len(chunk)
@@ -156,45 +169,93 @@ class MarkerSearch:
         return hits, read
 
 
-def _digit_runs(zeros: bytes, unit: bytes, count: int) -> Iterator[tuple[int, int]]:
-    """Runs of exactly ``count`` digits (each ``unit`` wide) in digit-mapped bytes.
+def _readahead(stream: BinaryIO) -> Callable[[int, int], None] | None:
+    """A read-ahead hint for a regular file (none for memory or pipes)."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        origin = stream.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
 
-    A run touching the end of the buffer is yielded with its end at the buffer's end, so
-    the stream search defers it until it knows whether the run goes on.
+    def advise(offset: int, length: int) -> None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, origin + offset, length, os.POSIX_FADV_WILLNEED)
+
+    return advise
+
+
+def _run_counts(
+    a: Bytes, centres: Ints, step: int, zero_after: bool
+) -> tuple[Ints, Ints, npt.NDArray[np.bool_]]:
+    """For each centre, how many digit units run left and right of it (itself included).
+
+    A unit is one digit (``step`` 1) or a digit followed by a zero byte (``step`` 2, UTF-16LE).
+    Counting stops at REACH units; the third array says whether the buffer's end stopped the
+    count to the right, where the run may go on unseen.
     """
-    needle = unit * count
-    width = len(unit)
-    size = len(zeros)
-    start = zeros.find(needle)
-    while start >= 0:
-        if start >= width and zeros[start - width : start] == unit:
-            start = zeros.find(needle, start + width)  # inside a longer run: not an ID
-            continue
-        end = start + len(needle)
-        if zeros[end : end + width] == unit:
-            # Longer than an ID: skip past the whole run.
-            stop = end
-            while zeros[stop : stop + width] == unit:
-                stop = (
-                    stop + len(needle)
-                    if zeros[stop : stop + len(needle)] == needle
-                    else stop + width
-                )
-            start = zeros.find(needle, stop)
-            continue
-        yield start, (size if end + width > size else end)
-        start = zeros.find(needle, end)
+    size = len(a)
+    offsets = np.arange(0, REACH + 1, dtype=np.int64) * step
+    counts = []
+    edge = np.zeros(len(centres), dtype=np.bool_)
+    for direction in (-1, 1):
+        index = centres[:, None] + direction * offsets[None, :]
+        inside = (index >= 0) & (index + (step - 1) < size)
+        safe = np.clip(index, 0, size - 1)
+        unit = (a[safe] - 48) < 10
+        if zero_after:
+            unit &= a[np.clip(safe + 1, 0, size - 1)] == 0
+        unit &= inside
+        run = np.cumprod(unit, axis=1).sum(axis=1)
+        counts.append(run)
+        # The count stopped at a position outside the buffer: the run may go on there.
+        edge = ~inside[np.arange(len(centres)), np.minimum(run, REACH)]
+    return counts[0], counts[1], edge
 
 
-def _jpeg_headers(data: bytes) -> Iterator[tuple[int, int]]:
+def _digit_runs(a: Bytes, step: int) -> Iterator[tuple[int, int]]:
+    """Runs of exactly ID_DIGITS digit units; a run touching the end ends at the buffer's end.
+
+    Every run of ID_DIGITS units or more holds a unit at a multiple of ID_DIGITS units from
+    the start, so only those are tested first; at random data that is about one byte in
+    six hundred, which is why this runs at memory speed.
+    """
+    size = len(a)
+    span = ID_DIGITS * step
+    for parity in range(step):
+        first = parity + (ID_DIGITS - 1) * step
+        samples = a[first::span]
+        centres = np.flatnonzero((samples - 48) < 10).astype(np.int64) * span + first
+        # A run of ID_DIGITS units through a centre reaches half that far on one side at
+        # least: test those two units before counting whole runs.
+        half = (ID_DIGITS // 2) * step
+        near = np.clip(np.stack([centres - half, centres + half]), 0, max(size - 1, 0))
+        centres = centres[((a[near] - 48) < 10).any(axis=0)]
+        if not len(centres):
+            continue
+        left, right, right_edge = _run_counts(a, centres, step, step == 2)
+        length = left + right - 1
+        for i in np.flatnonzero((length == ID_DIGITS) & (left > 0)):
+            start = int(centres[i]) - (int(left[i]) - 1) * step
+            end = start + span
+            yield start, (size if right_edge[i] else end)
+
+
+def _jpeg_headers(a: Bytes, data: bytes) -> Iterator[tuple[int, int]]:
     """JPEG start-of-image followed by a JFIF or EXIF application segment.
 
     A header cut off by the end of the buffer is yielded as ending past it, so the stream
     search judges it with the next chunk and drops it at the end of the data.
     """
     size = len(data)
-    start = data.find(JPEG_SOI)
-    while start >= 0:
+    marks = np.flatnonzero(a == 0xFF)
+    marks = marks[marks + 2 < size]
+    hits = marks[(a[marks + 1] == 0xD8) & (a[marks + 2] == 0xFF)]
+    tail = [
+        i for i in range(max(0, size - 2), size) if data[i:].startswith(b"\xff\xd8"[: size - i])
+    ]
+    for start in [*hits.tolist(), *tail]:
         segment = data[start + 3] if start + 3 < size else None
         if segment == 0xE0:
             if start + 11 > size:
@@ -208,4 +269,3 @@ def _jpeg_headers(data: bytes) -> Iterator[tuple[int, int]]:
                 yield start, start + 12
         elif segment is None:
             yield start, size + 1
-        start = data.find(JPEG_SOI, start + 1)
