@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fieldkit.bus import Bus, BusError, RequestRefused
+from fieldkit.cli import main
 from fieldkit.config import DeviceConfig
 from fieldkit.erasure import serve_forget_requests
 from fieldkit.messages import decode
@@ -300,3 +301,22 @@ def test_the_boot_scan_publishes_a_daily_record(
         stop_service(ctx)
     assert record.kind == "daily" and not record.ok
     assert record.failures == ["outbox: residue (1 found)"]
+
+
+def test_the_cli_scans_and_verifies_the_chain(
+    device: tuple[DeviceConfig, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, root = device
+    path = ["--config", str(root.parent / "device.toml")]
+    assert main([*path, "wipe", "scan", "--daily"]) == 0
+    (root / "journal" / "system.journal").write_bytes(b"MESSAGE=" + APPLICATION_ID.encode())
+    assert main([*path, "wipe", "scan", "--daily"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL journald" in out and APPLICATION_ID not in out
+    assert main([*path, "wipe", "verify-chain"]) == 0
+    assert "2 records, chain intact, 1 records say the erasure failed" in capsys.readouterr().out
+    with sqlite3.connect(config.wipe.state_dir / EVIDENCE_FILE) as db:
+        db.execute("DROP TRIGGER records_no_delete")
+        db.execute("DELETE FROM records WHERE seq = 1")
+    assert main([*path, "wipe", "verify-chain"]) == 1
+    assert "BROKEN" in capsys.readouterr().out
