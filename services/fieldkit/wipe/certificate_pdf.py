@@ -96,3 +96,28 @@ def write_certificate_pdf(certificate: Certificate, path: Path) -> None:
         20 * mm, 12 * mm, "検証 / Verify: fieldkit wipe verify-certificate <certificate>.json"
     )
     canvas.save()
+
+
+def write_report_pdf(title_ja: str, title_en: str, lines: list[str], path: Path) -> None:
+    """A plain report (the compliance run): a title and one line per check."""
+    pdfmetrics.registerFont(UnicodeCIDFont(FONT))
+    canvas = Canvas(str(path), pagesize=A4, invariant=True)
+    canvas.setTitle(f"{title_ja} / {title_en}")
+    width, height = A4
+    y = height - 25 * mm
+    canvas.setFont(FONT, 16)
+    canvas.drawString(20 * mm, y, title_ja)
+    y -= 7 * mm
+    canvas.setFont(FONT, 11)
+    canvas.drawString(20 * mm, y, title_en)
+    y -= 10 * mm
+    size = 8
+    for text in lines:
+        for line in _wrap(text, width - 40 * mm, size):
+            if y < 20 * mm:
+                canvas.showPage()
+                y = height - 20 * mm
+            canvas.setFont(FONT, size)
+            canvas.drawString(20 * mm, y, line)
+            y -= 4 * mm
+    canvas.save()

@@ -156,6 +156,51 @@ def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> in
     return 1 if problems else 0
 
 
+def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
+    import tomllib
+
+    from fieldkit.antivirus.settings import AntivirusSection
+    from fieldkit.wipe.certificate_pdf import write_report_pdf
+    from fieldkit.wipe.compliance import report_lines, run_compliance
+    from fieldkit.wipe.policy import PolicyError, load_erasure_policy
+
+    if args.root is not None and args.image is not None:
+        print("fieldkit: give --root or --image, not both", file=sys.stderr)
+        return 2
+    erasure_file = args.policies / "erasure.toml"
+    antivirus_file = args.policies / "antivirus.toml"
+    try:
+        policy = load_erasure_policy(erasure_file)
+        antivirus = None
+        if antivirus_file.exists():
+            raw = tomllib.loads(antivirus_file.read_text(encoding="utf-8"))
+            antivirus = AntivirusSection.model_validate(raw.get("antivirus", {}))
+    except (PolicyError, ValueError) as exc:
+        print(f"fieldkit: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    for given in (args.root, args.image):
+        if given is not None and not given.exists():
+            print(f"fieldkit: {given} does not exist", file=sys.stderr)
+            return 2
+    report = run_compliance(
+        device=config.device.id,
+        settings=config.wipe,
+        policy=policy,
+        policy_files=[p for p in (erasure_file, antivirus_file) if p.exists()],
+        antivirus=antivirus,
+        key=load_device_key(config.wipe.device_key),
+        root=args.root,
+        image=args.image,
+    )
+    lines = report_lines(report)
+    print("\n".join(lines))
+    if args.json is not None:
+        args.json.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if args.pdf is not None:
+        write_report_pdf("コンプライアンス確認(消去)", "Compliance run: erasure", lines, args.pdf)
+    return 0 if report.ok else 1
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wipe = sub.add_parser("wipe", help="erasure: scans, evidence, sanitization").add_subparsers(
         dest="wipe_command", required=True
@@ -188,6 +233,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     device.add_argument("--subsections", type=int, default=1000)
     device.add_argument("--out", type=Path, default=None, help="folder for the certificate")
     device.set_defaults(func=cmd_device)
+    compliance = sub.add_parser("compliance", help="the compliance run (R31)").add_subparsers(
+        dest="compliance_command", required=True
+    )
+    run = compliance.add_parser(
+        "run", help="check policies in force and scan for residue; exit 1 when anything fails"
+    )
+    run.add_argument("--root", type=Path, default=None, help="a mounted rootfs instead of /")
+    run.add_argument("--image", type=Path, default=None, help="a raw disk image: residue only")
+    run.add_argument(
+        "--policies", type=Path, default=Path("policies"), help="folder with erasure.toml"
+    )
+    run.add_argument("--json", type=Path, default=None, help="write the signed report here")
+    run.add_argument("--pdf", type=Path, default=None, help="write the report as PDF here")
+    run.set_defaults(func=cmd_compliance)
     for parent in (wipe, certificate_commands(sub)):
         verify = parent.add_parser(
             "verify-certificate" if parent is wipe else "verify",
