@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ class Catalogue:
     locations: list[Location]
     settings: WipeSection
     own_pids: set[int] = field(default_factory=lambda: {os.getpid()})
+    # Set when the service stops: a long scan ends at the next file, reported as interrupted.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def from_settings(cls, settings: WipeSection) -> Catalogue:
@@ -94,7 +97,7 @@ class Catalogue:
             else loc
             for loc in self.locations
         ]
-        return Catalogue(changed, self.settings, self.own_pids)
+        return Catalogue(changed, self.settings, self.own_pids, self.stopping)
 
     def names(self) -> list[str]:
         return [loc.name for loc in self.locations]
@@ -146,12 +149,15 @@ class Catalogue:
     def scan_files(self, location: Location, search: MarkerSearch) -> LocationResult:
         findings: list[Finding] = []
         files = scanned = unreadable = 0
-        present = False
+        present = interrupted = False
         for root in location.roots:
             if not root.exists():
                 continue
             present = True
             for path in regular_files(root):
+                if self.stopping.is_set():
+                    interrupted = True
+                    break
                 files += 1
                 name_hits = search.search_bytes(os.fsencode(path.name))
                 try:
@@ -180,6 +186,8 @@ class Catalogue:
         else:
             status = "clean"
         note = f"{unreadable} files could not be read" if unreadable else ""
+        if interrupted:
+            note = "scan interrupted: the service was stopping"
         return LocationResult(
             name=location.name,
             status=status,
@@ -187,7 +195,7 @@ class Catalogue:
             scanned_bytes=scanned,
             findings=findings[:MAX_FINDINGS],
             note=note,
-            fails=status in ("residue", "not-readable"),
+            fails=status in ("residue", "not-readable") or interrupted,
         )
 
     def scan_memory(self, location: Location, search: MarkerSearch) -> LocationResult:
@@ -196,6 +204,8 @@ class Catalogue:
         findings: list[Finding] = []
         processes = scanned = unreadable = 0
         for pid in service_pids(self.settings.process_patterns, self.own_pids):
+            if self.stopping.is_set():
+                break
             processes += 1
             try:
                 hits, read = scan_process(pid, search, self.settings.chunk_bytes)

@@ -289,6 +289,7 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     # Request handlers run on the bus's network thread, and the wipe waits for answers that
     # arrive on a bus thread: a second connection of the same identity hears them and sends
     # the broadcast and the record, so the wait cannot block its own input.
+    wiper.catalogue.stopping = ctx.stopping
     publisher = connect_bus(ctx.config, ctx.spec.name, announce_health=False)
     publisher.handle_event(FORGOTTEN_FILTER, SessionForgotten, wiper.on_forgotten)
     publisher.connect()
