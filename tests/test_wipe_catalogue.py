@@ -253,3 +253,14 @@ def test_the_fast_daily_finders_agree_with_regular_expressions(
     )
     hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(data), chunk, 1 << 20)
     assert sorted((h.kind, h.offset) for h in hits) == expected
+
+
+def test_a_scan_interrupted_by_the_service_stopping_is_reported_not_clean(tmp_path: Path) -> None:
+    config, root, _ = make_device(tmp_path)
+    (root / "tmp" / "a").write_bytes(b"harmless")
+    catalogue = Catalogue.from_settings(config.wipe)
+    (temp,) = [loc for loc in catalogue.locations if loc.name == "temp"]
+    assert catalogue.scan(temp, session_search()).status == "clean"
+    catalogue.stopping.set()
+    result = catalogue.scan(temp, session_search())
+    assert result.fails and "interrupted" in result.note
