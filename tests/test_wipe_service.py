@@ -320,3 +320,22 @@ def test_the_cli_scans_and_verifies_the_chain(
         db.execute("DELETE FROM records WHERE seq = 1")
     assert main([*path, "wipe", "verify-chain"]) == 1
     assert "BROKEN" in capsys.readouterr().out
+
+
+def test_the_registered_service_expects_the_registrys_holders(
+    broker: object,
+    kit_config: DeviceConfig,
+    device: tuple[DeviceConfig, Path],
+    make_bus: BusFactory,
+) -> None:
+    """The wiring used in production: holders come from the registry, not from the test."""
+    config, _ = device
+    (spec,) = load_specs(["wipe"])
+    ctx = start_service(spec, config.model_copy(update={"bus": kit_config.bus}))
+    try:
+        kiosk = holder(make_bus, "kiosk", lambda sid: [])
+        assert request_wipe(kiosk).failures == ["holder capture did not answer"]
+        holder(make_bus, "capture", lambda sid: [])
+        assert request_wipe(kiosk).ok
+    finally:
+        stop_service(ctx)
