@@ -13,6 +13,7 @@ APT_PACKAGES=(
   clamav clamav-freshclam
   libzbar0  # capture: pyzbar's QR decoder
   cryptsetup-bin  # wipe: LUKS keyslot erase for contract-end sanitization
+  poppler-utils chromium  # wipe tests: read the certificate PDFs; a real browser profile
 )
 
 need_apt() {
