@@ -13,6 +13,8 @@ APT_PACKAGES=(
   clamav clamav-freshclam
   libzbar0  # capture: pyzbar's QR decoder
   cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
+  cryptsetup-bin  # wipe: LUKS keyslot erase for contract-end sanitization
+  chromium  # wipe tests: a real browser profile
 )
 
 need_apt() {

@@ -24,7 +24,6 @@ from fieldkit.capture.service import (
     ApplicationIdResult,
     CameraState,
     CaptureService,
-    Forgotten,
     Guidance,
     ModeReply,
     ModeRequest,
@@ -36,13 +35,32 @@ from fieldkit.capture.service import (
 from fieldkit.capture.sources import DEMO_ID
 from fieldkit.capture.synthetic import photographed_form
 from fieldkit.config import load_config
+from fieldkit.erasure import ForgetSession, SessionForgotten, forget_topic, forgotten_topic
 from fieldkit.messages import Message, decode
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 from tests.conftest import BusFactory, write_config
 
-SID = "sess-0001-abcdef"
+SID = "5e5510000000000000000000abcdef01"  # the kiosk's form: 32 hex digits
+
+
+def forget(make_bus: BusFactory, sid: str = SID) -> SessionForgotten:
+    """Play the wipe: broadcast ForgetSession and wait for capture's answer."""
+    answers: list[SessionForgotten] = []
+    arrived = threading.Event()
+
+    def keep(topic: str, payload: bytes, retained: bool) -> None:
+        answers.append(decode(payload, SessionForgotten))
+        arrived.set()
+
+    wipe = make_bus("wipe", connect=False)
+    wipe.observe(forgotten_topic("capture", sid), keep)
+    wipe.connect()
+    wipe.publish(forget_topic(sid), ForgetSession(sid=sid))
+    assert arrived.wait(10), "capture did not answer the forget broadcast"
+    wipe.close()
+    return answers[0]
 
 
 class Events:
@@ -209,7 +227,7 @@ def test_preview_is_mjpeg_with_no_store_and_needs_the_session_token(
     # The protection holds: a wrong token gets nothing; so does the right one after forget.
     for path in (url.path.replace(url.path.split("/")[-1], "guessed.mjpg"), url.path):
         if path == url.path:
-            tester.request("capture", "forget", SessionRequest(type="forget", sid=SID), Forgotten)
+            forget(make_bus)
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
         conn.request("GET", path)
         assert conn.getresponse().status == 404
@@ -234,16 +252,16 @@ def test_forget_zeroes_the_frame_and_photo_buffers_of_the_session(
     assert photos and all(any(b) for b in photos)
     assert frame is not None and frame.any()
 
-    reply = tester.request("capture", "forget", SessionRequest(type="forget", sid=SID), Forgotten)
-    assert reply.held and reply.sid == SID and reply.service == "capture"
+    reply = forget(make_bus)
+    assert reply.ok and reply.erased and reply.sid == SID and reply.service == "capture"
     assert all(not any(b) for b in photos)
     assert not frame.any()
     assert not any(preview)
     # A forgotten session is unknown afterwards; forgetting it again is harmless.
     with pytest.raises(RequestRefused, match="no active capture session"):
         tester.request("capture", "capture", SessionRequest(type="capture", sid=SID), Ack)
-    again = tester.request("capture", "forget", SessionRequest(type="forget", sid=SID), Forgotten)
-    assert not again.held
+    again = forget(make_bus)
+    assert again.ok and again.erased == []
 
 
 def test_a_missing_camera_is_an_error_state_and_the_service_keeps_answering(
@@ -287,13 +305,13 @@ def test_bad_requests_are_refused_naming_the_field(
 class CaptureThatOnlyDropsReferences(CaptureService):
     """The protection removed: forget lets go of the buffers without overwriting them."""
 
-    def forget(self, sid: str) -> Forgotten:
+    def forget(self, sid: str) -> list[str]:
         with self.lock:
             held = self.session is not None and self.session.sid == sid
             self.session = None
             self.frame = None
             self.preview = bytearray()
-        return Forgotten(sid=sid, held=held)
+        return ["photo buffers"] if held else []
 
 
 def _bytes_left_after_forget(ctx: ServiceContext, make_bus: BusFactory) -> int:
@@ -306,7 +324,7 @@ def _bytes_left_after_forget(ctx: ServiceContext, make_bus: BusFactory) -> int:
         assert service.session is not None and service.frame is not None
         buffers = [*service.session.photo_buffers, service.preview]
         frame = service.frame
-    tester.request("capture", "forget", SessionRequest(type="forget", sid=SID), Forgotten)
+    forget(make_bus)
     return sum(np.count_nonzero(np.frombuffer(b, np.uint8)) for b in buffers) + int(
         np.count_nonzero(frame)
     )

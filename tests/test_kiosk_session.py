@@ -14,15 +14,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fieldkit.antivirus.mirror import publish_database
 from fieldkit.broker import LocalBroker
 from fieldkit.capture.sources import DEMO_ID
 from fieldkit.kiosk.app import attach_service, detach_service, kiosk
 from fieldkit.kiosk.flow import Step
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.antivirus_fixtures import fresh_definitions
 from tests.cups import LocalPrinter, config_for, pdf_text, placed_images, wait_for_received
-from tests.test_antivirus import kit_database
 from tests.test_kiosk_app import login, make_app, post
 
 KioskFactory = Callable[..., Flask]
@@ -37,29 +36,12 @@ def start_kiosk(
     apps: list[Flask] = []
 
     def start(definitions_age_hours: float | None = 1.0) -> Flask:
-        database_dir = tmp_path / "clamav"
-        database_dir.mkdir(exist_ok=True)
         names = ["capture", "printing"]
+        antivirus = ""
         if definitions_age_hours is not None:
             names.append("antivirus")
-            publish_database(
-                database_dir,
-                "fieldkit.cud",
-                kit_database(version=1, age_hours=definitions_age_hours),
-            )
-        config = config_for(
-            tmp_path,
-            local_printer,
-            f"""
-[antivirus]
-official_databases = []
-custom_databases = ["fieldkit.cud"]
-max_definitions_age_hours = 48
-database_dir = "{database_dir}"
-state_dir = "{tmp_path / "av-state"}"
-update_on_start = false
-""",
-        )
+            antivirus = fresh_definitions(tmp_path, definitions_age_hours)
+        config = config_for(tmp_path, local_printer, antivirus)
         started.extend(start_service(spec, config) for spec in load_specs(names))
         (kiosk_spec,) = load_specs(["kiosk"])
         app = make_app(config, operator_hash)

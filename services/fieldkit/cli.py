@@ -28,6 +28,7 @@ from fieldkit.runner import (
     install_stop_signals,
     run_service,
 )
+from fieldkit.wipe.cli import add_commands as add_wipe_commands
 
 log = logging.getLogger("fieldkit")
 
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_config_check
     )
     add_av_commands(sub)
+    add_wipe_commands(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
 from fieldkit.capture.settings import CaptureSection
 from fieldkit.kiosk.settings import KioskSection
 from fieldkit.printing.settings import PrintingSection
+from fieldkit.wipe.settings import WipeSection
 
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
 CONFIG_ENV = "FIELDKIT_CONFIG"
@@ -91,6 +92,7 @@ class DeviceConfig(BaseSettings):
     av_mirror: MirrorSection = MirrorSection()
     capture: CaptureSection = CaptureSection()
     printing: PrintingSection = PrintingSection()
+    wipe: WipeSection = WipeSection()
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ registry which holders must answer; one that does not answer in time fails the r
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Literal
 
@@ -57,6 +58,13 @@ def serve_forget_requests(bus: Bus, forget: Forgetter) -> None:
     """Make this service a holder: ``forget(sid)`` zeroes its data and lists what it erased."""
 
     def on_forget(request: ForgetSession, meta: Incoming) -> None:
+        # Off the bus thread: forgetting may wait for other threads (the print desk purging
+        # CUPS), and the bus must keep delivering meanwhile.
+        threading.Thread(
+            target=forget_and_answer, args=(request,), name=f"forget-{bus.identity}", daemon=True
+        ).start()
+
+    def forget_and_answer(request: ForgetSession) -> None:
         try:
             erased = forget(request.sid)
             answer = SessionForgotten(sid=request.sid, service=bus.identity, erased=erased)

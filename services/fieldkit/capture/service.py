@@ -6,10 +6,13 @@ Bus contract (requests to ``capture``; replies go to the requester only):
 - ``capture``     {sid}: the operator takes the photo now, whatever the checks say
 - ``retake``      {sid}: drop the photo held for the session, resume live checks
 - ``validate-id`` {sid, entry}: manual entry of the application ID, same rules as the QR path
-- ``forget``      {sid}: zero every frame and photo buffer of the session -> ``forgotten``
 
 Events (never retained): ``capture/evt/camera`` (camera state, no personal data) and, per
 session, ``capture/evt/session/<sid>/application-id``, ``.../guidance`` and ``.../photo``.
+
+Capture is a holder (``holds_personal_data``): on the wipe's ``ForgetSession`` broadcast it
+zeroes every frame and photo buffer of the session and answers ``SessionForgotten`` on
+``capture/evt/session/<sid>/forgotten`` (``fieldkit.erasure``).
 The application ID and the photos are personal data: they exist only in this process's
 memory for the active session and in flight on the bus; nothing is logged or written.
 
@@ -62,6 +65,7 @@ from fieldkit.capture.photo import (
 from fieldkit.capture.qr import FormReader
 from fieldkit.capture.settings import CaptureSection
 from fieldkit.capture.sources import CameraUnavailable, FrameSource, source_from_config
+from fieldkit.erasure import serve_forget_requests
 from fieldkit.messages import Message, MessageError
 from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
@@ -93,9 +97,9 @@ class ModeReply(Message):
 
 
 class SessionRequest(Message):
-    """``capture``, ``retake`` and ``forget`` carry only the session id."""
+    """``capture`` and ``retake`` carry only the session id."""
 
-    type: Literal["capture", "retake", "forget"]
+    type: Literal["capture", "retake"]
     sid: str = Field(pattern=SID_PATTERN)
 
 
@@ -103,13 +107,6 @@ class Ack(Message):
     type: Literal["ack"] = "ack"
     sid: str
     detail: str = ""
-
-
-class Forgotten(Message):
-    type: Literal["forgotten"] = "forgotten"
-    sid: str
-    service: str = "capture"
-    held: bool = Field(description="whether the service held anything for the session")
 
 
 class ValidateIdRequest(Message):
@@ -322,8 +319,6 @@ class CaptureService:
         return self.session
 
     def on_session_request(self, request: SessionRequest, meta: Incoming) -> Message:
-        if request.type == "forget":
-            return self.forget(request.sid)
         with self.lock:
             session = self._session_for(request.sid)
             if session.mode != "photo":
@@ -340,14 +335,15 @@ class CaptureService:
             session.steady = 0
             return Ack(sid=request.sid, detail="live checks resumed")
 
-    def forget(self, sid: str) -> Forgotten:
+    def forget(self, sid: str) -> list[str]:
+        """The wipe's forget handshake: zero the session's buffers; say what was erased."""
         with self.lock:
             held = self.session is not None and self.session.sid == sid
             if held and self.session is not None:
                 self.session.zero()
                 self.session = None
                 self._zero_frames()
-        return Forgotten(sid=sid, held=held)
+        return ["QR reading", "photo buffers", "camera frame", "preview frame"] if held else []
 
     def on_validate_id(self, request: ValidateIdRequest, meta: Incoming) -> ApplicationIdResult:
         return id_result(request.sid, "manual", request.entry)
@@ -654,8 +650,9 @@ def install(ctx: ServiceContext, service_class: type[CaptureService] = CaptureSe
     source = source_from_config(settings.source, settings.width, settings.height, settings.fps)
     service = service_class(ctx, settings, source)
     ctx.bus.handle_request("mode", ModeRequest, service.on_mode)
-    for op in ("capture", "retake", "forget"):
+    for op in ("capture", "retake"):
         ctx.bus.handle_request(op, SessionRequest, service.on_session_request)
+    serve_forget_requests(ctx.bus, service.forget)
     ctx.bus.handle_request("validate-id", ValidateIdRequest, service.on_validate_id)
     service.start()
     ctx.on_stop(service.stop)
@@ -669,4 +666,5 @@ SERVICE = ServiceSpec(
     name="capture",
     summary="camera: application-form QR code and face photo",
     setup=setup,
+    holds_personal_data=True,
 )

@@ -13,19 +13,24 @@ from flask import Flask, Response, g, request, session
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
+from fieldkit.bus import BusError
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.erasure import serve_forget_requests
 from fieldkit.kiosk.camera import Camera
-from fieldkit.kiosk.flow import AuditEvent, Counter
+from fieldkit.kiosk.flow import ApplicantSession, AuditEvent, Counter
 from fieldkit.kiosk.handoff import SessionFolders
 from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.printer import Printer
 from fieldkit.kiosk.text import Lang, age_band_label, say
 from fieldkit.municipalities import MunicipalityTable
 from fieldkit.runner import ServiceContext, stop_service
+from fieldkit.wipe.markers import fragments_b64
+from fieldkit.wipe.messages import SessionMarkers, WipeResult, WipeSession
 
 log = logging.getLogger(__name__)
 EXTENSION = "fieldkit.kiosk"
+# The wipe waits up to its holder timeout for the handshake, then purges and scans.
+WIPE_REPLY_TIMEOUT = 60.0
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -65,6 +70,38 @@ class Kiosk:
     def purge_files(self, sid: str) -> list[str]:
         return self.folders.purge(sid) if self.folders is not None else []
 
+    def close_and_wipe(self) -> bool | None:
+        """Close the ended session and ask the wipe service to erase it everywhere (R6).
+
+        Returns the wipe's verdict, or None when no bus is attached (the kiosk's own tests):
+        closing the session has then zeroed what the kiosk held, and nothing else ran.
+        """
+        session = self.counter.current
+        if session is None:
+            return None
+        markers = session_markers(session)
+        self.counter.close()
+        if self.service is None:
+            return None
+        request = WipeSession(sid=session.sid, operator=session.operator, markers=markers)
+        try:
+            result = self.service.bus.request(
+                "wipe", "wipe-session", request, WipeResult, timeout=WIPE_REPLY_TIMEOUT
+            )
+        except BusError as exc:
+            log.error("session %s: the wipe could not be asked: %s", session.sid, exc)
+            ok = False
+        else:
+            ok = result.ok
+            if not ok:
+                log.error("session %s: wipe failed: %s", session.sid, "; ".join(result.failures))
+        self.record(
+            AuditEvent(
+                time.time(), session.operator, session.sid, "wiped" if ok else "wipe-failed", "", ""
+            )
+        )
+        return ok
+
     def forget_session(self, sid: str) -> list[str]:
         """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
         erased = self.camera.forget(sid) if self.camera is not None else []
@@ -76,6 +113,14 @@ class Kiosk:
         self.counter.abandon("wipe")
         self.counter.close()
         return [*erased, "applicant session in kiosk memory"]
+
+
+def session_markers(session: ApplicantSession) -> SessionMarkers:
+    """What lets the wipe recognise this session's residue (sent on the bus, never stored)."""
+    photo = fragments_b64(bytes(session.photo)) if session.photo else []
+    return SessionMarkers(
+        sid=session.sid, application_id=session.application_id, photo_fragments_b64=photo
+    )
 
 
 def kiosk(app: Flask | None = None) -> Kiosk:

@@ -6,7 +6,17 @@ the kiosk holds nothing about an applicant but the statistics and the audit even
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, g, jsonify, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -95,11 +105,16 @@ def to_current_step() -> ResponseReturnValue:
 
 
 def end_session(reason: str) -> None:
-    """Abandon whatever is open and forget it (the wipe handshake completes this, issue 8)."""
+    """Abandon whatever is open, forget it, and have the wipe service erase it everywhere."""
     counter = kiosk().counter
     if counter.current is not None:
         counter.abandon(reason)
-        counter.close()
+        close_and_wipe()
+
+
+def close_and_wipe() -> None:
+    if kiosk().close_and_wipe() is False:
+        flash(say("wipe_failed", g.get("lang", "ja")))
 
 
 @bp.before_request
@@ -359,7 +374,7 @@ def ended() -> ResponseReturnValue:
 @bp.post("/next")
 def next_applicant() -> ResponseReturnValue:
     if EmptyForm().validate_on_submit():
-        kiosk().counter.close()
+        close_and_wipe()
     return redirect(url_for("counter.home"))
 
 

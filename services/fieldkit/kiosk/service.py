@@ -29,6 +29,7 @@ SERVICE = ServiceSpec(
     roles=frozenset({"tablet"}),
     command=gunicorn_command,
     holds_personal_data=True,
-    requests=("antivirus", "capture", "printing"),
+    # The end of every applicant session asks the wipe service to erase it (issue 8).
+    requests=("antivirus", "capture", "printing", "wipe"),
     listens=("capture/evt/#", "printing/evt/#"),
 )

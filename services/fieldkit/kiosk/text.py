@@ -22,6 +22,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "You were logged out because nothing happened for a while.",
     ),
     "logout": ("ログアウト", "Log out"),
+    "wipe_failed": (
+        "消去を確認できませんでした。次の方の前に管理者に連絡してください。",
+        "The erasure could not be confirmed. Call the administrator before the next applicant.",
+    ),
     "ready": ("次の方の申請を始めます", "Ready for the next applicant"),
     "choose_mode": ("受付の方法を選んでください", "Choose how this application is handled"),
     "mode_support": (

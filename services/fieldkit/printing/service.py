@@ -14,6 +14,7 @@ import logging
 import threading
 
 from fieldkit.bus import Incoming
+from fieldkit.erasure import serve_forget_requests
 from fieldkit.messages import MessageError
 from fieldkit.printing.desk import EventPublisher, PrintDesk, PrintJob
 from fieldkit.printing.localprinter import LocalPrinter
@@ -108,10 +109,27 @@ class PrintingService:
         return self.desk.accept(job)
 
     def forget(self, request: Forget, meta: Incoming) -> Forgotten:
+        """The detailed answer (jobs, spool check) for diagnostics and tests."""
         return self.desk.forget(request.sid)
+
+    def forget_session(self, sid: str) -> list[str]:
+        """The wipe's forget handshake: purge the session's jobs and check the spool (R6, R12)."""
+        forgotten = self.desk.forget(sid)
+        if forgotten.spool_checked and not forgotten.spool_clean:
+            # Fails the holder's answer, and so the erasure record, visibly.
+            raise SpoolResidue(f"{len(forgotten.residue)} spool file(s) left")
+        erased = [f"print jobs of the session ({forgotten.jobs})"]
+        erased.append(
+            "CUPS spool checked clean" if forgotten.spool_checked else "spool not readable"
+        )
+        return erased
 
     def printer_status(self, request: PrinterStatusRequest, meta: Incoming) -> PrinterStatus:
         return self.desk.status()
+
+
+class SpoolResidue(Exception):
+    """The spool still holds files of a forgotten session."""
 
 
 def make_spec(desk_class: type[PrintDesk] = PrintDesk) -> ServiceSpec:
@@ -123,6 +141,7 @@ def make_spec(desk_class: type[PrintDesk] = PrintDesk) -> ServiceSpec:
         bus.handle_request("print-receipt", PrintReceipt, service.print_receipt)
         bus.handle_request("print-photo-sheet", PrintPhotoSheet, service.print_photo_sheet)
         bus.handle_request("forget", Forget, service.forget)
+        serve_forget_requests(bus, service.forget_session)
         bus.handle_request("printer-status", PrinterStatusRequest, service.printer_status)
 
     return ServiceSpec(
@@ -130,6 +149,7 @@ def make_spec(desk_class: type[PrintDesk] = PrintDesk) -> ServiceSpec:
         summary="printing: receipts and photo sheets through CUPS, spool purged",
         setup=setup,
         roles=frozenset({"tablet"}),
+        holds_personal_data=True,
     )
 
 

@@ -1,0 +1,265 @@
+"""``fieldkit wipe ...``: catalogue scans, the evidence chain, contract-end sanitization."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fieldkit.wipe.catalogue import Catalogue
+from fieldkit.wipe.record import (
+    ErasureRecord,
+    EvidenceStore,
+    load_device_key,
+    public_hex,
+    verify_chain,
+)
+from fieldkit.wipe.service import EVIDENCE_FILE, Wiper
+
+if TYPE_CHECKING:
+    from fieldkit.config import DeviceConfig
+
+
+def print_record(record: ErasureRecord) -> None:
+    print(
+        f"{record.kind} record {record.record_id} on {record.device}: "
+        f"{'OK' if record.ok else 'FAILED'}"
+    )
+    for holder in record.holders:
+        state = "ok" if holder.ok else ("no answer" if not holder.answered else holder.problem)
+        print(f"  holder   {holder.service:20} {state}")
+    for location in record.locations:
+        mark = "FAIL" if location.fails else "ok  "
+        detail = f"{location.scanned_files} files, {location.scanned_bytes} bytes"
+        if location.erased:
+            detail += f", {location.erased} erased"
+        if location.note:
+            detail += f"; {location.note}"
+        print(f"  {mark} {location.name:20} {location.status:12} {detail}")
+        for finding in location.findings:
+            print(f"         {finding.kind} in {finding.where} at {finding.offset}")
+    for failure in record.failures:
+        print(f"  failure: {failure}")
+
+
+def cmd_scan(args: argparse.Namespace, config: DeviceConfig) -> int:
+    wiper = Wiper(config.wipe, config.device.id)
+    try:
+        record = wiper.scan_catalogue()
+    finally:
+        wiper.close()
+    if args.json:
+        print(record.model_dump_json(indent=2))
+    else:
+        print_record(record)
+    return 0 if record.ok else 1
+
+
+def cmd_catalogue(args: argparse.Namespace, config: DeviceConfig) -> int:
+    for location in Catalogue.from_settings(config.wipe).locations:
+        roots = ", ".join(str(r) for r in location.roots) or "/proc/<pid>/mem"
+        print(f"{location.name:20} erase: {location.erase:15} {roots}")
+    return 0
+
+
+def cmd_verify_chain(args: argparse.Namespace, config: DeviceConfig) -> int:
+    path = args.store or config.wipe.state_dir / EVIDENCE_FILE
+    if not path.exists():
+        print(f"fieldkit: no evidence store at {path}", file=sys.stderr)
+        return 2
+    store = EvidenceStore(path)
+    try:
+        records = store.records()
+    finally:
+        store.close()
+    trusted = args.public_key or public_hex(load_device_key(config.wipe.device_key))
+    problems = verify_chain(records, trusted)
+    for problem in problems:
+        print(f"record {problem.seq} ({problem.record_id}): {problem.problem}")
+    failed = sum(1 for _, r in records if not r.ok)
+    print(
+        f"{len(records)} records, chain {'intact' if not problems else 'BROKEN'}, "
+        f"{failed} records say the erasure failed"
+    )
+    return 1 if problems else 0
+
+
+def cmd_records(args: argparse.Namespace, config: DeviceConfig) -> int:
+    store = EvidenceStore(config.wipe.state_dir / EVIDENCE_FILE)
+    try:
+        for seq, record in store.records()[-args.last :]:
+            print(json.dumps({"seq": seq, **record.model_dump(mode="json")}))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.wipe.certificate_pdf import write_certificate_pdf
+    from fieldkit.wipe.sanitize import Person, SanitizeError, sanitize
+
+    if not args.yes:
+        print(
+            f"fieldkit: this destroys every byte of {args.target}; add --yes to go ahead",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        certificate = sanitize(
+            args.target,
+            device=config.device.id,
+            key=load_device_key(config.wipe.device_key),
+            sanitized_by=Person(name=args.sanitized_by, role="sanitized", organization=args.org),
+            verified_by=Person(
+                name=args.verified_by or args.sanitized_by, role="verified", organization=args.org
+            ),
+            location=args.location or config.device.site or "n/a",
+            make=args.make,
+            model=args.model,
+            serial=args.serial,
+            subsections=args.subsections,
+        )
+    except SanitizeError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or Path.cwd()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"sanitization-{certificate.certificate_id}"
+    stem.with_suffix(".json").write_text(certificate.model_dump_json(indent=2) + "\n")
+    write_certificate_pdf(certificate, stem.with_suffix(".pdf"))
+    v = certificate.verification
+    for step in certificate.method.steps:
+        print(step)
+    print(
+        f"verification: {v.samples_read} samples in {v.subsections} subsections, "
+        f"{v.samples_failed} failed, {v.keyslots_left} keyslots left: {certificate.result.upper()}"
+    )
+    print(f"certificate: {stem}.json and {stem}.pdf")
+    return 0 if certificate.result == "pass" else 1
+
+
+def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.wipe.sanitize import verify_certificate
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"fieldkit: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    problems = verify_certificate(text, args.public_key)
+    for problem in problems:
+        print(f"{args.file}: {problem}")
+    if not problems:
+        print(f"{args.file}: signature valid")
+    return 1 if problems else 0
+
+
+def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
+    import tomllib
+
+    from fieldkit.antivirus.settings import AntivirusSection
+    from fieldkit.wipe.certificate_pdf import write_report_pdf
+    from fieldkit.wipe.compliance import report_lines, run_compliance
+    from fieldkit.wipe.policy import PolicyError, load_erasure_policy
+
+    if args.root is not None and args.image is not None:
+        print("fieldkit: give --root or --image, not both", file=sys.stderr)
+        return 2
+    erasure_file = args.policies / "erasure.toml"
+    antivirus_file = args.policies / "antivirus.toml"
+    try:
+        policy = load_erasure_policy(erasure_file)
+        antivirus = None
+        if antivirus_file.exists():
+            raw = tomllib.loads(antivirus_file.read_text(encoding="utf-8"))
+            antivirus = AntivirusSection.model_validate(raw.get("antivirus", {}))
+    except (PolicyError, ValueError) as exc:
+        print(f"fieldkit: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    for given in (args.root, args.image):
+        if given is not None and not given.exists():
+            print(f"fieldkit: {given} does not exist", file=sys.stderr)
+            return 2
+    report = run_compliance(
+        device=config.device.id,
+        settings=config.wipe,
+        policy=policy,
+        policy_files=[p for p in (erasure_file, antivirus_file) if p.exists()],
+        antivirus=antivirus,
+        key=load_device_key(config.wipe.device_key),
+        root=args.root,
+        image=args.image,
+    )
+    lines = report_lines(report)
+    print("\n".join(lines))
+    if args.json is not None:
+        args.json.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if args.pdf is not None:
+        write_report_pdf("コンプライアンス確認(消去)", "Compliance run: erasure", lines, args.pdf)
+    return 0 if report.ok else 1
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    wipe = sub.add_parser("wipe", help="erasure: scans, evidence, sanitization").add_subparsers(
+        dest="wipe_command", required=True
+    )
+    scan = wipe.add_parser("scan", help="scan the residue catalogue for applicant data")
+    scan.add_argument("--daily", action="store_true", help="the whole catalogue, any applicant")
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(func=cmd_scan)
+    wipe.add_parser("catalogue", help="list the residue catalogue").set_defaults(func=cmd_catalogue)
+    chain = wipe.add_parser("verify-chain", help="check the erasure records' chain and signatures")
+    chain.add_argument("--store", type=Path, default=None)
+    chain.add_argument("--public-key", default=None, help="device public key (hex) to trust")
+    chain.set_defaults(func=cmd_verify_chain)
+    records = wipe.add_parser("records", help="print the last erasure records as JSON lines")
+    records.add_argument("--last", type=int, default=10)
+    records.set_defaults(func=cmd_records)
+
+    device = wipe.add_parser(
+        "device", help="contract-end sanitization of a block device or disk image (R24)"
+    )
+    device.add_argument("target", type=Path)
+    device.add_argument("--yes", action="store_true", help="confirm: every byte is destroyed")
+    device.add_argument("--sanitized-by", required=True, help="who performs the sanitization")
+    device.add_argument("--verified-by", default=None, help="who verifies it (default: same)")
+    device.add_argument("--org", default="", help="their organization")
+    device.add_argument("--location", default=None, help="where (default: the device's site)")
+    device.add_argument("--make", default=None)
+    device.add_argument("--model", default=None)
+    device.add_argument("--serial", default=None)
+    device.add_argument("--subsections", type=int, default=1000)
+    device.add_argument("--out", type=Path, default=None, help="folder for the certificate")
+    device.set_defaults(func=cmd_device)
+    compliance = sub.add_parser("compliance", help="the compliance run (R31)").add_subparsers(
+        dest="compliance_command", required=True
+    )
+    run = compliance.add_parser(
+        "run", help="check policies in force and scan for residue; exit 1 when anything fails"
+    )
+    run.add_argument("--root", type=Path, default=None, help="a mounted rootfs instead of /")
+    run.add_argument("--image", type=Path, default=None, help="a raw disk image: residue only")
+    run.add_argument(
+        "--policies", type=Path, default=Path("policies"), help="folder with erasure.toml"
+    )
+    run.add_argument("--json", type=Path, default=None, help="write the signed report here")
+    run.add_argument("--pdf", type=Path, default=None, help="write the report as PDF here")
+    run.set_defaults(func=cmd_compliance)
+    for parent in (wipe, certificate_commands(sub)):
+        verify = parent.add_parser(
+            "verify-certificate" if parent is wipe else "verify",
+            help="check a sanitization certificate's signature",
+        )
+        verify.add_argument("file", type=Path)
+        verify.add_argument("--public-key", default=None, help="signer public key (hex) to trust")
+        verify.set_defaults(func=cmd_verify_certificate)
+
+
+def certificate_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    return sub.add_parser("certificate", help="sanitization certificates").add_subparsers(
+        dest="certificate_command", required=True
+    )

@@ -1,0 +1,393 @@
+"""The compliance run (R30, R31): does a device enforce the erasure policy, and is it clean?
+
+Checks a live device (``/``), a mounted rootfs (``--root``) or a raw disk image (``--image``)
+against ``policies/erasure.toml`` and ``policies/antivirus.toml`` — the same files the image
+build renders its settings from — then runs the residue scan of the whole catalogue. The report
+is signed with the device key and written as text, JSON and PDF; any failed check makes the
+command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field
+
+from fieldkit.antivirus.database import DatabaseError, list_databases
+from fieldkit.antivirus.gate import currency_database
+from fieldkit.antivirus.settings import AntivirusSection
+from fieldkit.wipe.catalogue import Catalogue
+from fieldkit.wipe.markers import MarkerSearch, daily_markers
+from fieldkit.wipe.policy import ErasurePolicy
+from fieldkit.wipe.record import Finding, LocationResult, public_hex, signature_valid
+from fieldkit.wipe.settings import WipeSection
+
+Verdict = Literal["pass", "fail", "skip"]
+FALSE_WORDS = {"no", "off", "false", "0"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Check(Strict):
+    name: str
+    requirement: str
+    verdict: Verdict
+    detail: str
+
+
+class ComplianceReport(Strict):
+    v: Literal[1] = 1
+    type: Literal["compliance-report"] = "compliance-report"
+    device: str
+    target: str
+    at: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    policies: dict[str, str]  # file name -> sha256 of the policy in force for the check
+    checks: list[Check]
+    residue: list[LocationResult]
+    ok: bool
+    signer: str = ""
+    signature: str = ""
+
+    def body(self) -> bytes:
+        data = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def under(root: Path, path: str | Path) -> Path:
+    """``path`` (absolute on the device) inside the rootfs at ``root``."""
+    return root / str(path).lstrip("/")
+
+
+def systemd_setting(root: Path, main: str, section: str, key: str) -> str | None:
+    """A systemd config value: the main file, then drop-ins in ``<main>.d/`` (last wins)."""
+    files = [under(root, main), *sorted(under(root, main + ".d").glob("*.conf"))]
+    value = None
+    for path in files:
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(path.read_text(encoding="utf-8"))
+        except (OSError, configparser.Error):
+            continue
+        if parser.has_option(section, key):
+            value = parser.get(section, key).strip()
+    return value
+
+
+def directives(path: Path) -> dict[str, str]:
+    """``Key value`` lines of an Apache-style or mosquitto config (comments dropped)."""
+    found: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        words = line.split("#", 1)[0].split(None, 1)
+        if len(words) == 2 and not words[0].startswith("<"):
+            found[words[0].lower()] = words[1].strip()
+    return found
+
+
+def check_journald(root: Path, policy: ErasurePolicy) -> Check:
+    storage = systemd_setting(root, "etc/systemd/journald.conf", "Journal", "Storage")
+    want = policy.journald.storage
+    ok = storage == want
+    return Check(
+        name="journald storage",
+        requirement="R12",
+        verdict="pass" if ok else "fail",
+        detail=f"Storage={storage or '(default: auto)'}; policy {want}",
+    )
+
+
+def check_coredump(root: Path, policy: ErasurePolicy, live: bool) -> Check:
+    storage = systemd_setting(root, "etc/systemd/coredump.conf", "Coredump", "Storage")
+    sysctl: dict[str, str] = {}
+    for path in [
+        under(root, "etc/sysctl.conf"),
+        *sorted(under(root, "etc/sysctl.d").glob("*.conf")),
+    ]:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if "=" in line and not line.lstrip().startswith(("#", ";")):
+                key, value = line.split("=", 1)
+                sysctl[key.strip()] = value.strip()
+    pattern = sysctl.get("kernel.core_pattern")
+    problems = []
+    if storage != policy.coredump.storage:
+        problems.append(f"systemd-coredump Storage={storage or '(default: external)'}")
+    if pattern != policy.coredump.core_pattern:
+        problems.append(f"kernel.core_pattern in sysctl.d is {pattern or 'unset'}")
+    if live:
+        running = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+        if running != policy.coredump.core_pattern:
+            problems.append(f"running kernel.core_pattern is {running}")
+    return Check(
+        name="core dumps off",
+        requirement="R12",
+        verdict="fail" if problems else "pass",
+        detail="; ".join(problems) or f"Storage=none, core_pattern {policy.coredump.core_pattern}",
+    )
+
+
+def check_swap(root: Path, policy: ErasurePolicy, live: bool) -> Check:
+    entries = []
+    try:
+        for line in under(root, "etc/fstab").read_text(encoding="utf-8").splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 3 and fields[2] == "swap":
+                entries.append(fields[0])
+    except OSError:
+        pass
+    if live:
+        lines = Path("/proc/swaps").read_text().splitlines()[1:]
+        entries += [line.split()[0] for line in lines if line.strip()]
+    ok = policy.swap.allowed or not entries
+    return Check(
+        name="no swap",
+        requirement="R12",
+        verdict="pass" if ok else "fail",
+        detail=f"{len(entries)} swap areas configured or active" if entries else "no swap",
+    )
+
+
+def _preserves(value: str | None) -> bool:
+    # CUPS keeps job history and files (for a day) unless told not to.
+    return value is None or value.lower() not in FALSE_WORDS
+
+
+def check_cups(root: Path, policy: ErasurePolicy) -> Check:
+    conf = directives(under(root, "etc/cups/cupsd.conf"))
+    files = _preserves(conf.get("preservejobfiles"))
+    history = _preserves(conf.get("preservejobhistory"))
+    problems = []
+    if files and not policy.cups.preserve_job_files:
+        problems.append(f"PreserveJobFiles {conf.get('preservejobfiles', '(default: 1d)')}")
+    if history and not policy.cups.preserve_job_history:
+        problems.append(f"PreserveJobHistory {conf.get('preservejobhistory', '(default: Yes)')}")
+    return Check(
+        name="CUPS keeps no jobs",
+        requirement="R12",
+        verdict="fail" if problems else "pass",
+        detail="; ".join(problems) or "PreserveJobFiles No, PreserveJobHistory No",
+    )
+
+
+def check_broker(root: Path, policy: ErasurePolicy) -> Check:
+    files = [
+        under(root, "etc/mosquitto/mosquitto.conf"),
+        *sorted(under(root, "etc/mosquitto/conf.d").glob("*.conf")),
+    ]
+    on = [p.name for p in files if directives(p).get("persistence", "false").lower() == "true"]
+    ok = policy.broker.persistence or not on
+    return Check(
+        name="broker persistence off",
+        requirement="R12",
+        verdict="pass" if ok else "fail",
+        detail=f"persistence true in {', '.join(on)}" if on else "persistence false",
+    )
+
+
+def check_browser(root: Path, policy: ErasurePolicy) -> Check:
+    merged: dict[str, object] = {}
+    folder = under(root, policy.browser.managed_dir)
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return Check(
+                name="browser policy",
+                requirement="R11",
+                verdict="fail",
+                detail=f"{path.name} is not valid JSON",
+            )
+        if isinstance(data, dict):
+            merged.update(data)
+    wrong = [
+        f"{key}={merged.get(key, '(unset)')}"
+        for key, value in policy.browser.required.items()
+        if merged.get(key) != value
+    ]
+    return Check(
+        name="browser policy",
+        requirement="R11",
+        verdict="fail" if wrong else "pass",
+        detail=("not as required: " + ", ".join(wrong))
+        if wrong
+        else f"{len(policy.browser.required)} settings as required",
+    )
+
+
+def check_antivirus(root: Path, antivirus: AntivirusSection | None, now: float) -> Check:
+    if antivirus is None:
+        return Check(
+            name="antivirus definitions",
+            requirement="R10",
+            verdict="skip",
+            detail="no policies/antivirus.toml",
+        )
+    folder = under(root, antivirus.database_dir or "/var/lib/clamav")
+    try:
+        databases = list_databases(folder)
+    except DatabaseError as exc:
+        return Check(
+            name="antivirus definitions", requirement="R10", verdict="fail", detail=str(exc)
+        )
+    current = currency_database(antivirus, databases)
+    age = current.age(now) if current is not None else None
+    if age is None:
+        return Check(
+            name="antivirus definitions",
+            requirement="R10",
+            verdict="fail",
+            detail=f"no dated definitions in {antivirus.database_dir}",
+        )
+    hours = age / 3600
+    ok = hours <= antivirus.max_definitions_age_hours
+    return Check(
+        name="antivirus definitions",
+        requirement="R10",
+        verdict="pass" if ok else "fail",
+        detail=(
+            f"{current.name if current else '?'} built {hours:.1f} h ago; "
+            f"policy {antivirus.max_definitions_age_hours} h"
+        ),
+    )
+
+
+def rooted(settings: WipeSection, root: Path) -> WipeSection:
+    """The catalogue's paths inside a rootfs (memory and swap are only looked at live)."""
+
+    def move(paths: list[Path]) -> list[Path]:
+        return [under(root, p) for p in paths]
+
+    return settings.model_copy(
+        update={
+            "session_dirs": move(settings.session_dirs),
+            "browser_profile": under(root, settings.browser_profile)
+            if settings.browser_profile
+            else None,
+            "cups_spool_dirs": move(settings.cups_spool_dirs),
+            "cups_cache_dirs": move(settings.cups_cache_dirs),
+            "journal_dirs": move(settings.journal_dirs),
+            "temp_dirs": move(settings.temp_dirs),
+            "core_dump_dirs": move(settings.core_dump_dirs),
+            "swaps_file": root / "proc-swaps-not-in-a-rootfs",
+            "broker_persistence": move(settings.broker_persistence),
+            "outbox_dirs": move(settings.outbox_dirs),
+            "scan_process_memory": False,
+        }
+    )
+
+
+def residue_scan(settings: WipeSection) -> list[LocationResult]:
+    catalogue = Catalogue.from_settings(settings)
+    search = MarkerSearch(daily_markers())
+    return [catalogue.scan(location, search) for location in catalogue.locations]
+
+
+def raw_image_scan(image: Path, settings: WipeSection) -> LocationResult:
+    """Every byte of a disk image, free space and deleted files included."""
+    search = MarkerSearch(daily_markers())
+    with image.open("rb", buffering=0) as stream:
+        hits, read = search.search_stream(stream, settings.chunk_bytes, 1 << 62)
+    return LocationResult(
+        name="disk-image",
+        status="residue" if hits else "clean",
+        scanned_files=1,
+        scanned_bytes=read,
+        findings=[Finding(where=str(image), kind=h.kind, offset=h.offset) for h in hits[:50]],
+        note=f"{len(hits)} findings in the raw image",
+        fails=bool(hits),
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_compliance(
+    *,
+    device: str,
+    settings: WipeSection,
+    policy: ErasurePolicy,
+    policy_files: list[Path],
+    antivirus: AntivirusSection | None,
+    key: Ed25519PrivateKey,
+    root: Path | None = None,
+    image: Path | None = None,
+    now: Callable[[], float] = time.time,
+) -> ComplianceReport:
+    """Every check and the residue scan; the report is signed."""
+    checks: list[Check] = []
+    residue: list[LocationResult]
+    if image is not None:
+        target = f"image {image}"
+        residue = [raw_image_scan(image, settings)]
+        checks.append(
+            Check(
+                name="policies in force",
+                requirement="R30",
+                verdict="skip",
+                detail="a raw image is scanned only; mount it and use --root for the policy checks",
+            )
+        )
+    else:
+        live = root is None
+        base = Path("/") if root is None else root
+        target = "live device" if live else f"rootfs {root}"
+        checks += [
+            check_journald(base, policy),
+            check_coredump(base, policy, live),
+            check_swap(base, policy, live),
+            check_cups(base, policy),
+            check_broker(base, policy),
+            check_browser(base, policy),
+            check_antivirus(base, antivirus, now()),
+        ]
+        residue = residue_scan(settings if live else rooted(settings, base))
+    ok = all(c.verdict != "fail" for c in checks) and not any(r.fails for r in residue)
+    report = ComplianceReport(
+        device=device,
+        target=target,
+        policies={p.name: digest(p) for p in policy_files},
+        checks=checks,
+        residue=residue,
+        ok=ok,
+    )
+    signed = report.model_copy(update={"signer": public_hex(key)})
+    return signed.model_copy(update={"signature": key.sign(signed.body()).hex()})
+
+
+def report_valid(text: str) -> bool:
+    report = ComplianceReport.model_validate_json(text)
+    return signature_valid(report.signer, report.signature, report.body())
+
+
+def report_lines(report: ComplianceReport) -> list[str]:
+    lines = [f"compliance run on {report.device}, {report.target}, {report.at}"]
+    for check in report.checks:
+        lines.append(
+            f"  {check.verdict.upper():4} {check.name:24} {check.requirement:4} {check.detail}"
+        )
+    for location in report.residue:
+        verdict = "FAIL" if location.fails else "PASS"
+        lines.append(
+            f"  {verdict} residue: {location.name:18} {location.status:12} "
+            f"{location.scanned_files} files, {location.scanned_bytes} bytes"
+        )
+        lines += [f"         {f.kind} in {f.where} at {f.offset}" for f in location.findings[:10]]
+    lines.append(f"result: {'PASS' if report.ok else 'FAIL'}")
+    return lines

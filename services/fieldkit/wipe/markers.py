@@ -1,0 +1,271 @@
+"""What the scanner looks for, and the streaming search itself.
+
+A session scan looks for that session's own markers: its application ID (ASCII and UTF-16LE,
+as Chromium's Local Storage keeps strings), fragments of its photo, and a per-session canary.
+A daily scan looks for applicant data of any session: the 23-digit application-ID pattern and
+the JPEG headers the photo pipeline writes. Findings name the kind of marker, never its value.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Bytes = npt.NDArray[np.uint8]
+Ints = npt.NDArray[np.int64]
+
+# A 23-digit application ID, in ASCII or UTF-16LE. A regular expression would test every
+# position (10 MB/s); the finders below test one position in 23 with numpy.
+ID_DIGITS = 23
+REACH = ID_DIGITS + 1  # units counted each side of a sample: enough to see a run is longer
+# The photo pipeline (OpenCV) writes JFIF; cameras and other tools write EXIF.
+JPEG_SOI = b"\xff\xd8\xff"
+# Bytes around a match that its boundary checks may look at (one UTF-16 code unit).
+CONTEXT = 2
+# Chunks the kernel is asked to fetch ahead of the search.
+READ_AHEAD_CHUNKS = 2
+# How many bytes of the photo one fragment holds, and how many fragments a session gives.
+FRAGMENT_BYTES = 48
+FRAGMENTS = 3
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One thing to look for: ``kind`` is what a finding reports; ``pattern`` is never shown."""
+
+    kind: str
+    pattern: bytes  # the exact bytes for a literal; unused for the other finders
+    max_length: int
+    finder: Literal["literal", "digits", "digits-utf16", "jpeg"] = "literal"
+
+
+def literal(kind: str, value: bytes) -> Marker:
+    return Marker(kind, value, len(value))
+
+
+def session_markers(
+    application_id: str | None, photo_fragments: Iterable[bytes], canary: str | None
+) -> list[Marker]:
+    """The markers of one session, from what the kiosk told the wipe about it."""
+    markers: list[Marker] = []
+    if application_id:
+        markers.append(literal("application-id", application_id.encode("ascii")))
+        markers.append(literal("application-id-utf16", application_id.encode("utf-16-le")))
+    for fragment in photo_fragments:
+        if fragment:
+            markers.append(literal("photo", fragment))
+    if canary:
+        markers.append(literal("canary", canary.encode("ascii")))
+        markers.append(literal("canary-utf16", canary.encode("utf-16-le")))
+    return markers
+
+
+def daily_markers() -> list[Marker]:
+    """Applicant data of any session."""
+    return [
+        Marker("application-id-pattern", b"", ID_DIGITS + 1, "digits"),
+        Marker("application-id-pattern-utf16", b"", 2 * ID_DIGITS + 2, "digits-utf16"),
+        Marker("jpeg", b"", 12, "jpeg"),
+    ]
+
+
+def photo_fragments(jpeg: bytes, count: int = FRAGMENTS) -> list[bytes]:
+    """Slices from the photo's entropy-coded data: unique to that photo, unlike its headers."""
+    start = jpeg.rfind(b"\xff\xda")  # start of scan: what follows is the compressed image
+    body_start = start + 16 if start >= 0 else len(jpeg) // 4
+    body = jpeg[body_start : max(body_start, len(jpeg) - 2)]
+    if len(body) < FRAGMENT_BYTES * count:
+        return [bytes(body)] if len(body) >= 16 else []
+    step = len(body) // (count + 1)
+    return [bytes(body[step * i : step * i + FRAGMENT_BYTES]) for i in range(1, count + 1)]
+
+
+def fragments_b64(jpeg: bytes) -> list[str]:
+    return [base64.b64encode(f).decode("ascii") for f in photo_fragments(jpeg)]
+
+
+@dataclass(frozen=True)
+class Hit:
+    kind: str
+    offset: int
+
+
+class MarkerSearch:
+    """Searches bytes and streams in chunks; every finder runs at C speed over a chunk."""
+
+    def __init__(self, markers: list[Marker]) -> None:
+        self.markers = markers
+        self._literals = [(m.kind, m.pattern) for m in markers if m.finder == "literal"]
+        self._special = [(m.kind, m.finder) for m in markers if m.finder != "literal"]
+        # A match may straddle two chunks: keep this many bytes of the previous one. A match
+        # is judged only with CONTEXT bytes on each side (or at the very start or end of the
+        # data), and the carry is long enough that every match is judged in some buffer.
+        self.carry = max((m.max_length for m in markers), default=0) + 4 * CONTEXT
+
+    def _matches(self, data: bytes) -> Iterator[tuple[str, int, int]]:
+        for kind, value in self._literals:
+            start = data.find(value)
+            while start >= 0:
+                yield kind, start, start + len(value)
+                start = data.find(value, start + 1)
+        if not self._special:
+            return
+        a = np.frombuffer(data, dtype=np.uint8)
+        for kind, finder in self._special:
+            if finder == "digits":
+                yield from ((kind, s, e) for s, e in _digit_runs(a, 1))
+            elif finder == "digits-utf16":
+                yield from ((kind, s, e) for s, e in _digit_runs(a, 2))
+            else:
+                yield from ((kind, s, e) for s, e in _jpeg_headers(a, data))
+
+    def search_bytes(self, data: bytes) -> list[Hit]:
+        return [Hit(k, start) for k, start, end in self._matches(data) if end <= len(data)]
+
+    def search_stream(
+        self, stream: BinaryIO, chunk_bytes: int, limit: int
+    ) -> tuple[list[Hit], int]:
+        """Hits in the stream (up to ``limit`` bytes) and the number of bytes read."""
+        hits: list[Hit] = []
+        seen: set[tuple[str, int]] = set()
+        tail = b""
+        base = 0  # absolute offset of tail[0]
+        read = 0
+        ahead = _readahead(stream)
+        while read < limit:
+            if ahead is not None:
+                # Ask the kernel to fetch the next chunks while this one is searched, so the
+                # search and the disk work at the same time.
+                ahead(read + chunk_bytes, READ_AHEAD_CHUNKS * chunk_bytes)
+            chunk = stream.read(min(chunk_bytes, limit - read))
+            eof = not chunk
+            read += len(chunk)
+            data = tail + chunk
+            for kind, start, end in self._matches(data):
+                # A match touching the end may still grow, or its boundary check may change,
+                # once the next chunk arrives: it is judged then, from the carried tail.
+                last = eof or read >= limit
+                if end > len(data) or (base > 0 and start < CONTEXT):
+                    continue
+                if not last and end > len(data) - CONTEXT:
+                    continue
+                key = (kind, base + start)
+                if key not in seen:
+                    seen.add(key)
+                    hits.append(Hit(kind, base + start))
+            if eof:
+                break
+            keep = min(len(data), self.carry)
+            base += len(data) - keep
+            tail = data[len(data) - keep :]
+        return hits, read
+
+
+def _readahead(stream: BinaryIO) -> Callable[[int, int], None] | None:
+    """A read-ahead hint for a regular file (none for memory or pipes)."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        origin = stream.tell()
+    except (OSError, AttributeError, ValueError):
+        return None
+
+    def advise(offset: int, length: int) -> None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, origin + offset, length, os.POSIX_FADV_WILLNEED)
+
+    return advise
+
+
+def _run_counts(
+    a: Bytes, centres: Ints, step: int, zero_after: bool
+) -> tuple[Ints, Ints, npt.NDArray[np.bool_]]:
+    """For each centre, how many digit units run left and right of it (itself included).
+
+    A unit is one digit (``step`` 1) or a digit followed by a zero byte (``step`` 2, UTF-16LE).
+    Counting stops at REACH units; the third array says whether the buffer's end stopped the
+    count to the right, where the run may go on unseen.
+    """
+    size = len(a)
+    offsets = np.arange(0, REACH + 1, dtype=np.int64) * step
+    counts = []
+    edge = np.zeros(len(centres), dtype=np.bool_)
+    for direction in (-1, 1):
+        index = centres[:, None] + direction * offsets[None, :]
+        inside = (index >= 0) & (index + (step - 1) < size)
+        safe = np.clip(index, 0, size - 1)
+        unit = (a[safe] - 48) < 10
+        if zero_after:
+            unit &= a[np.clip(safe + 1, 0, size - 1)] == 0
+        unit &= inside
+        run = np.cumprod(unit, axis=1).sum(axis=1)
+        counts.append(run)
+        # The count stopped at a position outside the buffer: the run may go on there.
+        edge = ~inside[np.arange(len(centres)), np.minimum(run, REACH)]
+    return counts[0], counts[1], edge
+
+
+def _digit_runs(a: Bytes, step: int) -> Iterator[tuple[int, int]]:
+    """Runs of exactly ID_DIGITS digit units; a run touching the end ends at the buffer's end.
+
+    Every run of ID_DIGITS units or more holds a unit at a multiple of ID_DIGITS units from
+    the start, so only those are tested first; at random data that is about one byte in
+    six hundred, which is why this runs at memory speed.
+    """
+    size = len(a)
+    span = ID_DIGITS * step
+    for parity in range(step):
+        first = parity + (ID_DIGITS - 1) * step
+        samples = a[first::span]
+        centres = np.flatnonzero((samples - 48) < 10).astype(np.int64) * span + first
+        # A run of ID_DIGITS units through a centre reaches half that far on one side at
+        # least: test those two units before counting whole runs.
+        half = (ID_DIGITS // 2) * step
+        near = np.clip(np.stack([centres - half, centres + half]), 0, max(size - 1, 0))
+        centres = centres[((a[near] - 48) < 10).any(axis=0)]
+        if not len(centres):
+            continue
+        left, right, right_edge = _run_counts(a, centres, step, step == 2)
+        length = left + right - 1
+        for i in np.flatnonzero((length == ID_DIGITS) & (left > 0)):
+            start = int(centres[i]) - (int(left[i]) - 1) * step
+            end = start + span
+            yield start, (size if right_edge[i] else end)
+
+
+def _jpeg_headers(a: Bytes, data: bytes) -> Iterator[tuple[int, int]]:
+    """JPEG start-of-image followed by a JFIF or EXIF application segment.
+
+    A header cut off by the end of the buffer is yielded as ending past it, so the stream
+    search judges it with the next chunk and drops it at the end of the data.
+    """
+    size = len(data)
+    marks = np.flatnonzero(a == 0xFF)
+    marks = marks[marks + 2 < size]
+    hits = marks[(a[marks + 1] == 0xD8) & (a[marks + 2] == 0xFF)]
+    tail = [
+        i for i in range(max(0, size - 2), size) if data[i:].startswith(b"\xff\xd8"[: size - i])
+    ]
+    for start in [*hits.tolist(), *tail]:
+        segment = data[start + 3] if start + 3 < size else None
+        if segment == 0xE0:
+            if start + 11 > size:
+                yield start, size + 1
+            elif data[start + 6 : start + 11] == b"JFIF\x00":
+                yield start, start + 11
+        elif segment == 0xE1:
+            if start + 12 > size:
+                yield start, size + 1
+            elif data[start + 6 : start + 12] == b"Exif\x00\x00":
+                yield start, start + 12
+        elif segment is None:
+            yield start, size + 1

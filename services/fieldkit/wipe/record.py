@@ -1,0 +1,238 @@
+"""Erasure records: what was erased where, what the scan found, hash-chained and signed.
+
+A record is evidence (architecture §3): it names services, locations, marker kinds and counts,
+never a value. Records are appended to a local SQLite store in the wipe's state dir; each
+carries the hash of the one before it and an Ed25519 signature of its own hash by the device
+key, so a removed, reordered or edited record breaks ``fieldkit wipe verify-chain``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import Field
+
+from fieldkit.messages import Message
+
+GENESIS = "0" * 64
+LocationStatus = Literal["clean", "residue", "absent", "present", "not-readable"]
+
+
+class Finding(Message):
+    """One residue: where (path or pid), what kind of marker, and at which byte offset."""
+
+    type: Literal["finding"] = "finding"
+    where: str
+    kind: str
+    offset: int
+
+
+class LocationResult(Message):
+    """One catalogue location after erasing and scanning it."""
+
+    type: Literal["location"] = "location"
+    name: str
+    status: LocationStatus
+    erased: int = 0  # files (or folders) overwritten and removed
+    action: str = ""
+    scanned_files: int = 0
+    scanned_bytes: int = 0
+    findings: list[Finding] = Field(default_factory=list)
+    note: str = ""
+    fails: bool = False
+
+
+class HolderResult(Message):
+    type: Literal["holder"] = "holder"
+    service: str
+    answered: bool
+    ok: bool
+    erased: list[str] = Field(default_factory=list)
+    problem: str | None = None
+
+
+class ErasureRecord(Message):
+    """Signed evidence of one session wipe or one daily scan. Evidence class: no personal data."""
+
+    type: Literal["erasure-record"] = "erasure-record"
+    record_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    kind: Literal["session", "daily"]
+    sid: str | None = None
+    device: str
+    operator: str | None = None
+    started: float
+    finished: float
+    holders: list[HolderResult] = Field(default_factory=list)
+    locations: list[LocationResult] = Field(default_factory=list)
+    ok: bool
+    failures: list[str] = Field(default_factory=list)
+    prev_hash: str = GENESIS
+    hash: str = ""
+    signer: str = ""  # the device public key, raw Ed25519, hex
+    signature: str = ""
+
+    def body(self) -> bytes:
+        """The canonical bytes the hash covers: everything but the hash and signature."""
+        data = self.model_dump(mode="json", exclude={"hash", "signature"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(bytes.fromhex(self.prev_hash) + self.body()).hexdigest()
+
+
+def failures_of(holders: list[HolderResult], locations: list[LocationResult]) -> list[str]:
+    """Plain reasons the record fails, naming the holder or location."""
+    reasons = []
+    for holder in holders:
+        if not holder.answered:
+            reasons.append(f"holder {holder.service} did not answer")
+        elif not holder.ok:
+            reasons.append(f"holder {holder.service} could not forget ({holder.problem})")
+    for location in locations:
+        if location.fails:
+            reasons.append(f"{location.name}: {location.status} ({len(location.findings)} found)")
+    return reasons
+
+
+# ---- the device key ----------------------------------------------------------------------------
+
+
+def load_device_key(path: Path) -> Ed25519PrivateKey:
+    """The device's signing key; created (mode 0600) when missing.
+
+    The one place key handling lives, so the kit PKI can repoint it at a provisioned key.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        key = Ed25519PrivateKey.generate()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        return key
+    loaded = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return loaded
+
+
+def public_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def signature_valid(public: str, signature: str, data: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)).verify(
+            bytes.fromhex(signature), data
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# ---- the evidence store --------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL UNIQUE,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+-- Append-only: evidence is never edited or removed on the device.
+CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
+BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
+BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int
+    record_id: str
+    problem: str
+
+
+class EvidenceStore:
+    """The local, append-only chain of erasure records."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def last_hash(self) -> str:
+        row = self._db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else GENESIS
+
+    def append(self, record: ErasureRecord, key: Ed25519PrivateKey) -> ErasureRecord:
+        """Chain the record to the last one, sign it, store it; returns the sealed record."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            chained = record.model_copy(
+                update={"prev_hash": self.last_hash(), "signer": public_hex(key)}
+            )
+            digest = chained.compute_hash()
+            sealed = chained.model_copy(
+                update={"hash": digest, "signature": key.sign(bytes.fromhex(digest)).hex()}
+            )
+            self._db.execute(
+                "INSERT INTO records (record_id, prev_hash, hash, body) VALUES (?, ?, ?, ?)",
+                (sealed.record_id, sealed.prev_hash, sealed.hash, sealed.model_dump_json()),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return sealed
+
+    def records(self) -> list[tuple[int, ErasureRecord]]:
+        rows = self._db.execute("SELECT seq, body FROM records ORDER BY seq").fetchall()
+        return [(int(seq), ErasureRecord.model_validate_json(body)) for seq, body in rows]
+
+
+def verify_chain(
+    records: list[tuple[int, ErasureRecord]], trusted: str | None = None
+) -> list[ChainProblem]:
+    """Every link, hash and signature; ``trusted`` pins the device public key (hex)."""
+    problems = []
+    previous = GENESIS
+    signer = trusted
+    for seq, record in records:
+        if record.prev_hash != previous:
+            problems.append(
+                ChainProblem(seq, record.record_id, "does not follow the record before")
+            )
+        if record.compute_hash() != record.hash:
+            problems.append(ChainProblem(seq, record.record_id, "content does not match its hash"))
+        if signer is None:
+            signer = record.signer
+        if record.signer != signer:
+            problems.append(ChainProblem(seq, record.record_id, "signed by another key"))
+        elif not signature_valid(record.signer, record.signature, bytes.fromhex(record.hash)):
+            problems.append(ChainProblem(seq, record.record_id, "signature does not verify"))
+        previous = record.hash
+    return problems

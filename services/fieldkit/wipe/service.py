@@ -1,0 +1,333 @@
+"""The wipe service: erase a session everywhere it lived, prove it is gone, keep the evidence.
+
+Bus contract (requests to ``wipe``; the reply goes to the requester only):
+
+- ``session-markers`` SessionMarkers {sid, application_id?, photo_fragments_b64[], canary?}
+  -> ``markers-accepted``. Optional, any time during the session: what the residue scan
+  should look for. Markers from several senders for the same sid add up.
+- ``wipe-session``    WipeSession {sid, operator, markers?} -> ``wipe-result``
+  {sid, ok, record_id, record_hash, failures[], seconds}. The kiosk sends it when the
+  applicant's session ends; it may carry the markers itself.
+
+The session wipe, in order: broadcast ``ForgetSession`` on ``wipe/evt/session/<sid>/forget``;
+wait (``[wipe] holder_timeout``) for ``SessionForgotten`` from every holder the registry names;
+purge the catalogue's locations; scan them for the session's markers; append a hash-chained,
+signed ``ErasureRecord`` to the evidence store and publish it on ``wipe/evt/record``.
+A holder that does not answer, or a residue the scan finds, fails the record visibly: the
+reply says ``ok: false`` and names the holder or location.
+
+Events: ``wipe/evt/session/<sid>/forget`` (ForgetSession) and ``wipe/evt/record``
+(ErasureRecord: evidence, no personal data). A boot scan and then a daily scan of the whole
+catalogue publish their records on the same topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from fieldkit.bus import Bus, BusError, Incoming
+from fieldkit.erasure import (
+    FORGOTTEN_FILTER,
+    ForgetSession,
+    SessionForgotten,
+    forget_topic,
+)
+from fieldkit.messages import MessageError
+from fieldkit.registry import holders, specs_for_role
+from fieldkit.runner import ServiceContext, connect_bus
+from fieldkit.wipe.catalogue import Catalogue
+from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
+from fieldkit.wipe.messages import (
+    MarkersAccepted,
+    SessionMarkers,
+    WipeResult,
+    WipeSession,
+)
+from fieldkit.wipe.record import (
+    ErasureRecord,
+    EvidenceStore,
+    HolderResult,
+    LocationResult,
+    failures_of,
+    load_device_key,
+)
+from fieldkit.wipe.settings import WipeSection
+
+log = logging.getLogger(__name__)
+RECORD_TOPIC = "wipe/evt/record"
+EVIDENCE_FILE = "evidence.sqlite"
+
+
+@dataclass
+class HeldMarkers:
+    """One session's markers, in buffers that are zeroed once the session is wiped."""
+
+    application_id: bytearray = field(default_factory=bytearray)
+    photo_fragments: list[bytearray] = field(default_factory=list)
+    canary: bytearray = field(default_factory=bytearray)
+
+    def add(self, markers: SessionMarkers) -> None:
+        if markers.application_id:
+            self.application_id[:] = markers.application_id.encode("ascii")
+        for text in markers.photo_fragments_b64:
+            try:
+                self.photo_fragments.append(bytearray(base64.b64decode(text, validate=True)))
+            except binascii.Error:
+                raise MessageError(
+                    "a photo fragment is not base64", ["photo_fragments_b64"]
+                ) from None
+        if markers.canary:
+            self.canary[:] = markers.canary.encode("ascii")
+
+    def search(self) -> MarkerSearch:
+        return MarkerSearch(
+            session_markers(
+                self.application_id.decode("ascii") or None,
+                [bytes(f) for f in self.photo_fragments],
+                self.canary.decode("ascii") or None,
+            )
+        )
+
+    def zero(self) -> None:
+        for buffer in [self.application_id, self.canary, *self.photo_fragments]:
+            buffer[:] = bytes(len(buffer))
+        self.photo_fragments = []
+
+
+class Wiper:
+    """Session wipes and catalogue scans; the bus parts are optional so the CLI can use it."""
+
+    def __init__(
+        self,
+        settings: WipeSection,
+        device: str,
+        catalogue: Catalogue | None = None,
+        expected_holders: list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.device = device
+        self.catalogue = catalogue or Catalogue.from_settings(settings)
+        self.expected_holders = expected_holders or []
+        self.store = EvidenceStore(settings.state_dir / EVIDENCE_FILE)
+        self.key = load_device_key(settings.device_key)
+        self._markers: dict[str, HeldMarkers] = {}
+        self._answers: dict[str, dict[str, SessionForgotten]] = {}
+        self._answered = threading.Condition()
+        self._wiping = threading.Lock()
+        self.publisher: Bus | None = None
+
+    def close(self) -> None:
+        with self._answered:
+            for held in self._markers.values():
+                held.zero()
+            self._markers.clear()
+        self.store.close()
+
+    # -- markers and answers -------------------------------------------------------------------
+
+    def add_markers(self, markers: SessionMarkers) -> None:
+        with self._answered:
+            self._markers.setdefault(markers.sid, HeldMarkers()).add(markers)
+
+    def on_forgotten(self, answer: SessionForgotten, meta: Incoming) -> None:
+        # The topic's first segment is the sender (the broker ACL enforces it): a service
+        # cannot answer for another.
+        if answer.service != meta.sender:
+            log.warning(
+                "ignoring a forgotten answer from %s naming %s", meta.sender, answer.service
+            )
+            return
+        with self._answered:
+            waiting = self._answers.get(answer.sid)
+            if waiting is not None:
+                waiting[answer.service] = answer
+                self._answered.notify_all()
+
+    def _collect_answers(self, sid: str) -> list[HolderResult]:
+        if self.publisher is None:
+            return [
+                HolderResult(service=name, answered=False, ok=False, problem="no bus attached")
+                for name in self.expected_holders
+            ]
+        with self._answered:
+            self._answers[sid] = {}
+        try:
+            self.publisher.publish(forget_topic(sid), ForgetSession(sid=sid))
+        except BusError as exc:
+            log.error("could not broadcast the forget request: %s", exc)
+        deadline = time.monotonic() + self.settings.holder_timeout
+        with self._answered:
+            while True:
+                got = self._answers[sid]
+                left = deadline - time.monotonic()
+                if all(name in got for name in self.expected_holders) or left <= 0:
+                    break
+                self._answered.wait(left)
+            got = self._answers.pop(sid)
+        results = []
+        for name in self.expected_holders:
+            answer = got.get(name)
+            if answer is None:
+                results.append(HolderResult(service=name, answered=False, ok=False))
+            else:
+                results.append(
+                    HolderResult(
+                        service=name,
+                        answered=True,
+                        ok=answer.ok,
+                        erased=answer.erased,
+                        problem=answer.problem,
+                    )
+                )
+        return results
+
+    # -- the wipe ------------------------------------------------------------------------------
+
+    def wipe_session(
+        self, sid: str, operator: str, markers: SessionMarkers | None = None
+    ) -> ErasureRecord:
+        """The whole session wipe; returns the sealed record (already stored and published)."""
+        with self._wiping:
+            started = time.time()
+            if markers is not None:
+                self.add_markers(markers)
+            with self._answered:
+                held = self._markers.pop(sid, HeldMarkers())
+            try:
+                holder_results = self._collect_answers(sid)
+                search = held.search()
+                locations = [
+                    self.catalogue.erase(loc, sid, search) for loc in self.catalogue.locations
+                ]
+            finally:
+                held.zero()
+            record = self._seal(
+                ErasureRecord(
+                    kind="session",
+                    sid=sid,
+                    device=self.device,
+                    operator=operator,
+                    started=started,
+                    finished=time.time(),
+                    holders=holder_results,
+                    locations=locations,
+                    ok=False,
+                )
+            )
+        log.info(
+            "session %s wiped: %s in %.2fs",
+            sid,
+            "ok" if record.ok else "FAILED: " + "; ".join(record.failures),
+            record.finished - record.started,
+        )
+        return record
+
+    def scan_catalogue(self) -> ErasureRecord:
+        """The daily / boot scan: every location, for applicant data of any session."""
+        with self._wiping:
+            started = time.time()
+            search = MarkerSearch(daily_markers())
+            locations = [self.catalogue.scan(loc, search) for loc in self.catalogue.locations]
+            record = self._seal(
+                ErasureRecord(
+                    kind="daily",
+                    device=self.device,
+                    started=started,
+                    finished=time.time(),
+                    locations=locations,
+                    ok=False,
+                )
+            )
+        log.info("catalogue scan: %s", "clean" if record.ok else "; ".join(record.failures))
+        return record
+
+    def _seal(self, record: ErasureRecord) -> ErasureRecord:
+        failures = failures_of(record.holders, record.locations)
+        sealed = self.store.append(
+            record.model_copy(update={"ok": not failures, "failures": failures}), self.key
+        )
+        if self.publisher is not None:
+            try:
+                self.publisher.publish(RECORD_TOPIC, sealed)
+            except BusError as exc:
+                # The record is in the evidence store; sync can still pick it up from there.
+                log.error("could not publish erasure record %s: %s", sealed.record_id, exc)
+        return sealed
+
+
+def result_of(record: ErasureRecord) -> WipeResult:
+    return WipeResult(
+        sid=record.sid or "",
+        ok=record.ok,
+        record_id=record.record_id,
+        record_hash=record.hash,
+        failures=record.failures,
+        seconds=round(record.finished - record.started, 3),
+    )
+
+
+def location_summary(location: LocationResult) -> str:
+    return f"{location.name}: {location.status} ({location.scanned_files} files)"
+
+
+def expected_holders_for(ctx: ServiceContext) -> list[str]:
+    specs = specs_for_role(ctx.config.device.role, ctx.config.runner.services)
+    return [name for name in holders(specs) if name != ctx.spec.name]
+
+
+def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
+    """Register the handlers; a second connection collects answers while a wipe waits."""
+    settings = ctx.config.wipe
+    wiper = wiper or Wiper(
+        settings, ctx.config.device.id, expected_holders=expected_holders_for(ctx)
+    )
+    # Request handlers run on the bus's network thread, and the wipe waits for answers that
+    # arrive on a bus thread: a second connection of the same identity hears them and sends
+    # the broadcast and the record, so the wait cannot block its own input.
+    wiper.catalogue.stopping = ctx.stopping
+    publisher = connect_bus(ctx.config, ctx.spec.name, announce_health=False)
+    publisher.handle_event(FORGOTTEN_FILTER, SessionForgotten, wiper.on_forgotten)
+    publisher.connect()
+    wiper.publisher = publisher
+
+    def on_markers(request: SessionMarkers, meta: Incoming) -> MarkersAccepted:
+        wiper.add_markers(request)
+        return MarkersAccepted(sid=request.sid)
+
+    def on_wipe(request: WipeSession, meta: Incoming) -> WipeResult:
+        return result_of(wiper.wipe_session(request.sid, request.operator, request.markers))
+
+    ctx.bus.handle_request("session-markers", SessionMarkers, on_markers)
+    ctx.bus.handle_request("wipe-session", WipeSession, on_wipe)
+
+    def scan_daily() -> None:
+        if not settings.boot_scan:
+            ctx.stopping.wait(settings.daily_scan_hours * 3600)
+        while not ctx.stopping.is_set():
+            try:
+                wiper.scan_catalogue()
+            except Exception:
+                log.exception("the catalogue scan failed")
+            ctx.stopping.wait(settings.daily_scan_hours * 3600)
+
+    scanner = threading.Thread(target=scan_daily, name="wipe-daily-scan", daemon=True)
+
+    def stop() -> None:
+        ctx.stopping.set()
+        scanner.join(timeout=60)
+        publisher.close()
+        wiper.publisher = None
+        wiper.close()
+
+    ctx.on_stop(stop)
+    scanner.start()
+    return wiper
+
+
+def setup(ctx: ServiceContext) -> None:
+    install(ctx)

@@ -1,0 +1,45 @@
+"""The ``[wipe]`` section of the device config (pydantic only, to avoid import cycles).
+
+Every place a session's data can land on a tablet is a path here, so tests point the whole
+residue catalogue at temporary directories and a device image points it at its own layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WipeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Evidence store (hash-chained erasure records; no personal data) and the device key.
+    state_dir: Path = Path("/var/lib/fieldkit/wipe")
+    # Ed25519 private key (PKCS#8 PEM) that signs erasure records and certificates. Created
+    # with mode 0600 on first use when missing; the kit PKI may provision it instead.
+    device_key: Path = Path("/etc/fieldkit/keys/device-ed25519.pem")
+    # How long every holder has to answer the forget broadcast before the record fails.
+    holder_timeout: float = Field(default=5.0, gt=0, le=120)
+    # tmpfs folders where services may keep per-session files in ``<folder>/<sid>/``.
+    session_dirs: list[Path] = [Path("/run/fieldkit/session")]
+    # The kiosk browser's profile (on tmpfs); emptied after every session.
+    browser_profile: Path | None = Path("/run/fieldkit/browser-profile")
+    cups_spool_dirs: list[Path] = [Path("/var/spool/cups")]
+    cups_cache_dirs: list[Path] = [Path("/var/cache/cups")]
+    journal_dirs: list[Path] = [Path("/var/log/journal"), Path("/run/log/journal")]
+    temp_dirs: list[Path] = [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]  # noqa: S108
+    core_dump_dirs: list[Path] = [Path("/var/lib/systemd/coredump"), Path("/var/crash")]
+    swaps_file: Path = Path("/proc/swaps")
+    broker_persistence: list[Path] = [Path("/var/lib/mosquitto")]
+    outbox_dirs: list[Path] = [Path("/var/lib/fieldkit/outbox")]
+    # Processes whose memory is scanned: a /proc/<pid>/cmdline containing one of these.
+    process_patterns: list[str] = ["fieldkit"]
+    scan_process_memory: bool = True
+    # The whole-catalogue scan for any applicant's data: once at start, then every N hours.
+    boot_scan: bool = True
+    daily_scan_hours: float = Field(default=24.0, gt=0)
+    # Files are streamed through the scanner in chunks of this size.
+    chunk_bytes: int = Field(default=1 << 20, ge=4096)
+    # Files larger than this are scanned up to this size only (and reported as truncated).
+    max_file_bytes: int = Field(default=1 << 30, ge=1)

@@ -1,0 +1,266 @@
+"""The residue catalogue: every location's scanner finds a planted residue, every eraser
+removes it, and with an eraser switched off the scan catches what it left. R6, R12, R30."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fieldkit.wipe.catalogue import Catalogue
+from fieldkit.wipe.markers import (
+    MarkerSearch,
+    daily_markers,
+    fragments_b64,
+    photo_fragments,
+    session_markers,
+)
+from tests.wipe_fixtures import APPLICATION_ID, OTHER_ID, SID, make_device, plant_everywhere
+
+SECRET = APPLICATION_ID.encode()
+FILE_LOCATIONS = [
+    "session-tmpfs", "browser-profile", "cups-spool", "cups-cache", "journald", "temp",
+    "core-dumps", "broker-persistence", "outbox",
+]  # fmt: skip
+ERASABLE = {"session-tmpfs", "browser-profile", "cups-spool", "temp", "core-dumps"}
+
+
+def session_search() -> MarkerSearch:
+    return MarkerSearch(session_markers(APPLICATION_ID, [], "canary-0123456789abcdef"))
+
+
+# ---- the streaming search --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [5, 7, 16, 23, 64])
+def test_a_marker_straddling_chunks_is_found_once_at_every_split(chunk: int) -> None:
+    search = session_search()
+    for position in range(0, 80):
+        data = b"." * position + SECRET + b"." * 40
+        hits, read = search.search_stream(io.BytesIO(data), chunk, 1 << 20)
+        assert [(h.kind, h.offset) for h in hits] == [("application-id", position)], position
+        assert read == len(data)
+
+
+def test_utf16_and_canary_markers_are_found() -> None:
+    search = session_search()
+    data = b"\x00" * 3 + APPLICATION_ID.encode("utf-16-le") + b"canary-0123456789abcdef"
+    kinds = sorted(h.kind for h in search.search_stream(io.BytesIO(data), 8, 1 << 20)[0])
+    assert kinds == ["application-id-utf16", "canary"]
+
+
+def test_the_daily_pattern_matches_23_digits_and_not_24_across_chunks() -> None:
+    search = MarkerSearch(daily_markers())
+    for chunk in (4, 9, 23, 50):
+        found = search.search_stream(io.BytesIO(b"id " + OTHER_ID.encode() + b" end"), chunk, 999)
+        assert [h.kind for h in found[0]] == ["application-id-pattern"]
+        longer = search.search_stream(io.BytesIO(b"x" + b"1" * 24 + b"x"), chunk, 999)
+        assert longer[0] == [], chunk
+    utf16 = search.search_bytes(OTHER_ID.encode("utf-16-le"))
+    assert [h.kind for h in utf16] == ["application-id-pattern-utf16"]
+
+
+def test_photo_fragments_come_from_the_compressed_data_and_are_found() -> None:
+    jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(50) + b"\xff\xda" + os.urandom(5000)
+    fragments = photo_fragments(jpeg)
+    assert len(fragments) == 3 and all(len(f) == 48 for f in fragments)
+    assert len(fragments_b64(jpeg)) == 3
+    search = MarkerSearch(session_markers(None, fragments, None))
+    assert {h.kind for h in search.search_bytes(b"junk" + jpeg)} == {"photo"}
+    assert search.search_bytes(os.urandom(5000)) == []
+
+
+# ---- locations -------------------------------------------------------------------------------
+
+
+def test_every_location_finds_its_planted_residue(tmp_path: Path) -> None:
+    """100 % of the file locations: a planted residue is found where it was planted."""
+    config, root, _ = make_device(tmp_path)
+    catalogue = Catalogue.from_settings(config.wipe)
+    planted = plant_everywhere(root, SID, SECRET)
+    search = session_search()
+    for location in catalogue.locations:
+        if location.name not in FILE_LOCATIONS:
+            continue
+        result = catalogue.scan(location, search)
+        assert result.status == "residue", location.name
+        assert str(planted[location.name]) in {f.where for f in result.findings}
+        assert APPLICATION_ID not in result.model_dump_json()
+    assert set(FILE_LOCATIONS) == set(planted)
+
+
+def test_the_erasers_remove_what_they_own_and_scan_only_places_stay_visible(
+    tmp_path: Path,
+) -> None:
+    config, root, _ = make_device(tmp_path)
+    catalogue = Catalogue.from_settings(config.wipe)
+    planted = plant_everywhere(root, SID, SECRET)
+    innocent = root / "tmp" / "unrelated.txt"
+    innocent.write_bytes(b"nothing personal")
+    search = session_search()
+    for location in catalogue.locations:
+        if location.name not in FILE_LOCATIONS:
+            continue
+        result = catalogue.erase(location, SID, search)
+        if location.name in ERASABLE:
+            assert result.status == "clean" and not result.fails, location.name
+            assert result.erased >= 1
+            assert not planted[location.name].exists()
+        else:
+            assert result.status == "residue" and result.fails, location.name
+    assert innocent.read_bytes() == b"nothing personal"  # only matching temp files go
+    assert not (root / "run-session" / SID).exists()
+    assert (root / "profile").is_dir() and not any((root / "profile").iterdir())
+
+
+@pytest.mark.parametrize("name", sorted(ERASABLE))
+def test_with_an_eraser_switched_off_the_scan_catches_what_it_left(
+    tmp_path: Path, name: str
+) -> None:
+    """The checks can fail: each eraser off in turn, its residue is reported."""
+    config, root, _ = make_device(tmp_path)
+    catalogue = Catalogue.from_settings(config.wipe).without(name)
+    planted = plant_everywhere(root, SID, SECRET)
+    (location,) = [loc for loc in catalogue.locations if loc.name == name]
+    result = catalogue.erase(location, SID, session_search())
+    assert result.status == "residue" and result.fails
+    assert planted[name].exists()
+
+
+def test_only_the_session_folder_of_the_wiped_session_goes(tmp_path: Path) -> None:
+    config, root, _ = make_device(tmp_path)
+    other = root / "run-session" / ("0" * 32)
+    other.mkdir()
+    (other / "keep").write_bytes(b"another session's file")
+    plant_everywhere(root, SID, SECRET)
+    catalogue = Catalogue.from_settings(config.wipe)
+    catalogue.erase(catalogue.locations[0], SID, session_search())
+    assert (other / "keep").exists() and not (root / "run-session" / SID).exists()
+
+
+def test_a_file_named_after_the_applicant_is_found_and_its_name_not_shown(
+    tmp_path: Path,
+) -> None:
+    config, root, _ = make_device(tmp_path)
+    (root / "tmp" / f"{APPLICATION_ID}.pdf").write_bytes(b"no content marker")
+    catalogue = Catalogue.from_settings(config.wipe).without("temp")
+    (temp,) = [loc for loc in catalogue.locations if loc.name == "temp"]
+    result = catalogue.scan(temp, session_search())
+    assert [f.kind for f in result.findings] == ["name:application-id"]
+    assert APPLICATION_ID not in result.model_dump_json()
+
+
+def test_symlinks_are_not_followed_out_of_a_location(tmp_path: Path) -> None:
+    config, root, _ = make_device(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(SECRET)
+    (root / "profile" / "link").symlink_to(outside)
+    catalogue = Catalogue.from_settings(config.wipe)
+    catalogue.erase(catalogue.locations[1], SID, session_search())
+    assert outside.read_bytes() == SECRET
+
+
+def test_swap_is_reported_present_or_absent(tmp_path: Path) -> None:
+    config, root, _ = make_device(tmp_path)
+    catalogue = Catalogue.from_settings(config.wipe)
+    (swap,) = [loc for loc in catalogue.locations if loc.name == "swap"]
+    assert catalogue.scan(swap, session_search()).status == "absent"
+    (root / "swaps").write_text(
+        "Filename\tType\tSize\tUsed\tPriority\n/swapfile\tfile\t1048572\t0\t-2\n"
+    )
+    result = catalogue.scan(swap, session_search())
+    assert result.status == "present" and result.fails
+
+
+HOLDER_PROCESS = """
+import signal, sys, time
+held = bytearray(sys.argv[2].encode())
+def forget(signum, frame):
+    held[:] = bytes(len(held))
+signal.signal(signal.SIGUSR1, forget)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's memory needs root")
+def test_service_memory_is_scanned_and_zeroing_makes_it_clean(tmp_path: Path) -> None:
+    """A process that holds the ID is caught; after it zeroes its buffer the scan is clean."""
+    config, _, tag = make_device(tmp_path)
+    catalogue = Catalogue.from_settings(config.wipe)
+    (memory,) = [loc for loc in catalogue.locations if loc.name == "service-memory"]
+    # The ID reaches the child only in halves joined inside the one buffer, so no other copy
+    # of it (argv, a temporary str) is left in the child's memory to find after zeroing.
+    half = len(APPLICATION_ID) // 2
+    code = HOLDER_PROCESS.replace(
+        "bytearray(sys.argv[2].encode())",
+        f"bytearray(sys.argv[2].encode()); held += {APPLICATION_ID[half:]!r}.encode()",
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, tag, APPLICATION_ID[:half]], stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        before = catalogue.scan(memory, session_search())
+        assert before.status == "residue" and before.fails
+        assert {f.where for f in before.findings} == {f"pid:{child.pid}"}
+        child.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        after = catalogue.scan(memory, session_search())
+        assert after.status == "clean", after.findings
+        assert after.scanned_files == 1 and after.scanned_bytes > 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+REFERENCE = {
+    "application-id-pattern": re.compile(rb"(?<![0-9])[0-9]{23}(?![0-9])"),
+    "application-id-pattern-utf16": re.compile(rb"(?<![0-9]\x00)(?:[0-9]\x00){23}(?![0-9]\x00)"),
+    "jpeg": re.compile(rb"\xff\xd8\xff(?:\xe0..JFIF\x00|\xe1..Exif\x00\x00)", re.DOTALL),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [b"1", b"12345", b"0" * 23, b"9" * 22, b"x", b"\x00", b"4\x00" * 23, b"7\x00",
+             b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00",
+             b"\xff\xd8\xff", b"\xff", b"\xd8", b"\xe0", b"JFIF\x00"]
+        ),
+        max_size=40,
+    ),
+    chunk=st.integers(min_value=1, max_value=70),
+)  # fmt: skip
+def test_the_fast_daily_finders_agree_with_regular_expressions(
+    pieces: list[bytes], chunk: int
+) -> None:
+    """The memory-speed finders find exactly what the slow, obvious expressions find."""
+    data = b"".join(pieces)
+    expected = sorted(
+        (kind, m.start()) for kind, expr in REFERENCE.items() for m in expr.finditer(data)
+    )
+    hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(data), chunk, 1 << 20)
+    assert sorted((h.kind, h.offset) for h in hits) == expected
+
+
+def test_a_scan_interrupted_by_the_service_stopping_is_reported_not_clean(tmp_path: Path) -> None:
+    config, root, _ = make_device(tmp_path)
+    (root / "tmp" / "a").write_bytes(b"harmless")
+    catalogue = Catalogue.from_settings(config.wipe)
+    (temp,) = [loc for loc in catalogue.locations if loc.name == "temp"]
+    assert catalogue.scan(temp, session_search()).status == "clean"
+    catalogue.stopping.set()
+    result = catalogue.scan(temp, session_search())
+    assert result.fails and "interrupted" in result.note

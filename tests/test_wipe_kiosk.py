@@ -1,0 +1,101 @@
+"""The kiosk's end of a session asks the wipe service to erase it; a failure is shown. R6 R12"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from fieldkit.config import DeviceConfig
+from fieldkit.kiosk.app import attach_service, detach_service, kiosk
+from fieldkit.kiosk.service import SERVICE as KIOSK
+from fieldkit.registry import load_specs
+from fieldkit.runner import start_service, stop_service
+from fieldkit.wipe.record import EvidenceStore
+from fieldkit.wipe.service import EVIDENCE_FILE
+from tests.test_kiosk_app import APPLICATION_ID, login, make_app, post, walk
+from tests.test_wipe_service import start_wipe
+from tests.wipe_fixtures import make_device
+
+
+@pytest.fixture
+def device(broker: object, tmp_path: Path) -> tuple[DeviceConfig, Path]:
+    config, root, _ = make_device(tmp_path)
+    return config, root
+
+
+def kiosk_on_the_bus(config: DeviceConfig, operator_hash: str) -> Flask:
+    app = make_app(config, operator_hash)
+    attach_service(app, start_service(KIOSK, config))
+    return app
+
+
+def run_session(app: Flask) -> str:
+    with app.test_client() as client:
+        walk(client, app)
+        session = kiosk(app).counter.current
+        assert session is not None
+        post(client, "/abandon", {}, page="/review")
+        page = post(client, "/next", {}, page="/ended")
+        assert page.status_code == 302
+        return client.get("/").get_data(as_text=True)
+
+
+@pytest.fixture
+def wiped_kit(
+    device: tuple[DeviceConfig, Path], operator_hash: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[Flask, Path, DeviceConfig]]:
+    config, root = device
+    wipe_ctx, _ = start_wipe(config, request.param)
+    (antivirus_spec,) = load_specs(["antivirus"])
+    antivirus = start_service(antivirus_spec, config)
+    app = kiosk_on_the_bus(config, operator_hash)
+    yield app, root, config
+    detach_service(app)
+    stop_service(antivirus)
+    stop_service(wipe_ctx)
+
+
+@pytest.mark.parametrize("wiped_kit", [["kiosk"]], indirect=True)
+def test_next_applicant_wipes_the_session_and_the_record_is_ok(
+    wiped_kit: tuple[Flask, Path, DeviceConfig],
+) -> None:
+    app, root, config = wiped_kit
+    # A copy the browser left in a temp folder: the wipe finds it by the application ID.
+    leftover = root / "tmp" / "form-autosave.txt"
+    leftover.write_text(f"id={APPLICATION_ID}")
+    page = run_session(app)
+    assert "消去を確認できませんでした" not in page
+    assert not leftover.exists()
+    actions = [e.action for e in kiosk(app).audit_log]
+    assert actions[-2:] == ["closed", "wiped"]
+    store = EvidenceStore(config.wipe.state_dir / EVIDENCE_FILE)
+    ((_, record),) = store.records()
+    store.close()
+    assert record.ok and record.operator == "op-01"
+    assert [(h.service, h.answered) for h in record.holders] == [("kiosk", True)]
+
+
+@pytest.mark.parametrize("wiped_kit", [["capture", "kiosk"]], indirect=True)
+def test_a_failed_wipe_is_shown_to_the_operator_and_audited(
+    wiped_kit: tuple[Flask, Path, DeviceConfig],
+) -> None:
+    """capture is expected but not running: the wipe fails and the kiosk says so."""
+    app, _, _ = wiped_kit
+    page = run_session(app)
+    assert "消去を確認できませんでした" in page
+    assert kiosk(app).audit_log[-1].action == "wipe-failed"
+
+
+def test_without_a_bus_the_kiosk_still_closes_the_session(
+    device: tuple[DeviceConfig, Path], operator_hash: str
+) -> None:
+    config, _ = device
+    app = make_app(config, operator_hash)
+    with app.test_client() as client:
+        login(client)
+    page = run_session(app)
+    assert kiosk(app).counter.current is None
+    assert "消去を確認できませんでした" not in page

@@ -1,0 +1,164 @@
+"""Contract-end sanitization of a file-backed LUKS2 volume, verified and certified. R24 R31"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fieldkit.cli import main
+from fieldkit.wipe.record import load_device_key, public_hex
+from fieldkit.wipe.sanitize import (
+    MIN_SUBSECTIONS,
+    Person,
+    SanitizeError,
+    sample_offsets,
+    sanitize,
+    verify_certificate,
+)
+from tests.conftest import write_config
+from tests.wipe_fixtures import APPLICATION_ID
+from tests.wipe_volume import make_volume, read_plaintext, volume_key, write_plaintext
+
+SIZE = 64 << 20
+PLANTED = b"applicant " + APPLICATION_ID.encode() + b" photo follows " + os.urandom(2000)
+
+
+def volume(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """A 64 MiB LUKS2 image holding an applicant record; returns image, key file, ciphertext."""
+    key_file = tmp_path / "passphrase"
+    key_file.write_bytes(os.urandom(32))
+    image = tmp_path / "data.img"
+    make_volume(image, SIZE, key_file)
+    key = volume_key(image, key_file)
+    assert key is not None and len(key) == 64
+    ciphertext = write_plaintext(image, key, 1000, PLANTED)
+    # Before: whoever holds the passphrase reads the applicant back; the raw file shows only
+    # ciphertext.
+    assert read_plaintext(image, key, 1000, len(PLANTED)) == PLANTED
+    raw = image.read_bytes()
+    assert ciphertext[:64] in raw and APPLICATION_ID.encode() not in raw
+    return image, key_file, ciphertext
+
+
+def people() -> dict[str, Person]:
+    return {
+        "sanitized_by": Person(name="消去 太郎", role="sanitized", organization="Contractor"),
+        "verified_by": Person(name="検証 花子", role="verified", organization="Municipality"),
+    }
+
+
+def test_sanitization_makes_the_volume_unrecoverable_and_the_certificate_verifies(
+    tmp_path: Path,
+) -> None:
+    image, key_file, ciphertext = volume(tmp_path)
+    key = load_device_key(tmp_path / "device.pem")
+    certificate = sanitize(image, device="tab-01", key=key, location="長野市役所", **people())
+
+    assert certificate.result == "pass"
+    v = certificate.verification
+    assert v.subsections >= 1000 and v.locations_per_subsection == 2 and v.first_and_last
+    assert v.samples_read == 2 * v.subsections + 2 and v.samples_failed == 0
+    assert v.keyslots_left == 0
+    assert certificate.method.category == "Purge" and len(certificate.method.steps) == 2
+    # After: no keyslot opens, and neither the plaintext nor its ciphertext is in the file.
+    assert volume_key(image, key_file) is None
+    raw = image.read_bytes()
+    assert ciphertext[:64] not in raw and APPLICATION_ID.encode() not in raw
+    assert raw.count(0) == SIZE
+    text = certificate.model_dump_json()
+    assert verify_certificate(text, public_hex(key)) == []
+
+
+def test_one_flipped_byte_or_another_signer_fails_verification(tmp_path: Path) -> None:
+    image, _, _ = volume(tmp_path)
+    key = load_device_key(tmp_path / "device.pem")
+    text = sanitize(image, device="tab-01", key=key, location="site", **people()).model_dump_json()
+    position = text.index('"samples_failed":0') + len('"samples_failed":')
+    flipped = text[:position] + "1" + text[position + 1 :]
+    assert verify_certificate(flipped) == ["the signature does not match the content"]
+    data = json.loads(text)
+    data["location"] = data["location"][:-1] + "x"
+    assert verify_certificate(json.dumps(data)) == ["the signature does not match the content"]
+    assert verify_certificate(text, "00" * 32) == ["signed by a key other than the trusted one"]
+    assert verify_certificate("{}")[0].startswith("not a sanitization certificate")
+
+
+def test_without_the_overwrite_the_sampling_fails_the_certificate(tmp_path: Path) -> None:
+    """The verification can fail: skip the overwrite and the samples still hold ciphertext."""
+    image, key_file, ciphertext = volume(tmp_path)
+    key = load_device_key(tmp_path / "device.pem")
+    certificate = sanitize(
+        image, device="t", key=key, location="s", overwrite_pass=False, **people()
+    )
+    assert certificate.result == "fail" and certificate.verification.samples_failed > 0
+    assert volume_key(image, key_file) is None  # the crypto erase alone did happen
+    assert ciphertext[:64] in image.read_bytes()
+
+
+def test_without_the_crypto_erase_or_overwrite_the_key_still_opens_and_it_fails(
+    tmp_path: Path,
+) -> None:
+    image, key_file, _ = volume(tmp_path)
+    key = load_device_key(tmp_path / "device.pem")
+    certificate = sanitize(
+        image, device="t", key=key, location="s", erase_keys=False, overwrite_pass=False,
+        **people(),
+    )  # fmt: skip
+    assert certificate.result == "fail" and certificate.verification.keyslots_left == 1
+    assert volume_key(image, key_file) is not None
+
+
+def test_sampling_covers_first_last_and_two_per_subsection() -> None:
+    offsets = sample_offsets(SIZE, 1000, "seed")
+    assert offsets[:2] == [0, SIZE - 512] and len(offsets) == 2002
+    for index in range(1000):
+        start, stop = index * SIZE // 1000, (index + 1) * SIZE // 1000
+        pair = offsets[2 + 2 * index : 4 + 2 * index]
+        assert all(start <= o <= stop - 512 for o in pair), index
+    assert sample_offsets(SIZE, 1000, "seed") == offsets  # reproducible from the seed
+    assert sample_offsets(SIZE, 1000, "other") != offsets
+
+
+def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
+    key = load_device_key(tmp_path / "device.pem")
+    plain = tmp_path / "plain.img"
+    plain.write_bytes(bytes(1 << 20))
+    with pytest.raises(SanitizeError, match="no LUKS volume"):
+        sanitize(plain, device="t", key=key, location="s", **people())
+    with pytest.raises(SanitizeError, match="at least 1000 subsections"):
+        sanitize(plain, device="t", key=key, location="s", subsections=10, **people())
+    with pytest.raises(SanitizeError, match="does not exist"):
+        sanitize(tmp_path / "nope", device="t", key=key, location="s", **people())
+    assert MIN_SUBSECTIONS == 1000
+
+
+def test_the_cli_writes_a_signed_json_and_a_japanese_pdf(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, _, _ = volume(tmp_path)
+    config = write_config(
+        tmp_path, f'\n[wipe]\ndevice_key = "{tmp_path / "keys" / "device.pem"}"\n'
+    )
+    base = ["--config", str(config), "wipe", "device", str(image)]
+    assert main([*base, "--sanitized-by", "消去 太郎"]) == 2  # no --yes, nothing touched
+    assert volume_key(image, tmp_path / "passphrase") is not None
+    out = tmp_path / "certs"
+    args = ["--yes", "--sanitized-by", "消去 太郎", "--location", "長野市", "--out", str(out)]
+    assert main(base + args) == 0
+    assert "PASS" in capsys.readouterr().out
+    (json_file,) = out.glob("*.json")
+    (pdf_file,) = out.glob("*.pdf")
+    verify = ["--config", str(config), "wipe", "verify-certificate", str(json_file)]
+    assert main(verify) == 0
+    assert main(["--config", str(config), "certificate", "verify", str(json_file)]) == 0
+    text = subprocess.run(
+        ["pdftotext", str(pdf_file), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "データ消去証明書" in text and "Cryptographic Erase" in text and "長野市" in text
+    data = json_file.read_bytes()
+    json_file.write_bytes(data.replace(b'"pass"', b'"fail"', 1))
+    assert main(verify) == 1
