@@ -101,3 +101,7 @@ def raw_client(broker: LocalBroker, identity: str | None, password: str | None =
             password if password is not None else read_password(broker.runtime_dir, identity),
         )
     return client
+
+
+# Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
+pytest_plugins = ["tests.hubkit"]

@@ -21,6 +21,7 @@ from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
 from fieldkit.runner import Supervisor, connect_bus, run_service
+from fieldkit.sync.cli import add_commands as add_sync_commands
 
 log = logging.getLogger("fieldkit")
 
@@ -161,12 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser("check", help="validate the device config").set_defaults(
         func=cmd_config_check
     )
+    add_sync_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if getattr(args, "standalone", None) is not None:  # no device config needed (pki, packet)
+        return int(args.standalone(args))
     try:
         config = load_config(args.config)
         result: int = args.func(args, config)

@@ -15,6 +15,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fieldkit.hub.settings import HubSection
+from fieldkit.sync.settings import SyncSection
+
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
 CONFIG_ENV = "FIELDKIT_CONFIG"
 
@@ -81,6 +84,8 @@ class DeviceConfig(BaseSettings):
     device: DeviceSection
     bus: BusSection = BusSection()
     runner: RunnerSection = RunnerSection()
+    sync: SyncSection = SyncSection()
+    hub: HubSection = HubSection()
 
     @classmethod
     def settings_customise_sources(
