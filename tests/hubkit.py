@@ -256,3 +256,72 @@ def signing_public_b64(pki: KitPki, device: str) -> str:
     from fieldkit.pki import read_roster
 
     return base64.b64encode(read_roster(pki.roster)[device].signing_public).decode()
+
+
+class DeviceClient:
+    """A bare mutual-TLS MQTT client for one device's bundle, for messages sync never sends."""
+
+    def __init__(self, pki: KitPki, device: str, port: int, *, bundle: Path | None = None) -> None:
+        import paho.mqtt.client as mqtt
+
+        from fieldkit.messages import decode
+        from fieldkit.sync.link import tls_client, tls_context
+        from fieldkit.sync.wire import Acks
+
+        self.device = device
+        bundle = bundle or pki.bundle(device)
+        self.acks: list[Any] = []
+        self.connect_result: list[str] = []
+        self.client = tls_client(
+            f"raw-{device}",
+            tls_context(bundle / "ca.crt", bundle / "client.crt", bundle / "client.key"),
+        )
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            self.connect_result.append(str(reason))
+            if not reason.is_failure:
+                client.subscribe(f"fieldkit/{device}/down/#", qos=1)
+
+        def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            self.acks.extend(decode(bytes(msg.payload), Acks).items)
+
+        self.puback: dict[int, str] = {}
+
+        def on_publish(client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+            self.puback[mid] = str(reason)
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.on_publish = on_publish
+        self.port = port
+
+    def connect(self) -> None:
+        self.client.connect("localhost", self.port, keepalive=10)
+        self.client.loop_start()
+        wait_for(lambda: self.connect_result, 10, "CONNACK")
+        time.sleep(0.2)  # let the downlink subscription settle
+
+    def publish(self, topic: str, payload: bytes) -> Any:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(5)
+        return info
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def signed_record(pki: KitPki, device: str, kind: str = "statistics", **overrides: Any) -> Any:
+    from fieldkit.pki import load_ed25519_private
+    from fieldkit.sync.service import new_record_id
+    from fieldkit.sync.wire import Record
+
+    values: dict[str, Any] = {
+        "record_id": new_record_id(),
+        "device_id": device,
+        "kind": kind,
+        "created_at": time.time(),
+        "body": statistics_body(),
+    }
+    values.update(overrides)
+    return Record(**values).signed(load_ed25519_private(pki.bundle(device) / "signing.key"))
