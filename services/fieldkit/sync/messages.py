@@ -21,6 +21,7 @@ APPLICATION_ID_PATTERN = r"^[0-9]{23}$"
 
 FULL_TEXT_JA = "送信待ちの記録がいっぱいです。係員に知らせてください。"
 FULL_TEXT_EN = "The outbox is full. Please tell a staff member."
+NOT_ENROLLED_JA = "この端末は登録されていません。係員に知らせてください。"
 
 
 class ApplicationPacket(Message):

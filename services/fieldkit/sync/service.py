@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from fieldkit.bus import Incoming
 from fieldkit.config import DeviceConfig
-from fieldkit.messages import MessageError, decode
-from fieldkit.pki import load_ed25519_private, load_x25519_public
+from fieldkit.messages import Message, MessageError, decode
+from fieldkit.pki import PkiError, load_ed25519_private, load_x25519_public
 from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
 from fieldkit.sealing import seal
@@ -30,6 +30,7 @@ from fieldkit.sync.link import tls_client, tls_context
 from fieldkit.sync.messages import (
     FULL_TEXT_EN,
     FULL_TEXT_JA,
+    NOT_ENROLLED_JA,
     Accepted,
     OutboxStatus,
     StatusRequest,
@@ -290,9 +291,36 @@ def setup(ctx: ServiceContext) -> None:
     config: DeviceConfig = ctx.config
 
     def announce(status: OutboxStatus) -> None:
-        ctx.bus.publish("sync/evt/outbox", status)
+        # Called from a request handler too: publishing waits for the broker's PUBACK, which
+        # the bus thread would deliver, so publish from a thread of its own.
+        def publish() -> None:
+            try:
+                ctx.bus.publish("sync/evt/outbox", status)
+            except Exception:
+                log.exception("could not announce the outbox state")
 
-    courier = Courier(config.device.id, config.sync, on_change=announce)
+        threading.Thread(target=publish, name="sync-announce", daemon=True).start()
+
+    try:
+        courier = Courier(config.device.id, config.sync, on_change=announce)
+    except (OSError, PkiError) as exc:
+        # Stay up and say why on every request, instead of a restart loop nobody reads.
+        reason = (
+            f"this tablet is not enrolled or its bundle is unreadable ({exc.__class__.__name__}"
+        )
+        reason += f" at {config.sync.bundle}) / {NOT_ENROLLED_JA}"
+        log.error("sync cannot start its outbox: %s", reason)
+
+        def refuse(request: Message, meta: Incoming) -> Message:
+            raise MessageError(reason)
+
+        for op, model in (
+            ("submit-packet", SubmitPacket),
+            ("submit", SubmitRecord),
+            ("status", StatusRequest),
+        ):
+            ctx.bus.handle_request(op, model, refuse)
+        return
 
     def on_packet(request: SubmitPacket, meta: Incoming) -> Accepted:
         record_id = courier.submit_packet(request)
