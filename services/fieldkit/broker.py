@@ -106,6 +106,8 @@ class LocalBroker:
                 "retain_available true",
                 f"max_packet_size {self.max_message_bytes + 65536}",
                 "max_queued_messages 1000",
+                # Without it Nagle's algorithm meets delayed ACKs: ~40 ms per hop, ~90 ms a request.
+                "set_tcp_nodelay true",
                 "log_dest stderr",
                 "log_type error",
                 "log_type warning",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -152,6 +153,7 @@ class Bus:
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_socket_open = _no_delay
         if announce_health:
             will = Health(service=identity, state="offline", pid=os.getpid(), version=__version__)
             self._client.will_set(f"health/{identity}", will.encode(), qos=1, retain=True)
@@ -437,6 +439,12 @@ def _message_type(payload: bytes) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return data.get("type") if isinstance(data, dict) else None
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Send small packets at once: Nagle plus delayed ACKs cost ~40 ms per request otherwise."""
+    if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _publish_properties() -> Properties:
