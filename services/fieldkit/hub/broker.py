@@ -91,6 +91,8 @@ class HubBroker:
                 f"max_packet_size {self.max_packet_bytes}",
                 "max_inflight_messages 1000",
                 "max_queued_messages 100000",
+                # Small acks must not wait for Nagle's algorithm (~40 ms each otherwise).
+                "set_tcp_nodelay true",
                 "log_dest stderr",
                 "log_type error",
                 "log_type warning",
