@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -149,41 +149,45 @@ def check_record(topic: str, payload: bytes, roster: Roster) -> Checked:
     return Checked(record=record, digest=digest, body=body)
 
 
-def rows_for(checked: Checked, received_at: float) -> list[Any]:
+def rows_for(checked: Checked, received_at: float) -> dict[type[Any], dict[str, Any]]:
+    """The rows one record becomes: its ledger entry and the row of its kind, by table."""
     record = checked.record
     rid, dev = record.record_id, record.device_id
-    rows: list[Any] = [
-        RecordRow(
-            record_id=rid,
-            device_id=dev,
-            kind=record.kind,
-            created_at=record.created_at,
-            received_at=received_at,
-            digest=checked.digest,
-            signature=record.signature,
-        )
-    ]
+    rows: dict[type[Any], dict[str, Any]] = {
+        RecordRow: {
+            "record_id": rid,
+            "device_id": dev,
+            "kind": record.kind,
+            "created_at": record.created_at,
+            "received_at": received_at,
+            "digest": checked.digest,
+            "signature": record.signature,
+        }
+    }
     body = checked.body
     if isinstance(body, SealedPacket):
-        rows.append(
-            SealedPacketRow(
-                record_id=rid,
-                municipality=body.municipality,
-                device_id=dev,
-                suite=body.suite,
-                receiver_key=body.receiver_key,
-                ciphertext=unb64(body.ciphertext, "ciphertext"),
-                signature=body.signature,
-            )
-        )
+        rows[SealedPacketRow] = {
+            "record_id": rid,
+            "municipality": body.municipality,
+            "device_id": dev,
+            "suite": body.suite,
+            "receiver_key": body.receiver_key,
+            "ciphertext": unb64(body.ciphertext, "ciphertext"),
+            "signature": body.signature,
+        }
     elif isinstance(body, Statistics):
-        rows.append(StatisticsRow(record_id=rid, device_id=dev, **body.model_dump()))
+        rows[StatisticsRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}
     elif isinstance(body, ErasureEvidence):
-        rows.append(ErasureRow(record_id=rid, device_id=dev, **body.model_dump()))
+        rows[ErasureRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}
     elif isinstance(body, AuditEvent):
-        rows.append(AuditRow(record_id=rid, device_id=dev, **body.model_dump()))
+        rows[AuditRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}
     elif isinstance(body, DeviceHealth):
-        rows.append(HealthRow(record_id=rid, device_id=dev, at=body.at, report=body.model_dump()))
+        rows[HealthRow] = {
+            "record_id": rid,
+            "device_id": dev,
+            "at": body.at,
+            "report": body.model_dump(),
+        }
     return rows
 
 
@@ -336,6 +340,7 @@ class Ingest:
                 )
                 known = {rid: digest for rid, digest in session.execute(query)}
             stored: list[Checked] = []
+            tables: dict[type[Any], list[dict[str, Any]]] = defaultdict(list)
             for rid, checked in good.items():
                 if rid in known:
                     if known[rid] == checked.digest:
@@ -349,8 +354,14 @@ class Ingest:
                     else:
                         self._refuse_replay(checked, refusals, acks, now)
                     continue
-                session.add_all(rows_for(checked, now))
+                for table, row in rows_for(checked, now).items():
+                    tables[table].append(row)
                 stored.append(checked)
+            # Bulk inserts, ledger first (the kind tables reference it): one round trip each.
+            order: list[type[Any]] = [RecordRow, *[t for t in tables if t is not RecordRow]]
+            for model in order:
+                if tables.get(model):
+                    session.execute(insert(model), tables[model])
             session.add_all(refusals)
         # Committed: now, and only now, the devices may forget these records.
         for checked in stored:

@@ -164,16 +164,18 @@ class Outbox:
             try:
                 removed = 0
                 size = 0
-                for rid in record_ids:
+                for start in range(0, len(record_ids), 500):
+                    chunk = record_ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    where = f"record_id IN ({marks}) AND state != 'refused'"
                     row = cursor.execute(
-                        "SELECT length(payload) FROM record WHERE record_id=? AND state!='refused'",
-                        (rid,),
+                        f"SELECT count(*), coalesce(sum(length(payload)), 0) FROM record "  # noqa: S608
+                        f"WHERE {where}",
+                        chunk,
                     ).fetchone()
-                    if row is None:
-                        continue
-                    cursor.execute("DELETE FROM record WHERE record_id=?", (rid,))
-                    removed += 1
-                    size += int(row[0])
+                    cursor.execute(f"DELETE FROM record WHERE {where}", chunk)  # noqa: S608
+                    removed += int(row[0])
+                    size += int(row[1])
                 cursor.execute("UPDATE counter SET value=value+? WHERE name='acked'", (removed,))
                 cursor.execute("COMMIT")
             except BaseException:
