@@ -6,6 +6,7 @@ Each protection is shown holding, and (where it can be switched off) shown to be
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 import time
 from pathlib import Path
@@ -254,3 +255,29 @@ def test_replayed_record_id_is_ignored_or_refused(
     assert count_records(ingest) == 1
     assert ingest.duplicates == 1
     device.close()
+
+
+def test_refusal_log_lines_carry_no_personal_data(
+    pki: KitPki,
+    hub_broker: HubBroker,
+    make_ingest: IngestFactory,
+    sqlite_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refused record is logged by device, id and reason, never by its content. R14 R23"""
+    caplog.set_level(logging.DEBUG)
+    planted = "98765432109876543210987"
+    ingest = make_ingest(sqlite_url)
+    device = DeviceClient(pki, "tab-a", hub_broker.port)
+    device.connect()
+    bad_value = signed_record(pki, "tab-a", body={**statistics_body(), "site": 7, "sex": planted})
+    device.publish(up_topic("tab-a"), bad_value.encode())
+    unsigned = signed_record(pki, "tab-a", body={**statistics_body(), "site": planted})
+    device.publish(up_topic("tab-a"), unsigned.model_copy(update={"signature": ""}).encode())
+    wait_for(lambda: len(device.acks) == 2, what="two refusals")
+    device.close()
+    assert all(a.outcome == "refused" for a in device.acks)
+    assert "refused a record from tab-a" in caplog.text
+    assert planted not in caplog.text
+    assert all(planted not in a.reason for a in device.acks)
+    assert all(planted not in r.reason for r in refusals(ingest))
