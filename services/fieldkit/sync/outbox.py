@@ -9,6 +9,7 @@ WAL with ``synchronous=FULL`` makes every accepted submit durable before we answ
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -63,6 +64,8 @@ class Outbox:
         self.max_records = max_records
         self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Create the file 0600 before SQLite opens it: its -wal and -shm inherit the mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
