@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -35,16 +33,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.hubkit import (  # noqa: E402
     DeviceClient,
+    HubIngestProcess,
     PostgresCluster,
     signed_record,
     statistics_body,
 )
 
-from fieldkit.broker import LocalBroker  # noqa: E402
-from fieldkit.bus import Endpoint  # noqa: E402
 from fieldkit.hub.broker import HubBroker  # noqa: E402
 from fieldkit.pki import KitPki  # noqa: E402
-from fieldkit.registry import identities_for, specs_for_role  # noqa: E402
 from fieldkit.sync.link import tls_client, tls_context  # noqa: E402
 from fieldkit.sync.service import Courier  # noqa: E402
 from fieldkit.sync.settings import SyncSection  # noqa: E402
@@ -54,47 +50,6 @@ from fieldkit.sync.wire import up_topic  # noqa: E402
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-class HubIngestProcess:
-    """``fieldkit service run hub-ingest`` with its own local bus broker."""
-
-    def __init__(self, work: Path, pki: KitPki, port: int, database_url: str) -> None:
-        self.work = work
-        runtime = work / "run"
-        runtime.mkdir(parents=True)
-        self.config = work / "hub.toml"
-        self.config.write_text(
-            textwrap.dedent(
-                f"""
-                [device]
-                id = "hub-01"
-                role = "hub"
-                [bus]
-                port = 0
-                runtime_dir = "{runtime}"
-                [hub]
-                pki = "{pki.root}"
-                broker_port = {port}
-                database_url = "{database_url}"
-                """
-            )
-        )
-        self.local = LocalBroker(runtime, identities_for(specs_for_role("hub")), Endpoint(port=0))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.local.start()
-        cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config)]
-        self.process = subprocess.Popen(
-            [*cmd, "service", "run", "hub-ingest"], stdin=subprocess.DEVNULL
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(20)
-        self.local.stop()
 
 
 class Tablet:

@@ -10,7 +10,9 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +22,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fieldkit.broker import LocalBroker
+from fieldkit.bus import Endpoint
 from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import RecordRow
 from fieldkit.hub.ingest import Ingest
 from fieldkit.hub.settings import HubSection
 from fieldkit.pki import KitPki
+from fieldkit.registry import identities_for, specs_for_role
 from fieldkit.sync.service import Courier
 from fieldkit.sync.settings import SyncSection
 
@@ -325,3 +330,53 @@ def signed_record(pki: KitPki, device: str, kind: str = "statistics", **override
     }
     values.update(overrides)
     return Record(**values).signed(load_ed25519_private(pki.bundle(device) / "signing.key"))
+
+
+class HubIngestProcess:
+    """``fieldkit service run hub-ingest`` with its own local bus broker."""
+
+    def __init__(self, work: Path, pki: KitPki, port: int, database_url: str) -> None:
+        self.work = work
+        runtime = work / "run"
+        runtime.mkdir(parents=True)
+        self.config = work / "hub.toml"
+        self.config.write_text(
+            textwrap.dedent(
+                f"""
+                [device]
+                id = "hub-01"
+                role = "hub"
+                [bus]
+                port = 0
+                runtime_dir = "{runtime}"
+                [hub]
+                pki = "{pki.root}"
+                broker_port = {port}
+                database_url = "{database_url}"
+                """
+            )
+        )
+        self.local = LocalBroker(runtime, identities_for(specs_for_role("hub")), Endpoint(port=0))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.local.process is None:
+            self.local.start()
+        cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config)]
+        self.process = subprocess.Popen(
+            [*cmd, "service", "run", "hub-ingest"], stdin=subprocess.DEVNULL
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, whatever was in its hands is lost."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(20)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(20)
+            self.process = None
+        self.local.stop()

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import BusError
 from fieldkit.hub.broker import HubBroker
-from fieldkit.hub.db import RecordRow
+from fieldkit.hub.db import RecordRow, make_engine
 from fieldkit.hub.ingest import Ingest
 from fieldkit.pki import KitPki
 from fieldkit.sync.messages import Accepted, SubmitRecord
@@ -26,6 +27,7 @@ from fieldkit.sync.service import Courier
 from tests.conftest import BusFactory
 from tests.hubkit import (
     CourierFactory,
+    HubIngestProcess,
     IngestFactory,
     count_records,
     record_ids,
@@ -190,3 +192,40 @@ def _answers(tester: object) -> bool:
     except BusError:
         return False
     return True
+
+
+def test_hub_ingest_killed_with_sigkill_mid_burst(
+    make_courier: CourierFactory,
+    hub_broker: HubBroker,
+    pki: KitPki,
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    """The real `fieldkit service run hub-ingest` process, SIGKILLed while committing."""
+    ingest = HubIngestProcess(tmp_path / "ingest", pki, hub_broker.port, database_url)
+    ingest.start()
+    engine = make_engine(database_url)
+
+    def at_hub() -> int:
+        try:
+            with Session(engine) as session:
+                return int(session.scalar(select(func.count()).select_from(RecordRow)) or 0)
+        except SQLAlchemyError:
+            return 0  # not migrated yet
+
+    try:
+        courier = make_courier("tab-a")
+        ids = {courier.submit_record("statistics", statistics_body(i)) for i in range(3000)}
+        wait_for(lambda: at_hub() > 0, 60, "ingest committing")
+        ingest.kill()
+        at_kill = at_hub()
+        assert at_kill < 3000, "the kill did not land mid-burst"
+        ingest.start()
+        wait_for(lambda: drained(courier), 90, "outbox drained after ingest restarted")
+        with Session(engine) as session:
+            stored = list(session.scalars(select(RecordRow.record_id)))
+        assert len(stored) == len(set(stored))
+        assert set(stored) == ids
+    finally:
+        ingest.stop()
+        engine.dispose()

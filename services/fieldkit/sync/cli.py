@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fieldkit.config import DeviceConfig
 from fieldkit.hub.db import upgrade
 from fieldkit.messages import MessageError
-from fieldkit.pki import KitPki, PkiError, load_x25519_private, read_roster
+from fieldkit.pki import KitPki, PkiError, load_x25519_private, read_roster, write_private
 from fieldkit.sealing import SealedPacket, SealingError, open_packet
 
 
@@ -74,9 +73,7 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
         device_key = ed25519.Ed25519PublicKey.from_public_bytes(entry.signing_public)
     plaintext = open_packet(packet, load_x25519_private(args.key), device_key)
     if args.out:
-        fd_path: Path = args.out
-        fd_path.touch(mode=0o600)
-        fd_path.write_bytes(plaintext)
+        write_private(args.out, plaintext)
     else:
         sys.stdout.buffer.write(plaintext)
         sys.stdout.flush()
@@ -153,7 +150,3 @@ def _with_defaults(func: Any) -> Any:
         return result
 
     return run
-
-
-def print_json(data: dict[str, Any]) -> None:
-    print(json.dumps(data, ensure_ascii=False))
