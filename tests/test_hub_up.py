@@ -64,6 +64,32 @@ def test_fieldkit_up_on_a_hub_runs_broker_and_ingest(pki: KitPki, tmp_path: Path
         health = json.loads(status.stdout)
         assert health["hub-broker"]["state"] == "online"
         assert health["hub-ingest"]["state"] == "online"
+
+        # Revoking a device on the hub's PKI takes effect at the broker by itself (R16).
+        other = DeviceClient(pki, "tab-b", port)
+        other.connect()
+        other.close()
+        subprocess.run(
+            [sys.executable, "-m", "fieldkit", "pki", "--dir", str(pki.root), "revoke", "tab-b"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+        def tab_b_refused() -> bool:
+            probe = DeviceClient(pki, "tab-b", port)
+            try:
+                probe.connect()
+            except (OSError, AssertionError):
+                return True
+            finally:
+                probe.close()
+            return probe.connect_result != ["Success"]
+
+        wait_for(tab_b_refused, 30, "tab-b refused after revocation")
+        device.acks.clear()
+        wait_for(delivered, 30, "tab-a still delivers after the broker reloaded its CRL")
+        assert tab_b_refused()  # the broker is up (tab-a just delivered) and tab-b is out
     finally:
         device.close()
         kit.send_signal(signal.SIGTERM)

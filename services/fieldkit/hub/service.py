@@ -24,17 +24,35 @@ def setup_broker(ctx: ServiceContext) -> None:
         max_packet_bytes=hub.max_record_bytes + 65536,
     )
     broker.start()
+    crl = broker.pki.crl
+
+    def crl_stamp() -> float:
+        try:
+            return crl.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    loaded = crl_stamp()
 
     def watch() -> None:
-        # mosquitto dying must not leave the hub deaf: start it again on the same config.
+        nonlocal loaded
         while not ctx.stopping.wait(1.0):
             process = broker.process
-            if process is not None and process.poll() is not None:
-                log.error("hub broker exited with status %s; restarting", process.returncode)
-                try:
-                    broker.start()
-                except Exception:
-                    log.exception("hub broker restart failed")
+            # mosquitto reads the CRL only at start: a revocation restarts it (devices reconnect
+            # and re-send; nothing is lost), so a revoked certificate is out within seconds.
+            if crl_stamp() != loaded:
+                loaded = crl_stamp()
+                log.warning("the CRL changed; restarting the hub broker to load it")
+                broker.stop()
+            elif process is not None and process.poll() is None:
+                continue
+            else:
+                # mosquitto dying must not leave the hub deaf: start it again on the same config.
+                log.error("hub broker is not running; starting it again")
+            try:
+                broker.start()
+            except Exception:
+                log.exception("hub broker restart failed")
 
     threading.Thread(target=watch, name="hub-broker-watch", daemon=True).start()
     ctx.on_stop(broker.stop)
