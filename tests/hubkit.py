@@ -300,10 +300,10 @@ class DeviceClient:
         self.client.on_publish = on_publish
         self.port = port
 
-    def connect(self) -> None:
+    def connect(self, timeout: float = 10.0) -> None:
         self.client.connect("localhost", self.port, keepalive=10)
         self.client.loop_start()
-        wait_for(lambda: self.connect_result, 10, "CONNACK")
+        wait_for(lambda: self.connect_result, timeout, "CONNACK")
         time.sleep(0.2)  # let the downlink subscription settle
 
     def publish(self, topic: str, payload: bytes) -> Any:

@@ -79,7 +79,7 @@ def test_fieldkit_up_on_a_hub_runs_broker_and_ingest(pki: KitPki, tmp_path: Path
         def tab_b_refused() -> bool:
             probe = DeviceClient(pki, "tab-b", port)
             try:
-                probe.connect()
+                probe.connect(timeout=2.0)
             except (OSError, AssertionError):
                 return True
             finally:
