@@ -299,3 +299,31 @@ def test_outbox_file_holds_no_readable_personal_data(
     else:
         assert residue  # the search does find plaintext when it is there
     assert json.dumps(residue)  # (names only, never the data)
+
+
+def test_packet_open_with_the_wrong_key_fails_clearly(
+    pki: KitPki, hub_broker: HubBroker, tmp_path: Path
+) -> None:
+    """`fieldkit packet open` says why it cannot open, and prints nothing of the content."""
+    from tests.hubkit import sync_settings
+
+    courier = Courier("tab-a", sync_settings(pki, hub_broker, "tab-a", tmp_path / "o.sqlite"))
+    try:
+        body = courier.sealer.seal_packet(packet_request(), "ab" * 16)
+    finally:
+        courier.outbox.close()
+    sealed = tmp_path / "packet.json"
+    sealed.write_text(json.dumps(body))
+    other = KitPki(tmp_path / "other")
+    other.init()
+    wrong_key = other.create_receiver(MUNICIPALITY) / "private.key"
+    run = subprocess.run(
+        [sys.executable, "-m", "fieldkit", "packet", "open", str(sealed), "--key", str(wrong_key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "sealed to another receiver key" in run.stderr
+    assert APPLICATION_ID not in run.stdout + run.stderr
