@@ -335,7 +335,9 @@ def signed_record(pki: KitPki, device: str, kind: str = "statistics", **override
 class HubIngestProcess:
     """``fieldkit service run hub-ingest`` with its own local bus broker."""
 
-    def __init__(self, work: Path, pki: KitPki, port: int, database_url: str) -> None:
+    def __init__(
+        self, work: Path, pki: KitPki, port: int, database_url: str, **hub: int | float
+    ) -> None:
         self.work = work
         runtime = work / "run"
         runtime.mkdir(parents=True)
@@ -355,6 +357,7 @@ class HubIngestProcess:
                 database_url = "{database_url}"
                 """
             )
+            + "".join(f"{key} = {value}\n" for key, value in hub.items())
         )
         self.local = LocalBroker(runtime, identities_for(specs_for_role("hub")), Endpoint(port=0))
         self.process: subprocess.Popen[bytes] | None = None

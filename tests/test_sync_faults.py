@@ -66,6 +66,7 @@ def test_hub_broker_restarted_mid_burst(
     producer.start()
     wait_for(lambda: count_records(ingest) >= 200, what="burst under way")
     hub_broker.stop()  # mid-burst: in-flight messages and acks are lost with it
+    assert count_records(ingest) < 1500, "the restart did not land mid-burst"
     time.sleep(1.0)
     hub_broker.start()
     producer.join(60)
@@ -202,8 +203,8 @@ def test_hub_ingest_killed_with_sigkill_mid_burst(
     database_url: str,
 ) -> None:
     """The real `fieldkit service run hub-ingest` process, SIGKILLed while committing."""
-    ingest = HubIngestProcess(tmp_path / "ingest", pki, hub_broker.port, database_url)
-    ingest.start()
+    # Small batches (a commit each) keep the ingest busy long enough to be killed mid-burst.
+    ingest = HubIngestProcess(tmp_path / "ingest", pki, hub_broker.port, database_url, batch_max=10)
     engine = make_engine(database_url)
 
     def at_hub() -> int:
@@ -216,7 +217,10 @@ def test_hub_ingest_killed_with_sigkill_mid_burst(
     try:
         courier = make_courier("tab-a")
         ids = {courier.submit_record("statistics", statistics_body(i)) for i in range(3000)}
-        wait_for(lambda: at_hub() > 0, 60, "ingest committing")
+        ingest.start()  # after the submits: the burst meets a freshly started ingest
+        deadline = time.monotonic() + 60
+        while at_hub() == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
         ingest.kill()
         at_kill = at_hub()
         assert at_kill < 3000, "the kill did not land mid-burst"
