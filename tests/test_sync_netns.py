@@ -174,9 +174,10 @@ def test_tablet_cut_off_and_back_delivers_everything_once(
         )
         wait_for(lambda: at_hub() >= 50, 60, "records flowing before the cut")
         link.set_tablet_link("down")
+        time.sleep(0.5)  # what was already past the link may still be committed
         cut_at = at_hub()
-        time.sleep(3.0)
-        assert at_hub() - cut_at <= 5  # (at most what was already in the hub's queue)
+        time.sleep(2.5)
+        assert at_hub() == cut_at  # nothing crosses a cut link; the tablet keeps its records
         link.set_tablet_link("up")
         wait_for(lambda: len(ids_file.read_text().split()) == 400, 60, "all submitted")
         wait_for(lambda: at_hub() == 400, 90, "all records at the hub after the cut")
