@@ -130,10 +130,10 @@ def test_revoked_certificate_is_refused_and_the_crl_is_what_refuses_it(
 
 
 def test_revoked_device_records_are_refused_by_ingest_too(
-    pki: KitPki, hub_broker: HubBroker, make_ingest: IngestFactory, sqlite_url: str
+    pki: KitPki, hub_broker: HubBroker, make_ingest: IngestFactory, database_url: str
 ) -> None:
     """Defence in depth: until the broker restarts with the new CRL, ingest refuses."""
-    ingest = make_ingest(sqlite_url)
+    ingest = make_ingest(database_url)
     device = DeviceClient(pki, "tab-b", hub_broker.port)
     device.connect()
     pki.revoke("tab-b")
@@ -194,9 +194,9 @@ def test_device_a_cannot_publish_as_device_b(
 
 
 def test_bad_signature_is_refused_visibly(
-    pki: KitPki, hub_broker: HubBroker, make_ingest: IngestFactory, sqlite_url: str
+    pki: KitPki, hub_broker: HubBroker, make_ingest: IngestFactory, database_url: str
 ) -> None:
-    ingest = make_ingest(sqlite_url)
+    ingest = make_ingest(database_url)
     device = DeviceClient(pki, "tab-a", hub_broker.port)
     device.connect()
     record = signed_record(pki, "tab-a")
@@ -218,9 +218,9 @@ def test_bad_signature_is_refused_visibly(
 
 
 def test_invalid_record_is_refused_with_the_field_named(
-    pki: KitPki, hub_broker: HubBroker, make_ingest: IngestFactory, sqlite_url: str
+    pki: KitPki, hub_broker: HubBroker, make_ingest: IngestFactory, database_url: str
 ) -> None:
-    ingest = make_ingest(sqlite_url)
+    ingest = make_ingest(database_url)
     device = DeviceClient(pki, "tab-a", hub_broker.port)
     device.connect()
     record = signed_record(pki, "tab-a", body={**statistics_body(), "age_band": "old"})
