@@ -112,17 +112,33 @@ def test_packet_is_sealed_stored_as_ciphertext_and_opened_only_by_the_receiver(
     assert row.record_id == accepted.record_id and row.municipality == MUNICIPALITY
     assert APPLICATION_ID.encode() not in row.ciphertext and PHOTO[:40] not in row.ciphertext
 
-    # The municipality opens it offline, with the device signature checked (`fieldkit packet open`).
-    packet = SealedPacket(
-        record_id=row.record_id,
-        device_id=row.device_id,
-        municipality=row.municipality,
-        receiver_key=row.receiver_key,
-        ciphertext=base64.b64encode(row.ciphertext).decode(),
-        signature=row.signature,
+    # The hub exports the municipality's packets (ciphertext); the municipality opens them
+    # offline, with the device signature checked (`fieldkit packet open`).
+    hub_config = tmp_path / "hub.toml"
+    hub_config.write_text(
+        f'[device]\nid = "hub-01"\nrole = "hub"\n[hub]\ndatabase_url = "{database_url}"\n'
     )
-    sealed_file = tmp_path / "packet.json"
-    sealed_file.write_text(packet.model_dump_json())
+    exported = tmp_path / "export"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fieldkit",
+            "--config",
+            str(hub_config),
+            "hub",
+            "export-packets",
+            MUNICIPALITY,
+            "--out",
+            str(exported),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    sealed_file = exported / f"{row.record_id}.json"
+    packet = SealedPacket.model_validate_json(sealed_file.read_bytes())
+    assert APPLICATION_ID.encode() not in sealed_file.read_bytes()
     opened = subprocess.run(
         [
             sys.executable,

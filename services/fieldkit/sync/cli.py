@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fieldkit.config import DeviceConfig
 from fieldkit.hub.db import upgrade
 from fieldkit.messages import MessageError
-from fieldkit.pki import KitPki, PkiError, load_x25519_private, read_roster, write_private
+from fieldkit.pki import (
+    KitPki,
+    PkiError,
+    check_municipality,
+    load_x25519_private,
+    read_roster,
+    write_private,
+)
 from fieldkit.sealing import SealedPacket, SealingError, open_packet
 
 
@@ -88,6 +95,35 @@ def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0
 
 
+def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Write one municipality's sealed packets as files for ``fieldkit packet open``."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from fieldkit.hub.db import SealedPacketRow, make_engine
+    from fieldkit.sealing import b64
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(config.hub.database_url)
+    count = 0
+    with Session(engine) as session:
+        query = select(SealedPacketRow).where(SealedPacketRow.municipality == args.municipality)
+        for row in session.scalars(query):
+            packet = SealedPacket(
+                record_id=row.record_id,
+                device_id=row.device_id,
+                municipality=row.municipality,
+                receiver_key=row.receiver_key,
+                ciphertext=b64(row.ciphertext),
+                signature=row.signature,
+            )
+            write_private(args.out / f"{row.record_id}.json", packet.model_dump_json().encode())
+            count += 1
+    engine.dispose()
+    print(f"{count} sealed packets for {args.municipality} in {args.out} (ciphertext only)")
+    return 0
+
+
 def standalone(func: Any) -> Any:
     """Run without a device config; report our own errors the way ``main`` does."""
 
@@ -140,6 +176,17 @@ def add_commands(sub: Any) -> None:
     hub.add_parser("migrate", help="upgrade the hub database to the latest schema").set_defaults(
         func=cmd_hub_migrate
     )
+    export = hub.add_parser("export-packets", help="one municipality's sealed packets as files")
+    export.add_argument("municipality", type=_municipality)
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(func=cmd_hub_export)
+
+
+def _municipality(text: str) -> str:
+    try:
+        return check_municipality(text)
+    except PkiError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _with_defaults(func: Any) -> Any:
