@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +126,18 @@ class Outbox:
             return self._count
 
     def take_due(
-        self, limit: int, ack_timeout: float, backoff_max: float
+        self,
+        limit: int,
+        ack_timeout: float,
+        backoff_max: float,
+        send: Callable[[str, bytes], bool] | None = None,
     ) -> list[tuple[str, bytes]]:
-        """Records to (re)send now, marked sent with their next retry time."""
+        """Records to (re)send now, marked sent with their next retry time.
+
+        With ``send``, each record is handed over *before* the marking commits, so the
+        marking's fsync is not on the way to the hub; a crash in between leaves the record
+        pending, and it is simply sent again. ``send`` returning False stops the round.
+        """
         if limit <= 0:
             return []
         now = time.time()
@@ -140,6 +150,15 @@ class Outbox:
             ).fetchall()
             if not rows:
                 return []
+            if send is not None:
+                handed = 0
+                for rid, payload, _attempts in rows:
+                    if not send(rid, bytes(payload)):
+                        break
+                    handed += 1
+                rows = rows[:handed]
+                if not rows:
+                    return []
             # Exponential backoff per record: a hub that never acks is not hammered.
             updates: list[tuple[object, ...]] = [
                 (now + min(ack_timeout * 2 ** min(attempts, 16), backoff_max), rid)

@@ -44,6 +44,9 @@ from fieldkit.sync.wire import BODY_MODELS, Acks, Record, down_topic, up_topic
 log = logging.getLogger(__name__)
 
 
+IDLE_CHECKPOINT_S = 2.0
+
+
 def new_record_id() -> str:
     # Random, never derived from the applicant's data.
     return uuid.uuid4().hex
@@ -250,9 +253,17 @@ class Courier:
                 self.on_acked(done)
             self._notify_if_changed()
 
+    def _send(self, record_id: str, payload: bytes) -> bool:
+        info = self._client.publish(up_topic(self.device_id), payload, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        self._in_flight[record_id] = time.monotonic() + self.settings.ack_timeout
+        return True
+
     def _deliver_loop(self) -> None:
         was_connected = False
         idle_checkpointed = False
+        last_busy = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
@@ -268,18 +279,20 @@ class Courier:
                 now = time.monotonic()
                 self._in_flight = {r: t for r, t in self._in_flight.items() if t > now}
                 room = self.settings.window - len(self._in_flight)
+
                 due = self.outbox.take_due(
-                    room, self.settings.ack_timeout, self.settings.backoff_max
+                    room, self.settings.ack_timeout, self.settings.backoff_max, self._send
                 )
-                for record_id, payload in due:
-                    info = self._client.publish(up_topic(self.device_id), payload, qos=1)
-                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break
-                    self._in_flight[record_id] = now + self.settings.ack_timeout
-                if due:
+                if due or self._in_flight:
                     idle_checkpointed = False
+                    last_busy = time.monotonic()
+                if due:
                     self._wake.set()
-                if not self._in_flight and not due and not idle_checkpointed:
+                # Fold the WAL away once the outbox has been quiet for a while (not after every
+                # record: a TRUNCATE checkpoint is two fsyncs that would sit in the next
+                # submit's way).
+                idle_for = time.monotonic() - last_busy
+                if not idle_checkpointed and idle_for >= IDLE_CHECKPOINT_S:
                     self.outbox.checkpoint()
                     idle_checkpointed = True
             except Exception:
