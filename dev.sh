@@ -15,6 +15,7 @@ APT_PACKAGES=(
   cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
   cryptsetup-bin  # wipe: LUKS keyslot erase for contract-end sanitization
   chromium  # wipe tests: a real browser profile
+  postgresql iproute2
 )
 
 need_apt() {

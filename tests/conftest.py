@@ -119,3 +119,6 @@ def operator_hash() -> str:
 
 # A real cupsd with a queue on ippeveprinter (see tests/cups.py), for any test that prints.
 from tests.cups import local_printer, printing_config  # noqa: E402, F401
+
+# Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
+pytest_plugins = ["tests.hubkit"]

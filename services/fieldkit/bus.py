@@ -465,6 +465,7 @@ class Bus:
 
 def set_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     # paho leaves Nagle on; with delayed ACKs every small request/reply would wait ~40 ms.
+    # ssl.SSLSocket is a socket.socket too: the hub link's TLS connection gets it as well.
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

@@ -28,6 +28,7 @@ from fieldkit.runner import (
     install_stop_signals,
     run_service,
 )
+from fieldkit.sync.cli import add_commands as add_sync_commands
 from fieldkit.wipe.cli import add_commands as add_wipe_commands
 
 log = logging.getLogger("fieldkit")
@@ -197,12 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_av_commands(sub)
     add_wipe_commands(sub)
+    add_sync_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if getattr(args, "standalone", None) is not None:  # no device config needed (pki, packet)
+        return int(args.standalone(args))
     try:
         config = load_config(args.config)
         result: int = args.func(args, config)

@@ -17,8 +17,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
 from fieldkit.capture.settings import CaptureSection
+from fieldkit.hub.settings import HubSection
 from fieldkit.kiosk.settings import KioskSection
 from fieldkit.printing.settings import PrintingSection
+from fieldkit.sync.settings import SyncSection
 from fieldkit.wipe.settings import WipeSection
 
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
@@ -93,6 +95,8 @@ class DeviceConfig(BaseSettings):
     capture: CaptureSection = CaptureSection()
     printing: PrintingSection = PrintingSection()
     wipe: WipeSection = WipeSection()
+    sync: SyncSection = SyncSection()
+    hub: HubSection = HubSection()
 
     @classmethod
     def settings_customise_sources(

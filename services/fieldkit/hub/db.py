@@ -1,0 +1,137 @@
+"""The hub database (SQLAlchemy 2.x): one ledger of every record id, and a table per kind.
+
+Sealed packets are stored as ciphertext only, per municipality (R23); the hub holds no key
+that opens them unless it is itself the configured receiver. Migrations live in
+``fieldkit/hub/migrations`` (Alembic); ``upgrade`` brings any database to the head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RecordRow(Base):
+    """Every record the hub accepted, once: the idempotency ledger."""
+
+    __tablename__ = "record"
+    record_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    digest: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(100))
+
+
+class SealedPacketRow(Base):
+    __tablename__ = "sealed_packet"
+    record_id: Mapped[str] = mapped_column(ForeignKey("record.record_id"), primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(6), index=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    suite: Mapped[str] = mapped_column(String(64))
+    receiver_key: Mapped[str] = mapped_column(String(16))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str] = mapped_column(String(100))
+
+
+class StatisticsRow(Base):
+    __tablename__ = "statistics"
+    record_id: Mapped[str] = mapped_column(ForeignKey("record.record_id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(63))
+    site: Mapped[str] = mapped_column(String(200), index=True)
+    date: Mapped[str] = mapped_column(String(10), index=True)
+    municipality: Mapped[str] = mapped_column(String(6), index=True)
+    sex: Mapped[str] = mapped_column(String(8))
+    age_band: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
+class ErasureRow(Base):
+    __tablename__ = "erasure_record"
+    record_id: Mapped[str] = mapped_column(ForeignKey("record.record_id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(16))
+    verified: Mapped[bool] = mapped_column(Boolean)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_event"
+    record_id: Mapped[str] = mapped_column(ForeignKey("record.record_id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class HealthRow(Base):
+    __tablename__ = "device_health"
+    record_id: Mapped[str] = mapped_column(ForeignKey("record.record_id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RefusalRow(Base):
+    """Refused uplink messages: when, which device, why (never the content)."""
+
+    __tablename__ = "refusal"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    record_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(500))
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, synchronous=FULL and foreign keys, like the outbox."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, revision)

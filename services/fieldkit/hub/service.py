@@ -1,0 +1,79 @@
+"""The hub's services: ``hub-broker`` (mosquitto with mutual TLS) and ``hub-ingest``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from fieldkit.hub.broker import HubBroker
+from fieldkit.hub.ingest import Ingest
+from fieldkit.pki import KitPki
+from fieldkit.registry import ServiceSpec
+from fieldkit.runner import ServiceContext
+
+log = logging.getLogger(__name__)
+
+
+def setup_broker(ctx: ServiceContext) -> None:
+    hub = ctx.config.hub
+    broker = HubBroker(
+        KitPki(hub.pki),
+        hub.broker_dir,
+        host=hub.broker_host,
+        port=hub.broker_port,
+        max_packet_bytes=hub.max_record_bytes + 65536,
+    )
+    broker.start()
+    crl = broker.pki.crl
+
+    def crl_stamp() -> float:
+        try:
+            return crl.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    loaded = crl_stamp()
+
+    def watch() -> None:
+        nonlocal loaded
+        while not ctx.stopping.wait(1.0):
+            process = broker.process
+            # mosquitto reads the CRL only at start: a revocation restarts it (devices reconnect
+            # and re-send; nothing is lost), so a revoked certificate is out within seconds.
+            if crl_stamp() != loaded:
+                loaded = crl_stamp()
+                log.warning("the CRL changed; restarting the hub broker to load it")
+                broker.stop()
+            elif process is not None and process.poll() is None:
+                continue
+            else:
+                # mosquitto dying must not leave the hub deaf: start it again on the same config.
+                log.error("hub broker is not running; starting it again")
+            try:
+                broker.start()
+            except Exception:
+                log.exception("hub broker restart failed")
+
+    threading.Thread(target=watch, name="hub-broker-watch", daemon=True).start()
+    ctx.on_stop(broker.stop)
+
+
+def setup_ingest(ctx: ServiceContext) -> None:
+    ingest = Ingest(ctx.config.hub)
+    ingest.start()
+    ctx.on_stop(ingest.stop)
+
+
+BROKER = ServiceSpec(
+    name="hub-broker",
+    summary="hub broker: mosquitto, mutual TLS, CRL, one namespace per device",
+    setup=setup_broker,
+    roles=frozenset({"hub"}),
+)
+
+INGEST = ServiceSpec(
+    name="hub-ingest",
+    summary="hub ingest: verifies device records, stores each once, then acknowledges",
+    setup=setup_ingest,
+    roles=frozenset({"hub"}),
+)

@@ -1,0 +1,21 @@
+"""The ``[hub]`` config section: the hub broker, the ingest service and the hub database."""
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HubSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The PKI directory's public parts plus hub/ keys (see fieldkit.pki for the layout).
+    pki: Path = Path("/etc/fieldkit/pki")
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(default=8883, ge=0, le=65535)
+    broker_dir: Path = Path("/run/fieldkit/hub-broker")
+    server_name: str = "localhost"
+    database_url: str = "sqlite:////var/lib/fieldkit/hub.sqlite"
+    migrate_on_start: bool = True
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    batch_wait: float = Field(default=0.005, ge=0)
+    max_record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)

@@ -1,0 +1,393 @@
+"""The kit's own PKI: a kit CA, the hub broker's server certificate, per-device client
+certificates and Ed25519 signing keys, receiver (municipality) sealing keys, revocation.
+
+Layout of a PKI directory (kept by the provisioning admin; only ``devices/<id>/`` travels)::
+
+    ca/ca.key ca/ca.crt ca/crl.pem ca/state.json
+    hub/server.key hub/server.crt hub/ingest.key hub/ingest.crt
+    receivers/<municipality>/private.key  receivers/<municipality>/public.pem
+    devices/<id>/   the enrolment bundle: client.key client.crt signing.key ca.crt receivers/
+    roster.json     device id -> signing public key, certificate serial, revoked (read by ingest)
+
+Private keys are written 0600 from the first byte (``os.open`` with the mode) and their
+contents never reach a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+log = logging.getLogger(__name__)
+
+INGEST_IDENTITY = "hub-ingest"
+RESERVED_NAMES = frozenset({INGEST_IDENTITY, "hub", "ca"})
+DEVICE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+CERT_DAYS = 825
+CA_DAYS = 3650
+CRL_DAYS = 30
+
+
+class PkiError(Exception):
+    """The PKI operation could not be done; the message says why (never key material)."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret with mode 0600 from creation on (no window with wider permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o644)
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def check_device_id(device_id: str) -> str:
+    if not device_id or len(device_id) > 63 or not set(device_id) <= DEVICE_ID_CHARS:
+        raise PkiError("device id must be 1-63 characters of a-z, 0-9 and '-'")
+    if device_id[0] == "-" or device_id in RESERVED_NAMES:
+        raise PkiError(f"device id {device_id!r} is reserved or malformed")
+    return device_id
+
+
+def check_municipality(code: str) -> str:
+    if len(code) != 6 or not code.isdigit():
+        raise PkiError("municipality code must be the 6-digit local-government code")
+    return code
+
+
+def key_fingerprint(public_raw: bytes) -> str:
+    """Short id of a public key, to name which receiver key a packet was sealed to."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+def load_x25519_public(path: Path) -> x25519.X25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, x25519.X25519PublicKey):
+        raise PkiError(f"{path} is not an X25519 public key")
+    return key
+
+
+def load_x25519_private(path: Path) -> x25519.X25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, x25519.X25519PrivateKey):
+        raise PkiError(f"{path} is not an X25519 private key")
+    return key
+
+
+def load_ed25519_private(path: Path) -> ed25519.Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise PkiError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def raw_public(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    device_id: str
+    signing_public: bytes
+    serial: int
+    revoked: bool
+
+
+def read_roster(path: Path) -> dict[str, RosterEntry]:
+    """The enrolled devices, as the hub's ingest checks them."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {
+        name: RosterEntry(
+            device_id=name,
+            signing_public=base64.b64decode(item["signing_public"]),
+            serial=int(item["serial"]),
+            revoked=bool(item["revoked"]),
+        )
+        for name, item in data.get("devices", {}).items()
+    }
+
+
+class KitPki:
+    """One kit CA and everything it signs, in a directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # paths ------------------------------------------------------------------------------------
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca" / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def crl(self) -> Path:
+        return self.root / "ca" / "crl.pem"
+
+    @property
+    def roster(self) -> Path:
+        return self.root / "roster.json"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "ca" / "state.json"
+
+    def hub_file(self, name: str) -> Path:
+        return self.root / "hub" / name
+
+    def bundle(self, device_id: str) -> Path:
+        return self.root / "devices" / device_id
+
+    def receiver_dir(self, municipality: str) -> Path:
+        return self.root / "receivers" / municipality
+
+    # CA ---------------------------------------------------------------------------------------
+    def init(self, name: str = "fieldkit kit CA") -> None:
+        """Create the CA key and certificate and an empty CRL (refuses to overwrite)."""
+        if self.ca_key.exists():
+            raise PkiError(f"{self.root} already holds a kit CA")
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        write_private(self.ca_key, _pem_private(key))
+        write_public(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+        self._write_state({"revoked": []})
+        self.write_crl()
+        self._write_roster({})
+        log.info("kit CA created in %s", self.root)
+
+    def _load_ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        try:
+            key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        except FileNotFoundError:
+            raise PkiError(f"no kit CA in {self.root}; run `fieldkit pki init` first") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError("the CA key is not an EC key")
+        return key, cert
+
+    def _read_state(self) -> dict[str, list[dict[str, object]]]:
+        data: dict[str, list[dict[str, object]]] = json.loads(self.state_file.read_text())
+        return data
+
+    def _write_state(self, state: dict[str, list[dict[str, object]]]) -> None:
+        write_public(self.state_file, json.dumps(state, indent=1).encode())
+
+    def _write_roster(self, devices: dict[str, dict[str, object]]) -> None:
+        write_public(self.roster, json.dumps({"devices": devices}, indent=1).encode())
+
+    def write_crl(self) -> None:
+        key, cert = self._load_ca()
+        now = _now()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=CRL_DAYS))
+        )
+        for item in self._read_state()["revoked"]:
+            serial = int(str(item["serial"]))
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(now - dt.timedelta(minutes=5))
+                .build()
+            )
+        crl = builder.sign(key, hashes.SHA256())
+        write_public(self.crl, crl.public_bytes(serialization.Encoding.PEM))
+
+    def _issue(
+        self,
+        common_name: str,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        server: bool,
+        dns: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+    ) -> x509.Certificate:
+        ca_key, ca_cert = self._load_ca()
+        now = _now()
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+        )
+        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    # hub --------------------------------------------------------------------------------------
+    def issue_hub(
+        self, dns: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)
+    ) -> None:
+        """The hub broker's server certificate, and the ingest service's client certificate."""
+        for stem, cn, server in (("server", dns[0], True), ("ingest", INGEST_IDENTITY, False)):
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = self._issue(
+                cn,
+                key.public_key(),
+                server=server,
+                dns=dns if server else (),
+                ips=ips if server else (),
+            )
+            write_private(self.hub_file(f"{stem}.key"), _pem_private(key))
+            write_public(
+                self.hub_file(f"{stem}.crt"), cert.public_bytes(serialization.Encoding.PEM)
+            )
+        log.info("hub certificates issued")
+
+    # receivers --------------------------------------------------------------------------------
+    def create_receiver(self, municipality: str) -> Path:
+        """An X25519 key pair that packets for ``municipality`` are sealed to."""
+        check_municipality(municipality)
+        directory = self.receiver_dir(municipality)
+        if (directory / "private.key").exists():
+            raise PkiError(f"a receiver key for {municipality} exists already")
+        key = x25519.X25519PrivateKey.generate()
+        write_private(
+            directory / "private.key",
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        write_public(
+            directory / "public.pem",
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+        # Devices enrolled earlier get the new receiver too: the bundle is the device's view.
+        for bundle in sorted((self.root / "devices").glob("*/")):
+            shutil.copy(directory / "public.pem", bundle / "receivers" / f"{municipality}.pem")
+        return directory
+
+    # devices ----------------------------------------------------------------------------------
+    def enrol(self, device_id: str) -> Path:
+        """Client certificate (CN = device id), signing key and receivers, as one bundle."""
+        check_device_id(device_id)
+        roster = json.loads(self.roster.read_text())["devices"]
+        if device_id in roster and not roster[device_id]["revoked"]:
+            raise PkiError(f"device {device_id} is enrolled already; revoke it first")
+        bundle = self.bundle(device_id)
+        if bundle.exists():
+            shutil.rmtree(bundle)
+        bundle.mkdir(parents=True)
+        os.chmod(bundle, 0o700)
+        tls_key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._issue(device_id, tls_key.public_key(), server=False)
+        signing = ed25519.Ed25519PrivateKey.generate()
+        write_private(bundle / "client.key", _pem_private(tls_key))
+        write_public(bundle / "client.crt", cert.public_bytes(serialization.Encoding.PEM))
+        write_private(bundle / "signing.key", _pem_private(signing))
+        shutil.copy(self.ca_cert, bundle / "ca.crt")
+        (bundle / "receivers").mkdir()
+        for receiver in sorted((self.root / "receivers").glob("*/public.pem")):
+            shutil.copy(receiver, bundle / "receivers" / f"{receiver.parent.name}.pem")
+        roster[device_id] = {
+            "signing_public": base64.b64encode(raw_public(signing.public_key())).decode(),
+            "serial": cert.serial_number,
+            "revoked": False,
+        }
+        self._write_roster(roster)
+        log.info("device %s enrolled (certificate serial %x)", device_id, cert.serial_number)
+        return bundle
+
+    def revoke(self, device_id: str) -> int:
+        """Put the device's certificate on the CRL and mark it revoked in the roster."""
+        roster = json.loads(self.roster.read_text())["devices"]
+        if device_id not in roster:
+            raise PkiError(f"device {device_id} is not enrolled")
+        serial = int(roster[device_id]["serial"])
+        state = self._read_state()
+        if all(item["serial"] != serial for item in state["revoked"]):
+            state["revoked"].append({"serial": serial, "device": device_id})
+            self._write_state(state)
+        roster[device_id]["revoked"] = True
+        self._write_roster(roster)
+        self.write_crl()
+        log.info("device %s revoked (certificate serial %x)", device_id, serial)
+        return serial
+
+    def revoked_serials(self) -> list[int]:
+        crl = x509.load_pem_x509_crl(self.crl.read_bytes())
+        return [entry.serial_number for entry in crl]

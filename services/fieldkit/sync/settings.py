@@ -1,0 +1,24 @@
+"""The ``[sync]`` config section: the tablet outbox and its link to the hub."""
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SyncSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outbox: Path = Path("/var/lib/fieldkit/outbox.sqlite")
+    # The enrolment bundle from `fieldkit pki enrol` (client.key/.crt, signing.key, ca.crt,
+    # receivers/<municipality>.pem).
+    bundle: Path = Path("/etc/fieldkit/bundle")
+    hub_host: str = "localhost"
+    hub_port: int = Field(default=8883, ge=1, le=65535)
+    # Push back ("outbox full") instead of dropping, long before the disk is at risk.
+    max_records: int = Field(default=50_000, ge=1)
+    max_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    # Records sent at once before their acks come back.
+    window: int = Field(default=200, ge=1, le=10_000)
+    ack_timeout: float = Field(default=10.0, gt=0)
+    backoff_max: float = Field(default=300.0, gt=0)
+    reconnect_max: float = Field(default=30.0, gt=0)

@@ -1,0 +1,126 @@
+"""What travels between a tablet and the hub: signed records up, acknowledgements down.
+
+Hub topics (the hub broker's ACL makes the second segment the sender's certificate CN)::
+
+    fieldkit/<device>/up/record     one Record per message, QoS 1
+    fieldkit/<device>/down/acks     Acks from hub-ingest, after its database commit
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict, Field
+
+from fieldkit.messages import Message
+from fieldkit.sealing import (
+    DEVICE_PATTERN,
+    MUNICIPALITY_PATTERN,
+    RECORD_ID_PATTERN,
+    SealedPacket,
+    SealingError,
+    b64,
+    canonical,
+    unb64,
+)
+
+RecordKind = Literal["packet", "statistics", "erasure", "audit", "health"]
+KINDS: tuple[RecordKind, ...] = ("packet", "statistics", "erasure", "audit", "health")
+
+
+def up_topic(device_id: str) -> str:
+    return f"fieldkit/{device_id}/up/record"
+
+
+def down_topic(device_id: str) -> str:
+    return f"fieldkit/{device_id}/down/acks"
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Statistics(Closed):
+    """One applicant's counted outcome (R21): no names, no ids, nothing that identifies."""
+
+    site: str = Field(max_length=200)
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    municipality: str = Field(pattern=MUNICIPALITY_PATTERN)
+    sex: Literal["female", "male", "other", "unknown"]
+    age_band: str = Field(pattern=r"^(\d{1,3}-\d{1,3}|\d{1,3}\+|unknown)$")
+    mode: Literal["support", "reception"]
+    outcome: Literal["applied", "forwarded", "abandoned"]
+
+
+class AuditEvent(Closed):
+    """Who did what (R14), never whose data."""
+
+    at: float
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=100)
+    outcome: str = Field(default="ok", max_length=100)
+    detail: dict[str, str | int | float | bool] = {}
+
+
+class ErasureEvidence(Closed):
+    """A signed erasure record from the wipe service (R24), carried as the wipe wrote it."""
+
+    at: float
+    level: Literal["session", "daily", "contract-end"]
+    verified: bool
+    record: dict[str, Any] = {}
+
+
+class DeviceHealth(Closed):
+    at: float
+    services: dict[str, str] = {}
+    antivirus: dict[str, str | int | float | bool] = {}
+    detail: dict[str, str | int | float | bool] = {}
+
+
+BODY_MODELS: dict[str, type[BaseModel]] = {
+    "packet": SealedPacket,
+    "statistics": Statistics,
+    "erasure": ErasureEvidence,
+    "audit": AuditEvent,
+    "health": DeviceHealth,
+}
+
+
+class Record(Message):
+    """The unit the outbox keeps and the hub stores exactly once, signed by the device."""
+
+    type: Literal["record"] = "record"
+    record_id: str = Field(pattern=RECORD_ID_PATTERN)
+    device_id: str = Field(pattern=DEVICE_PATTERN)
+    kind: RecordKind
+    created_at: float
+    body: dict[str, Any]
+    signature: str = ""
+
+    def signed_part(self) -> bytes:
+        return canonical(self.model_dump(exclude={"signature"}))
+
+    def signed(self, key: ed25519.Ed25519PrivateKey) -> Record:
+        return self.model_copy(update={"signature": b64(key.sign(self.signed_part()))})
+
+    def verify(self, key: ed25519.Ed25519PublicKey) -> None:
+        try:
+            key.verify(unb64(self.signature, "signature"), self.signed_part())
+        except InvalidSignature:
+            raise SealingError("record signature does not verify") from None
+
+
+class Ack(Closed):
+    record_id: str = Field(pattern=RECORD_ID_PATTERN)
+    outcome: Literal["stored", "duplicate", "refused"]
+    reason: str = ""
+
+
+class Acks(Message):
+    """The hub's answer for a batch of records, sent only after its database commit."""
+
+    type: Literal["acks"] = "acks"
+    items: list[Ack]

@@ -1,0 +1,345 @@
+"""The ``sync`` service on the tablet bus: sealing, outbox bound, what its disk holds.
+R15 R21 R23 R24"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import x25519
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fieldkit.broker import LocalBroker
+from fieldkit.bus import RequestRefused
+from fieldkit.config import DeviceConfig, load_config
+from fieldkit.hub.broker import HubBroker
+from fieldkit.hub.db import SealedPacketRow
+from fieldkit.pki import KitPki, load_x25519_private
+from fieldkit.registry import load_specs
+from fieldkit.runner import ServiceContext, start_service, stop_service
+from fieldkit.sealing import SealedPacket, SealingError, open_packet
+from fieldkit.sync.messages import (
+    Accepted,
+    ApplicationPacket,
+    OutboxStatus,
+    StatusRequest,
+    SubmitPacket,
+    SubmitRecord,
+)
+from fieldkit.sync.service import Courier
+from tests.conftest import BusFactory, write_config
+from tests.hubkit import (
+    MUNICIPALITY,
+    IngestFactory,
+    count_records,
+    statistics_body,
+    wait_for,
+)
+
+# Planted personal data: a 23-digit application id and recognisable "photo" bytes.
+APPLICATION_ID = "12345678901234567890123"
+PHOTO = b"\xff\xd8\xff\xe0FIELDKIT-PLANTED-PHOTO-" + bytes(range(256)) * 8 + b"\xff\xd9"
+
+
+def packet_request(application_id: str = APPLICATION_ID) -> SubmitPacket:
+    return SubmitPacket(
+        municipality=MUNICIPALITY,
+        packet=ApplicationPacket(
+            application_id=application_id,
+            photo_jpeg=base64.b64encode(PHOTO).decode(),
+            electronic_certificate=True,
+            braille=False,
+            mode="support",
+            created_at=time.time(),
+        ),
+    )
+
+
+def tablet_config(tmp_path: Path, pki: KitPki, hub_port: int, **sync: Any) -> DeviceConfig:
+    values = {
+        "outbox": f'"{tmp_path / "outbox.sqlite"}"',
+        "bundle": f'"{pki.bundle("tab-a")}"',
+        "hub_port": str(hub_port),
+        "ack_timeout": "1.0",
+        "backoff_max": "2.0",
+        "reconnect_max": "1.0",
+    }
+    values.update({k: str(v) for k, v in sync.items()})
+    body = "\n[sync]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+    path = write_config(tmp_path, body)
+    text = path.read_text().replace('id = "test-tablet-01"', 'id = "tab-a"')
+    path.write_text(text)
+    return load_config(path)
+
+
+@pytest.fixture
+def sync_service(
+    broker: LocalBroker, tmp_path: Path, pki: KitPki, hub_broker: HubBroker
+) -> Iterator[ServiceContext]:
+    (spec,) = load_specs(["sync"])
+    ctx = start_service(spec, tablet_config(tmp_path, pki, hub_broker.port))
+    yield ctx
+    stop_service(ctx)
+
+
+def courier_of(ctx: ServiceContext) -> Courier:
+    courier: Courier = ctx.courier  # type: ignore[attr-defined]
+    return courier
+
+
+def test_packet_is_sealed_stored_as_ciphertext_and_opened_only_by_the_receiver(
+    sync_service: ServiceContext,
+    make_bus: BusFactory,
+    make_ingest: IngestFactory,
+    database_url: str,
+    pki: KitPki,
+    tmp_path: Path,
+) -> None:
+    ingest = make_ingest(database_url)
+    tester = make_bus("tester")
+    accepted = tester.request("sync", "submit-packet", packet_request(), Accepted)
+    wait_for(lambda: count_records(ingest) == 1, what="packet at the hub")
+    with Session(ingest.engine) as session:
+        row = session.scalars(select(SealedPacketRow)).one()
+    assert row.record_id == accepted.record_id and row.municipality == MUNICIPALITY
+    assert APPLICATION_ID.encode() not in row.ciphertext and PHOTO[:40] not in row.ciphertext
+
+    # The hub exports the municipality's packets (ciphertext); the municipality opens them
+    # offline, with the device signature checked (`fieldkit packet open`).
+    hub_config = tmp_path / "hub.toml"
+    hub_config.write_text(
+        f'[device]\nid = "hub-01"\nrole = "hub"\n[hub]\ndatabase_url = "{database_url}"\n'
+    )
+    exported = tmp_path / "export"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fieldkit",
+            "--config",
+            str(hub_config),
+            "hub",
+            "export-packets",
+            MUNICIPALITY,
+            "--out",
+            str(exported),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    sealed_file = exported / f"{row.record_id}.json"
+    packet = SealedPacket.model_validate_json(sealed_file.read_bytes())
+    assert APPLICATION_ID.encode() not in sealed_file.read_bytes()
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fieldkit",
+            "packet",
+            "open",
+            str(sealed_file),
+            "--key",
+            str(pki.receiver_dir(MUNICIPALITY) / "private.key"),
+            "--roster",
+            str(pki.roster),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert b"signature verified" in opened.stderr
+    content = ApplicationPacket.model_validate_json(opened.stdout)
+    assert content.application_id == APPLICATION_ID
+    assert base64.b64decode(content.photo_jpeg) == PHOTO
+
+    # The tablet cannot: its bundle holds no receiver private key, and any other key fails.
+    assert not list(pki.bundle("tab-a").rglob("private.key"))
+    with pytest.raises(SealingError):
+        open_packet(packet, x25519.X25519PrivateKey.generate(), None)
+    # A packet altered after sealing fails its signature.
+    tampered = packet.model_copy(update={"municipality": "011002"})
+    with pytest.raises(SealingError, match="signature"):
+        open_packet(
+            tampered,
+            load_x25519_private(pki.receiver_dir(MUNICIPALITY) / "private.key"),
+            _device_key(pki),
+        )
+
+
+def _device_key(pki: KitPki) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from fieldkit.pki import read_roster
+
+    raw = read_roster(pki.roster)["tab-a"].signing_public
+    return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+
+
+def test_invalid_submissions_are_refused_with_the_field_and_sync_keeps_serving(
+    sync_service: ServiceContext, make_bus: BusFactory
+) -> None:
+    tester = make_bus("tester")
+    with pytest.raises(RequestRefused) as refused:
+        tester.request(
+            "sync",
+            "submit",
+            SubmitRecord(kind="statistics", body={**statistics_body(), "sex": "x"}),
+            Accepted,
+        )
+    assert refused.value.reply.fields == ["body.sex"]
+    with pytest.raises(RequestRefused) as unknown:
+        tester.request(
+            "sync",
+            "submit-packet",
+            packet_request().model_copy(update={"municipality": "999999"}),
+            Accepted,
+        )
+    assert "no receiver key for municipality 999999" in unknown.value.reply.reason
+    assert APPLICATION_ID not in unknown.value.reply.reason
+    ok = tester.request(
+        "sync",
+        "submit",
+        SubmitRecord(
+            kind="audit", body={"at": time.time(), "actor": "operator-7", "action": "login"}
+        ),
+        Accepted,
+    )
+    assert len(ok.record_id) == 32
+
+
+def test_outbox_full_pushes_back_visibly_and_recovers(
+    broker: LocalBroker,
+    make_bus: BusFactory,
+    tmp_path: Path,
+    pki: KitPki,
+    hub_broker: HubBroker,
+    make_ingest: IngestFactory,
+    sqlite_url: str,
+) -> None:
+    (spec,) = load_specs(["sync"])
+    ctx = start_service(spec, tablet_config(tmp_path, pki, hub_broker.port, max_records=5))
+    try:
+        tester = make_bus("tester")
+        events: list[OutboxStatus] = []
+        watcher = make_bus("audit", connect=False)  # the read-only identity hears events
+        watcher.observe(
+            "sync/evt/outbox", lambda t, p, r: events.append(OutboxStatus.model_validate_json(p))
+        )
+        watcher.connect()
+        # The hub ingest is not running yet: nothing is acknowledged, so the outbox fills.
+        accepted = [
+            tester.request(
+                "sync", "submit", SubmitRecord(kind="statistics", body=statistics_body(i)), Accepted
+            )
+            for i in range(5)
+        ]
+        with pytest.raises(RequestRefused) as full:
+            tester.request(
+                "sync", "submit", SubmitRecord(kind="statistics", body=statistics_body()), Accepted
+            )
+        assert "outbox full" in full.value.reply.reason
+        status = tester.request("sync", "status", StatusRequest(), OutboxStatus)
+        assert status.full and status.text_ja.startswith("送信待ち")
+        wait_for(lambda: events and events[-1].full, what="outbox-full event")
+        ingest = make_ingest(sqlite_url)  # the hub comes back
+        wait_for(lambda: count_records(ingest) == 5, what="the five at the hub")
+        wait_for(lambda: events and not events[-1].full, what="accepting again")
+        again = tester.request(
+            "sync", "submit", SubmitRecord(kind="statistics", body=statistics_body()), Accepted
+        )
+        assert again.record_id not in {a.record_id for a in accepted}
+    finally:
+        stop_service(ctx)
+
+
+def outbox_residue(outbox: Path) -> dict[str, list[str]]:
+    """Which outbox files (database, WAL, shared memory) hold the planted data, raw."""
+    needles = {
+        "application id": APPLICATION_ID.encode(),
+        "photo bytes": PHOTO[:64],
+        "photo base64": base64.b64encode(PHOTO)[:64],
+    }
+    found: dict[str, list[str]] = {}
+    for path in sorted(outbox.parent.glob(outbox.name + "*")):
+        data = path.read_bytes()
+        hits = [name for name, needle in needles.items() if needle in data]
+        if hits:
+            found[path.name] = hits
+    return found
+
+
+class UnsealedCourier(Courier):
+    """The protection switched off: packets are stored as submitted, not sealed."""
+
+    def submit_packet(self, request: SubmitPacket) -> str:
+        return self.submit_record(
+            "audit",
+            {
+                "at": time.time(),
+                "actor": "x",
+                "action": "packet",
+                "detail": {"packet": request.packet.model_dump_json()},
+            },
+        )
+
+
+@pytest.mark.parametrize("sealing", ["on", "off"])
+def test_outbox_file_holds_no_readable_personal_data(
+    pki: KitPki, hub_broker: HubBroker, tmp_path: Path, sealing: str
+) -> None:
+    """Search the raw outbox files, WAL included, for a planted application id and photo."""
+    from tests.hubkit import sync_settings
+
+    settings = sync_settings(pki, hub_broker, "tab-a", tmp_path / "outbox.sqlite")
+    courier_class = Courier if sealing == "on" else UnsealedCourier
+    courier = courier_class("tab-a", settings)  # not started: records stay in the outbox
+    try:
+        for _ in range(3):
+            courier.submit_packet(packet_request())
+        files = {p.name for p in tmp_path.glob("outbox.sqlite*")}
+        assert "outbox.sqlite-wal" in files  # the WAL is really there and searched
+        residue = outbox_residue(settings.outbox)
+    finally:
+        courier.outbox.close()
+    if sealing == "on":
+        assert residue == {}
+    else:
+        assert residue  # the search does find plaintext when it is there
+    assert json.dumps(residue)  # (names only, never the data)
+
+
+def test_packet_open_with_the_wrong_key_fails_clearly(
+    pki: KitPki, hub_broker: HubBroker, tmp_path: Path
+) -> None:
+    """`fieldkit packet open` says why it cannot open, and prints nothing of the content."""
+    from tests.hubkit import sync_settings
+
+    courier = Courier("tab-a", sync_settings(pki, hub_broker, "tab-a", tmp_path / "o.sqlite"))
+    try:
+        body = courier.sealer.seal_packet(packet_request(), "ab" * 16)
+    finally:
+        courier.outbox.close()
+    sealed = tmp_path / "packet.json"
+    sealed.write_text(json.dumps(body))
+    other = KitPki(tmp_path / "other")
+    other.init()
+    wrong_key = other.create_receiver(MUNICIPALITY) / "private.key"
+    run = subprocess.run(
+        [sys.executable, "-m", "fieldkit", "packet", "open", str(sealed), "--key", str(wrong_key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "sealed to another receiver key" in run.stderr
+    assert APPLICATION_ID not in run.stdout + run.stderr
