@@ -105,3 +105,5 @@ def raw_client(broker: LocalBroker, identity: str | None, password: str | None =
 
 # Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
 pytest_plugins = ["tests.hubkit"]
+# Hub web app fixtures (an app on the hub database, accounts of each role, generated counts).
+pytest_plugins.append("tests.hubweb")

@@ -17,6 +17,7 @@ from fieldkit import __version__
 from fieldkit.broker import BrokerError, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
+from fieldkit.hub.web.cli import add_commands as add_hub_web_commands
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_config_check
     )
     add_sync_commands(sub)
+    add_hub_web_commands(sub)
     return parser
 
 

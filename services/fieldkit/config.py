@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fieldkit.hub.settings import HubSection
+from fieldkit.hub.web.settings import HubWebSection
 from fieldkit.sync.settings import SyncSection
 
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
@@ -86,6 +87,7 @@ class DeviceConfig(BaseSettings):
     runner: RunnerSection = RunnerSection()
     sync: SyncSection = SyncSection()
     hub: HubSection = HubSection()
+    hubweb: HubWebSection = HubWebSection()
 
     @classmethod
     def settings_customise_sources(

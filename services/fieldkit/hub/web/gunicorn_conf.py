@@ -1,0 +1,21 @@
+"""gunicorn settings for the hub web app (``fieldkit hub web``)."""
+
+from __future__ import annotations
+
+from fieldkit.config import load_config
+
+_config = load_config()
+
+bind = f"{_config.hubweb.listen_host}:{_config.hubweb.listen_port}"
+# Logins, lockouts and the audit chain live in the database, so workers share nothing else.
+workers = _config.hubweb.workers
+threads = 2
+worker_class = "gthread"
+timeout = 60
+graceful_timeout = 10
+# Query strings name municipalities and dates only, but the audit log is the record that counts.
+accesslog = None
+errorlog = "-"
+control_socket_disable = True
+# One migration run before the workers fork, not one per worker.
+preload_app = True
