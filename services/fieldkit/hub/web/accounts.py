@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -67,7 +67,7 @@ def create() -> ResponseReturnValue:
     if not form.validate_on_submit():
         problems = "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items())
         flash(f"作成できません / Not created: {problems}")
-        return redirect(url_for("accounts.index")), 400
+        return make_response(index(), 400)  # the page again, with the reason shown
     codes = [c.strip() for c in (form.municipalities.data or "").split(",") if c.strip()]
     try:
         create_account(
@@ -80,7 +80,7 @@ def create() -> ResponseReturnValue:
         )
     except ValueError as exc:
         flash(f"作成できません / Not created: {exc}")
-        return redirect(url_for("accounts.index")), 400
+        return make_response(index(), 400)  # the page again, with the reason shown
     db().commit()
     return redirect(url_for("accounts.index"))
 
@@ -91,7 +91,7 @@ def toggle(username: str) -> ResponseReturnValue:
     row = db().get(AccountRow, username)
     if row is None or username == current_user.id or not ToggleForm().validate_on_submit():
         flash("変更できません / Not changed")
-        return redirect(url_for("accounts.index")), 400
+        return make_response(index(), 400)  # the page again, with the reason shown
     row.disabled = not row.disabled
     audit.record(
         db(), current_user.id, "account-disable" if row.disabled else "account-enable", username

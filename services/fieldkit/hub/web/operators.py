@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -82,7 +82,7 @@ def create() -> ResponseReturnValue:
     if not form.validate_on_submit():
         problems = "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items())
         flash(f"登録できません / Not created: {problems}")
-        return redirect(url_for("operators.index")), 400
+        return make_response(index(), 400)  # the page again, with the reason shown
     operator_id = form.operator_id.data or ""
     if db().get(OperatorRow, operator_id) is not None:
         flash(f"{operator_id} は登録済みです / exists already")
@@ -127,7 +127,7 @@ def reset_password(operator_id: str) -> ResponseReturnValue:
     form = PasswordForm()
     if not form.validate_on_submit():
         flash(f"パスワードは{MIN_PASSWORD}文字以上 / at least {MIN_PASSWORD} characters")
-        return redirect(url_for("operators.index")), 400
+        return make_response(index(), 400)  # the page again, with the reason shown
     row.password_hash = hash_password(form.password.data or "")
     row.updated_at = time.time()
     audit.record(db(), current_user.id, "operator-password-reset", operator_id)

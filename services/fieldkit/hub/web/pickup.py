@@ -14,7 +14,17 @@ import io
 import time
 import zipfile
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -159,7 +169,7 @@ def confirm(pickup_id: int) -> ResponseReturnValue:
     if (form.sha256.data or "").lower() != pickup.sha256:
         # A wrong hash means the user does not hold this bundle: erase nothing.
         flash("SHA-256 が一致しません。消去しませんでした / SHA-256 does not match: nothing erased")
-        return redirect(url_for("pickup.index")), 409
+        return make_response(index(), 409)  # the page again, with the reason shown
     erased = erase_packets(pickup, current_user.id)
     flash(f"受領を確認し、{erased} 件をハブから消去しました / Receipt confirmed, {erased} erased")
     return redirect(url_for("pickup.index"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -126,7 +126,7 @@ def index() -> ResponseReturnValue:
 def _refuse(form: FlaskForm, extra: list[str] | None = None) -> ResponseReturnValue:
     problems = [f"{k}: {', '.join(v)}" for k, v in form.errors.items()] + (extra or [])
     flash("保存できません / Not saved: " + "; ".join(problems))
-    return redirect(url_for("sites.index")), 400
+    return make_response(index(), 400)  # the page again, with the reason shown
 
 
 @bp.post("/facilities")
