@@ -11,7 +11,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   mosquitto mosquitto-clients
   postgresql iproute2
-  fonts-ipaexfont-gothic poppler-utils
+  fonts-ipaexfont-gothic poppler-utils chromium
 )
 
 need_apt() {

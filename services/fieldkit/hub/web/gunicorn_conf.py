@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fieldkit.config import load_config
 
 _config = load_config()
@@ -19,3 +21,10 @@ errorlog = "-"
 control_socket_disable = True
 # One migration run before the workers fork, not one per worker.
 preload_app = True
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # The app (and its engine) was built before the fork: give each worker its own connections.
+    from fieldkit.hub.web.app import hubweb
+
+    hubweb(worker.app.wsgi()).engine.dispose(close=False)
