@@ -92,7 +92,16 @@ def test_admin_main_paths(browser: Any, live_url: str) -> None:
     if shots:
         admin.page.screenshot(path=str(Path(shots) / "hub-dashboard.png"), full_page=True)
     findings += admin.axe_serious()
-    for path in ("/reports", "/devices", "/operators", "/sites", "/accounts", "/audit"):
+    for path in (
+        "/reports",
+        "/devices",
+        "/operators",
+        "/sites",
+        "/accounts",
+        "/incidents",
+        "/evidence",
+        "/audit",
+    ):
         assert admin.go(path) == 200, path
         findings += admin.axe_serious()
     # A report, and its export link.

@@ -103,7 +103,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
 
-    from fieldkit.hub.web import accounts, auth, devices, operators, pickup, reports, sites
+    from fieldkit.hub.web import (
+        accounts,
+        auth,
+        devices,
+        evidence,
+        incidents,
+        operators,
+        pickup,
+        reports,
+        sites,
+    )
 
     for blueprint in (
         auth.bp,
@@ -113,6 +123,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         devices.bp,
         operators.bp,
         sites.bp,
+        incidents.bp,
+        evidence.bp,
     ):
         app.register_blueprint(blueprint)
 

@@ -115,3 +115,18 @@ class PacketErasureRow(Base):
     ciphertext_sha256: Mapped[str] = mapped_column(String(64))
     erased_at: Mapped[float] = mapped_column(Float)
     erased_by: Mapped[str] = mapped_column(String(64))
+
+
+class IncidentRow(Base):
+    """An incident report (R25): what happened, how much, where and how, and what was done."""
+
+    __tablename__ = "incident"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reported_at: Mapped[float] = mapped_column(Float)
+    reported_by: Mapped[str] = mapped_column(String(64))
+    occurred_on: Mapped[str] = mapped_column(String(10))
+    what: Mapped[str] = mapped_column(Text)
+    how_much: Mapped[str] = mapped_column(Text)
+    location: Mapped[str] = mapped_column(Text)
+    how: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)

@@ -50,7 +50,7 @@ def scope_from_request() -> Scope:
     return Scope(date_from, date_to, codes)
 
 
-def _respond(
+def respond(
     tables: list[ReportTable], title: str, stem: str, fmt: str | None
 ) -> ResponseReturnValue:
     if fmt is None:
@@ -99,7 +99,7 @@ def count_report(name: str, fmt: str | None = None) -> ResponseReturnValue:
     if build is None:
         abort(404)
     table = build(db(), scope_from_request())
-    return _respond([table], table.title, f"counts-{name}", fmt)
+    return respond([table], table.title, f"counts-{name}", fmt)
 
 
 @bp.get("/reports/worklog/<int:visit_id>")
@@ -110,7 +110,7 @@ def work_log(visit_id: int, fmt: str | None = None) -> ResponseReturnValue:
     if visit is None:
         abort(404)
     tables = counts.work_log(db(), visit, Scope())
-    return _respond(tables, tables[0].title, f"worklog-{visit.date}-{visit_id}", fmt)
+    return respond(tables, tables[0].title, f"worklog-{visit.date}-{visit_id}", fmt)
 
 
 @bp.get("/reports/monthly/<month>")
@@ -120,7 +120,7 @@ def monthly(month: str, fmt: str | None = None) -> ResponseReturnValue:
     if not MONTH.match(month):
         abort(400, description="month must be YYYY-MM")
     tables = counts.monthly(db(), month, Scope())
-    return _respond(tables, tables[0].title, f"monthly-{month}", fmt)
+    return respond(tables, tables[0].title, f"monthly-{month}", fmt)
 
 
 @bp.get("/reports/completion")
@@ -128,4 +128,4 @@ def monthly(month: str, fmt: str | None = None) -> ResponseReturnValue:
 @roles_required("admin", "auditor")
 def completion(fmt: str | None = None) -> ResponseReturnValue:
     tables = counts.completion(db(), scope_from_request(), hubweb().config.hubweb.programme_days)
-    return _respond(tables, tables[0].title, f"completion-{dt.date.today():%Y%m%d}", fmt)
+    return respond(tables, tables[0].title, f"completion-{dt.date.today():%Y%m%d}", fmt)

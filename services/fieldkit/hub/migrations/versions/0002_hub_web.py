@@ -1,4 +1,4 @@
-"""Hub web app: accounts, web audit chain, handler registry, facilities, visits, pick-ups.
+"""Hub web app: accounts, audit chain, handler registry, facilities, visits, pick-ups, incidents.
 
 Revision ID: 0002
 Revises: 0001
@@ -95,10 +95,23 @@ def upgrade() -> None:
         sa.Column("erased_at", sa.Float, nullable=False),
         sa.Column("erased_by", sa.String(64), nullable=False),
     )
+    op.create_table(
+        "incident",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("reported_at", sa.Float, nullable=False),
+        sa.Column("reported_by", sa.String(64), nullable=False),
+        sa.Column("occurred_on", sa.String(10), nullable=False),
+        sa.Column("what", sa.Text, nullable=False),
+        sa.Column("how_much", sa.Text, nullable=False),
+        sa.Column("location", sa.Text, nullable=False),
+        sa.Column("how", sa.Text, nullable=False),
+        sa.Column("response", sa.Text, nullable=False),
+    )
 
 
 def downgrade() -> None:
     for table in (
+        "incident",
         "packet_erasure",
         "packet_pickup",
         "visit",
