@@ -279,3 +279,45 @@ def test_fieldkit_hub_web_serves_under_gunicorn(
         process.terminate()
         process.wait(20)
     assert (tmp_path / "web.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_calendar_shows_visits_and_requests(web_app: Flask, client_as: ClientFactory) -> None:
+    """R19: the month's visits and open visit requests on a Monday-first calendar."""
+    admin = client_as("admin")
+    token = csrf_token(admin, "/sites")
+    admin.post(
+        "/sites/facilities",
+        data={
+            "name": "さくら苑",
+            "kind": "welfare",
+            "municipality": MUNICIPALITY,
+            "csrf_token": token,
+        },
+    )
+    admin.post(
+        "/sites/requests",
+        data={"facility_id": "1", "wanted_date": "2026-08-20", "csrf_token": token},
+    )
+    with Session(hubweb(web_app).engine) as session:
+        session.add(
+            VisitRow(
+                facility_id=1,
+                date="2026-08-03",
+                kind="card-issuance-support",
+                device_id="tab-a",
+                lead="a",
+                staff=["a", "b"],
+                start_time="09:00",
+                end_time="12:00",
+                incidents="",
+            )
+        )
+        session.commit()
+    page = admin.get("/sites/calendar?month=2026-08").get_data(as_text=True)
+    assert "さくら苑 (交付支援)" in page and "依頼 request: さくら苑" in page
+    # 2026-08-01 is a Saturday: the first week starts on Monday 27 July.
+    first_row = page[page.index("<tbody>") :].split("</tr>")[0]
+    assert first_row.count("other-month") == 5
+    assert "2026-07" in page and "2026-09" in page
+    assert admin.get("/sites/calendar?month=2026-8").status_code == 400
+    assert client_as("chiyoda").get("/sites/calendar").status_code == 403

@@ -100,6 +100,7 @@ def test_admin_main_paths(browser: Any, live_url: str) -> None:
         "/accounts",
         "/incidents",
         "/evidence",
+        "/sites/calendar?month=2026-08",
         "/audit",
     ):
         assert admin.go(path) == 200, path

@@ -7,9 +7,20 @@ Progress counts distinct application-support days against the programme's target
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import re
 
-from flask import Blueprint, flash, make_response, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -205,3 +216,44 @@ def add_visit() -> ResponseReturnValue:
     audit.record(db(), current_user.id, "visit-create", f"visit {row.id}", date=row.date)
     db().commit()
     return redirect(url_for("sites.index"))
+
+
+@bp.get("/calendar")
+@roles_required("admin", "auditor")
+def month_calendar() -> ResponseReturnValue:
+    """A month as weeks (Monday first), each day with its visits and requested visits."""
+    month = request.args.get("month") or dt.date.today().strftime("%Y-%m")
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        abort(400, description="month must be YYYY-MM")
+    year, mon = (int(part) for part in month.split("-"))
+    first, last = f"{month}-01", f"{month}-31"
+    names = dict(_facility_choices())
+    days: dict[str, list[str]] = {}
+    for visit in db().scalars(
+        select(VisitRow).where(VisitRow.date >= first, VisitRow.date <= last)
+    ):
+        days.setdefault(visit.date, []).append(
+            f"{names.get(visit.facility_id, '')} ({KIND_LABELS[visit.kind].split()[0]})"
+        )
+    for wanted in db().scalars(
+        select(VisitRequestRow).where(
+            VisitRequestRow.wanted_date >= first,
+            VisitRequestRow.wanted_date <= last,
+            VisitRequestRow.status == "open",
+        )
+    ):
+        days.setdefault(wanted.wanted_date, []).append(
+            f"依頼 request: {names.get(wanted.facility_id, '')}"
+        )
+    weeks = calendar.Calendar(firstweekday=0).monthdatescalendar(year, mon)
+    previous = (dt.date(year, mon, 1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    following = (dt.date(year, mon, 28) + dt.timedelta(days=4)).strftime("%Y-%m")
+    return render_template(
+        "calendar.html",
+        month=month,
+        weeks=weeks,
+        mon=mon,
+        days=days,
+        previous=previous,
+        following=following,
+    )
