@@ -9,7 +9,7 @@ class HubWebSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     listen_host: str = "127.0.0.1"
-    listen_port: int = Field(default=8443, ge=0, le=65535)
+    listen_port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=2, ge=1, le=32)
     # The session-signing key: created 0600 on first start, so logins survive a restart.
     secret_key_file: Path = Path("/var/lib/fieldkit/hub-web.key")
