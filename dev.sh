@@ -16,6 +16,7 @@ APT_PACKAGES=(
   cryptsetup-bin  # wipe: LUKS keyslot erase for contract-end sanitization
   chromium  # wipe tests: a real browser profile
   postgresql iproute2
+  fonts-ipaexfont-gothic poppler-utils chromium
 )
 
 need_apt() {

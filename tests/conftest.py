@@ -122,3 +122,5 @@ from tests.cups import local_printer, printing_config  # noqa: E402, F401
 
 # Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
 pytest_plugins = ["tests.hubkit"]
+# Hub web app fixtures (an app on the hub database, accounts of each role, generated counts).
+pytest_plugins.append("tests.hubweb")

@@ -35,6 +35,8 @@ def test_fieldkit_up_on_a_hub_runs_broker_and_ingest(pki: KitPki, tmp_path: Path
             [av_mirror]
             directory = "{tmp_path / "av-mirror"}"
             port = {free_port()}
+            [hubweb]
+            listen_port = {free_port()}
             """
         )
     )

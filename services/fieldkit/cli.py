@@ -18,6 +18,7 @@ from fieldkit.antivirus.cli import add_commands as add_av_commands
 from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
+from fieldkit.hub.web.cli import add_commands as add_hub_web_commands
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_av_commands(sub)
     add_wipe_commands(sub)
     add_sync_commands(sub)
+    add_hub_web_commands(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
 from fieldkit.capture.settings import CaptureSection
 from fieldkit.hub.settings import HubSection
+from fieldkit.hub.web.settings import HubWebSection
 from fieldkit.kiosk.settings import KioskSection
 from fieldkit.printing.settings import PrintingSection
 from fieldkit.sync.settings import SyncSection
@@ -97,6 +98,7 @@ class DeviceConfig(BaseSettings):
     wipe: WipeSection = WipeSection()
     sync: SyncSection = SyncSection()
     hub: HubSection = HubSection()
+    hubweb: HubWebSection = HubWebSection()
 
     @classmethod
     def settings_customise_sources(

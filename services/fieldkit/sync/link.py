@@ -27,4 +27,3 @@ def tls_client(client_id: str, context: ssl.SSLContext) -> mqtt.Client:
     client.tls_set_context(context)
     client.on_socket_open = set_no_delay
     return client
-

@@ -1,0 +1,155 @@
+"""The hub web app's Flask factory. Nothing runs at import; gunicorn imports ``create_app()``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from flask import Flask, Response, abort, current_app, g, request
+from flask_login import LoginManager, current_user
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from fieldkit.config import DeviceConfig, load_config
+from fieldkit.hub.db import make_engine, upgrade
+from fieldkit.pki import KitPki, write_private
+
+log = logging.getLogger(__name__)
+EXTENSION = "fieldkit.hub.web"
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+
+SECURITY_HEADERS = {
+    # No inline script, no inline style, nothing from elsewhere; charts are inline SVG shapes.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    # Reports carry counts only, but pick-up pages list packets: keep nothing in caches.
+    "Cache-Control": "no-store",
+}
+# Sent only when cookies are Secure (behind TLS): telling a plain-HTTP test client is pointless.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+@dataclass
+class HubWeb:
+    """What the views share, attached to the app (never a module global)."""
+
+    config: DeviceConfig
+    engine: Engine
+    pki: KitPki
+
+
+def hubweb(app: Flask | None = None) -> HubWeb:
+    return cast(HubWeb, (app or current_app).extensions[EXTENSION])
+
+
+def db() -> Session:
+    """The request's database session (closed at the end of the request)."""
+    if "db" not in g:
+        g.db = Session(hubweb().engine, expire_on_commit=False)
+    return cast(Session, g.db)
+
+
+def secret_key(path: Path) -> bytes:
+    """The session-signing key, created 0600 on first start."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        write_private(path, key)
+        return key
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; a test passes ``FIELDKIT`` (a DeviceConfig) and any Flask keys."""
+    app = Flask(__name__)
+    config: DeviceConfig = (test_config or {}).get("FIELDKIT") or load_config()
+    web = config.hubweb
+    app.config.from_mapping(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=web.cookie_secure,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_NAME="__Host-hub" if web.cookie_secure else "hub",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=web.session_minutes),
+        WTF_CSRF_TIME_LIMIT=3600,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = secret_key(web.secret_key_file)
+    if config.hub.migrate_on_start:
+        upgrade(config.hub.database_url)
+    app.extensions[EXTENSION] = HubWeb(
+        config=config, engine=make_engine(config.hub.database_url), pki=KitPki(config.hub.pki)
+    )
+
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+
+    from fieldkit.hub.web import (
+        accounts,
+        auth,
+        devices,
+        evidence,
+        incidents,
+        operators,
+        pickup,
+        reports,
+        sites,
+    )
+
+    for blueprint in (
+        auth.bp,
+        accounts.bp,
+        reports.bp,
+        pickup.bp,
+        devices.bp,
+        operators.bp,
+        sites.bp,
+        incidents.bp,
+        evidence.bp,
+    ):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def auditor_reads_only() -> None:
+        # The prefecture's auditor sees everything an admin sees and changes nothing (R26).
+        if (
+            request.method not in ("GET", "HEAD", "OPTIONS")
+            and current_user.is_authenticated
+            and current_user.role == "auditor"
+            and request.endpoint != "auth.logout"
+        ):
+            abort(403)
+
+    @app.teardown_appcontext
+    def close_db(exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        if app.config["SESSION_COOKIE_SECURE"]:
+            response.headers["Strict-Transport-Security"] = HSTS
+        return response
+
+    return app

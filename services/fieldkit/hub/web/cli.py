@@ -1,0 +1,59 @@
+"""``fieldkit hub create-admin`` and ``fieldkit hub web`` (gunicorn serving the hub web app)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from fieldkit.config import DeviceConfig, config_path
+from fieldkit.hub.db import make_engine, upgrade
+
+
+def cmd_create_admin(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.web.auth import create_account
+
+    password = os.environ.get("FIELDKIT_ADMIN_PASSWORD") or getpass.getpass("password: ")
+    upgrade(config.hub.database_url)
+    engine = make_engine(config.hub.database_url)
+    try:
+        with Session(engine) as session:
+            create_account(session, args.username, password, "admin", actor="cli")
+            session.commit()
+    except ValueError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"admin {args.username} created")
+    return 0
+
+
+def gunicorn_command() -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:fieldkit.hub.web.gunicorn_conf",
+        "fieldkit.hub.web.app:create_app()",
+    ]  # fmt: skip
+
+
+def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:
+    # gunicorn reads the same config file through $FIELDKIT_CONFIG in its config module.
+    os.environ["FIELDKIT_CONFIG"] = str(config_path(args.config).absolute())
+    command = gunicorn_command()
+    os.execv(command[0], command)  # noqa: S606 (our own interpreter, fixed arguments)
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``create-admin`` and ``web`` under the existing ``fieldkit hub`` command."""
+    hub_parser: argparse.ArgumentParser = sub.choices["hub"]
+    # argparse has no public way to reach a parser's subcommands once it is built.
+    hub = next(a for a in hub_parser._actions if isinstance(a, argparse._SubParsersAction))
+    create = hub.add_parser("create-admin", help="create a hub web admin (password on stdin)")
+    create.add_argument("username")
+    create.set_defaults(func=cmd_create_admin)
+    hub.add_parser("web", help="serve the hub web app with gunicorn").set_defaults(func=cmd_web)

@@ -1,0 +1,180 @@
+"""Devices (R13, R24): the roster with each tablet's health; enrol and revoke via the kit PKI.
+
+Enrolment writes the device's bundle (client certificate and key, signing key, CA, receiver
+keys) under the PKI directory and offers it to the admin once as a tar.gz; revocation puts the
+certificate on the CRL, which the hub broker reloads by itself within a second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tarfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, select
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
+
+from fieldkit.hub.db import ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.web import audit
+from fieldkit.hub.web.app import db, hubweb
+from fieldkit.hub.web.auth import roles_required
+from fieldkit.pki import PkiError, check_device_id, read_roster
+
+bp = Blueprint("devices", __name__, url_prefix="/devices")
+
+
+@dataclass
+class DeviceView:
+    device_id: str
+    revoked: bool
+    last_seen: str
+    av_age: str
+    backlog: str
+    version: str
+    last_erasure: str
+
+
+class EnrolForm(FlaskForm):
+    device_id = StringField("端末ID / Device id", validators=[DataRequired(), Length(max=63)])
+
+
+class RevokeForm(FlaskForm):
+    pass
+
+
+def _when(at: float | None) -> str:
+    if not at:
+        return "—"
+    return dt.datetime.fromtimestamp(at, dt.timezone(dt.timedelta(hours=9))).strftime(
+        "%Y-%m-%d %H:%M"
+    )
+
+
+def _av_age(report: dict[str, Any], now: float) -> str:
+    """Age of the antivirus definitions, from whichever field the health report carries."""
+    av = report.get("antivirus") or {}
+    if "definitions_age_hours" in av:
+        return f"{float(av['definitions_age_hours']):.0f} h"
+    for key in ("definitions_at", "signatures_at", "updated_at"):
+        if isinstance(av.get(key), int | float):
+            return f"{(now - float(av[key])) / 3600:.0f} h"
+    return "—"
+
+
+def device_views() -> list[DeviceView]:
+    session = db()
+    roster = read_roster(hubweb().pki.roster)
+    seen = dict(
+        session.execute(
+            select(RecordRow.device_id, func.max(RecordRow.received_at)).group_by(
+                RecordRow.device_id
+            )
+        ).all()
+    )
+    now = time.time()
+    views = []
+    for device_id in sorted(set(roster) | set(seen)):
+        health = session.scalars(
+            select(HealthRow)
+            .where(HealthRow.device_id == device_id)
+            .order_by(HealthRow.at.desc())
+            .limit(1)
+        ).first()
+        erasure = session.scalars(
+            select(ErasureRow)
+            .where(ErasureRow.device_id == device_id)
+            .order_by(ErasureRow.at.desc())
+            .limit(1)
+        ).first()
+        report = health.report if health is not None else {}
+        detail = report.get("detail") or {}
+        entry = roster.get(device_id)
+        views.append(
+            DeviceView(
+                device_id=device_id,
+                revoked=entry.revoked if entry else True,
+                last_seen=_when(seen.get(device_id)),
+                av_age=_av_age(report, now),
+                backlog=str(detail.get("outbox_backlog", "—")),
+                version=str(detail.get("version", "—")),
+                last_erasure=(
+                    f"{_when(erasure.at)} {erasure.level} "
+                    f"{'verified' if erasure.verified else 'NOT VERIFIED'}"
+                    if erasure is not None
+                    else "—"
+                ),
+            )
+        )
+    return views
+
+
+@bp.get("")
+@roles_required("admin", "auditor")
+def index() -> ResponseReturnValue:
+    return render_template(
+        "devices.html", devices=device_views(), enrol=EnrolForm(), revoke=RevokeForm()
+    )
+
+
+@bp.post("/enrol")
+@roles_required("admin")
+def enrol() -> ResponseReturnValue:
+    form = EnrolForm()
+    if not form.validate_on_submit():
+        abort(400, description="device id missing or too long")
+    device_id = (form.device_id.data or "").strip()
+    try:
+        check_device_id(device_id)
+        hubweb().pki.enrol(device_id)
+    except PkiError as exc:
+        flash(f"登録できません / Not enrolled: {exc}")
+        return redirect(url_for("devices.index"))
+    audit.record(db(), current_user.id, "device-enrol", device_id)
+    db().commit()
+    flash(f"{device_id} を登録しました / enrolled")
+    return redirect(url_for("devices.index"))
+
+
+@bp.post("/<device_id>/bundle")
+@roles_required("admin")
+def bundle(device_id: str) -> ResponseReturnValue:
+    """The enrolment bundle as tar.gz (private keys inside: POST, admin only, audited)."""
+    try:
+        check_device_id(device_id)
+    except PkiError:
+        abort(404)
+    directory = hubweb().pki.bundle(device_id)
+    if not directory.is_dir() or read_roster(hubweb().pki.roster).get(device_id) is None:
+        abort(404)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        archive.add(directory, arcname=device_id)
+    audit.record(db(), current_user.id, "device-bundle-download", device_id)
+    db().commit()
+    response = Response(out.getvalue(), mimetype="application/gzip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{device_id}.tar.gz"'
+    return response
+
+
+@bp.post("/<device_id>/revoke")
+@roles_required("admin")
+def revoke(device_id: str) -> ResponseReturnValue:
+    if not RevokeForm().validate_on_submit():
+        abort(400, description="the form has expired; reload the page")
+    try:
+        serial = hubweb().pki.revoke(device_id)
+    except PkiError as exc:
+        flash(f"失効できません / Not revoked: {exc}")
+        return redirect(url_for("devices.index"))
+    audit.record(db(), current_user.id, "device-revoke", device_id, serial=f"{serial:x}")
+    db().commit()
+    flash(f"{device_id} を失効しました / revoked")
+    return redirect(url_for("devices.index"))

@@ -1,0 +1,132 @@
+"""The hub web app's tables, on the hub database's ``Base`` (migration 0002).
+
+Web accounts and the handler registry hold argon2id hashes only. The web audit log is a hash
+chain: each entry's hash covers the previous entry's hash, so an edited or deleted row shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from fieldkit.hub.db import Base
+
+ROLES = ("admin", "municipality", "auditor")
+FACILITY_KINDS = ("welfare", "medical", "public", "post-office", "other")
+VISIT_KINDS = ("application-support", "card-issuance-support")
+DUTIES = ("responsible", "handler")
+
+
+class AccountRow(Base):
+    """A person who logs in to the hub web app."""
+
+    __tablename__ = "web_account"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # Municipality codes a municipality user may see (empty for admin and auditor).
+    municipalities: Mapped[list[str]] = mapped_column(JSON)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class WebAuditRow(Base):
+    __tablename__ = "web_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OperatorRow(Base):
+    """A tablet operator in the handler registry (R13, R22): 責任者 or 従事者."""
+
+    __tablename__ = "operator"
+    operator_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    duty: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class FacilityRow(Base):
+    __tablename__ = "facility"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    municipality: Mapped[str] = mapped_column(String(6))
+    address: Mapped[str] = mapped_column(String(300))
+
+
+class VisitRequestRow(Base):
+    __tablename__ = "visit_request"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facility.id"))
+    received_on: Mapped[str] = mapped_column(String(10))
+    wanted_date: Mapped[str] = mapped_column(String(10))
+    expected_people: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class VisitRow(Base):
+    __tablename__ = "visit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facility.id"))
+    date: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(String(63))
+    lead: Mapped[str] = mapped_column(String(32))
+    staff: Mapped[list[str]] = mapped_column(JSON)
+    start_time: Mapped[str] = mapped_column(String(5))
+    end_time: Mapped[str] = mapped_column(String(5))
+    incidents: Mapped[str] = mapped_column(Text)
+
+
+class PickupRow(Base):
+    """One bundle of sealed packets a municipality user downloaded."""
+
+    __tablename__ = "packet_pickup"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    municipalities: Mapped[list[str]] = mapped_column(JSON)
+    record_ids: Mapped[list[str]] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64))
+    downloaded_at: Mapped[float] = mapped_column(Float)
+    confirmed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PacketErasureRow(Base):
+    """The hub deleted a packet's ciphertext after the municipality confirmed receipt (R24)."""
+
+    __tablename__ = "packet_erasure"
+    record_id: Mapped[str] = mapped_column(ForeignKey("record.record_id"), primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(6))
+    device_id: Mapped[str] = mapped_column(String(63))
+    pickup_id: Mapped[int] = mapped_column(ForeignKey("packet_pickup.id"))
+    ciphertext_sha256: Mapped[str] = mapped_column(String(64))
+    erased_at: Mapped[float] = mapped_column(Float)
+    erased_by: Mapped[str] = mapped_column(String(64))
+
+
+class IncidentRow(Base):
+    """An incident report (R25): what happened, how much, where and how, and what was done."""
+
+    __tablename__ = "incident"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reported_at: Mapped[float] = mapped_column(Float)
+    reported_by: Mapped[str] = mapped_column(String(64))
+    occurred_on: Mapped[str] = mapped_column(String(10))
+    what: Mapped[str] = mapped_column(Text)
+    how_much: Mapped[str] = mapped_column(Text)
+    location: Mapped[str] = mapped_column(Text)
+    how: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,184 @@
+"""Fixtures for the hub web app tests: an app on a real hub database (SQLite or PostgreSQL),
+accounts of each role, logged-in test clients, and generated statistics records."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from fieldkit.config import DeviceConfig
+from fieldkit.hub.db import RecordRow, SealedPacketRow, StatisticsRow
+from fieldkit.hub.web.app import create_app, hubweb
+from fieldkit.hub.web.auth import create_account
+from fieldkit.pki import (
+    KitPki,
+    key_fingerprint,
+    load_ed25519_private,
+    load_x25519_public,
+    raw_public,
+)
+from fieldkit.sealing import seal
+from fieldkit.sync.service import new_record_id
+
+PASSWORD = "correct horse battery"
+OTHER_MUNICIPALITY = "271004"  # Osaka-shi
+CSRF = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def web_config(tmp_path: Path, pki: KitPki, database_url: str, **web: Any) -> DeviceConfig:
+    return DeviceConfig(
+        device={"id": "hub-01", "role": "hub"},
+        hub={"pki": pki.root, "database_url": database_url},
+        hubweb={"cookie_secure": False, "secret_key_file": tmp_path / "web.key", **web},
+    )
+
+
+@pytest.fixture
+def web_app(tmp_path: Path, pki: KitPki, database_url: str) -> Iterator[Flask]:
+    from tests.hubkit import MUNICIPALITY
+
+    app = create_app({"FIELDKIT": web_config(tmp_path, pki, database_url), "TESTING": True})
+    with Session(hubweb(app).engine) as session:
+        create_account(session, "admin", PASSWORD, "admin", actor="test")
+        create_account(session, "chiyoda", PASSWORD, "municipality", [MUNICIPALITY], actor="test")
+        create_account(
+            session, "osaka", PASSWORD, "municipality", [OTHER_MUNICIPALITY], actor="test"
+        )
+        create_account(session, "auditor", PASSWORD, "auditor", actor="test")
+        session.commit()
+    yield app
+    hubweb(app).engine.dispose()
+
+
+def csrf_token(client: FlaskClient, path: str) -> str:
+    page = client.get(path)
+    match = CSRF.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {path} ({page.status_code})"
+    return match.group(1)
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
+    token = csrf_token(client, "/login")
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}
+    )
+
+
+ClientFactory = Callable[[str], FlaskClient]
+
+
+@pytest.fixture
+def client_as(web_app: Flask) -> ClientFactory:
+    def make(username: str) -> FlaskClient:
+        client = web_app.test_client()
+        response = login(client, username)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return client
+
+    return make
+
+
+SITES = ("公民館", "さくら苑", "中央郵便局")
+MUNICIPALITIES = ("131016", OTHER_MUNICIPALITY, "011002")
+SEXES = ("female", "male", "other", "unknown")
+BANDS = ("0-14", "15-64", "65-74", "75+", "unknown")
+OUTCOMES = ("applied", "applied", "applied", "forwarded", "abandoned")
+
+
+def generated_statistics(n: int, seed: int = 7) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        month = rng.choice(("08", "09"))
+        rows.append(
+            {
+                "record_id": new_record_id(),
+                "device_id": rng.choice(("tab-a", "tab-b")),
+                "site": rng.choice(SITES),
+                "date": f"2026-{month}-{rng.randint(1, 28):02d}",
+                "municipality": rng.choice(MUNICIPALITIES),
+                "sex": rng.choice(SEXES),
+                "age_band": rng.choice(BANDS),
+                "mode": rng.choice(("support", "reception")),
+                "outcome": rng.choice(OUTCOMES),
+            }
+        )
+    return rows
+
+
+def store_statistics(app: Flask, rows: list[dict[str, str]]) -> None:
+    now = time.time()
+    with Session(hubweb(app).engine) as session:
+        session.execute(
+            insert(RecordRow),
+            [
+                {
+                    "record_id": r["record_id"],
+                    "device_id": r["device_id"],
+                    "kind": "statistics",
+                    "created_at": now,
+                    "received_at": now,
+                    "digest": "0" * 64,
+                    "signature": "test",
+                }
+                for r in rows
+            ],
+        )
+        session.execute(insert(StatisticsRow), rows)
+        session.commit()
+
+
+def store_packet(app: Flask, pki: KitPki, municipality: str, plaintext: bytes) -> str:
+    """Seal ``plaintext`` as tab-a would, and store it as ingest does (ciphertext only)."""
+    from fieldkit.sealing import unb64
+
+    if not pki.receiver_dir(municipality).exists():
+        pki.create_receiver(municipality)
+    public = load_x25519_public(pki.receiver_dir(municipality) / "public.pem")
+    record_id = new_record_id()
+    packet = seal(
+        plaintext,
+        public,
+        load_ed25519_private(pki.bundle("tab-a") / "signing.key"),
+        record_id=record_id,
+        device_id="tab-a",
+        municipality=municipality,
+    )
+    assert packet.receiver_key == key_fingerprint(raw_public(public))
+    now = time.time()
+    with Session(hubweb(app).engine) as session:
+        session.add(
+            RecordRow(
+                record_id=record_id,
+                device_id="tab-a",
+                kind="packet",
+                created_at=now,
+                received_at=now,
+                digest="0" * 64,
+                signature="test",
+            )
+        )
+        session.flush()
+        session.add(
+            SealedPacketRow(
+                record_id=record_id,
+                municipality=municipality,
+                device_id="tab-a",
+                suite=packet.suite,
+                receiver_key=packet.receiver_key,
+                ciphertext=unb64(packet.ciphertext, "ciphertext"),
+                signature=packet.signature,
+            )
+        )
+        session.commit()
+    return record_id
