@@ -14,12 +14,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from fieldkit.broker import LocalBroker
+from fieldkit.broker import LocalBroker, free_loopback_port
 from fieldkit.capture.sources import DEMO_ID
 from fieldkit.kiosk.app import attach_service, detach_service, kiosk
 from fieldkit.kiosk.flow import Step
+from fieldkit.pki import KitPki
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from fieldkit.sync.messages import OutboxStatus
+from fieldkit.sync.messages import StatusRequest as SyncStatusRequest
 from tests.antivirus_fixtures import fresh_definitions
 from tests.cups import LocalPrinter, config_for, pdf_text, placed_images, wait_for_received
 from tests.test_kiosk_app import login, make_app, post
@@ -29,19 +32,30 @@ KioskFactory = Callable[..., Flask]
 
 @pytest.fixture
 def start_kiosk(
-    broker: LocalBroker, tmp_path: Path, local_printer: LocalPrinter, operator_hash: str
+    broker: LocalBroker,
+    tmp_path: Path,
+    local_printer: LocalPrinter,
+    operator_hash: str,
+    pki: KitPki,
 ) -> Iterator[KioskFactory]:
     """The kiosk attached to the bus with capture, printing and antivirus running for real."""
     started: list[ServiceContext] = []
     apps: list[Flask] = []
 
     def start(definitions_age_hours: float | None = 1.0) -> Flask:
-        names = ["capture", "printing"]
+        names = ["capture", "printing", "sync"]
+        # The tablet is enrolled; packets for Matsumoto are sealed to its receiver key.
+        pki.create_receiver("202029")
+        pki.enrol("test-tablet-01")
+        sync = (
+            f'\n[sync]\noutbox = "{tmp_path / "outbox.sqlite"}"\n'
+            f'bundle = "{pki.bundle("test-tablet-01")}"\nhub_port = {free_loopback_port()}\n'
+        )
         antivirus = ""
         if definitions_age_hours is not None:
             names.append("antivirus")
             antivirus = fresh_definitions(tmp_path, definitions_age_hours)
-        config = config_for(tmp_path, local_printer, antivirus)
+        config = config_for(tmp_path, local_printer, antivirus + sync)
         started.extend(start_service(spec, config) for spec in load_specs(names))
         (kiosk_spec,) = load_specs(["kiosk"])
         app = make_app(config, operator_hash)
@@ -67,7 +81,7 @@ def wait_live(client: FlaskClient, predicate: str, timeout: float = 40.0) -> dic
 
 
 def test_a_whole_session_through_capture_and_printing(
-    start_kiosk: KioskFactory, local_printer: LocalPrinter
+    start_kiosk: KioskFactory, local_printer: LocalPrinter, tmp_path: Path
 ) -> None:
     app = start_kiosk()
     with app.test_client() as client:
@@ -109,6 +123,19 @@ def test_a_whole_session_through_capture_and_printing(
 
         post(client, "/finish", {}, page="/done")
         post(client, "/next", {}, page="/ended")
+
+        # R15 R21 R23: sync holds the sealed packet, the statistics and the audit events.
+        def outbox() -> OutboxStatus:
+            return kiosk(app).service.bus.request(  # type: ignore[union-attr]
+                "sync", "status", SyncStatusRequest(), OutboxStatus
+            )
+
+        deadline = time.monotonic() + 20
+        while outbox().pending < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert outbox().pending >= 3
+        raw = (tmp_path / "outbox.sqlite").read_bytes()
+        assert DEMO_ID.encode() not in raw
         client.get("/")  # where the browser goes next
         assert session.photo is None and session.application_id is None
         assert kiosk(app).camera is not None and kiosk(app).camera.live is None

@@ -20,6 +20,7 @@ from fieldkit.kiosk.camera import Camera
 from fieldkit.kiosk.flow import ApplicantSession, AuditEvent, Counter
 from fieldkit.kiosk.handoff import SessionFolders
 from fieldkit.kiosk.operators import OperatorRegistry
+from fieldkit.kiosk.outbound import Outbound
 from fieldkit.kiosk.printer import Printer
 from fieldkit.kiosk.text import Lang, age_band_label, say
 from fieldkit.municipalities import MunicipalityTable
@@ -49,10 +50,13 @@ class Kiosk:
     camera: Camera | None = None
     printer: Printer | None = None
     folders: SessionFolders | None = None
+    outbound: Outbound | None = None
 
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
         self.audit_log.append(event)
+        if self.outbound is not None:
+            self.outbound.audit(event)
         log.info(
             "audit: operator=%s sid=%s action=%s %s->%s",
             event.operator,
@@ -66,6 +70,12 @@ class Kiosk:
         # The ID typed at a refused login is recorded as typed: it is an operator ID, not
         # applicant data, and the audit needs it to see guessing (R14).
         self.record(AuditEvent(time.time(), operator[:32], "", action, "", ""))
+
+    def session_closed(self, session: ApplicantSession) -> list[str]:
+        """A session closes: its files go, its statistics go to the hub (R6, R21)."""
+        if self.outbound is not None:
+            self.outbound.statistics(session)
+        return self.purge_files(session.sid)
 
     def purge_files(self, sid: str) -> list[str]:
         return self.folders.purge(sid) if self.folders is not None else []
@@ -132,6 +142,7 @@ def kiosk(app: Flask | None = None) -> Kiosk:
 def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state = kiosk(app)
     state.service = ctx
+    state.outbound = Outbound(ctx.bus, state.config.device.site or state.config.device.id)
     state.camera = Camera(ctx.bus, state.counter, state.config.kiosk.online_application_hosts)
     state.printer = Printer(
         ctx.bus, state.counter, state.config.device.site or state.config.device.id
@@ -146,6 +157,9 @@ def detach_service(app: Flask) -> None:
         state.service = None
         state.camera = None
         state.printer = None
+        if state.outbound is not None:
+            state.outbound.close()
+            state.outbound = None
 
 
 SECURITY_HEADERS = {
@@ -187,7 +201,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             lockout_seconds=settings.lockout_minutes * 60,
         ),
         counter=Counter(
-            audit=lambda e: state.record(e), on_close=lambda s: state.purge_files(s.sid)
+            audit=lambda e: state.record(e), on_close=lambda s: state.session_closed(s)
         ),
         municipalities=MunicipalityTable.load(settings.prefectures),
     )

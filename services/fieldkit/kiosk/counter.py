@@ -29,6 +29,7 @@ from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.camera import Camera, LiveView
 from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
+from fieldkit.kiosk.outbound import SubmissionRefused
 from fieldkit.kiosk.text import say
 
 bp = Blueprint("counter", __name__)
@@ -317,6 +318,17 @@ def review() -> ResponseReturnValue:
 def submit() -> ResponseReturnValue:
     """Apply: the session is sealed for sync (issue 5) and its receipts go to the printer."""
     if EmptyForm().validate_on_submit():
+        outbound = kiosk().outbound
+        if outbound is not None:
+            # The packet is in sync's outbox, sealed, before the session moves on (R15, R23).
+            try:
+                outbound.submit_packet(kiosk().counter.require(Step.REVIEW))
+            except SubmissionRefused as refused:
+                key = "need_municipality" if refused.reason == "municipality" else None
+                flash(
+                    say(key, g.lang) if key else f"{say('submit_refused', g.lang)} {refused.reason}"
+                )
+                return to_current_step()
         session = kiosk().counter.submit()
         printer = kiosk().printer
         if printer is not None:

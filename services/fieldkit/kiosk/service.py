@@ -30,6 +30,6 @@ SERVICE = ServiceSpec(
     command=gunicorn_command,
     holds_personal_data=True,
     # The end of every applicant session asks the wipe service to erase it (issue 8).
-    requests=("antivirus", "capture", "printing", "wipe"),
+    requests=("antivirus", "capture", "printing", "sync", "wipe"),
     listens=("capture/evt/#", "printing/evt/#"),
 )

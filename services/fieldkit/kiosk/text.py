@@ -120,6 +120,14 @@ TEXT: dict[str, tuple[str, str]] = {
         "顔写真のアップロードでは、このファイルを選んでください:",
         "When asked for the face photo, choose this file:",
     ),
+    "need_municipality": (
+        "申請データを届ける市町村が必要です。「戻る」でお住まいの市町村を選んでください。",
+        "The application goes to your municipality: go back and choose where you live.",
+    ),
+    "submit_refused": (
+        "申請データを保存できませんでした。係員に知らせてください。",
+        "The application could not be stored. Please tell the staff.",
+    ),
     "printing": ("控えを印刷しています", "Printing your receipts"),
     "done": ("申請が終わりました", "Your application is complete"),
 }

@@ -40,6 +40,7 @@ from fieldkit.sync.messages import (
 from fieldkit.sync.outbox import DuplicateRecord, Outbox, OutboxFull
 from fieldkit.sync.settings import SyncSection
 from fieldkit.sync.wire import BODY_MODELS, Acks, Record, down_topic, up_topic
+from fieldkit.wipe.record import ErasureRecord
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,21 @@ def setup(ctx: ServiceContext) -> None:
     def on_status(request: StatusRequest, meta: Incoming) -> OutboxStatus:
         return courier.status()
 
+    def on_erasure_record(record: ErasureRecord, meta: Incoming) -> None:
+        # The wipe's signed record travels to the hub as it was written (R24).
+        courier.submit_record(
+            "erasure",
+            {
+                "at": record.finished,
+                "level": record.kind,
+                "verified": record.ok,
+                "record": record.model_dump(mode="json"),
+            },
+        )
+
     ctx.bus.handle_request("submit-packet", SubmitPacket, on_packet)
     ctx.bus.handle_request("submit", SubmitRecord, on_record)
+    ctx.bus.handle_event("wipe/evt/record", ErasureRecord, on_erasure_record)
     ctx.bus.handle_request("status", StatusRequest, on_status)
     courier.start()
     ctx.on_stop(courier.stop)
@@ -359,4 +373,5 @@ SERVICE = ServiceSpec(
     summary="outbox: sealed records delivered to the hub over mutual TLS",
     setup=setup,
     roles=frozenset({"tablet"}),
+    listens=("wipe/evt/record",),
 )
