@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   mosquitto mosquitto-clients
+  chromium chromium-driver nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd-boot-efi
 )
 
 need_apt() {

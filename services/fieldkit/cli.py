@@ -19,6 +19,8 @@ from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
+from fieldkit.policies import PolicyError
+from fieldkit.provision_cli import add_commands as add_provision_commands
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
 from fieldkit.runner import Supervisor, connect_bus, run_service
 
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser("check", help="validate the device config").set_defaults(
         func=cmd_config_check
     )
+    add_provision_commands(sub)
     return parser
 
 
@@ -168,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        if not getattr(args, "needs_config", True):
+            # Build-machine commands (policy, image) run where no device config exists.
+            done: int = args.func(args)
+            return done
         config = load_config(args.config)
         result: int = args.func(args, config)
         return result
     except ConfigError as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 2
-    except (RegistryError, BrokerError, BusError, MessageError) as exc:
+    except (RegistryError, BrokerError, BusError, MessageError, PolicyError) as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,70 @@
+"""``fieldkit policy ...`` and ``fieldkit image ...``: the provisioning admin's commands (R31).
+
+These commands work on the build machine and need no device config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fieldkit.policies import (
+    KINDS,
+    ansible_vars,
+    load_policies,
+    render,
+    write_rendered,
+)
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    policies = load_policies(args.policies)
+    kinds = ", ".join(KINDS)
+    print(f"policies ok: {kinds} (services: max exposure {policies.services.max_exposure})")
+    return 0
+
+
+def cmd_policy_render(args: argparse.Namespace) -> int:
+    policies = load_policies(args.policies)
+    kinds = list(KINDS) if args.kind == "all" else [args.kind]
+    for kind in kinds:
+        files = render(policies, kind, args.role)
+        if args.root is not None:
+            for written in write_rendered(files, args.root):
+                print(written)
+            continue
+        for path, body in sorted(files.items()):
+            if len(files) > 1 or len(kinds) > 1:
+                print(f"# ==> {path} <==")
+            sys.stdout.write(body)
+    return 0
+
+
+def cmd_policy_vars(args: argparse.Namespace) -> int:
+    print(json.dumps(ansible_vars(load_policies(args.policies), args.role), ensure_ascii=False))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Attach the ``policy`` and ``image`` command groups to the main parser."""
+    policy = sub.add_parser("policy", help="device policies (policies/*.yaml)")
+    policy.set_defaults(needs_config=False)
+    policy.add_argument(
+        "--policies", type=Path, default=None, help="policy directory (default: policies/)"
+    )
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+
+    check = psub.add_parser("check", help="validate every policy file")
+    check.set_defaults(func=cmd_policy_check, needs_config=False)
+
+    rend = psub.add_parser("render", help="print (or write) the files a policy installs")
+    rend.add_argument("kind", choices=[*KINDS, "all"])
+    rend.add_argument("--role", choices=["tablet", "hub"], default="tablet")
+    rend.add_argument("--root", type=Path, default=None, help="write below this directory")
+    rend.set_defaults(func=cmd_policy_render, needs_config=False)
+
+    avars = psub.add_parser("vars", help="print the Ansible variables derived from policies")
+    avars.add_argument("--role", choices=["tablet", "hub"], default="tablet")
+    avars.set_defaults(func=cmd_policy_vars, needs_config=False)
