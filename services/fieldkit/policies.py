@@ -141,6 +141,8 @@ class TmpfsMount(Policy):
     path: PurePosixPath
     size: str = Field(pattern=_SIZE.pattern)
     mode: str = Field(pattern=r"^[0-7]{4}$")
+    # Owner of the mounted directory, set by systemd-tmpfiles after the mount at boot.
+    owner: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
 
     @field_validator("path")
     @classmethod
@@ -474,6 +476,11 @@ def render_erasure(policy: ErasurePolicy) -> RenderedFiles:
             "[Install]\n"
             "WantedBy=local-fs.target\n"
         )
+    owned = [m for m in policy.tmpfs if m.owner]
+    if owned:
+        lines = [f"# {GENERATED.format(kind=kind)}"]
+        lines += [f"d {m.path} {m.mode} {m.owner} {m.owner} -" for m in owned]
+        files[PurePosixPath("/etc/tmpfiles.d/fieldkit-tmpfs.conf")] = "\n".join(lines) + "\n"
     return files
 
 
@@ -644,8 +651,13 @@ def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFile
     raise PolicyError(f"unknown policy kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
-def ansible_vars(policies: PolicySet, role: str) -> dict[str, Any]:
+def ansible_vars(
+    policies: PolicySet, role: str, policies_dir: Path | None = None
+) -> dict[str, Any]:
     """Variables for the Ansible roles: the playbooks take their settings from here only."""
+    from fieldkit.broker import render_acl
+    from fieldkit.registry import identities_for, specs_for_role
+
     files = {kind: render(policies, kind, role) for kind in KINDS}
     as_text = {
         kind: {str(p): body for p, body in rendered.items()} for kind, rendered in files.items()
@@ -670,6 +682,8 @@ def ansible_vars(policies: PolicySet, role: str) -> dict[str, Any]:
         "fieldkit_services_user": policies.services.user,
         "fieldkit_services_venv": str(policies.services.venv),
         "fieldkit_services_max_exposure": policies.services.max_exposure,
+        "broker_acl": render_acl(identities_for(specs_for_role(role))),
+        "policy_dir": str(policies_dir) if policies_dir is not None else "",
     }
 
 

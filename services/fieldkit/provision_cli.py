@@ -13,6 +13,7 @@ from pathlib import Path
 from fieldkit.policies import (
     KINDS,
     ansible_vars,
+    default_policy_dir,
     load_policies,
     render,
     write_rendered,
@@ -43,7 +44,9 @@ def cmd_policy_render(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_vars(args: argparse.Namespace) -> int:
-    print(json.dumps(ansible_vars(load_policies(args.policies), args.role), ensure_ascii=False))
+    directory = (args.policies or default_policy_dir()).resolve()
+    values = ansible_vars(load_policies(directory), args.role, directory)
+    print(json.dumps(values, ensure_ascii=False))
     return 0
 
 
