@@ -17,6 +17,7 @@ from fieldkit import __version__
 from fieldkit.broker import BrokerError, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
+from fieldkit.imaging import ImageBuildError
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.policies import PolicyError
@@ -181,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 2
-    except (RegistryError, BrokerError, BusError, MessageError, PolicyError) as exc:
+    except (
+        RegistryError,
+        BrokerError,
+        BusError,
+        MessageError,
+        PolicyError,
+        ImageBuildError,
+    ) as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 1

@@ -669,7 +669,7 @@ def ansible_vars(
         "kiosk_url": policies.browser.kiosk_url,
         "hardening_erasure_files": as_text["erasure"],
         "hardening_tmpfs_units": [mount_unit_name(m.path) for m in erasure.tmpfs],
-        "hardening_tmpfs_paths": [str(m.path) for m in erasure.tmpfs],
+        "hardening_tmpfs_mounts": [{"path": str(m.path), "mode": m.mode} for m in erasure.tmpfs],
         "hardening_swap_enabled": erasure.swap,
         "cups_settings": cupsd_settings(erasure),
         "firewall_nftables_ruleset": as_text["network"][str(NFTABLES_PATH)],
