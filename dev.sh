@@ -10,7 +10,10 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   mosquitto mosquitto-clients
-  chromium chromium-driver nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd-boot-efi
+  clamav clamav-freshclam
+  libzbar0  # capture: pyzbar's QR decoder
+  cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
+  chromium chromium-driver nftables mmdebstrap mtools dosfstools fdisk e2fsprogs  # images: browser test, image build
 )
 
 need_apt() {
@@ -22,7 +25,7 @@ need_apt() {
     echo "==> installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    apt-get install -y -qq "${missing[@]}"
   fi
 }
 

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldkit.broker import LocalBroker
+from fieldkit.broker import LocalBroker, free_loopback_port
 from fieldkit.bus import Bus, Endpoint, read_password
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.registry import Identity, identities_for, load_specs
@@ -39,6 +39,9 @@ def write_config(directory: Path, body: str = "") -> Path:
             [bus]
             port = 0
             runtime_dir = "{directory / "run"}"
+
+            [kiosk]
+            listen_port = {free_loopback_port()}
 
             [runner]
             backoff_initial = 0.2
@@ -101,3 +104,18 @@ def raw_client(broker: LocalBroker, identity: str | None, password: str | None =
             password if password is not None else read_password(broker.runtime_dir, identity),
         )
     return client
+
+
+OPERATOR_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def operator_hash() -> str:
+    """An argon2id hash for the test operators (hashing is slow: once per run)."""
+    from fieldkit.kiosk.operators import hash_password
+
+    return hash_password(OPERATOR_PASSWORD)
+
+
+# A real cupsd with a queue on ippeveprinter (see tests/cups.py), for any test that prints.
+from tests.cups import local_printer, printing_config  # noqa: E402, F401

@@ -221,7 +221,10 @@ def test_suid_files_are_on_the_reviewed_list(host: Any) -> None:
 
 def test_antivirus_and_updates(host: Any) -> None:
     """R10: freshclam from the hub mirror, enabled; R18: unattended security upgrades."""
+    from fieldkit.policies import freshclam_conf
+
     fresh = host.file("/etc/clamav/freshclam.conf").content_string
+    assert fresh == freshclam_conf(REPO / "policies")
     assert re.search(r"^PrivateMirror \S+", fresh, re.M)
     assert not re.search(r"^DatabaseMirror\s", fresh, re.M)
     assert host.service("clamav-freshclam").is_enabled

@@ -254,3 +254,16 @@ def test_nftables_ruleset_loads_and_drops_by_default(tmp_path: Path) -> None:
     assert listed.count("policy drop;") == 3
     assert "192.0.2.10" in listed and "dport 8883" in listed
     assert "policy accept" not in listed
+
+
+def test_freshclam_conf_comes_from_the_antivirus_policy(policy_dir: Path) -> None:
+    """R10: the image's freshclam.conf is the antivirus service's rendering of its policy."""
+    from fieldkit.policies import freshclam_conf
+
+    conf = freshclam_conf(REPO_POLICIES)
+    assert "PrivateMirror http" in conf and "DatabaseMirror" not in conf
+    values = ansible_vars(load_policies(REPO_POLICIES), "tablet", REPO_POLICIES)
+    assert values["antivirus_freshclam_conf"] == conf
+    (policy_dir / "antivirus.toml").write_text('[antivirus]\nmirror_url = "ftp://x"\n')
+    with pytest.raises(PolicyError, match=r"antivirus\.toml: mirror_url"):
+        freshclam_conf(policy_dir)

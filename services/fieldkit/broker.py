@@ -104,6 +104,8 @@ class LocalBroker:
                 # Nothing that crossed the bus may survive the broker (R6, R12).
                 "persistence false",
                 "retain_available true",
+                # Small request/reply messages: without this, Nagle + delayed ACK add ~80 ms.
+                "set_tcp_nodelay true",
                 f"max_packet_size {self.max_message_bytes + 65536}",
                 "max_queued_messages 1000",
                 "log_dest stderr",
@@ -133,10 +135,18 @@ class LocalBroker:
             self.config_file.write_text(self.render_config())
             for name, pw in passwords.items():
                 (creds_dir / name).write_text(pw + "\n")
-            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
         finally:
             os.umask(old_umask)
         return passwords
+
+    def publish_endpoint(self) -> None:
+        """Tell clients where to connect; called only once mosquitto accepts connections,
+        so a client that waits for this file never races the broker's start."""
+        old_umask = os.umask(0o077)
+        try:
+            (self.runtime_dir / ENDPOINT_FILE).write_text(self.endpoint.to_json())
+        finally:
+            os.umask(old_umask)
 
     def start(self, timeout: float = 10.0) -> None:
         if shutil.which(self.mosquitto) is None:
@@ -144,6 +154,8 @@ class LocalBroker:
                 f"{self.mosquitto} is not installed (Debian package 'mosquitto'); "
                 "run the README's set-up command"
             )
+        # A file left by a crashed run would tell clients a dead broker is up.
+        (self.runtime_dir / ENDPOINT_FILE).unlink(missing_ok=True)
         self.write_files()
         if self.endpoint.socket and self.endpoint.socket.exists():
             self.endpoint.socket.unlink()
@@ -159,6 +171,7 @@ class LocalBroker:
                     f"(config {self.config_file}); see its messages above"
                 )
             if self._accepting():
+                self.publish_endpoint()
                 log.info("broker listening on %s", self.endpoint.describe())
                 return
             time.sleep(0.05)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -152,6 +153,9 @@ class Bus:
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = set_no_delay
+        self._initial_subscription: int | None = None
         if announce_health:
             will = Health(service=identity, state="offline", pid=os.getpid(), version=__version__)
             self._client.will_set(f"health/{identity}", will.encode(), qos=1, retain=True)
@@ -189,6 +193,10 @@ class Bus:
         self._client.loop_stop()
         self._connected.clear()
 
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Block until the bus is connected (True) or ``timeout`` passes (False)."""
+        return self._connected.wait(timeout)
+
     def __enter__(self) -> Bus:
         self.connect()
         return self
@@ -212,7 +220,16 @@ class Bus:
         if len(payload) > self._max_bytes:
             raise BusError(f"message for {topic} is {len(payload)} bytes, over the bus limit")
         info = self._client.publish(topic, payload, qos=qos, retain=False, properties=properties)
+        if self._on_bus_thread():
+            # Called from a handler: the acknowledgement can only arrive on this very thread,
+            # so waiting would deadlock. A refusal is logged by _on_publish instead.
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise BusError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+            return
         self._check_publish(topic, info, timeout)
+
+    def _on_bus_thread(self) -> bool:
+        return threading.current_thread() is getattr(self._client, "_thread", None)
 
     def _publish_health(self, state: str) -> mqtt.MQTTMessageInfo:
         health = Health(service=self.identity, state=state, pid=os.getpid(), version=__version__)
@@ -290,7 +307,7 @@ class Bus:
         self, target: str, op: str, message: Message, reply_model: type[R], timeout: float = 5.0
     ) -> R:
         """Send a request and wait for the reply; RequestRefused on an error reply."""
-        if threading.current_thread() is getattr(self._client, "_thread", None):
+        if self._on_bus_thread():
             raise BusError("request() called from the bus thread would deadlock")
         correlation = uuid.uuid4().bytes
         props = _publish_properties()
@@ -372,12 +389,26 @@ class Bus:
             return
         with self._lock:
             filters = [*self._handlers, *self._observers]
-        filters.append(f"+/rep/{self.identity}")
-        for topic_filter in filters:
-            client.subscribe(topic_filter, qos=1)
+            filters.append(f"+/rep/{self.identity}")
+            # connect() returns only once the broker has acknowledged every subscription, so
+            # a request sent right after start-up is not lost.
+            _, self._initial_subscription = client.subscribe([(f, 1) for f in filters])
         if self._announce:
             self._publish_health("online")
-        self._connected.set()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("%s: broker refused a subscription: %s", self.identity, ", ".join(failed))
+        if mid == self._initial_subscription:
+            self._connected.set()
 
     def _on_disconnect(
         self,
@@ -401,6 +432,7 @@ class Bus:
     ) -> None:
         with self._lock:
             if reason.is_failure:
+                log.warning("%s: broker refused message %d: %s", self.identity, mid, reason)
                 self._refused[mid] = reason
             else:
                 self._refused.pop(mid, None)
@@ -429,6 +461,12 @@ class Bus:
             future = self._pending.get(correlation) if correlation else None
         if future is not None and not future.done():
             future.set_result((bytes(msg.payload), msg.topic))
+
+
+def set_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    # paho leaves Nagle on; with delayed ACKs every small request/reply would wait ~40 ms.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _message_type(payload: bytes) -> str | None:

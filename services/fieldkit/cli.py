@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fieldkit import __version__
-from fieldkit.broker import BrokerError, render_acl
+from fieldkit.antivirus.cli import add_commands as add_av_commands
+from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
 from fieldkit.imaging import ImageBuildError
@@ -23,7 +24,13 @@ from fieldkit.messages import Health, MessageError
 from fieldkit.policies import PolicyError
 from fieldkit.provision_cli import add_commands as add_provision_commands
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
-from fieldkit.runner import Supervisor, connect_bus, run_service
+from fieldkit.runner import (
+    Supervisor,
+    configured_endpoint,
+    connect_bus,
+    install_stop_signals,
+    run_service,
+)
 
 log = logging.getLogger("fieldkit")
 
@@ -112,6 +119,25 @@ def cmd_bus_retained(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 1 if bad else 0
 
 
+def cmd_broker_run(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Run only the local broker (for a split deployment, e.g. docker-compose)."""
+    stop = threading.Event()
+    install_stop_signals(stop)
+    config.bus.runtime_dir.mkdir(parents=True, exist_ok=True)
+    broker = LocalBroker(
+        config.bus.runtime_dir,
+        identities_for(_specs(config)),
+        configured_endpoint(config),
+        max_message_bytes=config.bus.max_message_bytes,
+    )
+    with broker:
+        while not stop.wait(0.5):
+            if broker.process is not None and broker.process.poll() is not None:
+                log.error("mosquitto exited with status %s", broker.process.returncode)
+                return 1
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace, config: DeviceConfig) -> int:
     print(f"{config_path(args.config)}: ok ({config.device.role} {config.device.id})")
     return 0
@@ -158,12 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     retained.add_argument("--wait", type=float, default=1.0)
     retained.set_defaults(func=cmd_bus_retained)
 
+    broker = sub.add_parser("broker", help="the local broker").add_subparsers(
+        dest="broker_command", required=True
+    )
+    broker.add_parser("run", help="run only the broker, until Ctrl-C").set_defaults(
+        func=cmd_broker_run
+    )
+
     config = sub.add_parser("config", help="device config tools").add_subparsers(
         dest="config_command", required=True
     )
     config.add_parser("check", help="validate the device config").set_defaults(
         func=cmd_config_check
     )
+    add_av_commands(sub)
     add_provision_commands(sub)
     return parser
 

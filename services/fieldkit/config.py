@@ -15,6 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fieldkit.antivirus.settings import AntivirusSection
+from fieldkit.capture.settings import CaptureSection
+from fieldkit.kiosk.settings import KioskSection
+from fieldkit.printing.settings import PrintingSection
+
 DEFAULT_CONFIG_PATH = Path("/etc/fieldkit/device.toml")
 CONFIG_ENV = "FIELDKIT_CONFIG"
 
@@ -81,6 +86,10 @@ class DeviceConfig(BaseSettings):
     device: DeviceSection
     bus: BusSection = BusSection()
     runner: RunnerSection = RunnerSection()
+    kiosk: KioskSection = KioskSection()
+    antivirus: AntivirusSection = AntivirusSection()
+    capture: CaptureSection = CaptureSection()
+    printing: PrintingSection = PrintingSection()
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar, get_args
@@ -683,8 +684,35 @@ def ansible_vars(
         "fieldkit_services_venv": str(policies.services.venv),
         "fieldkit_services_max_exposure": policies.services.max_exposure,
         "broker_acl": render_acl(identities_for(specs_for_role(role))),
+        "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
     }
+
+
+def freshclam_conf(policies_dir: Path) -> str:
+    """freshclam.conf from ``policies/antivirus.toml``, rendered by the antivirus service's code.
+
+    The antivirus policy is the antivirus service's own file (TOML, its settings model); the
+    image installs exactly what that service would write, so both read one source (R10).
+    """
+    from fieldkit.antivirus.engine import EngineError, render_freshclam_conf
+    from fieldkit.antivirus.settings import AntivirusSection
+
+    path = policies_dir / "antivirus.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        section = AntivirusSection.model_validate(raw.get("antivirus", {}))
+        database_dir = section.database_dir or Path("/var/lib/clamav")
+        owner = section.database_owner or "clamav"
+        return render_freshclam_conf(section, database_dir, owner=owner)
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from None
+    except EngineError as exc:
+        raise PolicyError(f"policy file {path}: {exc}") from None
 
 
 def write_rendered(files: RenderedFiles, root: Path) -> list[Path]:

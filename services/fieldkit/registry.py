@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class ServiceSpec:
     requests: tuple[str, ...] = ()
     # Extra topic filters it may read, e.g. another service's events ``kiosk/evt/#``.
     listens: tuple[str, ...] = ()
+    # How the supervisor starts it, given the config path; default `fieldkit service run <name>`.
+    # The kiosk uses this to run under gunicorn, which then calls ``setup`` in its worker.
+    command: Callable[[Path], list[str]] | None = None
+    # Holds applicant data in memory: must answer the wipe's forget handshake (fieldkit.erasure).
+    holds_personal_data: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -63,6 +69,8 @@ def topic_rights(spec: ServiceSpec) -> Identity:
     writes = [f"health/{n}", f"{n}/error", f"{n}/evt/#", f"{n}/rep/#"]
     writes += [f"{n}/req/{target}/#" for target in spec.requests]
     reads = [f"+/req/{n}/#", f"+/rep/{n}", *spec.listens]
+    if spec.holds_personal_data:
+        reads.append("wipe/evt/session/+/forget")
     return Identity(name=n, writes=tuple(writes), reads=tuple(reads), description=spec.summary)
 
 
@@ -96,6 +104,11 @@ def specs_for_role(role: str, names: Iterable[str] | None = None) -> list[Servic
     if names is not None and wrong:
         raise RegistryError(f"services {', '.join(wrong)} do not run on a {role}")
     return [s for s in specs if role in s.roles]
+
+
+def holders(specs: Iterable[ServiceSpec]) -> list[str]:
+    """The services that must answer a session's forget handshake."""
+    return sorted(s.name for s in specs if s.holds_personal_data)
 
 
 def identities_for(specs: Iterable[ServiceSpec]) -> list[Identity]:

@@ -67,7 +67,7 @@ def connect_bus(config: DeviceConfig, identity: str, *, announce_health: bool = 
     )
 
 
-def _install_stop_signals(stop: threading.Event) -> None:
+def install_stop_signals(stop: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
@@ -96,7 +96,7 @@ def stop_service(ctx: ServiceContext) -> None:
 def run_service(spec: ServiceSpec, config: DeviceConfig) -> int:
     """Run one service in this process until SIGTERM/SIGINT. Returns the exit status."""
     stopping = threading.Event()
-    _install_stop_signals(stopping)
+    install_stop_signals(stopping)
     try:
         ctx = start_service(spec, config)
     except BusError as exc:
@@ -141,9 +141,13 @@ class Supervisor:
         self.broker.start()
 
     def _spawn(self, child: Child) -> None:
-        cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
-        cmd += ["service", "run", child.spec.name]
-        child.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=os.environ.copy())
+        if child.spec.command is not None:
+            cmd = child.spec.command(self.config_path)
+        else:
+            cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
+            cmd += ["service", "run", child.spec.name]
+        env = {**os.environ, "FIELDKIT_CONFIG": str(self.config_path)}
+        child.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.spec.name, child.process.pid)
 
@@ -189,7 +193,7 @@ class Supervisor:
                 child.process.terminate()
 
     def run(self) -> int:
-        _install_stop_signals(self.stop)
+        install_stop_signals(self.stop)
         self._start_broker()
         try:
             while not self.stop.is_set():

@@ -1,0 +1,71 @@
+"""The session erasure handshake on the bus (architecture §4).
+
+The wipe service broadcasts ``wipe/evt/session/<sid>/forget``. Every service whose spec says
+``holds_personal_data`` zeroes what it held for that session and answers on
+``<service>/evt/session/<sid>/forgotten`` with what it did. The wipe service knows from the
+registry which holders must answer; one that does not answer in time fails the record, visibly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field
+
+from fieldkit.bus import Bus, Incoming
+from fieldkit.messages import Message
+
+log = logging.getLogger(__name__)
+
+SID_PATTERN = r"^[0-9a-f]{32}$"
+FORGET_FILTER = "wipe/evt/session/+/forget"
+FORGOTTEN_FILTER = "+/evt/session/+/forgotten"
+
+
+class ForgetSession(Message):
+    """Forget everything held for session ``sid``."""
+
+    type: Literal["forget-session"] = "forget-session"
+    sid: str = Field(pattern=SID_PATTERN)
+
+
+class SessionForgotten(Message):
+    """What a holder did to forget a session: each item names a kind of thing, never its value."""
+
+    type: Literal["session-forgotten"] = "session-forgotten"
+    sid: str = Field(pattern=SID_PATTERN)
+    service: str
+    erased: list[str] = Field(default_factory=list)
+    ok: bool = True
+    problem: str | None = None
+
+
+def forget_topic(sid: str) -> str:
+    return f"wipe/evt/session/{sid}/forget"
+
+
+def forgotten_topic(service: str, sid: str) -> str:
+    return f"{service}/evt/session/{sid}/forgotten"
+
+
+Forgetter = Callable[[str], list[str]]
+
+
+def serve_forget_requests(bus: Bus, forget: Forgetter) -> None:
+    """Make this service a holder: ``forget(sid)`` zeroes its data and lists what it erased."""
+
+    def on_forget(request: ForgetSession, meta: Incoming) -> None:
+        try:
+            erased = forget(request.sid)
+            answer = SessionForgotten(sid=request.sid, service=bus.identity, erased=erased)
+        except Exception as exc:
+            # The type only: the message of an exception may carry what it was handling.
+            log.exception("forgetting session %s failed", request.sid)
+            answer = SessionForgotten(
+                sid=request.sid, service=bus.identity, ok=False, problem=type(exc).__name__
+            )
+        bus.publish(forgotten_topic(bus.identity, request.sid), answer)
+
+    bus.handle_event(FORGET_FILTER, ForgetSession, on_forget)

@@ -1,0 +1,1 @@
+"""The kiosk: operator login and the applicant session, in the locked browser."""

@@ -1,0 +1,172 @@
+"""The kiosk's Flask app factory. Nothing runs at import; gunicorn's worker attaches the bus."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from flask import Flask, Response, g, request, session
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+
+from fieldkit.config import DeviceConfig, load_config
+from fieldkit.erasure import serve_forget_requests
+from fieldkit.kiosk.camera import Camera
+from fieldkit.kiosk.flow import AuditEvent, Counter
+from fieldkit.kiosk.operators import OperatorRegistry
+from fieldkit.kiosk.printer import Printer
+from fieldkit.kiosk.text import Lang, age_band_label, say
+from fieldkit.municipalities import MunicipalityTable
+from fieldkit.runner import ServiceContext, stop_service
+
+log = logging.getLogger(__name__)
+EXTENSION = "fieldkit.kiosk"
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+
+
+@dataclass
+class Kiosk:
+    """Everything the kiosk's views share, attached to the app (never a module global)."""
+
+    config: DeviceConfig
+    operators: OperatorRegistry
+    counter: Counter
+    municipalities: MunicipalityTable
+    audit_log: list[AuditEvent] = field(default_factory=list)
+    service: ServiceContext | None = None
+    camera: Camera | None = None
+    printer: Printer | None = None
+
+    def record(self, event: AuditEvent) -> None:
+        """Audit events say who did what, never whose data (R14)."""
+        self.audit_log.append(event)
+        log.info(
+            "audit: operator=%s sid=%s action=%s %s->%s",
+            event.operator,
+            event.sid,
+            event.action,
+            event.step_from,
+            event.step_to,
+        )
+
+    def record_login(self, operator: str, action: str) -> None:
+        # The ID typed at a refused login is recorded as typed: it is an operator ID, not
+        # applicant data, and the audit needs it to see guessing (R14).
+        self.record(AuditEvent(time.time(), operator[:32], "", action, "", ""))
+
+    def forget_session(self, sid: str) -> list[str]:
+        """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
+        erased = self.camera.forget(sid) if self.camera is not None else []
+        erased += self.printer.forget(sid) if self.printer is not None else []
+        session = self.counter.current
+        if session is None or session.sid != sid:
+            return erased
+        self.counter.abandon("wipe")
+        self.counter.close()
+        return [*erased, "applicant session in kiosk memory"]
+
+
+def kiosk(app: Flask | None = None) -> Kiosk:
+    from flask import current_app
+
+    return cast(Kiosk, (app or current_app).extensions[EXTENSION])
+
+
+def attach_service(app: Flask, ctx: ServiceContext) -> None:
+    state = kiosk(app)
+    state.service = ctx
+    state.camera = Camera(ctx.bus, state.counter)
+    state.printer = Printer(
+        ctx.bus, state.counter, state.config.device.site or state.config.device.id
+    )
+    serve_forget_requests(ctx.bus, state.forget_session)
+
+
+def detach_service(app: Flask) -> None:
+    state = kiosk(app)
+    if state.service is not None:
+        stop_service(state.service)
+        state.service = None
+        state.camera = None
+        state.printer = None
+
+
+SECURITY_HEADERS = {
+    # No inline script anywhere; nothing from outside the kiosk.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        # The camera preview is MJPEG from the capture service, on loopback only.
+        "img-src 'self' data: http://127.0.0.1:*; connect-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # R11: the browser must not keep applicant pages in its cache or history snapshots.
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the kiosk app; a test passes ``FIELDKIT`` (a DeviceConfig) and any Flask keys."""
+    app = Flask(__name__)
+    app.config.from_mapping(
+        # A fresh key per start: no operator login survives a restart of the kiosk.
+        SECRET_KEY=secrets.token_bytes(32),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        WTF_CSRF_TIME_LIMIT=3600,
+    )
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    config: DeviceConfig = app.config.get("FIELDKIT") or load_config()
+    settings = config.kiosk
+    state = Kiosk(
+        config=config,
+        operators=OperatorRegistry(
+            settings.operators,
+            max_failures=settings.lockout_failures,
+            lockout_seconds=settings.lockout_minutes * 60,
+        ),
+        counter=Counter(audit=lambda e: state.record(e)),
+        municipalities=MunicipalityTable.load(settings.prefectures),
+    )
+    app.extensions[EXTENSION] = state
+
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+
+    from fieldkit.kiosk import auth, counter
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(counter.bp)
+
+    @app.before_request
+    def choose_language() -> None:
+        if request.args.get("lang") in ("ja", "en"):
+            session["lang"] = request.args["lang"]
+        g.lang = session.get("lang", "ja")
+
+    @app.context_processor
+    def helpers() -> dict[str, Any]:
+        lang: Lang = g.get("lang", "ja")
+        return {
+            "t": lambda key: say(key, lang),
+            "lang": lang,
+            "age_label": lambda band: age_band_label(band, lang),
+        }
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return app

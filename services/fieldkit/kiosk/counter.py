@@ -1,0 +1,345 @@
+"""The applicant session at the counter (R1-R8): one view per step of the state machine.
+
+There is deliberately no route that lists past sessions or looks one up (R17): after the wipe
+the kiosk holds nothing about an applicant but the statistics and the audit events.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, g, jsonify, redirect, render_template, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import RadioField, SelectField, StringField
+from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
+
+from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
+from fieldkit.kiosk.app import kiosk
+from fieldkit.kiosk.camera import Camera, LiveView
+from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
+
+bp = Blueprint("counter", __name__)
+
+
+def keys(*values: str) -> list[tuple[str, str]]:
+    """Choices whose labels the templates translate."""
+    return [(v, v) for v in values]
+
+
+class ModeForm(FlaskForm):
+    mode = RadioField(choices=keys("support", "municipal"), validators=[InputRequired()])
+
+
+class ManualIdForm(FlaskForm):
+    application_id = StringField(validators=[DataRequired(), Length(max=64)])
+
+    def validate_application_id(self, field: StringField) -> None:
+        # The same rules as a scanned QR payload: one function in the capture package.
+        try:
+            field.data = read_application_id(field.data or "").digits
+        except ApplicationIdRefused as refused:
+            raise ValidationError(
+                refused.message_ja if g.get("lang", "ja") == "ja" else refused.message_en
+            ) from None
+
+
+class EmptyForm(FlaskForm):
+    """Buttons only; the form exists for its CSRF token."""
+
+
+class TermsForm(FlaskForm):
+    answer = RadioField(choices=keys("agree", "decline"), validators=[InputRequired()])
+
+
+class OptionsForm(FlaskForm):
+    e_certificate = RadioField(choices=keys("yes", "no"), validators=[InputRequired()])
+    braille = RadioField(choices=keys("yes", "no"), validators=[InputRequired()])
+
+
+class StatisticsForm(FlaskForm):
+    municipality = SelectField(validate_choice=True)
+    sex = RadioField(choices=keys("male", "female", "other", "no-answer"), default="no-answer")
+    age_band = RadioField(choices=keys(*AGE_BANDS), default="no-answer")
+
+
+class ForwardForm(FlaskForm):
+    municipality = SelectField(validate_choice=True)
+
+
+def municipality_choices() -> list[tuple[str, str]]:
+    return [("", "—")] + [(m.code, m.name) for m in kiosk().municipalities]
+
+
+STEP_VIEWS = {
+    Step.SCAN: "counter.scan",
+    Step.FORWARD: "counter.forward",
+    Step.TERMS: "counter.terms",
+    Step.PHOTO: "counter.photo",
+    Step.OPTIONS: "counter.options",
+    Step.STATISTICS: "counter.statistics",
+    Step.REVIEW: "counter.review",
+    Step.PRINT: "counter.printing",
+    Step.DONE: "counter.done",
+    Step.ENDED: "counter.ended",
+}
+
+
+def to_current_step() -> ResponseReturnValue:
+    session = kiosk().counter.current
+    if session is None:
+        return redirect(url_for("counter.home"))
+    return redirect(url_for(STEP_VIEWS[session.step]))
+
+
+def end_session(reason: str) -> None:
+    """Abandon whatever is open and forget it (the wipe handshake completes this, issue 8)."""
+    counter = kiosk().counter
+    if counter.current is not None:
+        counter.abandon(reason)
+        counter.close()
+
+
+@bp.before_request
+@login_required
+def expire_idle_applicant() -> ResponseReturnValue | None:
+    limit = kiosk().config.kiosk.applicant_idle_minutes * 60
+    if kiosk().counter.idle_expired(limit):
+        kiosk().counter.abandon("idle")
+    # The camera follows the session: the right mode for this step, idle and zeroed after it.
+    live_view()
+    return None
+
+
+def live_view() -> LiveView | None:
+    """Keep the camera in the mode this step needs; None when no capture service is attached."""
+    camera = kiosk().camera
+    return camera.follow() if camera is not None else None
+
+
+@bp.get("/live")
+def live() -> ResponseReturnValue:
+    """Polled by kiosk.js: the step, and what the camera says now, in the operator's language."""
+    session = kiosk().counter.current
+    view = live_view()
+    message = ""
+    if view is not None:
+        message = view.message_ja if g.lang == "ja" else view.message_en
+    printer = kiosk().printer
+    run = printer.status(session.sid) if printer is not None and session is not None else None
+    if run is not None:
+        message = run.words_ja if g.lang == "ja" else run.words_en
+    return jsonify(
+        step=session.step.value if session else None,
+        message=message,
+        candidate=bool(view and view.candidate_print is not None),
+        camera_problem=view.camera_problem if view else None,
+    )
+
+
+@bp.errorhandler(FlowError)
+def wrong_step(error: FlowError) -> ResponseReturnValue:
+    return to_current_step()
+
+
+@bp.route("/", methods=["GET", "POST"])
+def home() -> ResponseReturnValue:
+    if kiosk().counter.current is not None:
+        return to_current_step()
+    form = ModeForm(mode=kiosk().config.kiosk.default_mode)
+    if form.validate_on_submit():
+        kiosk().counter.start(
+            current_user.id, "municipal" if form.mode.data == "municipal" else "support"
+        )
+        return to_current_step()
+    return render_template("ready.html", form=form)
+
+
+@bp.route("/scan", methods=["GET", "POST"])
+def scan() -> ResponseReturnValue:
+    kiosk().counter.require(Step.SCAN)
+    form = ManualIdForm()
+    if form.validate_on_submit():
+        kiosk().counter.set_application_id(form.application_id.data or "")
+        return to_current_step()
+    return render_template("scan.html", form=form, buttons=EmptyForm(), view=live_view())
+
+
+@bp.post("/scan/forward")
+def choose_forward() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        kiosk().counter.forward()
+    return to_current_step()
+
+
+@bp.route("/forward", methods=["GET", "POST"])
+def forward() -> ResponseReturnValue:
+    kiosk().counter.require(Step.FORWARD)
+    form = ForwardForm()
+    form.municipality.choices = municipality_choices()
+    if form.validate_on_submit():
+        kiosk().counter.record_forward(form.municipality.data or None)
+        return to_current_step()
+    return render_template("forward.html", form=form)
+
+
+@bp.route("/terms", methods=["GET", "POST"])
+def terms() -> ResponseReturnValue:
+    kiosk().counter.require(Step.TERMS)
+    text = kiosk().config.kiosk.terms
+    form = TermsForm()
+    if form.validate_on_submit():
+        kiosk().counter.answer_terms(text.version, form.answer.data == "agree")
+        return to_current_step()
+    body = text.text_ja if g.lang == "ja" else text.text_en
+    return render_template("terms.html", form=form, body=body, version=text.version)
+
+
+@bp.get("/photo")
+def photo() -> ResponseReturnValue:
+    kiosk().counter.require(Step.PHOTO)
+    view = live_view()
+    return render_template("photo.html", view=view, buttons=EmptyForm())
+
+
+@bp.get("/photo/candidate.jpg")
+def candidate_photo() -> ResponseReturnValue:
+    kiosk().counter.require(Step.PHOTO)
+    view = live_view()
+    if view is None or view.candidate_print is None:
+        abort(404)
+    return Response(bytes(view.candidate_print), mimetype="image/jpeg")
+
+
+def camera_or_404() -> Camera:
+    camera = kiosk().camera
+    if camera is None:
+        abort(404)
+    return camera
+
+
+@bp.post("/photo/accept")
+def accept_photo() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        camera_or_404().accept_photo()
+    return to_current_step()
+
+
+@bp.post("/photo/retake")
+def retake_photo() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        camera_or_404().retake()
+    return to_current_step()
+
+
+@bp.post("/photo/take")
+def take_photo() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        camera_or_404().take_now()
+    return to_current_step()
+
+
+@bp.route("/options", methods=["GET", "POST"])
+def options() -> ResponseReturnValue:
+    kiosk().counter.require(Step.OPTIONS)
+    form = OptionsForm()
+    if form.validate_on_submit():
+        kiosk().counter.set_options(form.e_certificate.data == "yes", form.braille.data == "yes")
+        return to_current_step()
+    return render_template("options.html", form=form)
+
+
+@bp.route("/statistics", methods=["GET", "POST"])
+def statistics() -> ResponseReturnValue:
+    kiosk().counter.require(Step.STATISTICS)
+    form = StatisticsForm()
+    form.municipality.choices = municipality_choices()
+    if form.validate_on_submit():
+        sex: Sex = form.sex.data if form.sex.data in ("male", "female", "other") else "no-answer"
+        kiosk().counter.set_statistics(
+            form.municipality.data or None, sex, form.age_band.data or "no-answer"
+        )
+        return to_current_step()
+    return render_template("statistics.html", form=form)
+
+
+@bp.get("/review")
+def review() -> ResponseReturnValue:
+    session = kiosk().counter.require(Step.REVIEW)
+    municipality = (
+        kiosk().municipalities.get(session.municipality).name if session.municipality else None
+    )
+    return render_template(
+        "review.html", session=session, municipality=municipality, buttons=EmptyForm()
+    )
+
+
+@bp.post("/submit")
+def submit() -> ResponseReturnValue:
+    """Apply: the session is sealed for sync (issue 5) and its receipts go to the printer."""
+    if EmptyForm().validate_on_submit():
+        session = kiosk().counter.submit()
+        printer = kiosk().printer
+        if printer is not None:
+            printer.print_session(session)
+    return to_current_step()
+
+
+@bp.get("/print")
+def printing() -> ResponseReturnValue:
+    session = kiosk().counter.require(Step.PRINT)
+    printer = kiosk().printer
+    run = printer.status(session.sid) if printer is not None else None
+    return render_template("printing.html", run=run, buttons=EmptyForm(), view=None)
+
+
+@bp.post("/print/again")
+def print_again() -> ResponseReturnValue:
+    printer = kiosk().printer
+    if EmptyForm().validate_on_submit() and printer is not None:
+        printer.print_session(kiosk().counter.require(Step.PRINT))
+    return to_current_step()
+
+
+@bp.get("/done")
+def done() -> ResponseReturnValue:
+    kiosk().counter.require(Step.DONE)
+    return render_template("done.html", buttons=EmptyForm())
+
+
+@bp.post("/finish")
+def finish() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        kiosk().counter.finish()
+    return to_current_step()
+
+
+@bp.get("/ended")
+def ended() -> ResponseReturnValue:
+    session = kiosk().counter.require(Step.ENDED)
+    outcome = session.outcome.value if session.outcome else "abandoned"
+    return render_template("ended.html", outcome=outcome, buttons=EmptyForm())
+
+
+@bp.post("/next")
+def next_applicant() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        kiosk().counter.close()
+    return redirect(url_for("counter.home"))
+
+
+@bp.post("/abandon")
+def abandon() -> ResponseReturnValue:
+    if EmptyForm().validate_on_submit():
+        kiosk().counter.abandon("button")
+    return to_current_step()
+
+
+@bp.post("/back/<step>")
+def back(step: str) -> ResponseReturnValue:
+    try:
+        target = Step(step)
+    except ValueError:
+        abort(404)
+    if EmptyForm().validate_on_submit():
+        kiosk().counter.go_back(target)
+    return to_current_step()

@@ -1,0 +1,120 @@
+"""The kiosk's side of the printing service: after submission, print the receipts (two labelled
+copies, R5) and, in support mode, the photo sheet (R3); the session moves on when all are done.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fieldkit.bus import Bus, BusError, Incoming
+from fieldkit.kiosk.flow import ApplicantSession, Counter, FlowError
+from fieldkit.printing.messages import (
+    JobEvent,
+    JobState,
+    PrintAccepted,
+    PrintPhotoSheet,
+    PrintReceipt,
+)
+
+log = logging.getLogger(__name__)
+FINAL: set[JobState] = {"completed", "failed", "canceled"}
+
+
+@dataclass
+class PrintRun:
+    """The jobs of one session and what the printer last said about them."""
+
+    sid: str
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    words_ja: str = ""
+    words_en: str = ""
+    problem: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.jobs) and all(state == "completed" for state in self.jobs.values())
+
+
+class Printer:
+    """Sends a submitted session's documents to the printing service and follows the jobs."""
+
+    def __init__(self, bus: Bus, counter: Counter, site: str) -> None:
+        self.bus = bus
+        self.counter = counter
+        self.site = site
+        self._lock = threading.Lock()
+        self.run: PrintRun | None = None
+        bus.handle_event("printing/evt/session/+/job", JobEvent, self._on_job)
+
+    def print_session(self, session: ApplicantSession) -> PrintRun:
+        """Ask for the receipts (and the photo sheet in support mode); never raises for the
+        printer's sake: a problem is shown to the operator, who can ask again."""
+        if session.application_id is None:
+            raise FlowError("no application ID to print")
+        run = PrintRun(sid=session.sid)
+        with self._lock:
+            self.run = run
+        requests: list[PrintReceipt | PrintPhotoSheet] = [
+            PrintReceipt(
+                sid=session.sid,
+                application_id=session.application_id,
+                applied_at=datetime.now(UTC),
+                site=self.site,
+                mode=session.mode,
+                electronic_certificate=bool(session.e_certificate),
+                braille=bool(session.braille),
+                operator_id=session.operator,
+            )
+        ]
+        if session.mode == "support" and session.photo is not None:
+            # Support mode: the applicant pastes the printed photo onto the paper form.
+            requests.append(
+                PrintPhotoSheet(sid=session.sid, jpeg_b64=base64.b64encode(session.photo).decode())
+            )
+        for request in requests:
+            try:
+                accepted = self.bus.request(
+                    "printing", request.type, request, PrintAccepted, timeout=30
+                )
+            except BusError as exc:
+                run.problem = type(exc).__name__
+                log.warning("printing refused %s: %s", request.type, type(exc).__name__)
+                continue
+            with self._lock:
+                # An event may already have reported a later state; keep the later one.
+                run.jobs.setdefault(accepted.job, accepted.state)
+                run.words_ja, run.words_en = accepted.words_ja, accepted.words_en
+        self._advance_if_done(run)
+        return run
+
+    def _on_job(self, event: JobEvent, meta: Incoming) -> None:
+        with self._lock:
+            run = self.run
+            if run is None or run.sid != event.sid:
+                return
+            run.jobs[event.job] = event.state
+            run.words_ja, run.words_en = event.words_ja, event.words_en
+        self._advance_if_done(run)
+
+    def _advance_if_done(self, run: PrintRun) -> None:
+        session = self.counter.current
+        if run.finished and session is not None and session.sid == run.sid:
+            # Both jobs' events can arrive together: the second finds the step already moved.
+            with contextlib.suppress(FlowError):
+                self.counter.printed()
+
+    def forget(self, sid: str) -> list[str]:
+        with self._lock:
+            if self.run is None or self.run.sid != sid:
+                return []
+            self.run = None
+        return ["print progress in kiosk memory"]
+
+    def status(self, sid: str) -> PrintRun | None:
+        run = self.run
+        return run if run is not None and run.sid == sid else None

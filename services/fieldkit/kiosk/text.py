@@ -1,0 +1,128 @@
+"""What the kiosk says, Japanese first, English available. Plain words, short sentences."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Lang = Literal["ja", "en"]
+
+TEXT: dict[str, tuple[str, str]] = {
+    "title": ("マイナンバーカード 申請サポート", "My Number Card application support"),
+    "switch_lang": ("English", "日本語"),
+    "login": ("ログイン", "Log in"),
+    "operator_id": ("職員ID", "Staff ID"),
+    "password": ("パスワード", "Password"),
+    "login_wrong": ("職員IDかパスワードが違います。", "The staff ID or password is wrong."),
+    "login_locked": (
+        "失敗が続いたため、この職員IDはしばらく使えません。10分ほど待ってください。",
+        "Too many failed attempts. This staff ID is locked for about 10 minutes.",
+    ),
+    "logged_out_idle": (
+        "しばらく操作がなかったため、ログアウトしました。",
+        "You were logged out because nothing happened for a while.",
+    ),
+    "logout": ("ログアウト", "Log out"),
+    "ready": ("次の方の申請を始めます", "Ready for the next applicant"),
+    "choose_mode": ("受付の方法を選んでください", "Choose how this application is handled"),
+    "mode_support": (
+        "申請サポート(カードの受け取りは市町村の窓口)",
+        "Application support (the card is collected at the municipal office)",
+    ),
+    "mode_municipal": (
+        "出張申請受付(市町村の職員がその場で本人確認)",
+        "Municipal reception (municipal staff check identity here)",
+    ),
+    "start": ("始める", "Start"),
+    "scan": ("申請書のQRコードをカメラに向けてください", "Hold the form's QR code to the camera"),
+    "manual_entry": ("申請書IDを手で入力する(23けた)", "Type the application ID (23 digits)"),
+    "next": ("次へ", "Next"),
+    "back": ("戻る", "Back"),
+    "no_form": (
+        "申請書がない・IDが分からない(市町村へ回付)",
+        "No form, or the ID is unknown (forward to the municipality)",
+    ),
+    "forward_where": (
+        "お住まいの市町村を選んでください(回付先)",
+        "Choose the municipality you live in (the form goes there)",
+    ),
+    "terms": ("ご利用にあたって", "Before you begin"),
+    "agree": ("同意する", "I agree"),
+    "decline": ("同意しない", "I do not agree"),
+    "photo": ("顔写真を撮ります", "Now we take your photo"),
+    "options": ("申請の内容を選んでください", "Choose what you apply for"),
+    "e_certificate": ("電子証明書を希望する", "I want the electronic certificates"),
+    "braille": ("点字表記を希望する", "I want braille on the card"),
+    "yes": ("はい", "Yes"),
+    "no": ("いいえ", "No"),
+    "statistics": (
+        "統計のための質問です(答えなくてもかまいません)",
+        "Questions for statistics (you may skip them)",
+    ),
+    "municipality": ("お住まいの市町村", "Municipality you live in"),
+    "sex": ("性別", "Sex"),
+    "male": ("男性", "Male"),
+    "female": ("女性", "Female"),
+    "other": ("その他", "Other"),
+    "no-answer": ("答えない", "No answer"),
+    "age_band": ("年代", "Age"),
+    "review": ("内容の確認", "Check your answers"),
+    "submit": ("この内容で申請する", "Apply with these answers"),
+    "abandon": ("中止する", "Stop"),
+    "abandoned": (
+        "申請を中止しました。入力内容は消去します。",
+        "Stopped. Your data is being erased.",
+    ),
+    "declined": (
+        "同意いただけなかったため、申請はできません。入力内容は消去します。",
+        "Without your agreement we cannot apply. Your data is being erased.",
+    ),
+    "forwarded": ("市町村へ回付しました。", "The form is forwarded to the municipality."),
+    "finished": ("ありがとうございました。", "Thank you."),
+    "next_applicant": ("次の方へ", "Next applicant"),
+    "error_step": ("その操作は今はできません。", "That cannot be done now."),
+    "csrf": (
+        "画面の有効期限が切れました。もう一度やり直してください。",
+        "This page expired. Please try again.",
+    ),
+    "camera_preview": ("カメラの映像", "Camera view"),
+    "camera_problem": (
+        "カメラが使えません。ケーブルを確かめてください。手で入力することもできます。",
+        "The camera is not available. Check its cable; you can also type the ID.",
+    ),
+    "photo_taken": ("撮影した写真", "The photo taken"),
+    "photo_ok": ("写真の条件をすべて満たしています。", "The photo meets every requirement."),
+    "photo_not_ok": (
+        "条件を満たしていない項目があります。撮り直しをおすすめします。",
+        "Some requirements are not met. Taking it again is recommended.",
+    ),
+    "use_photo": ("この写真を使う", "Use this photo"),
+    "retake": ("撮り直す", "Take again"),
+    "take_now": ("今すぐ撮影する", "Take the photo now"),
+    "print_problem": (
+        "印刷を始められませんでした。プリンターを確かめてから、もう一度押してください。",
+        "Printing could not start. Check the printer, then press again.",
+    ),
+    "print_again": ("もう一度印刷する", "Print again"),
+    "printing": ("控えを印刷しています", "Printing your receipts"),
+    "done": ("申請が終わりました", "Your application is complete"),
+}
+
+
+def say(key: str, lang: Lang) -> str:
+    ja, en = TEXT[key]
+    return ja if lang == "ja" else en
+
+
+AGE_BAND_LABELS: dict[str, tuple[str, str]] = {
+    "0-9": ("10歳未満", "under 10"),
+    "90+": ("90歳以上", "90 and over"),
+    "no-answer": ("答えない", "No answer"),
+}
+
+
+def age_band_label(band: str, lang: Lang) -> str:
+    if band in AGE_BAND_LABELS:
+        ja, en = AGE_BAND_LABELS[band]
+        return ja if lang == "ja" else en
+    low = band.split("-")[0]
+    return f"{low}代" if lang == "ja" else f"{low}s"

@@ -1,0 +1,87 @@
+"""Local-government codes (全国地方公共団体コード): six digits, the last a check digit.
+
+The table ships as CSV per prefecture under ``data/municipalities/``; which prefectures a kit
+offers is configurable. Codes are verified against their check digit when loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+CODE = re.compile(r"^[0-9]{6}$")
+WEIGHTS = (6, 5, 4, 3, 2)
+
+
+class MunicipalityError(ValueError):
+    """A code is malformed, fails its check digit, or is not in the table."""
+
+
+def check_digit(first_five: str) -> int:
+    """The 6th digit: 11 minus the weighted sum mod 11, last digit only (10→0, 11→1)."""
+    total = sum(int(d) * w for d, w in zip(first_five, WEIGHTS, strict=True))
+    return (11 - total % 11) % 10
+
+
+def validate_code(code: str) -> str:
+    if not CODE.match(code):
+        raise MunicipalityError("a local-government code is 6 digits")
+    if check_digit(code[:5]) != int(code[5]):
+        raise MunicipalityError("the check digit of the local-government code does not match")
+    return code
+
+
+@dataclass(frozen=True)
+class Municipality:
+    code: str
+    prefecture: str
+    name: str
+    kana: str
+
+
+class MunicipalityTable:
+    """The municipalities a kit offers, in code order."""
+
+    def __init__(self, municipalities: list[Municipality]) -> None:
+        self._by_code = {m.code: m for m in sorted(municipalities, key=lambda m: m.code)}
+
+    @classmethod
+    def load(cls, prefectures: list[str], extra_dir: Path | None = None) -> MunicipalityTable:
+        """Load the shipped CSVs named by prefecture code (``"20"``), plus any in ``extra_dir``."""
+        found: list[Municipality] = []
+        shipped = resources.files("fieldkit") / "data" / "municipalities"
+        sources = [f for f in shipped.iterdir() if f.name.endswith(".csv")]
+        if extra_dir is not None:
+            sources += sorted(extra_dir.glob("*.csv"))
+        for source in sources:
+            if source.name[:2] not in prefectures:
+                continue
+            with source.open(encoding="utf-8") as handle:
+                for line, row in enumerate(csv.DictReader(handle), start=2):
+                    try:
+                        code = validate_code(row["code"])
+                    except (MunicipalityError, KeyError) as exc:
+                        raise MunicipalityError(f"{source.name} line {line}: {exc}") from None
+                    found.append(Municipality(code, row["prefecture"], row["name"], row["kana"]))
+        if not found:
+            raise MunicipalityError(f"no municipality table for prefectures {prefectures}")
+        return cls(found)
+
+    def __iter__(self) -> Iterator[Municipality]:
+        return iter(self._by_code.values())
+
+    def __len__(self) -> int:
+        return len(self._by_code)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._by_code
+
+    def get(self, code: str) -> Municipality:
+        try:
+            return self._by_code[validate_code(code)]
+        except KeyError:
+            raise MunicipalityError("this code is not in the kit's municipality table") from None

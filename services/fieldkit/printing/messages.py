@@ -1,0 +1,127 @@
+"""Bus messages of the printing service (requests, replies, events)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from fieldkit.messages import Message
+
+# Session ids are random hex tokens, never derived from personal data (architecture §4).
+SESSION_ID = r"^[A-Za-z0-9_-]{8,64}$"
+APPLICATION_ID = r"^[0-9]{23}$"
+
+JobKind = Literal["receipt", "photo-sheet"]
+JobState = Literal["waiting", "queued", "printing", "held", "completed", "failed", "canceled"]
+PrinterCondition = Literal[
+    "ready",
+    "printing",
+    "offline",
+    "out-of-paper",
+    "paper-jam",
+    "door-open",
+    "out-of-ink",
+    "paused",
+    "queue-missing",
+    "cups-unreachable",
+    "error",
+]
+
+
+class PrintReceipt(Message):
+    """Print the application receipt (申請情報の控え), two copies. R5"""
+
+    type: Literal["print-receipt"] = "print-receipt"
+    sid: str = Field(pattern=SESSION_ID)
+    application_id: str = Field(pattern=APPLICATION_ID)
+    applied_at: datetime
+    site: str = Field(min_length=1, max_length=100)
+    mode: Literal["support", "municipal"]
+    electronic_certificate: bool
+    braille: bool
+    operator_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
+
+
+class PrintPhotoSheet(Message):
+    """Print the 45 × 35 mm photo, several copies with cut marks. R3"""
+
+    type: Literal["print-photo-sheet"] = "print-photo-sheet"
+    sid: str = Field(pattern=SESSION_ID)
+    # The print master: a 35:45 (w:h) JPEG, base64. At least 300 dpi at 35 mm (413 px).
+    jpeg_b64: str = Field(min_length=4, max_length=11_000_000)
+    paper: Literal["l", "a4"] | None = None
+    copies: int | None = Field(default=None, ge=1, le=20)
+
+
+class PrintAccepted(Message):
+    """The reply to a print request: the job is with CUPS, or held here until it can be."""
+
+    type: Literal["print-accepted"] = "print-accepted"
+    sid: str
+    job: str
+    kind: JobKind
+    state: JobState
+    cups_job: int | None = None
+    pages: int
+    words_ja: str
+    words_en: str
+
+
+class Forget(Message):
+    """Forget everything of a session: held jobs, CUPS jobs, spool files. R6, R12"""
+
+    type: Literal["forget"] = "forget"
+    sid: str = Field(pattern=SESSION_ID)
+
+
+class Forgotten(Message):
+    type: Literal["forgotten"] = "forgotten"
+    sid: str
+    jobs: int
+    # True when the spool and the job cache were read and hold no file of the session's jobs.
+    spool_checked: bool
+    spool_clean: bool
+    residue: list[str] = Field(default_factory=list)
+
+
+class PrinterStatusRequest(Message):
+    type: Literal["printer-status"] = "printer-status"
+
+
+class PrinterStatus(Message):
+    """What the kiosk shows about the printer, in plain words (Japanese first)."""
+
+    type: Literal["printer-status-reply"] = "printer-status-reply"
+    queue: str
+    condition: PrinterCondition
+    words_ja: str
+    words_en: str
+    reasons: list[str] = Field(default_factory=list)
+    waiting_jobs: int = 0
+
+
+class PrinterEvent(Message):
+    type: Literal["printer"] = "printer"
+    queue: str
+    condition: PrinterCondition
+    words_ja: str
+    words_en: str
+    reasons: list[str] = Field(default_factory=list)
+    waiting_jobs: int = 0
+
+
+class JobEvent(Message):
+    """A job's progress, on ``printing/evt/session/<sid>/job``."""
+
+    type: Literal["print-job"] = "print-job"
+    sid: str
+    job: str
+    kind: JobKind
+    state: JobState
+    cups_job: int | None = None
+    words_ja: str
+    words_en: str
+    # After completion: whether the spool was checked and found clean of the job's files.
+    spool_clean: bool | None = None
