@@ -271,7 +271,20 @@ def test_disk_image_matches_manifest(image_dir: Path, manifest: dict[str, Any]) 
 def test_accounts_lock_after_failed_logins(host: Any) -> None:
     """R13: pam_faillock is in the PAM stack and configured."""
     auth = host.file("/etc/pam.d/common-auth").content_string
-    assert re.search(r"^auth\s+requisite\s+pam_faillock\.so preauth", auth, re.M)
-    assert re.search(r"pam_faillock\.so authfail", auth)
-    assert "pam_faillock.so" in host.file("/etc/pam.d/common-account").content_string
+    modules = []
+    for line in auth.splitlines():
+        words = line.split()
+        if not words or words[0] != "auth":
+            continue
+        at = next(i for i, word in enumerate(words) if word.endswith(".so"))
+        name = words[at] + (f" {words[at + 1]}" if words[at] == "pam_faillock.so" else "")
+        modules.append((name, line))
+    names = [name for name, _ in modules]
+    # preauth before pam_unix, authfail after it, and pam_unix's success jump steps over
+    # authfail and pam_deny (success=2), so a right password never counts as a failure.
+    assert names.index("pam_faillock.so preauth") < names.index("pam_unix.so")
+    assert names.index("pam_unix.so") < names.index("pam_faillock.so authfail")
+    assert "success=2" in modules[names.index("pam_unix.so")][1]
+    account = host.file("/etc/pam.d/common-account").content_string
+    assert re.search(r"^account\s+required\s+pam_faillock\.so", account, re.M)
     assert "deny = 5" in host.file("/etc/security/faillock.conf").content_string
