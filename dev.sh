@@ -13,7 +13,7 @@ APT_PACKAGES=(
   clamav clamav-freshclam
   libzbar0  # capture: pyzbar's QR decoder
   cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
-  chromium chromium-driver nftables mmdebstrap mtools dosfstools fdisk e2fsprogs  # images: browser test, image build
+  chromium chromium-driver nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
 
 need_apt() {
