@@ -45,7 +45,15 @@ case "$cmd" in
   run)
     need_apt
     need_venv
-    exec .venv/bin/fieldkit --config etc/dev-tablet.toml up "$@"
+    fk=.venv/bin/fieldkit
+    # The development hub: its own broker and the antivirus definitions mirror, with the kit's
+    # demo signature database freshly published so the tablet's session gate lets sessions start.
+    $fk --config etc/dev-hub.toml av publish var/hub/av-mirror etc/demo-signatures.ndb
+    $fk --config etc/dev-hub.toml up &
+    hub=$!
+    trap 'kill -INT $hub 2>/dev/null; wait $hub 2>/dev/null' EXIT
+    echo "==> kiosk: http://127.0.0.1:8080/  (operator demo-01, password demo-pass-2026)"
+    $fk --config etc/dev-tablet.toml up "$@"
     ;;
   test)
     need_apt

@@ -137,3 +137,19 @@ def test_arbitrary_bytes_never_crash(payload: bytes) -> None:
     except ApplicationIdRefused:
         return
     assert len(found.digits) == 23 and found.digits.isdigit()
+
+
+@pytest.mark.parametrize(
+    ("payload", "url"),
+    [
+        (b"https://app.example.invalid/apply?id=12345678901234567890123", True),
+        (b"12345678901234567890123", False),
+        ("ID 12345678901234567890123".encode("cp932"), False),
+        (b"https://app.example.invalid/a b?id=12345678901234567890123", False),  # space
+        (b"ftp://app.example.invalid/12345678901234567890123", False),
+    ],
+)
+def test_the_online_link_is_kept_only_when_the_payload_is_one(payload: bytes, url: bool) -> None:
+    from fieldkit.capture.appid import online_application_url
+
+    assert (online_application_url(payload) is not None) is url

@@ -189,3 +189,65 @@ def test_personal_data_stays_out_of_cookie_audit_and_logs(
     assert all(APPLICATION_ID not in repr(e) for e in kiosk(app).audit_log)
     assert APPLICATION_ID not in caplog.text
     assert "audit: operator=op-01" in caplog.text
+
+
+ONLINE_URL = f"https://app.net.kojinbango-card.go.jp/apply?id={APPLICATION_ID}"
+
+
+def walk_to_done(client: FlaskClient, app: Flask, online_url: str | None) -> None:
+    login(client)
+    post(client, "/", {"mode": "municipal"})
+    # As a QR read by the capture service hands it over (allowlist already applied).
+    kiosk(app).counter.set_application_id(APPLICATION_ID, online_url)
+    post(client, "/terms", {"answer": "agree"})
+    kiosk(app).counter.set_photo(b"\xff\xd8print\xff\xd9", b"\xff\xd8online-jpeg\xff\xd9")
+    post(client, "/options", {"e_certificate": "no", "braille": "no"})
+    post(client, "/statistics", {"municipality": "", "sex": "no-answer", "age_band": "no-answer"})
+    post(client, "/submit", {}, page="/review")
+    kiosk(app).counter.printed()  # no printing service attached in this test
+
+
+def test_online_handoff_offers_the_link_and_the_photo_then_purges_the_folder(
+    kit_config: DeviceConfig, operator_hash: str
+) -> None:  # R6 (session folder purged), issue 6 hand-off
+    app = make_app(kit_config, operator_hash, online_handoff=True)
+    with app.test_client() as client:
+        walk_to_done(client, app, ONLINE_URL)
+        page = client.get("/done").get_data(as_text=True)
+        assert f'href="{ONLINE_URL}"' in page
+        session = kiosk(app).counter.current
+        assert session is not None
+        folder = kiosk(app).folders.folder(session.sid)  # type: ignore[union-attr]
+        photo = folder / "mynumber-photo.jpg"
+        assert photo.read_bytes() == b"\xff\xd8online-jpeg\xff\xd9"
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        post(client, "/finish", {}, page="/done")
+        post(client, "/next", {}, page="/ended")
+        assert not folder.exists()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_no_handoff_without_the_site_setting_or_an_allowlisted_link(
+    kit_config: DeviceConfig, operator_hash: str, enabled: bool
+) -> None:
+    app = make_app(kit_config, operator_hash, online_handoff=enabled)
+    with app.test_client() as client:
+        walk_to_done(client, app, None if enabled else ONLINE_URL)
+        assert "kojinbango" not in client.get("/done").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        (ONLINE_URL, True),
+        ("http://app.net.kojinbango-card.go.jp/apply", False),  # not https
+        ("https://app.net.kojinbango-card.go.jp.evil.example/apply", False),
+        ("https://user@app.net.kojinbango-card.go.jp/apply", False),
+        ("https://example.org/apply", False),
+    ],
+)
+def test_only_allowlisted_https_links_are_opened(url: str, allowed: bool) -> None:  # R16
+    from fieldkit.kiosk.handoff import allowed_online_url
+
+    hosts = ["app.net.kojinbango-card.go.jp"]
+    assert (allowed_online_url(url, hosts) == url) is allowed

@@ -5,7 +5,8 @@ the receipts and the photo sheet come out of a real CUPS queue. R1 R3 R5 R29"""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,29 +14,63 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from fieldkit.antivirus.mirror import publish_database
 from fieldkit.broker import LocalBroker
 from fieldkit.capture.sources import DEMO_ID
-from fieldkit.config import DeviceConfig
 from fieldkit.kiosk.app import attach_service, detach_service, kiosk
 from fieldkit.kiosk.flow import Step
 from fieldkit.registry import load_specs
-from fieldkit.runner import start_service, stop_service
-from tests.cups import LocalPrinter, pdf_text, placed_images, wait_for_received
+from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.cups import LocalPrinter, config_for, pdf_text, placed_images, wait_for_received
+from tests.test_antivirus import kit_database
 from tests.test_kiosk_app import login, make_app, post
+
+KioskFactory = Callable[..., Flask]
 
 
 @pytest.fixture
-def kiosk_with_devices(
-    broker: LocalBroker, printing_config: DeviceConfig, operator_hash: str
-) -> Iterator[Flask]:
-    config = printing_config
-    services = [start_service(spec, config) for spec in load_specs(["capture", "printing"])]
-    (kiosk_spec,) = load_specs(["kiosk"])
-    app = make_app(config, operator_hash)
-    attach_service(app, start_service(kiosk_spec, config))
-    yield app
-    detach_service(app)
-    for ctx in services:
+def start_kiosk(
+    broker: LocalBroker, tmp_path: Path, local_printer: LocalPrinter, operator_hash: str
+) -> Iterator[KioskFactory]:
+    """The kiosk attached to the bus with capture, printing and antivirus running for real."""
+    started: list[ServiceContext] = []
+    apps: list[Flask] = []
+
+    def start(definitions_age_hours: float | None = 1.0) -> Flask:
+        database_dir = tmp_path / "clamav"
+        database_dir.mkdir(exist_ok=True)
+        names = ["capture", "printing"]
+        if definitions_age_hours is not None:
+            names.append("antivirus")
+            publish_database(
+                database_dir,
+                "fieldkit.cud",
+                kit_database(version=1, age_hours=definitions_age_hours),
+            )
+        config = config_for(
+            tmp_path,
+            local_printer,
+            f"""
+[antivirus]
+official_databases = []
+custom_databases = ["fieldkit.cud"]
+max_definitions_age_hours = 48
+database_dir = "{database_dir}"
+state_dir = "{tmp_path / "av-state"}"
+update_on_start = false
+""",
+        )
+        started.extend(start_service(spec, config) for spec in load_specs(names))
+        (kiosk_spec,) = load_specs(["kiosk"])
+        app = make_app(config, operator_hash)
+        attach_service(app, start_service(kiosk_spec, config))
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        detach_service(app)
+    for ctx in started:
         stop_service(ctx)
 
 
@@ -50,9 +85,9 @@ def wait_live(client: FlaskClient, predicate: str, timeout: float = 40.0) -> dic
 
 
 def test_a_whole_session_through_capture_and_printing(
-    kiosk_with_devices: Flask, local_printer: LocalPrinter
+    start_kiosk: KioskFactory, local_printer: LocalPrinter
 ) -> None:
-    app = kiosk_with_devices
+    app = start_kiosk()
     with app.test_client() as client:
         login(client)
         post(client, "/", {"mode": "support"})
@@ -95,3 +130,20 @@ def test_a_whole_session_through_capture_and_printing(
         client.get("/")  # where the browser goes next
         assert session.photo is None and session.application_id is None
         assert kiosk(app).camera is not None and kiosk(app).camera.live is None
+
+
+@pytest.mark.parametrize(
+    ("age_hours", "words"),
+    [(72.0, "古い"), (None, "ウイルス対策の状態を確認できない")],
+    ids=["stale-definitions", "antivirus-not-answering"],
+)
+def test_the_antivirus_gate_refuses_a_session(
+    start_kiosk: KioskFactory, age_hours: float | None, words: str
+) -> None:  # R10: stale definitions, or no answer at all (fail closed), start no session
+    app = start_kiosk(definitions_age_hours=age_hours)
+    with app.test_client() as client:
+        login(client)
+        page = post(client, "/", {"mode": "support"}).get_data(as_text=True)
+        assert words in page
+        assert kiosk(app).counter.current is None
+        assert any(e.action == "session-refused:antivirus" for e in kiosk(app).audit_log)

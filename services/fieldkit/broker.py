@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fieldkit.bus import CREDENTIALS_DIR, ENDPOINT_FILE, Endpoint
+from fieldkit.processes import die_with_parent
 from fieldkit.registry import Identity
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,8 @@ class LocalBroker:
         self.process = subprocess.Popen(
             [self.mosquitto, "-c", str(self.config_file)],
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fieldkit.antivirus.settings import AntivirusSection
+from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
 from fieldkit.capture.settings import CaptureSection
 from fieldkit.kiosk.settings import KioskSection
 from fieldkit.printing.settings import PrintingSection
@@ -88,6 +88,7 @@ class DeviceConfig(BaseSettings):
     runner: RunnerSection = RunnerSection()
     kiosk: KioskSection = KioskSection()
     antivirus: AntivirusSection = AntivirusSection()
+    av_mirror: MirrorSection = MirrorSection()
     capture: CaptureSection = CaptureSection()
     printing: PrintingSection = PrintingSection()
 

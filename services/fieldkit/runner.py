@@ -22,6 +22,7 @@ from types import FrameType
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import Bus, BusError, Endpoint, read_endpoint, read_password
 from fieldkit.config import DeviceConfig
+from fieldkit.processes import die_with_parent
 from fieldkit.registry import ServiceSpec, identities_for
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,10 @@ class Supervisor:
             cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
             cmd += ["service", "run", child.spec.name]
         env = {**os.environ, "FIELDKIT_CONFIG": str(self.config_path)}
-        child.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+        child.process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            preexec_fn=die_with_parent,
+        )  # fmt: skip
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.spec.name, child.process.pid)
 

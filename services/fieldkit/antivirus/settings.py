@@ -82,3 +82,19 @@ class AntivirusSection(BaseModel):
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         return path.absolute() if path is not None else None
+
+
+class MirrorSection(BaseModel):
+    """The hub's definitions mirror (the ``av-mirror`` hub service)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    directory: Path = Path("/var/lib/fieldkit/av-mirror")
+    # The tablets reach it over the kit's network; the development hub serves on loopback.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=1, le=65535)
+
+    @field_validator("directory")
+    @classmethod
+    def _absolute_directory(cls, path: Path) -> Path:
+        return path.absolute()

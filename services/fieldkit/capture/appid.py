@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 APPLICATION_ID_DIGITS = 23
 MY_NUMBER_DIGITS = 12
@@ -134,6 +135,23 @@ def read_application_id(payload: bytes | str) -> ApplicationId:
     if near:
         raise ApplicationIdRefused("wrong-length", f"{near[0]} digits")
     raise ApplicationIdRefused("not-application-form")
+
+
+def online_application_url(payload: bytes | str) -> str | None:
+    """The payload itself when it is a web address (the form's QR opens the online application
+    with the ID filled in); None for a bare ID. Personal data: it carries the ID."""
+    text = payload_text(payload).strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return None
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or any(c.isspace() for c in text)
+    ):
+        return None
+    return text
 
 
 def combine_application_ids(ids: list[ApplicationId]) -> ApplicationId:

@@ -29,6 +29,7 @@ from fieldkit.capture.appid import (
     ApplicationId,
     ApplicationIdRefused,
     RefusalCode,
+    online_application_url,
     read_application_id,
 )
 
@@ -125,6 +126,8 @@ class QrReading:
     """What one frame showed: an ID, a refusal, or no code at all (``code is None``)."""
 
     application_id: ApplicationId | None = None
+    # The form's QR is a link to the online application; kept so the kiosk can open it.
+    online_url: str | None = field(default=None, repr=False)
     refusal: RefusalCode | None = None
     codes_seen: int = 0
     attempts: list[str] = field(default_factory=list)
@@ -163,17 +166,21 @@ class FormReader:
                 continue
             reading.codes_seen = len(payloads)
             ids: list[ApplicationId] = []
+            urls: list[str | None] = []
             for payload in payloads:
                 try:
                     ids.append(read_application_id(payload))
                 except ApplicationIdRefused as refused:
                     refusals.append(refused.code)
+                else:
+                    urls.append(online_application_url(payload))
             distinct = {i.digits for i in ids}
             if len(distinct) > 1:
                 reading.refusal = "several-ids"
                 return reading
             if ids:
                 reading.application_id = ids[0]
+                reading.online_url = urls[0]
                 return reading
             # Codes that are not application forms: another decoder may still find the form's
             # code in the same frame, so keep looking before refusing.

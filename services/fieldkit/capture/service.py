@@ -126,6 +126,8 @@ class ApplicationIdResult(Message):
     origin: Literal["qr", "manual"]
     accepted: bool
     application_id: str | None = None
+    # The QR's online-application link, when the payload was one (it carries the ID).
+    online_url: str | None = Field(default=None, max_length=2048)
     reason: RefusalCode | None = None
     message_ja: str = ""
     message_en: str = ""
@@ -447,6 +449,7 @@ class CaptureService:
                 origin="qr",
                 accepted=True,
                 application_id=reading.application_id.digits,
+                online_url=reading.online_url,
             )
         elif reading.refusal is not None:
             key = bytearray(reading.refusal.encode())

@@ -17,6 +17,7 @@ from fieldkit.config import DeviceConfig, load_config
 from fieldkit.erasure import serve_forget_requests
 from fieldkit.kiosk.camera import Camera
 from fieldkit.kiosk.flow import AuditEvent, Counter
+from fieldkit.kiosk.handoff import SessionFolders
 from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.printer import Printer
 from fieldkit.kiosk.text import Lang, age_band_label, say
@@ -42,6 +43,7 @@ class Kiosk:
     service: ServiceContext | None = None
     camera: Camera | None = None
     printer: Printer | None = None
+    folders: SessionFolders | None = None
 
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
@@ -60,9 +62,13 @@ class Kiosk:
         # applicant data, and the audit needs it to see guessing (R14).
         self.record(AuditEvent(time.time(), operator[:32], "", action, "", ""))
 
+    def purge_files(self, sid: str) -> list[str]:
+        return self.folders.purge(sid) if self.folders is not None else []
+
     def forget_session(self, sid: str) -> list[str]:
         """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
         erased = self.camera.forget(sid) if self.camera is not None else []
+        erased += self.purge_files(sid)
         erased += self.printer.forget(sid) if self.printer is not None else []
         session = self.counter.current
         if session is None or session.sid != sid:
@@ -81,7 +87,7 @@ def kiosk(app: Flask | None = None) -> Kiosk:
 def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state = kiosk(app)
     state.service = ctx
-    state.camera = Camera(ctx.bus, state.counter)
+    state.camera = Camera(ctx.bus, state.counter, state.config.kiosk.online_application_hosts)
     state.printer = Printer(
         ctx.bus, state.counter, state.config.device.site or state.config.device.id
     )
@@ -135,9 +141,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             max_failures=settings.lockout_failures,
             lockout_seconds=settings.lockout_minutes * 60,
         ),
-        counter=Counter(audit=lambda e: state.record(e)),
+        counter=Counter(
+            audit=lambda e: state.record(e), on_close=lambda s: state.purge_files(s.sid)
+        ),
         municipalities=MunicipalityTable.load(settings.prefectures),
     )
+    state.folders = SessionFolders(settings.session_dir or config.bus.runtime_dir / "sessions")
     app.extensions[EXTENSION] = state
 
     csrf.init_app(app)

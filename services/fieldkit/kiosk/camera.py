@@ -24,6 +24,7 @@ from fieldkit.capture.service import (
     SessionRequest,
 )
 from fieldkit.kiosk.flow import Counter, FlowError, Step
+from fieldkit.kiosk.handoff import allowed_online_url
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,10 @@ class LiveView:
 class Camera:
     """Asks capture for the right mode at each step and turns its events into kiosk state."""
 
-    def __init__(self, bus: Bus, counter: Counter) -> None:
+    def __init__(self, bus: Bus, counter: Counter, online_hosts: list[str]) -> None:
         self.bus = bus
         self.counter = counter
+        self.online_hosts = online_hosts
         self._lock = threading.Lock()
         self.live: LiveView | None = None
         bus.handle_event("capture/evt/session/+/application-id", ApplicationIdResult, self._on_id)
@@ -155,7 +157,8 @@ class Camera:
             if live is None or session is None or session.sid != result.sid:
                 return
             if result.accepted and result.application_id and session.step is Step.SCAN:
-                self.counter.set_application_id(result.application_id)
+                online_url = allowed_online_url(result.online_url, self.online_hosts)
+                self.counter.set_application_id(result.application_id, online_url)
                 live.message_ja = live.message_en = ""
             elif not result.accepted:
                 live.message_ja, live.message_en = result.message_ja, result.message_en

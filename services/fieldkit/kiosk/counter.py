@@ -13,10 +13,13 @@ from flask_wtf import FlaskForm
 from wtforms import RadioField, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
+from fieldkit.antivirus.messages import GateReply, GateRequest
+from fieldkit.bus import BusError
 from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.camera import Camera, LiveView
 from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
+from fieldkit.kiosk.text import say
 
 bp = Blueprint("counter", __name__)
 
@@ -141,17 +144,39 @@ def wrong_step(error: FlowError) -> ResponseReturnValue:
     return to_current_step()
 
 
+def antivirus_refusal() -> str | None:
+    """Why no session may start now, from the antivirus gate (R10); None when allowed.
+
+    Fails closed: an antivirus service that does not answer refuses the session. Without a
+    bus (the app built alone, as in unit tests) there is no gate to ask.
+    """
+    service = kiosk().service
+    if service is None:
+        return None
+    try:
+        gate = service.bus.request("antivirus", "gate", GateRequest(), GateReply, timeout=5)
+    except BusError:
+        return say("av_unknown", g.lang)
+    if gate.allowed:
+        return None
+    return gate.message_ja if g.lang == "ja" else gate.message_en
+
+
 @bp.route("/", methods=["GET", "POST"])
 def home() -> ResponseReturnValue:
     if kiosk().counter.current is not None:
         return to_current_step()
     form = ModeForm(mode=kiosk().config.kiosk.default_mode)
+    refusal = None
     if form.validate_on_submit():
-        kiosk().counter.start(
-            current_user.id, "municipal" if form.mode.data == "municipal" else "support"
-        )
-        return to_current_step()
-    return render_template("ready.html", form=form)
+        refusal = antivirus_refusal()
+        if refusal is None:
+            kiosk().counter.start(
+                current_user.id, "municipal" if form.mode.data == "municipal" else "support"
+            )
+            return to_current_step()
+        kiosk().record_login(current_user.id, "session-refused:antivirus")
+    return render_template("ready.html", form=form, refusal=refusal)
 
 
 @bp.route("/scan", methods=["GET", "POST"])
@@ -302,8 +327,19 @@ def print_again() -> ResponseReturnValue:
 
 @bp.get("/done")
 def done() -> ResponseReturnValue:
-    kiosk().counter.require(Step.DONE)
-    return render_template("done.html", buttons=EmptyForm())
+    session = kiosk().counter.require(Step.DONE)
+    handoff = None
+    state = kiosk()
+    if (
+        state.config.kiosk.online_handoff
+        and session.online_url is not None
+        and session.online_photo is not None
+        and state.folders is not None
+    ):
+        # The browser uploads the online JPEG from here; the folder goes when the session closes.
+        photo = state.folders.write_photo(session.sid, bytes(session.online_photo))
+        handoff = {"url": session.online_url, "photo": str(photo)}
+    return render_template("done.html", buttons=EmptyForm(), handoff=handoff)
 
 
 @bp.post("/finish")

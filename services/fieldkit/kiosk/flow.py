@@ -95,6 +95,7 @@ class ApplicantSession:
     application_id: str | None = field(default=None, repr=False)
     photo: bytearray | None = field(default=None, repr=False)  # print master, 600 dpi
     online_photo: bytearray | None = field(default=None, repr=False)  # online-application JPEG
+    online_url: str | None = field(default=None, repr=False)  # the QR's link; carries the ID
     terms_version: str | None = None
     agreed: bool | None = None
     e_certificate: bool | None = None
@@ -111,7 +112,7 @@ class ApplicantSession:
             if buffer is not None:
                 buffer[:] = bytes(len(buffer))
         self.photo = self.online_photo = None
-        self.application_id = None
+        self.application_id = self.online_url = None
         self.e_certificate = None
         self.braille = None
         self.agreed = None
@@ -133,8 +134,14 @@ class ApplicantSession:
 class Counter:
     """The tablet's one counter: at most one applicant session at a time."""
 
-    def __init__(self, audit: Callable[[AuditEvent], None]) -> None:
+    def __init__(
+        self,
+        audit: Callable[[AuditEvent], None],
+        on_close: Callable[[ApplicantSession], list[str]] | None = None,
+    ) -> None:
         self._audit = audit
+        # Whatever else held the session's data (files for the browser) is purged here.
+        self._on_close = on_close
         self._lock = threading.RLock()
         self.current: ApplicantSession | None = None
 
@@ -165,10 +172,11 @@ class Counter:
                 raise FlowError(f"the session is at {session.step.value}, not {step.value}")
             return session
 
-    def set_application_id(self, application_id: str) -> None:
+    def set_application_id(self, application_id: str, online_url: str | None = None) -> None:
         with self._lock:
             session = self.require(Step.SCAN)
             session.application_id = application_id
+            session.online_url = online_url
             self._move(session, Step.TERMS, "application-id")
 
     def forward(self) -> None:
@@ -281,6 +289,8 @@ class Counter:
                 return None
             if session.step is not Step.ENDED:
                 raise FlowError("end the session before closing it")
+            if self._on_close is not None:
+                self._on_close(session)
             session.forget()
             self._audit(AuditEvent(time.time(), session.operator, session.sid, "closed", "", ""))
             self.current = None

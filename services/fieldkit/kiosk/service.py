@@ -29,6 +29,6 @@ SERVICE = ServiceSpec(
     roles=frozenset({"tablet"}),
     command=gunicorn_command,
     holds_personal_data=True,
-    requests=("capture", "printing"),
+    requests=("antivirus", "capture", "printing"),
     listens=("capture/evt/#", "printing/evt/#"),
 )

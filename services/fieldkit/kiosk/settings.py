@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,3 +55,8 @@ class KioskSection(Section):
     prefectures: list[str] = Field(default=["20"], min_length=1)
     # Hosts the QR's online-application URL may open (R16); anything else is refused.
     online_application_hosts: list[str] = ["app.net.kojinbango-card.go.jp"]
+    # Whether this site finishes applications online in the kiosk browser (issue 6, hand-off).
+    online_handoff: bool = False
+    # Per-session folders for files the browser uploads; a tmpfs on the images. Default:
+    # <bus.runtime_dir>/sessions.
+    session_dir: Path | None = None

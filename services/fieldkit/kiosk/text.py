@@ -103,6 +103,19 @@ TEXT: dict[str, tuple[str, str]] = {
         "Printing could not start. Check the printer, then press again.",
     ),
     "print_again": ("もう一度印刷する", "Print again"),
+    "av_unknown": (
+        "ウイルス対策の状態を確認できないため、受付を始められません。端末を再起動してください。",
+        "The antivirus status cannot be checked, so no session can start. Restart the tablet.",
+    ),
+    "handoff_intro": (
+        "続けてオンライン申請をします。申請書のQRコードの申請ページを開きます。",
+        "Now finish the application online: this opens the page the form's QR code points to.",
+    ),
+    "handoff_open": ("オンライン申請のページを開く", "Open the online application"),
+    "handoff_photo": (
+        "顔写真のアップロードでは、このファイルを選んでください:",
+        "When asked for the face photo, choose this file:",
+    ),
     "printing": ("控えを印刷しています", "Printing your receipts"),
     "done": ("申請が終わりました", "Your application is complete"),
 }

@@ -90,26 +90,27 @@ class PrinterStatusRequest(Message):
     type: Literal["printer-status"] = "printer-status"
 
 
-class PrinterStatus(Message):
+class PrinterState(Message):
     """What the kiosk shows about the printer, in plain words (Japanese first)."""
 
+    queue: str
+    condition: PrinterCondition
+    words_ja: str
+    words_en: str
+    reasons: list[str] = Field(default_factory=list)
+    waiting_jobs: int = 0
+
+
+class PrinterStatus(PrinterState):
+    """The reply to ``printer-status``."""
+
     type: Literal["printer-status-reply"] = "printer-status-reply"
-    queue: str
-    condition: PrinterCondition
-    words_ja: str
-    words_en: str
-    reasons: list[str] = Field(default_factory=list)
-    waiting_jobs: int = 0
 
 
-class PrinterEvent(Message):
+class PrinterEvent(PrinterState):
+    """Published on ``printing/evt/printer`` whenever the printer's condition changes."""
+
     type: Literal["printer"] = "printer"
-    queue: str
-    condition: PrinterCondition
-    words_ja: str
-    words_en: str
-    reasons: list[str] = Field(default_factory=list)
-    waiting_jobs: int = 0
 
 
 class JobEvent(Message):
