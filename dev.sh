@@ -9,14 +9,15 @@ cd "$(dirname "$0")"
 # Debian packages the kit and its tests use. Later capabilities add theirs here.
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
-  mosquitto mosquitto-clients
-  clamav clamav-freshclam
-  libzbar0  # capture: pyzbar's QR decoder
-  cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev poppler-utils fonts-ipaexfont-gothic
-  cryptsetup-bin  # wipe: LUKS keyslot erase for contract-end sanitization
-  chromium  # wipe tests: a real browser profile
-  postgresql iproute2
-  fonts-ipaexfont-gothic poppler-utils chromium
+  mosquitto mosquitto-clients                       # the local bus
+  libzbar0                                          # capture: pyzbar's QR decoder
+  cups cups-client cups-bsd cups-ipp-utils cups-filters dbus-daemon libcups2-dev  # printing
+  poppler-utils fonts-ipaexfont-gothic              # PDFs with Japanese text, read back in tests
+  clamav clamav-freshclam                           # antivirus
+  postgresql iproute2                               # hub database tests; network-namespace tests
+  cryptsetup-bin                                    # wipe: LUKS keyslot erase
+  chromium chromium-driver                          # browser policy, wipe and hub web tests
+  nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
 
 need_apt() {

@@ -19,8 +19,11 @@ from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
 from fieldkit.hub.web.cli import add_commands as add_hub_web_commands
+from fieldkit.imaging import ImageBuildError
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
+from fieldkit.policies import PolicyError
+from fieldkit.provision_cli import add_commands as add_provision_commands
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
 from fieldkit.runner import (
     Supervisor,
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_wipe_commands(sub)
     add_sync_commands(sub)
     add_hub_web_commands(sub)
+    add_provision_commands(sub)
     return parser
 
 
@@ -210,12 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "standalone", None) is not None:  # no device config needed (pki, packet)
         return int(args.standalone(args))
     try:
+        if not getattr(args, "needs_config", True):
+            # Build-machine commands (policy, image) run where no device config exists.
+            done: int = args.func(args)
+            return done
         config = load_config(args.config)
         result: int = args.func(args, config)
         return result
     except ConfigError as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 2
-    except (RegistryError, BrokerError, BusError, MessageError) as exc:
+    except (
+        RegistryError,
+        BrokerError,
+        BusError,
+        MessageError,
+        PolicyError,
+        ImageBuildError,
+    ) as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 1

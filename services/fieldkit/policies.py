@@ -1,0 +1,726 @@
+"""Declarative device policies: one source of truth for the image build and the compliance run.
+
+The files in ``policies/`` (browser, erasure, network, usb, services) are loaded into closed,
+versioned models and rendered into the files a device needs: Chromium's managed policy, the
+nftables ruleset, USBGuard rules, journald/coredump/sysctl drop-ins, tmpfs mount units and one
+sandboxed systemd unit per fieldkit service. The Ansible roles install exactly these
+renderings (``fieldkit policy vars``), and the image tests compare what is installed with a
+fresh rendering, so the build and the check cannot drift apart.
+
+The settings that a requirement forbids (saving passwords or form data, core dumps, swap, a
+default-accept firewall) are typed as constants: a policy file that tries to switch them on
+does not load, and the error names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, TypeVar, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fieldkit.config import describe_validation_error
+
+POLICY_DIR_ENV = "FIELDKIT_POLICIES"
+INSTALLED_POLICY_DIR = Path("/etc/fieldkit/policies")
+KINDS = ("browser", "erasure", "network", "usb", "services")
+
+BROWSER_POLICY_PATH = PurePosixPath("/etc/chromium/policies/managed/fieldkit.json")
+NFTABLES_PATH = PurePosixPath("/etc/nftables.conf")
+USBGUARD_RULES_PATH = PurePosixPath("/etc/usbguard/rules.conf")
+
+# A USB interface triple "class:subclass:protocol", each two hex digits or "*".
+_USB_INTERFACE = re.compile(r"^[0-9a-f]{2}:([0-9a-f]{2}|\*):([0-9a-f]{2}|\*)$")
+# systemd directive names, and values that cannot smuggle a second line into a unit file.
+_DIRECTIVE = re.compile(r"^[A-Z][A-Za-z]+$")
+_SIZE = re.compile(r"^[0-9]+[KMG]$")
+
+
+class PolicyError(Exception):
+    """A policy file is missing, unreadable or invalid; the message names the file and key."""
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+
+
+# --- browser (R11, R17) ---------------------------------------------------------------
+
+
+class BrowserMemory(Policy):
+    """What the browser may remember between applicants: nothing (R11)."""
+
+    passwords: Literal[False] = False
+    addresses: Literal[False] = False
+    payment_cards: Literal[False] = False
+    browsing_history: Literal[False] = False
+
+
+class BrowserFeatures(Policy):
+    """Browser features that leak data or let an applicant leave the kiosk; all off by default."""
+
+    search_suggestions: bool = False
+    default_search_provider: bool = False
+    incognito: bool = False
+    guest_mode: bool = False
+    browser_signin: bool = False
+    sync: bool = False
+    translate: bool = False
+    spellcheck_service: bool = False
+    network_prediction: bool = False
+    metrics_reporting: bool = False
+    background_mode: bool = False
+    developer_tools: bool = False
+    downloads: bool = False
+    password_leak_detection: bool = False
+
+
+ClearType = Literal[
+    "browsing_history",
+    "download_history",
+    "cookies_and_other_site_data",
+    "cached_images_and_files",
+    "password_signin",
+    "autofill",
+    "site_settings",
+    "hosted_app_data",
+]
+ALL_CLEAR_TYPES: tuple[ClearType, ...] = get_args(ClearType)
+
+
+class BrowserPolicy(Policy):
+    kind: Literal["browser"] = "browser"
+    kiosk_url: str
+    allowed_urls: list[str] = Field(min_length=1)
+    remember: BrowserMemory = BrowserMemory()
+    features: BrowserFeatures = BrowserFeatures()
+    clear_on_exit: list[ClearType] = Field(default_factory=lambda: list(ALL_CLEAR_TYPES))
+
+    @field_validator("kiosk_url")
+    @classmethod
+    def _kiosk_on_loopback(cls, url: str) -> str:
+        # The kiosk UI is served by the tablet itself (architecture §1); anything else is a typo.
+        if not re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?/", url):
+            raise ValueError("kiosk_url must be an http:// URL on loopback")
+        return url
+
+    @field_validator("allowed_urls")
+    @classmethod
+    def _no_wildcards(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if "*" in url or not url.strip() or any(c.isspace() for c in url):
+                raise ValueError("allowed_urls entries must be plain URLs or hosts, no wildcards")
+        return urls
+
+    @field_validator("clear_on_exit")
+    @classmethod
+    def _clear_everything(cls, types: list[ClearType]) -> list[ClearType]:
+        missing = sorted(set(ALL_CLEAR_TYPES) - set(types))
+        if missing:
+            raise ValueError(f"clear_on_exit must list every type; missing {', '.join(missing)}")
+        return types
+
+
+# --- erasure (R6, R12) ---------------------------------------------------------------
+
+
+class Journald(Policy):
+    storage: Literal["volatile", "none"] = "volatile"
+    runtime_max_use: str = Field(default="32M", pattern=_SIZE.pattern)
+
+
+class TmpfsMount(Policy):
+    path: PurePosixPath
+    size: str = Field(pattern=_SIZE.pattern)
+    mode: str = Field(pattern=r"^[0-7]{4}$")
+    # Owner of the mounted directory, set by systemd-tmpfiles after the mount at boot.
+    owner: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_clean(cls, path: PurePosixPath) -> PurePosixPath:
+        if not path.is_absolute() or ".." in path.parts or str(path) == "/":
+            raise ValueError("tmpfs path must be an absolute path below /")
+        return path
+
+
+class CupsRetention(Policy):
+    preserve_job_history: Literal[False] = False
+    preserve_job_files: Literal[False] = False
+
+
+class ErasurePolicy(Policy):
+    kind: Literal["erasure"] = "erasure"
+    journald: Journald = Journald()
+    core_dumps: Literal[False] = False
+    swap: Literal[False] = False
+    tmpfs: list[TmpfsMount] = Field(min_length=1)
+    cups: CupsRetention = CupsRetention()
+
+    @model_validator(mode="after")
+    def _tmp_is_tmpfs(self) -> ErasurePolicy:
+        paths = [str(m.path) for m in self.tmpfs]
+        if "/tmp" not in paths:  # noqa: S108 - the mount point itself, not a temp file
+            raise ValueError("tmpfs must include /tmp")
+        if len(set(paths)) != len(paths):
+            raise ValueError("tmpfs lists a path twice")
+        return self
+
+
+# --- network (R16) -------------------------------------------------------------------
+
+
+class NetworkRule(Policy):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
+    addresses: list[str] = Field(min_length=1)
+    protocol: Literal["tcp", "udp"]
+    ports: list[int] = Field(min_length=1)
+
+    @field_validator("addresses")
+    @classmethod
+    def _networks(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            try:
+                network = ipaddress.ip_network(address, strict=True)
+            except ValueError:
+                raise ValueError("addresses must be IP addresses or networks (no names)") from None
+            if network.prefixlen == 0:
+                raise ValueError("an allowlist entry may not be the whole address space")
+        return addresses
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int]) -> list[int]:
+        if any(not 1 <= p <= 65535 for p in ports):
+            raise ValueError("ports must be 1-65535")
+        return ports
+
+
+class NetworkPolicy(Policy):
+    kind: Literal["network"] = "network"
+    default: Literal["drop"] = "drop"
+    allow_dhcp: bool = True
+    outbound: list[NetworkRule] = Field(default_factory=list)
+    inbound: list[NetworkRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NetworkPolicy:
+        names = [r.name for r in (*self.outbound, *self.inbound)]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return self
+
+    def rule(self, name: str) -> NetworkRule:
+        for rule in (*self.outbound, *self.inbound):
+            if rule.name == name:
+                return rule
+        raise PolicyError(f"network policy has no rule named {name!r}")
+
+
+# --- USB (R16, R23) ------------------------------------------------------------------
+
+
+class UsbInterface(Policy):
+    name: str = Field(min_length=1, max_length=80)
+    interface: str = Field(pattern=_USB_INTERFACE.pattern)
+
+
+class UsbPolicy(Policy):
+    kind: Literal["usb"] = "usb"
+    implicit_policy: Literal["block", "reject"] = "block"
+    present_devices: Literal["apply-policy", "block", "reject"] = "apply-policy"
+    block_interfaces: list[UsbInterface] = Field(min_length=1)
+    allow_interfaces: list[UsbInterface] = Field(min_length=1)
+    blacklist_modules: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mass_storage_blocked(self) -> UsbPolicy:
+        # R23: personal data must not leave on a stick; the one class that must never pass.
+        if not any(i.interface.startswith("08:") for i in self.block_interfaces):
+            raise ValueError("block_interfaces must block mass storage (08:*:*)")
+        if any(i.interface.startswith("08:") for i in self.allow_interfaces):
+            raise ValueError("allow_interfaces may not allow mass storage (08)")
+        return self
+
+
+# --- services (R28, R30) -------------------------------------------------------------
+
+DirectiveValue = str | list[str]
+
+
+def _check_directives(directives: Mapping[str, DirectiveValue]) -> None:
+    for key, value in directives.items():
+        if not _DIRECTIVE.match(key):
+            raise ValueError(f"{key!r} is not a systemd directive name")
+        for item in [value] if isinstance(value, str) else value:
+            if "\n" in item or "\r" in item:
+                raise ValueError(f"{key}: value must be one line")
+
+
+class ServiceOverride(Policy):
+    directives: dict[str, DirectiveValue] = Field(default_factory=dict)
+    # Names of network.yaml rules whose addresses this service may reach.
+    network: list[str] = Field(default_factory=list)
+
+    @field_validator("directives")
+    @classmethod
+    def _directives(cls, directives: dict[str, DirectiveValue]) -> dict[str, DirectiveValue]:
+        _check_directives(directives)
+        return directives
+
+
+class ServicesPolicy(Policy):
+    kind: Literal["services"] = "services"
+    max_exposure: float = Field(gt=0, le=10)
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
+    venv: PurePosixPath
+    config: PurePosixPath
+    sandbox: dict[str, DirectiveValue]
+    overrides: dict[str, ServiceOverride] = Field(default_factory=dict)
+
+    @field_validator("sandbox")
+    @classmethod
+    def _sandbox(cls, sandbox: dict[str, DirectiveValue]) -> dict[str, DirectiveValue]:
+        _check_directives(sandbox)
+        if sandbox.get("NoNewPrivileges") != "yes":
+            raise ValueError("sandbox must set NoNewPrivileges=yes")
+        return sandbox
+
+
+class PolicySet(BaseModel):
+    """Every policy of one device, loaded from one directory."""
+
+    model_config = ConfigDict(frozen=True)
+
+    browser: BrowserPolicy
+    erasure: ErasurePolicy
+    network: NetworkPolicy
+    usb: UsbPolicy
+    services: ServicesPolicy
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> PolicySet:
+        for name, override in self.services.overrides.items():
+            for rule in override.network:
+                try:
+                    self.network.rule(rule)
+                except PolicyError:
+                    raise ValueError(
+                        f"services.overrides.{name}.network names unknown rule {rule!r}"
+                    ) from None
+        return self
+
+
+# --- loading -------------------------------------------------------------------------
+
+P = TypeVar("P", bound=Policy)
+
+
+def default_policy_dir() -> Path:
+    """$FIELDKIT_POLICIES, else /etc/fieldkit/policies, else the repository's ``policies/``."""
+    if env := os.environ.get(POLICY_DIR_ENV):
+        return Path(env)
+    if INSTALLED_POLICY_DIR.is_dir():
+        return INSTALLED_POLICY_DIR
+    return Path(__file__).resolve().parents[2] / "policies"
+
+
+def load_policy(path: Path, model: type[P]) -> P:
+    """Read one YAML policy file into its model; errors name the file and the key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"policy file {path} is not readable: {exc.__class__.__name__}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"policy file {path}: top level must be a mapping")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from None
+
+
+def load_policies(directory: Path | None = None) -> PolicySet:
+    """Load and cross-check every policy in ``directory``."""
+    directory = directory or default_policy_dir()
+    models: dict[str, type[Policy]] = {
+        "browser": BrowserPolicy,
+        "erasure": ErasurePolicy,
+        "network": NetworkPolicy,
+        "usb": UsbPolicy,
+        "services": ServicesPolicy,
+    }
+    loaded = {kind: load_policy(directory / f"{kind}.yaml", m) for kind, m in models.items()}
+    try:
+        return PolicySet.model_validate(loaded)
+    except ValidationError as exc:
+        raise PolicyError(f"policies in {directory}: {describe_validation_error(exc)}") from None
+
+
+# --- rendering -----------------------------------------------------------------------
+
+RenderedFiles = dict[PurePosixPath, str]
+GENERATED = "Generated by fieldkit from policies/{kind}.yaml. Do not edit: change the policy."
+
+
+def chromium_policy(policy: BrowserPolicy) -> dict[str, Any]:
+    """Chromium's managed policy (``/etc/chromium/policies/managed``) as a dict."""
+    f = policy.features
+    # Debian's chromium 156 knows AutofillSettings; older versions ignore unknown keys, and the
+    # two boolean autofill policies still hold there.
+    return {
+        "PasswordManagerEnabled": policy.remember.passwords,
+        "PasswordLeakDetectionEnabled": f.password_leak_detection,
+        "AutofillAddressEnabled": policy.remember.addresses,
+        "AutofillCreditCardEnabled": policy.remember.payment_cards,
+        "AutofillSettings": [{"url_pattern": "*", "blocked_types": ["contact_info", "payments"]}],
+        "SavingBrowserHistoryDisabled": not policy.remember.browsing_history,
+        "SearchSuggestEnabled": f.search_suggestions,
+        "DefaultSearchProviderEnabled": f.default_search_provider,
+        "IncognitoModeAvailability": 0 if f.incognito else 1,
+        "BrowserGuestModeEnabled": f.guest_mode,
+        "BrowserSignin": 1 if f.browser_signin else 0,
+        "SyncDisabled": not f.sync,
+        "TranslateEnabled": f.translate,
+        "SpellCheckServiceEnabled": f.spellcheck_service,
+        "NetworkPredictionOptions": 0 if f.network_prediction else 2,
+        "MetricsReportingEnabled": f.metrics_reporting,
+        "BackgroundModeEnabled": f.background_mode,
+        "DeveloperToolsAvailability": 1 if f.developer_tools else 2,
+        "DownloadRestrictions": 0 if f.downloads else 3,
+        "HomepageLocation": policy.kiosk_url,
+        "RestoreOnStartup": 4,
+        "RestoreOnStartupURLs": [policy.kiosk_url],
+        "URLBlocklist": ["*"],
+        "URLAllowlist": list(policy.allowed_urls),
+        "ClearBrowsingDataOnExitList": list(policy.clear_on_exit),
+    }
+
+
+def render_browser(policy: BrowserPolicy) -> RenderedFiles:
+    body = json.dumps(chromium_policy(policy), indent=2, sort_keys=True, ensure_ascii=False)
+    return {BROWSER_POLICY_PATH: body + "\n"}
+
+
+def _ini(kind: str, section: str, values: Mapping[str, str]) -> str:
+    lines = [f"# {GENERATED.format(kind=kind)}", f"[{section}]"]
+    lines += [f"{key}={value}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def mount_unit_name(path: PurePosixPath) -> str:
+    """The unit name systemd expects for a mount point (``systemd-escape --path``)."""
+    text = "/".join(path.parts[1:])
+    chars = []
+    for i, ch in enumerate(text):
+        if ch == "/":
+            chars.append("-")
+        elif ch.isascii() and (ch.isalnum() or ch in "_:" or (ch == "." and i > 0)):
+            chars.append(ch)
+        else:
+            chars.extend(f"\\x{b:02x}" for b in ch.encode())
+    return "".join(chars) + ".mount"
+
+
+def render_erasure(policy: ErasurePolicy) -> RenderedFiles:
+    kind = "erasure"
+    files: RenderedFiles = {
+        PurePosixPath("/etc/systemd/journald.conf.d/50-fieldkit.conf"): _ini(
+            kind,
+            "Journal",
+            {
+                "Storage": policy.journald.storage,
+                "RuntimeMaxUse": policy.journald.runtime_max_use,
+                "ForwardToSyslog": "no",
+            },
+        ),
+        PurePosixPath("/etc/systemd/coredump.conf.d/50-fieldkit.conf"): _ini(
+            kind, "Coredump", {"Storage": "none", "ProcessSizeMax": "0"}
+        ),
+        PurePosixPath("/etc/security/limits.d/50-fieldkit-nocore.conf"): (
+            f"# {GENERATED.format(kind=kind)}\n*    hard    core    0\n*    soft    core    0\n"
+        ),
+        # Only files: the build never touches the running kernel (no sysctl -w in a chroot).
+        PurePosixPath("/etc/sysctl.d/50-fieldkit-erasure.conf"): (
+            f"# {GENERATED.format(kind=kind)}\n"
+            "kernel.core_pattern = |/bin/false\n"
+            "fs.suid_dumpable = 0\n"
+            "vm.swappiness = 0\n"
+        ),
+    }
+    for mount in policy.tmpfs:
+        unit = PurePosixPath("/etc/systemd/system") / mount_unit_name(mount.path)
+        files[unit] = (
+            f"# {GENERATED.format(kind=kind)}\n"
+            "[Unit]\n"
+            f"Description=Memory-only {mount.path} (nothing written here survives power-off)\n"
+            "DefaultDependencies=no\n"
+            "Conflicts=umount.target\n"
+            "Before=local-fs.target umount.target\n\n"
+            "[Mount]\n"
+            "What=tmpfs\n"
+            f"Where={mount.path}\n"
+            "Type=tmpfs\n"
+            f"Options=mode={mount.mode},size={mount.size},nosuid,nodev\n\n"
+            "[Install]\n"
+            "WantedBy=local-fs.target\n"
+        )
+    owned = [m for m in policy.tmpfs if m.owner]
+    if owned:
+        lines = [f"# {GENERATED.format(kind=kind)}"]
+        lines += [f"d {m.path} {m.mode} {m.owner} {m.owner} -" for m in owned]
+        files[PurePosixPath("/etc/tmpfiles.d/fieldkit-tmpfs.conf")] = "\n".join(lines) + "\n"
+    return files
+
+
+def cupsd_settings(policy: ErasurePolicy) -> dict[str, str]:
+    """cupsd.conf directives the erasure policy fixes (job files and history not kept)."""
+    yes_no = {True: "Yes", False: "No"}
+    return {
+        "PreserveJobHistory": yes_no[policy.cups.preserve_job_history],
+        "PreserveJobFiles": yes_no[policy.cups.preserve_job_files],
+    }
+
+
+def nftables_ruleset(policy: NetworkPolicy) -> str:
+    """The device's nftables ruleset: default drop, loopback free, the allowlist, nothing else."""
+
+    def match(rule: NetworkRule, direction: Literal["daddr", "saddr"]) -> list[str]:
+        lines = []
+        for family in ("ip", "ip6"):
+            nets = [a for a in rule.addresses if (":" in a) == (family == "ip6")]
+            if not nets:
+                continue
+            ports = ", ".join(str(p) for p in rule.ports)
+            port_key = "dport"
+            lines.append(
+                f"        {family} {direction} {{ {', '.join(nets)} }} {rule.protocol} "
+                f'{port_key} {{ {ports} }} accept comment "{rule.name}"'
+            )
+        return lines
+
+    out = [
+        "#!/usr/sbin/nft -f",
+        f"# {GENERATED.format(kind='network')}",
+        "flush ruleset",
+        "",
+        "table inet fieldkit {",
+        "    chain input {",
+        f"        type filter hook input priority filter; policy {policy.default};",
+        '        iif "lo" accept',
+        "        ct state established,related accept",
+        "        ct state invalid drop",
+        "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept",
+    ]
+    if policy.allow_dhcp:
+        out.append('        udp sport 67 udp dport 68 accept comment "dhcp"')
+    for rule in policy.inbound:
+        out += match(rule, "saddr")
+    out += [
+        "    }",
+        "",
+        "    chain forward {",
+        f"        type filter hook forward priority filter; policy {policy.default};",
+        "    }",
+        "",
+        "    chain output {",
+        f"        type filter hook output priority filter; policy {policy.default};",
+        '        oif "lo" accept',
+        "        ct state established,related accept",
+        "        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
+    ]
+    if policy.allow_dhcp:
+        out.append('        udp sport 68 udp dport 67 accept comment "dhcp"')
+    for rule in policy.outbound:
+        out += match(rule, "daddr")
+    out += ["    }", "}", ""]
+    return "\n".join(out)
+
+
+def render_network(policy: NetworkPolicy) -> RenderedFiles:
+    return {NFTABLES_PATH: nftables_ruleset(policy)}
+
+
+def usbguard_rules(policy: UsbPolicy) -> str:
+    """USBGuard rules: first match wins, so the mass-storage block comes before any allow."""
+    out = [f"# {GENERATED.format(kind='usb')}"]
+    for item in policy.block_interfaces:
+        out.append(f"# {item.name}")
+        out.append(f"block with-interface one-of {{ {item.interface} }}")
+    allowed = " ".join(i.interface for i in policy.allow_interfaces)
+    out.append("# " + ", ".join(i.name for i in policy.allow_interfaces))
+    # match-all: every interface of the device must be an allowed class, so a composite
+    # device cannot carry an unlisted function past the rule.
+    out.append(f"allow with-interface match-all {{ {allowed} }}")
+    return "\n".join(out) + "\n"
+
+
+def render_usb(policy: UsbPolicy) -> RenderedFiles:
+    files: RenderedFiles = {USBGUARD_RULES_PATH: usbguard_rules(policy)}
+    if policy.blacklist_modules:
+        lines = [f"# {GENERATED.format(kind='usb')}"]
+        for module in policy.blacklist_modules:
+            # "install /bin/false" also stops explicit modprobe, not only autoloading.
+            lines += [f"blacklist {module}", f"install {module} /bin/false"]
+        files[PurePosixPath("/etc/modprobe.d/fieldkit-usb.conf")] = "\n".join(lines) + "\n"
+    return files
+
+
+def usbguard_daemon_settings(policy: UsbPolicy) -> dict[str, str]:
+    return {
+        "RuleFile": str(USBGUARD_RULES_PATH),
+        "ImplicitPolicyTarget": policy.implicit_policy,
+        "PresentDevicePolicy": policy.present_devices,
+        "PresentControllerPolicy": "keep",
+        "InsertedDevicePolicy": "apply-policy",
+    }
+
+
+def service_unit(name: str, summary: str, policies: PolicySet) -> str:
+    """One sandboxed systemd unit for one fieldkit service."""
+    svc = policies.services
+    directives: dict[str, DirectiveValue] = dict(svc.sandbox)
+    override = svc.overrides.get(name)
+    if override is not None:
+        directives.update(override.directives)
+        extra = [a for rule in override.network for a in policies.network.rule(rule).addresses]
+        if extra:
+            base = directives.get("IPAddressAllow", "")
+            base_text = base if isinstance(base, str) else " ".join(base)
+            directives["IPAddressAllow"] = " ".join([base_text, *extra]).strip()
+    lines = [
+        f"# {GENERATED.format(kind='services')}",
+        "[Unit]",
+        f"Description=fieldkit {name}: {summary}",
+        "After=network.target mosquitto.service",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={svc.user}",
+        f"Group={svc.user}",
+        f"ExecStart={svc.venv}/bin/fieldkit --config {svc.config} service run {name}",
+        "Restart=on-failure",
+        "RestartSec=2",
+    ]
+    for key, value in directives.items():
+        for item in [value] if isinstance(value, str) else value:
+            lines.append(f"{key}={item}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
+
+
+def unit_name(service: str) -> str:
+    return f"fieldkit-{service}.service"
+
+
+def render_services(policies: PolicySet, role: str) -> RenderedFiles:
+    """A unit for every service registered for ``role`` (entry points, see registry)."""
+    from fieldkit.registry import specs_for_role
+
+    return {
+        PurePosixPath("/etc/systemd/system") / unit_name(spec.name): service_unit(
+            spec.name, spec.summary, policies
+        )
+        for spec in specs_for_role(role)
+    }
+
+
+def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFiles:
+    """The files one policy kind installs on a device of ``role``."""
+    if kind == "browser":
+        return render_browser(policies.browser)
+    if kind == "erasure":
+        return render_erasure(policies.erasure)
+    if kind == "network":
+        return render_network(policies.network)
+    if kind == "usb":
+        return render_usb(policies.usb)
+    if kind == "services":
+        return render_services(policies, role)
+    raise PolicyError(f"unknown policy kind {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def ansible_vars(
+    policies: PolicySet, role: str, policies_dir: Path | None = None
+) -> dict[str, Any]:
+    """Variables for the Ansible roles: the playbooks take their settings from here only."""
+    from fieldkit.broker import render_acl
+    from fieldkit.registry import identities_for, specs_for_role
+
+    files = {kind: render(policies, kind, role) for kind in KINDS}
+    as_text = {
+        kind: {str(p): body for p, body in rendered.items()} for kind, rendered in files.items()
+    }
+    erasure = policies.erasure
+    return {
+        "kiosk_browser_policy_file": str(BROWSER_POLICY_PATH),
+        "kiosk_browser_policy_json": as_text["browser"][str(BROWSER_POLICY_PATH)],
+        "kiosk_url": policies.browser.kiosk_url,
+        "hardening_erasure_files": as_text["erasure"],
+        "hardening_tmpfs_units": [mount_unit_name(m.path) for m in erasure.tmpfs],
+        "hardening_tmpfs_mounts": [{"path": str(m.path), "mode": m.mode} for m in erasure.tmpfs],
+        "hardening_swap_enabled": erasure.swap,
+        "cups_settings": cupsd_settings(erasure),
+        "firewall_nftables_ruleset": as_text["network"][str(NFTABLES_PATH)],
+        "usbguard_rules": as_text["usb"][str(USBGUARD_RULES_PATH)],
+        "usbguard_daemon_settings": usbguard_daemon_settings(policies.usb),
+        "usbguard_modprobe_files": {
+            p: b for p, b in as_text["usb"].items() if p != str(USBGUARD_RULES_PATH)
+        },
+        "fieldkit_services_units": as_text["services"],
+        "fieldkit_services_user": policies.services.user,
+        "fieldkit_services_venv": str(policies.services.venv),
+        "fieldkit_services_max_exposure": policies.services.max_exposure,
+        "broker_acl": render_acl(identities_for(specs_for_role(role))),
+        "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
+        "policy_dir": str(policies_dir) if policies_dir is not None else "",
+    }
+
+
+def freshclam_conf(policies_dir: Path) -> str:
+    """freshclam.conf from ``policies/antivirus.toml``, rendered by the antivirus service's code.
+
+    The antivirus policy is the antivirus service's own file (TOML, its settings model); the
+    image installs exactly what that service would write, so both read one source (R10).
+    """
+    from fieldkit.antivirus.engine import EngineError, render_freshclam_conf
+    from fieldkit.antivirus.settings import AntivirusSection
+
+    path = policies_dir / "antivirus.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        section = AntivirusSection.model_validate(raw.get("antivirus", {}))
+        database_dir = section.database_dir or Path("/var/lib/clamav")
+        owner = section.database_owner or "clamav"
+        return render_freshclam_conf(section, database_dir, owner=owner)
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from None
+    except EngineError as exc:
+        raise PolicyError(f"policy file {path}: {exc}") from None
+
+
+def write_rendered(files: RenderedFiles, root: Path) -> list[Path]:
+    """Write rendered files below ``root`` (a rootfs or a staging dir); returns the paths."""
+    written = []
+    for path, body in sorted(files.items()):
+        target = root / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body, encoding="utf-8")
+        written.append(target)
+    return written

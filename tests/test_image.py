@@ -1,0 +1,290 @@
+"""The built tablet image, checked with testinfra's chroot backend (R10, R11, R16, R18, R28, R30).
+
+Slow: the first build takes minutes (mmdebstrap + Ansible + packing). Run with
+``./dev.sh test --slow -k image``. To check an existing build instead of building, point
+FIELDKIT_IMAGE_DIR at its output directory (the one holding ``rootfs/`` and the manifest).
+
+The checks are static (files, units, packages, permissions) because the rootfs is not
+booted; ``systemd-analyze security --offline --root`` rates the units without running them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldkit.policies import (
+    BROWSER_POLICY_PATH,
+    NFTABLES_PATH,
+    USBGUARD_RULES_PATH,
+    PolicySet,
+    load_policies,
+    render,
+)
+
+testinfra = pytest.importorskip("testinfra")
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_ROOT = Path("/var/tmp/fieldkit-build")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="building and chrooting need root"),
+]
+
+
+@pytest.fixture(scope="module")
+def image_dir() -> Iterator[Path]:
+    given = os.environ.get("FIELDKIT_IMAGE_DIR")
+    if given:
+        yield Path(given)
+        return
+    from fieldkit.imaging import BuildOptions, ImageBuild
+
+    out = BUILD_ROOT / "test-tablet"
+    options = BuildOptions(role="tablet", out=out, cache=BUILD_ROOT / "cache")
+    ImageBuild(options).run()
+    yield out
+
+
+@pytest.fixture(scope="module")
+def rootfs(image_dir: Path) -> Path:
+    return image_dir / "rootfs"
+
+
+@pytest.fixture(scope="module")
+def host(rootfs: Path) -> Any:
+    return testinfra.get_host(str(rootfs), connection="chroot")
+
+
+@pytest.fixture(scope="module")
+def manifest(image_dir: Path) -> dict[str, Any]:
+    found = json.loads((image_dir / "fieldkit-tablet.manifest.json").read_text())
+    assert isinstance(found, dict)
+    return found
+
+
+@pytest.fixture(scope="module")
+def policies() -> PolicySet:
+    return load_policies(REPO / "policies")
+
+
+def test_browser_policy_is_what_policies_render(host: Any, policies: PolicySet) -> None:
+    """R11, R30: the installed managed policy is byte-for-byte the rendering."""
+    installed = host.file(str(BROWSER_POLICY_PATH))
+    assert installed.exists and installed.user == "root" and installed.mode == 0o644
+    assert installed.content_string == render(policies, "browser")[BROWSER_POLICY_PATH]
+
+
+def test_usb_storage_is_blocked(host: Any, policies: PolicySet) -> None:
+    """R16, R23: USBGuard rules from the policy, parsed by USBGuard itself; storage drivers off."""
+    rules = host.file(str(USBGUARD_RULES_PATH))
+    assert rules.content_string == render(policies, "usb")[USBGUARD_RULES_PATH]
+    assert rules.mode == 0o600
+    assert host.run("usbguard-rule-parser -f /etc/usbguard/rules.conf").rc == 0
+    modprobe = host.file("/etc/modprobe.d/fieldkit-usb.conf").content_string
+    assert "install usb_storage /bin/false" in modprobe
+    assert "install uas /bin/false" in modprobe
+    daemon = host.file("/etc/usbguard/usbguard-daemon.conf").content_string
+    assert re.search(r"^ImplicitPolicyTarget=block$", daemon, re.M)
+    assert host.service("usbguard").is_enabled
+
+
+def test_journald_is_volatile(host: Any) -> None:
+    """R12: logs live in RAM only."""
+    conf = host.file("/etc/systemd/journald.conf.d/50-fieldkit.conf").content_string
+    assert "Storage=volatile" in conf
+
+
+def test_no_core_dumps(host: Any) -> None:
+    """R12: no process memory is ever written to disk."""
+    assert (
+        "Storage=none" in host.file("/etc/systemd/coredump.conf.d/50-fieldkit.conf").content_string
+    )
+    assert (
+        "hard    core    0"
+        in host.file("/etc/security/limits.d/50-fieldkit-nocore.conf").content_string
+    )
+    sysctl = host.file("/etc/sysctl.d/50-fieldkit-erasure.conf").content_string
+    assert "kernel.core_pattern = |/bin/false" in sysctl
+    assert "fs.suid_dumpable = 0" in sysctl
+
+
+def test_no_swap(host: Any, rootfs: Path) -> None:
+    """R12: swap.target masked, no swap in fstab."""
+    target = rootfs / "etc/systemd/system/swap.target"
+    assert target.is_symlink() and os.readlink(target) == "/dev/null"
+    assert not re.search(r"\sswap\s", host.file("/etc/fstab").content_string)
+
+
+def test_tmpfs_mounts_are_enabled(host: Any, rootfs: Path, policies: PolicySet) -> None:
+    """R6, R12: /tmp, the CUPS spool, the session folder and the browser profile are RAM-only."""
+    from fieldkit.policies import mount_unit_name
+
+    wants = rootfs / "etc/systemd/system/local-fs.target.wants"
+    for mount in policies.erasure.tmpfs:
+        name = mount_unit_name(mount.path)
+        assert (rootfs / "etc/systemd/system" / name).is_file(), name
+        assert (wants / name).is_symlink(), name
+
+
+def test_cups_keeps_no_job_files_or_history(host: Any) -> None:
+    """R6: CUPS preserve off."""
+    conf = host.file("/etc/cups/cupsd.conf").content_string
+    assert re.search(r"^PreserveJobHistory No$", conf, re.M)
+    assert re.search(r"^PreserveJobFiles No$", conf, re.M)
+    assert re.search(r"^Listen localhost:631$", conf, re.M)
+
+
+def test_nftables_default_drop_with_allowlist(host: Any, rootfs: Path, policies: PolicySet) -> None:
+    """R16: the ruleset is the rendering, enabled at boot, and loads (in a private netns)."""
+    ruleset = host.file(str(NFTABLES_PATH))
+    assert ruleset.content_string == render(policies, "network")[NFTABLES_PATH]
+    assert host.service("nftables").is_enabled
+    loaded = subprocess.run(
+        [
+            "unshare",
+            "--net",
+            "chroot",
+            str(rootfs),
+            "sh",
+            "-c",
+            "nft -f /etc/nftables.conf && nft list ruleset",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.count("policy drop;") == 3
+    for rule in policies.network.outbound:
+        assert rule.name in loaded.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
+    host: Any, rootfs: Path, policies: PolicySet
+) -> None:
+    """R30: every registered service has its unit, enabled, exposure at most the ceiling."""
+    units = render(policies, "services", "tablet")
+    assert units
+    for path, body in units.items():
+        installed = host.file(str(path))
+        assert installed.content_string == body, path.name
+        assert host.service(path.name).is_enabled, path.name
+        rated = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", f"--root={rootfs}", path.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", rated.stdout)
+        assert found, rated.stdout[-400:] + rated.stderr[-400:]
+        assert float(found.group(1)) <= policies.services.max_exposure, path.name
+
+
+def test_fieldkit_runs_from_its_venv(host: Any) -> None:
+    """R31: the compliance run on the device uses the same policies the image was built from."""
+    check = host.run(
+        "/opt/fieldkit/venv/bin/fieldkit policy --policies /etc/fieldkit/policies check"
+    )
+    assert check.rc == 0, check.stderr
+    assert host.user("fieldkit").shell == "/usr/sbin/nologin"
+
+
+def test_no_compilers_and_no_ssh_server(host: Any) -> None:
+    """R17, R30: a tablet carries application functions only."""
+    for tool in ("gcc", "cc", "c++", "make", "gdb", "tcpdump"):
+        assert host.run(f"command -v {tool}").rc != 0, tool
+    for package in ("gcc", "make", "openssh-server"):
+        assert not host.package(package).is_installed, package
+    assert not host.file("/usr/sbin/sshd").exists
+
+
+def test_suid_files_are_on_the_reviewed_list(host: Any) -> None:
+    import yaml
+
+    defaults = yaml.safe_load((REPO / "ansible/roles/hardening/defaults/main.yml").read_text())
+    allowed = set(defaults["hardening_suid_allowlist"])
+    found = host.run("find / -xdev -type f ( -perm -4000 -o -perm -2000 ) -print").stdout.split()
+    assert set(found) <= allowed, set(found) - allowed
+
+
+def test_antivirus_and_updates(host: Any) -> None:
+    """R10: freshclam from the hub mirror, enabled; R18: unattended security upgrades."""
+    from fieldkit.policies import freshclam_conf
+
+    fresh = host.file("/etc/clamav/freshclam.conf").content_string
+    assert fresh == freshclam_conf(REPO / "policies")
+    assert re.search(r"^PrivateMirror \S+", fresh, re.M)
+    assert not re.search(r"^DatabaseMirror\s", fresh, re.M)
+    assert host.service("clamav-freshclam").is_enabled
+    auto = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert 'Unattended-Upgrade "1"' in auto
+    assert host.package("unattended-upgrades").is_installed
+
+
+def test_second_ansible_run_changes_nothing(manifest: dict[str, Any]) -> None:
+    """R28: the roles are idempotent against the same rootfs."""
+    assert manifest["ansible"]["first_run"]["failed"] == 0
+    assert manifest["ansible"]["rerun"]["changed"] == 0
+
+
+def test_disk_image_matches_manifest(image_dir: Path, manifest: dict[str, Any]) -> None:
+    """The raw image is a GPT disk with an ESP holding systemd-boot, and its sha256 is recorded."""
+    disk = image_dir / manifest["image"]["file"]
+    digest = hashlib.sha256()
+    with disk.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    assert digest.hexdigest() == manifest["image"]["sha256"]
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", str(disk)], capture_output=True, text=True, check=True
+        ).stdout
+    )["partitiontable"]
+    assert table["label"] == "gpt"
+    types = [p["type"] for p in table["partitions"]]
+    assert types == ["C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"]
+    esp_offset = manifest["image"]["layout"]["esp"]["offset"]
+    listing = subprocess.run(
+        ["mdir", "-b", f"-i{disk}@@{esp_offset}", "::/EFI/BOOT"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"MTOOLS_SKIP_CHECK": "1"},
+    )
+    assert "BOOTX64.EFI" in listing.stdout.upper(), listing.stderr
+    names = {p["package"] for p in manifest["packages"]}
+    assert {"chromium", "usbguard", "nftables", "clamav", "cage"} <= names
+
+
+def test_accounts_lock_after_failed_logins(host: Any) -> None:
+    """R13: pam_faillock is in the PAM stack and configured."""
+    auth = host.file("/etc/pam.d/common-auth").content_string
+    modules = []
+    for line in auth.splitlines():
+        words = line.split()
+        if not words or words[0] != "auth":
+            continue
+        at = next(i for i, word in enumerate(words) if word.endswith(".so"))
+        name = words[at] + (f" {words[at + 1]}" if words[at] == "pam_faillock.so" else "")
+        modules.append((name, line))
+    names = [name for name, _ in modules]
+    # preauth before pam_unix, authfail after it, and pam_unix's success jump steps over
+    # authfail and pam_deny (success=2), so a right password never counts as a failure.
+    assert names.index("pam_faillock.so preauth") < names.index("pam_unix.so")
+    assert names.index("pam_unix.so") < names.index("pam_faillock.so authfail")
+    assert "success=2" in modules[names.index("pam_unix.so")][1]
+    account = host.file("/etc/pam.d/common-account").content_string
+    assert re.search(r"^account\s+required\s+pam_faillock\.so", account, re.M)
+    assert "deny = 5" in host.file("/etc/security/faillock.conf").content_string

@@ -1,0 +1,269 @@
+"""policies/: validation, rendering, and the real tools that read the renderings.
+
+R11, R16, R28, R30.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from fieldkit.cli import main
+from fieldkit.policies import (
+    BROWSER_POLICY_PATH,
+    NFTABLES_PATH,
+    USBGUARD_RULES_PATH,
+    PolicyError,
+    ansible_vars,
+    chromium_policy,
+    load_policies,
+    mount_unit_name,
+    render,
+    service_unit,
+)
+
+REPO_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A writable copy of the repository's policies, for tests that break one."""
+    target = tmp_path / "policies"
+    shutil.copytree(REPO_POLICIES, target)
+    return target
+
+
+def edit(directory: Path, kind: str, change: dict[str, object]) -> None:
+    path = directory / f"{kind}.yaml"
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in change.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+
+def test_repository_policies_load() -> None:
+    policies = load_policies(REPO_POLICIES)
+    assert policies.network.default == "drop"
+    assert policies.services.max_exposure <= 2.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "key"),
+    [
+        ("browser", {"remember.passwords": True}, "remember.passwords"),  # R11
+        ("browser", {"remember.addresses": True}, "remember.addresses"),  # R11
+        ("browser", {"remember.browsing_history": True}, "remember.browsing_history"),
+        ("browser", {"clear_on_exit": ["autofill"]}, "clear_on_exit"),
+        ("browser", {"kiosk_url": "http://192.0.2.1/"}, "kiosk_url"),
+        ("browser", {"allowed_urls": ["*"]}, "allowed_urls"),
+        ("erasure", {"core_dumps": True}, "core_dumps"),  # R12
+        ("erasure", {"swap": True}, "swap"),
+        ("erasure", {"cups.preserve_job_files": True}, "cups.preserve_job_files"),
+        ("erasure", {"tmpfs": [{"path": "/var/tmp", "size": "1M", "mode": "1777"}]}, "tmpfs"),
+        ("network", {"default": "accept"}, "default"),  # R16
+        (
+            "network",
+            {
+                "outbound": [
+                    {"name": "all", "addresses": ["0.0.0.0/0"], "protocol": "tcp", "ports": [443]}
+                ]
+            },
+            "outbound.0.addresses",
+        ),
+        (
+            "network",
+            {
+                "outbound": [
+                    {
+                        "name": "named",
+                        "addresses": ["hub.example"],
+                        "protocol": "tcp",
+                        "ports": [443],
+                    }
+                ]
+            },
+            "outbound.0.addresses",
+        ),
+        ("usb", {"allow_interfaces": [{"name": "stick", "interface": "08:06:50"}]}, "(top level)"),
+        ("usb", {"block_interfaces": [{"name": "nothing", "interface": "ff:*:*"}]}, "(top level)"),
+        ("services", {"sandbox.NoNewPrivileges": "no"}, "sandbox"),
+        ("services", {"sandbox.ExecStartPre": "x\nExecStart=/bin/sh"}, "sandbox"),
+        ("services", {"overrides": {"sync": {"network": ["nowhere"]}}}, "overrides.sync.network"),
+        ("services", {"bogus": 1}, "bogus"),
+    ],
+)
+def test_a_policy_that_weakens_a_protection_does_not_load(
+    policy_dir: Path, kind: str, change: dict[str, object], key: str
+) -> None:
+    edit(policy_dir, kind, change)
+    with pytest.raises(PolicyError) as caught:
+        load_policies(policy_dir)
+    message = str(caught.value)
+    assert kind in message
+    assert key in message or (key == "overrides.sync.network" and "nowhere" in message)
+
+
+def test_broken_yaml_is_named(policy_dir: Path) -> None:
+    (policy_dir / "usb.yaml").write_text("kind: usb\n  bad: [indent\n")
+    with pytest.raises(PolicyError, match=r"usb\.yaml is not valid YAML"):
+        load_policies(policy_dir)
+
+
+def test_browser_policy_turns_off_every_memory_of_the_applicant() -> None:
+    """R11: password manager, autofill and history off; R17: no search; URL allowlist only."""
+    policy = chromium_policy(load_policies(REPO_POLICIES).browser)
+    assert policy["PasswordManagerEnabled"] is False
+    assert policy["AutofillAddressEnabled"] is False
+    assert policy["AutofillCreditCardEnabled"] is False
+    assert policy["AutofillSettings"] == [
+        {"url_pattern": "*", "blocked_types": ["contact_info", "payments"]}
+    ]
+    assert policy["SavingBrowserHistoryDisabled"] is True
+    assert policy["SearchSuggestEnabled"] is False
+    assert policy["DefaultSearchProviderEnabled"] is False
+    assert policy["IncognitoModeAvailability"] == 1
+    assert policy["DeveloperToolsAvailability"] == 2
+    assert policy["DownloadRestrictions"] == 3
+    assert policy["URLBlocklist"] == ["*"]
+    assert "http://127.0.0.1:8080" in policy["URLAllowlist"]
+    assert len(policy["ClearBrowsingDataOnExitList"]) == 8
+
+
+def test_cli_renders_the_browser_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "--policies", str(REPO_POLICIES), "render", "browser"]) == 0
+    rendered = json.loads(capsys.readouterr().out)
+    assert rendered == chromium_policy(load_policies(REPO_POLICIES).browser)
+
+
+def test_cli_writes_below_a_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["policy", "--policies", str(REPO_POLICIES), "render", "all", "--root", str(tmp_path)])
+        == 0
+    )
+    assert (tmp_path / str(BROWSER_POLICY_PATH).lstrip("/")).is_file()
+    assert (tmp_path / str(NFTABLES_PATH).lstrip("/")).is_file()
+    assert (tmp_path / "etc/systemd/system/fieldkit-monitor.service").is_file()
+
+
+def test_cli_reports_a_bad_policy_in_one_line(
+    policy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit(policy_dir, "erasure", {"swap": True})
+    assert main(["policy", "--policies", str(policy_dir), "check"]) == 1
+    err = capsys.readouterr().err
+    assert "erasure.yaml" in err and "swap" in err and "Traceback" not in err
+
+
+def test_ansible_vars_carry_the_renderings() -> None:
+    policies = load_policies(REPO_POLICIES)
+    values = ansible_vars(policies, "tablet")
+    browser = render(policies, "browser")[BROWSER_POLICY_PATH]
+    assert values["kiosk_browser_policy_json"] == browser
+    assert values["usbguard_rules"] == render(policies, "usb")[USBGUARD_RULES_PATH]
+    assert values["cups_settings"] == {"PreserveJobHistory": "No", "PreserveJobFiles": "No"}
+    assert "/etc/systemd/system/fieldkit-monitor.service" in values["fieldkit_services_units"]
+    json.dumps(values)  # the playbooks read it as JSON
+
+
+@pytest.mark.skipif(shutil.which("systemd-escape") is None, reason="needs systemd-escape")
+@pytest.mark.parametrize(
+    "path", ["/tmp", "/var/spool/cups", "/home/kiosk/.config/chromium", "/var/lib/a-b/c d"]
+)
+def test_mount_unit_names_match_systemd(path: str) -> None:
+    expected = subprocess.run(
+        ["systemd-escape", "--path", "--suffix=mount", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert mount_unit_name(PurePosixPath(path)) == expected
+
+
+def exposure(unit: Path) -> float:
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
+    assert found, out.stdout[-500:] + out.stderr[-500:]
+    return float(found.group(1))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_every_service_unit_is_sandboxed(tmp_path: Path) -> None:
+    """R30: each rendered fieldkit unit rates at or below the policy's exposure ceiling."""
+    policies = load_policies(REPO_POLICIES)
+    units = render(policies, "services", "tablet") | render(policies, "services", "hub")
+    assert units
+    for path, body in units.items():
+        unit = tmp_path / path.name
+        unit.write_text(body)
+        assert exposure(unit) <= policies.services.max_exposure, path.name
+    # The ceiling means something: the same units without the sandbox fail it.
+    bare = policies.model_copy(
+        update={"services": policies.services.model_copy(update={"sandbox": {}})}
+    )
+    unsandboxed = tmp_path / "fieldkit-bare.service"
+    unsandboxed.write_text(service_unit("monitor", "bare", bare))
+    assert exposure(unsandboxed) > policies.services.max_exposure
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_per_service_overrides_stay_under_the_ceiling(tmp_path: Path) -> None:
+    policies = load_policies(REPO_POLICIES)
+    for name in policies.services.overrides:
+        unit = tmp_path / f"fieldkit-{name}.service"
+        body = service_unit(name, "override check", policies)
+        unit.write_text(body)
+        assert exposure(unit) <= policies.services.max_exposure, name
+    sync = service_unit("sync", "x", policies)
+    assert "IPAddressAllow=localhost 192.0.2.10" in sync
+
+
+def nft_in_private_netns(script: str) -> subprocess.CompletedProcess[str]:
+    # A network namespace of our own: loading the ruleset never touches the host's firewall.
+    return subprocess.run(
+        ["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.skipif(
+    shutil.which("nft") is None or shutil.which("unshare") is None, reason="needs nft, unshare"
+)
+def test_nftables_ruleset_loads_and_drops_by_default(tmp_path: Path) -> None:
+    """R16: the rendered ruleset is valid nftables with policy drop on every hook."""
+    ruleset = tmp_path / "fieldkit.nft"
+    ruleset.write_text(render(load_policies(REPO_POLICIES), "network")[NFTABLES_PATH])
+    probe = nft_in_private_netns(f"nft -f {ruleset} && nft list ruleset")
+    if probe.returncode != 0 and "Operation not permitted" in probe.stderr:
+        pytest.skip("no permission for a private network namespace")
+    assert probe.returncode == 0, probe.stderr
+    listed = probe.stdout
+    assert listed.count("policy drop;") == 3
+    assert "192.0.2.10" in listed and "dport 8883" in listed
+    assert "policy accept" not in listed
+
+
+def test_freshclam_conf_comes_from_the_antivirus_policy(policy_dir: Path) -> None:
+    """R10: the image's freshclam.conf is the antivirus service's rendering of its policy."""
+    from fieldkit.policies import freshclam_conf
+
+    conf = freshclam_conf(REPO_POLICIES)
+    assert "PrivateMirror http" in conf and "DatabaseMirror" not in conf
+    values = ansible_vars(load_policies(REPO_POLICIES), "tablet", REPO_POLICIES)
+    assert values["antivirus_freshclam_conf"] == conf
+    (policy_dir / "antivirus.toml").write_text('[antivirus]\nmirror_url = "ftp://x"\n')
+    with pytest.raises(PolicyError, match=r"antivirus\.toml: mirror_url"):
+        freshclam_conf(policy_dir)
