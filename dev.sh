@@ -50,6 +50,15 @@ case "$cmd" in
     need_apt
     need_venv
     fk=.venv/bin/fieldkit
+    # A development kit PKI: CA, hub certificates, receiver keys for two municipalities, and
+    # the tablet's enrolment bundle (made once; delete var/pki to start over).
+    if [[ ! -d var/pki ]]; then
+      $fk pki --dir var/pki init --dns localhost
+      for code in 202011 202029; do $fk pki --dir var/pki receiver $code; done
+      $fk pki --dir var/pki enrol dev-tablet-01
+      mkdir -p var/hub
+      FIELDKIT_ADMIN_PASSWORD=demo-admin-2026 $fk --config etc/dev-hub.toml hub create-admin admin
+    fi
     # The development hub: its own broker and the antivirus definitions mirror, with the kit's
     # demo signature database freshly published so the tablet's session gate lets sessions start.
     $fk --config etc/dev-hub.toml av publish var/hub/av-mirror etc/demo-signatures.ndb
@@ -57,6 +66,7 @@ case "$cmd" in
     hub=$!
     trap 'kill -INT $hub 2>/dev/null; wait $hub 2>/dev/null' EXIT
     echo "==> kiosk: http://127.0.0.1:8080/  (operator demo-01, password demo-pass-2026)"
+    echo "==> hub:   http://127.0.0.1:8090/  (admin, password demo-admin-2026)"
     $fk --config etc/dev-tablet.toml up "$@"
     ;;
   test)
