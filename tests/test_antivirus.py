@@ -471,8 +471,15 @@ def test_mirror_down_is_reported_and_the_old_definitions_stay_with_their_real_ag
     )
     assert not later.allowed and later.reason == "definitions-stale"
 
-    health = tablet.events.all("antivirus/evt/health", AntivirusHealth)[-1]
-    assert health.last_update is not None and not health.last_update.ok
+    # The health event that reports the failed update follows it on the bus: wait for it.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        health = tablet.events.all("antivirus/evt/health", AntivirusHealth)[-1]
+        if health.last_update is not None and health.last_update.run_id == failed.run_id:
+            break
+        time.sleep(0.1)
+    assert health.last_update is not None and health.last_update.run_id == failed.run_id
+    assert not health.last_update.ok
     assert health.gate.definitions_age_hours == pytest.approx(30, abs=0.1)
 
 
