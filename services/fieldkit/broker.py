@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fieldkit.bus import CREDENTIALS_DIR, ENDPOINT_FILE, Endpoint
-from fieldkit.processes import die_with_parent
+from fieldkit.processes import accepting, die_with_parent, terminate
 from fieldkit.registry import Identity
 
 log = logging.getLogger(__name__)
@@ -182,30 +182,14 @@ class LocalBroker:
         raise BrokerError(f"mosquitto did not listen on {self.endpoint.describe()} in {timeout}s")
 
     def _accepting(self) -> bool:
-        family = socket.AF_UNIX if self.endpoint.socket else socket.AF_INET
-        address: str | tuple[str, int]
         if self.endpoint.socket:
-            address = str(self.endpoint.socket)
-        else:
-            address = (self.endpoint.host, self.endpoint.port)
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect(address)
-            except OSError:
-                return False
-            return True
+            return accepting(socket.AF_UNIX, str(self.endpoint.socket))
+        return accepting(socket.AF_INET, (self.endpoint.host, self.endpoint.port))
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.process = None
         # Credentials are per broker run; leave none behind.
         (self.runtime_dir / ENDPOINT_FILE).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from fieldkit.pki import INGEST_IDENTITY, KitPki
+from fieldkit.processes import accepting, terminate
 
 log = logging.getLogger(__name__)
 
@@ -130,24 +131,12 @@ class HubBroker:
         raise HubBrokerError(f"hub broker did not listen on {self.host}:{self.port}")
 
     def _accepting(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect((self.host, self.port))
-            except OSError:
-                return False
-            return True
+        return accepting(socket.AF_INET, (self.host, self.port))
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.process = None
 
     def __enter__(self) -> HubBroker:
