@@ -54,7 +54,11 @@ def test_devices_health_enrol_and_revoke(
                 device_id="tab-a",
                 at=now - 60,
                 report={
-                    "antivirus": {"definitions_age_hours": 30},
+                    "antivirus": {
+                        "definitions_age_hours": 30,
+                        "findings": 2,
+                        "gate_allowed": False,
+                    },
                     "detail": {"outbox_backlog": 17, "version": "0.1.0"},
                 },
             )
@@ -74,7 +78,14 @@ def test_devices_health_enrol_and_revoke(
     admin = client_as("admin")
     page = admin.get("/devices").get_data(as_text=True)
     row = page[page.index("<td>tab-a</td>") :].split("</tr>")[0]
-    for shown in ("30 h", "17", "0.1.0", "daily verified", "有効 active"):
+    for shown in (
+        "30 h",
+        "2 検出 detected / 受付停止",
+        "17",
+        "0.1.0",
+        "daily verified",
+        "有効 active",
+    ):
         assert shown in row, shown
 
     token = csrf_token(admin, "/devices")

@@ -343,3 +343,59 @@ def test_packet_open_with_the_wrong_key_fails_clearly(
     assert run.returncode == 1
     assert "sealed to another receiver key" in run.stderr
     assert APPLICATION_ID not in run.stdout + run.stderr
+
+
+def test_antivirus_health_and_findings_reach_the_hub(
+    sync_service: ServiceContext,
+    make_bus: BusFactory,
+    make_ingest: IngestFactory,
+    database_url: str,
+) -> None:  # R10: a scan finding is reported to the hub (and shown on its device page)
+    from fieldkit.antivirus.messages import (
+        AntivirusHealth,
+        Finding,
+        FindingItem,
+        GateReply,
+        ScanReport,
+    )
+    from fieldkit.hub.db import AuditRow, HealthRow
+
+    ingest = make_ingest(database_url)
+    now = time.time()
+    scan = ScanReport(
+        device_id="tab-a", run_id="r1", completed=True, scanned=["/tmp"], skipped=[],
+        findings=[FindingItem(path="/tmp/sample.bin", signature="Fieldkit.Test.Marker")],
+        errors=[], definitions_built_at=now - 3600, started_at=now - 5, finished_at=now,
+    )  # fmt: skip
+    gate = GateReply(
+        allowed=False, reason="threat-found", message_ja="検出", message_en="found",
+        definitions_built_at=now - 3600, definitions_age_hours=1.0, max_age_hours=48,
+        checked_at=now,
+    )  # fmt: skip
+    antivirus = make_bus("antivirus")
+    antivirus.publish(
+        "antivirus/evt/health",
+        AntivirusHealth(
+            device_id="tab-a", gate=gate, databases=[], last_update=None, last_scan=scan
+        ),
+    )
+    antivirus.publish(
+        "antivirus/evt/finding",
+        Finding(
+            device_id="tab-a", run_id="r1", path="/tmp/sample.bin",
+            signature="Fieldkit.Test.Marker", detected_at=now,
+        ),
+    )  # fmt: skip
+
+    def at_hub() -> tuple[HealthRow | None, AuditRow | None]:
+        with Session(ingest.engine) as session:
+            health = session.scalars(select(HealthRow)).first()
+            audit = session.scalars(select(AuditRow).where(AuditRow.action == "av-finding")).first()
+            return health, audit
+
+    wait_for(lambda: all(at_hub()), what="antivirus health and finding at the hub")
+    health, audit = at_hub()
+    assert health is not None and audit is not None
+    assert health.report["antivirus"]["findings"] == 1
+    assert health.report["antivirus"]["gate_allowed"] is False
+    assert audit.detail["signature"] == "Fieldkit.Test.Marker"

@@ -19,6 +19,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from fieldkit.antivirus.messages import AntivirusHealth, Finding
 from fieldkit.bus import Incoming
 from fieldkit.config import DeviceConfig
 from fieldkit.messages import Message, MessageError, decode
@@ -347,6 +348,22 @@ def setup(ctx: ServiceContext) -> None:
     def on_status(request: StatusRequest, meta: Incoming) -> OutboxStatus:
         return courier.status()
 
+    def on_antivirus_health(health: AntivirusHealth, meta: Incoming) -> None:
+        # What the hub's device page shows: definitions age, the gate, open findings (R10).
+        courier.submit_record("health", antivirus_health_body(health))
+
+    def on_antivirus_finding(finding: Finding, meta: Incoming) -> None:
+        courier.submit_record(
+            "audit",
+            {
+                "at": finding.detected_at,
+                "actor": "antivirus",
+                "action": "av-finding",
+                "outcome": "finding",
+                "detail": {"signature": finding.signature, "path": finding.path},
+            },
+        )
+
     def on_erasure_record(record: ErasureRecord, meta: Incoming) -> None:
         # The wipe's signed record travels to the hub as it was written (R24).
         courier.submit_record(
@@ -362,10 +379,26 @@ def setup(ctx: ServiceContext) -> None:
     ctx.bus.handle_request("submit-packet", SubmitPacket, on_packet)
     ctx.bus.handle_request("submit", SubmitRecord, on_record)
     ctx.bus.handle_event("wipe/evt/record", ErasureRecord, on_erasure_record)
+    ctx.bus.handle_event("antivirus/evt/health", AntivirusHealth, on_antivirus_health)
+    ctx.bus.handle_event("antivirus/evt/finding", Finding, on_antivirus_finding)
     ctx.bus.handle_request("status", StatusRequest, on_status)
     courier.start()
     ctx.on_stop(courier.stop)
     ctx.courier = courier  # type: ignore[attr-defined]
+
+
+def antivirus_health_body(health: AntivirusHealth) -> dict[str, object]:
+    """A device-health record from the antivirus service's own report."""
+    antivirus: dict[str, object] = {
+        "gate_allowed": health.gate.allowed,
+        "gate_reason": health.gate.reason,
+        "findings": len(health.last_scan.findings) if health.last_scan else 0,
+    }
+    if health.gate.definitions_age_hours is not None:
+        antivirus["definitions_age_hours"] = round(health.gate.definitions_age_hours, 2)
+    if health.last_update is not None:
+        antivirus["last_update_ok"] = health.last_update.ok
+    return {"at": health.gate.checked_at, "antivirus": antivirus}
 
 
 SERVICE = ServiceSpec(
@@ -373,5 +406,5 @@ SERVICE = ServiceSpec(
     summary="outbox: sealed records delivered to the hub over mutual TLS",
     setup=setup,
     roles=frozenset({"tablet"}),
-    listens=("wipe/evt/record",),
+    listens=("wipe/evt/record", "antivirus/evt/health", "antivirus/evt/finding"),
 )

@@ -37,6 +37,7 @@ class DeviceView:
     revoked: bool
     last_seen: str
     av_age: str
+    av_findings: str
     backlog: str
     version: str
     last_erasure: str
@@ -67,6 +68,19 @@ def _av_age(report: dict[str, Any], now: float) -> str:
         if isinstance(av.get(key), int | float):
             return f"{(now - float(av[key])) / 3600:.0f} h"
     return "—"
+
+
+def _av_findings(report: dict[str, Any]) -> str:
+    """Open antivirus findings from the last scan, and whether sessions are refused for them."""
+    av = report.get("antivirus") or {}
+    if "findings" not in av:
+        return "—"
+    count = int(av["findings"])
+    if count == 0:
+        return "0"
+    return f"{count} 検出 detected" + (
+        " / 受付停止 sessions refused" if not av.get("gate_allowed", True) else ""
+    )
 
 
 def device_views() -> list[DeviceView]:
@@ -103,6 +117,7 @@ def device_views() -> list[DeviceView]:
                 revoked=entry.revoked if entry else True,
                 last_seen=_when(seen.get(device_id)),
                 av_age=_av_age(report, now),
+                av_findings=_av_findings(report),
                 backlog=str(detail.get("outbox_backlog", "—")),
                 version=str(detail.get("version", "—")),
                 last_erasure=(
