@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ from fieldkit.sync.messages import StatusRequest as SyncStatusRequest
 from tests.antivirus_fixtures import fresh_definitions
 from tests.cups import LocalPrinter, config_for, pdf_text, placed_images, wait_for_received
 from tests.test_kiosk_app import login, make_app, post
+from tests.wipe_fixtures import catalogue_dirs, wipe_body
 
 KioskFactory = Callable[..., Flask]
 
@@ -42,23 +44,37 @@ def start_kiosk(
     started: list[ServiceContext] = []
     apps: list[Flask] = []
 
-    def start(definitions_age_hours: float | None = 1.0) -> Flask:
-        names = ["capture", "printing", "sync"]
+    def start(
+        definitions_age_hours: float | None = 1.0,
+        hub_port: int | None = None,
+        camera: bool = True,
+        **kiosk: Any,
+    ) -> Flask:
+        names = ["capture", "printing", "sync", "wipe"] if camera else ["printing", "sync", "wipe"]
+        root, tag = catalogue_dirs(tmp_path)
+        # The wipe scans the real CUPS spool of this kit's printer, and its own test folders.
+        wipe = wipe_body(root, tag).replace(
+            f'cups_spool_dirs = ["{root / "spool-cups"}"]',
+            f'cups_spool_dirs = ["{local_printer.spool_dir}"]',
+        )
         # The tablet is enrolled; packets for Matsumoto are sealed to its receiver key.
         pki.create_receiver("202029")
         pki.enrol("test-tablet-01")
         sync = (
             f'\n[sync]\noutbox = "{tmp_path / "outbox.sqlite"}"\n'
-            f'bundle = "{pki.bundle("test-tablet-01")}"\nhub_port = {free_loopback_port()}\n'
+            f'bundle = "{pki.bundle("test-tablet-01")}"\n'
+            f"hub_port = {hub_port or free_loopback_port()}\n"
         )
         antivirus = ""
         if definitions_age_hours is not None:
             names.append("antivirus")
             antivirus = fresh_definitions(tmp_path, definitions_age_hours)
-        config = config_for(tmp_path, local_printer, antivirus + sync)
+        # The kiosk's session folder is one the wipe purges and scans.
+        kiosk.setdefault("session_dir", root / "run-session")
+        config = config_for(tmp_path, local_printer, antivirus + sync + wipe)
         started.extend(start_service(spec, config) for spec in load_specs(names))
         (kiosk_spec,) = load_specs(["kiosk"])
-        app = make_app(config, operator_hash)
+        app = make_app(config, operator_hash, **kiosk)
         attach_service(app, start_service(kiosk_spec, config))
         apps.append(app)
         return app

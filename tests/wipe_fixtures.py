@@ -47,8 +47,8 @@ def wipe_body(root: Path, process_tag: str) -> str:
         """
 
 
-def make_device(tmp_path: Path) -> tuple[DeviceConfig, Path, str]:
-    """A config whose catalogue lives under ``tmp_path/dev``; every folder exists and is empty."""
+def catalogue_dirs(tmp_path: Path) -> tuple[Path, str]:
+    """Every catalogue location as an empty folder under ``tmp_path/dev``, and a process tag."""
     root = tmp_path / "dev"
     for name in (
         "run-session", "profile", "spool-cups", "cache-cups", "journal", "tmp", "var-tmp",
@@ -56,7 +56,12 @@ def make_device(tmp_path: Path) -> tuple[DeviceConfig, Path, str]:
     ):  # fmt: skip
         (root / name).mkdir(parents=True)
     (root / "swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n")
-    tag = f"fieldkit-wipe-test-{secrets.token_hex(6)}"
+    return root, f"fieldkit-wipe-test-{secrets.token_hex(6)}"
+
+
+def make_device(tmp_path: Path) -> tuple[DeviceConfig, Path, str]:
+    """A config whose catalogue lives under ``tmp_path/dev``; every folder exists and is empty."""
+    root, tag = catalogue_dirs(tmp_path)
     # The kiosk's session gate asks the antivirus service: give it fresh definitions.
     body = wipe_body(root, tag) + fresh_definitions(tmp_path)
     return load_config(write_config(tmp_path, body)), root, tag
