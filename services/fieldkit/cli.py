@@ -141,6 +141,22 @@ def cmd_broker_run(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Check the kiosk's hash-chained audit trail (R14)."""
+    from fieldkit.audit import verify
+    from fieldkit.kiosk.app import kiosk_audit_path
+
+    path = args.file or kiosk_audit_path(config)
+    if not path.exists():
+        print(f"fieldkit: no audit trail at {path}", file=sys.stderr)
+        return 1
+    check = verify(path)
+    print(
+        f"{path}: {check.entries} entries, " + ("chain whole" if check.ok else str(check.problem))
+    )
+    return 0 if check.ok else 1
+
+
 def cmd_config_check(args: argparse.Namespace, config: DeviceConfig) -> int:
     print(f"{config_path(args.config)}: ok ({config.device.role} {config.device.id})")
     return 0
@@ -193,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_parser("run", help="run only the broker, until Ctrl-C").set_defaults(
         func=cmd_broker_run
     )
+
+    audit = sub.add_parser("audit", help="the device's audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify_audit = audit.add_parser("verify", help="check the hash chain (exit 1 if broken)")
+    verify_audit.add_argument("file", type=Path, nargs="?", default=None)
+    verify_audit.set_defaults(func=cmd_audit_verify)
 
     config = sub.add_parser("config", help="device config tools").add_subparsers(
         dest="config_command", required=True

@@ -7,12 +7,14 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from flask import Flask, Response, g, request, session
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
+from fieldkit.audit import AuditLog
 from fieldkit.bus import BusError
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.erasure import serve_forget_requests
@@ -51,10 +53,22 @@ class Kiosk:
     printer: Printer | None = None
     folders: SessionFolders | None = None
     outbound: Outbound | None = None
+    trail: AuditLog | None = None
 
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
         self.audit_log.append(event)
+        if self.trail is not None:
+            self.trail.append(
+                {
+                    "at": event.at,
+                    "operator": event.operator,
+                    "session": event.sid,
+                    "action": event.action,
+                    "from": event.step_from,
+                    "to": event.step_to,
+                }
+            )
         if self.outbound is not None:
             self.outbound.audit(event)
         log.info(
@@ -133,6 +147,10 @@ def session_markers(session: ApplicantSession) -> SessionMarkers:
     )
 
 
+def kiosk_audit_path(config: DeviceConfig) -> Path:
+    return config.kiosk.audit_log or config.bus.runtime_dir / "kiosk-audit.jsonl"
+
+
 def kiosk(app: Flask | None = None) -> Kiosk:
     from flask import current_app
 
@@ -205,6 +223,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         ),
         municipalities=MunicipalityTable.load(settings.prefectures),
     )
+    state.trail = AuditLog(kiosk_audit_path(config))
     state.folders = SessionFolders(settings.session_dir or config.bus.runtime_dir / "sessions")
     app.extensions[EXTENSION] = state
 

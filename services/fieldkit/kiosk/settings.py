@@ -60,3 +60,6 @@ class KioskSection(Section):
     # Per-session folders for files the browser uploads; a tmpfs on the images. Default:
     # <bus.runtime_dir>/sessions.
     session_dir: Path | None = None
+    # The hash-chained audit trail (R14); `fieldkit audit verify` checks it. Default:
+    # <bus.runtime_dir>/kiosk-audit.jsonl; the images point it at persistent storage.
+    audit_log: Path | None = None
