@@ -234,12 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    if getattr(args, "standalone", None) is not None:  # no device config needed (pki, packet)
-        return int(args.standalone(args))
     try:
-        if not getattr(args, "needs_config", True):
-            # Build-machine commands (policy, image) run where no device config exists.
-            done: int = args.func(args)
+        if getattr(args, "standalone", None) is not None:
+            # Commands that run where no device config exists: pki, packet, policy, image.
+            done: int = args.standalone(args)
             return done
         config = load_config(args.config)
         result: int = args.func(args, config)

@@ -79,27 +79,25 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Attach the ``policy`` and ``image`` command groups to the main parser."""
     policy = sub.add_parser("policy", help="device policies (policies/*.yaml)")
-    policy.set_defaults(needs_config=False)
     policy.add_argument(
         "--policies", type=Path, default=None, help="policy directory (default: policies/)"
     )
     psub = policy.add_subparsers(dest="policy_command", required=True)
 
     check = psub.add_parser("check", help="validate every policy file")
-    check.set_defaults(func=cmd_policy_check, needs_config=False)
+    check.set_defaults(standalone=cmd_policy_check)
 
     rend = psub.add_parser("render", help="print (or write) the files a policy installs")
     rend.add_argument("kind", choices=[*KINDS, "all"])
     rend.add_argument("--role", choices=["tablet", "hub"], default="tablet")
     rend.add_argument("--root", type=Path, default=None, help="write below this directory")
-    rend.set_defaults(func=cmd_policy_render, needs_config=False)
+    rend.set_defaults(standalone=cmd_policy_render)
 
     avars = psub.add_parser("vars", help="print the Ansible variables derived from policies")
     avars.add_argument("--role", choices=["tablet", "hub"], default="tablet")
-    avars.set_defaults(func=cmd_policy_vars, needs_config=False)
+    avars.set_defaults(standalone=cmd_policy_vars)
 
     image = sub.add_parser("image", help="build device images")
-    image.set_defaults(needs_config=False)
     isub = image.add_subparsers(dest="image_command", required=True)
     build = isub.add_parser(
         "build", help="mmdebstrap + Ansible (chroot) + bootable raw disk image + manifest"
@@ -116,4 +114,4 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     build.add_argument("--reuse-rootfs", action="store_true", help="skip mmdebstrap if built")
     build.add_argument("--no-rerun", action="store_true", help="skip the idempotence rerun")
     build.add_argument("--no-pack", action="store_true", help="rootfs only, no disk image")
-    build.set_defaults(func=cmd_image_build, needs_config=False)
+    build.set_defaults(standalone=cmd_image_build)
