@@ -69,6 +69,30 @@ def test_the_daily_pattern_matches_23_digits_and_not_24_across_chunks() -> None:
     assert [h.kind for h in utf16] == ["application-id-pattern-utf16"]
 
 
+def test_a_large_file_read_ahead_by_a_thread_gives_the_same_hits(tmp_path: Path) -> None:
+    """Files of more than a few chunks are read by a prefetching thread; nothing changes."""
+    chunk = 4096
+    data = bytearray(os.urandom(40 * chunk))
+    planted = [chunk - 5, 7 * chunk - 11, 20 * chunk, len(data) - len(SECRET)]
+    for offset in planted:
+        data[offset : offset + len(SECRET)] = SECRET
+        data[offset - 1 : offset] = b"x"  # a digit before it would make a longer run
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(data))
+    search = MarkerSearch(session_markers(APPLICATION_ID, [], None) + daily_markers())
+    expected, _ = search.search_stream(io.BytesIO(bytes(data)), chunk, 1 << 30)
+    with path.open("rb", buffering=0) as stream:
+        hits, read = search.search_stream(stream, chunk, 1 << 30)
+    assert read == len(data)
+    assert sorted((h.kind, h.offset) for h in hits) == sorted((h.kind, h.offset) for h in expected)
+    assert {h.offset for h in hits if h.kind == "application-id"} == set(planted)
+    # A limit stops the reader thread part way, and only what was read is searched.
+    with path.open("rb", buffering=0) as stream:
+        hits, read = search.search_stream(stream, chunk, 10 * chunk)
+    assert read == 10 * chunk
+    assert {h.offset for h in hits if h.kind == "application-id"} == set(planted[:2])
+
+
 def test_photo_fragments_come_from_the_compressed_data_and_are_found() -> None:
     jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(50) + b"\xff\xda" + os.urandom(5000)
     fragments = photo_fragments(jpeg)

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import os
+import queue
 import stat
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
+import hyperscan
 import numpy as np
 import numpy.typing as npt
 
@@ -23,15 +27,23 @@ Bytes = npt.NDArray[np.uint8]
 Ints = npt.NDArray[np.int64]
 
 # A 23-digit application ID, in ASCII or UTF-16LE. A regular expression would test every
-# position (10 MB/s); the finders below test one position in 23 with numpy.
+# position (10 MB/s); the finders below test one position in 23 with numpy, and run only on
+# buffers where Hyperscan's prefilter (PREFILTERS) found something for them to judge.
 ID_DIGITS = 23
 REACH = ID_DIGITS + 1  # units counted each side of a sample: enough to see a run is longer
 # The photo pipeline (OpenCV) writes JFIF; cameras and other tools write EXIF.
 JPEG_SOI = b"\xff\xd8\xff"
+# What must be in a buffer for each special finder to have anything to judge. Unbounded on
+# purpose: "[^0-9][0-9]{23}" would make Hyperscan test every byte (1 GB/s, not 6).
+PREFILTERS: dict[str, bytes] = {
+    "digits": rb"[0-9]{%d}" % ID_DIGITS,
+    "digits-utf16": rb"(?:[0-9]\x00){%d}" % ID_DIGITS,
+    "jpeg": rb"\xff\xd8\xff[\xe0\xe1]",
+}
 # Bytes around a match that its boundary checks may look at (one UTF-16 code unit).
 CONTEXT = 2
-# Chunks the kernel is asked to fetch ahead of the search.
-READ_AHEAD_CHUNKS = 2
+# Chunks a reader thread keeps ready ahead of the search.
+PREFETCH_CHUNKS = 3
 # How many bytes of the photo one fragment holds, and how many fragments a session gives.
 FRAGMENT_BYTES = 48
 FRAGMENTS = 3
@@ -105,6 +117,16 @@ class MarkerSearch:
         self.markers = markers
         self._literals = [(m.kind, m.pattern) for m in markers if m.finder == "literal"]
         self._special = [(m.kind, m.finder) for m in markers if m.finder != "literal"]
+        self._database: hyperscan.Database | None = None
+        self._local = threading.local()
+        if self._special:
+            self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            self._database.compile(
+                expressions=[PREFILTERS[finder] for _, finder in self._special],
+                ids=list(range(len(self._special))),
+                elements=len(self._special),
+                flags=hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH,
+            )
         # A match may straddle two chunks: keep this many bytes of the previous one. A match
         # is judged only with CONTEXT bytes on each side (or at the very start or end of the
         # data), and the carry is long enough that every match is judged in some buffer.
@@ -116,16 +138,40 @@ class MarkerSearch:
             while start >= 0:
                 yield kind, start, start + len(value)
                 start = data.find(value, start + 1)
-        if not self._special:
+        if self._database is None:
             return
+        # Hyperscan says, at several GB/s, which finders have anything to judge in this
+        # buffer (one match each is enough); only those run. Random and binary data, most of
+        # a disk, has none.
+        present: set[int] = set()
+
+        def candidate(index: int, start: int, end: int, flags: int, context: object) -> None:
+            present.add(index)
+
+        self._database.scan(data, match_event_handler=candidate, scratch=self._scratch())
         a = np.frombuffer(data, dtype=np.uint8)
-        for kind, finder in self._special:
+        for index, (kind, finder) in enumerate(self._special):
+            if finder == "jpeg" and index not in present:
+                # The start of a header cut off by the buffer's end, judged with the next chunk.
+                edge = max(0, len(data) - len(JPEG_SOI))
+                for s, e in _jpeg_headers(a[edge:], data[edge:]):
+                    yield kind, edge + s, edge + e
+                continue
+            if index not in present:
+                continue
             if finder == "digits":
                 yield from ((kind, s, e) for s, e in _digit_runs(a, 1))
             elif finder == "digits-utf16":
                 yield from ((kind, s, e) for s, e in _digit_runs(a, 2))
             else:
                 yield from ((kind, s, e) for s, e in _jpeg_headers(a, data))
+
+    def _scratch(self) -> hyperscan.Scratch:
+        # A scratch space serves one scan at a time: one per thread that searches.
+        scratch: hyperscan.Scratch | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._database)
+        return scratch
 
     def search_bytes(self, data: bytes) -> list[Hit]:
         return [Hit(k, start) for k, start, end in self._matches(data) if end <= len(data)]
@@ -139,51 +185,89 @@ class MarkerSearch:
         tail = b""
         base = 0  # absolute offset of tail[0]
         read = 0
-        ahead = _readahead(stream)
-        while read < limit:
-            if ahead is not None:
-                # Ask the kernel to fetch the next chunks while this one is searched, so the
-                # search and the disk work at the same time.
-                ahead(read + chunk_bytes, READ_AHEAD_CHUNKS * chunk_bytes)
-            chunk = stream.read(min(chunk_bytes, limit - read))
-            eof = not chunk
-            read += len(chunk)
-            data = tail + chunk
-            for kind, start, end in self._matches(data):
-                # A match touching the end may still grow, or its boundary check may change,
-                # once the next chunk arrives: it is judged then, from the carried tail.
+        with contextlib.closing(_chunks(stream, chunk_bytes, limit)) as chunks:
+            for chunk in itertools.chain(chunks, [b""]):
+                eof = not chunk
+                read += len(chunk)
                 last = eof or read >= limit
-                if end > len(data) or (base > 0 and start < CONTEXT):
-                    continue
-                if not last and end > len(data) - CONTEXT:
-                    continue
-                key = (kind, base + start)
-                if key not in seen:
-                    seen.add(key)
-                    hits.append(Hit(kind, base + start))
-            if eof:
-                break
-            keep = min(len(data), self.carry)
-            base += len(data) - keep
-            tail = data[len(data) - keep :]
+                data = tail + chunk
+                for kind, start, end in self._matches(data):
+                    # A match touching the end may still grow, or its boundary check may
+                    # change, once the next chunk arrives: it is judged then, from the tail.
+                    if end > len(data) or (base > 0 and start < CONTEXT):
+                        continue
+                    if not last and end > len(data) - CONTEXT:
+                        continue
+                    key = (kind, base + start)
+                    if key not in seen:
+                        seen.add(key)
+                        hits.append(Hit(kind, base + start))
+                if last:
+                    break
+                keep = min(len(data), self.carry)
+                base += len(data) - keep
+                tail = data[len(data) - keep :]
         return hits, read
 
 
-def _readahead(stream: BinaryIO) -> Callable[[int, int], None] | None:
-    """A read-ahead hint for a regular file (none for memory or pipes)."""
+def _chunks(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, None, None]:
+    """The stream's chunks, up to ``limit`` bytes.
+
+    A regular file of more than a few chunks is read by a thread, PREFETCH_CHUNKS ahead of
+    the search: the read and Hyperscan both release the GIL, so the disk and the search
+    work at the same time. Memory, pipes and small files are read in line.
+    """
     try:
         fd = stream.fileno()
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        origin = stream.tell()
+        info = os.fstat(fd)
+        ahead = stat.S_ISREG(info.st_mode) and info.st_size > PREFETCH_CHUNKS * chunk_bytes
     except (OSError, AttributeError, ValueError):
-        return None
+        ahead = False
+    if ahead:
+        yield from _prefetched(stream, chunk_bytes, limit)
+        return
+    read = 0
+    while read < limit:
+        chunk = stream.read(min(chunk_bytes, limit - read))
+        if not chunk:
+            return
+        read += len(chunk)
+        yield chunk
 
-    def advise(offset: int, length: int) -> None:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, origin + offset, length, os.POSIX_FADV_WILLNEED)
 
-    return advise
+def _prefetched(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, None, None]:
+    ready: queue.Queue[bytes | OSError | None] = queue.Queue(maxsize=PREFETCH_CHUNKS)
+    stop = threading.Event()
+
+    def put(item: bytes | OSError | None) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return
+
+    def run() -> None:
+        read = 0
+        try:
+            while read < limit and not stop.is_set():
+                chunk = stream.read(min(chunk_bytes, limit - read))
+                if not chunk:
+                    break
+                read += len(chunk)
+                put(chunk)
+        except OSError as exc:
+            put(exc)
+        put(None)
+
+    reader = threading.Thread(target=run, name="scan-read", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, OSError):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _run_counts(
