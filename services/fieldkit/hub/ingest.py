@@ -9,6 +9,11 @@ downlink and a log line with the device, record id and reason, never the content
 
 Records are taken in batches: one transaction (one fsync) for many records is what lets a
 single ingest keep up with a burst; the acks for a batch go out after its commit.
+
+Ingest also delivers the operator roster (R13, R22): it reads the handler registry every
+``roster_poll`` seconds, pushes a changed roster to every enrolled device, and answers a
+device's roster request (sent by sync on every connect) unless the device is up to date.
+The hub broker keeps no retained messages, so these two paths are the whole delivery.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from fieldkit.hub.db import (
     upgrade,
 )
 from fieldkit.hub.settings import HubSection
+from fieldkit.hub.web.models import OperatorRow
 from fieldkit.messages import MessageError, decode
 from fieldkit.pki import INGEST_IDENTITY, KitPki, RosterEntry, read_roster
 from fieldkit.sealing import SealedPacket, SealingError, unb64, verify_packet
@@ -55,9 +61,14 @@ from fieldkit.sync.wire import (
     AuditEvent,
     DeviceHealth,
     ErasureEvidence,
+    OperatorRoster,
     Record,
+    RosterOperator,
+    RosterRequest,
     Statistics,
     down_topic,
+    roster_topic,
+    roster_version,
 )
 
 log = logging.getLogger(__name__)
@@ -87,7 +98,7 @@ class Roster:
         self._entries: dict[str, RosterEntry] = {}
         self._keys: dict[str, ed25519.Ed25519PublicKey] = {}
 
-    def get(self, device_id: str) -> tuple[RosterEntry, ed25519.Ed25519PublicKey] | None:
+    def _refresh(self) -> None:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
@@ -99,8 +110,31 @@ class Roster:
                 for name, e in self._entries.items()
             }
             self._mtime = mtime
+
+    def get(self, device_id: str) -> tuple[RosterEntry, ed25519.Ed25519PublicKey] | None:
+        self._refresh()
         entry = self._entries.get(device_id)
         return (entry, self._keys[device_id]) if entry else None
+
+    def active(self) -> list[str]:
+        """Devices enrolled and not revoked."""
+        self._refresh()
+        return sorted(name for name, entry in self._entries.items() if not entry.revoked)
+
+
+def read_operators(session: Session) -> list[RosterOperator]:
+    """The handler registry as tablets get it: IDs, names, duties, argon2id hashes."""
+    rows = session.scalars(select(OperatorRow).order_by(OperatorRow.operator_id))
+    return [
+        RosterOperator(
+            id=row.operator_id,
+            name=row.name,
+            duty="responsible" if row.duty == "responsible" else "handler",
+            password_hash=row.password_hash,
+            disabled=row.disabled,
+        )
+        for row in rows
+    ]
 
 
 def check_record(topic: str, payload: bytes, roster: Roster) -> Checked:
@@ -202,6 +236,9 @@ class Ingest:
         self.engine = engine or make_engine(settings.database_url)
         self.roster = Roster(pki.roster)
         self._queue: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._roster_requests: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self.operators: OperatorRoster | None = None
+        self._operators_read = -float("inf")
         self._stop = threading.Event()
         self._connected = threading.Event()
         self.stored = 0
@@ -244,7 +281,7 @@ class Ingest:
         if reason.is_failure:
             log.error("hub broker refused ingest: %s", reason)
             return
-        client.subscribe("fieldkit/+/up/record", qos=1)
+        client.subscribe([("fieldkit/+/up/record", 1), ("fieldkit/+/up/roster", 1)])
         self._connected.set()
         log.info("ingest connected to the hub broker")
 
@@ -259,7 +296,10 @@ class Ingest:
         self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put((msg.topic, bytes(msg.payload)))
+        if msg.topic.endswith("/up/roster"):
+            self._roster_requests.put((msg.topic, bytes(msg.payload)))
+        else:
+            self._queue.put((msg.topic, bytes(msg.payload)))
 
     def _take_batch(self) -> list[tuple[str, bytes]]:
         try:
@@ -277,6 +317,12 @@ class Ingest:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            try:
+                self.serve_roster()
+            except SQLAlchemyError as exc:
+                log.error("operator roster not read: database unavailable (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("operator roster round failed")
             batch = self._take_batch()
             if not batch:
                 continue
@@ -298,6 +344,48 @@ class Ingest:
                 continue
             for device_id, items in acks.items():
                 self._client.publish(down_topic(device_id), Acks(items=items).encode(), qos=1)
+
+    def serve_roster(self) -> None:
+        """Push a changed roster to every enrolled device; answer devices that asked."""
+        if time.monotonic() - self._operators_read >= self.settings.roster_poll:
+            self._operators_read = time.monotonic()
+            with Session(self.engine) as session:
+                operators = read_operators(session)
+            version = roster_version(operators)
+            # An empty registry (none made yet) leaves the tablets with their configured ones.
+            if operators and (self.operators is None or self.operators.version != version):
+                self.operators = OperatorRoster(
+                    version=version, issued_at=time.time(), operators=operators
+                )
+                devices = self.roster.active()
+                log.info(
+                    "operator roster %s (%d operators) to %d devices",
+                    version[:12],
+                    len(operators),
+                    len(devices),
+                )
+                for device_id in devices:
+                    self._publish_roster(device_id, self.operators)
+        while True:
+            try:
+                topic, payload = self._roster_requests.get_nowait()
+            except queue.Empty:
+                return
+            device_id = topic.split("/")[1]
+            found = self.roster.get(device_id)
+            if found is None or found[0].revoked:
+                log.warning("roster request from %s refused: not an enrolled device", device_id)
+                continue
+            try:
+                have = decode(payload, RosterRequest).have
+            except MessageError as exc:
+                log.warning("unreadable roster request from %s: %s", device_id, exc.reason)
+                continue
+            if self.operators is not None and have != self.operators.version:
+                self._publish_roster(device_id, self.operators)
+
+    def _publish_roster(self, device_id: str, roster: OperatorRoster) -> None:
+        self._client.publish(roster_topic(device_id), roster.encode(), qos=1)
 
     def ingest(self, batch: list[tuple[str, bytes]]) -> dict[str, list[Ack]]:
         """Check, store and commit a batch; return the acks to send, by device."""

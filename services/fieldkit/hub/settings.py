@@ -19,3 +19,5 @@ class HubSection(BaseModel):
     batch_max: int = Field(default=500, ge=1, le=10_000)
     batch_wait: float = Field(default=0.005, ge=0)
     max_record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # How often ingest reads the handler registry to push a changed operator roster.
+    roster_poll: float = Field(default=2.0, gt=0)

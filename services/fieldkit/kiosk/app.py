@@ -166,6 +166,7 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
         ctx.bus, state.counter, state.config.device.site or state.config.device.id
     )
     serve_forget_requests(ctx.bus, state.forget_session)
+    state.operators.follow(ctx.bus)
 
 
 def detach_service(app: Flask) -> None:

@@ -1,7 +1,15 @@
-"""Operator credentials and lockout (R13)."""
+"""Operator credentials and lockout (R13).
+
+Operators come from two places: the device config (``[[kiosk.operators]]``, set when the
+tablet is provisioned) and the hub's handler registry, which sync receives on the tablet's
+downlink and passes on (``sync/evt/operators``, and the ``operators`` request at start). For
+every ID the hub names, the hub's entry wins: disabling or resetting a password on the hub
+takes effect on the tablet, logged-in operators included. IDs only in the config stay.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +18,15 @@ from dataclasses import dataclass, field
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from fieldkit.bus import Bus, BusError, Incoming, RequestRefused
 from fieldkit.kiosk.settings import OperatorEntry
+from fieldkit.sync.messages import OperatorsRequest
+from fieldkit.sync.wire import OperatorRoster
+
+log = logging.getLogger(__name__)
+# How long the kiosk keeps asking sync for the roster at start (sync may start after it).
+ROSTER_ATTEMPTS = 12
+ROSTER_RETRY_S = 5.0
 
 _hasher = PasswordHasher()
 
@@ -45,7 +61,10 @@ class OperatorRegistry:
         lockout_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._operators = {o.id: o for o in operators}
+        self._configured = {o.id: o for o in operators}
+        self._operators = dict(self._configured)
+        self.roster_version = ""
+        self._roster_issued = -1.0
         self._max = max_failures
         self._lockout = lockout_seconds
         self._clock = clock
@@ -53,6 +72,48 @@ class OperatorRegistry:
         self._lock = threading.Lock()
         # Verifying unknown IDs against a dummy hash keeps timing from revealing which IDs exist.
         self._dummy = hash_password("fieldkit-no-such-operator")
+
+    def apply_roster(self, roster: OperatorRoster) -> bool:
+        """Take the hub's roster unless it is older than the one in force."""
+        with self._lock:
+            if roster.issued_at <= self._roster_issued or not roster.version:
+                return False
+            from_hub = {
+                o.id: OperatorEntry(
+                    id=o.id, name=o.name, password_hash=o.password_hash, disabled=o.disabled
+                )
+                for o in roster.operators
+            }
+            self._operators = {**self._configured, **from_hub}
+            self.roster_version = roster.version
+            self._roster_issued = roster.issued_at
+        return True
+
+    def follow(self, bus: Bus) -> None:
+        """Take every roster sync passes on, and ask it for the one it holds now."""
+
+        def on_roster(roster: OperatorRoster, meta: Incoming) -> None:
+            if self.apply_roster(roster):
+                log.info("operator roster %s in force", roster.version[:12])
+
+        bus.handle_event("sync/evt/operators", OperatorRoster, on_roster)
+
+        def ask() -> None:
+            for _ in range(ROSTER_ATTEMPTS):
+                try:
+                    roster = bus.request("sync", "operators", OperatorsRequest(), OperatorRoster)
+                except RequestRefused as exc:
+                    log.warning("no operator roster from sync: %s", exc)
+                    return
+                except BusError:
+                    time.sleep(ROSTER_RETRY_S)
+                    continue
+                if self.apply_roster(roster):
+                    log.info("operator roster %s in force", roster.version[:12])
+                return
+            log.warning("sync did not answer for the operator roster; configured operators only")
+
+        threading.Thread(target=ask, name="kiosk-roster", daemon=True).start()
 
     def get(self, operator_id: str) -> OperatorEntry | None:
         entry = self._operators.get(operator_id)

@@ -31,5 +31,5 @@ SERVICE = ServiceSpec(
     holds_personal_data=True,
     # The end of every applicant session asks the wipe service to erase it (issue 8).
     requests=("antivirus", "capture", "printing", "sync", "wipe"),
-    listens=("capture/evt/#", "printing/evt/#"),
+    listens=("capture/evt/#", "printing/evt/#", "sync/evt/operators"),
 )

@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Operator IDs, as the hub's handler registry issues them and the kiosk's config lists them.
+OPERATOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{1,31}$"
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -15,8 +18,8 @@ class Section(BaseModel):
 class OperatorEntry(Section):
     """One operator who may log in on this tablet (R13). Passwords only as argon2 hashes."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
-    name: str = Field(min_length=1, max_length=80)
+    id: str = Field(pattern=OPERATOR_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=100)
     password_hash: str = Field(pattern=r"^\$argon2id\$")
     disabled: bool = False
 

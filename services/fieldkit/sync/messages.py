@@ -4,8 +4,11 @@
   (HPKE to the municipality's key) and only the ciphertext reaches the outbox.
 - ``submit`` (kiosk, wipe, any service): statistics, erasure evidence, audit or health.
 - ``status``: the outbox's state; ``full`` means the kiosk must stop and say so.
+- ``operators`` (kiosk): the operator roster last received from the hub (an
+  ``OperatorRoster``; version "" if none has arrived yet).
 
-Event ``sync/evt/outbox`` (an ``OutboxStatus``) is published whenever ``full`` changes.
+Event ``sync/evt/outbox`` (an ``OutboxStatus``) is published whenever ``full`` changes;
+``sync/evt/operators`` (an ``OperatorRoster``) whenever a newer roster arrives from the hub.
 """
 
 from __future__ import annotations
@@ -73,3 +76,7 @@ class OutboxStatus(Message):
     oldest_age_s: float | None
     text_ja: str = ""
     text_en: str = ""
+
+
+class OperatorsRequest(Message):
+    type: Literal["operators-request"] = "operators-request"

@@ -5,6 +5,7 @@ R23, R24)."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ from fieldkit.sync.messages import (
     FULL_TEXT_JA,
     NOT_ENROLLED_JA,
     Accepted,
+    OperatorsRequest,
     OutboxStatus,
     StatusRequest,
     SubmitPacket,
@@ -40,7 +42,18 @@ from fieldkit.sync.messages import (
 )
 from fieldkit.sync.outbox import DuplicateRecord, Outbox, OutboxFull
 from fieldkit.sync.settings import SyncSection
-from fieldkit.sync.wire import BODY_MODELS, Acks, Record, down_topic, up_topic
+from fieldkit.sync.wire import (
+    BODY_MODELS,
+    Acks,
+    OperatorRoster,
+    Record,
+    RosterRequest,
+    down_topic,
+    roster_request_topic,
+    roster_topic,
+    roster_version,
+    up_topic,
+)
 from fieldkit.wipe.record import ErasureRecord
 
 log = logging.getLogger(__name__)
@@ -99,6 +112,9 @@ class Courier:
         )
         self.on_change = on_change
         self.on_acked: Callable[[list[str]], None] | None = None
+        self.on_roster: Callable[[OperatorRoster], None] | None = None
+        self.roster = load_roster(settings.roster_path())
+        self._roster_lock = threading.Lock()
         self._acks: queue.SimpleQueue[Acks] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -208,7 +224,10 @@ class Courier:
         if reason.is_failure:
             log.error("hub refused the connection: %s", reason)
             return
-        client.subscribe(down_topic(self.device_id), qos=1)
+        client.subscribe([(down_topic(self.device_id), 1), (roster_topic(self.device_id), 1)])
+        # The hub keeps no retained messages: ask for the roster on every connect.
+        have = RosterRequest(have=self.roster.version)
+        client.publish(roster_request_topic(self.device_id), have.encode(), qos=1)
         log.info("connected to the hub at %s:%d", self.settings.hub_host, self.settings.hub_port)
         self._connected.set()
         self._wake.set()
@@ -226,12 +245,37 @@ class Courier:
         self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == roster_topic(self.device_id):
+            self.apply_roster(bytes(msg.payload))
+            return
         try:
             self._acks.put(decode(bytes(msg.payload), Acks))
         except MessageError as exc:
             log.warning("unreadable acknowledgement from the hub: %s", exc.reason)
             return
         self._wake.set()
+
+    def apply_roster(self, payload: bytes) -> bool:
+        """Keep a newer operator roster from the hub, on disk first; False if not taken."""
+        try:
+            roster = decode(payload, OperatorRoster)
+        except MessageError as exc:
+            log.warning("unreadable operator roster from the hub: %s", exc.reason)
+            return False
+        if roster.version != roster_version(roster.operators):
+            log.warning("operator roster refused: its version does not match its operators")
+            return False
+        with self._roster_lock:
+            if roster.version == self.roster.version or roster.issued_at < self.roster.issued_at:
+                return False
+            save_roster(self.settings.roster_path(), roster)
+            self.roster = roster
+        log.info(
+            "operator roster %s applied (%d operators)", roster.version[:12], len(roster.operators)
+        )
+        if self.on_roster is not None:
+            self.on_roster(roster)
+        return True
 
     # delivery ---------------------------------------------------------------------------------
     def _apply_acks(self) -> None:
@@ -302,6 +346,37 @@ class Courier:
                 time.sleep(0.5)
 
 
+NO_ROSTER = OperatorRoster(version="", issued_at=0.0)
+
+
+def load_roster(path: Path) -> OperatorRoster:
+    """The roster kept from the hub, or an empty one (none yet, or unreadable: said in the log)."""
+    try:
+        return decode(path.read_bytes(), OperatorRoster)
+    except FileNotFoundError:
+        return NO_ROSTER
+    except (OSError, MessageError) as exc:
+        log.error("kept operator roster at %s unreadable (%s); waiting for the hub", path, exc)
+        return NO_ROSTER
+
+
+def save_roster(path: Path, roster: OperatorRoster) -> None:
+    """Write the roster atomically, readable by this service only (it holds password hashes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(roster.encode())
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def setup(ctx: ServiceContext) -> None:
     config: DeviceConfig = ctx.config
 
@@ -333,6 +408,7 @@ def setup(ctx: ServiceContext) -> None:
             ("submit-packet", SubmitPacket),
             ("submit", SubmitRecord),
             ("status", StatusRequest),
+            ("operators", OperatorsRequest),
         ):
             ctx.bus.handle_request(op, model, refuse)
         return
@@ -347,6 +423,31 @@ def setup(ctx: ServiceContext) -> None:
 
     def on_status(request: StatusRequest, meta: Incoming) -> OutboxStatus:
         return courier.status()
+
+    def on_operators(request: OperatorsRequest, meta: Incoming) -> OperatorRoster:
+        return courier.roster
+
+    def on_roster(roster: OperatorRoster) -> None:
+        # Off the hub link's thread: publishing waits for the local broker.
+        def publish() -> None:
+            try:
+                ctx.bus.publish("sync/evt/operators", roster)
+                # Evidence on the hub of which tablet applied which roster (R13, R22).
+                courier.submit_record(
+                    "audit",
+                    {
+                        "at": time.time(),
+                        "actor": "sync",
+                        "action": "operators-applied",
+                        "detail": {"version": roster.version, "operators": len(roster.operators)},
+                    },
+                )
+            except Exception:
+                log.exception("could not pass on the operator roster")
+
+        threading.Thread(target=publish, name="sync-roster", daemon=True).start()
+
+    courier.on_roster = on_roster
 
     def on_antivirus_health(health: AntivirusHealth, meta: Incoming) -> None:
         # What the hub's device page shows: definitions age, the gate, open findings (R10).
@@ -382,6 +483,7 @@ def setup(ctx: ServiceContext) -> None:
     ctx.bus.handle_event("antivirus/evt/health", AntivirusHealth, on_antivirus_health)
     ctx.bus.handle_event("antivirus/evt/finding", Finding, on_antivirus_finding)
     ctx.bus.handle_request("status", StatusRequest, on_status)
+    ctx.bus.handle_request("operators", OperatorsRequest, on_operators)
     courier.start()
     ctx.on_stop(courier.stop)
     ctx.courier = courier  # type: ignore[attr-defined]

@@ -22,3 +22,9 @@ class SyncSection(BaseModel):
     ack_timeout: float = Field(default=10.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)
+    # Where the last operator roster from the hub is kept (default: operators.json beside the
+    # outbox), so a tablet that starts offline still knows who may log in.
+    roster: Path | None = None
+
+    def roster_path(self) -> Path:
+        return self.roster or self.outbox.with_name("operators.json")

@@ -1,19 +1,27 @@
-"""What travels between a tablet and the hub: signed records up, acknowledgements down.
+"""What travels between a tablet and the hub: signed records up, acknowledgements and the
+operator roster down.
 
 Hub topics (the hub broker's ACL makes the second segment the sender's certificate CN)::
 
-    fieldkit/<device>/up/record     one Record per message, QoS 1
-    fieldkit/<device>/down/acks     Acks from hub-ingest, after its database commit
+    fieldkit/<device>/up/record        one Record per message, QoS 1
+    fieldkit/<device>/down/acks        Acks from hub-ingest, after its database commit
+    fieldkit/<device>/up/roster        RosterRequest: the roster version the tablet holds
+    fieldkit/<device>/down/operators   OperatorRoster: who may log in (argon2id hashes only)
+
+The hub broker keeps no retained messages (R23), so the roster reaches a tablet two ways:
+pushed by hub-ingest whenever the registry changes, and asked for by sync on every connect.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
+from fieldkit.kiosk.settings import OPERATOR_ID_PATTERN
 from fieldkit.messages import Message
 from fieldkit.sealing import (
     DEVICE_PATTERN,
@@ -36,6 +44,14 @@ def up_topic(device_id: str) -> str:
 
 def down_topic(device_id: str) -> str:
     return f"fieldkit/{device_id}/down/acks"
+
+
+def roster_request_topic(device_id: str) -> str:
+    return f"fieldkit/{device_id}/up/roster"
+
+
+def roster_topic(device_id: str) -> str:
+    return f"fieldkit/{device_id}/down/operators"
 
 
 class Closed(BaseModel):
@@ -124,3 +140,39 @@ class Acks(Message):
 
     type: Literal["acks"] = "acks"
     items: list[Ack]
+
+
+class RosterOperator(Closed):
+    """One tablet operator from the hub's handler registry (R13, R22)."""
+
+    id: str = Field(pattern=OPERATOR_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=100)
+    duty: Literal["responsible", "handler"]
+    password_hash: str = Field(pattern=r"^\$argon2id\$", max_length=200)
+    disabled: bool
+
+
+class OperatorRoster(Message):
+    """Every operator of the programme, as the hub's registry holds them.
+
+    ``version`` is a digest of the operators (the same registry gives the same version);
+    ``issued_at`` is when the hub first saw that version, so a tablet keeps the newest.
+    An empty ``version`` means "no roster yet" (sync's answer before the hub has sent one).
+    """
+
+    type: Literal["operator-roster"] = "operator-roster"
+    version: str = Field(pattern=r"^([0-9a-f]{64})?$")
+    issued_at: float
+    operators: list[RosterOperator] = Field(default=[], max_length=10_000)
+
+
+def roster_version(operators: list[RosterOperator]) -> str:
+    ordered = sorted((o.model_dump() for o in operators), key=lambda o: str(o["id"]))
+    return hashlib.sha256(canonical({"operators": ordered})).hexdigest()
+
+
+class RosterRequest(Message):
+    """Sent by sync on every connect: the hub answers unless the tablet is up to date."""
+
+    type: Literal["roster-request"] = "roster-request"
+    have: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")

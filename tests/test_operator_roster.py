@@ -1,0 +1,203 @@
+"""Operators made on the hub log in on the tablet; disabling or resetting one on the hub takes
+effect there; a tablet that starts without the hub keeps the last roster it got (R13, R22).
+
+The path is the real one: the hub web app's form writes the handler registry, hub-ingest reads
+it and sends the roster down the tablet's TLS link (pushed on change, and answered when sync
+asks on connect), sync keeps it on disk and passes it on the local bus, the kiosk applies it.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fieldkit.broker import LocalBroker
+from fieldkit.hub.broker import HubBroker
+from fieldkit.hub.db import AuditRow
+from fieldkit.kiosk.app import attach_service, detach_service, kiosk
+from fieldkit.kiosk.operators import OperatorRegistry, hash_password
+from fieldkit.kiosk.service import SERVICE as KIOSK
+from fieldkit.kiosk.settings import OperatorEntry
+from fieldkit.pki import KitPki
+from fieldkit.registry import load_specs
+from fieldkit.runner import ServiceContext, start_service, stop_service
+from fieldkit.sync.service import Courier
+from fieldkit.sync.wire import OperatorRoster, RosterOperator, roster_version
+from tests.hubkit import IngestFactory, sync_settings, wait_for
+from tests.hubweb import ClientFactory, csrf_token
+from tests.test_kiosk_app import PASSWORD, login, make_app
+from tests.test_sync_service import tablet_config
+
+HUB_PASSWORD = "hanako's long passphrase"
+NEW_PASSWORD = "another long passphrase"
+
+
+def start_tablet(
+    directory: Path, pki: KitPki, hub_port: int, operator_hash: str
+) -> tuple[ServiceContext, Flask]:
+    """The sync service and the kiosk of device tab-a, on the local broker."""
+    config = tablet_config(directory, pki, hub_port)
+    (sync_spec,) = load_specs(["sync"])
+    sync = start_service(sync_spec, config)
+    app = make_app(config, operator_hash)
+    attach_service(app, start_service(KIOSK, config))
+    return sync, app
+
+
+def test_hub_operators_reach_the_kiosk_and_changes_follow(
+    broker: LocalBroker,
+    hub_broker: HubBroker,
+    pki: KitPki,
+    web_app: Flask,
+    client_as: ClientFactory,
+    make_ingest: IngestFactory,
+    database_url: str,
+    operator_hash: str,
+    tmp_path: Path,
+) -> None:
+    admin = client_as("admin")
+    token = csrf_token(admin, "/operators")
+    created = admin.post(
+        "/operators",
+        data={
+            "operator_id": "jugyo-1",
+            "name": "窓口 花子",
+            "duty": "handler",
+            "password": HUB_PASSWORD,
+            "csrf_token": token,
+        },
+    )
+    assert created.status_code == 302
+    ingest = make_ingest(database_url, roster_poll=0.2)
+    sync, app = start_tablet(tmp_path, pki, hub_broker.port, operator_hash)
+    registry = kiosk(app).operators
+    try:
+        wait_for(lambda: registry.get("jugyo-1"), what="the hub's operator on the tablet")
+        with app.test_client() as client:
+            assert login(client, "jugyo-1", HUB_PASSWORD).status_code == 302
+            assert client.get("/").status_code == 200
+            # Disabled on the hub: the tablet refuses it, and its open login ends.
+            admin.post("/operators/jugyo-1/toggle", data={"csrf_token": token})
+            wait_for(lambda: registry.get("jugyo-1") is None, what="the disable on the tablet")
+            assert client.get("/").status_code == 302
+        with app.test_client() as client:
+            assert login(client, "jugyo-1", HUB_PASSWORD).status_code == 401
+        # Enabled again with a new password: only the new one opens the tablet.
+        admin.post("/operators/jugyo-1/toggle", data={"csrf_token": token})
+        admin.post(
+            "/operators/jugyo-1/password", data={"password": NEW_PASSWORD, "csrf_token": token}
+        )
+        version = ingest.operators.version if ingest.operators else ""
+        wait_for(
+            lambda: registry.roster_version != version and registry.get("jugyo-1"),
+            what="the new password on the tablet",
+        )
+        wait_for(lambda: ingest.operators and registry.roster_version == ingest.operators.version)
+        with app.test_client() as client:
+            assert login(client, "jugyo-1", HUB_PASSWORD).status_code == 401
+        with app.test_client() as client:
+            assert login(client, "jugyo-1", NEW_PASSWORD).status_code == 302
+        # The operators from the device config are still there.
+        with app.test_client() as client:
+            assert login(client, "op-01", PASSWORD).status_code == 302
+    finally:
+        detach_service(app)
+        stop_service(sync)
+
+    # The hub has evidence of each roster the tablet applied.
+    def applied() -> list[AuditRow]:
+        with Session(ingest.engine) as session:
+            query = select(AuditRow).where(AuditRow.action == "operators-applied")
+            return list(session.scalars(query))
+
+    wait_for(lambda: len(applied()) >= 3, what="operators-applied evidence at the hub")
+    assert {row.device_id for row in applied()} == {"tab-a"}
+    # Kept for the next start: readable by sync only, hashes and no password.
+    kept = tmp_path / "operators.json"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    text = kept.read_text()
+    assert "$argon2id$" in text and NEW_PASSWORD not in text and HUB_PASSWORD not in text
+
+    # Without the hub (ingest stopped), a restarted tablet still knows the operators.
+    ingest.stop()
+    sync, app = start_tablet(tmp_path, pki, hub_broker.port, operator_hash)
+    try:
+        wait_for(lambda: kiosk(app).operators.get("jugyo-1"), what="the kept roster")
+        with app.test_client() as client:
+            assert login(client, "jugyo-1", NEW_PASSWORD).status_code == 302
+    finally:
+        detach_service(app)
+        stop_service(sync)
+
+
+def roster(issued_at: float, *operators: RosterOperator) -> OperatorRoster:
+    return OperatorRoster(
+        version=roster_version(list(operators)), issued_at=issued_at, operators=list(operators)
+    )
+
+
+@pytest.fixture(scope="module")
+def hashes() -> tuple[str, str]:
+    return hash_password("first long password"), hash_password("second long password")
+
+
+def test_sync_keeps_only_a_consistent_newer_roster(
+    pki: KitPki, hub_broker: HubBroker, tmp_path: Path, hashes: tuple[str, str]
+) -> None:
+    settings = sync_settings(pki, hub_broker, "tab-a", tmp_path / "outbox.sqlite")
+    courier = Courier("tab-a", settings)
+    first = roster(100.0, RosterOperator(
+        id="jugyo-1", name="窓口 花子", duty="handler", password_hash=hashes[0], disabled=False
+    ))  # fmt: skip
+    # A roster whose operators do not match its version (altered on the way) is refused.
+    altered = first.model_copy(
+        update={"operators": [first.operators[0].model_copy(update={"password_hash": hashes[1]})]}
+    )
+    assert not courier.apply_roster(altered.encode())
+    assert not settings.roster_path().exists()
+    assert not courier.apply_roster(b'{"v": 1, "type": "operator-roster", "version": "x"}')
+    assert courier.apply_roster(first.encode())
+    # An older roster, even a consistent one, does not replace a newer one.
+    older = roster(50.0, first.operators[0].model_copy(update={"disabled": True}))
+    assert not courier.apply_roster(older.encode())
+    assert courier.roster == first
+    courier.outbox.close()
+    # A restart reads it back.
+    again = Courier("tab-a", settings)
+    assert again.roster == first
+    again.outbox.close()
+    assert stat.S_IMODE(settings.roster_path().stat().st_mode) == 0o600
+
+
+def test_the_kiosk_merges_the_hub_roster_over_its_configured_operators(
+    hashes: tuple[str, str],
+) -> None:
+    configured = [
+        OperatorEntry(id="op-01", name="窓口 一郎", password_hash=hashes[0]),
+        OperatorEntry(id="op-02", name="窓口 二郎", password_hash=hashes[0]),
+    ]
+    registry = OperatorRegistry(configured, max_failures=5, lockout_seconds=600)
+    hub = roster(
+        10.0,
+        RosterOperator(
+            id="op-01", name="窓口 一郎", duty="handler", password_hash=hashes[0], disabled=True
+        ),
+        RosterOperator(
+            id="jugyo-1", name="窓口 花子", duty="responsible", password_hash=hashes[1],
+            disabled=False,
+        ),
+    )  # fmt: skip
+    assert registry.apply_roster(hub)
+    assert registry.get("op-01") is None  # the hub disabled it
+    assert registry.get("op-02") is not None  # only in the config: stays
+    entry = registry.get("jugyo-1")
+    assert entry is not None and entry.password_hash == hashes[1]
+    # Older or empty rosters change nothing.
+    assert not registry.apply_roster(roster(5.0))
+    assert not registry.apply_roster(OperatorRoster(version="", issued_at=99.0))
+    assert registry.get("jugyo-1") is not None and registry.roster_version == hub.version
