@@ -117,6 +117,15 @@ def test_hub_operators_reach_the_kiosk_and_changes_follow(
 
     wait_for(lambda: len(applied()) >= 3, what="operators-applied evidence at the hub")
     assert {row.device_id for row in applied()} == {"tab-a"}
+
+    # The last login, just before the kiosk stopped, still reaches the hub: the kiosk hands
+    # its queued records to sync before it leaves the bus.
+    def logins() -> set[str]:
+        with Session(ingest.engine) as session:
+            query = select(AuditRow.actor).where(AuditRow.action == "login")
+            return set(session.scalars(query))
+
+    wait_for(lambda: "op-01" in logins(), what="the last login's audit event at the hub")
     # Kept for the next start: readable by sync only, hashes and no password.
     kept = tmp_path / "operators.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600

@@ -172,13 +172,15 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
 def detach_service(app: Flask) -> None:
     state = kiosk(app)
     if state.service is not None:
+        # Records still queued for sync (an audit event of the last login) go out first,
+        # while the bus is still up.
+        if state.outbound is not None:
+            state.outbound.close()
+            state.outbound = None
         stop_service(state.service)
         state.service = None
         state.camera = None
         state.printer = None
-        if state.outbound is not None:
-            state.outbound.close()
-            state.outbound = None
 
 
 SECURITY_HEADERS = {
