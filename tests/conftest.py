@@ -120,6 +120,9 @@ def operator_hash() -> str:
 # A real cupsd with a queue on ippeveprinter (see tests/cups.py), for any test that prints.
 from tests.cups import local_printer, printing_config  # noqa: E402, F401
 
+# The kiosk on a real kit (capture, printing, sync, wipe, antivirus; see tests/kiosk_kit.py).
+from tests.kiosk_kit import start_kiosk  # noqa: E402, F401
+
 # Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
 pytest_plugins = ["tests.hubkit"]
 # Hub web app fixtures (an app on the hub database, accounts of each role, generated counts).

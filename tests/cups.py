@@ -44,9 +44,13 @@ def start_local_printer(policy: SpoolPolicy = PROJECT_POLICY) -> tuple[LocalPrin
 
 
 @pytest.fixture
-def local_printer() -> Iterator[LocalPrinter]:
-    """cupsd (PreserveJobFiles No, PreserveJobHistory No) with a queue on ippeveprinter."""
-    printer, base = start_local_printer()
+def local_printer(request: pytest.FixtureRequest) -> Iterator[LocalPrinter]:
+    """cupsd (PreserveJobFiles No, PreserveJobHistory No) with a queue on ippeveprinter.
+
+    A test may ask for other retention settings by parametrizing it indirectly with a
+    ``SpoolPolicy``.
+    """
+    printer, base = start_local_printer(getattr(request, "param", PROJECT_POLICY))
     yield printer
     printer.stop()
     shutil.rmtree(base, ignore_errors=True)

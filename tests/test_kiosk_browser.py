@@ -22,8 +22,8 @@ from fieldkit.kiosk.app import kiosk
 from tests.conftest import OPERATOR_PASSWORD
 from tests.cups import LocalPrinter, wait_for_received
 from tests.hubkit import IngestFactory, count_records, wait_for
+from tests.kiosk_kit import KioskFactory
 from tests.test_hub_web_browser import browser  # noqa: F401 - the Playwright browser fixture
-from tests.test_kiosk_session import KioskFactory, start_kiosk  # noqa: F401 - fixture
 
 TIMEOUT_MS = 60_000
 
@@ -93,7 +93,7 @@ class Counter:
 
 @pytest.fixture
 def live_kiosk(
-    start_kiosk: KioskFactory,  # noqa: F811
+    start_kiosk: KioskFactory,
     hub_broker: HubBroker,
     make_ingest: IngestFactory,
     database_url: str,
@@ -162,7 +162,7 @@ def test_a_whole_session_in_the_browser(
 
 
 def test_refusals_decline_and_abandon_in_the_browser(
-    start_kiosk: KioskFactory,  # noqa: F811
+    start_kiosk: KioskFactory,
     browser: Any,  # noqa: F811
 ) -> None:
     # No camera: the IDs are typed (the demo camera would read its QR first).
@@ -193,7 +193,7 @@ def test_refusals_decline_and_abandon_in_the_browser(
 
 
 def test_an_idle_session_is_abandoned_and_wiped(
-    start_kiosk: KioskFactory,  # noqa: F811
+    start_kiosk: KioskFactory,
     browser: Any,  # noqa: F811
 ) -> None:
     app = start_kiosk(camera=False, applicant_idle_minutes=0.2)  # 12 seconds

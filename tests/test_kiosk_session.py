@@ -5,95 +5,20 @@ the receipts and the photo sheet come out of a real CUPS queue. R1 R3 R5 R29"""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-from fieldkit.broker import LocalBroker, free_loopback_port
 from fieldkit.capture.sources import DEMO_ID
-from fieldkit.kiosk.app import attach_service, detach_service, kiosk
+from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import Step
-from fieldkit.pki import KitPki
-from fieldkit.registry import load_specs
-from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sync.messages import OutboxStatus
 from fieldkit.sync.messages import StatusRequest as SyncStatusRequest
-from tests.antivirus_fixtures import fresh_definitions
-from tests.cups import LocalPrinter, config_for, pdf_text, placed_images, wait_for_received
-from tests.test_kiosk_app import login, make_app, post
-from tests.wipe_fixtures import catalogue_dirs, wipe_body
-
-KioskFactory = Callable[..., Flask]
-
-
-@pytest.fixture
-def start_kiosk(
-    broker: LocalBroker,
-    tmp_path: Path,
-    local_printer: LocalPrinter,
-    operator_hash: str,
-    pki: KitPki,
-) -> Iterator[KioskFactory]:
-    """The kiosk attached to the bus with capture, printing and antivirus running for real."""
-    started: list[ServiceContext] = []
-    apps: list[Flask] = []
-
-    def start(
-        definitions_age_hours: float | None = 1.0,
-        hub_port: int | None = None,
-        camera: bool = True,
-        **kiosk: Any,
-    ) -> Flask:
-        names = ["capture", "printing", "sync", "wipe"] if camera else ["printing", "sync", "wipe"]
-        root, tag = catalogue_dirs(tmp_path)
-        # The wipe scans the real CUPS spool of this kit's printer, and its own test folders.
-        wipe = wipe_body(root, tag).replace(
-            f'cups_spool_dirs = ["{root / "spool-cups"}"]',
-            f'cups_spool_dirs = ["{local_printer.spool_dir}"]',
-        )
-        # The tablet is enrolled; packets for Matsumoto are sealed to its receiver key.
-        pki.create_receiver("202029")
-        pki.enrol("test-tablet-01")
-        sync = (
-            f'\n[sync]\noutbox = "{tmp_path / "outbox.sqlite"}"\n'
-            f'bundle = "{pki.bundle("test-tablet-01")}"\n'
-            f"hub_port = {hub_port or free_loopback_port()}\n"
-        )
-        antivirus = ""
-        if definitions_age_hours is not None:
-            names.append("antivirus")
-            antivirus = fresh_definitions(tmp_path, definitions_age_hours)
-        # The kiosk's session folder is one the wipe purges and scans.
-        kiosk.setdefault("session_dir", root / "run-session")
-        config = config_for(tmp_path, local_printer, antivirus + sync + wipe)
-        started.extend(start_service(spec, config) for spec in load_specs(names))
-        (kiosk_spec,) = load_specs(["kiosk"])
-        app = make_app(config, operator_hash, **kiosk)
-        attach_service(app, start_service(kiosk_spec, config))
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        detach_service(app)
-    for ctx in started:
-        stop_service(ctx)
-
-
-def wait_live(client: FlaskClient, predicate: str, timeout: float = 40.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        live = client.get("/live").get_json()
-        if eval(predicate, {}, {"live": live}):  # noqa: S307 - test-local expressions only
-            return dict(live)
-        time.sleep(0.2)
-    raise AssertionError(f"live never satisfied {predicate}")
+from tests.cups import LocalPrinter, pdf_text, placed_images, wait_for_received
+from tests.kiosk_kit import KioskFactory, wait_live
+from tests.test_kiosk_app import login, post
 
 
 def test_a_whole_session_through_capture_and_printing(

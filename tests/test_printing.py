@@ -279,6 +279,33 @@ def test_the_services_purge_cleans_even_when_cupsd_would_keep_the_files(
         stop_service(ctx)
 
 
+def test_forget_purges_a_job_cupsd_is_still_printing_when_cupsd_keeps_history(
+    broker: LocalBroker,
+    preserving_printer: LocalPrinter,
+    tmp_path: Path,
+    make_bus: BusFactory,
+    events: Events,
+) -> None:
+    """R6, R12: the paper runs out mid-job and the session ends. cupsd purges only ended
+    jobs: one purge cancels the job (its document goes), but with history kept its control
+    file stays until a second purge. The forget leaves nothing of the job either way."""
+    ctx = run_printing(config_for(tmp_path, preserving_printer))
+    preserving_printer.paper_out(True)
+    try:
+        tester = make_bus("tester")
+        reply = tester.request("printing", "print-photo-sheet", photo_request(), PrintAccepted, 10)
+        assert reply.cups_job is not None
+        events.wait_for(
+            JobEvent, lambda e: getattr(e, "job", "") == reply.job and e.state == "printing"
+        )
+        forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
+        assert forgotten.spool_checked and forgotten.spool_clean, forgotten.residue
+        assert spool_residue(preserving_printer.spool_dir, None, [reply.cups_job]) == []
+    finally:
+        preserving_printer.paper_out(False)
+        stop_service(ctx)
+
+
 def test_a_missing_queue_is_reported_and_the_job_waits_until_it_returns(
     printing: ServiceContext, local_printer: LocalPrinter, make_bus: BusFactory, events: Events
 ) -> None:

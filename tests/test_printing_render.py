@@ -20,6 +20,7 @@ from fieldkit.printing.photosheet import (
 )
 from fieldkit.printing.receipt import render_receipt, wrap
 from fieldkit.printing.settings import DEFAULT_FONT
+from fieldkit.wipe.markers import MarkerSearch, daily_markers, photo_fragments, session_markers
 from tests.cups import page_sizes_mm, placed_images
 
 APPLICATION_ID = "12345678901234567890123"
@@ -181,6 +182,18 @@ def test_a_refused_connection_reads_as_offline_while_a_job_waits() -> None:
     message = "The printer may not exist or is unavailable at this time."
     assert read_condition(4, ["none"], message).condition == "offline"
     assert read_condition(4, ["none"], "Printing page 1").condition == "printing"
+
+
+def test_the_spooled_photo_sheet_holds_the_photo_as_the_wipe_scan_sees_it() -> None:
+    """R12: the PDF cupsd spools carries the JPEG's own bytes (no ASCII85), so the wipe's
+    session scan (slices of the photo) and daily scan (JPEG headers) can find a sheet left
+    in the spool. With reportlab's default ASCII85 wrapping neither finds anything."""
+    jpeg = sample_jpeg()
+    pdf = render_photo_sheet(jpeg, "l", 4, DEFAULT_FONT)
+    session = MarkerSearch(session_markers(None, photo_fragments(jpeg), None))
+    assert {hit.kind for hit in session.search_bytes(pdf)} == {"photo"}
+    assert {hit.kind for hit in MarkerSearch(daily_markers()).search_bytes(pdf)} == {"jpeg"}
+    assert b"ASCII85Decode" not in pdf
 
 
 def test_render_needs_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from flask import Flask
 
 from fieldkit.config import DeviceConfig
-from fieldkit.kiosk.app import attach_service, detach_service, kiosk
+from fieldkit.kiosk.app import attach_service, detach_service, kiosk, session_markers
+from fieldkit.kiosk.flow import ApplicantSession
 from fieldkit.kiosk.service import SERVICE as KIOSK
 from fieldkit.registry import load_specs
 from fieldkit.runner import start_service, stop_service
+from fieldkit.wipe.markers import MarkerSearch
+from fieldkit.wipe.markers import session_markers as search_markers
+from fieldkit.wipe.messages import SessionMarkers
 from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import EVIDENCE_FILE
 from tests.test_kiosk_app import APPLICATION_ID, login, make_app, post, walk
@@ -99,3 +106,28 @@ def test_without_a_bus_the_kiosk_still_closes_the_session(
     page = run_session(app)
     assert kiosk(app).counter.current is None
     assert "消去を確認できませんでした" not in page
+
+
+def noisy_jpeg(seed: int) -> bytes:
+    """A JPEG whose compressed data is its own (plain test images share whole runs)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", pixels)
+    assert ok
+    return jpeg.tobytes()
+
+
+def search_for(markers: SessionMarkers) -> MarkerSearch:
+    fragments = [base64.b64decode(f) for f in markers.photo_fragments_b64]
+    return MarkerSearch(search_markers(markers.application_id, fragments, None))
+
+
+def test_the_wipe_is_told_about_both_photos_of_the_session() -> None:
+    """The print master and the online JPEG share no bytes; the hand-off folder holds the
+    online one, so the wipe's scan must look for it too, or it could not see it left there."""
+    session = ApplicantSession(operator="op-01", mode="support")
+    session.application_id = APPLICATION_ID
+    session.photo = bytearray(noisy_jpeg(1))
+    session.online_photo = bytearray(noisy_jpeg(2))
+    search = search_for(session_markers(session))
+    assert {h.kind for h in search.search_bytes(bytes(session.photo))} == {"photo"}
+    assert {h.kind for h in search.search_bytes(bytes(session.online_photo))} == {"photo"}

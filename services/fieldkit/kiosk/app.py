@@ -140,8 +140,17 @@ class Kiosk:
 
 
 def session_markers(session: ApplicantSession) -> SessionMarkers:
-    """What lets the wipe recognise this session's residue (sent on the bus, never stored)."""
-    photo = fragments_b64(bytes(session.photo)) if session.photo else []
+    """What lets the wipe recognise this session's residue (sent on the bus, never stored).
+
+    Both JPEGs: the print master goes to the printer, the online JPEG (a separate encoding,
+    sharing no bytes with it) to the session folder for the online hand-off.
+    """
+    photo = [
+        fragment
+        for jpeg in (session.photo, session.online_photo)
+        if jpeg
+        for fragment in fragments_b64(bytes(jpeg))
+    ]
     return SessionMarkers(
         sid=session.sid, application_id=session.application_id, photo_fragments_b64=photo
     )

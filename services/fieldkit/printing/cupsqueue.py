@@ -35,6 +35,9 @@ JOB_EVENTS = ["job-created", "job-state-changed", "job-completed", "job-stopped"
 # A lease, renewed while we run, so a crashed service leaves no subscription on the system
 # cupsd for long (subscriptions outlive their client otherwise).
 SUBSCRIPTION_LEASE = 300
+# An active job needs two purges (cancel, then purge the canceled job); one more for a job
+# that was still being stopped at the second.
+PURGE_ATTEMPTS = 3
 
 
 class CupsUnavailable(Exception):
@@ -186,18 +189,30 @@ class CupsQueue:
         return found
 
     def purge(self, job_id: int) -> bool:
-        """Cancel the job if needed and make cupsd delete its files and history entry."""
-        try:
-            self._connection().cancelJob(job_id, purge_job=True)
-        except cups.IPPError as exc:
-            if exc.args[0] == IPP_NOT_FOUND:
-                return True  # already gone: nothing of it left to purge
-            log.warning("purging job %d failed: %s", job_id, exc.args[1])
-            return False
-        except (CupsUnavailable, RuntimeError):
-            self._drop()
-            return False
-        return True
+        """Cancel the job if needed and make cupsd delete its files and history entry.
+
+        cupsd purges only a job that has ended: a pending or printing job is canceled and
+        loses its documents, but while cupsd keeps job history it stays, with its control
+        file, until it is purged again. So purge until cupsd no longer knows the job.
+        """
+        for _ in range(PURGE_ATTEMPTS):
+            try:
+                self._connection().cancelJob(job_id, purge_job=True)
+            except cups.IPPError as exc:
+                if exc.args[0] == IPP_NOT_FOUND:
+                    return True  # already gone: nothing of it left to purge
+                log.warning("purging job %d failed: %s", job_id, exc.args[1])
+                return False
+            except (CupsUnavailable, RuntimeError):
+                self._drop()
+                return False
+            try:
+                if self.job_state(job_id) is None:
+                    return True
+            except CupsUnavailable:
+                return False
+        log.warning("job %d is still known to cupsd after %d purges", job_id, PURGE_ATTEMPTS)
+        return False
 
     def cancel(self, job_id: int) -> None:
         """Cancel without purging: cupsd's retention settings decide what stays."""

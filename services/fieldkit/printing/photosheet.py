@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
+from reportlab import rl_config
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import inch, mm
 from reportlab.lib.utils import ImageReader
@@ -29,6 +33,10 @@ Paper = Literal["l", "a4"]
 # L-size photo paper as IPP names it (oe_photo-l_3.5x5in = 88.9 × 127 mm), and A4.
 PAGE_SIZES: dict[Paper, tuple[float, float]] = {"l": (3.5 * inch, 5 * inch), "a4": A4}
 IPP_MEDIA: dict[Paper, str] = {"l": "oe_photo-l_3.5x5in", "a4": "iso_a4_210x297mm"}
+
+
+# reportlab's ASCII85 switch is process-wide; photo sheets change it one at a time.
+_BINARY_STREAMS = threading.Lock()
 
 
 class PhotoRefused(ValueError):
@@ -94,6 +102,29 @@ def check_master(jpeg: bytes) -> tuple[int, int]:
 def render_photo_sheet(jpeg: bytes, paper: Paper, copies: int, font_path: Path) -> bytes:
     """One page with ``copies`` photos at exactly 35 × 45 mm; the JPEG is embedded as is."""
     check_master(jpeg)
+    with _binary_streams():
+        return _render(jpeg, paper, copies, font_path)
+
+
+@contextmanager
+def _binary_streams() -> Iterator[None]:
+    """Build PDF streams without reportlab's default ASCII85 wrapping, for this block only.
+
+    ASCII85 re-encodes the JPEG, so the photo's own bytes would not be in the PDF that
+    cupsd spools, and the wipe's residue scan (which looks for slices of the photo, and for
+    JPEG headers) could not see a photo sheet left in the spool (R12). A binary stream is
+    also smaller, and CUPS takes binary PDFs.
+    """
+    with _BINARY_STREAMS:
+        before = rl_config.useA85
+        rl_config.useA85 = 0
+        try:
+            yield
+        finally:
+            rl_config.useA85 = before
+
+
+def _render(jpeg: bytes, paper: Paper, copies: int, font_path: Path) -> bytes:
     layout = layout_for(paper)
     font = japanese_font(font_path)
     width, height = PAGE_SIZES[paper]
