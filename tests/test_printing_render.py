@@ -196,6 +196,22 @@ def test_the_spooled_photo_sheet_holds_the_photo_as_the_wipe_scan_sees_it() -> N
     assert b"ASCII85Decode" not in pdf
 
 
+CANARY = "c4n4ry-of-this-session-0123456789"
+
+
+def test_a_receipt_is_visible_to_the_session_scan_only_through_its_canary() -> None:
+    """R12: the receipt's text is compressed in a subset font, so the application ID is not
+    in its bytes; the session's canary in the PDF keywords is what lets the wipe's scan see a
+    receipt left in the spool. Without a canary the same scan finds nothing."""
+    markers = session_markers(APPLICATION_ID, [], CANARY)
+    with_canary = render_receipt(sample_receipt(canary=CANARY), DEFAULT_FONT)
+    assert {hit.kind for hit in MarkerSearch(markers).search_bytes(with_canary)} == {"canary"}
+    without = render_receipt(sample_receipt(), DEFAULT_FONT)
+    assert MarkerSearch(markers).search_bytes(without) == []
+    sheet = render_photo_sheet(sample_jpeg(), "l", 4, DEFAULT_FONT, canary=CANARY)
+    assert "canary" in {hit.kind for hit in MarkerSearch(markers).search_bytes(sheet)}
+
+
 def test_render_needs_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rendering happens in memory: nothing appears in the working or temp directory."""
     monkeypatch.chdir(tmp_path)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from fieldkit.config import DeviceConfig
+from fieldkit.wipe.markers import MarkerSearch, session_markers
 from fieldkit.wipe.messages import SessionMarkers
 from fieldkit.wipe.service import Wiper
 from tests.wipe_fixtures import APPLICATION_ID, SID, make_device
@@ -35,11 +37,27 @@ def browse(profile: Path, page: Path) -> None:
     )  # fmt: skip
 
 
+def keep_in_the_browser(profile: Path, page: Path, search: MarkerSearch) -> None:
+    """Open the page in Chromium on the kiosk profile until the profile holds the ID.
+
+    Headless Chromium sometimes exits before its Local Storage reaches the disk; the wipe
+    is only tested once the ID is really in the profile.
+    """
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        browse(profile, page)
+        for path in profile.rglob("*"):
+            if path.is_file() and search.search_bytes(path.read_bytes()):
+                return
+    raise AssertionError("Chromium kept nothing of the page in its profile")
+
+
 def session_in_the_browser(tmp_path: Path) -> tuple[DeviceConfig, Path]:
     config, root, _ = make_device(tmp_path)
     page = tmp_path / "page.html"  # outside the catalogue, like the kiosk's own templates
     page.write_text(PAGE)
-    browse(root / "profile", page)
+    search = MarkerSearch(session_markers(APPLICATION_ID, [], None))
+    keep_in_the_browser(root / "profile", page, search)
     return config, root
 
 

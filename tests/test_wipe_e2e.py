@@ -30,8 +30,6 @@ ok, no location holds the session's markers, and the daily scan finds no applica
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -48,9 +46,10 @@ from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import EVIDENCE_FILE, Wiper
 from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 from tests.cups import LocalPrinter, wait_for_received
+from tests.hubkit import wait_for
 from tests.kiosk_kit import KioskFactory, wait_live
 from tests.test_kiosk_app import login, post
-from tests.test_wipe_browser import CHROMIUM, browse
+from tests.test_wipe_browser import CHROMIUM, keep_in_the_browser
 
 # cupsd's own defaults keep job files and history; then only the print desk's purge and the
 # wipe's spool eraser remove a canceled job's document (the kit's cupsd removes it itself).
@@ -67,32 +66,8 @@ def show_camera(camera: Path, image: np.ndarray) -> None:  # type: ignore[type-a
     os.replace(staged, camera)
 
 
-def wait_for(condition: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"never: {condition}")
-
-
 def spooled_documents(printer: LocalPrinter) -> list[Path]:
     return sorted(printer.spool_dir.glob("d*"))
-
-
-def keep_in_the_browser(profile: Path, page: Path, search: MarkerSearch) -> None:
-    """Open the page in Chromium on the kiosk profile until the profile holds the ID.
-
-    Headless Chromium sometimes exits before its Local Storage reaches the disk; the wipe
-    is only tested once the ID is really in the profile.
-    """
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        browse(profile, page)
-        for path in profile.rglob("*"):
-            if path.is_file() and search.search_bytes(path.read_bytes()):
-                return
-    raise AssertionError("Chromium kept nothing of the page in its profile")
 
 
 def locations_with(wiper: Wiper, search: MarkerSearch) -> set[str]:
@@ -146,11 +121,11 @@ def test_a_real_session_leaves_no_residue_after_its_wipe(
             wait_live(client, "live['candidate']")
             post(client, "/photo/accept", {}, page="/photo")
             assert session.photo is not None and session.online_photo is not None
-            # What the scan looks for: the ID and slices of both JPEGs of this session.
+            # What the scan looks for: the ID, slices of both JPEGs and the session's canary
+            # (which the printed documents carry in their metadata).
             photos = [bytes(session.photo), bytes(session.online_photo)]
-            search = MarkerSearch(
-                session_markers(TEST_ID, [f for p in photos for f in photo_fragments(p)], None)
-            )
+            fragments = [f for p in photos for f in photo_fragments(p)]
+            search = MarkerSearch(session_markers(TEST_ID, fragments, session.canary))
             post(client, "/options", {"e_certificate": "yes", "braille": "no"})
             post(
                 client,
@@ -163,10 +138,13 @@ def test_a_real_session_leaves_no_residue_after_its_wipe(
             if ending == "paper-out":
                 # Receipts and photo sheet wait in cupsd's spool; the session waits to print.
                 wait_for(
-                    "both documents in the spool",
                     lambda: len(spooled_documents(local_printer)) >= 2,
+                    what="both documents in the spool",
                 )
                 assert session.step is Step.PRINT
+                # Each document, the receipt too, is visible to the scan (by its canary).
+                for document in spooled_documents(local_printer):
+                    assert search.search_bytes(document.read_bytes()), document.name
             else:
                 wait_live(client, "live['step'] == 'done'")
                 wait_for_received(local_printer, 2)

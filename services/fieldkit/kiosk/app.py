@@ -152,7 +152,10 @@ def session_markers(session: ApplicantSession) -> SessionMarkers:
         for fragment in fragments_b64(bytes(jpeg))
     ]
     return SessionMarkers(
-        sid=session.sid, application_id=session.application_id, photo_fragments_b64=photo
+        sid=session.sid,
+        application_id=session.application_id,
+        photo_fragments_b64=photo,
+        canary=session.canary,
     )
 
 

@@ -87,6 +87,9 @@ class ApplicantSession:
     operator: str
     mode: Mode
     sid: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Random, never logged or shown: printed documents carry it in their metadata and the wipe
+    # looks for it, so a document of this session left in the spool is found (R12).
+    canary: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     step: Step = Step.MODE
     started: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.monotonic)

@@ -69,12 +69,17 @@ class Printer:
                 electronic_certificate=bool(session.e_certificate),
                 braille=bool(session.braille),
                 operator_id=session.operator,
+                canary=session.canary,
             )
         ]
         if session.mode == "support" and session.photo is not None:
             # Support mode: the applicant pastes the printed photo onto the paper form.
             requests.append(
-                PrintPhotoSheet(sid=session.sid, jpeg_b64=base64.b64encode(session.photo).decode())
+                PrintPhotoSheet(
+                    sid=session.sid,
+                    jpeg_b64=base64.b64encode(session.photo).decode(),
+                    canary=session.canary,
+                )
             )
         for request in requests:
             try:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from fieldkit.messages import Message
+from fieldkit.wipe.messages import CANARY_PATTERN
 
 # Session ids are random hex tokens, never derived from personal data (architecture §4).
 SESSION_ID = r"^[A-Za-z0-9_-]{8,64}$"
@@ -42,6 +43,9 @@ class PrintReceipt(Message):
     electronic_certificate: bool
     braille: bool
     operator_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    # The session's random canary (never personal data): written into the PDF's metadata, where
+    # no compression hides it, so the wipe's scan sees this document in the spool (R12).
+    canary: str | None = Field(default=None, pattern=CANARY_PATTERN)
 
 
 class PrintPhotoSheet(Message):
@@ -53,6 +57,7 @@ class PrintPhotoSheet(Message):
     jpeg_b64: str = Field(min_length=4, max_length=11_000_000)
     paper: Literal["l", "a4"] | None = None
     copies: int | None = Field(default=None, ge=1, le=20)
+    canary: str | None = Field(default=None, pattern=CANARY_PATTERN)
 
 
 class PrintAccepted(Message):

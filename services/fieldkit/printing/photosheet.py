@@ -99,11 +99,14 @@ def check_master(jpeg: bytes) -> tuple[int, int]:
     return width, height
 
 
-def render_photo_sheet(jpeg: bytes, paper: Paper, copies: int, font_path: Path) -> bytes:
-    """One page with ``copies`` photos at exactly 35 × 45 mm; the JPEG is embedded as is."""
+def render_photo_sheet(
+    jpeg: bytes, paper: Paper, copies: int, font_path: Path, canary: str | None = None
+) -> bytes:
+    """One page with ``copies`` photos at exactly 35 × 45 mm; the JPEG is embedded as is.
+    The session's canary, if given, goes into the PDF's keywords (see PrintReceipt)."""
     check_master(jpeg)
     with _binary_streams():
-        return _render(jpeg, paper, copies, font_path)
+        return _render(jpeg, paper, copies, font_path, canary)
 
 
 @contextmanager
@@ -124,7 +127,7 @@ def _binary_streams() -> Iterator[None]:
             rl_config.useA85 = before
 
 
-def _render(jpeg: bytes, paper: Paper, copies: int, font_path: Path) -> bytes:
+def _render(jpeg: bytes, paper: Paper, copies: int, font_path: Path, canary: str | None) -> bytes:
     layout = layout_for(paper)
     font = japanese_font(font_path)
     width, height = PAGE_SIZES[paper]
@@ -133,6 +136,8 @@ def _render(jpeg: bytes, paper: Paper, copies: int, font_path: Path) -> bytes:
     canvas.setTitle("証明写真")
     canvas.setCreator("fieldkit")
     canvas.setAuthor("")
+    if canary:
+        canvas.setKeywords(canary)
     image = ImageReader(io.BytesIO(jpeg))
     canvas.setLineWidth(0.25)
     for x, y in layout.positions(copies):

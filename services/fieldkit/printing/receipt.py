@@ -119,6 +119,8 @@ def render_receipt(receipt: PrintReceipt, font_path: Path, now: datetime | None 
     canvas.setTitle("申請情報の控え")
     canvas.setCreator("fieldkit")
     canvas.setAuthor("")
+    if receipt.canary:
+        canvas.setKeywords(receipt.canary)
     rows = receipt_rows(receipt)
     for copy in COPIES:
         _draw_copy(canvas, font, copy, rows, receipt)

@@ -92,7 +92,9 @@ class PrintingService:
         paper = request.paper or self.settings.photo_paper
         copies = min(request.copies or self.settings.photo_copies, layout_for(paper).capacity)
         try:
-            document = render_photo_sheet(jpeg, paper, copies, self.settings.font_path)
+            document = render_photo_sheet(
+                jpeg, paper, copies, self.settings.font_path, request.canary
+            )
         except PhotoRefused as exc:
             raise MessageError(f"jpeg_b64: {exc}", ["jpeg_b64"]) from None
         finally:
