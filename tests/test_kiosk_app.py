@@ -251,3 +251,14 @@ def test_only_allowlisted_https_links_are_opened(url: str, allowed: bool) -> Non
 
     hosts = ["app.net.kojinbango-card.go.jp"]
     assert (allowed_online_url(url, hosts) == url) is allowed
+
+
+def test_every_photo_check_has_words_in_both_languages() -> None:
+    from typing import get_args
+
+    from fieldkit.capture.photo import CheckName
+    from fieldkit.kiosk.text import CHECK_LABELS, check_label
+
+    assert set(get_args(CheckName)) == set(CHECK_LABELS)
+    for name in get_args(CheckName):
+        assert check_label(name, "ja") != name and check_label(name, "en") != name

@@ -41,6 +41,8 @@ def test_a_whole_session_through_capture_and_printing(
         wait_live(client, "live['candidate']")
         page = client.get("/photo").get_data(as_text=True)
         assert "この写真を使う" in page
+        # The checks in the operator's words, not the capture service's identifiers.
+        assert "頭の大きさ" in page and "head-height" not in page
         jpeg = client.get("/photo/candidate.jpg").data
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert image.shape[:2] == (1063, 827)  # 45 x 35 mm at 600 dpi

@@ -24,7 +24,7 @@ from fieldkit.kiosk.handoff import SessionFolders
 from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.outbound import Outbound
 from fieldkit.kiosk.printer import Printer
-from fieldkit.kiosk.text import Lang, age_band_label, say
+from fieldkit.kiosk.text import Lang, age_band_label, check_label, say, unit_label
 from fieldkit.municipalities import MunicipalityTable
 from fieldkit.runner import ServiceContext, stop_service
 from fieldkit.wipe.markers import fragments_b64
@@ -264,6 +264,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             "t": lambda key: say(key, lang),
             "lang": lang,
             "age_label": lambda band: age_band_label(band, lang),
+            "check_label": lambda name: check_label(name, lang),
+            "unit_label": lambda unit: unit_label(unit, lang),
         }
 
     @app.after_request

@@ -145,6 +145,41 @@ AGE_BAND_LABELS: dict[str, tuple[str, str]] = {
 }
 
 
+# The photo checks (fieldkit.capture.photo.CheckName) as the operator reads them.
+CHECK_LABELS: dict[str, tuple[str, str]] = {
+    "one-face": ("顔がひとつだけ写っている", "Exactly one face"),
+    "eyes-visible": ("両目が見える", "Both eyes visible"),
+    "head-height": ("頭の大きさ(頭頂からあごまで)", "Head size (crown to chin)"),
+    "crown-margin": ("頭の上の余白", "Space above the head"),
+    "centred": ("顔が中央にある", "Face in the centre"),
+    "head-level": ("顔がまっすぐ", "Head level"),
+    "sharpness": ("ぼやけていない", "Sharp, not blurred"),
+    "exposure": ("明るさ", "Brightness"),
+    "clipping": ("白とび・反射がない", "No glare or blown-out areas"),
+    "background": ("背景が無地", "Plain background"),
+    "still": ("動いていない", "Holding still"),
+}
+UNIT_LABELS: dict[str, tuple[str, str]] = {
+    "faces": ("人", "faces"),
+    "eyes": ("つ", "eyes"),
+    "deg": ("度", "degrees"),
+    "fraction": ("(白とびの割合)", "of the picture blown out"),
+    "grey level": ("(明るさ 0〜255)", "grey level (0-255)"),
+    "grey levels": ("(背景のむら)", "grey levels of variation"),
+    "Laplacian variance": ("(鮮明さ)", "sharpness (Laplacian variance)"),
+}
+
+
+def check_label(name: str, lang: Lang) -> str:
+    ja, en = CHECK_LABELS.get(name, (name, name))
+    return ja if lang == "ja" else en
+
+
+def unit_label(unit: str, lang: Lang) -> str:
+    ja, en = UNIT_LABELS.get(unit, (unit, unit))
+    return ja if lang == "ja" else en
+
+
 def age_band_label(band: str, lang: Lang) -> str:
     if band in AGE_BAND_LABELS:
         ja, en = AGE_BAND_LABELS[band]
