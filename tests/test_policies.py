@@ -99,6 +99,9 @@ def test_repository_policies_load() -> None:
         ("services", {"sandbox.NoNewPrivileges": "no"}, "sandbox"),
         ("services", {"sandbox.ExecStartPre": "x\nExecStart=/bin/sh"}, "sandbox"),
         ("services", {"overrides": {"sync": {"network": ["nowhere"]}}}, "overrides.sync.network"),
+        # A unit that runs as root or above the ceiling says why, or it does not load.
+        ("services", {"overrides.wipe.why": ""}, "overrides.wipe"),
+        ("services", {"overrides": {"sync": {"max_exposure": 9.0}}}, "overrides.sync"),
         ("services", {"bogus": 1}, "bogus"),
     ],
 )
@@ -210,7 +213,8 @@ def test_every_service_unit_is_sandboxed(tmp_path: Path) -> None:
     for path, body in units.items():
         unit = tmp_path / path.name
         unit.write_text(body)
-        assert exposure(unit) <= policies.services.max_exposure, path.name
+        service = path.name.removeprefix("fieldkit-").removesuffix(".service")
+        assert exposure(unit) <= policies.services.ceiling(service), path.name
     # The ceiling means something: the same units without the sandbox fail it.
     bare = policies.model_copy(
         update={"services": policies.services.model_copy(update={"sandbox": {}})}
@@ -227,7 +231,7 @@ def test_per_service_overrides_stay_under_the_ceiling(tmp_path: Path) -> None:
         unit = tmp_path / f"fieldkit-{name}.service"
         body = service_unit(name, "override check", policies)
         unit.write_text(body)
-        assert exposure(unit) <= policies.services.max_exposure, name
+        assert exposure(unit) <= policies.services.ceiling(name), name
     sync = service_unit("sync", "x", policies)
     assert "IPAddressAllow=localhost 192.0.2.10" in sync
 

@@ -27,6 +27,7 @@ from fieldkit.wipe.markers import (
 from tests.wipe_fixtures import APPLICATION_ID, OTHER_ID, SID, make_device, plant_everywhere
 
 SECRET = APPLICATION_ID.encode()
+REPO = Path(__file__).resolve().parent.parent
 FILE_LOCATIONS = [
     "session-tmpfs", "browser-profile", "cups-spool", "cups-cache", "journald", "temp",
     "core-dumps", "broker-persistence", "outbox",
@@ -288,3 +289,26 @@ def test_a_scan_interrupted_by_the_service_stopping_is_reported_not_clean(tmp_pa
     catalogue.stopping.set()
     result = catalogue.scan(temp, session_search())
     assert result.fails and "interrupted" in result.note
+
+
+def test_the_default_catalogue_covers_where_the_kit_puts_session_data() -> None:
+    """With every default, the kiosk's session folders, sync's outbox and the image's browser
+    profile and cache are places the wipe erases or scans, and the browser unit it restarts is
+    the image's. A path that drifts apart would never be wiped, and a missing location passes
+    as absent: this is what keeps them together."""
+    from pathlib import PurePosixPath
+
+    from fieldkit.config import DeviceConfig
+    from fieldkit.policies import load_policies
+    from tests.test_policies import REPO_POLICIES
+
+    config = DeviceConfig(device={"id": "tab-01", "role": "tablet"})
+    wipe = config.wipe
+    assert (config.kiosk.session_dir or config.bus.runtime_dir / "sessions") in wipe.session_dirs
+    assert config.sync.outbox.parent in wipe.outbox_dirs
+    tmpfs = {m.path for m in load_policies(REPO_POLICIES).erasure.tmpfs}
+    browser = {wipe.browser_profile, wipe.browser_cache}
+    assert {PurePosixPath(p) for p in browser if p is not None} <= tmpfs
+    unit = "fieldkit-kiosk-browser.service"
+    assert (REPO / "ansible/roles/kiosk/templates" / f"{unit}.j2").is_file()
+    assert wipe.browser_stop[-1] == unit and wipe.browser_start[-1] == unit

@@ -33,6 +33,9 @@ def wipe_body(root: Path, process_tag: str) -> str:
         holder_timeout = 2.0
         session_dirs = ["{d / "run-session"}"]
         browser_profile = "{d / "profile"}"
+        browser_cache = "{d / "browser-cache"}"
+        browser_stop = []
+        browser_start = []
         cups_spool_dirs = ["{d / "spool-cups"}"]
         cups_cache_dirs = ["{d / "cache-cups"}"]
         journal_dirs = ["{d / "journal"}"]
@@ -51,8 +54,8 @@ def catalogue_dirs(tmp_path: Path) -> tuple[Path, str]:
     """Every catalogue location as an empty folder under ``tmp_path/dev``, and a process tag."""
     root = tmp_path / "dev"
     for name in (
-        "run-session", "profile", "spool-cups", "cache-cups", "journal", "tmp", "var-tmp",
-        "shm", "coredump", "mosquitto", "outbox",
+        "run-session", "profile", "browser-cache", "spool-cups", "cache-cups", "journal", "tmp",
+        "var-tmp", "shm", "coredump", "mosquitto", "outbox",
     ):  # fmt: skip
         (root / name).mkdir(parents=True)
     (root / "swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n")

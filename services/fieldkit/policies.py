@@ -270,6 +270,20 @@ class ServiceOverride(Policy):
     directives: dict[str, DirectiveValue] = Field(default_factory=dict)
     # Names of network.yaml rules whose addresses this service may reach.
     network: list[str] = Field(default_factory=list)
+    # A service that must run as another user (the wipe: root, to reach every catalogue place).
+    user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
+    # Its own exposure ceiling, when its job needs more than the baseline allows; ``why`` is
+    # then required, and rendered into the unit for whoever reviews it.
+    max_exposure: float | None = Field(default=None, gt=0, le=10)
+    why: str = Field(default="", max_length=600)
+
+    @model_validator(mode="after")
+    def _justified(self) -> ServiceOverride:
+        if (self.user is not None or self.max_exposure is not None) and not self.why.strip():
+            raise ValueError("an override of user or max_exposure needs a 'why'")
+        if "\n" in self.why:
+            raise ValueError("why: one line")
+        return self
 
     @field_validator("directives")
     @classmethod
@@ -294,6 +308,13 @@ class ServicesPolicy(Policy):
         if sandbox.get("NoNewPrivileges") != "yes":
             raise ValueError("sandbox must set NoNewPrivileges=yes")
         return sandbox
+
+    def ceiling(self, service: str) -> float:
+        """The exposure a service's unit may rate at most."""
+        override = self.overrides.get(service)
+        if override is not None and override.max_exposure is not None:
+            return override.max_exposure
+        return self.max_exposure
 
 
 class PolicySet(BaseModel):
@@ -593,6 +614,7 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
     svc = policies.services
     directives: dict[str, DirectiveValue] = dict(svc.sandbox)
     override = svc.overrides.get(name)
+    user = override.user if override is not None and override.user else svc.user
     if override is not None:
         directives.update(override.directives)
         extra = [a for rule in override.network for a in policies.network.rule(rule).addresses]
@@ -604,12 +626,13 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
         f"# {GENERATED.format(kind='services')}",
         "[Unit]",
         f"Description=fieldkit {name}: {summary}",
+        *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
         "After=network.target mosquitto.service",
         "",
         "[Service]",
         "Type=simple",
-        f"User={svc.user}",
-        f"Group={svc.user}",
+        f"User={user}",
+        f"Group={user}",
         f"ExecStart={svc.venv}/bin/fieldkit --config {svc.config} service run {name}",
         "Restart=on-failure",
         "RestartSec=2",

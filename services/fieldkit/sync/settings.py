@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class SyncSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    outbox: Path = Path("/var/lib/fieldkit/outbox.sqlite")
+    # In its own folder, which the wipe's catalogue scans ([wipe] outbox_dirs).
+    outbox: Path = Path("/var/lib/fieldkit/outbox/outbox.sqlite")
     # The enrolment bundle from `fieldkit pki enrol` (client.key/.crt, signing.key, ca.crt,
     # receivers/<municipality>.pem).
     bundle: Path = Path("/etc/fieldkit/bundle")

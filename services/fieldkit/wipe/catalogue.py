@@ -60,7 +60,7 @@ class Catalogue:
     @classmethod
     def from_settings(cls, settings: WipeSection) -> Catalogue:
         s = settings
-        profile = (s.browser_profile,) if s.browser_profile else ()
+        profile = tuple(p for p in (s.browser_profile, s.browser_cache) if p is not None)
         return cls(
             [
                 Location("session-tmpfs", tuple(s.session_dirs), "session-folder",

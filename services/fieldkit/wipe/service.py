@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,18 @@ class HeldMarkers:
         for buffer in [self.application_id, self.canary, *self.photo_fragments]:
             buffer[:] = bytes(len(buffer))
         self.photo_fragments = []
+
+
+def browser_result(stop_problem: str | None, start_problem: str | None) -> HolderResult:
+    """The kiosk browser as a holder: its forget is a restart on an emptied profile."""
+    problems = [p for p in (stop_problem, start_problem) if p]
+    return HolderResult(
+        service="browser",
+        answered=True,
+        ok=not problems,
+        erased=[] if stop_problem else ["process memory (restarted on an emptied profile)"],
+        problem="; ".join(problems) or None,
+    )
 
 
 class Wiper:
@@ -201,9 +214,17 @@ class Wiper:
             try:
                 holder_results = self._collect_answers(sid)
                 search = held.search()
-                locations = [
-                    self.catalogue.erase(loc, sid, search) for loc in self.catalogue.locations
-                ]
+                # The browser goes down before its profile is emptied (or it could write back
+                # what it holds in memory) and comes up on the empty profile afterwards.
+                stopped = self._browser("stop", self.settings.browser_stop)
+                try:
+                    locations = [
+                        self.catalogue.erase(loc, sid, search) for loc in self.catalogue.locations
+                    ]
+                finally:
+                    started_again = self._browser("start", self.settings.browser_start)
+                if self.settings.browser_stop or self.settings.browser_start:
+                    holder_results.append(browser_result(stopped, started_again))
             finally:
                 held.zero()
             record = self._seal(
@@ -226,6 +247,28 @@ class Wiper:
             record.finished - record.started,
         )
         return record
+
+    def _browser(self, step: str, command: list[str]) -> str | None:
+        """Run the browser's stop or start command; None when it worked, else why not."""
+        if not command:
+            return None
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                timeout=self.settings.browser_timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("kiosk browser %s failed: %s", step, type(exc).__name__)
+            return f"{step}: {type(exc).__name__}"
+        if done.returncode != 0:
+            # systemctl's message names the unit and the reason; it holds no session data.
+            reason = done.stderr.decode("utf-8", "replace").strip()[:200]
+            log.error("kiosk browser %s exited %d: %s", step, done.returncode, reason)
+            return f"{step}: exit {done.returncode}"
+        return None
 
     def scan_catalogue(self) -> ErasureRecord:
         """The daily / boot scan: every location, for applicant data of any session."""

@@ -21,10 +21,19 @@ class WipeSection(BaseModel):
     device_key: Path = Path("/etc/fieldkit/keys/device-ed25519.pem")
     # How long every holder has to answer the forget broadcast before the record fails.
     holder_timeout: float = Field(default=5.0, gt=0, le=120)
-    # tmpfs folders where services may keep per-session files in ``<folder>/<sid>/``.
-    session_dirs: list[Path] = [Path("/run/fieldkit/session")]
-    # The kiosk browser's profile (on tmpfs); emptied after every session.
-    browser_profile: Path | None = Path("/run/fieldkit/browser-profile")
+    # tmpfs folders where services may keep per-session files in ``<folder>/<sid>/`` (the
+    # kiosk's default: <bus.runtime_dir>/sessions).
+    session_dirs: list[Path] = [Path("/run/fieldkit/sessions")]
+    # The kiosk browser's profile and cache, where Chromium keeps them for the image's kiosk
+    # user (both tmpfs, policies/erasure.yaml); emptied after every session.
+    browser_profile: Path | None = Path("/home/kiosk/.config/chromium")
+    browser_cache: Path | None = Path("/home/kiosk/.cache")
+    # The kiosk browser is a holder too: it is stopped before its profile is emptied and
+    # started again on the empty one, so nothing it held in memory is written back. Empty
+    # lists: the browser is not managed by this device (development, tests).
+    browser_stop: list[str] = ["systemctl", "stop", "fieldkit-kiosk-browser.service"]
+    browser_start: list[str] = ["systemctl", "start", "fieldkit-kiosk-browser.service"]
+    browser_timeout: float = Field(default=20.0, gt=0, le=120)
     cups_spool_dirs: list[Path] = [Path("/var/spool/cups")]
     cups_cache_dirs: list[Path] = [Path("/var/cache/cups")]
     journal_dirs: list[Path] = [Path("/var/log/journal"), Path("/run/log/journal")]
