@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +46,7 @@ from fieldkit.config import DeviceConfig, load_config
 from fieldkit.messages import Message, Ping, Pong, decode
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.bus_events import BusEvents, Seen
 from tests.conftest import BusFactory, write_config
 
 MARKER = b"FIELDKIT-AV-TEST-MARKER-7f3a9c41d2"
@@ -63,39 +63,27 @@ def kit_database(*, version: int, age_hours: float = 0.0) -> bytes:
     )
 
 
-class Events:
+class Events(BusEvents):
     """Antivirus events as the hub-bound sync service would hear them (read via ``audit``)."""
 
-    def __init__(self) -> None:
-        self.items: list[tuple[str, bytes]] = []
-        self.changed = threading.Condition()
-
-    def __call__(self, topic: str, payload: bytes, retained: bool) -> None:
-        with self.changed:
-            self.items.append((topic, payload))
-            self.changed.notify_all()
-
     def wait_for(self, topic: str, model: type[Any], run_id: str, timeout: float = 60.0) -> Any:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for t, payload in self.items:
-                    if t == topic and json.loads(payload).get("run_id") == run_id:
-                        return decode(payload, model)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no {topic} for run {run_id} within {timeout}s")
-                self.changed.wait(left)
+        def pick(items: list[Seen]) -> Any:
+            for t, payload, _ in items:
+                if t == topic and json.loads(payload).get("run_id") == run_id:
+                    return decode(payload, model)
+            return None
+
+        return self.wait_until(pick, timeout, f"{topic} for run {run_id}")
 
     def first(self, topic: str, model: type[Any], timeout: float = 60.0) -> Any:
-        with self.changed:
-            if not self.changed.wait_for(lambda: any(t == topic for t, _ in self.items), timeout):
-                raise AssertionError(f"no {topic} within {timeout}s")
-            return next(decode(p, model) for t, p in self.items if t == topic)
+        def pick(items: list[Seen]) -> Any:
+            return next((decode(p, model) for t, p, _ in items if t == topic), None)
+
+        return self.wait_until(pick, timeout, topic)
 
     def all(self, topic: str, model: type[Any]) -> list[Any]:
         with self.changed:
-            return [decode(p, model) for t, p in self.items if t == topic]
+            return [decode(p, model) for t, p, _ in self.items if t == topic]
 
 
 @pytest.fixture

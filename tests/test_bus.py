@@ -26,19 +26,8 @@ from fieldkit.messages import ErrorReply, Health, Message, Ping, Pong, decode
 from fieldkit.monitor import StatusReply, StatusRequest
 from fieldkit.registry import identities_for, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.bus_events import BusEvents
 from tests.conftest import INTRUDER, TESTER, BusFactory, raw_client
-
-
-class Inbox:
-    """Collects raw messages seen on a topic filter."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, bytes, bool]] = []
-        self.arrived = threading.Event()
-
-    def __call__(self, topic: str, payload: bytes, retained: bool) -> None:
-        self.items.append((topic, payload, retained))
-        self.arrived.set()
 
 
 @pytest.fixture
@@ -60,7 +49,7 @@ def test_invalid_message_is_answered_with_the_field_and_the_service_keeps_answer
     monitor: ServiceContext, make_bus: BusFactory
 ) -> None:
     tester = make_bus("tester")
-    errors = Inbox()
+    errors = BusEvents()
     tester.observe("monitor/error", errors)
 
     with pytest.raises(RequestRefused) as refused:
@@ -69,8 +58,7 @@ def test_invalid_message_is_answered_with_the_field_and_the_service_keeps_answer
     assert refused.value.reply.fields == ["service"]
     assert "service" in refused.value.reply.reason
     assert "42" not in refused.value.reply.reason  # the value is never echoed
-    assert errors.arrived.wait(5)
-    published = decode(errors.items[0][1], ErrorReply)
+    published = decode(errors.wait_any()[1], ErrorReply)
     assert published.fields == ["service"]
     assert published.topic == "tester/req/monitor/status"
 
@@ -94,14 +82,13 @@ def test_malformed_payloads_are_refused_with_a_reason(
     monitor: ServiceContext, make_bus: BusFactory, broker: LocalBroker, payload: bytes, reason: str
 ) -> None:
     tester = make_bus("tester")
-    errors = Inbox()
+    errors = BusEvents()
     tester.observe("monitor/error", errors)
     client = raw_client(broker, "tester")
     client.connect(broker.endpoint.host, broker.endpoint.port)
     client.loop_start()
     client.publish("tester/req/monitor/status", payload, qos=1).wait_for_publish(5)
-    assert errors.arrived.wait(5)
-    assert reason in decode(errors.items[0][1], ErrorReply).reason
+    assert reason in decode(errors.wait_any()[1], ErrorReply).reason
     client.disconnect()
     client.loop_stop()
     assert tester.request("monitor", "ping", Ping(), Pong).pid > 0
@@ -111,7 +98,7 @@ def test_a_service_cannot_publish_on_another_services_topics(
     monitor: ServiceContext, make_bus: BusFactory
 ) -> None:
     watcher = make_bus("audit")
-    seen = Inbox()
+    seen = BusEvents()
     watcher.observe("monitor/#", seen)
     intruder = make_bus("intruder")
 
@@ -139,7 +126,7 @@ def test_without_the_acl_the_forged_publish_gets_through(kit_config: DeviceConfi
     identities = [*identities_for(load_specs()), TESTER, INTRUDER]
     with BrokerWithoutAcl(runtime, identities, Endpoint(port=0)) as open_broker:
         watcher = Bus("audit", open_broker.endpoint, read_password(runtime, "audit"))
-        seen = Inbox()
+        seen = BusEvents()
         watcher.observe("monitor/#", seen)
         watcher.connect()
         intruder = Bus(
@@ -150,7 +137,7 @@ def test_without_the_acl_the_forged_publish_gets_through(kit_config: DeviceConfi
         )
         intruder.connect()
         intruder.publish("monitor/evt/forged", Ping())
-        assert seen.arrived.wait(5)
+        seen.wait_any()
         intruder.close()
         watcher.close()
 

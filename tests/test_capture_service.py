@@ -39,6 +39,7 @@ from fieldkit.erasure import ForgetSession, SessionForgotten, forget_topic, forg
 from fieldkit.messages import Message, decode
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.bus_events import BusEvents, Seen
 from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 from tests.conftest import BusFactory, write_config
 
@@ -63,29 +64,18 @@ def forget(make_bus: BusFactory, sid: str = SID) -> SessionForgotten:
     return answers[0]
 
 
-class Events:
+class Events(BusEvents):
     """Session events seen by an auditor that reads everything."""
 
-    def __init__(self) -> None:
-        self.items: list[tuple[str, bytes]] = []
-        self.changed = threading.Condition()
-
-    def __call__(self, topic: str, payload: bytes, retained: bool) -> None:
-        with self.changed:
-            self.items.append((topic, payload))
-            self.changed.notify_all()
-
     def wait_for(self, suffix: str, model: type[Message], timeout: float = 20.0) -> Message:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for topic, payload in self.items:
-                    if topic.endswith(suffix):
-                        self.items.remove((topic, payload))
-                        return decode(payload, model)
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no event {suffix}"
-                self.changed.wait(remaining)
+        def pick(items: list[Seen]) -> Message | None:
+            for item in items:
+                if item[0].endswith(suffix):
+                    items.remove(item)
+                    return decode(item[1], model)
+            return None
+
+        return self.wait_until(pick, timeout, f"event {suffix}")
 
 
 def _start(tmp_path: Path, source: str) -> ServiceContext:

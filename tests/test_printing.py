@@ -10,7 +10,6 @@ import base64
 import json
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from fieldkit.printing.service import SERVICE, make_spec
 from fieldkit.printing.spool import spool_residue
 from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.bus_events import BusEvents, Seen
 from tests.conftest import BusFactory, write_config
 from tests.cups import (
     config_for,
@@ -53,35 +53,21 @@ from tests.test_printing_render import APPLICATION_ID, sample_jpeg
 SID = "5e55104c0ffee123"
 
 
-class Events:
+class Events(BusEvents):
     """Every printing event seen on the bus, decoded; wait for one that matches."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, bytes]] = []
-        self.changed = threading.Condition()
-
-    def __call__(self, topic: str, payload: bytes, retained: bool) -> None:
-        with self.changed:
-            self.items.append((topic, payload))
-            self.changed.notify_all()
 
     def wait_for(
         self, model: type[Message], match: Callable[[object], bool], timeout: float = 30.0
     ) -> object:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for _, payload in self.items:
-                    if _type(payload) != model.model_fields["type"].default:
-                        continue
+        def pick(items: list[Seen]) -> object | None:
+            for _, payload, _ in items:
+                if _type(payload) == model.model_fields["type"].default:
                     message = decode(payload, model)
                     if match(message):
                         return message
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [t for t, _ in self.items]
-                    raise AssertionError(f"no matching {model.__name__} in {seen}")
-                self.changed.wait(left)
+            return None
+
+        return self.wait_until(pick, timeout, f"a matching {model.__name__}")
 
 
 def _type(payload: bytes) -> str:
@@ -474,7 +460,7 @@ def test_a_normal_job_never_reports_trouble_to_the_applicant(
     events.wait_for(JobEvent, job_done(reply.job))
     states = [
         decode(payload, JobEvent).state
-        for topic, payload in events.items
+        for topic, payload, _ in events.items
         if topic == f"printing/evt/session/{SID}/job"
     ]
     assert states[-1] == "completed"
