@@ -72,6 +72,24 @@ def test_counts_match_an_independent_tally(
     assert str(expected_by_total(statistics)[3]) in page
 
 
+def test_dashboard_charts_show_the_tally_and_respect_the_scope(
+    client_as: ClientFactory, statistics: list[dict[str, str]]
+) -> None:
+    """R21: the dashboard's charts (applications per day, by municipality of residence) show
+    the independently tallied numbers; a municipality user's charts hold only their code."""
+    applied = [r for r in statistics if r["outcome"] == "applied"]
+    page = client_as("admin").get("/").get_data(as_text=True)
+    by_municipality = Counter(r["municipality"] for r in applied)
+    for code, n in by_municipality.most_common(10):
+        assert f"<title>{code}: {n}</title>" in page
+    by_day = Counter(r["date"] for r in applied)
+    latest = max(by_day)
+    assert f"<title>{latest}: {by_day[latest]}</title>" in page
+    scoped = client_as("chiyoda").get("/").get_data(as_text=True)
+    assert f"<title>{MUNICIPALITY}: {by_municipality[MUNICIPALITY]}</title>" in scoped
+    assert f"<title>{OTHER_MUNICIPALITY}:" not in scoped
+
+
 def expected_by_total(rows: list[dict[str, str]]) -> list[int]:
     c = Counter(r["outcome"] for r in rows)
     return [c["applied"], c["forwarded"], c["abandoned"], len(rows)]

@@ -300,3 +300,16 @@ def daily_series(session: Session, scope: Scope, limit: int = 31) -> Sequence[tu
         .limit(limit)
     ).all()
     return [(str(d), int(c)) for d, c in reversed(rows)]
+
+
+def municipality_series(session: Session, scope: Scope, limit: int = 10) -> list[tuple[str, int]]:
+    """(municipality of residence, applications) for the dashboard, the ``limit`` largest."""
+    count = func.count()
+    rows = session.execute(
+        select(StatisticsRow.municipality, count)
+        .where(and_(StatisticsRow.outcome == "applied", *scope.where()))
+        .group_by(StatisticsRow.municipality)
+        .order_by(count.desc(), StatisticsRow.municipality)
+        .limit(limit)
+    ).all()
+    return [(str(m), int(c)) for m, c in rows]

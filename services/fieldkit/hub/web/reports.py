@@ -74,10 +74,13 @@ def dashboard() -> ResponseReturnValue:
     if scope.municipalities is not None:
         packet_query = packet_query.where(SealedPacketRow.municipality.in_(scope.municipalities))
     days = counts.visit_days(db())
+    by_municipality = counts.municipality_series(db(), scope)
     return render_template(
         "dashboard.html",
         series=series,
         peak=max((c for _, c in series), default=0),
+        by_municipality=by_municipality,
+        municipality_peak=max((c for _, c in by_municipality), default=0),
         waiting=db().execute(packet_query).all(),
         site=counts.by_site(db(), scope),
         days_done=len(days),
