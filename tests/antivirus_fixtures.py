@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from fieldkit.antivirus.database import build_unsigned_database, hex_signature
 from fieldkit.antivirus.mirror import publish_database
-from tests.test_antivirus import kit_database
+
+# The kit's test signature: a marker no real file holds.
+MARKER = b"FIELDKIT-AV-TEST-MARKER-7f3a9c41d2"
+SIGNATURE = "Fieldkit.Test.Marker-1"
+HOUR = 3600.0
+
+
+def kit_database(*, version: int, age_hours: float = 0.0) -> bytes:
+    """The kit's signature database, built ``age_hours`` ago."""
+    ndb = (hex_signature(SIGNATURE, MARKER) + "\n").encode()
+    return build_unsigned_database(
+        "fieldkit", {"fieldkit.ndb": ndb}, version=version, built_at=time.time() - age_hours * HOUR
+    )
 
 
 def fresh_definitions(tmp_path: Path, age_hours: float = 1.0) -> str:

@@ -117,13 +117,15 @@ def operator_hash() -> str:
     return hash_password(OPERATOR_PASSWORD)
 
 
-# A real cupsd with a queue on ippeveprinter (see tests/cups.py), for any test that prints.
-from tests.cups import local_printer, printing_config  # noqa: E402, F401
-
-# The kiosk on a real kit (capture, printing, sync, wipe, antivirus; see tests/kiosk_kit.py).
-from tests.kiosk_kit import start_kiosk  # noqa: E402, F401
-
-# Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
-pytest_plugins = ["tests.hubkit"]
-# Hub web app fixtures (an app on the hub database, accounts of each role, generated counts).
-pytest_plugins.append("tests.hubweb")
+# Fixture modules, loaded as plugins (not imported here: helpers such as tests.wipe_fixtures
+# import this module, and the bench imports them outside pytest):
+pytest_plugins = [
+    # A real cupsd with a queue on ippeveprinter, for any test that prints.
+    "tests.cups",
+    # The kiosk on a real kit (capture, printing, sync, wipe, antivirus).
+    "tests.kiosk_kit",
+    # Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
+    "tests.hubkit",
+    # Hub web app fixtures (an app on the hub database, accounts of each role, counts).
+    "tests.hubweb",
+]

@@ -46,21 +46,11 @@ from fieldkit.config import DeviceConfig, load_config
 from fieldkit.messages import Message, Ping, Pong, decode
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from tests.antivirus_fixtures import HOUR, MARKER, SIGNATURE, kit_database
 from tests.bus_events import BusEvents, Seen
 from tests.conftest import BusFactory, write_config
 
-MARKER = b"FIELDKIT-AV-TEST-MARKER-7f3a9c41d2"
-SIGNATURE = "Fieldkit.Test.Marker-1"
-HOUR = 3600.0
 REPO = Path(__file__).resolve().parent.parent
-
-
-def kit_database(*, version: int, age_hours: float = 0.0) -> bytes:
-    """The kit's signature database, built ``age_hours`` ago."""
-    ndb = (hex_signature(SIGNATURE, MARKER) + "\n").encode()
-    return build_unsigned_database(
-        "fieldkit", {"fieldkit.ndb": ndb}, version=version, built_at=time.time() - age_hours * HOUR
-    )
 
 
 class Events(BusEvents):
