@@ -132,6 +132,13 @@ def test_hub_operators_reach_the_kiosk_and_changes_follow(
     text = kept.read_text()
     assert "$argon2id$" in text and NEW_PASSWORD not in text and HUB_PASSWORD not in text
 
+    # The admin sees the tablet holds the current roster ...
+    def tablet_row() -> str:
+        page = admin.get("/devices").get_data(as_text=True)
+        return next(row for row in page.split("<tr>") if "<td>tab-a</td>" in row)
+
+    wait_for(lambda: "最新 current" in tablet_row(), what="tab-a shown as current")
+
     # Without the hub (ingest stopped), a restarted tablet still knows the operators.
     ingest.stop()
     sync, app = start_tablet(tmp_path, pki, hub_broker.port, operator_hash)
@@ -142,6 +149,10 @@ def test_hub_operators_reach_the_kiosk_and_changes_follow(
     finally:
         detach_service(app)
         stop_service(sync)
+    # ... and, after a change it could not receive, that it is behind (it still accepts an
+    # operator disabled on the hub until it gets the roster).
+    admin.post("/operators/jugyo-1/toggle", data={"csrf_token": token})
+    assert "古い behind" in tablet_row()
 
 
 def roster(issued_at: float, *operators: RosterOperator) -> OperatorRoster:

@@ -48,8 +48,8 @@ from fieldkit.hub.db import (
     make_engine,
     upgrade,
 )
+from fieldkit.hub.roster import read_operators
 from fieldkit.hub.settings import HubSection
-from fieldkit.hub.web.models import OperatorRow
 from fieldkit.messages import MessageError, decode
 from fieldkit.pki import INGEST_IDENTITY, KitPki, RosterEntry, read_roster
 from fieldkit.sealing import SealedPacket, SealingError, unb64, verify_packet
@@ -63,7 +63,6 @@ from fieldkit.sync.wire import (
     ErasureEvidence,
     OperatorRoster,
     Record,
-    RosterOperator,
     RosterRequest,
     Statistics,
     down_topic,
@@ -120,21 +119,6 @@ class Roster:
         """Devices enrolled and not revoked."""
         self._refresh()
         return sorted(name for name, entry in self._entries.items() if not entry.revoked)
-
-
-def read_operators(session: Session) -> list[RosterOperator]:
-    """The handler registry as tablets get it: IDs, names, duties, argon2id hashes."""
-    rows = session.scalars(select(OperatorRow).order_by(OperatorRow.operator_id))
-    return [
-        RosterOperator(
-            id=row.operator_id,
-            name=row.name,
-            duty="responsible" if row.duty == "responsible" else "handler",
-            password_hash=row.password_hash,
-            disabled=row.disabled,
-        )
-        for row in rows
-    ]
 
 
 def check_record(topic: str, payload: bytes, roster: Roster) -> Checked:

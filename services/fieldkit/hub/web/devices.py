@@ -19,10 +19,12 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
-from fieldkit.hub.db import ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.roster import current_version
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.app import db, hubweb
 from fieldkit.hub.web.auth import roles_required
@@ -41,6 +43,7 @@ class DeviceView:
     backlog: str
     version: str
     last_erasure: str
+    operators: str = "—"
 
 
 class EnrolForm(FlaskForm):
@@ -83,9 +86,28 @@ def _av_findings(report: dict[str, Any]) -> str:
     )
 
 
+def _operators(session: Session, device_id: str, current: str | None) -> str:
+    """Whether the tablet holds the hub's operator roster: a tablet behind still accepts an
+    operator disabled here, so the admin must see it."""
+    applied = session.scalars(
+        select(AuditRow)
+        .where(AuditRow.device_id == device_id, AuditRow.action == "operators-applied")
+        .order_by(AuditRow.at.desc())
+        .limit(1)
+    ).first()
+    if current is None:
+        return "—"
+    if applied is None:
+        return "未受信 not received"
+    if applied.detail.get("version") == current:
+        return "最新 current"
+    return f"古い behind (applied {_when(applied.at)})"
+
+
 def device_views() -> list[DeviceView]:
     session = db()
     roster = read_roster(hubweb().pki.roster)
+    current = current_version(session)
     seen = dict(
         session.execute(
             select(RecordRow.device_id, func.max(RecordRow.received_at)).group_by(
@@ -126,6 +148,7 @@ def device_views() -> list[DeviceView]:
                     if erasure is not None
                     else "—"
                 ),
+                operators=_operators(session, device_id, current),
             )
         )
     return views
