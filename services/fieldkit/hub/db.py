@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -74,7 +75,10 @@ class ErasureRow(Base):
     device_id: Mapped[str] = mapped_column(String(63), index=True)
     at: Mapped[float] = mapped_column(Float)
     level: Mapped[str] = mapped_column(String(16))
+    # What the device says: its wipe verified every location clean.
     verified: Mapped[bool] = mapped_column(Boolean)
+    # What the hub checked: the record's hash, and its signature by the device's enrolled key.
+    signed: Mapped[bool] = mapped_column(Boolean, server_default=false())
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 

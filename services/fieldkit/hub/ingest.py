@@ -30,6 +30,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import insert, select
@@ -69,6 +70,7 @@ from fieldkit.sync.wire import (
     roster_topic,
     roster_version,
 )
+from fieldkit.wipe.record import ErasureRecord, record_problems
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class Checked:
     record: Record
     digest: str
     body: Any
+    # For an erasure record: the wipe's signature verifies with the device's enrolled key.
+    signed: bool = False
 
 
 class Roster:
@@ -164,7 +168,21 @@ def check_record(topic: str, payload: bytes, roster: Roster) -> Checked:
         except SealingError as exc:
             raise Refused(str(exc)) from None
     digest = hashlib.sha256(record.signed_part()).hexdigest()
-    return Checked(record=record, digest=digest, body=body)
+    signed = isinstance(body, ErasureEvidence) and erasure_signed(body, key)
+    return Checked(record=record, digest=digest, body=body, signed=signed)
+
+
+def erasure_signed(evidence: ErasureEvidence, key: ed25519.Ed25519PublicKey) -> bool:
+    """The wipe's record inside hashes to itself and is signed by the enrolled device key.
+
+    Not a reason to refuse: a record signed before the tablet was enrolled is still evidence,
+    shown as not verified by the hub."""
+    try:
+        record = ErasureRecord.model_validate(evidence.record)
+    except ValueError:
+        return False
+    enrolled = key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    return not record_problems(record, enrolled)
 
 
 def rows_for(checked: Checked, received_at: float) -> dict[type[Any], dict[str, Any]]:
@@ -196,7 +214,12 @@ def rows_for(checked: Checked, received_at: float) -> dict[type[Any], dict[str, 
     elif isinstance(body, Statistics):
         rows[StatisticsRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}
     elif isinstance(body, ErasureEvidence):
-        rows[ErasureRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}
+        rows[ErasureRow] = {
+            "record_id": rid,
+            "device_id": dev,
+            "signed": checked.signed,
+            **body.model_dump(),
+        }
     elif isinstance(body, AuditEvent):
         rows[AuditRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}
     elif isinstance(body, DeviceHealth):

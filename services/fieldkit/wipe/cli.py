@@ -16,7 +16,7 @@ from fieldkit.wipe.record import (
     public_hex,
     verify_chain,
 )
-from fieldkit.wipe.service import EVIDENCE_FILE, Wiper
+from fieldkit.wipe.service import EVIDENCE_FILE, Wiper, signing_key_path
 
 if TYPE_CHECKING:
     from fieldkit.config import DeviceConfig
@@ -74,7 +74,7 @@ def cmd_verify_chain(args: argparse.Namespace, config: DeviceConfig) -> int:
         records = store.records()
     finally:
         store.close()
-    trusted = args.public_key or public_hex(load_device_key(config.wipe.device_key))
+    trusted = args.public_key or public_hex(load_device_key(signing_key_path(config)))
     problems = verify_chain(records, trusted)
     for problem in problems:
         print(f"record {problem.seq} ({problem.record_id}): {problem.problem}")
@@ -110,7 +110,7 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
         certificate = sanitize(
             args.target,
             device=config.device.id,
-            key=load_device_key(config.wipe.device_key),
+            key=load_device_key(signing_key_path(config)),
             sanitized_by=Person(name=args.sanitized_by, role="sanitized", organization=args.org),
             verified_by=Person(
                 name=args.verified_by or args.sanitized_by, role="verified", organization=args.org
@@ -188,7 +188,7 @@ def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
         policy=policy,
         policy_files=[p for p in (erasure_file, antivirus_file) if p.exists()],
         antivirus=antivirus,
-        key=load_device_key(config.wipe.device_key),
+        key=load_device_key(signing_key_path(config)),
         root=args.root,
         image=args.image,
     )

@@ -226,13 +226,26 @@ def verify_chain(
             problems.append(
                 ChainProblem(seq, record.record_id, "does not follow the record before")
             )
-        if record.compute_hash() != record.hash:
-            problems.append(ChainProblem(seq, record.record_id, "content does not match its hash"))
         if signer is None:
             signer = record.signer
-        if record.signer != signer:
-            problems.append(ChainProblem(seq, record.record_id, "signed by another key"))
-        elif not signature_valid(record.signer, record.signature, bytes.fromhex(record.hash)):
-            problems.append(ChainProblem(seq, record.record_id, "signature does not verify"))
+        found = record_problems(record, signer)
+        problems += [ChainProblem(seq, record.record_id, problem) for problem in found]
         previous = record.hash
+    return problems
+
+
+def record_problems(record: ErasureRecord, signer: str) -> list[str]:
+    """What is wrong with one record on its own: its hash, and its signature by ``signer``."""
+    problems = []
+    if record.compute_hash() != record.hash:
+        problems.append("content does not match its hash")
+    if record.signer != signer:
+        problems.append("signed by another key")
+    else:
+        try:
+            digest = bytes.fromhex(record.hash)
+        except ValueError:
+            digest = b""
+        if not digest or not signature_valid(record.signer, record.signature, digest):
+            problems.append("signature does not verify")
     return problems

@@ -30,8 +30,10 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fieldkit.bus import Bus, BusError, Incoming
+from fieldkit.config import DeviceConfig
 from fieldkit.erasure import (
     FORGOTTEN_FILTER,
     ForgetSession,
@@ -121,13 +123,14 @@ class Wiper:
         device: str,
         catalogue: Catalogue | None = None,
         expected_holders: list[str] | None = None,
+        key_path: Path | None = None,
     ) -> None:
         self.settings = settings
         self.device = device
         self.catalogue = catalogue or Catalogue.from_settings(settings)
         self.expected_holders = expected_holders or []
         self.store = EvidenceStore(settings.state_dir / EVIDENCE_FILE)
-        self.key = load_device_key(settings.device_key)
+        self.key = load_device_key(key_path or settings.device_key)
         self._markers: dict[str, HeldMarkers] = {}
         self._answers: dict[str, dict[str, SessionForgotten]] = {}
         self._answered = threading.Condition()
@@ -323,11 +326,22 @@ def expected_holders_for(ctx: ServiceContext) -> list[str]:
     return [name for name in holders(specs) if name != ctx.spec.name]
 
 
+def signing_key_path(config: DeviceConfig) -> Path:
+    """The key records and certificates are signed with: the tablet's enrolment signing key
+    once it is enrolled (the hub checks records against the key it enrolled), else the wipe's
+    own device key."""
+    enrolled = config.sync.bundle / "signing.key"
+    return enrolled if enrolled.is_file() else config.wipe.device_key
+
+
 def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     """Register the handlers; a second connection collects answers while a wipe waits."""
     settings = ctx.config.wipe
     wiper = wiper or Wiper(
-        settings, ctx.config.device.id, expected_holders=expected_holders_for(ctx)
+        settings,
+        ctx.config.device.id,
+        expected_holders=expected_holders_for(ctx),
+        key_path=signing_key_path(ctx.config),
     )
     # Request handlers run on the bus's network thread, and the wipe waits for answers that
     # arrive on a bus thread: a second connection of the same identity hears them and sends

@@ -32,9 +32,23 @@ def evidence_tables(session: Session, date: str) -> list[ReportTable]:
 
     devices = ReportTable(
         f"消去記録 Erasure records — {date}",
-        ["端末 device", "時刻 time", "レベル level", "検証 verified", "記録ID record"],
         [
-            [r.device_id, clock(r.at), r.level, "済 yes" if r.verified else "未 NO", r.record_id]
+            "端末 device",
+            "時刻 time",
+            "レベル level",
+            "端末の検証 device verified",
+            "署名 signed by the enrolled key",
+            "記録ID record",
+        ],
+        [
+            [
+                r.device_id,
+                clock(r.at),
+                r.level,
+                "済 yes" if r.verified else "未 NO",
+                "確認済 yes" if r.signed else "未確認 NO",
+                r.record_id,
+            ]
             for r in session.scalars(
                 select(ErasureRow)
                 .where(ErasureRow.at >= lo, ErasureRow.at < hi)
