@@ -605,6 +605,9 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
         "[Unit]",
         f"Description=fieldkit {name}: {summary}",
         "After=network.target mosquitto.service",
+        # A device not yet enrolled has no config: the unit is skipped at boot instead of
+        # failing and restarting every RestartSec, and starts once enrolment writes the file.
+        f"ConditionPathExists={svc.config}",
         "",
         "[Service]",
         "Type=simple",
