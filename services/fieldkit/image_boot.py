@@ -121,6 +121,9 @@ section kiosk
 pgrep -a -x cage
 pgrep -a -u kiosk -x chromium | head -n 1
 ls /sys/class/drm
+section kiosk-journal
+journalctl -b --no-pager -q -o cat -u fieldkit-kiosk-browser.service | tail -n 20
+ps -e -o pid,user,comm,args | grep -v grep | grep -i -e chrom -e cage | cut -c1-160
 section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
 section end
