@@ -19,10 +19,12 @@ APT_PACKAGES=(
   chromium chromium-driver                          # browser policy, wipe and hub web tests
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
+# Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
+APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf)
 
 need_apt() {
   local missing=()
-  for pkg in "${APT_PACKAGES[@]}"; do
+  for pkg in "${APT_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if ((${#missing[@]})); then
@@ -70,12 +72,18 @@ case "$cmd" in
     $fk --config etc/dev-tablet.toml up "$@"
     ;;
   test)
-    need_apt
-    need_venv
     pytest_args=()
+    slow_packages=()
     for arg in "$@"; do
-      if [[ $arg == --slow ]]; then pytest_args+=(-m "slow or not slow"); else pytest_args+=("$arg"); fi
+      if [[ $arg == --slow ]]; then
+        pytest_args+=(-m "slow or not slow")
+        slow_packages=("${APT_PACKAGES_IMAGE_BOOT[@]}")
+      else
+        pytest_args+=("$arg")
+      fi
     done
+    need_apt "${slow_packages[@]}"
+    need_venv
     echo "==> ruff"
     .venv/bin/ruff check services tests bench
     .venv/bin/ruff format --check services tests bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,3 +130,20 @@ pytest_plugins = [
     # Hub web app fixtures (an app on the hub database, accounts of each role, counts).
     "tests.hubweb",
 ]
+
+
+# The slow image tests (tests/test_image*.py): one tablet image per run, built once.
+
+
+@pytest.fixture(scope="session")
+def tablet_image_dir() -> Path:
+    """FIELDKIT_IMAGE_DIR's build, or a fresh ``fieldkit image build tablet`` (minutes)."""
+    given = os.environ.get("FIELDKIT_IMAGE_DIR")
+    if given:
+        return Path(given)
+    from fieldkit.imaging import BuildOptions, ImageBuild
+
+    build_root = Path("/var/tmp/fieldkit-build")
+    out = build_root / "test-tablet"
+    ImageBuild(BuildOptions(role="tablet", out=out, cache=build_root / "cache")).run()
+    return out

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ from fieldkit.policies import (
 testinfra = pytest.importorskip("testinfra")
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD_ROOT = Path("/var/tmp/fieldkit-build")
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,17 +41,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def image_dir() -> Iterator[Path]:
-    given = os.environ.get("FIELDKIT_IMAGE_DIR")
-    if given:
-        yield Path(given)
-        return
-    from fieldkit.imaging import BuildOptions, ImageBuild
-
-    out = BUILD_ROOT / "test-tablet"
-    options = BuildOptions(role="tablet", out=out, cache=BUILD_ROOT / "cache")
-    ImageBuild(options).run()
-    yield out
+def image_dir(tablet_image_dir: Path) -> Path:
+    return tablet_image_dir
 
 
 @pytest.fixture(scope="module")

@@ -628,6 +628,9 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
         f"Description=fieldkit {name}: {summary}",
         *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
         "After=network.target mosquitto.service",
+        # A device not yet enrolled has no config: the unit is skipped at boot instead of
+        # failing and restarting every RestartSec, and starts once enrolment writes the file.
+        f"ConditionPathExists={svc.config}",
         "",
         "[Service]",
         "Type=simple",

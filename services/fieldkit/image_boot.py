@@ -1,0 +1,359 @@
+"""Boot a built image in QEMU the way the device boots it, and read back what came up.
+
+The firmware is OVMF (UEFI), the disk is a qcow2 overlay on the built raw image, so the image
+itself is never written. The path is the device's: firmware → systemd-boot on the ESP → kernel
+and initrd from the ESP → root found by PARTUUID → systemd. Only two things differ from the
+device, both on the overlay's copy of the ESP:
+
+- a second loader entry, ``fieldkit-boottest.conf``, with the image's own options line plus
+  ``console=ttyS0`` and ``systemd.run=``, made the default in ``loader.conf``;
+- the command ``systemd.run=`` starts (systemd-run-generator) is :data:`REPORT_SCRIPT`, handed
+  to the guest over QEMU's fw_cfg, so the image carries no test hook.
+
+The script waits for ``systemctl is-system-running --wait``, writes sections of command
+output to the second serial port (``/dev/ttyS1``), and powers the machine off. The first serial
+port carries the console, kept for diagnosis. The VM has no network device (``-nic none``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+FW_CFG_NAME = "opt/org.fieldkit/boot-report"
+TEST_ENTRY = "fieldkit-boottest.conf"
+# The host's CPU model, minus IA32_ARCH_CAPABILITIES: under nested KVM (this build machine is a
+# VM itself) QEMU aborts setting that MSR ("failed to set MSR 0x10a").
+KVM_CPU = "host,-arch-capabilities"
+# TCG: all the CPU features QEMU emulates (Chromium wants more than qemu64's), one host thread
+# per virtual CPU.
+TCG = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+SECTION = "==> "
+END = "end"
+
+# Runs inside the booted image as root. Every section is one command's output, verbatim; the
+# host parses and judges (tests/test_image_boot.py), so the script has no expectations in it.
+REPORT_SCRIPT = r"""#!/bin/sh
+# fieldkit boot report: handed to the VM over fw_cfg and started by systemd-run-generator.
+# Never installed in the image.
+set -u
+if [ "${1-}" = launch ]; then
+    # kernel-command-line.service is a oneshot inside the boot transaction: waiting there for
+    # the boot to finish would wait for itself. Continue in a unit started outside of it.
+    cp "$0" /run/boot-report.sh
+    exec systemd-run --unit=boot-report --no-block --quiet /bin/sh /run/boot-report.sh report
+fi
+exec >/dev/ttyS1 2>&1
+export COLUMNS=400 SYSTEMD_COLORS=0 SYSTEMD_PAGER=
+section() { printf '\n==> %s\n' "$1"; }
+units() {
+    systemctl list-units --all --full --plain --no-legend --no-pager "$@" | awk '{print $1}'
+}
+# Deadlines, not timings: each wait ends as soon as its condition holds.
+wait_for() {
+    deadline=$(($(date +%s) + $1)); shift
+    until "$@"; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 1
+    done
+}
+settled() {
+    # A fieldkit service counts as up once it logged "<name>: running" (after config and bus);
+    # one still starting, or restarting, is not settled yet.
+    for unit in $(units 'fieldkit-*.service'); do
+        [ "$unit" = fieldkit-kiosk-browser.service ] && continue
+        state=$(systemctl show -P ActiveState "$unit")
+        case "$state" in
+            activating|deactivating|reloading) return 1 ;;
+            active) journalctl -q -o cat -u "$unit" | grep -q ': running (' || return 1 ;;
+        esac
+    done
+}
+section state
+timeout 300 systemctl is-system-running --wait
+section settle
+wait_for 180 settled && echo settled || echo "not settled"
+wait_for 180 pgrep -u kiosk -x chromium >/dev/null && echo chromium || echo "no chromium"
+section boot-time
+systemd-analyze time --no-pager
+section failed
+systemctl list-units --all --full --state=failed --plain --no-legend --no-pager
+section active-count
+systemctl list-units --all --full --state=active --plain --no-legend --no-pager | wc -l
+section units
+systemctl list-units --all --full --plain --no-legend --no-pager --type=service,mount,socket
+section fieldkit-show
+for unit in $(units 'fieldkit-*'); do
+    systemctl show --no-pager -p Id,ActiveState,SubState,Result,NRestarts,UnitFileState \
+        -p ConditionResult,User,NoNewPrivileges,ProtectSystem,PrivateUsers "$unit"
+    echo
+done
+section security
+for unit in $(units 'fieldkit-*.service'); do
+    systemd-analyze security --no-pager "$unit" | grep 'Overall exposure level'
+done
+section nft
+nft list ruleset
+section usbguard
+systemctl is-active usbguard.service
+usbguard list-rules
+section mounts
+cat /proc/self/mounts
+section tmpfs-owners
+for target in $(findmnt -rn -t tmpfs -o TARGET); do stat -c '%U %a %n' "$target"; done
+section device-config
+test -e /etc/fieldkit/device.toml && echo present || echo absent
+section swaps
+cat /proc/swaps
+section journal-files
+find /run/log/journal /var/log/journal -name '*.journal' 2>/dev/null
+section sysctl
+sysctl kernel.core_pattern fs.suid_dumpable
+section kiosk
+pgrep -a -x cage
+pgrep -a -u kiosk -x chromium | head -n 1
+ls /sys/class/drm
+section kiosk-journal
+journalctl -b --no-pager -q -o cat -u fieldkit-kiosk-browser.service | tail -n 20
+ps -e -o pid,user,comm,args | grep -v grep | grep -i -e chrom -e cage | cut -c1-160
+section journal-errors
+journalctl -b --no-pager -q -p err -o short-monotonic
+section end
+systemctl poweroff --no-block
+"""
+
+
+class BootError(Exception):
+    """The VM could not be started or did not report; the message says why and where to look."""
+
+
+@dataclass
+class BootReport:
+    """What the booted image reported, section by section, and how the boot went."""
+
+    sections: dict[str, str]
+    accelerator: str
+    seconds: float
+    console: Path
+    command_line: str
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self, name: str) -> list[str]:
+        return [line for line in self.sections.get(name, "").splitlines() if line.strip()]
+
+
+def accelerator() -> tuple[str, str | None]:
+    """``kvm`` when /dev/kvm can run an unmodified guest, else ``tcg`` and the reason why not.
+
+    ``FIELDKIT_BOOT_ACCEL=kvm|tcg`` overrides the choice.
+    """
+    chosen = os.environ.get("FIELDKIT_BOOT_ACCEL")
+    if chosen in ("kvm", "tcg"):
+        return chosen, f"FIELDKIT_BOOT_ACCEL={chosen}" if chosen == "tcg" else None
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg", "no usable /dev/kvm: booting with TCG emulation (slow)"
+    if Path("/sys/module/kvm_pvm").exists():
+        # PVM (pagetable-based nested KVM) runs only PVM-enabled guest kernels; OVMF stops at
+        # "KVM internal error" and a stock Debian kernel never prints a line.
+        return "tcg", "/dev/kvm is kvm-pvm, which cannot run OVMF or a stock kernel: using TCG"
+    return "kvm", None
+
+
+def parse_report(text: str) -> dict[str, str]:
+    """Split the report serial port's output into sections (``==> name`` headers)."""
+    sections: dict[str, str] = {}
+    name: str | None = None
+    body: list[str] = []
+    for raw in text.replace("\r", "").splitlines():
+        if raw.startswith(SECTION):
+            if name is not None:
+                sections[name] = "\n".join(body).strip("\n")
+            name, body = raw[len(SECTION) :].strip(), []
+        elif name is not None:
+            body.append(raw)
+    if name is not None:
+        sections[name] = "\n".join(body).strip("\n")
+    return sections
+
+
+def _mtools_env() -> dict[str, str]:
+    return os.environ | {"MTOOLS_SKIP_CHECK": "1"}
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise BootError(f"{' '.join(cmd)} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return str(done.stdout)
+
+
+def prepare_overlay(
+    disk: Path, esp_offset: int, esp_bytes: int, work: Path, extra_cmdline: str = ""
+) -> tuple[Path, str]:
+    """A qcow2 overlay on ``disk`` whose ESP boots the test entry; returns it and the options."""
+    overlay = work / "overlay.qcow2"
+    overlay.unlink(missing_ok=True)
+    _run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            str(disk.resolve()),
+            "-F",
+            "raw",
+            str(overlay),
+        ]
+    )
+    esp = work / "esp.img"
+    with disk.open("rb") as src, esp.open("wb") as dst:
+        src.seek(esp_offset)
+        remaining = esp_bytes
+        while remaining:
+            block = src.read(min(remaining, 4 << 20))
+            if not block:
+                raise BootError(f"{disk} ends inside its ESP")
+            dst.write(block)
+            remaining -= len(block)
+    image = f"-i{esp}"
+    entry = _run(["mtype", image, "::/loader/entries/fieldkit.conf"], env=_mtools_env())
+    found = re.search(r"^options\s+(.+)$", entry, re.M)
+    if found is None:
+        raise BootError(f"the image's loader entry has no options line:\n{entry}")
+    options = (
+        f"{found.group(1).strip()} console=ttyS0,115200"
+        f' systemd.run="/bin/sh /sys/firmware/qemu_fw_cfg/by_name/{FW_CFG_NAME}/raw launch"'
+        " systemd.run_success_action=none systemd.run_failure_action=poweroff"
+        # The generator makes kernel-command-line.service the default target, which the
+        # image's /etc/systemd/system/default.target (graphical) overrides: pull it in instead,
+        # so the boot reaches the image's own target and the report runs alongside.
+        " systemd.wants=kernel-command-line.service"
+    )
+    if extra_cmdline:
+        options += f" {extra_cmdline}"
+    test_entry = work / TEST_ENTRY
+    test_entry.write_text(re.sub(r"^options\s+.+$", f"options {options}", entry, flags=re.M))
+    loader = work / "loader.conf"
+    loader.write_text(f"default {TEST_ENTRY}\ntimeout 0\neditor no\n")
+    for source, target in (
+        (test_entry, f"::/loader/entries/{TEST_ENTRY}"),
+        (loader, "::/loader/loader.conf"),
+    ):
+        _run(["mcopy", "-o", image, str(source), target], env=_mtools_env())
+    _run(
+        [
+            "qemu-io",
+            "-f",
+            "qcow2",
+            "-c",
+            f"write -q -s {esp} {esp_offset} {esp_bytes}",
+            str(overlay),
+        ]
+    )
+    esp.unlink()
+    return overlay, options
+
+
+def boot(
+    image_dir: Path,
+    role: str,
+    work: Path,
+    *,
+    timeout: float = 600.0,
+    memory_mib: int = 2048,
+    extra_cmdline: str = "",
+) -> BootReport:
+    """Boot ``image_dir``'s ``fieldkit-<role>.raw`` once and return its report.
+
+    ``timeout`` bounds the whole VM run; past it QEMU is killed and :class:`BootError` says
+    where the console log is. ``extra_cmdline`` is appended to the kernel command line (for
+    diagnosis, e.g. ``systemd.journald.forward_to_console=1``).
+    """
+    for tool in ("qemu-system-x86_64", "qemu-img", "qemu-io", "mtype", "mcopy"):
+        if shutil.which(tool) is None:
+            raise BootError(f"{tool} is not installed (dev.sh: APT_PACKAGES_IMAGE_BOOT)")
+    for firmware in (OVMF_CODE, OVMF_VARS):
+        if not firmware.exists():
+            raise BootError(f"{firmware} is missing (Debian package ovmf)")
+    manifest = json.loads((image_dir / f"fieldkit-{role}.manifest.json").read_text())
+    disk = image_dir / manifest["image"]["file"]
+    esp = manifest["image"]["layout"]["esp"]
+    work.mkdir(parents=True, exist_ok=True)
+    overlay, options = prepare_overlay(disk, esp["offset"], esp["bytes"], work, extra_cmdline)
+    script = work / "boot-report.sh"
+    script.write_text(REPORT_SCRIPT)
+    variables = work / "OVMF_VARS.fd"
+    shutil.copyfile(OVMF_VARS, variables)
+    console, report = work / "console.log", work / "report.log"
+    console.unlink(missing_ok=True)
+    report.unlink(missing_ok=True)
+    accel, why = accelerator()
+    notes = [why] if why else []
+    cmd = [
+        "qemu-system-x86_64",
+        "-machine",
+        "q35",
+        *(["-accel", "kvm", "-cpu", KVM_CPU] if accel == "kvm" else TCG),
+        "-smp",
+        "2",
+        "-m",
+        str(memory_mib),
+        "-drive",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive",
+        f"if=pflash,format=raw,unit=1,file={variables}",
+        "-drive",
+        f"if=none,id=root,format=qcow2,file={overlay}",
+        "-device",
+        "virtio-blk-pci,drive=root,bootindex=0",
+        "-nic",
+        "none",
+        # The tablet's buses: USB (USBGuard needs /sys/bus/usb) and a KMS display for cage.
+        "-device",
+        "qemu-xhci",
+        "-vga",
+        "none",
+        "-device",
+        "virtio-vga",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{console}",
+        "-serial",
+        f"file:{report}",
+        "-fw_cfg",
+        f"name={FW_CFG_NAME},file={script}",
+        "-no-reboot",
+    ]
+    (work / "qemu.cmd").write_text(" ".join(cmd) + "\n")
+    started = time.monotonic()
+    with (work / "qemu.stderr").open("w") as stderr:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise BootError(
+                f"the VM did not power off within {timeout:.0f} s ({accel}); "
+                f"console {console}, report so far {report}"
+            ) from None
+    seconds = round(time.monotonic() - started, 1)
+    if code != 0:
+        raise BootError(f"qemu exited {code}: {(work / 'qemu.stderr').read_text()[-800:]}")
+    sections = parse_report(report.read_text(errors="replace") if report.exists() else "")
+    if END not in sections:
+        raise BootError(f"the VM powered off without a complete report; console {console}")
+    return BootReport(sections, accel, seconds, console, options, notes)
