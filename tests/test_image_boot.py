@@ -108,7 +108,7 @@ def check_system_running(report: BootReport, expected: Expected) -> None:
     """systemd reached its target with nothing failed, and the services settled."""
     assert report.lines("state") == ["running"], report.sections["state"]
     assert report.lines("failed") == [], report.sections["failed"]
-    assert report.lines("settle") == ["settled", "chromium"], report.sections["settle"]
+    assert report.lines("settle")[:1] == ["settled"], report.sections["settle"]
     root = next(x for x in report.lines("mounts") if x.split()[1] == "/")
     assert root.split()[0] == "/dev/vda2", root  # the initrd found the root by PARTUUID
 
@@ -148,6 +148,7 @@ def check_fieldkit_units(report: BootReport, expected: Expected) -> None:
 
 def check_kiosk(report: BootReport, expected: Expected) -> None:
     """cage runs Chromium on the kiosk's display."""
+    assert report.lines("settle")[1:] == ["chromium"], report.sections["settle"]
     unit = _units(report)[KIOSK_BROWSER]
     assert (unit["ActiveState"], unit["SubState"], unit["NRestarts"]) == (
         "active",
@@ -225,22 +226,18 @@ def report(tablet_image_dir: Path) -> BootReport:
     return found
 
 
-# Known failure, kept visible: in the last boot (TCG, 2026-11-23) the system was running with
-# no failed unit and cage ran, but no Chromium process of the kiosk user appeared (both the
-# kiosk check and system_running, which waits for Chromium, fail on it). The cause is not yet
-# found; the report carries the browser unit's journal for it. strict: fixed shows as XPASS.
-BOOTED = [
-    pytest.param(
-        check,
-        marks=pytest.mark.xfail(strict=True, reason="Chromium does not start under cage in the VM"),
-    )
-    if check in (check_kiosk, check_system_running)
-    else check
-    for check in CHECKS
-]
+# Open defect, not a waiver: in the VM cage starts (virtio-vga, no error logged) but never
+# spawns Chromium. strict: once Chromium runs, this XPASSes and fails until the mark goes.
+KIOSK_OPEN = pytest.mark.xfail(
+    strict=True, reason="cage runs but starts no Chromium in the VM; not diagnosed yet"
+)
 
 
-@pytest.mark.parametrize("check", BOOTED, ids=lambda c: c.__name__.removeprefix("check_"))
+@pytest.mark.parametrize(
+    "check",
+    [pytest.param(c, marks=KIOSK_OPEN) if c is check_kiosk else c for c in CHECKS],
+    ids=lambda c: c.__name__.removeprefix("check_"),
+)
 def test_booted_tablet(report: BootReport, expected: Expected, check: Callable[..., None]) -> None:
     check(report, expected)
 
@@ -267,6 +264,7 @@ def test_every_check_can_fail(
         sections["failed"] = "fieldkit-capture.service loaded failed failed fieldkit capture"
     if name == "kiosk":
         sections["kiosk"] = sections["kiosk"].replace("chromium", "missing")
+        sections["settle"] = "settled\nno chromium"
     broken = replace(report, sections=sections)
     with pytest.raises(AssertionError):
         check(broken, WRONG[name](expected))
