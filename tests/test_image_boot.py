@@ -49,7 +49,6 @@ class Expected:
     """What the policies say the running tablet must show."""
 
     service_units: tuple[str, ...]
-    max_exposure: float
     # Per unit: the user it runs as and its exposure ceiling (services.yaml overrides).
     users: dict[str, str]
     ceilings: dict[str, float]
@@ -91,9 +90,7 @@ def expected_from(policies: PolicySet) -> Expected:
         override = services.overrides.get(name)
         users[unit] = override.user if override and override.user else services.user
         ceilings[unit] = services.ceiling(name)
-    return Expected(
-        units, services.max_exposure, users, ceilings, tuple(rules), usb_rules, tmpfs, sysctl
-    )
+    return Expected(units, users, ceilings, tuple(rules), usb_rules, tmpfs, sysctl)
 
 
 def _size_option(size: str) -> str:
