@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fieldkit.bus import Bus, Incoming
+from fieldkit.bus import Bus, BusError, Incoming
 from fieldkit.messages import Message
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ def serve_forget_requests(bus: Bus, forget: Forgetter) -> None:
             answer = SessionForgotten(
                 sid=request.sid, service=bus.identity, ok=False, problem=type(exc).__name__
             )
-        bus.publish(forgotten_topic(bus.identity, request.sid), answer)
+        try:
+            bus.publish(forgotten_topic(bus.identity, request.sid), answer)
+        except BusError as exc:
+            # The wipe then records this holder as not answered; nothing more to do here.
+            log.warning("could not answer the forget request for session %s: %s", request.sid, exc)
 
     bus.handle_event(FORGET_FILTER, ForgetSession, on_forget)
