@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from fieldkit.cli import main
-from fieldkit.wipe.record import load_device_key, public_hex
+from fieldkit.wipe.record import (
+    GENESIS,
+    ErasureRecord,
+    EvidenceStore,
+    load_device_key,
+    parse_records,
+    public_hex,
+)
 from fieldkit.wipe.sanitize import (
     MIN_SUBSECTIONS,
     Person,
@@ -136,13 +143,22 @@ def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     assert MIN_SUBSECTIONS == 1000
 
 
+def wipe_config(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+        [wipe]
+        device_key = "{tmp_path / "keys" / "device.pem"}"
+        state_dir = "{tmp_path / "wipe-state"}"
+        """,
+    )
+
+
 def test_the_cli_writes_a_signed_json_and_a_japanese_pdf(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     image, _, _ = volume(tmp_path)
-    config = write_config(
-        tmp_path, f'\n[wipe]\ndevice_key = "{tmp_path / "keys" / "device.pem"}"\n'
-    )
+    config = wipe_config(tmp_path)
     base = ["--config", str(config), "wipe", "device", str(image)]
     assert main([*base, "--sanitized-by", "消去 太郎"]) == 2  # no --yes, nothing touched
     assert volume_key(image, tmp_path / "passphrase") is not None
@@ -162,3 +178,64 @@ def test_the_cli_writes_a_signed_json_and_a_japanese_pdf(
     data = json_file.read_bytes()
     json_file.write_bytes(data.replace(b'"pass"', b'"fail"', 1))
     assert main(verify) == 1
+
+
+def test_the_certificate_closes_the_devices_erasure_chain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The certificate names where the device's erasure records ended; `certificate verify
+    --records` checks the records reach exactly there, and a record left out breaks it."""
+    image, _, _ = volume(tmp_path)
+    config = wipe_config(tmp_path)
+    key = load_device_key(tmp_path / "keys" / "device.pem")
+    store = EvidenceStore(tmp_path / "wipe-state" / "evidence.sqlite")
+    for sid in ("a" * 32, "b" * 32, "c" * 32):
+        record = ErasureRecord(
+            kind="session", sid=sid, device="test-tablet-01", started=1.0, finished=2.0, ok=True
+        )
+        last = store.append(record, key)
+    store.close()
+    base = ["--config", str(config)]
+    out = tmp_path / "certs"
+    sanitized = ["wipe", "device", str(image), "--yes", "--sanitized-by", "消去 太郎"]
+    assert main([*base, *sanitized, "--out", str(out)]) == 0
+    (json_file,) = out.glob("*.json")
+    chain = json.loads(json_file.read_text())["evidence_chain"]
+    assert chain == {"records": 3, "head": last.hash, "intact": True}
+
+    capsys.readouterr()
+    assert main([*base, "wipe", "records", "--all"]) == 0
+    exported = capsys.readouterr().out
+    assert len(parse_records(exported, "export")) == 3
+    records_file = tmp_path / "records.jsonl"
+    records_file.write_text(exported)
+    verify = [*base, "certificate", "verify", str(json_file), "--records", str(records_file)]
+    assert main(verify) == 0
+    assert "signature and erasure-record chain valid" in capsys.readouterr().out
+
+    lines = exported.splitlines()
+    records_file.write_text("\n".join([lines[0], lines[2]]) + "\n")  # the middle one left out
+    assert main(verify) == 1
+    said = capsys.readouterr().out
+    assert "1 of 2 records are not reached" in said
+    assert "the erasure records end after 1" in said
+    records_file.write_text("\n".join(lines[:2]) + "\n")  # the last one held back
+    assert main(verify) == 1
+    records_file.write_text("{not json\n")
+    assert main(verify) == 2
+    assert "line 1: not an erasure record" in capsys.readouterr().err
+
+
+def test_a_device_without_records_certifies_an_empty_chain(tmp_path: Path) -> None:
+    image, _, _ = volume(tmp_path)
+    key = load_device_key(tmp_path / "device.pem")
+    certificate = sanitize(image, device="t", key=key, location="s", **people())
+    assert certificate.evidence_chain.records == 0
+    assert certificate.evidence_chain.head == GENESIS
+    text = certificate.model_dump_json()
+    assert verify_certificate(text, records=[]) == []
+    foreign = ErasureRecord(kind="daily", device="t", started=1, finished=2, ok=True)
+    store = EvidenceStore(tmp_path / "other.sqlite")
+    sealed = store.append(foreign, key)
+    store.close()
+    assert "the erasure records end after 1" in verify_certificate(text, records=[sealed])[0]

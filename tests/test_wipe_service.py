@@ -21,7 +21,7 @@ from fieldkit.messages import decode
 from fieldkit.registry import ServiceSpec, holders, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.wipe.messages import MarkersAccepted, SessionMarkers, WipeResult, WipeSession
-from fieldkit.wipe.record import ErasureRecord, EvidenceStore, verify_chain
+from fieldkit.wipe.record import ErasureRecord, EvidenceStore, follow_chain, verify_chain
 from fieldkit.wipe.service import EVIDENCE_FILE, RECORD_TOPIC, Wiper, install
 from tests.conftest import BusFactory
 from tests.wipe_fixtures import APPLICATION_ID, SID, make_device, plant_everywhere
@@ -255,6 +255,31 @@ def test_the_chain_detects_a_record_edited_or_removed(tmp_path: Path) -> None:
         db.execute("DELETE FROM records WHERE seq = 2")
     problems = verify_chain(EvidenceStore(path).records())
     assert [(p.seq, p.problem) for p in problems] == [(3, "does not follow the record before")]
+
+
+def test_the_chain_is_followed_through_records_in_any_order(tmp_path: Path) -> None:
+    """The hub's view: records arrive in any order; the chain is followed by its links, and a
+    record that never arrived, a fork or an edit shows as a problem."""
+    config, _root, _ = make_device(tmp_path)
+    wiper = Wiper(config.wipe, "dev-1")
+    for _ in range(4):
+        wiper.scan_catalogue()
+    records = [record for _, record in wiper.store.records()]
+    wiper.close()
+    chain = follow_chain(reversed(records))
+    assert chain.intact and chain.records == 4 and chain.head == records[-1].hash
+    gap = follow_chain([records[0], records[2], records[3]])
+    assert (gap.records, gap.head) == (1, records[0].hash)
+    assert gap.problems == [
+        "2 of 3 records are not reached from the first one "
+        "(a record before them is missing, or they fork)"
+    ]
+    fork = records[1].model_copy(update={"record_id": "f" * 32})
+    assert "claim to follow" in follow_chain([*records, fork]).problems[0]
+    edited = records[2].model_copy(update={"ok": False})
+    problems = follow_chain([records[0], records[1], edited, records[3]]).problems
+    assert problems == [f"record {edited.record_id}: content does not match its hash"]
+    assert follow_chain([]).intact and follow_chain([]).records == 0
 
 
 def test_a_record_signed_by_another_key_is_refused(tmp_path: Path) -> None:

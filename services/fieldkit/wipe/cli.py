@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING
 
 from fieldkit.wipe.catalogue import Catalogue
 from fieldkit.wipe.record import (
+    GENESIS,
+    ChainSummary,
     ErasureRecord,
     EvidenceStore,
+    follow_chain,
     load_device_key,
+    parse_records,
     public_hex,
     verify_chain,
 )
@@ -89,7 +93,8 @@ def cmd_verify_chain(args: argparse.Namespace, config: DeviceConfig) -> int:
 def cmd_records(args: argparse.Namespace, config: DeviceConfig) -> int:
     store = EvidenceStore(config.wipe.state_dir / EVIDENCE_FILE)
     try:
-        for seq, record in store.records()[-args.last :]:
+        records = store.records()
+        for seq, record in records if args.all else records[-args.last :]:
             print(json.dumps({"seq": seq, **record.model_dump(mode="json")}))
     finally:
         store.close()
@@ -98,7 +103,7 @@ def cmd_records(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
     from fieldkit.wipe.certificate_pdf import write_certificate_pdf
-    from fieldkit.wipe.sanitize import Person, SanitizeError, sanitize
+    from fieldkit.wipe.sanitize import EvidenceChain, Person, SanitizeError, sanitize
 
     if not args.yes:
         print(
@@ -106,11 +111,15 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
             file=sys.stderr,
         )
         return 2
+    # The chain is read before the target goes: it may be the volume the records live on.
+    key = load_device_key(signing_key_path(config))
+    chain = EvidenceChain.of(device_chain(config, public_hex(key)))
     try:
         certificate = sanitize(
             args.target,
             device=config.device.id,
-            key=load_device_key(signing_key_path(config)),
+            key=key,
+            evidence_chain=chain,
             sanitized_by=Person(name=args.sanitized_by, role="sanitized", organization=args.org),
             verified_by=Person(
                 name=args.verified_by or args.sanitized_by, role="verified", organization=args.org
@@ -140,19 +149,37 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0 if certificate.result == "pass" else 1
 
 
+def device_chain(config: DeviceConfig, signer: str) -> ChainSummary:
+    """This device's erasure-record chain as it stands (none yet: an empty, intact chain)."""
+    path = config.wipe.state_dir / EVIDENCE_FILE
+    if not path.exists():
+        return ChainSummary(records=0, head=GENESIS)
+    store = EvidenceStore(path)
+    try:
+        return follow_chain((record for _, record in store.records()), signer)
+    finally:
+        store.close()
+
+
 def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> int:
     from fieldkit.wipe.sanitize import verify_certificate
 
     try:
         text = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"fieldkit: cannot read {args.file}: {exc}", file=sys.stderr)
+        records = None
+        if args.records is not None:
+            records = parse_records(args.records.read_text(encoding="utf-8"), str(args.records))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"fieldkit: cannot read {exc}", file=sys.stderr)
         return 2
-    problems = verify_certificate(text, args.public_key)
+    problems = verify_certificate(text, args.public_key, records)
     for problem in problems:
         print(f"{args.file}: {problem}")
     if not problems:
-        print(f"{args.file}: signature valid")
+        checked = "signature and erasure-record chain" if records is not None else "signature"
+        print(f"{args.file}: {checked} valid")
+        if records is None:
+            print(f"{args.file}: chain not checked: give --records (the device's erasure records)")
     return 1 if problems else 0
 
 
@@ -216,6 +243,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     chain.set_defaults(func=cmd_verify_chain)
     records = wipe.add_parser("records", help="print the last erasure records as JSON lines")
     records.add_argument("--last", type=int, default=10)
+    records.add_argument("--all", action="store_true", help="every record, for an auditor")
     records.set_defaults(func=cmd_records)
 
     device = wipe.add_parser(
@@ -254,6 +282,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         )
         verify.add_argument("file", type=Path)
         verify.add_argument("--public-key", default=None, help="signer public key (hex) to trust")
+        verify.add_argument(
+            "--records",
+            type=Path,
+            default=None,
+            help="the device's erasure records as JSON lines (the hub's export): check the chain",
+        )
         verify.set_defaults(func=cmd_verify_certificate)
 
 

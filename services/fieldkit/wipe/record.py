@@ -13,7 +13,8 @@ import json
 import os
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -232,6 +233,73 @@ def verify_chain(
         problems += [ChainProblem(seq, record.record_id, problem) for problem in found]
         previous = record.hash
     return problems
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    """A device's chain as followed from the genesis: how long it is, where it ends, and
+    what is wrong with it (empty: intact)."""
+
+    records: int
+    head: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+
+def follow_chain(records: Iterable[ErasureRecord], signer: str | None = None) -> ChainSummary:
+    """Follow the chain through records received in any order (the hub's view, or a file).
+
+    From the genesis, a record's successor is the record whose ``prev_hash`` is its hash. The
+    chain is intact when every record is on it once, each hashes to itself and is signed by
+    ``signer`` (the first record's signer when not given). A record the hub never received
+    shows as a gap: the ones after it are not reached."""
+    following: dict[str, list[ErasureRecord]] = {}
+    total = 0
+    for record in records:
+        following.setdefault(record.prev_hash, []).append(record)
+        total += 1
+    problems: list[str] = []
+    head, length, seen = GENESIS, 0, set()
+    while nexts := sorted(following.get(head, []), key=lambda r: r.record_id):
+        if len(nexts) > 1:
+            problems.append(f"{len(nexts)} records claim to follow {head[:12]} (a fork)")
+        record = nexts[0]
+        if record.hash in seen:
+            problems.append(f"record {record.record_id} leads back into the chain (a loop)")
+            break
+        signer = signer or record.signer
+        problems += [f"record {record.record_id}: {p}" for p in record_problems(record, signer)]
+        seen.add(record.hash)
+        head, length = record.hash, length + 1
+    if length < total:
+        problems.append(
+            f"{total - length} of {total} records are not reached from the first one "
+            "(a record before them is missing, or they fork)"
+        )
+    return ChainSummary(records=length, head=head, problems=problems)
+
+
+def parse_records(text: str, source: str) -> list[ErasureRecord]:
+    """Erasure records as JSON lines (``fieldkit wipe records --all``, or the hub's export);
+    a ``seq`` field is ignored. A malformed line raises ValueError naming the line."""
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            data.pop("seq", None)
+            records.append(ErasureRecord.model_validate(data))
+        except ValueError as exc:
+            raise ValueError(
+                f"{source} line {number}: not an erasure record ({str(exc).splitlines()[0]})"
+            ) from None
+    return records
 
 
 def record_problems(record: ErasureRecord, signer: str) -> list[str]:

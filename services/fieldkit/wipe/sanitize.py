@@ -33,7 +33,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from fieldkit import __version__
-from fieldkit.wipe.record import public_hex, signature_valid
+from fieldkit.wipe.record import (
+    GENESIS,
+    ChainSummary,
+    ErasureRecord,
+    follow_chain,
+    public_hex,
+    signature_valid,
+)
 
 SAMPLE_BYTES = 512
 MIN_SUBSECTIONS = 1000
@@ -80,6 +87,22 @@ class Verification(Strict):
     result: Literal["pass", "fail"]
 
 
+class EvidenceChain(Strict):
+    """The device's erasure-record chain when it was sanitized: the certificate is its last
+    word. An auditor holding the records (the hub's export) checks they end exactly here."""
+
+    records: int
+    head: str
+    intact: bool
+
+    @classmethod
+    def of(cls, summary: ChainSummary) -> EvidenceChain:
+        return cls(records=summary.records, head=summary.head, intact=summary.intact)
+
+
+NO_RECORDS = EvidenceChain(records=0, head=GENESIS, intact=True)
+
+
 class Person(Strict):
     name: str
     role: str
@@ -101,6 +124,7 @@ class Certificate(Strict):
     date: str
     location: str
     post_sanitization_destination: str = "returned to the owner / reuse"
+    evidence_chain: EvidenceChain
     result: Literal["pass", "fail"]
     signer: str = ""
     signature: str = ""
@@ -251,6 +275,7 @@ def sanitize(
     model: str | None = None,
     serial: str | None = None,
     subsections: int = MIN_SUBSECTIONS,
+    evidence_chain: EvidenceChain = NO_RECORDS,
     erase_keys: bool = True,
     overwrite_pass: bool = True,
 ) -> Certificate:
@@ -299,6 +324,7 @@ def sanitize(
         verified_by=verified_by,
         date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         location=location,
+        evidence_chain=evidence_chain,
         result=verdict,
     )
     return sign_certificate(certificate, key)
@@ -309,8 +335,11 @@ def sign_certificate(certificate: Certificate, key: Ed25519PrivateKey) -> Certif
     return signed.model_copy(update={"signature": key.sign(signed.body()).hex()})
 
 
-def verify_certificate(text: str, trusted: str | None = None) -> list[str]:
-    """Problems with a certificate's JSON: shape, signer and signature. Empty means valid."""
+def verify_certificate(
+    text: str, trusted: str | None = None, records: list[ErasureRecord] | None = None
+) -> list[str]:
+    """Problems with a certificate's JSON: shape, signer, signature and, given the device's
+    erasure records, the chain they form against the one the certificate closes. Empty: valid."""
     try:
         certificate = Certificate.model_validate_json(text)
     except ValueError as exc:
@@ -320,4 +349,22 @@ def verify_certificate(text: str, trusted: str | None = None) -> list[str]:
         problems.append("signed by a key other than the trusted one")
     if not signature_valid(certificate.signer, certificate.signature, certificate.body()):
         problems.append("the signature does not match the content")
+    if records is not None:
+        problems += chain_problems(certificate, records)
+    return problems
+
+
+def chain_problems(certificate: Certificate, records: list[ErasureRecord]) -> list[str]:
+    """The records, followed from the genesis, must be intact, signed by the certificate's
+    signer, and end where the certificate says the device's chain ended."""
+    summary = follow_chain(records, certificate.signer)
+    problems = [f"erasure records: {problem}" for problem in summary.problems]
+    claimed = certificate.evidence_chain
+    if (summary.records, summary.head) != (claimed.records, claimed.head):
+        problems.append(
+            f"the erasure records end after {summary.records} at {summary.head[:12]}, "
+            f"the certificate after {claimed.records} at {claimed.head[:12]}"
+        )
+    if not claimed.intact:
+        problems.append("the device found its own chain broken when it was sanitized")
     return problems
