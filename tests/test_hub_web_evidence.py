@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import openpyxl
+import pytest
 from flask import Flask
-from sqlalchemy import select
+from flask.testing import FlaskClient
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from fieldkit.cli import main
 from fieldkit.hub.db import ErasureRow
 from fieldkit.hub.web.app import hubweb
 from fieldkit.hub.web.counts import JST
-from fieldkit.hub.web.models import IncidentRow, WebAuditRow
-from fieldkit.pki import KitPki
+from fieldkit.hub.web.models import CertificateRow, IncidentRow, WebAuditRow
+from fieldkit.pki import KitPki, load_ed25519_private
+from fieldkit.wipe.record import ErasureRecord, EvidenceStore
+from fieldkit.wipe.sanitize import (
+    Certificate,
+    EvidenceChain,
+    Media,
+    Method,
+    Person,
+    Verification,
+    sign_certificate,
+)
+from tests.conftest import write_config
 from tests.hubkit import MUNICIPALITY
 from tests.hubweb import ClientFactory, csrf_token, store_packet
 from tests.test_hub_web_admin import add_record
@@ -62,8 +78,6 @@ def test_incident_recorded_and_exported(
 
 def test_erasure_evidence_per_day(web_app: Flask, pki: KitPki, client_as: ClientFactory) -> None:
     """R24: the day's device erasure records, the hub's packet erasures, certificates."""
-    import datetime as dt
-
     today = dt.datetime.now(JST).date().isoformat()
     with Session(hubweb(web_app).engine) as session:
         for device, level, verified in (("tab-a", "session", True), ("tab-b", "daily", False)):
@@ -89,9 +103,11 @@ def test_erasure_evidence_per_day(web_app: Flask, pki: KitPki, client_as: Client
     )
     admin = client_as("admin")
     book = openpyxl.load_workbook(io.BytesIO(admin.get(f"/evidence.xlsx?date={today}").data))
-    devices, hub, certificates = (
+    devices, chains, sanitizations, hub, certificates = (
         [list(r) for r in sheet.iter_rows(min_row=4, values_only=True)] for sheet in book
     )
+    assert sanitizations == []
+    assert [row[0] for row in chains] == ["tab-a", "tab-b"]
     assert [(r[0], r[2], r[3]) for r in devices] == [
         ("tab-a", "session", "済 yes"),
         ("tab-b", "daily", "未 NO"),
@@ -103,3 +119,191 @@ def test_erasure_evidence_per_day(web_app: Flask, pki: KitPki, client_as: Client
     assert "tab-a" not in [row[0] for row in empty if row][:3]
     assert admin.get("/evidence?date=today").status_code == 400
     assert chiyoda.get("/evidence").status_code == 403
+
+
+# ---- contract-end sanitization certificates at the hub --------------------------------------
+
+
+def chain_at_hub(web_app: Flask, pki: KitPki, tmp_path: Path, count: int) -> list[ErasureRecord]:
+    """``count`` erasure records of tab-a, signed with its enrolled key, as ingest keeps them."""
+    key = load_ed25519_private(pki.bundle("tab-a") / "signing.key")
+    store = EvidenceStore(tmp_path / "tab-a-evidence.sqlite")
+    now = time.time()
+    records = [
+        store.append(
+            ErasureRecord(kind="session", device="tab-a", started=now - 2, finished=now, ok=True),
+            key,
+        )
+        for _ in range(count)
+    ]
+    store.close()
+    keep_at_hub(web_app, records)
+    return records
+
+
+def keep_at_hub(web_app: Flask, records: list[ErasureRecord]) -> None:
+    with Session(hubweb(web_app).engine) as session:
+        for record in records:
+            rid = add_record(session, "tab-a", "erasure", record.finished)
+            session.add(
+                ErasureRow(
+                    record_id=rid,
+                    device_id="tab-a",
+                    at=record.finished,
+                    level="session",
+                    verified=True,
+                    signed=True,
+                    record=record.model_dump(mode="json"),
+                )
+            )
+        session.commit()
+
+
+def certificate_of(pki: KitPki, device: str, records: int, head: str) -> Certificate:
+    """A certificate as ``fieldkit wipe device`` writes it (the sanitization itself is shown in
+    test_wipe_sanitize); signed with the device's enrolled key."""
+    key = load_ed25519_private(pki.bundle("tab-a") / "signing.key")
+    certificate = Certificate(
+        device=device,
+        media=Media(
+            make="QEMU", model="disk", serial="0001", media_type="file", size_bytes=1 << 26,
+            target="/dev/vda3",
+        ),
+        method=Method(
+            category="Purge", technique="Cryptographic Erase + Overwrite", steps=["a", "b"],
+            tool="fieldkit wipe device", tool_version="test",
+        ),
+        verification=Verification(
+            method="sampling", subsections=1000, locations_per_subsection=2,
+            first_and_last=True, sample_bytes=512, samples_read=2002, samples_failed=0,
+            seed="00", keyslots_left=0, result="pass",
+        ),
+        sanitized_by=Person(name="消去 太郎", role="sanitized"),
+        verified_by=Person(name="検証 花子", role="verified"),
+        date=dt.datetime.now(JST).strftime("%Y-%m-%dT%H:%M:%S%z"),
+        location="長野市",
+        evidence_chain=EvidenceChain(records=records, head=head, intact=True),
+        result="pass",
+    )  # fmt: skip
+    return sign_certificate(certificate, key)
+
+
+def upload(client: FlaskClient, text: str | bytes, token: str | None = None) -> Any:
+    data = {"certificate": (io.BytesIO(text.encode() if isinstance(text, str) else text), "c.json")}
+    if token is not None:
+        data["csrf_token"] = token  # type: ignore[assignment]
+    return client.post("/evidence/certificates", data=data, content_type="multipart/form-data")
+
+
+def evidence_sheets(client: FlaskClient, query: str) -> list[list[list[Any]]]:
+    book = openpyxl.load_workbook(io.BytesIO(client.get(f"/evidence.xlsx?{query}").data))
+    return [[list(r) for r in sheet.iter_rows(min_row=4, values_only=True)] for sheet in book]
+
+
+def test_a_certificate_that_closes_the_chain_is_verified_and_kept_once(
+    web_app: Flask,
+    pki: KitPki,
+    client_as: ClientFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    records = chain_at_hub(web_app, pki, tmp_path, 3)
+    text = certificate_of(pki, "tab-a", 3, records[-1].hash).model_dump_json()
+    admin = client_as("admin")
+    token = csrf_token(admin, "/evidence")
+    created = upload(admin, text, token)
+    assert created.status_code == 302, created.get_data(as_text=True)
+    today = dt.datetime.now(JST).date().isoformat()
+    assert created.headers["Location"].endswith(f"/evidence?date={today}&device=tab-a")
+    page = admin.get(f"/evidence?date={today}&device=tab-a").get_data(as_text=True)
+    assert "Recorded" in page and "(確認済 verified)" in page
+    devices, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}&device=tab-a")
+    assert len(devices) == 3
+    assert chains == [["tab-a", "3", records[-1].hash[:12], "連続 intact"]]
+    ((row),) = sanitizations
+    assert row[0] == "tab-a" and row[2:5] == ["合格 pass", "確認済 yes", "確認済 yes"]
+    certificate_id = row[-1]
+    # Kept as uploaded, and once.
+    auditor = client_as("auditor")
+    assert auditor.get(f"/evidence/certificates/{certificate_id}.json").data == text.encode()
+    assert upload(admin, text, token).status_code == 409
+    with Session(hubweb(web_app).engine) as session:
+        assert len(session.scalars(select(CertificateRow)).all()) == 1
+        entry = session.scalars(
+            select(WebAuditRow).where(WebAuditRow.action == "sanitization-certificate")
+        ).one()
+    assert entry.target == f"certificate {certificate_id}" and entry.detail["chain"] is True
+    # The auditor repeats the check offline with the hub's export of the records.
+    (tmp_path / "cert.json").write_text(text)
+    export = auditor.get("/evidence/records/tab-a.jsonl").data
+    (tmp_path / "records.jsonl").write_bytes(export)
+    assert len(export.splitlines()) == 3
+    config = write_config(tmp_path)
+    verify = ["--config", str(config), "certificate", "verify", str(tmp_path / "cert.json")]
+    assert main([*verify, "--records", str(tmp_path / "records.jsonl")]) == 0
+    assert "signature and erasure-record chain valid" in capsys.readouterr().out
+
+
+def test_the_hub_shows_a_certificate_it_cannot_verify_and_refuses_what_is_not_one(
+    web_app: Flask, pki: KitPki, client_as: ClientFactory, tmp_path: Path
+) -> None:
+    records = chain_at_hub(web_app, pki, tmp_path, 3)
+    admin = client_as("admin")
+    token = csrf_token(admin, "/evidence")
+    # Claims the chain ended one record earlier than the records the hub holds.
+    short = certificate_of(pki, "tab-a", 2, records[1].hash).model_dump_json()
+    assert upload(admin, short, token).status_code == 302
+    # Edited after signing: the result no longer matches the signature.
+    edited = certificate_of(pki, "tab-a", 3, records[-1].hash).model_dump_json()
+    edited = edited.replace('"samples_failed":0', '"samples_failed":1')
+    assert upload(admin, edited, token).status_code == 302
+    today = dt.datetime.now(JST).date().isoformat()
+    _, _, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
+    checks = sorted((r[3], r[4], r[5]) for r in sanitizations)
+    assert checks[0][:2] == ("未確認 NO", "確認済 yes")  # edited: chain fine, signature not
+    assert checks[1][:2] == ("確認済 yes", "未確認 NO")
+    assert "the erasure records end after 3" in checks[1][2]
+
+    for bad, reason in (
+        (b"\xff\xfe not text", "Not recorded"),
+        ("{}", "not a sanitization certificate"),
+        (certificate_of(pki, "tab-z", 0, "0" * 64).model_dump_json(), "tab-z is not enrolled"),
+    ):
+        refused = upload(admin, bad, token)
+        assert refused.status_code == 400 and reason in refused.get_data(as_text=True), reason
+    assert upload(admin, short).status_code == 400  # no CSRF token
+    auditor = client_as("auditor")
+    assert upload(auditor, short, csrf_token(auditor, "/evidence")).status_code == 403
+    chiyoda = client_as("chiyoda")
+    assert chiyoda.get("/evidence/records/tab-a.jsonl").status_code == 403
+    with Session(hubweb(web_app).engine) as session:
+        assert len(session.scalars(select(CertificateRow)).all()) == 2
+
+
+def test_a_record_missing_at_the_hub_shows_as_a_gap_until_it_arrives(
+    web_app: Flask, pki: KitPki, client_as: ClientFactory, tmp_path: Path
+) -> None:
+    records = chain_at_hub(web_app, pki, tmp_path, 3)
+    with Session(hubweb(web_app).engine) as session:
+        late = [
+            row.record_id
+            for row in session.scalars(select(ErasureRow))
+            if row.record["record_id"] == records[1].record_id
+        ]
+        session.execute(delete(ErasureRow).where(ErasureRow.record_id.in_(late)))
+        session.commit()
+    admin = client_as("admin")
+    text = certificate_of(pki, "tab-a", 3, records[-1].hash).model_dump_json()
+    assert upload(admin, text, csrf_token(admin, "/evidence")).status_code == 302
+    today = dt.datetime.now(JST).date().isoformat()
+    _, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
+    ((device, length, head, state),) = chains
+    assert (device, length, head) == ("tab-a", "1", records[0].hash[:12])
+    assert "1 of 2 records are not reached" in state
+    assert sanitizations[0][4] == "未確認 NO" and "not reached" in sanitizations[0][5]
+    keep_at_hub(web_app, [records[1]])  # sync delivers it late
+    _, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
+    assert chains[0][1:] == ["3", records[-1].hash[:12], "連続 intact"]
+    assert sanitizations[0][4] == "確認済 yes"
+    with Session(hubweb(web_app).engine) as session:
+        assert session.scalars(select(CertificateRow)).one().chain_ok is False  # at upload

@@ -130,3 +130,23 @@ class IncidentRow(Base):
     location: Mapped[str] = mapped_column(Text)
     how: Mapped[str] = mapped_column(Text)
     response: Mapped[str] = mapped_column(Text)
+
+
+class CertificateRow(Base):
+    """A contract-end sanitization certificate (R24) an admin brought to the hub, as uploaded,
+    with what the hub checked: the signature by the device's enrolled key, and that the
+    device's erasure records the hub holds form an intact chain ending where it says."""
+
+    __tablename__ = "sanitization_certificate"
+    certificate_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    sanitized_at: Mapped[float] = mapped_column(Float, index=True)
+    result: Mapped[str] = mapped_column(String(8))
+    signed: Mapped[bool] = mapped_column(Boolean)
+    # The chain as checked at upload; the evidence page checks it again against what the
+    # hub holds when it is shown.
+    chain_ok: Mapped[bool] = mapped_column(Boolean)
+    chain_note: Mapped[str] = mapped_column(Text)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[float] = mapped_column(Float)
+    body: Mapped[str] = mapped_column(Text)
