@@ -10,7 +10,8 @@
 - daily scan throughput: the daily scan of N MB of files (application-ID pattern in ASCII
   and UTF-16LE, JPEG headers) against a plain sequential read of the same files with the
   same chunk size, both from disk (the files are dropped from the page cache before each
-  pass with posix_fadvise) and both from the page cache. Target: ratio >= 0.7.
+  pass with posix_fadvise) and both from the page cache; once as 8 MiB files, once as
+  256 KiB files. Target: ratio >= 0.7 (from disk: the daily scan reads the disk).
 """
 
 from __future__ import annotations
@@ -168,13 +169,14 @@ def session_wipes(tmp: Path, rounds: int) -> None:
     print(f"  read the same files    p50 {base * 1000:8.1f} ms   ratio p50 {p50 / base:6.1f}x")
 
 
-def scan_throughput(tmp: Path, megabytes: int) -> None:
+def scan_throughput(tmp: Path, megabytes: int, file_kib: int) -> None:
     config, root, _ = make_device(tmp)
     files = []
-    for index in range(megabytes // 8):
-        path = root / "var-tmp" / f"blob-{index:04d}.bin"
-        path.write_bytes(os.urandom(8 << 20))
+    for index in range(megabytes * 1024 // file_kib):
+        path = root / "var-tmp" / f"blob-{index:05d}.bin"
+        path.write_bytes(os.urandom(file_kib << 10))
         files.append(path)
+    print(f"daily scan of {len(files)} files of {file_kib} KiB:")
     wiper = Wiper(config.wipe.model_copy(update={"chunk_bytes": 1 << 20}), "bench")
     catalogue = wiper.catalogue
     (temp,) = [loc for loc in catalogue.locations if loc.name == "temp"]
@@ -195,7 +197,7 @@ def scan_throughput(tmp: Path, megabytes: int) -> None:
             scan.append(time.perf_counter() - started)
             assert result.status == "clean", result.findings
         base, took = min(plain), min(scan)
-        print(f"daily scan {label:10} {total / took / 1e6:8.0f} MB/s   plain read "
+        print(f"  {label:10} {total / took / 1e6:8.0f} MB/s   plain read "
               f"{total / base / 1e6:8.0f} MB/s   throughput ratio {base / took:5.2f}"
               f"   (target >= 0.7)")  # fmt: skip
     wiper.close()
@@ -209,7 +211,10 @@ def main() -> None:
     # On disk, not tmpfs, so "from disk" means what it says.
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         session_wipes(Path(tmp) / "session", args.rounds)
-        scan_throughput(Path(tmp) / "scan", args.scan_mb)
+        # Large files (journals, core dumps, swap-sized blobs), then small ones (a browser
+        # profile, the CUPS spool), where reading ahead across files matters.
+        scan_throughput(Path(tmp) / "scan-large", args.scan_mb, 8 << 10)
+        scan_throughput(Path(tmp) / "scan-small", args.scan_mb, 256)
 
 
 if __name__ == "__main__":

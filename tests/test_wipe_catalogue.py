@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fieldkit.wipe.catalogue import Catalogue
+from fieldkit.wipe.catalogue import Catalogue, read_ahead
 from fieldkit.wipe.markers import (
     MarkerSearch,
     daily_markers,
@@ -92,6 +92,21 @@ def test_a_large_file_read_ahead_by_a_thread_gives_the_same_hits(tmp_path: Path)
         hits, read = search.search_stream(stream, chunk, 10 * chunk)
     assert read == 10 * chunk
     assert {h.offset for h in hits if h.kind == "application-id"} == set(planted[:2])
+
+
+def test_reading_ahead_hands_out_every_file_once_in_order(tmp_path: Path) -> None:
+    """The advice for the next file changes nothing the scan sees: same files, same order; a
+    file that vanishes or cannot be opened is passed on for the scan to judge."""
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"f{index}"
+        path.write_bytes(os.urandom(100))
+        paths.append(path)
+    paths.insert(2, tmp_path / "gone")  # never existed: the advice on it fails quietly
+    os.mkfifo(tmp_path / "fifo")
+    paths.insert(4, tmp_path / "fifo")  # would block a plain open; O_NONBLOCK does not
+    assert list(read_ahead(iter(paths), 1 << 20)) == paths
+    assert list(read_ahead(iter([]), 1 << 20)) == []
 
 
 def test_photo_fragments_come_from_the_compressed_data_and_are_found() -> None:

@@ -154,7 +154,7 @@ class Catalogue:
             if not root.exists():
                 continue
             present = True
-            for path in regular_files(root):
+            for path in read_ahead(regular_files(root), AHEAD_BYTES):
                 if self.stopping.is_set():
                     interrupted = True
                     break
@@ -244,6 +244,28 @@ def redact_path(path: Path, search: MarkerSearch) -> str:
     if search.search_bytes(os.fsencode(text)):
         return str(path.parent / "[name holds a marker]")
     return text
+
+
+# How much of the next file the kernel is asked to start reading while this one is searched.
+AHEAD_BYTES = 4 << 20
+
+
+def read_ahead(paths: Iterator[Path], ahead: int) -> Iterator[Path]:
+    """The same paths; as each is handed out, the kernel starts reading the next one's first
+    ``ahead`` bytes (POSIX_FADV_WILLNEED), so the disk is not idle between two files while
+    the last chunks of one are searched. Advice only: a file that cannot be opened is
+    reported when it is scanned, not here."""
+    following = next(paths, None)
+    while following is not None:
+        current, following = following, next(paths, None)
+        if following is not None:
+            with contextlib.suppress(OSError):
+                fd = os.open(following, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    os.posix_fadvise(fd, 0, ahead, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+        yield current
 
 
 def regular_files(root: Path, recurse: bool = True) -> Iterator[Path]:

@@ -224,6 +224,9 @@ def _chunks(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, 
     except (OSError, AttributeError, ValueError):
         ahead = False
     if ahead:
+        # Read to the end: the kernel may read further ahead than for a random reader.
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         yield from _prefetched(stream, chunk_bytes, limit)
         return
     read = 0
