@@ -66,10 +66,16 @@ case "$cmd" in
     $fk --config etc/dev-hub.toml av publish var/hub/av-mirror etc/demo-signatures.ndb
     $fk --config etc/dev-hub.toml up &
     hub=$!
-    trap 'kill -INT $hub 2>/dev/null; wait $hub 2>/dev/null' EXIT
+    $fk --config etc/dev-tablet.toml up "$@" &
+    tablet=$!
+    # Ctrl-C, or a TERM to this script alone, stops both supervisors (each stops its services
+    # and brokers); bash runs a trap while it waits, not while a foreground command runs.
+    trap 'kill -TERM $tablet $hub 2>/dev/null; wait $tablet $hub 2>/dev/null' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     echo "==> kiosk: http://127.0.0.1:8080/  (operator demo-01, password demo-pass-2026)"
     echo "==> hub:   http://127.0.0.1:8090/  (admin, password demo-admin-2026)"
-    $fk --config etc/dev-tablet.toml up "$@"
+    wait $tablet
     ;;
   test)
     pytest_args=()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from fieldkit.bus import ENDPOINT_FILE
 from fieldkit.config import load_config
 from fieldkit.messages import Health, decode
-from fieldkit.runner import connect_bus
+from fieldkit.runner import connect_bus, install_stop_signals
 from tests.conftest import write_config
 
 FIELDKIT = [sys.executable, "-m", "fieldkit"]
@@ -119,3 +120,30 @@ def test_status_exits_nonzero_when_the_kit_is_down(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "credentials" in out.stderr or "broker" in out.stderr
+
+
+def test_the_stop_handler_takes_no_lock_the_interrupted_code_may_hold() -> None:
+    """A signal lands between two bytecodes of the main thread, which may be inside
+    ``stop.wait()`` or, for a second Ctrl-C or TERM, inside the first handler's ``stop.set()``,
+    holding the Event's lock. A handler that set the Event itself then waited for that lock
+    forever (seen: ``fieldkit up`` hung after two stop signals). The handler only records the
+    signal; a watcher thread sets the Event."""
+    stop = threading.Event()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        install_stop_signals(stop)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        returned = threading.Event()
+
+        def interrupted_inside_the_event() -> None:
+            with stop._cond:  # type: ignore[attr-defined]  # where the signal can land
+                handler(signal.SIGTERM, None)
+                returned.set()
+
+        threading.Thread(target=interrupted_inside_the_event, daemon=True).start()
+        assert returned.wait(5), "the stop handler waited for a lock its own thread held"
+        assert stop.wait(5)
+    finally:
+        for number, previous in saved.items():
+            signal.signal(number, previous)

@@ -7,6 +7,7 @@ children, then the broker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -69,9 +70,24 @@ def connect_bus(config: DeviceConfig, identity: str, *, announce_health: bool = 
 
 
 def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``, from a watcher thread.
+
+    The handler only writes a byte to a pipe. A Python signal handler runs between two
+    bytecodes of the main thread, which may be inside ``stop.wait()`` or, for a second signal,
+    inside the first handler's ``stop.set()``, holding the Event's lock: a handler that set
+    the Event itself waited for that lock forever (two Ctrl-Cs hung ``fieldkit up``)."""
+    read_end, write_end = os.pipe()
+
     def handle(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):  # a full pipe has a stop pending already
+            os.write(write_end, b"\0")
+
+    def watch() -> None:
+        os.read(read_end, 1)
         stop.set()
 
+    os.set_blocking(write_end, False)
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
 
