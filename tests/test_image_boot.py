@@ -32,9 +32,11 @@ from fieldkit.policies import (
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_ROOT = Path("/var/tmp/fieldkit-build")
-# The kiosk's compositor unit comes from the kiosk role, not from services.yaml: it is a login
-# session on tty1 (PAMName=login) and is not held to the services' exposure ceiling.
+# The kiosk's compositor unit comes from the kiosk role, not from services.yaml: cage and
+# Chromium on tty1 as the kiosk user. Chromium needs namespaces, sockets, the GPU and JIT
+# memory, so it has its own exposure ceiling, above the services' (measured 2.4, booted).
 KIOSK_BROWSER = "fieldkit-kiosk-browser.service"
+KIOSK_MAX_EXPOSURE = 2.5
 KIOSK_DEFAULTS = REPO / "ansible" / "roles" / "kiosk" / "defaults" / "main.yml"
 
 pytestmark = [
@@ -171,6 +173,11 @@ def check_kiosk(report: BootReport, expected: Expected) -> None:
         "0",
     ), unit
     assert unit["User"] == expected.kiosk_user, unit
+    assert (unit["NoNewPrivileges"], unit["ProtectSystem"]) == ("yes", "strict"), unit
+    ratings = dict(
+        re.findall(r"Overall exposure level for (\S+): ([0-9.]+)", report.sections["security"])
+    )
+    assert float(ratings[KIOSK_BROWSER]) <= KIOSK_MAX_EXPOSURE, ratings[KIOSK_BROWSER]
     cages = report.lines("kiosk")
     assert len(cages) == 1, cages  # exactly one compositor
     cage_pid, cage_user, cage_args = cages[0].split(None, 2)
@@ -186,7 +193,8 @@ def check_kiosk(report: BootReport, expected: Expected) -> None:
     assert browsers, report.sections["kiosk-children"]
     argv = browsers[0]
     missing = [flag for flag in expected.kiosk_flags if flag not in argv]
-    assert not missing and argv[-1] == expected.kiosk_url, (missing, argv)
+    # Chromium rewrites its command line (switches and arguments reordered): look, not count.
+    assert not missing and expected.kiosk_url in argv[1:], (missing, argv)
     assert "--no-sandbox" not in argv, argv
 
 
@@ -287,22 +295,37 @@ def test_every_check_can_fail(
         check(broken, WRONG[name](expected))
 
 
+def _kiosk_unit_edited(report: BootReport, key: str, value: str) -> str:
+    """The fieldkit-show section with one property of the kiosk browser unit changed."""
+    blocks = report.sections["fieldkit-show"].split("\n\n")
+    for i, block in enumerate(blocks):
+        if f"Id={KIOSK_BROWSER}" in block.splitlines():
+            blocks[i] = re.sub(rf"^{key}=.*$", f"{key}={value}", block, flags=re.M)
+    return "\n\n".join(blocks)
+
+
 def _kiosk_faults(report: BootReport) -> dict[str, dict[str, str]]:
     """The booted report's kiosk sections, each edited to one fault the check must see."""
     children = report.sections["kiosk-children"]
     cage_pid = report.lines("kiosk")[0].split()[0]
-    unit = report.sections["fieldkit-show"]
     return {
         "no chromium in time": {"settle": "settled\nno chromium"},
         "browser not started": {"kiosk-children": ""},
         "browser as root": {"kiosk-children": children.replace(" kiosk ", " root ")},
         "browser not cage's child": {"kiosk-children": children.replace(f" {cage_pid} ", " 1 ")},
         "browser without --kiosk": {"kiosk-children": children.replace(" --kiosk", " ")},
+        "browser elsewhere": {"kiosk-children": children.replace(" http://", " about:blank#")},
         "browser unsandboxed": {
             "kiosk-children": children.replace(" --kiosk", " --kiosk --no-sandbox")
         },
-        "unit restarted": {
-            "fieldkit-show": unit.replace(f"Id={KIOSK_BROWSER}", f"Id={KIOSK_BROWSER}\nNRestarts=3")
+        "unit restarted": {"fieldkit-show": _kiosk_unit_edited(report, "NRestarts", "3")},
+        "unit unsandboxed": {"fieldkit-show": _kiosk_unit_edited(report, "NoNewPrivileges", "no")},
+        "exposure above ceiling": {
+            "security": re.sub(
+                rf"(exposure level for {re.escape(KIOSK_BROWSER)}): [0-9.]+",
+                r"\1: 9.2",
+                report.sections["security"],
+            )
         },
         "two compositors": {"kiosk": "\n".join([report.sections["kiosk"]] * 2)},
     }
@@ -316,8 +339,11 @@ def _kiosk_faults(report: BootReport) -> dict[str, dict[str, str]]:
         "browser as root",
         "browser not cage's child",
         "browser without --kiosk",
+        "browser elsewhere",
         "browser unsandboxed",
         "unit restarted",
+        "unit unsandboxed",
+        "exposure above ceiling",
         "two compositors",
     ],
 )

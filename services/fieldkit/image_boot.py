@@ -126,8 +126,8 @@ ps -ww -o pid=,user=,args= -p "${cage:-0}"
 section kiosk-children
 ps -ww -o pid=,ppid=,user=,comm=,args= --ppid "${cage:-0}"
 section kiosk-journal
-# PAMName=login moves cage into the login session's scope: journald files its output (and
-# Chromium's) under session-N.scope, not under the unit, so ask by identifier as well.
+# cage's and Chromium's output by identifier too: an image whose unit opens a login session
+# (PAMName=) has it filed under session-N.scope, not under the unit.
 journalctl -b --no-pager -q -o short-monotonic -u fieldkit-kiosk-browser.service | tail -n 10
 journalctl -b --no-pager -q -o short-monotonic -t cage -t chromium | tail -n 30
 pgrep -a Xwayland || echo "no Xwayland"
