@@ -6,7 +6,8 @@ and initrd from the ESP → root found by PARTUUID → systemd. Only two things 
 device, both on the overlay's copy of the ESP:
 
 - a second loader entry, ``fieldkit-boottest.conf``, with the image's own options line plus
-  ``console=ttyS0`` and ``systemd.run=``, made the default in ``loader.conf``;
+  ``console=ttyS0``, ``systemd.run=`` and ``systemd.setenv=WLR_RENDERER=pixman`` (the VM's
+  display has no 3D acceleration; see :data:`VM_RENDERER`), made the default in ``loader.conf``;
 - the command ``systemd.run=`` starts (systemd-run-generator) is :data:`REPORT_SCRIPT`, handed
   to the guest over QEMU's fw_cfg, so the image carries no test hook.
 
@@ -36,6 +37,8 @@ KVM_CPU = "host,-arch-capabilities"
 # TCG: all the CPU features QEMU emulates (Chromium wants more than qemu64's), one host thread
 # per virtual CPU.
 TCG = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+# wlroots renderer for the VM only (see prepare_overlay); never set in the image.
+VM_RENDERER = "WLR_RENDERER=pixman"
 SECTION = "==> "
 END = "end"
 
@@ -118,12 +121,17 @@ find /run/log/journal /var/log/journal -name '*.journal' 2>/dev/null
 section sysctl
 sysctl kernel.core_pattern fs.suid_dumpable
 section kiosk
-pgrep -a -x cage
-pgrep -a -u kiosk -x chromium | head -n 1
-ls /sys/class/drm
+cage=$(pgrep -o -x cage)
+ps -ww -o pid=,user=,args= -p "${cage:-0}"
+section kiosk-children
+ps -ww -o pid=,ppid=,user=,comm=,args= --ppid "${cage:-0}"
 section kiosk-journal
-journalctl -b --no-pager -q -o cat -u fieldkit-kiosk-browser.service | tail -n 20
-ps -e -o pid,user,comm,args | grep -v grep | grep -i -e chrom -e cage | cut -c1-160
+# cage's and Chromium's output by identifier too: an image whose unit opens a login session
+# (PAMName=) has it filed under session-N.scope, not under the unit.
+journalctl -b --no-pager -q -o short-monotonic -u fieldkit-kiosk-browser.service | tail -n 10
+journalctl -b --no-pager -q -o short-monotonic -t cage -t chromium | tail -n 30
+pgrep -a Xwayland || echo "no Xwayland"
+ls /sys/class/drm
 section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
 section end
@@ -238,6 +246,11 @@ def prepare_overlay(
         # image's /etc/systemd/system/default.target (graphical) overrides: pull it in instead,
         # so the boot reaches the image's own target and the report runs alongside.
         " systemd.wants=kernel-command-line.service"
+        # The VM's display (virtio-vga, no virgl) has no 3D: Mesa falls back to kms_swrast, and
+        # cage 0.1.4's GLES2 renderer (wlroots 0.15) on it dies with SIGSEGV within seconds
+        # (exit 139). The tablet's GPU has a Mesa driver; the VM gets wlroots' software
+        # renderer instead, as a default environment variable of the service manager.
+        f" systemd.setenv={VM_RENDERER}"
     )
     if extra_cmdline:
         options += f" {extra_cmdline}"
