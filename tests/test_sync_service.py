@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,9 +22,9 @@ from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.hub.broker import HubBroker
-from fieldkit.hub.db import SealedPacketRow
+from fieldkit.hub.db import ErasureRow, SealedPacketRow
 from fieldkit.pki import KitPki, load_x25519_private
-from fieldkit.registry import load_specs
+from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sealing import SealedPacket, SealingError, open_packet
 from fieldkit.sync.messages import (
@@ -35,6 +36,8 @@ from fieldkit.sync.messages import (
     SubmitRecord,
 )
 from fieldkit.sync.service import Courier
+from fieldkit.wipe.record import ErasureRecord, follow_chain
+from fieldkit.wipe.service import EVIDENCE_FILE, Wiper, install
 from tests.conftest import BusFactory, write_config
 from tests.hubkit import (
     MUNICIPALITY,
@@ -43,6 +46,7 @@ from tests.hubkit import (
     statistics_body,
     wait_for,
 )
+from tests.wipe_fixtures import make_device
 
 # Planted personal data: a 23-digit application id and recognisable "photo" bytes.
 APPLICATION_ID = "12345678901234567890123"
@@ -399,3 +403,75 @@ def test_antivirus_health_and_findings_reach_the_hub(
     assert health.report["antivirus"]["findings"] == 1
     assert health.report["antivirus"]["gate_allowed"] is False
     assert audit.detail["signature"] == "Fieldkit.Test.Marker"
+
+
+def erasure_rows(ingest: Any) -> list[ErasureRecord]:
+    with Session(ingest.engine) as session:
+        return [ErasureRecord.model_validate(r) for r in session.scalars(select(ErasureRow.record))]
+
+
+def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
+    broker: LocalBroker,
+    kit_config: DeviceConfig,
+    pki: KitPki,
+    hub_broker: HubBroker,
+    make_ingest: IngestFactory,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """R21 R24: the wipe hands its records to sync's outbox by request, oldest first. Records
+    made while sync was down, or without a bus (`fieldkit wipe scan`), follow once sync is up;
+    a record offered twice is kept once; the hub can follow the whole chain."""
+    ingest = make_ingest(database_url)
+    device, _, _ = make_device(tmp_path / "device")
+    wipe_settings = device.wipe.model_copy(
+        update={"handover_retry": 0.3, "handover_timeout": 0.5, "boot_scan": False}
+    )
+    config = device.model_copy(
+        update={"bus": kit_config.bus, "wipe": wipe_settings, "device": kit_config.device}
+    )
+    key = pki.bundle("tab-a") / "signing.key"
+    offline = Wiper(config.wipe, "tab-a", key_path=key)  # as `fieldkit wipe scan` does
+    offline.scan_catalogue()
+    offline.close()
+
+    made: list[Wiper] = []
+
+    def setup(ctx: ServiceContext) -> None:
+        made.append(install(ctx, Wiper(ctx.config.wipe, "tab-a", key_path=key)))
+
+    wipe = start_service(ServiceSpec(name="wipe", summary="t", setup=setup), config)
+    try:
+        (wiper,) = made
+        wiper.scan_catalogue()  # sync is not running: both wait
+        time.sleep(1.0)
+        assert len(wiper.store.not_handed_over()) == 2
+        (spec,) = load_specs(["sync"])
+        sync = start_service(spec, tablet_config(tmp_path, pki, hub_broker.port))
+        try:
+            wait_for(lambda: len(erasure_rows(ingest)) == 2, what="two erasure records at the hub")
+            wiper.scan_catalogue()  # with sync up: straight through
+            wait_for(lambda: len(erasure_rows(ingest)) == 3, what="the third record")
+            # Offered again (an answer lost on the way back): nothing doubles.
+            with sqlite3.connect(config.wipe.state_dir / EVIDENCE_FILE) as db:
+                db.execute("DELETE FROM handed_over")
+            wiper.sealed.set()
+            wait_for(lambda: not wiper.store.not_handed_over(), what="offered again and taken")
+            time.sleep(1.0)
+            head = wiper.store.last_hash()
+        finally:
+            stop_service(sync)
+    finally:
+        stop_service(wipe)
+    at_hub = erasure_rows(ingest)
+    assert count_records(ingest) == 3 and len(at_hub) == 3
+    signer = pki_signing_hex(pki, "tab-a")
+    chain = follow_chain(at_hub, signer)
+    assert chain.intact, chain.problems
+    assert chain.records == 3 and chain.head == head
+
+
+def pki_signing_hex(pki: KitPki, device: str) -> str:
+    from fieldkit.pki import read_roster
+
+    return read_roster(pki.roster)[device].signing_public.hex()

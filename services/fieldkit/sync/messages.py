@@ -2,7 +2,8 @@
 
 - ``submit-packet`` (kiosk): an application packet in plaintext; sync seals it at once
   (HPKE to the municipality's key) and only the ciphertext reaches the outbox.
-- ``submit`` (kiosk, wipe, any service): statistics, erasure evidence, audit or health.
+- ``submit`` (kiosk, wipe, any service): statistics, erasure evidence, audit or health; with
+  the sender's own ``record_id``, a second submit of the same record is accepted once.
 - ``status``: the outbox's state; ``full`` means the kiosk must stop and say so.
 - ``operators`` (kiosk): the operator roster last received from the hub (an
   ``OperatorRoster``; version "" if none has arrived yet).
@@ -51,6 +52,10 @@ class SubmitRecord(Message):
     type: Literal["submit"] = "submit"
     kind: Literal["statistics", "erasure", "audit", "health"]
     body: dict[str, Any]
+    # The sender's own ID for the record, when it may send it again (the wipe hands over its
+    # erasure records until sync accepts them): the same ID is taken once, and the hub keeps
+    # a record ID once. Without it, sync gives the record a fresh random ID.
+    record_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
 
 class Accepted(Message):

@@ -54,7 +54,6 @@ from fieldkit.sync.wire import (
     roster_version,
     up_topic,
 )
-from fieldkit.wipe.record import ErasureRecord
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,11 @@ class Courier:
 
     # submission -------------------------------------------------------------------------------
     def submit_record(self, kind: str, body: dict[str, Any], record_id: str | None = None) -> str:
-        """Validate, sign and store a record durably; raise MessageError when refused."""
+        """Validate, sign and store a record durably; raise MessageError when refused.
+
+        A ``record_id`` the sender chose may come again (a retry after a lost answer): one
+        already in the outbox is accepted without a second copy."""
+        given = record_id is not None
         record_id = record_id or new_record_id()
         model = BODY_MODELS[kind]
         try:
@@ -179,6 +182,8 @@ class Courier:
             self._notify_if_changed()
             raise MessageError(f"{exc} / {FULL_TEXT_JA}") from None
         except DuplicateRecord as exc:
+            if given:
+                return record_id
             raise MessageError(str(exc), ["record_id"]) from None
         self._wake.set()
         return record_id
@@ -418,7 +423,7 @@ def setup(ctx: ServiceContext) -> None:
         return Accepted(record_id=record_id, waiting=courier.outbox.state().pending)
 
     def on_record(request: SubmitRecord, meta: Incoming) -> Accepted:
-        record_id = courier.submit_record(request.kind, request.body)
+        record_id = courier.submit_record(request.kind, request.body, request.record_id)
         return Accepted(record_id=record_id, waiting=courier.outbox.state().pending)
 
     def on_status(request: StatusRequest, meta: Incoming) -> OutboxStatus:
@@ -465,21 +470,8 @@ def setup(ctx: ServiceContext) -> None:
             },
         )
 
-    def on_erasure_record(record: ErasureRecord, meta: Incoming) -> None:
-        # The wipe's signed record travels to the hub as it was written (R24).
-        courier.submit_record(
-            "erasure",
-            {
-                "at": record.finished,
-                "level": record.kind,
-                "verified": record.ok,
-                "record": record.model_dump(mode="json"),
-            },
-        )
-
     ctx.bus.handle_request("submit-packet", SubmitPacket, on_packet)
     ctx.bus.handle_request("submit", SubmitRecord, on_record)
-    ctx.bus.handle_event("wipe/evt/record", ErasureRecord, on_erasure_record)
     ctx.bus.handle_event("antivirus/evt/health", AntivirusHealth, on_antivirus_health)
     ctx.bus.handle_event("antivirus/evt/finding", Finding, on_antivirus_finding)
     ctx.bus.handle_request("status", StatusRequest, on_status)
@@ -508,5 +500,5 @@ SERVICE = ServiceSpec(
     summary="outbox: sealed records delivered to the hub over mutual TLS",
     setup=setup,
     roles=frozenset({"tablet"}),
-    listens=("wipe/evt/record", "antivirus/evt/health", "antivirus/evt/finding"),
+    listens=("antivirus/evt/health", "antivirus/evt/finding"),
 )

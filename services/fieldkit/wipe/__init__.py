@@ -25,4 +25,6 @@ SERVICE = ServiceSpec(
     setup=_setup,
     roles=frozenset({"tablet"}),
     listens=(FORGOTTEN_FILTER,),
+    # Its erasure records go to the hub through sync's outbox (``submit``).
+    requests=("sync",),
 )

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -163,6 +165,11 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
 BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
 BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
+-- Which records sync has taken into its durable outbox (it answered "accepted").
+CREATE TABLE IF NOT EXISTS handed_over (
+    seq INTEGER PRIMARY KEY REFERENCES records (seq),
+    at REAL NOT NULL
+);
 """
 
 
@@ -181,9 +188,15 @@ class EvidenceStore:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.executescript(SCHEMA)
+        # One connection, used by the wipe's request handler and by its hand-over thread: a
+        # transaction must not take in another thread's statement.
+        self._lock = threading.RLock()
+        self._closed = False
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._closed = True
+            self._db.close()
 
     def last_hash(self) -> str:
         row = self._db.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -191,6 +204,10 @@ class EvidenceStore:
 
     def append(self, record: ErasureRecord, key: Ed25519PrivateKey) -> ErasureRecord:
         """Chain the record to the last one, sign it, store it; returns the sealed record."""
+        with self._lock:
+            return self._append(record, key)
+
+    def _append(self, record: ErasureRecord, key: Ed25519PrivateKey) -> ErasureRecord:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             chained = record.model_copy(
@@ -211,8 +228,28 @@ class EvidenceStore:
         return sealed
 
     def records(self) -> list[tuple[int, ErasureRecord]]:
-        rows = self._db.execute("SELECT seq, body FROM records ORDER BY seq").fetchall()
+        with self._lock:
+            rows = self._db.execute("SELECT seq, body FROM records ORDER BY seq").fetchall()
         return [(int(seq), ErasureRecord.model_validate_json(body)) for seq, body in rows]
+
+    def not_handed_over(self) -> list[tuple[int, ErasureRecord]]:
+        """Records sync has not yet accepted, oldest first (a chain the hub can follow)."""
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self._db.execute(
+                "SELECT seq, body FROM records WHERE seq NOT IN (SELECT seq FROM handed_over) "
+                "ORDER BY seq"
+            ).fetchall()
+        return [(int(seq), ErasureRecord.model_validate_json(body)) for seq, body in rows]
+
+    def mark_handed_over(self, seq: int) -> None:
+        with self._lock:
+            if self._closed:
+                return  # stopping: the record is offered again at the next start
+            self._db.execute(
+                "INSERT OR IGNORE INTO handed_over (seq, at) VALUES (?, ?)", (seq, time.time())
+            )
 
 
 def verify_chain(

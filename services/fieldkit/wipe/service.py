@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fieldkit.bus import Bus, BusError, Incoming
+from fieldkit.bus import Bus, BusError, Incoming, RequestRefused
 from fieldkit.config import DeviceConfig
 from fieldkit.erasure import (
     FORGOTTEN_FILTER,
@@ -43,6 +43,7 @@ from fieldkit.erasure import (
 from fieldkit.messages import MessageError
 from fieldkit.registry import holders, specs_for_role
 from fieldkit.runner import ServiceContext, connect_bus
+from fieldkit.sync.messages import Accepted, SubmitRecord
 from fieldkit.wipe.catalogue import Catalogue
 from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
 from fieldkit.wipe.messages import (
@@ -135,6 +136,8 @@ class Wiper:
         self._answers: dict[str, dict[str, SessionForgotten]] = {}
         self._answered = threading.Condition()
         self._wiping = threading.Lock()
+        self._handing = threading.Lock()
+        self.sealed = threading.Event()  # a record waits to be handed over
         self.publisher: Bus | None = None
 
     def close(self) -> None:
@@ -301,9 +304,50 @@ class Wiper:
             try:
                 self.publisher.publish(RECORD_TOPIC, sealed)
             except BusError as exc:
-                # The record is in the evidence store; sync can still pick it up from there.
+                # For listeners only: the record reaches the hub through hand_over.
                 log.error("could not publish erasure record %s: %s", sealed.record_id, exc)
+        self.sealed.set()
         return sealed
+
+    def hand_over(self) -> int:
+        """Give sync every record it has not accepted yet, oldest first, so the hub can follow
+        the chain; stop at the first one it does not take (not running, outbox full) and
+        return how many still wait. A record made without a bus (``fieldkit wipe scan``)
+        goes the same way at the service's next attempt. Sync takes a record ID once, and the
+        hub keeps it once: offering one again after a lost answer duplicates nothing."""
+        with self._handing:
+            waiting = self.store.not_handed_over()
+            if self.publisher is None:
+                return len(waiting)
+            for index, (seq, record) in enumerate(waiting):
+                try:
+                    self.publisher.request(
+                        "sync",
+                        "submit",
+                        erasure_submission(record),
+                        Accepted,
+                        timeout=self.settings.handover_timeout,
+                    )
+                except (BusError, RequestRefused) as exc:
+                    left = len(waiting) - index
+                    log.warning("%d erasure record(s) not yet taken by sync: %s", left, exc)
+                    return left
+                self.store.mark_handed_over(seq)
+            return 0
+
+
+def erasure_submission(record: ErasureRecord) -> SubmitRecord:
+    """The wipe's signed record as sync's ``erasure`` record, under the record's own ID."""
+    return SubmitRecord(
+        kind="erasure",
+        record_id=record.record_id,
+        body={
+            "at": record.finished,
+            "level": record.kind,
+            "verified": record.ok,
+            "record": record.model_dump(mode="json"),
+        },
+    )
 
 
 def result_of(record: ErasureRecord) -> WipeResult:
@@ -374,15 +418,27 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
 
     scanner = threading.Thread(target=scan_daily, name="wipe-daily-scan", daemon=True)
 
+    def hand_over() -> None:
+        while not ctx.stopping.is_set():
+            wiper.sealed.clear()
+            wiper.hand_over()
+            wiper.sealed.wait(settings.handover_retry)
+
+    courier = threading.Thread(target=hand_over, name="wipe-hand-over", daemon=True)
+
     def stop() -> None:
         ctx.stopping.set()
+        wiper.sealed.set()
         scanner.join(timeout=60)
+        # Not waited for long: a record it could not hand over is offered again at start.
+        courier.join(timeout=1)
         publisher.close()
         wiper.publisher = None
         wiper.close()
 
     ctx.on_stop(stop)
     scanner.start()
+    courier.start()
     return wiper
 
 

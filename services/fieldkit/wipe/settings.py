@@ -48,6 +48,10 @@ class WipeSection(BaseModel):
     # The whole-catalogue scan for any applicant's data: once at start, then every N hours.
     boot_scan: bool = True
     daily_scan_hours: float = Field(default=24.0, gt=0)
+    # Erasure records go to sync's outbox by request, oldest first; while sync has not taken
+    # them (not running, outbox full), they are offered again this often (seconds).
+    handover_retry: float = Field(default=30.0, gt=0)
+    handover_timeout: float = Field(default=5.0, gt=0)
     # Files are streamed through the scanner in chunks of this size.
     chunk_bytes: int = Field(default=1 << 20, ge=4096)
     # Files larger than this are scanned up to this size only (and reported as truncated).
