@@ -43,6 +43,7 @@ from tests.hubkit import (
     MUNICIPALITY,
     IngestFactory,
     count_records,
+    signing_public_b64,
     statistics_body,
     wait_for,
 )
@@ -465,13 +466,7 @@ def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
         stop_service(wipe)
     at_hub = erasure_rows(ingest)
     assert count_records(ingest) == 3 and len(at_hub) == 3
-    signer = pki_signing_hex(pki, "tab-a")
+    signer = base64.b64decode(signing_public_b64(pki, "tab-a")).hex()
     chain = follow_chain(at_hub, signer)
     assert chain.intact, chain.problems
     assert chain.records == 3 and chain.head == head
-
-
-def pki_signing_hex(pki: KitPki, device: str) -> str:
-    from fieldkit.pki import read_roster
-
-    return read_roster(pki.roster)[device].signing_public.hex()
