@@ -17,9 +17,10 @@ from fieldkit.bus import Bus, BusError, RequestRefused
 from fieldkit.cli import main
 from fieldkit.config import DeviceConfig
 from fieldkit.erasure import serve_forget_requests
-from fieldkit.messages import decode
+from fieldkit.messages import MessageError, decode
 from fieldkit.registry import ServiceSpec, holders, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
+from fieldkit.sync.messages import Accepted, SubmitRecord
 from fieldkit.wipe.messages import MarkersAccepted, SessionMarkers, WipeResult, WipeSession
 from fieldkit.wipe.record import ErasureRecord, EvidenceStore, follow_chain, verify_chain
 from fieldkit.wipe.service import EVIDENCE_FILE, RECORD_TOPIC, Wiper, install
@@ -280,6 +281,42 @@ def test_the_chain_is_followed_through_records_in_any_order(tmp_path: Path) -> N
     problems = follow_chain([records[0], records[1], edited, records[3]]).problems
     assert problems == [f"record {edited.record_id}: content does not match its hash"]
     assert follow_chain([]).intact and follow_chain([]).records == 0
+
+
+def test_a_record_sync_refuses_for_what_it_holds_does_not_hold_back_the_rest(
+    kit_device: tuple[ServiceContext, Wiper, Path], make_bus: BusFactory
+) -> None:
+    """Sync's contract: an error reply naming fields is a refusal for good, one naming none
+    (outbox full) is for the moment. The first must not block every later record; the second
+    must keep them all waiting, in order. (Here sync's side of the contract is played on the
+    real broker; the real sync's idempotent submit is in test_sync_service.)"""
+    _, wiper, _ = kit_device
+    refuse_for_good: set[str] = set()
+    full = threading.Event()
+    full.set()
+    taken: list[str] = []
+
+    def submit(request: SubmitRecord, meta: object) -> Accepted:
+        assert request.record_id is not None
+        if full.is_set():
+            raise MessageError("the outbox is full")
+        if request.record_id in refuse_for_good:
+            raise MessageError("invalid erasure record", ["body.level"])
+        taken.append(request.record_id)
+        return Accepted(record_id=request.record_id, waiting=len(taken))
+
+    sync = make_bus("sync", connect=False)
+    sync.handle_request("submit", SubmitRecord, submit)
+    sync.connect()
+    first = wiper.scan_catalogue()
+    second = wiper.scan_catalogue()
+    refuse_for_good.add(first.record_id)
+    assert wiper.hand_over() == 2  # full: both wait, the first holds the second back
+    assert taken == []
+    full.clear()
+    assert wiper.hand_over() == 0
+    assert taken == [second.record_id]
+    assert wiper.store.not_handed_over() == []
 
 
 def test_a_record_signed_by_another_key_is_refused(tmp_path: Path) -> None:

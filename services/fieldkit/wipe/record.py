@@ -165,10 +165,12 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
 BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
 BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
--- Which records sync has taken into its durable outbox (it answered "accepted").
+-- Which records sync has taken into its durable outbox (it answered "accepted"), or refused
+-- for good (``refused``: the fields it named; the hub will show the gap).
 CREATE TABLE IF NOT EXISTS handed_over (
     seq INTEGER PRIMARY KEY REFERENCES records (seq),
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    refused TEXT
 );
 """
 
@@ -243,12 +245,13 @@ class EvidenceStore:
             ).fetchall()
         return [(int(seq), ErasureRecord.model_validate_json(body)) for seq, body in rows]
 
-    def mark_handed_over(self, seq: int) -> None:
+    def mark_handed_over(self, seq: int, refused: str | None = None) -> None:
         with self._lock:
             if self._closed:
                 return  # stopping: the record is offered again at the next start
             self._db.execute(
-                "INSERT OR IGNORE INTO handed_over (seq, at) VALUES (?, ?)", (seq, time.time())
+                "INSERT OR IGNORE INTO handed_over (seq, at, refused) VALUES (?, ?, ?)",
+                (seq, time.time(), refused),
             )
 
 

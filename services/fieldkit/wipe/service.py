@@ -328,12 +328,29 @@ class Wiper:
                         Accepted,
                         timeout=self.settings.handover_timeout,
                     )
-                except (BusError, RequestRefused) as exc:
-                    left = len(waiting) - index
-                    log.warning("%d erasure record(s) not yet taken by sync: %s", left, exc)
-                    return left
+                except RequestRefused as exc:
+                    if exc.reply.fields:
+                        # Refused for what it holds, not for the moment (an outbox full names
+                        # no field): offering it again would hold every later record back.
+                        log.error(
+                            "sync refused erasure record %s for good (%s); the hub will show "
+                            "a gap in the chain there",
+                            record.record_id,
+                            ", ".join(exc.reply.fields),
+                        )
+                        self.store.mark_handed_over(seq, refused=", ".join(exc.reply.fields))
+                        continue
+                    return self._still_waiting(waiting, index, exc)
+                except BusError as exc:
+                    return self._still_waiting(waiting, index, exc)
                 self.store.mark_handed_over(seq)
             return 0
+
+    @staticmethod
+    def _still_waiting(waiting: list[tuple[int, ErasureRecord]], index: int, why: Exception) -> int:
+        left = len(waiting) - index
+        log.warning("%d erasure record(s) not yet taken by sync: %s", left, why)
+        return left
 
 
 def erasure_submission(record: ErasureRecord) -> SubmitRecord:
