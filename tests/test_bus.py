@@ -204,3 +204,26 @@ def test_bus_works_over_a_unix_socket(kit_config: DeviceConfig) -> None:
             assert decode(retained["health/monitor"], Health).state == "online"
         finally:
             stop_service(ctx)
+
+
+def test_closing_the_bus_ends_a_request_still_waiting_for_its_answer(
+    make_bus: BusFactory,
+) -> None:
+    """A service stopping must not leave a thread waiting out a request's timeout (the wipe's
+    hand-over to a sync that is not running): closing the bus fails the request at once."""
+    tester = make_bus("tester")
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            tester.request("sync", "status", Ping(), Pong, timeout=120)
+        except BusError as exc:
+            failed.append(exc)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.3)  # the request is out, nobody answers
+    tester.close()
+    asking.join(60)
+    assert not asking.is_alive()
+    assert len(failed) == 1 and "closed before the answer came" in str(failed[0])

@@ -14,6 +14,7 @@ Only ``health/<svc>`` is ever retained; payloads are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -192,6 +193,13 @@ class Bus:
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
+        # A request still waiting for its answer will not get one: say so now, not at its
+        # timeout, so the thread that sent it can end with the service.
+        with self._lock:
+            pending = list(self._pending.values())
+        for future in pending:
+            with contextlib.suppress(InvalidStateError):  # answered meanwhile
+                future.set_exception(BusError("the bus was closed before the answer came"))
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         """Block until the bus is connected (True) or ``timeout`` passes (False)."""
@@ -460,7 +468,8 @@ class Bus:
         with self._lock:
             future = self._pending.get(correlation) if correlation else None
         if future is not None and not future.done():
-            future.set_result((bytes(msg.payload), msg.topic))
+            with contextlib.suppress(InvalidStateError):  # closed meanwhile: it has its answer
+                future.set_result((bytes(msg.payload), msg.topic))
 
 
 def set_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:

@@ -447,9 +447,10 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
         ctx.stopping.set()
         wiper.sealed.set()
         scanner.join(timeout=60)
-        # Not waited for long: a record it could not hand over is offered again at start.
-        courier.join(timeout=1)
+        # Closing the connection ends a hand-over request still waiting for sync; a record
+        # it could not hand over is offered again at the next start.
         publisher.close()
+        courier.join(timeout=5)
         wiper.publisher = None
         wiper.close()
 
