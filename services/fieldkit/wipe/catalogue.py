@@ -171,6 +171,8 @@ class Catalogue:
                     unreadable += 1
                     continue
                 scanned += read
+                if not (name_hits or hits):
+                    continue
                 shown = redact_path(path, search)
                 findings += [
                     Finding(where=shown, kind=f"name:{h.kind}", offset=0) for h in name_hits

@@ -154,8 +154,9 @@ class MarkerSearch:
             if finder == "jpeg" and index not in present:
                 # The start of a header cut off by the buffer's end, judged with the next chunk.
                 edge = max(0, len(data) - len(JPEG_SOI))
-                for s, e in _jpeg_headers(a[edge:], data[edge:]):
-                    yield kind, edge + s, edge + e
+                if b"\xff" in data[edge:]:  # most buffers: no numpy call per buffer
+                    for s, e in _jpeg_headers(a[edge:], data[edge:]):
+                        yield kind, edge + s, edge + e
                 continue
             if index not in present:
                 continue
