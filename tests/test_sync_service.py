@@ -22,7 +22,7 @@ from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.hub.broker import HubBroker
-from fieldkit.hub.db import ErasureRow, SealedPacketRow
+from fieldkit.hub.db import ErasureRow, RefusalRow, SealedPacketRow
 from fieldkit.pki import KitPki, load_x25519_private
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
@@ -417,6 +417,7 @@ def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
     pki: KitPki,
     hub_broker: HubBroker,
     make_ingest: IngestFactory,
+    make_bus: BusFactory,
     database_url: str,
     tmp_path: Path,
 ) -> None:
@@ -453,12 +454,25 @@ def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
             wait_for(lambda: len(erasure_rows(ingest)) == 2, what="two erasure records at the hub")
             wiper.scan_catalogue()  # with sync up: straight through
             wait_for(lambda: len(erasure_rows(ingest)) == 3, what="the third record")
-            # Offered again (an answer lost on the way back): nothing doubles.
+            outbox = courier_of(sync).outbox
+
+            def delivered() -> bool:
+                state = outbox.state()
+                return state.pending == 0 and state.sent == 0
+
+            wait_for(delivered, what="the outbox empty")
+            # Offered again after delivery (an answer lost on the way back): the same bytes
+            # again, which the hub takes as a duplicate, not as a replay.
             with sqlite3.connect(config.wipe.state_dir / EVIDENCE_FILE) as db:
                 db.execute("DELETE FROM handed_over")
             wiper.sealed.set()
             wait_for(lambda: not wiper.store.not_handed_over(), what="offered again and taken")
-            time.sleep(1.0)
+            wait_for(delivered, what="the outbox empty again")
+            assert outbox.state().refused == 0
+            # Only the wipe may choose a record's ID.
+            squatter = SubmitRecord(kind="erasure", body={}, record_id="f" * 32)
+            with pytest.raises(RequestRefused, match="only the wipe"):
+                make_bus("tester").request("sync", "submit", squatter, Accepted)
             head = wiper.store.last_hash()
         finally:
             stop_service(sync)
@@ -466,6 +480,8 @@ def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
         stop_service(wipe)
     at_hub = erasure_rows(ingest)
     assert count_records(ingest) == 3 and len(at_hub) == 3
+    with Session(ingest.engine) as session:
+        assert session.scalars(select(RefusalRow)).all() == []
     signer = base64.b64decode(signing_public_b64(pki, "tab-a")).hex()
     chain = follow_chain(at_hub, signer)
     assert chain.intact, chain.problems

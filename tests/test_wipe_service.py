@@ -276,11 +276,36 @@ def test_the_chain_is_followed_through_records_in_any_order(tmp_path: Path) -> N
         "(a record before them is missing, or they fork)"
     ]
     fork = records[1].model_copy(update={"record_id": "f" * 32})
+    fork = fork.model_copy(update={"hash": fork.compute_hash()})  # another record, same place
     assert "claim to follow" in follow_chain([*records, fork]).problems[0]
     edited = records[2].model_copy(update={"ok": False})
     problems = follow_chain([records[0], records[1], edited, records[3]]).problems
     assert problems == [f"record {edited.record_id}: content does not match its hash"]
     assert follow_chain([]).intact and follow_chain([]).records == 0
+    twice = follow_chain([*records, records[1]])  # the same record received twice
+    assert twice.intact and twice.records == 4
+
+
+def test_a_store_from_before_the_hand_over_does_not_send_its_records_again(
+    tmp_path: Path,
+) -> None:
+    """Records of an older store went out as events; they are not offered a second time (the
+    hub would hold each twice under two IDs). New records are."""
+    config, _root, _ = make_device(tmp_path)
+    wiper = Wiper(config.wipe, "dev-1")
+    wiper.scan_catalogue()
+    wiper.scan_catalogue()
+    wiper.close()
+    path = config.wipe.state_dir / EVIDENCE_FILE
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE handed_over")  # as the store was before
+    wiper = Wiper(config.wipe, "dev-1")
+    try:
+        assert wiper.store.not_handed_over() == []
+        new = wiper.scan_catalogue()
+        assert [r.record_id for _, r in wiper.store.not_handed_over()] == [new.record_id]
+    finally:
+        wiper.close()
 
 
 def test_a_record_sync_refuses_for_what_it_holds_does_not_hold_back_the_rest(

@@ -169,11 +169,16 @@ class Courier:
             fields = ["body." + ".".join(str(p) for p in e["loc"]) for e in problems]
             reason = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, problems, strict=True))
             raise MessageError(f"invalid {kind} record: {reason}", fields) from None
+        # A record the sender may offer again must come out byte for byte the same (the hub
+        # takes an ID it holds with the same digest as a duplicate, with another as a replay):
+        # its time is the body's own, not the moment it was offered.
+        at = body.get("at")
+        created_at = float(at) if given and isinstance(at, int | float) else time.time()
         record = Record(
             record_id=record_id,
             device_id=self.device_id,
             kind=kind,
-            created_at=time.time(),
+            created_at=created_at,
             body=body,
         ).signed(self.sealer.signing_key)
         try:
@@ -423,6 +428,12 @@ def setup(ctx: ServiceContext) -> None:
         return Accepted(record_id=record_id, waiting=courier.outbox.state().pending)
 
     def on_record(request: SubmitRecord, meta: Incoming) -> Accepted:
+        if request.record_id is not None and (request.kind, meta.sender) != ("erasure", "wipe"):
+            # Only the wipe offers records again under their own IDs; anyone else choosing an
+            # ID could take a place meant for an erasure record.
+            raise MessageError(
+                "record_id: only the wipe's erasure records carry their own ID", ["record_id"]
+            )
         record_id = courier.submit_record(request.kind, request.body, request.record_id)
         return Accepted(record_id=record_id, waiting=courier.outbox.state().pending)
 

@@ -189,7 +189,24 @@ class EvidenceStore:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        upgrading = (
+            self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone()
+            is not None
+            and self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'handed_over'"
+            ).fetchone()
+            is None
+        )
         self._db.executescript(SCHEMA)
+        if upgrading:
+            # A store from before the hand-over: its records went out as events then (those
+            # sync heard reached the hub under other IDs). Offering them all again would send
+            # each a second time; the hub shows the ones that never arrived as a gap.
+            self._db.execute(
+                "INSERT INTO handed_over (seq, at, refused) "
+                "SELECT seq, ?, 'sent before the hand-over existed' FROM records",
+                (time.time(),),
+            )
         # One connection, used by the wipe's request handler and by its hand-over thread: a
         # transaction must not take in another thread's statement.
         self._lock = threading.RLock()
@@ -297,10 +314,13 @@ def follow_chain(records: Iterable[ErasureRecord], signer: str | None = None) ->
     ``signer`` (the first record's signer when not given). A record the hub never received
     shows as a gap: the ones after it are not reached."""
     following: dict[str, list[ErasureRecord]] = {}
-    total = 0
+    distinct: set[str] = set()
     for record in records:
+        if record.hash in distinct:
+            continue  # the same record twice (sent twice): one record, not a fork
+        distinct.add(record.hash)
         following.setdefault(record.prev_hash, []).append(record)
-        total += 1
+    total = len(distinct)
     problems: list[str] = []
     head, length, seen = GENESIS, 0, set()
     while nexts := sorted(following.get(head, []), key=lambda r: r.record_id):

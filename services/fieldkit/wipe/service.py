@@ -329,9 +329,10 @@ class Wiper:
                         timeout=self.settings.handover_timeout,
                     )
                 except RequestRefused as exc:
-                    if exc.reply.fields:
-                        # Refused for what it holds, not for the moment (an outbox full names
-                        # no field): offering it again would hold every later record back.
+                    if any(field.startswith("body.") for field in exc.reply.fields):
+                        # Refused for what the record holds, not for the moment (an outbox
+                        # full names no field; a sync too old to know record_id names that):
+                        # offering it again would hold every later record back.
                         log.error(
                             "sync refused erasure record %s for good (%s); the hub will show "
                             "a gap in the chain there",
@@ -438,7 +439,11 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     def hand_over() -> None:
         while not ctx.stopping.is_set():
             wiper.sealed.clear()
-            wiper.hand_over()
+            try:
+                wiper.hand_over()
+            except Exception:
+                # Never the end of the hand-over: the next record or the retry tries again.
+                log.exception("handing erasure records to sync failed")
             wiper.sealed.wait(settings.handover_retry)
 
     courier = threading.Thread(target=hand_over, name="wipe-hand-over", daemon=True)
