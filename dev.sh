@@ -64,18 +64,20 @@ case "$cmd" in
     # The development hub: its own broker and the antivirus definitions mirror, with the kit's
     # demo signature database freshly published so the tablet's session gate lets sessions start.
     $fk --config etc/dev-hub.toml av publish var/hub/av-mirror etc/demo-signatures.ndb
+    # Ctrl-C, or a TERM to this script alone, stops both supervisors (each stops its services
+    # and brokers); bash runs a trap while it waits, not while a foreground command runs.
+    # If either supervisor ends, the other is stopped too.
+    hub= tablet=
+    trap 'kill -TERM $tablet $hub 2>/dev/null; wait $tablet $hub 2>/dev/null' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     $fk --config etc/dev-hub.toml up &
     hub=$!
     $fk --config etc/dev-tablet.toml up "$@" &
     tablet=$!
-    # Ctrl-C, or a TERM to this script alone, stops both supervisors (each stops its services
-    # and brokers); bash runs a trap while it waits, not while a foreground command runs.
-    trap 'kill -TERM $tablet $hub 2>/dev/null; wait $tablet $hub 2>/dev/null' EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
     echo "==> kiosk: http://127.0.0.1:8080/  (operator demo-01, password demo-pass-2026)"
     echo "==> hub:   http://127.0.0.1:8090/  (admin, password demo-admin-2026)"
-    wait $tablet
+    wait -n $tablet $hub
     ;;
   test)
     pytest_args=()

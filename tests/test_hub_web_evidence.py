@@ -307,3 +307,28 @@ def test_a_record_missing_at_the_hub_shows_as_a_gap_until_it_arrives(
     assert sanitizations[0][4] == "確認済 yes"
     with Session(hubweb(web_app).engine) as session:
         assert session.scalars(select(CertificateRow)).one().chain_ok is False  # at upload
+
+
+def test_a_re_enrolled_device_keeps_one_chain_across_its_two_keys(
+    web_app: Flask, pki: KitPki, client_as: ClientFactory, tmp_path: Path
+) -> None:
+    """Re-enrolment gives the tablet a new signing key; the hub keeps the earlier one in its
+    roster, so the records signed before and after form one intact chain."""
+    store = EvidenceStore(tmp_path / "evidence.sqlite")
+
+    def seal(key_file: Path) -> ErasureRecord:
+        now = time.time()
+        record = ErasureRecord(kind="daily", device="tab-a", started=now - 1, finished=now, ok=True)
+        return store.append(record, load_ed25519_private(key_file))
+
+    before = [seal(pki.bundle("tab-a") / "signing.key") for _ in range(2)]
+    pki.revoke("tab-a")
+    pki.enrol("tab-a")
+    after = seal(pki.bundle("tab-a") / "signing.key")
+    store.close()
+    keep_at_hub(web_app, [*before, after])
+    today = dt.datetime.now(JST).date().isoformat()
+    _, chains, _, _, certificates = evidence_sheets(client_as("auditor"), f"date={today}")
+    assert chains == [["tab-a", "3", after.hash[:12], "連続 intact"]]
+    (tab_a,) = [row for row in certificates if row[0] == "tab-a"]
+    assert tab_a[3] == after.signer  # the key an auditor pins with --public-key

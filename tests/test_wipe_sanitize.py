@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +21,12 @@ from fieldkit.wipe.record import (
 )
 from fieldkit.wipe.sanitize import (
     MIN_SUBSECTIONS,
+    NO_RECORDS,
     Person,
     SanitizeError,
     sample_offsets,
     sanitize,
+    sign_certificate,
     verify_certificate,
 )
 from tests.conftest import write_config
@@ -51,10 +54,12 @@ def volume(tmp_path: Path) -> tuple[Path, Path, bytes]:
     return image, key_file, ciphertext
 
 
-def people() -> dict[str, Person]:
+def people() -> dict[str, Any]:
+    """Who sanitized and verified; and the device's chain (none: these volumes only)."""
     return {
         "sanitized_by": Person(name="消去 太郎", role="sanitized", organization="Contractor"),
         "verified_by": Person(name="検証 花子", role="verified", organization="Municipality"),
+        "evidence_chain": NO_RECORDS,
     }
 
 
@@ -164,7 +169,10 @@ def test_the_cli_writes_a_signed_json_and_a_japanese_pdf(
     assert volume_key(image, tmp_path / "passphrase") is not None
     out = tmp_path / "certs"
     args = ["--yes", "--sanitized-by", "消去 太郎", "--location", "長野市", "--out", str(out)]
-    assert main(base + args) == 0
+    assert main(base + args) == 2  # no erasure records: that has to be said
+    assert "add --no-records" in capsys.readouterr().err
+    assert volume_key(image, tmp_path / "passphrase") is not None
+    assert main([*base, *args, "--no-records"]) == 0
     assert "PASS" in capsys.readouterr().out
     (json_file,) = out.glob("*.json")
     (pdf_file,) = out.glob("*.pdf")
@@ -189,15 +197,22 @@ def test_the_certificate_closes_the_devices_erasure_chain(
     config = wipe_config(tmp_path)
     key = load_device_key(tmp_path / "keys" / "device.pem")
     store = EvidenceStore(tmp_path / "wipe-state" / "evidence.sqlite")
+    sealed = []
     for sid in ("a" * 32, "b" * 32, "c" * 32):
         record = ErasureRecord(
             kind="session", sid=sid, device="test-tablet-01", started=1.0, finished=2.0, ok=True
         )
-        last = store.append(record, key)
-    store.close()
+        sealed.append(store.append(record, key))
+    last = sealed[-1]
     base = ["--config", str(config)]
     out = tmp_path / "certs"
     sanitized = ["wipe", "device", str(image), "--yes", "--sanitized-by", "消去 太郎"]
+    # Records that have not left for the hub would never reach it: not without --force.
+    assert main([*base, *sanitized, "--out", str(out)]) == 2
+    assert "3 erasure record(s) not yet taken by sync" in capsys.readouterr().err
+    for seq, _ in store.not_handed_over():
+        store.mark_handed_over(seq)  # what the wipe's hand-over does once sync takes them
+    store.close()
     assert main([*base, *sanitized, "--out", str(out)]) == 0
     (json_file,) = out.glob("*.json")
     chain = json.loads(json_file.read_text())["evidence_chain"]
@@ -211,7 +226,11 @@ def test_the_certificate_closes_the_devices_erasure_chain(
     records_file.write_text(exported)
     verify = [*base, "certificate", "verify", str(json_file), "--records", str(records_file)]
     assert main(verify) == 0
-    assert "signature and erasure-record chain valid" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "signature and erasure-record chain valid" in said
+    assert f"signer not pinned: it is {public_hex(key)}" in said
+    assert main([*verify, "--public-key", public_hex(key)]) == 0
+    assert main([*verify, "--public-key", "00" * 32]) == 1  # a forger's own key is not enough
 
     lines = exported.splitlines()
     records_file.write_text("\n".join([lines[0], lines[2]]) + "\n")  # the middle one left out
@@ -238,4 +257,12 @@ def test_a_device_without_records_certifies_an_empty_chain(tmp_path: Path) -> No
     store = EvidenceStore(tmp_path / "other.sqlite")
     sealed = store.append(foreign, key)
     store.close()
+    # A certificate from before the chain was stated still verifies its signature, and says
+    # the chain cannot be checked.
+    older = sign_certificate(certificate.model_copy(update={"evidence_chain": None}), key)
+    assert "evidence_chain" not in json.loads(older.body())
+    assert verify_certificate(older.model_dump_json(exclude_none=True)) == []
+    assert verify_certificate(older.model_dump_json(), records=[]) == [
+        "the certificate states no erasure-record chain (made before fieldkit did)"
+    ]
     assert "the erasure records end after 1" in verify_certificate(text, records=[sealed])[0]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fieldkit.bus import Bus, BusError, RequestRefused
 from fieldkit.cli import main
@@ -22,7 +23,13 @@ from fieldkit.registry import ServiceSpec, holders, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sync.messages import Accepted, SubmitRecord
 from fieldkit.wipe.messages import MarkersAccepted, SessionMarkers, WipeResult, WipeSession
-from fieldkit.wipe.record import ErasureRecord, EvidenceStore, follow_chain, verify_chain
+from fieldkit.wipe.record import (
+    ErasureRecord,
+    EvidenceStore,
+    follow_chain,
+    public_hex,
+    verify_chain,
+)
 from fieldkit.wipe.service import EVIDENCE_FILE, RECORD_TOPIC, Wiper, install
 from tests.conftest import BusFactory
 from tests.wipe_fixtures import APPLICATION_ID, SID, make_device, plant_everywhere
@@ -284,6 +291,22 @@ def test_the_chain_is_followed_through_records_in_any_order(tmp_path: Path) -> N
     assert follow_chain([]).intact and follow_chain([]).records == 0
     twice = follow_chain([*records, records[1]])  # the same record received twice
     assert twice.intact and twice.records == 4
+
+
+def test_a_chain_that_changes_key_is_intact_for_a_reader_who_trusts_both(tmp_path: Path) -> None:
+    """Enrolment (or re-enrolment) changes the key records are signed with; the links hold,
+    and each record is checked against the keys the reader trusts."""
+    store = EvidenceStore(tmp_path / "evidence.sqlite")
+    before, after = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    records = [
+        store.append(ErasureRecord(kind="daily", device="d", started=1, finished=2, ok=True), k)
+        for k in (before, before, after)
+    ]
+    store.close()
+    both = {public_hex(before), public_hex(after)}
+    assert follow_chain(records, both).intact
+    only_new = follow_chain(records, public_hex(after)).problems
+    assert len(only_new) == 2 and all("signed by another key" in p for p in only_new)
 
 
 def test_a_store_from_before_the_hand_over_does_not_send_its_records_again(

@@ -124,6 +124,12 @@ class RosterEntry:
     signing_public: bytes
     serial: int
     revoked: bool
+    # Signing keys of the device's earlier enrolments: its older erasure records carry them.
+    earlier_signing: tuple[bytes, ...] = ()
+
+    def signing_keys_hex(self) -> set[str]:
+        """Every key this device has signed with while enrolled here (hex, raw Ed25519)."""
+        return {key.hex() for key in (self.signing_public, *self.earlier_signing)}
 
 
 def read_roster(path: Path) -> dict[str, RosterEntry]:
@@ -138,6 +144,7 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
             signing_public=base64.b64decode(item["signing_public"]),
             serial=int(item["serial"]),
             revoked=bool(item["revoked"]),
+            earlier_signing=tuple(base64.b64decode(k) for k in item.get("earlier_signing", [])),
         )
         for name, item in data.get("devices", {}).items()
     }
@@ -363,10 +370,15 @@ class KitPki:
         (bundle / "receivers").mkdir()
         for receiver in sorted((self.root / "receivers").glob("*/public.pem")):
             shutil.copy(receiver, bundle / "receivers" / f"{receiver.parent.name}.pem")
+        earlier: list[str] = []
+        if device_id in roster:  # re-enrolled after a revoke: its older records keep the old key
+            before = roster[device_id]
+            earlier = [*before.get("earlier_signing", []), before["signing_public"]]
         roster[device_id] = {
             "signing_public": base64.b64encode(raw_public(signing.public_key())).decode(),
             "serial": cert.serial_number,
             "revoked": False,
+            "earlier_signing": earlier,
         }
         self._write_roster(roster)
         log.info("device %s enrolled (certificate serial %x)", device_id, cert.serial_number)

@@ -84,6 +84,7 @@ def install_stop_signals(stop: threading.Event) -> None:
 
     def watch() -> None:
         os.read(read_end, 1)
+        os.close(read_end)  # one stop is enough; later signals find the pipe closed
         stop.set()
 
     os.set_blocking(write_end, False)

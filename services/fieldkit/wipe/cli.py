@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +25,8 @@ from fieldkit.wipe.record import (
 from fieldkit.wipe.service import EVIDENCE_FILE, Wiper, signing_key_path
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from fieldkit.config import DeviceConfig
 
 
@@ -111,9 +115,27 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
             file=sys.stderr,
         )
         return 2
-    # The chain is read before the target goes: it may be the volume the records live on.
+    # The certificate closes the device's erasure-record chain: read it before the target
+    # goes, and only once every record is on its way to the hub (after this, nothing can
+    # send the rest). The kit's services should be stopped, so no record follows.
+    store_path = config.wipe.state_dir / EVIDENCE_FILE
+    if not store_path.exists() and not args.no_records:
+        print(
+            f"fieldkit: no erasure records at {store_path}; if this device has none, "
+            "add --no-records",
+            file=sys.stderr,
+        )
+        return 2
+    unsent = records_not_sent(config)
+    if unsent and not args.force:
+        print(
+            f"fieldkit: {unsent}; start the kit until they reach the hub "
+            "(fieldkit wipe records, sync status), or add --force to certify without them",
+            file=sys.stderr,
+        )
+        return 2
     key = load_device_key(signing_key_path(config))
-    chain = EvidenceChain.of(device_chain(config, public_hex(key)))
+    chain = EvidenceChain.of(device_chain(config, device_signers(config, key)))
     try:
         certificate = sanitize(
             args.target,
@@ -149,16 +171,50 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0 if certificate.result == "pass" else 1
 
 
-def device_chain(config: DeviceConfig, signer: str) -> ChainSummary:
+def device_signers(config: DeviceConfig, key: Ed25519PrivateKey) -> set[str]:
+    """The keys this device's records may carry: the one it signs with now, and its own
+    device key from before it was enrolled (if it has one)."""
+    signers = {public_hex(key)}
+    if config.wipe.device_key.is_file():
+        signers.add(public_hex(load_device_key(config.wipe.device_key)))
+    return signers
+
+
+def device_chain(config: DeviceConfig, signers: set[str]) -> ChainSummary:
     """This device's erasure-record chain as it stands (none yet: an empty, intact chain)."""
     path = config.wipe.state_dir / EVIDENCE_FILE
     if not path.exists():
         return ChainSummary(records=0, head=GENESIS)
     store = EvidenceStore(path)
     try:
-        return follow_chain((record for _, record in store.records()), signer)
+        return follow_chain((record for _, record in store.records()), signers)
     finally:
         store.close()
+
+
+def records_not_sent(config: DeviceConfig) -> str:
+    """What has not yet left for the hub: erasure records sync has not taken, and records in
+    sync's outbox. Empty when everything is on its way or delivered."""
+    problems = []
+    path = config.wipe.state_dir / EVIDENCE_FILE
+    if path.exists():
+        store = EvidenceStore(path)
+        try:
+            waiting = len(store.not_handed_over())
+        finally:
+            store.close()
+        if waiting:
+            problems.append(f"{waiting} erasure record(s) not yet taken by sync")
+    if config.sync.outbox.exists():
+        with contextlib.closing(
+            sqlite3.connect(f"file:{config.sync.outbox}?mode=ro", uri=True)
+        ) as db:
+            (queued,) = db.execute(
+                "SELECT count(*) FROM record WHERE state != 'refused'"
+            ).fetchone()
+        if queued:
+            problems.append(f"{queued} record(s) still in sync's outbox")
+    return "; ".join(problems)
 
 
 def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -170,9 +226,10 @@ def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> in
         if args.records is not None:
             records = parse_records(args.records.read_text(encoding="utf-8"), str(args.records))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        print(f"fieldkit: cannot read {exc}", file=sys.stderr)
+        print(f"fieldkit: cannot read {args.file} or its records: {exc}", file=sys.stderr)
         return 2
-    problems = verify_certificate(text, args.public_key, records)
+    signers = {args.public_key} if args.public_key else None
+    problems = verify_certificate(text, args.public_key, records, signers)
     for problem in problems:
         print(f"{args.file}: {problem}")
     if not problems:
@@ -180,6 +237,12 @@ def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> in
         print(f"{args.file}: {checked} valid")
         if records is None:
             print(f"{args.file}: chain not checked: give --records (the device's erasure records)")
+        if args.public_key is None:
+            signer = json.loads(text).get("signer", "")
+            print(
+                f"{args.file}: signer not pinned: it is {signer}; compare it with the device's "
+                "signing key on the hub's evidence page, or give --public-key"
+            )
     return 1 if problems else 0
 
 
@@ -260,6 +323,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     device.add_argument("--serial", default=None)
     device.add_argument("--subsections", type=int, default=1000)
     device.add_argument("--out", type=Path, default=None, help="folder for the certificate")
+    device.add_argument(
+        "--no-records", action="store_true", help="the device has no erasure records: say so"
+    )
+    device.add_argument(
+        "--force",
+        action="store_true",
+        help="certify although records have not left for the hub (they never will)",
+    )
     device.set_defaults(func=cmd_device)
     compliance = sub.add_parser("compliance", help="the compliance run (R31)").add_subparsers(
         dest="compliance_command", required=True

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -306,13 +306,17 @@ class ChainSummary:
         return not self.problems
 
 
-def follow_chain(records: Iterable[ErasureRecord], signer: str | None = None) -> ChainSummary:
+def follow_chain(
+    records: Iterable[ErasureRecord], signers: str | Collection[str] | None = None
+) -> ChainSummary:
     """Follow the chain through records received in any order (the hub's view, or a file).
 
     From the genesis, a record's successor is the record whose ``prev_hash`` is its hash. The
     chain is intact when every record is on it once, each hashes to itself and is signed by
-    ``signer`` (the first record's signer when not given). A record the hub never received
-    shows as a gap: the ones after it are not reached."""
+    one of ``signers`` (public keys, hex: a device re-enrolled signs with a new key from then
+    on; the first record's signer when not given). A record the hub never received shows as
+    a gap: the ones after it are not reached."""
+    trusted = {signers} if isinstance(signers, str) else set(signers or ())
     following: dict[str, list[ErasureRecord]] = {}
     distinct: set[str] = set()
     for record in records:
@@ -330,7 +334,8 @@ def follow_chain(records: Iterable[ErasureRecord], signer: str | None = None) ->
         if record.hash in seen:
             problems.append(f"record {record.record_id} leads back into the chain (a loop)")
             break
-        signer = signer or record.signer
+        trusted = trusted or {record.signer}
+        signer = record.signer if record.signer in trusted else ""
         problems += [f"record {record.record_id}: {p}" for p in record_problems(record, signer)]
         seen.add(record.hash)
         head, length = record.hash, length + 1

@@ -25,6 +25,7 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -124,13 +125,16 @@ class Certificate(Strict):
     date: str
     location: str
     post_sanitization_destination: str = "returned to the owner / reuse"
-    evidence_chain: EvidenceChain
+    # None only in certificates made before fieldkit stated the chain (left out of the signed
+    # body then, so their signatures still hold).
+    evidence_chain: EvidenceChain | None = None
     result: Literal["pass", "fail"]
     signer: str = ""
     signature: str = ""
 
     def body(self) -> bytes:
-        data = self.model_dump(mode="json", exclude={"signature"})
+        unset = {"evidence_chain"} if self.evidence_chain is None else set()
+        data = self.model_dump(mode="json", exclude={"signature", *unset})
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -274,8 +278,8 @@ def sanitize(
     make: str | None = None,
     model: str | None = None,
     serial: str | None = None,
+    evidence_chain: EvidenceChain,
     subsections: int = MIN_SUBSECTIONS,
-    evidence_chain: EvidenceChain = NO_RECORDS,
     erase_keys: bool = True,
     overwrite_pass: bool = True,
 ) -> Certificate:
@@ -336,7 +340,10 @@ def sign_certificate(certificate: Certificate, key: Ed25519PrivateKey) -> Certif
 
 
 def verify_certificate(
-    text: str, trusted: str | None = None, records: list[ErasureRecord] | None = None
+    text: str,
+    trusted: str | None = None,
+    records: list[ErasureRecord] | None = None,
+    record_signers: Collection[str] | None = None,
 ) -> list[str]:
     """Problems with a certificate's JSON: shape, signer, signature and, given the device's
     erasure records, the chain they form against the one the certificate closes. Empty: valid."""
@@ -350,16 +357,23 @@ def verify_certificate(
     if not signature_valid(certificate.signer, certificate.signature, certificate.body()):
         problems.append("the signature does not match the content")
     if records is not None:
-        problems += chain_problems(certificate, records)
+        problems += chain_problems(certificate, records, record_signers)
     return problems
 
 
-def chain_problems(certificate: Certificate, records: list[ErasureRecord]) -> list[str]:
-    """The records, followed from the genesis, must be intact, signed by the certificate's
-    signer, and end where the certificate says the device's chain ended."""
-    summary = follow_chain(records, certificate.signer)
-    problems = [f"erasure records: {problem}" for problem in summary.problems]
+def chain_problems(
+    certificate: Certificate,
+    records: list[ErasureRecord],
+    signers: Collection[str] | None = None,
+) -> list[str]:
+    """The records, followed from the genesis, must be intact, signed by ``signers`` (the
+    certificate's own signer when not given), and end where the certificate says the
+    device's chain ended."""
     claimed = certificate.evidence_chain
+    if claimed is None:
+        return ["the certificate states no erasure-record chain (made before fieldkit did)"]
+    summary = follow_chain(records, signers or {certificate.signer})
+    problems = [f"erasure records: {problem}" for problem in summary.problems]
     if (summary.records, summary.head) != (claimed.records, claimed.head):
         problems.append(
             f"the erasure records end after {summary.records} at {summary.head[:12]}, "

@@ -37,6 +37,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from fieldkit.hub.db import ErasureRow
@@ -67,7 +68,7 @@ def device_records(session: Session, device: str) -> list[ErasureRecord]:
     """The erasure records the hub holds for a device (a malformed one is skipped: ingest
     already shows it as not signed)."""
     records = []
-    query = select(ErasureRow.record).where(ErasureRow.device_id == device)
+    query = select(ErasureRow.record).where(ErasureRow.device_id == device).order_by(ErasureRow.at)
     body: dict[str, Any]
     for body in session.scalars(query):
         try:
@@ -82,12 +83,18 @@ def enrolled_key(roster: dict[str, RosterEntry], device: str) -> str | None:
     return entry.signing_public.hex() if entry is not None else None
 
 
+def enrolled_keys(roster: dict[str, RosterEntry], device: str) -> set[str]:
+    """The keys the hub enrolled for the device, the current one and earlier enrolments'."""
+    entry = roster.get(device)
+    return entry.signing_keys_hex() if entry is not None else set()
+
+
 def device_chain(session: Session, roster: dict[str, RosterEntry], device: str) -> ChainSummary:
-    key = enrolled_key(roster, device)
-    summary = follow_chain(device_records(session, device), key)
-    if key is None:
+    keys = enrolled_keys(roster, device)
+    if not keys:
+        summary = follow_chain(device_records(session, device))
         return ChainSummary(summary.records, summary.head, ["device not enrolled on this hub"])
-    return summary
+    return follow_chain(device_records(session, device), keys)
 
 
 @dataclass(frozen=True)
@@ -107,20 +114,25 @@ def check_certificate(session: Session, text: str) -> Checked:
     if not CERTIFICATE_ID.match(certificate.certificate_id):
         raise ValueError("the certificate ID must be 32 hexadecimal digits")
     if not DEVICE.match(certificate.device):
-        raise ValueError(f"device {certificate.device!r} is not a device ID")
+        raise ValueError(f"device {certificate.device[:70]!r} is not a device ID")
     key = enrolled_key(read_roster(hubweb().pki.roster), certificate.device)
     if key is None:
         raise ValueError(f"device {certificate.device} is not enrolled on this hub")
     signed = not verify_certificate(text, key)
-    chain_ok, note = chain_note(certificate, device_records(session, certificate.device))
+    keys = enrolled_keys(read_roster(hubweb().pki.roster), certificate.device)
+    chain_ok, note = chain_note(certificate, device_records(session, certificate.device), keys)
     return Checked(certificate, signed, chain_ok, note)
 
 
-def chain_note(certificate: Certificate, records: list[ErasureRecord]) -> tuple[bool, str]:
-    problems = chain_problems(certificate, records)
-    if problems:
-        return False, "; ".join(problems)[:2000]
+def chain_note(
+    certificate: Certificate, records: list[ErasureRecord], keys: set[str]
+) -> tuple[bool, str]:
+    """Whether the records, signed by the device's enrolled keys, end where the certificate
+    says; and in words (the problems, or the chain's length and head)."""
+    problems = chain_problems(certificate, records, keys or {"(not enrolled)"})
     chain = certificate.evidence_chain
+    if problems or chain is None:
+        return False, "; ".join(problems)[:2000]
     return True, f"{chain.records} records, ending at {chain.head[:12]}"
 
 
@@ -128,7 +140,8 @@ def chain_now(session: Session, row: CertificateRow) -> tuple[bool, str]:
     """The chain check against the records the hub holds now: a record that arrived after
     the upload can close a gap (the row keeps what was found at upload)."""
     certificate = Certificate.model_validate_json(row.body)
-    return chain_note(certificate, device_records(session, row.device_id))
+    keys = enrolled_keys(read_roster(hubweb().pki.roster), row.device_id)
+    return chain_note(certificate, device_records(session, row.device_id), keys)
 
 
 def sanitized_at(certificate: Certificate) -> float:
@@ -254,9 +267,19 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
     )
     device_certificates = ReportTable(
         "端末証明書 Device certificates",
-        ["端末 device", "シリアル serial", "状態 state"],
         [
-            [name, f"{entry.serial:x}", "失効 revoked" if entry.revoked else "有効 active"]
+            "端末 device",
+            "シリアル serial",
+            "状態 state",
+            "署名鍵 signing key (for fieldkit certificate verify --public-key)",
+        ],
+        [
+            [
+                name,
+                f"{entry.serial:x}",
+                "失効 revoked" if entry.revoked else "有効 active",
+                entry.signing_public.hex(),
+            ]
             for name, entry in sorted(roster.items())
             if not device or name == device
         ],
@@ -336,7 +359,11 @@ def upload() -> ResponseReturnValue:
         signed=checked.signed,
         chain=checked.chain_ok,
     )
-    db().commit()
+    try:
+        db().commit()
+    except IntegrityError:  # the same certificate, uploaded at the same moment elsewhere
+        db().rollback()
+        return refuse(f"登録済み / Already recorded: certificate {certificate.certificate_id}", 409)
     verdict = "確認済 verified" if checked.signed and checked.chain_ok else "要確認 NOT verified"
     flash(f"登録しました / Recorded: certificate {certificate.certificate_id} ({verdict})")
     date = dt.datetime.fromtimestamp(at, JST).date().isoformat()
