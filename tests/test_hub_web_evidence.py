@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,15 @@ def test_the_hub_shows_a_certificate_it_cannot_verify_and_refuses_what_is_not_on
     assert checks[1][:2] == ("確認済 yes", "未確認 NO")
     assert "the erasure records end after 3" in checks[1][2]
 
+    # The genuine certificate behind the edited copy takes its place; nothing replaces it.
+    genuine_text = certificate_of(pki, "tab-a", 3, records[-1].hash).model_dump_json()
+    edited_first = genuine_text.replace('"samples_failed":0', '"samples_failed":1')
+    assert upload(admin, edited_first, token).status_code == 302
+    assert upload(admin, genuine_text, token).status_code == 302
+    assert upload(admin, edited_first, token).status_code == 409
+    genuine_id = json.loads(genuine_text)["certificate_id"]
+    assert admin.get(f"/evidence/certificates/{genuine_id}.json").data == genuine_text.encode()
+
     for bad, reason in (
         (b"\xff\xfe not text", "Not recorded"),
         ("{}", "not a sanitization certificate"),
@@ -276,8 +286,10 @@ def test_the_hub_shows_a_certificate_it_cannot_verify_and_refuses_what_is_not_on
     assert upload(auditor, short, csrf_token(auditor, "/evidence")).status_code == 403
     chiyoda = client_as("chiyoda")
     assert chiyoda.get("/evidence/records/tab-a.jsonl").status_code == 403
+    assert chiyoda.get(f"/evidence/certificates/{genuine_id}.json").status_code == 403
+    assert upload(chiyoda, short, csrf_token(chiyoda, "/")).status_code == 403
     with Session(hubweb(web_app).engine) as session:
-        assert len(session.scalars(select(CertificateRow)).all()) == 2
+        assert len(session.scalars(select(CertificateRow)).all()) == 3
 
 
 def test_a_record_missing_at_the_hub_shows_as_a_gap_until_it_arrives(

@@ -333,22 +333,27 @@ def upload() -> ResponseReturnValue:
     except (UnicodeDecodeError, ValueError) as exc:
         return refuse(f"登録できません / Not recorded: {str(exc).splitlines()[0]}", 400)
     certificate = checked.certificate
-    if db().get(CertificateRow, certificate.certificate_id) is not None:
+    fields = {
+        "device_id": certificate.device,
+        "sanitized_at": at,
+        "result": certificate.result,
+        "signed": checked.signed,
+        "chain_ok": checked.chain_ok,
+        "chain_note": checked.chain_note,
+        "uploaded_by": current_user.id,
+        "uploaded_at": time.time(),
+        "body": text,
+    }
+    held = db().get(CertificateRow, certificate.certificate_id)
+    if held is not None and (held.signed or not checked.signed):
         return refuse(f"登録済み / Already recorded: certificate {certificate.certificate_id}", 409)
-    db().add(
-        CertificateRow(
-            certificate_id=certificate.certificate_id,
-            device_id=certificate.device,
-            sanitized_at=at,
-            result=certificate.result,
-            signed=checked.signed,
-            chain_ok=checked.chain_ok,
-            chain_note=checked.chain_note,
-            uploaded_by=current_user.id,
-            uploaded_at=time.time(),
-            body=text,
-        )
-    )
+    if held is not None:
+        # An altered copy came first under this ID; the genuine one takes its place (both
+        # uploads stay in the audit log), so a bad copy cannot block the real certificate.
+        for name, value in fields.items():
+            setattr(held, name, value)
+    else:
+        db().add(CertificateRow(certificate_id=certificate.certificate_id, **fields))
     audit.record(
         db(),
         current_user.id,
@@ -358,6 +363,7 @@ def upload() -> ResponseReturnValue:
         result=certificate.result,
         signed=checked.signed,
         chain=checked.chain_ok,
+        replaced_unsigned_copy=held is not None,
     )
     try:
         db().commit()
