@@ -165,12 +165,12 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
 BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
 BEGIN SELECT RAISE(ABORT, 'erasure records are append-only'); END;
--- Which records sync has taken into its durable outbox (it answered "accepted"), or refused
--- for good (``refused``: the fields it named; the hub will show the gap).
+-- Which records sync has taken into its durable outbox (it answered "accepted"), or will
+-- not be offered again (``note`` says why: the fields sync refused it for, or an upgrade).
 CREATE TABLE IF NOT EXISTS handed_over (
     seq INTEGER PRIMARY KEY REFERENCES records (seq),
     at REAL NOT NULL,
-    refused TEXT
+    note TEXT
 );
 """
 
@@ -203,7 +203,7 @@ class EvidenceStore:
             # sync heard reached the hub under other IDs). Offering them all again would send
             # each a second time; the hub shows the ones that never arrived as a gap.
             self._db.execute(
-                "INSERT INTO handed_over (seq, at, refused) "
+                "INSERT INTO handed_over (seq, at, note) "
                 "SELECT seq, ?, 'sent before the hand-over existed' FROM records",
                 (time.time(),),
             )
@@ -262,13 +262,13 @@ class EvidenceStore:
             ).fetchall()
         return [(int(seq), ErasureRecord.model_validate_json(body)) for seq, body in rows]
 
-    def mark_handed_over(self, seq: int, refused: str | None = None) -> None:
+    def mark_handed_over(self, seq: int, note: str | None = None) -> None:
         with self._lock:
             if self._closed:
                 return  # stopping: the record is offered again at the next start
             self._db.execute(
-                "INSERT OR IGNORE INTO handed_over (seq, at, refused) VALUES (?, ?, ?)",
-                (seq, time.time(), refused),
+                "INSERT OR IGNORE INTO handed_over (seq, at, note) VALUES (?, ?, ?)",
+                (seq, time.time(), note),
             )
 
 

@@ -329,6 +329,7 @@ class Wiper:
                         timeout=self.settings.handover_timeout,
                     )
                 except RequestRefused as exc:
+                    fields = ", ".join(exc.reply.fields)
                     if any(field.startswith("body.") for field in exc.reply.fields):
                         # Refused for what the record holds, not for the moment (an outbox
                         # full names no field; a sync too old to know record_id names that):
@@ -337,9 +338,9 @@ class Wiper:
                             "sync refused erasure record %s for good (%s); the hub will show "
                             "a gap in the chain there",
                             record.record_id,
-                            ", ".join(exc.reply.fields),
+                            fields,
                         )
-                        self.store.mark_handed_over(seq, refused=", ".join(exc.reply.fields))
+                        self.store.mark_handed_over(seq, note=f"refused: {fields}")
                         continue
                     return self._still_waiting(waiting, index, exc)
                 except BusError as exc:

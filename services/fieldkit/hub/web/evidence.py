@@ -115,11 +115,12 @@ def check_certificate(session: Session, text: str) -> Checked:
         raise ValueError("the certificate ID must be 32 hexadecimal digits")
     if not DEVICE.match(certificate.device):
         raise ValueError(f"device {certificate.device[:70]!r} is not a device ID")
-    key = enrolled_key(read_roster(hubweb().pki.roster), certificate.device)
+    roster = read_roster(hubweb().pki.roster)
+    key = enrolled_key(roster, certificate.device)
     if key is None:
         raise ValueError(f"device {certificate.device} is not enrolled on this hub")
     signed = not verify_certificate(text, key)
-    keys = enrolled_keys(read_roster(hubweb().pki.roster), certificate.device)
+    keys = enrolled_keys(roster, certificate.device)
     chain_ok, note = chain_note(certificate, device_records(session, certificate.device), keys)
     return Checked(certificate, signed, chain_ok, note)
 
@@ -136,11 +137,13 @@ def chain_note(
     return True, f"{chain.records} records, ending at {chain.head[:12]}"
 
 
-def chain_now(session: Session, row: CertificateRow) -> tuple[bool, str]:
+def chain_now(
+    session: Session, roster: dict[str, RosterEntry], row: CertificateRow
+) -> tuple[bool, str]:
     """The chain check against the records the hub holds now: a record that arrived after
     the upload can close a gap (the row keeps what was found at upload)."""
     certificate = Certificate.model_validate_json(row.body)
-    keys = enrolled_keys(read_roster(hubweb().pki.roster), row.device_id)
+    keys = enrolled_keys(roster, row.device_id)
     return chain_note(certificate, device_records(session, row.device_id), keys)
 
 
@@ -163,6 +166,7 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
     start = dt.datetime.fromisoformat(date).replace(tzinfo=JST)
     lo, hi = start.timestamp(), (start + dt.timedelta(days=1)).timestamp()
     suffix = f" — {device}" if device else ""
+    roster = read_roster(hubweb().pki.roster)
 
     def clock(at: float) -> str:
         return dt.datetime.fromtimestamp(at, JST).strftime("%H:%M:%S")
@@ -230,10 +234,9 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
                 c.certificate_id,
             ]
             for c in certificates
-            for chain_ok, note in [chain_now(session, c)]
+            for chain_ok, note in [chain_now(session, roster, c)]
         ],
     )
-    roster = read_roster(hubweb().pki.roster)
     named = {r.device_id for r in records} | {c.device_id for c in certificates}
     chained = [device] if device else sorted(named)
     chains = ReportTable(
