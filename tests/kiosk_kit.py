@@ -83,6 +83,9 @@ def start_kiosk(
         # The kiosk's session folder is one the wipe purges and scans.
         kiosk.setdefault("session_dir", root / "run-session")
         config = config_for(tmp_path, local_printer, antivirus + sync + wipe + capture)
+        # The kit runs these services: the kiosk's session gate pings exactly these holders.
+        runner = config.runner.model_copy(update={"services": [*names, "kiosk"]})
+        config = config.model_copy(update={"runner": runner})
         started.extend(start_service(spec, config) for spec in load_specs(names))
         (kiosk_spec,) = load_specs(["kiosk"])
         app = make_app(config, operator_hash, **kiosk)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -39,11 +39,12 @@ def kiosk_on_the_bus(config: DeviceConfig, operator_hash: str) -> Flask:
     return app
 
 
-def run_session(app: Flask) -> str:
+def run_session(app: Flask, before_the_end: Callable[[], None] = lambda: None) -> str:
     with app.test_client() as client:
         walk(client, app)
         session = kiosk(app).counter.current
         assert session is not None
+        before_the_end()
         post(client, "/abandon", {}, page="/review")
         page = post(client, "/next", {}, page="/ended")
         assert page.status_code == 302
@@ -55,14 +56,29 @@ def wiped_kit(
     device: tuple[DeviceConfig, Path], operator_hash: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Flask, Path, DeviceConfig]]:
     config, root = device
+    # The kit runs the expected holders (one may be down), the wipe and the antivirus.
+    runner = config.runner.model_copy(
+        update={"services": sorted({*request.param, "wipe", "antivirus"})}
+    )
+    config = config.model_copy(update={"runner": runner})
     wipe_ctx, _ = start_wipe(config, request.param)
-    (antivirus_spec,) = load_specs(["antivirus"])
-    antivirus = start_service(antivirus_spec, config)
+    # The expected holders run for real (capture on its demo camera); a test stops one.
+    services = [
+        start_service(spec, config)
+        for spec in load_specs(["antivirus", *(n for n in request.param if n != "kiosk")])
+    ]
     app = kiosk_on_the_bus(config, operator_hash)
+    app.extensions["test-services"] = {ctx.spec.name: ctx for ctx in services}
     yield app, root, config
     detach_service(app)
-    stop_service(antivirus)
+    for ctx in services:
+        if not ctx.stopping.is_set():
+            stop_service(ctx)
     stop_service(wipe_ctx)
+
+
+def stop_holder(app: Flask, name: str) -> None:
+    stop_service(app.extensions["test-services"][name])
 
 
 @pytest.mark.parametrize("wiped_kit", [["kiosk"]], indirect=True)
@@ -89,11 +105,75 @@ def test_next_applicant_wipes_the_session_and_the_record_is_ok(
 def test_a_failed_wipe_is_shown_to_the_operator_and_audited(
     wiped_kit: tuple[Flask, Path, DeviceConfig],
 ) -> None:
-    """capture is expected but not running: the wipe fails and the kiosk says so."""
+    """capture stops during the session: the wipe fails and the kiosk says so."""
     app, _, _ = wiped_kit
-    page = run_session(app)
+    page = run_session(app, lambda: stop_holder(app, "capture"))
     assert "消去を確認できませんでした" in page
     assert kiosk(app).audit_log[-1].action == "wipe-failed"
+
+
+def start_a_session(app: Flask) -> str:
+    with app.test_client() as client:
+        login(client)
+        return post(client, "/", {"mode": "support"}).get_data(as_text=True)
+
+
+def assert_no_session_starts_until_the_erasure_is_proven(app: Flask) -> None:
+    page = start_a_session(app)
+    assert kiosk(app).counter.current is None, "a session started after a failed wipe"
+    assert "消去をまだ確認できていません" in page
+    assert kiosk(app).audit_log[-1].action == "session-refused:wipe-unproven"
+
+
+@pytest.mark.parametrize("gate", ["on", "off"])
+@pytest.mark.parametrize("wiped_kit", [["capture", "kiosk"]], indirect=True)
+def test_no_new_session_starts_while_the_last_erasure_is_unproven(
+    wiped_kit: tuple[Flask, Path, DeviceConfig],
+    gate: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """capture stops during the session: the wipe fails, and the counter stays closed (fails
+    closed) until the holder is back and a retry of that session's wipe passes. With the
+    gate taken out, the same check catches the session that starts anyway."""
+    app, _, config = wiped_kit
+    page = run_session(app, lambda: stop_holder(app, "capture"))
+    assert "消去をまだ確認できていません" in page  # shown on the home page at once
+    state = kiosk(app)
+    assert state.unproven is not None
+    if gate == "off":
+        monkeypatch.setattr(type(state), "session_refusal", lambda self, lang: None)
+        with pytest.raises(AssertionError, match="a session started after a failed wipe"):
+            assert_no_session_starts_until_the_erasure_is_proven(app)
+        return
+    assert_no_session_starts_until_the_erasure_is_proven(app)
+    # The missing holder comes back: the next attempt (start pressed) retries the wipe of
+    # the unproven session, which passes, and only then does the new session start.
+    (capture_spec,) = load_specs(["capture"])
+    capture = start_service(capture_spec, config)
+    try:
+        start_a_session(app)
+        assert state.unproven is None
+        assert state.counter.current is not None
+        actions = [e.action for e in state.audit_log]
+        assert "wiped:attempt-3" in actions or "wiped:attempt-2" in actions
+        assert actions.index("session-refused:wipe-unproven") < len(actions) - 1
+    finally:
+        state.counter.abandon("test")
+        state.counter.close()
+        stop_service(capture)
+
+
+@pytest.mark.parametrize("wiped_kit", [["kiosk"]], indirect=True)
+def test_a_silent_holder_refuses_the_session(
+    wiped_kit: tuple[Flask, Path, DeviceConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kit is meant to run printing too, and printing does not answer: no session."""
+    app, _, _ = wiped_kit
+    kiosk(app).holders = [*kiosk(app).holders, "printing"]
+    page = start_a_session(app)
+    assert kiosk(app).counter.current is None
+    assert "端末の機能が応答していません(printing)" in page
+    assert kiosk(app).audit_log[-1].action == "session-refused:holder-offline"
 
 
 def test_without_a_bus_the_kiosk_still_closes_the_session(

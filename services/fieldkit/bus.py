@@ -22,7 +22,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -262,8 +262,20 @@ class Bus:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    def handle_request(self, op: str, model: type[M], handler: RequestHandler[M]) -> None:
-        """Answer ``<anyone>/req/<me>/<op>`` with the handler's reply."""
+    def handle_request(
+        self,
+        op: str,
+        model: type[M],
+        handler: RequestHandler[M],
+        *,
+        worker: Executor | None = None,
+    ) -> None:
+        """Answer ``<anyone>/req/<me>/<op>`` with the handler's reply.
+
+        With a ``worker``, the request is checked on the bus thread and the handler runs on
+        the worker, which sends the reply: a handler that takes seconds (the session wipe)
+        never holds up the network thread, so keepalives and other messages go on meanwhile.
+        """
 
         def dispatch(msg: mqtt.MQTTMessage) -> None:
             meta = self._incoming(msg)
@@ -272,6 +284,15 @@ class Bus:
             except MessageError as exc:
                 self._refuse(meta, exc.reason, exc.fields)
                 return
+            if worker is None:
+                answer(request, meta)
+                return
+            try:
+                worker.submit(answer, request, meta)
+            except RuntimeError:  # the worker was shut down: the service is stopping
+                self._refuse(meta, "the service is stopping", [])
+
+        def answer(request: M, meta: Incoming) -> None:
             try:
                 reply = handler(request, meta)
             except MessageError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.outbound import Outbound
 from fieldkit.kiosk.printer import Printer
 from fieldkit.kiosk.text import Lang, age_band_label, check_label, say, unit_label
+from fieldkit.messages import Ping, Pong
 from fieldkit.municipalities import MunicipalityTable
+from fieldkit.registry import holders, specs_for_role
 from fieldkit.runner import ServiceContext, stop_service
 from fieldkit.wipe.markers import fragments_b64
 from fieldkit.wipe.messages import SessionMarkers, WipeResult, WipeSession
@@ -34,9 +37,22 @@ log = logging.getLogger(__name__)
 EXTENSION = "fieldkit.kiosk"
 # The wipe waits up to its holder timeout for the handshake, then purges and scans.
 WIPE_REPLY_TIMEOUT = 60.0
+# A holder that does not answer a ping within this refuses a new session.
+HOLDER_PING_TIMEOUT = 2.0
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
+
+
+@dataclass
+class UnprovenWipe:
+    """A closed session whose erasure record is missing or failed. Its markers (the wipe's
+    way to recognise the session's residue) are kept, in memory only, until a wipe passes."""
+
+    sid: str
+    operator: str
+    markers: SessionMarkers | None = field(default=None, repr=False)
+    attempts: int = 0
 
 
 @dataclass
@@ -54,6 +70,11 @@ class Kiosk:
     folders: SessionFolders | None = None
     outbound: Outbound | None = None
     trail: AuditLog | None = None
+    # The last session while its erasure is not proven (R6): no new session until it is.
+    unproven: UnprovenWipe | None = None
+    # The services that must answer the forget handshake (and the wipe): pinged at each start.
+    holders: list[str] = field(default_factory=list)
+    _wipe_lock: threading.RLock = field(default_factory=threading.RLock)
 
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
@@ -99,6 +120,8 @@ class Kiosk:
 
         Returns the wipe's verdict, or None when no bus is attached (the kiosk's own tests):
         closing the session has then zeroed what the kiosk held, and nothing else ran.
+        A session whose wipe is not proven stays *unproven*: no new session starts until a
+        retry of its wipe passes (``session_refusal``, ``retry_wipe``).
         """
         session = self.counter.current
         if session is None:
@@ -107,24 +130,63 @@ class Kiosk:
         self.counter.close()
         if self.service is None:
             return None
-        request = WipeSession(sid=session.sid, operator=session.operator, markers=markers)
-        try:
-            result = self.service.bus.request(
-                "wipe", "wipe-session", request, WipeResult, timeout=WIPE_REPLY_TIMEOUT
+        with self._wipe_lock:
+            self.unproven = UnprovenWipe(session.sid, session.operator, markers)
+        return self.retry_wipe()
+
+    def retry_wipe(self) -> bool:
+        """Ask the wipe service (again) to erase the unproven session; True once it passed."""
+        with self._wipe_lock:
+            pending = self.unproven
+            if pending is None:
+                return True
+            if self.service is None:
+                return False
+            pending.attempts += 1
+            request = WipeSession(
+                sid=pending.sid, operator=pending.operator, markers=pending.markers
             )
-        except BusError as exc:
-            log.error("session %s: the wipe could not be asked: %s", session.sid, exc)
-            ok = False
-        else:
-            ok = result.ok
-            if not ok:
-                log.error("session %s: wipe failed: %s", session.sid, "; ".join(result.failures))
-        self.record(
-            AuditEvent(
-                time.time(), session.operator, session.sid, "wiped" if ok else "wipe-failed", "", ""
-            )
-        )
-        return ok
+            try:
+                result = self.service.bus.request(
+                    "wipe", "wipe-session", request, WipeResult, timeout=WIPE_REPLY_TIMEOUT
+                )
+            except BusError as exc:
+                log.error("session %s: the wipe could not be asked: %s", pending.sid, exc)
+                ok = False
+            else:
+                ok = result.ok
+                if not ok:
+                    log.error(
+                        "session %s: wipe failed: %s", pending.sid, "; ".join(result.failures)
+                    )
+            del request
+            action = "wiped" if ok else "wipe-failed"
+            if pending.attempts > 1:
+                action += f":attempt-{pending.attempts}"
+            self.record(AuditEvent(time.time(), pending.operator, pending.sid, action, "", ""))
+            if ok:
+                # The markers were this session's data too: dropped once the erasure is proven.
+                self.unproven = None
+                pending.markers = None
+            return ok
+
+    def session_refusal(self, lang: Lang) -> tuple[str, str] | None:
+        """Why no new applicant session may start now, as (code, words for staff); None when
+        one may. Fails closed: an unproven erasure (retried here once more), a holder or the
+        wipe that does not answer, or the antivirus gate refusing or silent."""
+        if self.unproven is not None and not self.retry_wipe():
+            return "wipe-unproven", say("wipe_unproven", lang)
+        if self.service is None:
+            return None
+        silent = []
+        for name in self.holders:
+            try:
+                self.service.bus.request(name, "ping", Ping(), Pong, timeout=HOLDER_PING_TIMEOUT)
+            except BusError:
+                silent.append(name)
+        if silent:
+            return "holder-offline", say("holder_offline", lang).format(services=", ".join(silent))
+        return None
 
     def forget_session(self, sid: str) -> list[str]:
         """The wipe handshake: zero the applicant session ``sid`` if this kiosk still holds it."""
@@ -179,6 +241,22 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
     )
     serve_forget_requests(ctx.bus, state.forget_session)
     state.operators.follow(ctx.bus)
+    specs = specs_for_role(state.config.device.role, state.config.runner.services)
+    state.holders = sorted({*holders(specs), "wipe"} - {ctx.spec.name})
+    # An unproven erasure is retried by itself, not only when staff press start.
+    retry = threading.Thread(
+        target=retry_unproven, args=(state, ctx.stopping), name="kiosk-wipe-retry", daemon=True
+    )
+    retry.start()
+
+
+def retry_unproven(state: Kiosk, stopping: threading.Event) -> None:
+    while not stopping.wait(state.config.kiosk.wipe_retry_seconds):
+        if state.unproven is not None:
+            try:
+                state.retry_wipe()
+            except Exception:
+                log.exception("retrying the unproven wipe failed")
 
 
 def detach_service(app: Flask) -> None:

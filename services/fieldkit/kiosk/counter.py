@@ -115,6 +115,7 @@ def end_session(reason: str) -> None:
 
 def close_and_wipe() -> None:
     if kiosk().close_and_wipe() is False:
+        # The home page says so too, and no new session starts until a retry passes.
         flash(say("wipe_failed", g.get("lang", "ja")))
 
 
@@ -178,21 +179,52 @@ def antivirus_refusal() -> str | None:
     return gate.message_ja if g.lang == "ja" else gate.message_en
 
 
+def start_refusal() -> tuple[str, str] | None:
+    """Why no applicant session may start now, as (code, words for staff); None when one may.
+
+    Fails closed, in this order: the last session's erasure is not proven (it is retried
+    once more first), the wipe or a holder does not answer, the antivirus gate refuses."""
+    refusal = kiosk().session_refusal(g.lang)
+    if refusal is not None:
+        return refusal
+    words = antivirus_refusal()
+    return ("antivirus", words) if words is not None else None
+
+
 @bp.route("/", methods=["GET", "POST"])
 def home() -> ResponseReturnValue:
-    if kiosk().counter.current is not None:
+    state = kiosk()
+    if state.counter.current is not None:
         return to_current_step()
-    form = ModeForm(mode=kiosk().config.kiosk.default_mode)
+    form = ModeForm(mode=state.config.kiosk.default_mode)
     refusal = None
     if form.validate_on_submit():
-        refusal = antivirus_refusal()
-        if refusal is None:
-            kiosk().counter.start(
+        refused = start_refusal()
+        if refused is None:
+            state.counter.start(
                 current_user.id, "municipal" if form.mode.data == "municipal" else "support"
             )
             return to_current_step()
-        kiosk().record_login(current_user.id, "session-refused:antivirus")
-    return render_template("ready.html", form=form, refusal=refusal)
+        code, refusal = refused
+        # Audited, and so at the hub: every refusal is an alarm there (R14, R24).
+        state.record_login(current_user.id, f"session-refused:{code}")
+    elif state.unproven is not None:
+        # Shown before staff press start: the next applicant must wait.
+        refusal = say("wipe_unproven", g.lang)
+    return render_template(
+        "ready.html", form=form, refusal=refusal, unproven=state.unproven is not None,
+        buttons=EmptyForm(),
+    )  # fmt: skip
+
+
+@bp.post("/retry-wipe")
+def retry_wipe() -> ResponseReturnValue:
+    """Staff ask for the unproven erasure to be checked again now."""
+    if EmptyForm().validate_on_submit():
+        state = kiosk()
+        if state.unproven is not None:
+            flash(say("wipe_proven" if state.retry_wipe() else "wipe_unproven", g.lang))
+    return redirect(url_for("counter.home"))
 
 
 @bp.route("/scan", methods=["GET", "POST"])

@@ -55,6 +55,8 @@ class KioskSection(Section):
     lockout_minutes: float = Field(default=10.0, gt=0)
     operator_idle_minutes: float = Field(default=15.0, gt=0)
     applicant_idle_minutes: float = Field(default=10.0, gt=0)
+    # While the last session's erasure is not proven, the kiosk asks the wipe again this often.
+    wipe_retry_seconds: float = Field(default=15.0, gt=0)
     prefectures: list[str] = Field(default=["20"], min_length=1)
     # Hosts the QR's online-application URL may open (R16); anything else is refused.
     online_application_hosts: list[str] = ["app.net.kojinbango-card.go.jp"]

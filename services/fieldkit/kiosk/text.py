@@ -107,6 +107,24 @@ TEXT: dict[str, tuple[str, str]] = {
         "Printing could not start. Check the printer, then press again.",
     ),
     "print_again": ("もう一度印刷する", "Print again"),
+    "wipe_unproven": (
+        "前の方のデータの消去をまだ確認できていません。確認できるまで、次の方の受付はできません。"
+        "端末が自動でやり直しています。1分たっても変わらないときは、管理者に連絡してください。",
+        "The erasure of the previous applicant's data is not confirmed yet. No new session can"
+        " start until it is. The tablet is retrying by itself. If nothing changes within a"
+        " minute, call the administrator.",
+    ),
+    "wipe_proven": (
+        "前の方のデータの消去を確認しました。次の方の受付ができます。",
+        "The erasure of the previous applicant's data is confirmed. The next session can start.",
+    ),
+    "holder_offline": (
+        "端末の機能が応答していません({services})。受付を始められません。"
+        "1分ほど待っても変わらないときは、端末を再起動してください。",
+        "Part of the tablet is not answering ({services}), so no session can start. If this"
+        " does not change within a minute, restart the tablet.",
+    ),
+    "retry_wipe": ("消去をもう一度確認する", "Check the erasure again"),
     "av_unknown": (
         "ウイルス対策の状態を確認できないため、受付を始められません。端末を再起動してください。",
         "The antivirus status cannot be checked, so no session can start. Restart the tablet.",

@@ -16,6 +16,8 @@ signed ``ErasureRecord`` to the evidence store and publish it on ``wipe/evt/reco
 A holder that does not answer, or a residue the scan finds, fails the record visibly: the
 reply says ``ok: false`` and names the holder or location.
 
+The wipe runs on a worker thread of its own (one at a time), never on the bus thread.
+
 Events: ``wipe/evt/session/<sid>/forget`` (ForgetSession) and ``wipe/evt/record``
 (ErasureRecord: evidence, no personal data). A boot scan and then a daily scan of the whole
 catalogue publish their records on the same topic.
@@ -29,6 +31,7 @@ import logging
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -422,8 +425,12 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     def on_wipe(request: WipeSession, meta: Incoming) -> WipeResult:
         return result_of(wiper.wipe_session(request.sid, request.operator, request.markers))
 
+    # The wipe takes a second or more: it runs on its own thread, one wipe at a time, so the
+    # bus thread keeps the connection alive (a missed keepalive lost the verdict) and keeps
+    # answering pings and markers meanwhile.
+    work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wipe-work")
     ctx.bus.handle_request("session-markers", SessionMarkers, on_markers)
-    ctx.bus.handle_request("wipe-session", WipeSession, on_wipe)
+    ctx.bus.handle_request("wipe-session", WipeSession, on_wipe, worker=work)
 
     def scan_daily() -> None:
         if not settings.boot_scan:
@@ -452,6 +459,9 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     def stop() -> None:
         ctx.stopping.set()
         wiper.sealed.set()
+        # A wipe under way ends (its scan stops at the next file, reported as interrupted)
+        # and sends its verdict; one not yet started is refused.
+        work.shutdown(wait=True, cancel_futures=True)
         scanner.join(timeout=60)
         # Closing the connection ends a hand-over request still waiting for sync; a record
         # it could not hand over is offered again at the next start.
