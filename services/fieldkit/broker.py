@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fieldkit.bus import CREDENTIALS_DIR, ENDPOINT_FILE, Endpoint
-from fieldkit.processes import accepting, die_with_parent, terminate
+from fieldkit.processes import accepting, die_with_parent, scrubbing_environment, terminate
 from fieldkit.registry import Identity
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,12 @@ class LocalBroker:
         *,
         max_message_bytes: int = 8 * 1024 * 1024,
         mosquitto: str = "mosquitto",
+        scrub_freed_memory: bool = True,
     ) -> None:
         self.runtime_dir = runtime_dir
+        # Messages cross the broker's heap in clear: what it frees is overwritten at once
+        # (fieldkit.processes), and it queues at most max_queued_messages per client.
+        self.scrub_freed_memory = scrub_freed_memory
         self.identities = identities
         self.max_message_bytes = max_message_bytes
         self.mosquitto = mosquitto
@@ -163,6 +167,7 @@ class LocalBroker:
         self.process = subprocess.Popen(
             [self.mosquitto, "-c", str(self.config_file)],
             stdin=subprocess.DEVNULL,
+            env=scrubbing_environment(os.environ, python=False, enabled=self.scrub_freed_memory),
             start_new_session=True,
             preexec_fn=die_with_parent,
         )

@@ -78,6 +78,13 @@ class RunnerSection(Section):
     backoff_max: float = Field(default=30.0, gt=0)
     stable_after: float = Field(default=60.0, gt=0)
     stop_timeout: float = Field(default=10.0, gt=0)
+    scrub_freed_memory: bool = Field(
+        default=True,
+        description=(
+            "Run the broker and every service with freed memory overwritten (PYTHONMALLOC=malloc,"
+            " glibc perturb, no tcache), so a session's data does not outlive its forget."
+        ),
+    )
 
 
 class DeviceConfig(BaseSettings):

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fieldkit.config import describe_validation_error
+from fieldkit.processes import scrubbing_environment
 
 POLICY_DIR_ENV = "FIELDKIT_POLICIES"
 INSTALLED_POLICY_DIR = Path("/etc/fieldkit/policies")
@@ -637,6 +638,8 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
         f"User={user}",
         f"Group={user}",
         f"ExecStart={svc.venv}/bin/fieldkit --config {svc.config} service run {name}",
+        # Freed memory overwritten at once (fieldkit.processes, the runner does the same).
+        *(f"Environment={k}={v}" for k, v in scrubbing_environment({}).items()),
         "Restart=on-failure",
         "RestartSec=2",
     ]
@@ -645,6 +648,19 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
             lines.append(f"{key}={item}")
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
+
+
+def broker_unit_dropin() -> str:
+    """A drop-in for Debian's mosquitto.service: the broker's freed memory overwritten too."""
+    env = scrubbing_environment({}, python=False)
+    return "\n".join(
+        [
+            f"# {GENERATED.format(kind='services')}",
+            "[Service]",
+            *(f"Environment={k}={v}" for k, v in env.items()),
+            "",
+        ]
+    )
 
 
 def unit_name(service: str) -> str:
@@ -710,6 +726,7 @@ def ansible_vars(
         "fieldkit_services_venv": str(policies.services.venv),
         "fieldkit_services_max_exposure": policies.services.max_exposure,
         "broker_acl": render_acl(identities_for(specs_for_role(role))),
+        "broker_unit_dropin": broker_unit_dropin(),
         "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
     }

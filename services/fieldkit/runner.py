@@ -23,7 +23,7 @@ from types import FrameType
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import Bus, BusError, Endpoint, read_endpoint, read_password
 from fieldkit.config import DeviceConfig
-from fieldkit.processes import die_with_parent
+from fieldkit.processes import die_with_parent, scrubbing_environment
 from fieldkit.registry import ServiceSpec, identities_for
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ class Supervisor:
             identities_for(child.spec for child in self.children),
             configured_endpoint(self.config),
             max_message_bytes=self.config.bus.max_message_bytes,
+            scrub_freed_memory=self.config.runner.scrub_freed_memory,
         )
         self.broker.start()
 
@@ -164,7 +165,10 @@ class Supervisor:
         else:
             cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
             cmd += ["service", "run", child.spec.name]
-        env = {**os.environ, "FIELDKIT_CONFIG": str(self.config_path)}
+        env = scrubbing_environment(
+            {**os.environ, "FIELDKIT_CONFIG": str(self.config_path)},
+            enabled=self.config.runner.scrub_freed_memory,
+        )
         child.process = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             preexec_fn=die_with_parent,

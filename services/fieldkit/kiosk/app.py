@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import threading
@@ -31,7 +32,7 @@ from fieldkit.municipalities import MunicipalityTable
 from fieldkit.registry import holders, specs_for_role
 from fieldkit.runner import ServiceContext, stop_service
 from fieldkit.wipe.markers import fragments_b64
-from fieldkit.wipe.messages import SessionMarkers, WipeResult, WipeSession
+from fieldkit.wipe.messages import MarkersAccepted, SessionMarkers, WipeResult, WipeSession
 
 log = logging.getLogger(__name__)
 EXTENSION = "fieldkit.kiosk"
@@ -47,7 +48,8 @@ login_manager = LoginManager()
 @dataclass
 class UnprovenWipe:
     """A closed session whose erasure record is missing or failed. Its markers (the wipe's
-    way to recognise the session's residue) are kept, in memory only, until a wipe passes."""
+    way to recognise the session's residue) stay here, in memory only, until the wipe
+    service has taken them; it keeps them until a wipe of the session passes."""
 
     sid: str
     operator: str
@@ -132,6 +134,8 @@ class Kiosk:
             return None
         with self._wipe_lock:
             self.unproven = UnprovenWipe(session.sid, session.operator, markers)
+        # Only the pending wipe holds the markers now, and it hands them to the wipe.
+        del markers, session
         return self.retry_wipe()
 
     def retry_wipe(self) -> bool:
@@ -143,11 +147,16 @@ class Kiosk:
             if self.service is None:
                 return False
             pending.attempts += 1
-            request = WipeSession(
-                sid=pending.sid, operator=pending.operator, markers=pending.markers
-            )
+            bus = self.service.bus
+            request = WipeSession(sid=pending.sid, operator=pending.operator)
             try:
-                result = self.service.bus.request(
+                if pending.markers is not None:
+                    # The wipe keeps the markers until the session is proven erased; the
+                    # kiosk holds no copy while the wipe scans its memory.
+                    bus.request("wipe", "session-markers", pending.markers, MarkersAccepted)
+                    pending.markers = None
+                    gc.collect()
+                result = bus.request(
                     "wipe", "wipe-session", request, WipeResult, timeout=WIPE_REPLY_TIMEOUT
                 )
             except BusError as exc:
@@ -165,9 +174,7 @@ class Kiosk:
                 action += f":attempt-{pending.attempts}"
             self.record(AuditEvent(time.time(), pending.operator, pending.sid, action, "", ""))
             if ok:
-                # The markers were this session's data too: dropped once the erasure is proven.
                 self.unproven = None
-                pending.markers = None
             return ok
 
     def session_refusal(self, lang: Lang) -> tuple[str, str] | None:

@@ -116,6 +116,8 @@ class ApplicantSession:
                 buffer[:] = bytes(len(buffer))
         self.photo = self.online_photo = None
         self.application_id = self.online_url = None
+        # Not personal, but a marker the wipe looks for in memory: the wipe has it already.
+        self.canary = ""
         self.e_certificate = None
         self.braille = None
         self.agreed = None

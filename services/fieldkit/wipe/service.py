@@ -100,6 +100,14 @@ class HeldMarkers:
             )
         )
 
+    def merge(self, other: HeldMarkers) -> None:
+        if other.application_id:
+            self.application_id[:] = other.application_id
+        self.photo_fragments += other.photo_fragments
+        if other.canary:
+            self.canary[:] = other.canary
+        other.photo_fragments = []
+
     def zero(self) -> None:
         for buffer in [self.application_id, self.canary, *self.photo_fragments]:
             buffer[:] = bytes(len(buffer))
@@ -234,8 +242,9 @@ class Wiper:
                     started_again = self._browser("start", self.settings.browser_start)
                 if self.settings.browser_stop or self.settings.browser_start:
                     holder_results.append(browser_result(stopped, started_again))
-            finally:
-                held.zero()
+            except BaseException:
+                self._keep(sid, held)
+                raise
             record = self._seal(
                 ErasureRecord(
                     kind="session",
@@ -249,6 +258,11 @@ class Wiper:
                     ok=False,
                 )
             )
+        if record.ok:
+            held.zero()
+        else:
+            # A retry (the kiosk asks until one passes) looks for the same residue.
+            self._keep(sid, held)
         log.info(
             "session %s wiped: %s in %.2fs",
             sid,
@@ -256,6 +270,10 @@ class Wiper:
             record.finished - record.started,
         )
         return record
+
+    def _keep(self, sid: str, held: HeldMarkers) -> None:
+        with self._answered:
+            self._markers.setdefault(sid, HeldMarkers()).merge(held)
 
     def _browser(self, step: str, command: list[str]) -> str | None:
         """Run the browser's stop or start command; None when it worked, else why not."""
