@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from fieldkit.bus import CREDENTIALS_DIR, ENDPOINT_FILE, Endpoint
@@ -72,11 +72,13 @@ class LocalBroker:
         max_message_bytes: int = 8 * 1024 * 1024,
         mosquitto: str = "mosquitto",
         scrub_freed_memory: bool = True,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.runtime_dir = runtime_dir
         # Messages cross the broker's heap in clear: what it frees is overwritten at once
         # (fieldkit.processes), and it queues at most max_queued_messages per client.
         self.scrub_freed_memory = scrub_freed_memory
+        self.environment = dict(environment or {})
         self.identities = identities
         self.max_message_bytes = max_message_bytes
         self.mosquitto = mosquitto
@@ -167,7 +169,9 @@ class LocalBroker:
         self.process = subprocess.Popen(
             [self.mosquitto, "-c", str(self.config_file)],
             stdin=subprocess.DEVNULL,
-            env=scrubbing_environment(os.environ, python=False, enabled=self.scrub_freed_memory),
+            env=scrubbing_environment(
+                {**os.environ, **self.environment}, python=False, enabled=self.scrub_freed_memory
+            ),
             start_new_session=True,
             preexec_fn=die_with_parent,
         )

@@ -20,6 +20,10 @@ from collections.abc import Mapping
 # A chunk given back to the kernel (munmap) leaves the process; on the device the kernel
 # zeroes freed pages too (init_on_free=1 on its command line).
 PERTURB_BYTE = 0xA5
+# Set by ``fieldkit up`` on every process it starts (the broker too), to this kit's runtime
+# folder: the wipe reads the memory of exactly the processes that carry its own value, not
+# another kit's on the same development machine.
+KIT_ENV = "FIELDKIT_KIT"
 SCRUB_TUNABLES = f"glibc.malloc.tcache_count=0:glibc.malloc.perturb={PERTURB_BYTE}"
 SCRUB_PYTHON = {"PYTHONMALLOC": "malloc"}
 

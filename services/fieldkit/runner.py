@@ -23,7 +23,7 @@ from types import FrameType
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import Bus, BusError, Endpoint, read_endpoint, read_password
 from fieldkit.config import DeviceConfig
-from fieldkit.processes import die_with_parent, scrubbing_environment
+from fieldkit.processes import KIT_ENV, die_with_parent, scrubbing_environment
 from fieldkit.registry import ServiceSpec, identities_for
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class Supervisor:
         self.children = [Child(spec) for spec in specs]
         self.stop = threading.Event()
         self.broker: LocalBroker | None = None
+        self.kit = str(config.bus.runtime_dir.absolute())
 
     def _start_broker(self) -> None:
         if not self.config.bus.launch_broker:
@@ -156,6 +157,7 @@ class Supervisor:
             configured_endpoint(self.config),
             max_message_bytes=self.config.bus.max_message_bytes,
             scrub_freed_memory=self.config.runner.scrub_freed_memory,
+            environment={KIT_ENV: self.kit},
         )
         self.broker.start()
 
@@ -166,7 +168,7 @@ class Supervisor:
             cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
             cmd += ["service", "run", child.spec.name]
         env = scrubbing_environment(
-            {**os.environ, "FIELDKIT_CONFIG": str(self.config_path)},
+            {**os.environ, "FIELDKIT_CONFIG": str(self.config_path), KIT_ENV: self.kit},
             enabled=self.config.runner.scrub_freed_memory,
         )
         child.process = subprocess.Popen(
