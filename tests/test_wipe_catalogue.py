@@ -4,6 +4,7 @@ removes it, and with an eraser switched off the scan catches what it left. R6, R
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import signal
@@ -12,12 +13,19 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fieldkit.capture import synthetic
+from fieldkit.capture.appid import DEMO_ID
 from fieldkit.wipe.catalogue import Catalogue, read_ahead
 from fieldkit.wipe.markers import (
+    FRAGMENT_BYTES,
+    FRAGMENTS,
+    NOT_PERSONAL_IDS,
     MarkerSearch,
     daily_markers,
     fragments_b64,
@@ -117,6 +125,69 @@ def test_photo_fragments_come_from_the_compressed_data_and_are_found() -> None:
     search = MarkerSearch(session_markers(None, fragments, None))
     assert {h.kind for h in search.search_bytes(b"junk" + jpeg)} == {"photo"}
     assert search.search_bytes(os.urandom(5000)) == []
+
+
+def plain_jpeg(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return bytes(encoded.tobytes())
+
+
+def fixed_slices(jpeg: bytes) -> list[bytes]:
+    """Where fragments were taken before: three fixed positions in the compressed data."""
+    body = jpeg[jpeg.rfind(b"\xff\xda") + 16 : len(jpeg) - 2]
+    step = len(body) // 4
+    return [body[step * i : step * i + FRAGMENT_BYTES] for i in (1, 2, 3)]
+
+
+def test_photo_fragments_of_a_plain_rendered_photo_are_varied_and_its_own() -> None:
+    """A drawn face on a plain backdrop compresses to runs of a few bytes there; a slice taken
+    at a fixed position in such a run is in every photo with that backdrop, so it would find
+    (and once deleted) other applicants' files. Fragments are taken where the bytes vary."""
+    face = plain_jpeg(synthetic.demo_face((640, 480)))
+    other = plain_jpeg(synthetic.demo_face((800, 600)))  # another photo, the same backdrop
+    uniform = [s for s in fixed_slices(face) if len(set(s)) < 8]
+    assert uniform, "the fixed positions would have given a uniform marker"
+    assert any(s in other for s in uniform)
+    fragments = photo_fragments(face)
+    assert len(fragments) == FRAGMENTS
+    for fragment in fragments:
+        assert len(fragment) == FRAGMENT_BYTES and fragment in face
+        assert len(set(fragment)) >= 32 and fragment not in other
+        assert max(len(list(run)) for _, run in itertools.groupby(fragment)) <= 3
+    assert MarkerSearch(session_markers(None, fragments, None)).search_bytes(other) == []
+    # A photo with nothing varied in it gives no fragment rather than a uniform one.
+    assert photo_fragments(plain_jpeg(np.full((480, 640, 3), 128, np.uint8))) == []
+
+
+def test_a_marker_that_is_a_run_of_one_byte_is_never_used() -> None:
+    periodic = b"\xa2\x8a\x28\x00" * 12  # a flat area's code, found in the photo above
+    uniform = session_markers("0" * 23, [bytes(FRAGMENT_BYTES), periodic], "a" * 20)
+    assert uniform == []
+    canary = "canary-0123456789abcdef"
+    varied = session_markers(APPLICATION_ID, [os.urandom(FRAGMENT_BYTES)], canary)
+    assert sorted(m.kind for m in varied) == [
+        "application-id", "application-id-utf16", "canary", "canary-utf16", "photo",
+    ]  # fmt: skip
+
+
+def test_the_demo_id_is_neither_a_session_marker_nor_a_daily_finding() -> None:
+    """The demo camera's ID sits in the code and in every process that imports it: finding it
+    says nothing about an applicant. Any other 23 digits still are a finding."""
+    assert [m.kind for m in session_markers(DEMO_ID, [], None)] == []
+    data = b"a " + DEMO_ID.encode() + b" b " + DEMO_ID.encode("utf-16-le") + b" c "
+    for chunk in (4, 9, 23, 64):
+        hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(data), chunk, 1 << 20)
+        assert hits == [], chunk
+        with_other = data + OTHER_ID.encode()
+        hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(with_other), chunk, 999)
+        assert [h.kind for h in hits] == ["application-id-pattern"]
+    # Without the exclusion the same data is two findings: the exclusion is what clears it.
+    unexcluded = MarkerSearch(daily_markers(not_personal=())).search_bytes(data)
+    assert sorted(h.kind for h in unexcluded) == [
+        "application-id-pattern", "application-id-pattern-utf16",
+    ]  # fmt: skip
+    assert DEMO_ID in NOT_PERSONAL_IDS
 
 
 # ---- locations -------------------------------------------------------------------------------
