@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from fieldkit.capture import synthetic
 from fieldkit.capture.appid import DEMO_ID
+from fieldkit.config import DeviceConfig
 from fieldkit.wipe.catalogue import Catalogue, read_ahead
 from fieldkit.wipe.markers import (
     FRAGMENT_BYTES,
@@ -40,7 +41,9 @@ FILE_LOCATIONS = [
     "session-tmpfs", "browser-profile", "cups-spool", "cups-cache", "journald", "temp",
     "core-dumps", "broker-persistence", "outbox",
 ]  # fmt: skip
-ERASABLE = {"session-tmpfs", "browser-profile", "cups-spool", "temp", "core-dumps"}
+# Where the kit erases: only places that hold what the kit wrote. Everywhere else, a finding
+# fails the record and nothing is removed.
+ERASABLE = {"session-tmpfs", "browser-profile", "cups-spool", "core-dumps"}
 
 
 def session_search() -> MarkerSearch:
@@ -217,6 +220,7 @@ def test_the_erasers_remove_what_they_own_and_scan_only_places_stay_visible(
     planted = plant_everywhere(root, SID, SECRET)
     innocent = root / "tmp" / "unrelated.txt"
     innocent.write_bytes(b"nothing personal")
+    temp_copy = planted["temp"].read_bytes()
     search = session_search()
     for location in catalogue.locations:
         if location.name not in FILE_LOCATIONS:
@@ -228,7 +232,11 @@ def test_the_erasers_remove_what_they_own_and_scan_only_places_stay_visible(
             assert not planted[location.name].exists()
         else:
             assert result.status == "residue" and result.fails, location.name
-    assert innocent.read_bytes() == b"nothing personal"  # only matching temp files go
+            assert result.erased == 0 and result.action == "scanned only"
+    # A temporary folder is not the kit's alone: the file holding the marker is a finding that
+    # fails the record, and it is left as it was, like every other file there.
+    assert planted["temp"].read_bytes() == temp_copy
+    assert innocent.read_bytes() == b"nothing personal"
     assert not (root / "run-session" / SID).exists()
     assert (root / "profile").is_dir() and not any((root / "profile").iterdir())
 
@@ -324,7 +332,9 @@ def test_service_memory_is_scanned_and_zeroing_makes_it_clean(tmp_path: Path) ->
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         before = catalogue.scan(memory, session_search())
         assert before.status == "residue" and before.fails
-        assert {f.where for f in before.findings} == {f"pid:{child.pid}"}
+        where = f"pid:{child.pid} ({Path(sys.executable).name[:15]})"
+        assert {f.where for f in before.findings} == {where}
+        assert before.holders == {where: 1} and before.finding_count == 1
         child.send_signal(signal.SIGUSR1)
         time.sleep(0.3)
         after = catalogue.scan(memory, session_search())
@@ -384,7 +394,6 @@ def test_the_default_catalogue_covers_where_the_kit_puts_session_data() -> None:
     as absent: this is what keeps them together."""
     from pathlib import PurePosixPath
 
-    from fieldkit.config import DeviceConfig
     from fieldkit.policies import load_policies
     from tests.test_policies import REPO_POLICIES
 
@@ -398,3 +407,12 @@ def test_the_default_catalogue_covers_where_the_kit_puts_session_data() -> None:
     unit = "fieldkit-kiosk-browser.service"
     assert (REPO / "ansible/roles/kiosk/templates" / f"{unit}.j2").is_file()
     assert wipe.browser_stop[-1] == unit and wipe.browser_start[-1] == unit
+    # The broker the runner starts is the one whose memory is scanned with the services'.
+    assert kit_broker_config(config) in wipe.broker_configs
+
+
+def kit_broker_config(config: DeviceConfig) -> Path:
+    from fieldkit.broker import LocalBroker
+    from fieldkit.bus import Endpoint
+
+    return LocalBroker(config.bus.runtime_dir, [], Endpoint(port=1)).config_file
