@@ -416,3 +416,18 @@ def kit_broker_config(config: DeviceConfig) -> Path:
     from fieldkit.bus import Endpoint
 
     return LocalBroker(config.bus.runtime_dir, [], Endpoint(port=1)).config_file
+
+
+def test_the_development_kit_erases_and_scans_its_own_folders_not_the_developers() -> None:
+    """./dev.sh run: every place the wipe erases in, and the temp folders it scans, are under
+    the checkout's var/; none is the developer's /tmp. Issue 15."""
+    from fieldkit.config import load_config
+
+    config = load_config(REPO / "etc" / "dev-tablet.toml")
+    catalogue = Catalogue.from_settings(config.wipe)
+    for place in catalogue.locations:
+        if place.erase != "none" or place.name == "temp":
+            assert place.roots and all(p.parts[0] == "var" for p in place.roots), place.name
+    assert 'TMPDIR="$PWD/var/tmp"' in (REPO / "dev.sh").read_text()
+    assert config.wipe.journal_dirs == []
+    assert config.wipe.broker_configs == [kit_broker_config(config)]
