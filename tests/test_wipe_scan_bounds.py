@@ -111,6 +111,53 @@ def test_a_tmpfs_inside_a_location_is_left_out_by_mountinfo_and_by_device(
         assert again.holders == result.holders and "skipped 1 mount points" in again.note
 
 
+@contextlib.contextmanager
+def hung_fuse(target: Path) -> Iterator[Path]:
+    """A FUSE mount whose daemon never answers: a stat of it waits until the daemon's end of
+    /dev/fuse is closed, which this does on the way out (the waiting calls then fail)."""
+    target.mkdir(parents=True)
+    try:
+        daemon = os.open("/dev/fuse", os.O_RDWR)
+    except OSError as exc:
+        pytest.skip(f"no /dev/fuse here ({exc.strerror})")
+    try:
+        options = f"fd={daemon},rootmode=40000,user_id=0,group_id=0"
+        done = subprocess.run(
+            ["mount", "-t", "fuse", "-o", options, "hung", str(target)],
+            pass_fds=(daemon,),
+            capture_output=True,
+            timeout=10,
+        )
+        if done.returncode != 0:
+            reason = done.stderr.decode(errors="replace").strip()
+            pytest.skip(f"cannot mount FUSE here ({reason}): these tests need root")
+        yield target
+    finally:
+        os.close(daemon)
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_hung_fuse_mount_in_a_scanned_folder_is_passed_without_a_stat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stat of a FUSE mount whose daemon hangs never returns; mountinfo names the mount,
+    so the walk passes it by. By device number alone it would have to stat it, and wait."""
+    catalogue, root = catalogue_for(tmp_path)
+    temp = location(catalogue, "temp")
+    (root / "var-tmp" / "own.txt").write_bytes(b"harmless")
+    waiting: list[LocationResult] = []
+    with hung_fuse(root / "var-tmp" / "fuse"):
+        result = in_time(lambda: catalogue.scan(temp, search()))
+        assert result.status == "clean" and "skipped 1 mount points" in result.note
+        monkeypatch.setattr(catalogue_module, "mount_points", frozenset)
+        scan = threading.Thread(target=lambda: waiting.append(catalogue.scan(temp, search())))
+        scan.start()
+        scan.join(1.0)
+        assert scan.is_alive() and not waiting  # blocked in the stat
+    scan.join(10)  # the daemon's end closed: the stat fails and the scan ends
+    assert waiting
+
+
 def test_the_erasers_do_not_cross_into_a_mount_inside_their_location(tmp_path: Path) -> None:
     catalogue, root = catalogue_for(tmp_path)
     profile = root / "profile"
