@@ -73,7 +73,10 @@ case "$cmd" in
     trap 'exit 143' TERM
     $fk --config etc/dev-hub.toml up &
     hub=$!
-    $fk --config etc/dev-tablet.toml up "$@" &
+    # The kit's temporary files go to its own folder, which the session wipe scans ([wipe]
+    # temp_dirs), never to your /tmp.
+    mkdir -p var/tmp
+    TMPDIR="$PWD/var/tmp" $fk --config etc/dev-tablet.toml up "$@" &
     tablet=$!
     echo "==> kiosk: http://127.0.0.1:8080/  (operator demo-01, password demo-pass-2026)"
     echo "==> hub:   http://127.0.0.1:8090/  (admin, password demo-admin-2026)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fieldkit.capture.appid import read_application_id
 from fieldkit.capture.photo import PhotoAnalyzer
 from fieldkit.capture.qr import FormReader
 from fieldkit.capture.sources import (
@@ -81,7 +83,7 @@ def test_a_video_file_that_is_not_a_video_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_demo_source_shows_a_readable_form_then_a_compliant_face() -> None:
-    """So `fieldkit up` works with no camera: the demo ID is all zeros, never a real one."""
+    """So `fieldkit up` works with no camera: the form holds the fixed demo ID, never a real one."""
     source = DemoSource(1280, 720, seconds_each=0.2)
     source.open()
     form = source.read()
@@ -93,6 +95,14 @@ def test_the_demo_source_shows_a_readable_form_then_a_compliant_face() -> None:
     source.close()
     with pytest.raises(CameraUnavailable):
         source.read()
+
+
+def test_the_demo_id_is_a_valid_id_that_ordinary_files_do_not_hold() -> None:
+    """A run of one digit (the old all-zero ID) is in images, logs and .git objects: a scan for
+    it finds them, and a wipe that erased what held it would destroy them. Issue 15."""
+    assert read_application_id(DEMO_ID).digits == DEMO_ID
+    assert len(set(DEMO_ID)) >= 8
+    assert not re.search(r"(.)\1\1", DEMO_ID), "no digit three times in a row"
 
 
 def test_sources_are_chosen_by_the_config(tmp_path: Path) -> None:

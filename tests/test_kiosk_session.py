@@ -31,7 +31,7 @@ def test_a_whole_session_through_capture_and_printing(
         page = client.get("/scan").get_data(as_text=True)
         assert 'class="preview" src="http://127.0.0.1:' in page  # the MJPEG preview
 
-        # The demo camera shows a form whose QR code holds the all-zero ID.
+        # The demo camera shows a form whose QR code holds the demo ID.
         wait_live(client, "live['step'] == 'terms'")
         session = kiosk(app).counter.current
         assert session is not None and session.application_id == DEMO_ID

@@ -4,6 +4,7 @@ removes it, and with an eraser switched off the scan catches what it left. R6, R
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import signal
@@ -12,12 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fieldkit.capture import synthetic
+from fieldkit.capture.appid import DEMO_ID
+from fieldkit.config import DeviceConfig
 from fieldkit.wipe.catalogue import Catalogue, read_ahead
 from fieldkit.wipe.markers import (
+    FRAGMENT_BYTES,
+    FRAGMENTS,
+    NOT_PERSONAL_IDS,
     MarkerSearch,
     daily_markers,
     fragments_b64,
@@ -32,7 +41,9 @@ FILE_LOCATIONS = [
     "session-tmpfs", "browser-profile", "cups-spool", "cups-cache", "journald", "temp",
     "core-dumps", "broker-persistence", "outbox",
 ]  # fmt: skip
-ERASABLE = {"session-tmpfs", "browser-profile", "cups-spool", "temp", "core-dumps"}
+# Where the kit erases: only places that hold what the kit wrote. Everywhere else, a finding
+# fails the record and nothing is removed.
+ERASABLE = {"session-tmpfs", "browser-profile", "cups-spool", "core-dumps"}
 
 
 def session_search() -> MarkerSearch:
@@ -119,6 +130,69 @@ def test_photo_fragments_come_from_the_compressed_data_and_are_found() -> None:
     assert search.search_bytes(os.urandom(5000)) == []
 
 
+def plain_jpeg(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return bytes(encoded.tobytes())
+
+
+def fixed_slices(jpeg: bytes) -> list[bytes]:
+    """Where fragments were taken before: three fixed positions in the compressed data."""
+    body = jpeg[jpeg.rfind(b"\xff\xda") + 16 : len(jpeg) - 2]
+    step = len(body) // 4
+    return [body[step * i : step * i + FRAGMENT_BYTES] for i in (1, 2, 3)]
+
+
+def test_photo_fragments_of_a_plain_rendered_photo_are_varied_and_its_own() -> None:
+    """A drawn face on a plain backdrop compresses to runs of a few bytes there; a slice taken
+    at a fixed position in such a run is in every photo with that backdrop, so it would find
+    (and once deleted) other applicants' files. Fragments are taken where the bytes vary."""
+    face = plain_jpeg(synthetic.demo_face((640, 480)))
+    other = plain_jpeg(synthetic.demo_face((800, 600)))  # another photo, the same backdrop
+    uniform = [s for s in fixed_slices(face) if len(set(s)) < 8]
+    assert uniform, "the fixed positions would have given a uniform marker"
+    assert any(s in other for s in uniform)
+    fragments = photo_fragments(face)
+    assert len(fragments) == FRAGMENTS
+    for fragment in fragments:
+        assert len(fragment) == FRAGMENT_BYTES and fragment in face
+        assert len(set(fragment)) >= 32 and fragment not in other
+        assert max(len(list(run)) for _, run in itertools.groupby(fragment)) <= 3
+    assert MarkerSearch(session_markers(None, fragments, None)).search_bytes(other) == []
+    # A photo with nothing varied in it gives no fragment rather than a uniform one.
+    assert photo_fragments(plain_jpeg(np.full((480, 640, 3), 128, np.uint8))) == []
+
+
+def test_a_marker_that_is_a_run_of_one_byte_is_never_used() -> None:
+    periodic = b"\xa2\x8a\x28\x00" * 12  # a flat area's code, found in the photo above
+    uniform = session_markers("0" * 23, [bytes(FRAGMENT_BYTES), periodic], "a" * 20)
+    assert uniform == []
+    canary = "canary-0123456789abcdef"
+    varied = session_markers(APPLICATION_ID, [os.urandom(FRAGMENT_BYTES)], canary)
+    assert sorted(m.kind for m in varied) == [
+        "application-id", "application-id-utf16", "canary", "canary-utf16", "photo",
+    ]  # fmt: skip
+
+
+def test_the_demo_id_is_neither_a_session_marker_nor_a_daily_finding() -> None:
+    """The demo camera's ID sits in the code and in every process that imports it: finding it
+    says nothing about an applicant. Any other 23 digits still are a finding."""
+    assert [m.kind for m in session_markers(DEMO_ID, [], None)] == []
+    data = b"a " + DEMO_ID.encode() + b" b " + DEMO_ID.encode("utf-16-le") + b" c "
+    for chunk in (4, 9, 23, 64):
+        hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(data), chunk, 1 << 20)
+        assert hits == [], chunk
+        with_other = data + OTHER_ID.encode()
+        hits, _ = MarkerSearch(daily_markers()).search_stream(io.BytesIO(with_other), chunk, 999)
+        assert [h.kind for h in hits] == ["application-id-pattern"]
+    # Without the exclusion the same data is two findings: the exclusion is what clears it.
+    unexcluded = MarkerSearch(daily_markers(not_personal=())).search_bytes(data)
+    assert sorted(h.kind for h in unexcluded) == [
+        "application-id-pattern", "application-id-pattern-utf16",
+    ]  # fmt: skip
+    assert DEMO_ID in NOT_PERSONAL_IDS
+
+
 # ---- locations -------------------------------------------------------------------------------
 
 
@@ -146,6 +220,7 @@ def test_the_erasers_remove_what_they_own_and_scan_only_places_stay_visible(
     planted = plant_everywhere(root, SID, SECRET)
     innocent = root / "tmp" / "unrelated.txt"
     innocent.write_bytes(b"nothing personal")
+    temp_copy = planted["temp"].read_bytes()
     search = session_search()
     for location in catalogue.locations:
         if location.name not in FILE_LOCATIONS:
@@ -157,7 +232,11 @@ def test_the_erasers_remove_what_they_own_and_scan_only_places_stay_visible(
             assert not planted[location.name].exists()
         else:
             assert result.status == "residue" and result.fails, location.name
-    assert innocent.read_bytes() == b"nothing personal"  # only matching temp files go
+            assert result.erased == 0 and result.action == "scanned only"
+    # A temporary folder is not the kit's alone: the file holding the marker is a finding that
+    # fails the record, and it is left as it was, like every other file there.
+    assert planted["temp"].read_bytes() == temp_copy
+    assert innocent.read_bytes() == b"nothing personal"
     assert not (root / "run-session" / SID).exists()
     assert (root / "profile").is_dir() and not any((root / "profile").iterdir())
 
@@ -253,7 +332,9 @@ def test_service_memory_is_scanned_and_zeroing_makes_it_clean(tmp_path: Path) ->
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         before = catalogue.scan(memory, session_search())
         assert before.status == "residue" and before.fails
-        assert {f.where for f in before.findings} == {f"pid:{child.pid}"}
+        where = f"pid:{child.pid} ({Path(sys.executable).name[:15]})"
+        assert {f.where for f in before.findings} == {where}
+        assert before.holders == {where: 1} and before.finding_count == 1
         child.send_signal(signal.SIGUSR1)
         time.sleep(0.3)
         after = catalogue.scan(memory, session_search())
@@ -313,7 +394,6 @@ def test_the_default_catalogue_covers_where_the_kit_puts_session_data() -> None:
     as absent: this is what keeps them together."""
     from pathlib import PurePosixPath
 
-    from fieldkit.config import DeviceConfig
     from fieldkit.policies import load_policies
     from tests.test_policies import REPO_POLICIES
 
@@ -327,3 +407,27 @@ def test_the_default_catalogue_covers_where_the_kit_puts_session_data() -> None:
     unit = "fieldkit-kiosk-browser.service"
     assert (REPO / "ansible/roles/kiosk/templates" / f"{unit}.j2").is_file()
     assert wipe.browser_stop[-1] == unit and wipe.browser_start[-1] == unit
+    # The broker the runner starts is the one whose memory is scanned with the services'.
+    assert kit_broker_config(config) in wipe.broker_configs
+
+
+def kit_broker_config(config: DeviceConfig) -> Path:
+    from fieldkit.broker import LocalBroker
+    from fieldkit.bus import Endpoint
+
+    return LocalBroker(config.bus.runtime_dir, [], Endpoint(port=1)).config_file
+
+
+def test_the_development_kit_erases_and_scans_its_own_folders_not_the_developers() -> None:
+    """./dev.sh run: every place the wipe erases in, and the temp folders it scans, are under
+    the checkout's var/; none is the developer's /tmp. Issue 15."""
+    from fieldkit.config import load_config
+
+    config = load_config(REPO / "etc" / "dev-tablet.toml")
+    catalogue = Catalogue.from_settings(config.wipe)
+    for place in catalogue.locations:
+        if place.erase != "none" or place.name == "temp":
+            assert place.roots and all(p.parts[0] == "var" for p in place.roots), place.name
+    assert 'TMPDIR="$PWD/var/tmp"' in (REPO / "dev.sh").read_text()
+    assert config.wipe.journal_dirs == []
+    assert config.wipe.broker_configs == [kit_broker_config(config)]

@@ -86,8 +86,8 @@ def test_next_applicant_wipes_the_session_and_the_record_is_ok(
     wiped_kit: tuple[Flask, Path, DeviceConfig],
 ) -> None:
     app, root, config = wiped_kit
-    # A copy the browser left in a temp folder: the wipe finds it by the application ID.
-    leftover = root / "tmp" / "form-autosave.txt"
+    # A copy the browser left in its profile: the wipe empties the profile.
+    leftover = root / "profile" / "form-autosave.txt"
     leftover.write_text(f"id={APPLICATION_ID}")
     page = run_session(app)
     assert "消去を確認できませんでした" not in page

@@ -20,6 +20,11 @@ from urllib.parse import urlsplit
 
 APPLICATION_ID_DIGITS = 23
 MY_NUMBER_DIGITS = 12
+# The demo camera's ID (``sources.DemoSource``): fixed, synthetic, and with mixed digits, so that
+# no ordinary file holds it by chance (a run of one digit is in images, logs and .git objects,
+# and a residue scan for it would find them). The wipe's scans do not count it as applicant
+# data (``fieldkit.wipe.markers.NOT_PERSONAL_IDS``).
+DEMO_ID = "43181239386300944961533"
 
 # Maximal runs of ASCII digits (the lookarounds keep a run from being cut out of a longer one).
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]+(?![0-9])")

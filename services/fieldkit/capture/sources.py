@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fieldkit.capture import synthetic
+from fieldkit.capture.appid import DEMO_ID as DEMO_ID  # re-exported: the demo source shows it
 
 Image = npt.NDArray[np.uint8]
 
@@ -145,13 +146,10 @@ class ImageFolderSource:
         self._files = []
 
 
-DEMO_ID = "00000000000000000000000"  # obviously not a real application ID
-
-
 class DemoSource:
     """A scene generated in code: a form with its QR code, then a drawn face, in turns.
 
-    Lets ``fieldkit up`` run on a machine with no camera; the demo ID is all zeros.
+    Lets ``fieldkit up`` run on a machine with no camera; the form's QR holds ``DEMO_ID``.
     """
 
     def __init__(self, width: int, height: int, seconds_each: float = 6.0) -> None:

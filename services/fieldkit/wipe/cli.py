@@ -46,6 +46,11 @@ def print_record(record: ErasureRecord) -> None:
         if location.note:
             detail += f"; {location.note}"
         print(f"  {mark} {location.name:20} {location.status:12} {detail}")
+        named = location.holders or {}
+        for where, count in named.items():
+            print(f"         {count} found in {where}")
+        if location.holder_count and location.holder_count > len(named):
+            print(f"         and {location.holder_count - len(named)} places more")
         for finding in location.findings:
             print(f"         {finding.kind} in {finding.where} at {finding.offset}")
     for failure in record.failures:

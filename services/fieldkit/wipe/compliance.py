@@ -311,6 +311,9 @@ def raw_image_scan(image: Path, settings: WipeSection) -> LocationResult:
         findings=[Finding(where=str(image), kind=h.kind, offset=h.offset) for h in hits[:50]],
         note=f"{len(hits)} findings in the raw image",
         fails=bool(hits),
+        finding_count=len(hits),
+        holders={str(image): len(hits)} if hits else {},
+        holder_count=1 if hits else 0,
     )
 
 

@@ -4,6 +4,12 @@ A session scan looks for that session's own markers: its application ID (ASCII a
 as Chromium's Local Storage keeps strings), fragments of its photo, and a per-session canary.
 A daily scan looks for applicant data of any session: the 23-digit application-ID pattern and
 the JPEG headers the photo pipeline writes. Findings name the kind of marker, never its value.
+
+A marker must be something only the session's data holds: a photo fragment is taken where the
+bytes are varied (a flat area of a plain photo compresses to runs that every such photo, and
+many other files, contain), an ID or canary that is one character repeated is never a marker,
+and IDs known not to be personal (the demo camera's) are neither a session's marker nor a daily
+finding.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import logging
 import os
 import queue
 import stat
 import threading
+import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -23,6 +31,9 @@ import hyperscan
 import numpy as np
 import numpy.typing as npt
 
+from fieldkit.capture.appid import DEMO_ID
+
+log = logging.getLogger(__name__)
 Bytes = npt.NDArray[np.uint8]
 Ints = npt.NDArray[np.int64]
 
@@ -47,6 +58,13 @@ PREFETCH_CHUNKS = 3
 # How many bytes of the photo one fragment holds, and how many fragments a session gives.
 FRAGMENT_BYTES = 48
 FRAGMENTS = 3
+# A fragment is varied enough to be the photo's own when it holds this many distinct byte
+# values (random bytes: about 44 of 48) and no byte more than MAX_RUN times in a row.
+MIN_DISTINCT_BYTES = 32
+MAX_RUN = 3
+# 23-digit IDs that are not an applicant's: a session marker or a daily finding of one would
+# only find the code and the processes that carry the constant.
+NOT_PERSONAL_IDS: tuple[str, ...] = (DEMO_ID,)
 
 
 @dataclass(frozen=True)
@@ -57,51 +75,118 @@ class Marker:
     pattern: bytes  # the exact bytes for a literal; unused for the other finders
     max_length: int
     finder: Literal["literal", "digits", "digits-utf16", "jpeg"] = "literal"
+    # For a pattern finder: matches that are these exact bytes are not findings.
+    exclude: frozenset[bytes] = frozenset()
 
 
 def literal(kind: str, value: bytes) -> Marker:
     return Marker(kind, value, len(value))
 
 
+def one_character_run(value: str) -> bool:
+    """Whether ``value`` is one character repeated (a run of one digit, padding): in ASCII or
+    UTF-16 a run that ordinary files hold."""
+    return len(set(value)) <= 1
+
+
+def varied(fragment: bytes) -> bool:
+    """Whether a photo fragment's bytes are varied enough to be that photo's own."""
+    wanted = min(MIN_DISTINCT_BYTES, len(fragment) * 2 // 3)
+    if len(set(fragment)) < wanted:
+        return False
+    runs = (len(list(group)) for _, group in itertools.groupby(fragment))
+    return max(runs, default=0) <= MAX_RUN
+
+
 def session_markers(
     application_id: str | None, photo_fragments: Iterable[bytes], canary: str | None
 ) -> list[Marker]:
-    """The markers of one session, from what the kiosk told the wipe about it."""
+    """The markers of one session, from what the kiosk told the wipe about it.
+
+    A marker that ordinary data holds too is left out (and logged, without its value): an ID
+    or canary that is one character repeated, a photo fragment that is not varied, an ID known
+    not to be personal. It would find what is not the session's and fail the record for it."""
     markers: list[Marker] = []
-    if application_id:
+    if application_id and application_id in NOT_PERSONAL_IDS:
+        log.info("the session's ID is the demo ID: not a marker")
+    elif application_id and one_character_run(application_id):
+        log.warning("the session's ID is one digit repeated: not a marker")
+    elif application_id:
         markers.append(literal("application-id", application_id.encode("ascii")))
         markers.append(literal("application-id-utf16", application_id.encode("utf-16-le")))
     for fragment in photo_fragments:
-        if fragment:
+        if fragment and varied(fragment):
             markers.append(literal("photo", fragment))
-    if canary:
+        elif fragment:
+            log.warning("a photo fragment of %d bytes is too uniform to be a marker", len(fragment))
+    if canary and one_character_run(canary):
+        log.warning("the session's canary is one character repeated: not a marker")
+    elif canary:
         markers.append(literal("canary", canary.encode("ascii")))
         markers.append(literal("canary-utf16", canary.encode("utf-16-le")))
     return markers
 
 
-def daily_markers() -> list[Marker]:
-    """Applicant data of any session."""
+def daily_markers(not_personal: Iterable[str] = NOT_PERSONAL_IDS) -> list[Marker]:
+    """Applicant data of any session; the IDs in ``not_personal`` are not findings."""
+    ids = [i for i in not_personal if len(i) == ID_DIGITS and i.isascii() and i.isdigit()]
     return [
-        Marker("application-id-pattern", b"", ID_DIGITS + 1, "digits"),
-        Marker("application-id-pattern-utf16", b"", 2 * ID_DIGITS + 2, "digits-utf16"),
+        Marker(
+            "application-id-pattern", b"", ID_DIGITS + 1, "digits",
+            exclude=frozenset(i.encode("ascii") for i in ids),
+        ),
+        Marker(
+            "application-id-pattern-utf16", b"", 2 * ID_DIGITS + 2, "digits-utf16",
+            exclude=frozenset(i.encode("utf-16-le") for i in ids),
+        ),
         Marker("jpeg", b"", 12, "jpeg"),
-    ]
+    ]  # fmt: skip
 
 
 def photo_fragments(jpeg: bytes, count: int = FRAGMENTS) -> list[bytes]:
-    """Slices from the photo's entropy-coded data: unique to that photo, unlike its headers."""
+    """Slices from the photo's entropy-coded data: unique to that photo, unlike its headers.
+
+    The slices start at ``count`` points spread over the data; where the bytes there are not
+    varied (a flat area), the next FRAGMENT_BYTES window on is tried, wrapping round, so a
+    plain photo gives fewer fragments, never a uniform one."""
     start = jpeg.rfind(b"\xff\xda")  # start of scan: what follows is the compressed image
     body_start = start + 16 if start >= 0 else len(jpeg) // 4
     body = jpeg[body_start : max(body_start, len(jpeg) - 2)]
     if len(body) < FRAGMENT_BYTES * count:
-        return [bytes(body)] if len(body) >= 16 else []
-    step = len(body) // (count + 1)
-    return [bytes(body[step * i : step * i + FRAGMENT_BYTES]) for i in range(1, count + 1)]
+        return [bytes(body)] if len(body) >= 16 and varied(body) else []
+    windows = len(body) // FRAGMENT_BYTES
+    taken: list[int] = []
+    for i in range(1, count + 1):
+        first = (len(body) // (count + 1)) * i // FRAGMENT_BYTES
+        for window in itertools.chain(range(first, windows), range(first)):
+            at = window * FRAGMENT_BYTES
+            if window not in taken and varied(body[at : at + FRAGMENT_BYTES]):
+                taken.append(window)
+                break
+    return [bytes(body[w * FRAGMENT_BYTES : (w + 1) * FRAGMENT_BYTES]) for w in taken]
 
 
 def fragments_b64(jpeg: bytes) -> list[str]:
     return [base64.b64encode(f).decode("ascii") for f in photo_fragments(jpeg)]
+
+
+def escaped(value: bytes) -> bytes:
+    """A Hyperscan expression matching exactly ``value`` (any bytes, zero bytes included)."""
+    return b"".join(b"\\x%02x" % byte for byte in value)
+
+
+def prefilter(expressions: list[bytes]) -> hyperscan.Database | None:
+    """A block-mode database that reports each expression once per buffer (or None)."""
+    if not expressions:
+        return None
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=expressions,
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH,
+    )
+    return database
 
 
 @dataclass(frozen=True)
@@ -116,39 +201,34 @@ class MarkerSearch:
     def __init__(self, markers: list[Marker]) -> None:
         self.markers = markers
         self._literals = [(m.kind, m.pattern) for m in markers if m.finder == "literal"]
+        self._literals = [(kind, value) for kind, value in self._literals if value]
         self._special = [(m.kind, m.finder) for m in markers if m.finder != "literal"]
-        self._database: hyperscan.Database | None = None
+        self._exclude = [m.exclude for m in markers if m.finder != "literal"]
         self._local = threading.local()
-        if self._special:
-            self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            self._database.compile(
-                expressions=[PREFILTERS[finder] for _, finder in self._special],
-                ids=list(range(len(self._special))),
-                elements=len(self._special),
-                flags=hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH,
-            )
+        self._database = prefilter([PREFILTERS[finder] for _, finder in self._special])
+        # bytes.find, literal by literal, ran at 130 MB/s over a process's memory (mostly zero
+        # pages, and the UTF-16 markers hold zero bytes); one Hyperscan pass says at GB/s
+        # which literals a buffer holds at all, and only those are looked for.
+        self._literal_database = prefilter([escaped(value) for _, value in self._literals])
         # A match may straddle two chunks: keep this many bytes of the previous one. A match
         # is judged only with CONTEXT bytes on each side (or at the very start or end of the
         # data), and the carry is long enough that every match is judged in some buffer.
         self.carry = max((m.max_length for m in markers), default=0) + 4 * CONTEXT
 
     def _matches(self, data: bytes) -> Iterator[tuple[str, int, int]]:
-        for kind, value in self._literals:
-            start = data.find(value)
-            while start >= 0:
-                yield kind, start, start + len(value)
-                start = data.find(value, start + 1)
+        if self._literal_database is not None:
+            for index in sorted(self._present(self._literal_database, data, "literal")):
+                kind, value = self._literals[index]
+                start = data.find(value)
+                while start >= 0:
+                    yield kind, start, start + len(value)
+                    start = data.find(value, start + 1)
         if self._database is None:
             return
         # Hyperscan says, at several GB/s, which finders have anything to judge in this
         # buffer (one match each is enough); only those run. Random and binary data, most of
         # a disk, has none.
-        present: set[int] = set()
-
-        def candidate(index: int, start: int, end: int, flags: int, context: object) -> None:
-            present.add(index)
-
-        self._database.scan(data, match_event_handler=candidate, scratch=self._scratch())
+        present = self._present(self._database, data, "special")
         a = np.frombuffer(data, dtype=np.uint8)
         for index, (kind, finder) in enumerate(self._special):
             if finder == "jpeg" and index not in present:
@@ -160,33 +240,46 @@ class MarkerSearch:
                 continue
             if index not in present:
                 continue
-            if finder == "digits":
-                yield from ((kind, s, e) for s, e in _digit_runs(a, 1))
-            elif finder == "digits-utf16":
-                yield from ((kind, s, e) for s, e in _digit_runs(a, 2))
+            if finder in ("digits", "digits-utf16"):
+                step = 1 if finder == "digits" else 2
+                exclude = self._exclude[index]
+                for s, e in _digit_runs(a, step):
+                    if not exclude or data[s : s + ID_DIGITS * step] not in exclude:
+                        yield kind, s, e
             else:
                 yield from ((kind, s, e) for s, e in _jpeg_headers(a, data))
 
-    def _scratch(self) -> hyperscan.Scratch:
-        # A scratch space serves one scan at a time: one per thread that searches.
-        scratch: hyperscan.Scratch | None = getattr(self._local, "scratch", None)
+    def _present(self, database: hyperscan.Database, data: bytes, name: str) -> set[int]:
+        """Which of the database's expressions occur in ``data`` (one match each is enough)."""
+        present: set[int] = set()
+
+        def candidate(index: int, start: int, end: int, flags: int, context: object) -> None:
+            present.add(index)
+
+        # A scratch space serves one scan at a time: one per database and thread.
+        scratch: hyperscan.Scratch | None = getattr(self._local, name, None)
         if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._database)
-        return scratch
+            scratch = hyperscan.Scratch(database)
+            setattr(self._local, name, scratch)
+        database.scan(data, match_event_handler=candidate, scratch=scratch)
+        return present
 
     def search_bytes(self, data: bytes) -> list[Hit]:
         return [Hit(k, start) for k, start, end in self._matches(data) if end <= len(data)]
 
     def search_stream(
-        self, stream: BinaryIO, chunk_bytes: int, limit: int
+        self, stream: BinaryIO, chunk_bytes: int, limit: int, deadline: float | None = None
     ) -> tuple[list[Hit], int]:
-        """Hits in the stream (up to ``limit`` bytes) and the number of bytes read."""
+        """Hits in the stream (up to ``limit`` bytes) and the number of bytes read.
+
+        No chunk is read once ``time.monotonic()`` has passed ``deadline``: the caller sees
+        fewer bytes read than there were."""
         hits: list[Hit] = []
         seen: set[tuple[str, int]] = set()
         tail = b""
         base = 0  # absolute offset of tail[0]
         read = 0
-        with contextlib.closing(_chunks(stream, chunk_bytes, limit)) as chunks:
+        with contextlib.closing(_chunks(stream, chunk_bytes, limit, deadline)) as chunks:
             for chunk in itertools.chain(chunks, [b""]):
                 eof = not chunk
                 read += len(chunk)
@@ -211,8 +304,14 @@ class MarkerSearch:
         return hits, read
 
 
-def _chunks(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, None, None]:
-    """The stream's chunks, up to ``limit`` bytes.
+def _before(deadline: float | None) -> bool:
+    return deadline is None or time.monotonic() < deadline
+
+
+def _chunks(
+    stream: BinaryIO, chunk_bytes: int, limit: int, deadline: float | None = None
+) -> Generator[bytes, None, None]:
+    """The stream's chunks, up to ``limit`` bytes, none begun after ``deadline``.
 
     A regular file of more than a few chunks is read by a thread, PREFETCH_CHUNKS ahead of
     the search: the read and Hyperscan both release the GIL, so the disk and the search
@@ -228,10 +327,10 @@ def _chunks(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, 
         # Read to the end: the kernel may read further ahead than for a random reader.
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        yield from _prefetched(stream, chunk_bytes, limit)
+        yield from _prefetched(stream, chunk_bytes, limit, deadline)
         return
     read = 0
-    while read < limit:
+    while read < limit and _before(deadline):
         chunk = stream.read(min(chunk_bytes, limit - read))
         if not chunk:
             return
@@ -239,7 +338,9 @@ def _chunks(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, 
         yield chunk
 
 
-def _prefetched(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[bytes, None, None]:
+def _prefetched(
+    stream: BinaryIO, chunk_bytes: int, limit: int, deadline: float | None
+) -> Generator[bytes, None, None]:
     ready: queue.Queue[bytes | OSError | None] = queue.Queue(maxsize=PREFETCH_CHUNKS)
     stop = threading.Event()
 
@@ -252,7 +353,7 @@ def _prefetched(stream: BinaryIO, chunk_bytes: int, limit: int) -> Generator[byt
     def run() -> None:
         read = 0
         try:
-            while read < limit and not stop.is_set():
+            while read < limit and not stop.is_set() and _before(deadline):
                 chunk = stream.read(min(chunk_bytes, limit - read))
                 if not chunk:
                     break

@@ -18,17 +18,21 @@ import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from fieldkit.messages import Message
 
 GENESIS = "0" * 64
-LocationStatus = Literal["clean", "residue", "absent", "present", "not-readable"]
+# incomplete: the scan stopped before the end (its time budget ran out, the service stopped).
+LocationStatus = Literal["clean", "residue", "absent", "present", "not-readable", "incomplete"]
+# Fields added after records were first sealed: left out of a record's JSON while unset, so an
+# earlier record still hashes to the hash it was sealed with.
+LATER_FIELDS = ("finding_count", "holders", "holder_count")
 
 
 class Finding(Message):
@@ -41,18 +45,40 @@ class Finding(Message):
 
 
 class LocationResult(Message):
-    """One catalogue location after erasing and scanning it."""
+    """One catalogue location after erasing and scanning it.
+
+    ``findings`` is bounded (the largest holders' first); the counts are not: ``finding_count``
+    is every finding at the location, ``holders`` names the places holding most of them (a
+    file, or a process as ``pid:<pid> (<name>)``) with how many each, and ``holder_count`` says
+    how many places hold any. Records sealed before these fields existed leave them None."""
 
     type: Literal["location"] = "location"
     name: str
     status: LocationStatus
     erased: int = 0  # files (or folders) overwritten and removed
     action: str = ""
-    scanned_files: int = 0
+    scanned_files: int = 0  # files, or processes for the memory scan
     scanned_bytes: int = 0
     findings: list[Finding] = Field(default_factory=list)
     note: str = ""
     fails: bool = False
+    finding_count: int | None = None
+    holders: dict[str, int] | None = None
+    holder_count: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _later_fields_only_when_set(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in LATER_FIELDS:
+                if data.get(name, 0) is None:
+                    del data[name]
+        return data
+
+    @property
+    def found(self) -> int:
+        """How many findings the location has, however many the record lists."""
+        return len(self.findings) if self.finding_count is None else self.finding_count
 
 
 class HolderResult(Message):
@@ -103,7 +129,7 @@ def failures_of(holders: list[HolderResult], locations: list[LocationResult]) ->
             reasons.append(f"holder {holder.service} could not forget ({holder.problem})")
     for location in locations:
         if location.fails:
-            reasons.append(f"{location.name}: {location.status} ({len(location.findings)} found)")
+            reasons.append(f"{location.name}: {location.status} ({location.found} found)")
     return reasons
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class WipeSection(BaseModel):
@@ -37,14 +37,30 @@ class WipeSection(BaseModel):
     cups_spool_dirs: list[Path] = [Path("/var/spool/cups")]
     cups_cache_dirs: list[Path] = [Path("/var/cache/cups")]
     journal_dirs: list[Path] = [Path("/var/log/journal"), Path("/run/log/journal")]
+    # Scanned, never erased: what is in a temporary folder may be anyone's, and a finding there
+    # fails the record. On a development machine these must be the kit's own (etc/dev-tablet.toml).
     temp_dirs: list[Path] = [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]  # noqa: S108
     core_dump_dirs: list[Path] = [Path("/var/lib/systemd/coredump"), Path("/var/crash")]
     swaps_file: Path = Path("/proc/swaps")
     broker_persistence: list[Path] = [Path("/var/lib/mosquitto")]
     outbox_dirs: list[Path] = [Path("/var/lib/fieldkit/outbox")]
-    # Processes whose memory is scanned: a /proc/<pid>/cmdline containing one of these.
+    # Processes whose memory is scanned: a /proc/<pid>/cmdline containing one of these...
     process_patterns: list[str] = ["fieldkit"]
+    # ...and the kit's broker: a mosquitto whose command line names one of these config files
+    # (``fieldkit.broker.LocalBroker`` writes <[bus] runtime_dir>/broker/mosquitto.conf; the
+    # image's mosquitto.service runs on /etc/mosquitto/mosquitto.conf). Another mosquitto on
+    # the machine is not the kit's and is not read. Relative paths: from the working directory.
+    broker_configs: list[Path] = [
+        Path("/run/fieldkit/broker/mosquitto.conf"),
+        Path("/etc/mosquitto/mosquitto.conf"),
+    ]
     scan_process_memory: bool = True
+    # How long the scan of one location may take (seconds): in the daily / boot scan and the
+    # compliance run, and after a session wipe's erasing (which must end within a second or
+    # so). What is left unscanned when it runs out fails the location ("incomplete"), never
+    # passes as clean.
+    location_budget_seconds: float = Field(default=20.0, gt=0, le=3600)
+    session_location_budget_seconds: float = Field(default=2.0, gt=0, le=600)
     # The whole-catalogue scan for any applicant's data: once at start, then every N hours.
     boot_scan: bool = True
     daily_scan_hours: float = Field(default=24.0, gt=0)
@@ -56,3 +72,9 @@ class WipeSection(BaseModel):
     chunk_bytes: int = Field(default=1 << 20, ge=4096)
     # Files larger than this are scanned up to this size only (and reported as truncated).
     max_file_bytes: int = Field(default=1 << 30, ge=1)
+
+    @field_validator("broker_configs")
+    @classmethod
+    def _absolute(cls, paths: list[Path]) -> list[Path]:
+        # Compared with the broker's argv, which names its config by absolute path.
+        return [path.absolute() for path in paths]
