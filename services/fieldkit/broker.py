@@ -167,7 +167,7 @@ class LocalBroker:
         if self.endpoint.socket and self.endpoint.socket.exists():
             self.endpoint.socket.unlink()
         self.process = subprocess.Popen(
-            [self.mosquitto, "-c", str(self.config_file)],
+            [self.mosquitto, "-c", str(self.config_file.absolute())],
             stdin=subprocess.DEVNULL,
             env=scrubbing_environment(
                 {**os.environ, **self.environment}, python=False, enabled=self.scrub_freed_memory

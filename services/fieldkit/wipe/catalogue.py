@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fieldkit.processes import KIT_ENV
 from fieldkit.wipe.markers import Hit, MarkerSearch
 from fieldkit.wipe.record import Finding, LocationResult
 from fieldkit.wipe.settings import WipeSection
@@ -299,7 +300,10 @@ class Catalogue:
         tally = Tally()
         scanned = unreadable = cut = 0
         processes = kit_processes(
-            self.settings.process_patterns, self.settings.broker_configs, self.own_pids
+            self.settings.process_patterns,
+            self.settings.broker_configs,
+            self.own_pids,
+            kit=os.environ.get(KIT_ENV),
         )
         interrupted = False
         for index, (pid, name) in enumerate(processes):
@@ -550,12 +554,18 @@ def scan_swap(location: Location) -> LocationResult:
 
 
 def kit_processes(
-    patterns: list[str], broker_configs: list[Path], exclude: set[int]
+    patterns: list[str], broker_configs: list[Path], exclude: set[int], kit: str | None = None
 ) -> list[tuple[int, str]]:
     """(pid, name) of the kit's processes: a command line holding one of ``patterns``, or a
-    mosquitto started on one of the kit's broker configs (not any mosquitto on the machine)."""
+    mosquitto started on one of the kit's broker configs (not any mosquitto on the machine).
+
+    ``kit``: this kit's ``FIELDKIT_KIT`` (``fieldkit up`` marks every process it starts with
+    its runtime folder); then only processes that carry the same mark are the kit's, so a
+    development machine's other kits (tests, a second ``fieldkit up``) are neither read nor
+    counted against this one's time budget."""
     wanted = [p.encode() for p in patterns]
     configs = {os.fsencode(path) for path in broker_configs}
+    mark = f"{KIT_ENV}={kit}".encode() if kit else None
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in exclude:
@@ -564,9 +574,12 @@ def kit_processes(
             cmdline = (entry / "cmdline").read_bytes()
             argv = cmdline.split(b"\0")
             broker = os.path.basename(argv[0]) == b"mosquitto" and not configs.isdisjoint(argv)
-            if broker or any(w in cmdline for w in wanted):
-                name = (entry / "comm").read_text(errors="replace").strip()
-                found.append((int(entry.name), name))
+            if not (broker or any(w in cmdline for w in wanted)):
+                continue
+            if mark is not None and mark not in (entry / "environ").read_bytes().split(b"\0"):
+                continue  # another kit's process
+            name = (entry / "comm").read_text(errors="replace").strip()
+            found.append((int(entry.name), name))
         except OSError:
             continue  # ended while we looked
     return found
