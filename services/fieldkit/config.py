@@ -78,6 +78,9 @@ class RunnerSection(Section):
     backoff_max: float = Field(default=30.0, gt=0)
     stable_after: float = Field(default=60.0, gt=0)
     stop_timeout: float = Field(default=10.0, gt=0)
+    # A service whose work thread has not answered its own ping for this long is killed and
+    # restarted (fieldkit.watchdog); the images' units get it as WatchdogSec=. 0 turns it off.
+    watchdog_seconds: float = Field(default=20.0, ge=0)
 
 
 class DeviceConfig(BaseSettings):
