@@ -243,6 +243,27 @@ def test_a_stopped_service_is_killed_and_restarted_by_the_watchdog(
         os.kill(hung, 0)
 
 
+def test_a_hung_kiosk_worker_is_killed_with_its_gunicorn_master(
+    start_kit: Callable[..., Kit],
+) -> None:
+    """Under gunicorn the worker joins the bus and beats; the master is the supervisor's child.
+    Killing the master alone would leave the hung worker behind, holding the kiosk's port."""
+    kit = start_kit(watchdog=WATCHDOG, services="kiosk")
+    hung_worker, took = hang_and_watch(kit, "kiosk", sigstop)
+    print(f"SIGSTOPped kiosk worker replaced after {took:.1f}s (watchdog {WATCHDOG}s)")
+    assert "kiosk (pid " in read_log(kit) and "sent no watchdog heartbeat" in read_log(kit)
+    wait_for(lambda: gone(hung_worker), what="the hung worker gone")
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its exit status is left (an orphan's waits for init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def test_without_the_watchdog_a_stopped_service_stays_hung(
     start_kit: Callable[..., Kit],
 ) -> None:
