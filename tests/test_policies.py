@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from fieldkit.cli import main
+from fieldkit.config import RunnerSection
 from fieldkit.policies import (
     BROWSER_POLICY_PATH,
     NFTABLES_PATH,
@@ -234,6 +235,27 @@ def test_per_service_overrides_stay_under_the_ceiling(tmp_path: Path) -> None:
         assert exposure(unit) <= policies.services.ceiling(name), name
     sync = service_unit("sync", "x", policies)
     assert "IPAddressAllow=localhost 192.0.2.10" in sync
+
+
+def test_service_units_say_when_they_are_up_and_that_their_work_thread_lives() -> None:
+    """Issue 15 item 5: systemd kills and restarts a hung service, with the runner's setting."""
+    policies = load_policies(REPO_POLICIES)
+    units = render(policies, "services", "tablet") | render(policies, "services", "hub")
+    watchdog = RunnerSection().watchdog_seconds
+    assert watchdog > 0
+    for path, body in units.items():
+        lines = body.splitlines()
+        assert "Type=notify" in lines, path.name
+        assert f"WatchdogSec={watchdog:g}s" in lines, path.name
+        # SIGKILL, not the default SIGABRT: no core dump of a memory that held applicant data.
+        assert "WatchdogSignal=SIGKILL" in lines, path.name
+        assert "Restart=on-failure" in lines, path.name
+    by_name = {path.name: body.splitlines() for path, body in units.items()}
+    # Under gunicorn the worker, a child of the unit's main process, notifies.
+    assert "NotifyAccess=all" in by_name["fieldkit-kiosk.service"]
+    assert "NotifyAccess=all" in by_name["fieldkit-hub-web.service"]
+    assert "NotifyAccess=main" in by_name["fieldkit-wipe.service"]
+    assert "NotifyAccess=main" in by_name["fieldkit-monitor.service"]
 
 
 def nft_in_private_netns(script: str) -> subprocess.CompletedProcess[str]:

@@ -346,7 +346,9 @@ class Bus:
         with self._lock:
             self._pending[correlation] = future
         try:
-            self.publish(f"{self.identity}/req/{target}/{op}", message, properties=props)
+            # A short request is short also when its PUBACK is late (the watchdog's ping).
+            topic = f"{self.identity}/req/{target}/{op}"
+            self.publish(topic, message, properties=props, timeout=min(timeout, 5.0))
             try:
                 payload, _topic = future.result(timeout)
             except TimeoutError:

@@ -85,6 +85,9 @@ class RunnerSection(Section):
             " glibc perturb, no tcache), so a session's data does not outlive its forget."
         ),
     )
+    # A service whose work thread has not answered its own ping for this long is killed and
+    # restarted (fieldkit.watchdog); the images' units get it as WatchdogSec=. 0 turns it off.
+    watchdog_seconds: float = Field(default=20.0, ge=0)
 
 
 class DeviceConfig(BaseSettings):

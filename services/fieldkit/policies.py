@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fieldkit.config import describe_validation_error
+from fieldkit.config import RunnerSection, describe_validation_error
 from fieldkit.processes import scrubbing_environment
 
 POLICY_DIR_ENV = "FIELDKIT_POLICIES"
@@ -610,8 +610,14 @@ def usbguard_daemon_settings(policy: UsbPolicy) -> dict[str, str]:
     }
 
 
-def service_unit(name: str, summary: str, policies: PolicySet) -> str:
-    """One sandboxed systemd unit for one fieldkit service."""
+def service_unit(
+    name: str, summary: str, policies: PolicySet, *, notify_access: str = "main"
+) -> str:
+    """One sandboxed systemd unit for one fieldkit service.
+
+    It tells systemd when it is up and keeps telling it that its work thread is alive
+    (fieldkit.watchdog); ``notify_access`` is "all" for a service whose notifying process is
+    a child of the main one (the kiosk's gunicorn worker)."""
     svc = policies.services
     directives: dict[str, DirectiveValue] = dict(svc.sandbox)
     override = svc.overrides.get(name)
@@ -634,13 +640,18 @@ def service_unit(name: str, summary: str, policies: PolicySet) -> str:
         f"ConditionPathExists={svc.config}",
         "",
         "[Service]",
-        "Type=simple",
+        "Type=notify",
+        f"NotifyAccess={notify_access}",
+        # The development runner's setting, so a hang is caught alike on a device and in `up`.
+        f"WatchdogSec={RunnerSection().watchdog_seconds:g}s",
+        # Not the default SIGABRT: a core dump of a service's memory could hold applicant data.
+        "WatchdogSignal=SIGKILL",
         f"User={user}",
         f"Group={user}",
         f"ExecStart={svc.venv}/bin/fieldkit --config {svc.config} service run {name}",
         # Freed memory overwritten at once (fieldkit.processes, the runner does the same).
         *(f"Environment={k}={v}" for k, v in scrubbing_environment({}).items()),
-        "Restart=on-failure",
+        "Restart=on-failure",  # a watchdog timeout is a failure too
         "RestartSec=2",
     ]
     for key, value in directives.items():
@@ -673,7 +684,12 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
 
     return {
         PurePosixPath("/etc/systemd/system") / unit_name(spec.name): service_unit(
-            spec.name, spec.summary, policies
+            spec.name,
+            spec.summary,
+            policies,
+            # A service with its own command runs under gunicorn, where the process that
+            # notifies may be a worker (the kiosk's) rather than the master.
+            notify_access="main" if spec.command is None else "all",
         )
         for spec in specs_for_role(role)
     }

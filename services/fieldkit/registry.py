@@ -68,6 +68,8 @@ def topic_rights(spec: ServiceSpec) -> Identity:
     n = spec.name
     writes = [f"health/{n}", f"{n}/error", f"{n}/evt/#", f"{n}/rep/#"]
     writes += [f"{n}/req/{target}/#" for target in spec.requests]
+    # The watchdog heartbeat pings the service's own bus (fieldkit.watchdog).
+    writes.append(f"{n}/req/{n}/ping")
     reads = [f"+/req/{n}/#", f"+/rep/{n}", *spec.listens]
     if spec.holds_personal_data:
         reads.append("wipe/evt/session/+/forget")

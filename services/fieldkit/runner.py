@@ -25,6 +25,14 @@ from fieldkit.bus import Bus, BusError, Endpoint, read_endpoint, read_password
 from fieldkit.config import DeviceConfig
 from fieldkit.processes import KIT_ENV, die_with_parent, scrubbing_environment
 from fieldkit.registry import ServiceSpec, identities_for
+from fieldkit.watchdog import (
+    NOTIFY_SOCKET,
+    WATCHDOG_PID,
+    WATCHDOG_USEC,
+    Heartbeat,
+    NotifySocket,
+    notify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +110,11 @@ def start_service(spec: ServiceSpec, config: DeviceConfig) -> ServiceContext:
     except BusError:
         ctx.run_stop_callbacks()
         raise
+    notify("READY=1", "STATUS=running")
+    heartbeat = Heartbeat.from_environment(ctx.bus)
+    if heartbeat is not None:
+        heartbeat.start()
+        ctx.on_stop(heartbeat.stop)
     return ctx
 
 
@@ -134,6 +147,11 @@ class Child:
     started: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
+    # The watchdog (runner.watchdog_seconds): where this child notifies, when it last said
+    # READY=1 or WATCHDOG=1 (None: not watched yet), and its last STATUS= line.
+    notify: NotifySocket | None = None
+    heard: float | None = None
+    status: str = ""
 
 
 class Supervisor:
@@ -171,12 +189,57 @@ class Supervisor:
             {**os.environ, "FIELDKIT_CONFIG": str(self.config_path), KIT_ENV: self.kit},
             enabled=self.config.runner.scrub_freed_memory,
         )
+        self._watchdog_environment(child, env)
         child.process = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             preexec_fn=die_with_parent,
         )  # fmt: skip
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.spec.name, child.process.pid)
+
+    def _watchdog_environment(self, child: Child, env: dict[str, str]) -> None:
+        """What systemd gives a Type=notify unit with WatchdogSec=, less WATCHDOG_PID (the
+        child's pid is not known before exec; the kiosk's notifying process is its worker)."""
+        for key in (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID):
+            env.pop(key, None)  # the supervisor's own manager's, if it has one
+        seconds = self.config.runner.watchdog_seconds
+        if not seconds:
+            return
+        if child.notify is None:
+            child.notify = NotifySocket(child.spec.name)
+        child.notify.receive()  # a killed instance's last words are not the new one's
+        child.heard, child.status = None, ""
+        env[NOTIFY_SOCKET] = child.notify.address
+        env[WATCHDOG_USEC] = str(round(seconds * 1_000_000))
+
+    def _watch(self, child: Child, now: float) -> None:
+        """Kill a running child whose heartbeat is overdue; _tend then restarts it.
+
+        A child is watched from its first READY=1 or WATCHDOG=1: one that never speaks the
+        protocol, such as a plain command, is not watched."""
+        if child.notify is None or child.process is None:
+            return
+        for message in child.notify.receive():
+            child.status = message.get("STATUS", child.status)
+            if message.get("READY") == "1" or message.get("WATCHDOG") == "1":
+                child.heard = now
+        limit = self.config.runner.watchdog_seconds
+        if child.heard is None or now - child.heard <= limit:
+            return
+        log.error(
+            "%s (pid %d) sent no watchdog heartbeat for %.1fs (limit %gs; its status: %s); "
+            "killing it",
+            child.spec.name,
+            child.process.pid,
+            now - child.heard,
+            limit,
+            child.status or "none",
+        )
+        child.heard = None
+        # Its whole process group, as systemd kills the unit's cgroup: a hung gunicorn
+        # worker does not outlive its master.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.process.pid, signal.SIGKILL)
 
     def _backoff(self, failures: int) -> float:
         runner = self.config.runner
@@ -189,6 +252,7 @@ class Supervisor:
             return
         status = child.process.poll()
         if status is None:
+            self._watch(child, now)
             if child.failures and now - child.started > self.config.runner.stable_after:
                 child.failures = 0
             return
@@ -248,6 +312,9 @@ class Supervisor:
                 process.wait()
         for child in self.children:
             child.process = None
+            if child.notify is not None:
+                child.notify.close()
+                child.notify = None
         if self.broker is not None:
             self.broker.stop()
         log.info("kit stopped")
