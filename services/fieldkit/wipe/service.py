@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fieldkit import watchdog
 from fieldkit.bus import Bus, BusError, Incoming, RequestRefused
 from fieldkit.config import DeviceConfig
 from fieldkit.erasure import (
@@ -440,8 +441,19 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
         wiper.add_markers(request)
         return MarkersAccepted(sid=request.sid)
 
+    # A wipe stuck past this (every holder's wait, every location's budget, the browser's
+    # restart, with room to spare) stops the heartbeat: the watchdog restarts the service.
+    longest = (
+        settings.holder_timeout
+        + 2 * settings.browser_timeout
+        + 12 * settings.session_location_budget_seconds
+        + 30
+    )
+
     def on_wipe(request: WipeSession, meta: Incoming) -> WipeResult:
-        return result_of(wiper.wipe_session(request.sid, request.operator, request.markers))
+        with watchdog.busy("session wipe", longest):
+            record = wiper.wipe_session(request.sid, request.operator, request.markers)
+        return result_of(record)
 
     # The wipe takes a second or more: it runs on its own thread, one wipe at a time, so the
     # bus thread keeps the connection alive (a missed keepalive lost the verdict) and keeps
