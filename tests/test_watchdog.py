@@ -73,7 +73,9 @@ def test_the_watchdog_is_on_only_for_the_process_it_names() -> None:
     # systemd names the main process; a gunicorn worker is the main process's child.
     assert watchdog_timeout({**base, WATCHDOG_PID: str(os.getpid())}) == 2.5
     assert watchdog_timeout({**base, WATCHDOG_PID: str(os.getppid())}) == 2.5
-    assert watchdog_timeout({**base, WATCHDOG_PID: "1"}) is None
+    # Another process's: neither this one nor its parent (which may be pid 1 in a container).
+    other = next(pid for pid in (2, 3, 4) if pid not in (os.getpid(), os.getppid()))
+    assert watchdog_timeout({**base, WATCHDOG_PID: str(other)}) is None
     assert watchdog_timeout({**base, WATCHDOG_USEC: "0"}) is None
     assert watchdog_timeout({**base, WATCHDOG_USEC: "soon"}) is None
     assert watchdog_timeout({WATCHDOG_USEC: "2500000"}) is None

@@ -209,6 +209,10 @@ def test_markers_registered_during_the_session_are_used_and_then_dropped(
     # finding that fails the record, not something the wipe deletes.
     assert not result.ok and result.failures == ["temp: residue (1 found)"]
     assert leftover.read_text() == f"<p>{APPLICATION_ID}</p>"
+    # The record failed: the wipe keeps the markers for the retry, until one passes.
+    assert set(wiper._markers) == {SID}
+    leftover.unlink()
+    assert request_wipe(kiosk, with_markers=False).ok
     assert wiper._markers == {}
 
 

@@ -36,6 +36,7 @@ def wipe_body(root: Path, process_tag: str) -> str:
         browser_cache = "{d / "browser-cache"}"
         browser_stop = []
         browser_start = []
+        cups_restart = []
         cups_spool_dirs = ["{d / "spool-cups"}"]
         cups_cache_dirs = ["{d / "cache-cups"}"]
         journal_dirs = ["{d / "journal"}"]

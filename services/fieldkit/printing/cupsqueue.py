@@ -83,6 +83,12 @@ class CupsQueue:
                 raise CupsUnavailable(f"cupsd at {self.host}:{self.port} did not answer") from exc
         return self._conn
 
+    def hang_up(self) -> None:
+        """Close the connection to cupsd (a new one opens at the next call): cupsd frees that
+        client's buffers, which held the tail of the last document sent (found by the wipe's
+        memory scan in cupsd after a forget). The event subscription lives on in cupsd."""
+        self._conn = None
+
     def _drop(self) -> None:
         self._conn = None
         self._subscription = None

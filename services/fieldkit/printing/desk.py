@@ -172,6 +172,10 @@ class PrintDesk:
         self._wake = threading.Event()
         self._reading: PrinterReading | None = None
         self._spool_pending: dict[str, PrintJob] = {}
+        # Called after a session's jobs are purged: a cupsd of the printing service's own
+        # (the development printer) is restarted there, so nothing the documents left in its
+        # memory (its read buffer is on its stack) outlives the session.
+        self.after_forget: Callable[[], None] | None = None
 
     # -- called from bus handlers ------------------------------------------------------------
 
@@ -332,6 +336,13 @@ class PrintDesk:
             job.forget_document()
             if not job.accepted.done():
                 job.accepted.set_result(self._accepted_reply(job))
+        if jobs:
+            cups.hang_up()
+            if self.after_forget is not None:
+                try:
+                    self.after_forget()
+                except Exception:
+                    log.exception("restarting cupsd after the session's jobs failed")
         checked = spool_readable(self.spool_dir)
         residue: list[str] = []
         if checked and cups_ids and self.spool_dir is not None:

@@ -340,6 +340,12 @@ class LocalPrinter:
         log_file.close()
         _wait_for(lambda: _accepting(self.cups_port), self._cupsd, "cupsd", timeout)
 
+    def restart_cupsd(self, timeout: float = 15.0) -> None:
+        """Stop cupsd and start it again on the same files (the queue stays): a session's
+        documents passed through its memory, which a new process does not have."""
+        _terminate(self._cupsd)
+        self._start_cupsd(timeout)
+
     def lpadmin(self, *args: str) -> None:
         cmd = ["lpadmin", "-h", f"127.0.0.1:{self.cups_port}", *args]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)

@@ -65,6 +65,8 @@ class PrintingService:
             spool_dir=spool_dir,
             cache_dir=cache_dir,
         )
+        if self.settings.local.enabled:
+            self.desk.after_forget = local.restart_cupsd
         thread = threading.Thread(
             target=self.desk.run, args=(ctx.stopping,), name="print-desk", daemon=True
         )

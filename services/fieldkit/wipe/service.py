@@ -127,6 +127,17 @@ def browser_result(stop_problem: str | None, start_problem: str | None) -> Holde
     )
 
 
+def cupsd_result(problem: str | None) -> HolderResult:
+    """cupsd as a holder: its forget is a restart once the session's jobs are purged."""
+    return HolderResult(
+        service="cupsd",
+        answered=True,
+        ok=problem is None,
+        erased=[] if problem else ["process memory (restarted)"],
+        problem=problem,
+    )
+
+
 class Wiper:
     """Session wipes and catalogue scans; the bus parts are optional so the CLI can use it."""
 
@@ -231,6 +242,9 @@ class Wiper:
                 held = self._markers.pop(sid, HeldMarkers())
             try:
                 holder_results = self._collect_answers(sid)
+                if self.settings.cups_restart:
+                    problem = self._browser("cups restart", self.settings.cups_restart)
+                    holder_results.append(cupsd_result(problem))
                 search = held.search()
                 # The browser goes down before its profile is emptied (or it could write back
                 # what it holds in memory) and comes up on the empty profile afterwards.

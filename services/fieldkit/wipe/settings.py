@@ -34,6 +34,11 @@ class WipeSection(BaseModel):
     browser_stop: list[str] = ["systemctl", "stop", "fieldkit-kiosk-browser.service"]
     browser_start: list[str] = ["systemctl", "start", "fieldkit-kiosk-browser.service"]
     browser_timeout: float = Field(default=20.0, gt=0, le=120)
+    # cupsd read the session's documents through its own memory (its read buffer is on its
+    # stack, found there by the memory scan): restarted once the printing service has purged
+    # the session's jobs. Empty: the printing service runs its own cupsd and restarts it
+    # itself (development), or no cupsd is the device's.
+    cups_restart: list[str] = ["systemctl", "try-restart", "cups.service"]
     cups_spool_dirs: list[Path] = [Path("/var/spool/cups")]
     cups_cache_dirs: list[Path] = [Path("/var/cache/cups")]
     journal_dirs: list[Path] = [Path("/var/log/journal"), Path("/run/log/journal")]
