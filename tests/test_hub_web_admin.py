@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from fieldkit.hub.db import ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
 from fieldkit.hub.web.app import hubweb
 from fieldkit.hub.web.models import OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
@@ -74,11 +74,32 @@ def test_devices_health_enrol_and_revoke(
                 record={},
             )
         )
+        # The kiosk failed closed twice today (a wipe not proven, then a refused start), and
+        # once two days ago: the alarms column counts the last 24 hours.
+        for action, ago in (
+            ("wipe-failed", 300),
+            ("session-refused:wipe-unproven", 200),
+            ("login", 100),
+            ("session-refused:antivirus", 2 * 86400),
+        ):
+            rid = add_record(session, "tab-a", "audit", now - ago)
+            session.add(
+                AuditRow(
+                    record_id=rid,
+                    device_id="tab-a",
+                    at=now - ago,
+                    actor="op-01",
+                    action=action,
+                    outcome="",
+                    detail={},
+                )
+            )
         session.commit()
     admin = client_as("admin")
     page = admin.get("/devices").get_data(as_text=True)
     row = page[page.index("<td>tab-a</td>") :].split("</tr>")[0]
     for shown in (
+        "2: session-refused:wipe-unproven",
         "30 h",
         "2 検出 detected / 受付停止",
         "17",

@@ -44,6 +44,7 @@ class DeviceView:
     version: str
     last_erasure: str
     operators: str = "—"
+    alarms: str = "—"
 
 
 class EnrolForm(FlaskForm):
@@ -104,6 +105,29 @@ def _operators(session: Session, device_id: str, current: str | None) -> str:
     return f"古い behind (applied {_when(applied.at)})"
 
 
+# What a tablet's kiosk records when the counter fails closed (issue 15): an erasure that was
+# not proven, and every session it refused to start because of it, a silent holder or the
+# antivirus gate. Each is an alarm for the admin and the auditor.
+ALARM_ACTIONS = ("session-refused:%", "wipe-failed%")
+ALARM_WINDOW = 24 * 3600
+
+
+def _alarms(session: Session, device_id: str, now: float) -> str:
+    """Alarms of the last 24 hours: how many, and the latest with its time."""
+    rows = session.scalars(
+        select(AuditRow)
+        .where(
+            AuditRow.device_id == device_id,
+            AuditRow.at >= now - ALARM_WINDOW,
+            AuditRow.action.like(ALARM_ACTIONS[0]) | AuditRow.action.like(ALARM_ACTIONS[1]),
+        )
+        .order_by(AuditRow.at.desc())
+    ).all()
+    if not rows:
+        return "—"
+    return f"{len(rows)}: {rows[0].action} {_when(rows[0].at)}"
+
+
 def device_views() -> list[DeviceView]:
     session = db()
     roster = read_roster(hubweb().pki.roster)
@@ -149,6 +173,7 @@ def device_views() -> list[DeviceView]:
                     else "—"
                 ),
                 operators=_operators(session, device_id, current),
+                alarms=_alarms(session, device_id, now),
             )
         )
     return views
