@@ -131,6 +131,7 @@ def test_no_new_session_starts_while_the_last_erasure_is_unproven(
     wiped_kit: tuple[Flask, Path, DeviceConfig],
     gate: str,
     monkeypatch: pytest.MonkeyPatch,
+    operator_hash: str,
 ) -> None:
     """capture stops during the session: the wipe fails, and the counter stays closed (fails
     closed) until the holder is back and a retry of that session's wipe passes. With the
@@ -146,6 +147,13 @@ def test_no_new_session_starts_while_the_last_erasure_is_unproven(
             assert_no_session_starts_until_the_erasure_is_proven(app)
         return
     assert_no_session_starts_until_the_erasure_is_proven(app)
+    # The kiosk restarts (its memory, and the unproven session in it, gone): it asks the wipe,
+    # whose evidence says the session is unproven, and stays closed.
+    detach_service(app)
+    app = kiosk_on_the_bus(config, operator_hash)
+    state = kiosk(app)
+    assert state.unproven is not None
+    assert_no_session_starts_until_the_erasure_is_proven(app)
     # The missing holder comes back: the next attempt (start pressed) retries the wipe of
     # the unproven session, which passes, and only then does the new session start.
     (capture_spec,) = load_specs(["capture"])
@@ -160,6 +168,7 @@ def test_no_new_session_starts_while_the_last_erasure_is_unproven(
     finally:
         state.counter.abandon("test")
         state.counter.close()
+        detach_service(app)
         stop_service(capture)
 
 

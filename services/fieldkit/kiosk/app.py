@@ -32,7 +32,15 @@ from fieldkit.municipalities import MunicipalityTable
 from fieldkit.registry import holders, specs_for_role
 from fieldkit.runner import ServiceContext, stop_service
 from fieldkit.wipe.markers import fragments_b64
-from fieldkit.wipe.messages import MarkersAccepted, SessionMarkers, WipeResult, WipeSession
+from fieldkit.wipe.messages import (
+    MarkersAccepted,
+    SessionMarkers,
+    UnprovenQuery,
+    UnprovenSession,
+    UnprovenSessions,
+    WipeResult,
+    WipeSession,
+)
 
 log = logging.getLogger(__name__)
 EXTENSION = "fieldkit.kiosk"
@@ -74,6 +82,8 @@ class Kiosk:
     trail: AuditLog | None = None
     # The last session while its erasure is not proven (R6): no new session until it is.
     unproven: UnprovenWipe | None = None
+    # More sessions whose erasure is not proven (known from the wipe when the kiosk starts).
+    backlog: list[UnprovenSession] = field(default_factory=list)
     # The services that must answer the forget handshake (and the wipe): pinged at each start.
     holders: list[str] = field(default_factory=list)
     _wipe_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -173,9 +183,16 @@ class Kiosk:
             if pending.attempts > 1:
                 action += f":attempt-{pending.attempts}"
             self.record(AuditEvent(time.time(), pending.operator, pending.sid, action, "", ""))
-            if ok:
-                self.unproven = None
-            return ok
+            if not ok:
+                return False
+            self.unproven = None
+            if self.backlog:
+                # Sessions ended before a restart whose erasure is not proven either: each
+                # one's wipe must pass before the counter opens.
+                waiting = self.backlog.pop(0)
+                self.unproven = UnprovenWipe(waiting.sid, waiting.operator)
+                return self.retry_wipe()
+            return True
 
     def session_refusal(self, lang: Lang) -> tuple[str, str] | None:
         """Why no new applicant session may start now, as (code, words for staff); None when
@@ -250,6 +267,17 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state.operators.follow(ctx.bus)
     specs = specs_for_role(state.config.device.role, state.config.runner.services)
     state.holders = sorted({*holders(specs), "wipe"} - {ctx.spec.name})
+    # A session this kiosk (or the one before it, if it restarted) ended whose erasure the
+    # wipe has not proven stays unproven across the restart.
+    try:
+        known = ctx.bus.request("wipe", "unproven-query", UnprovenQuery(), UnprovenSessions)
+    except BusError as exc:
+        log.warning("could not ask the wipe for unproven sessions: %s", exc)
+    else:
+        if known.sessions:
+            first, *rest = known.sessions
+            state.unproven = UnprovenWipe(first.sid, first.operator)
+            state.backlog = rest
     # An unproven erasure is retried by itself, not only when staff press start.
     retry = threading.Thread(
         target=retry_unproven, args=(state, ctx.stopping), name="kiosk-wipe-retry", daemon=True

@@ -50,3 +50,22 @@ class WipeResult(Message):
     record_hash: str
     failures: list[str] = Field(default_factory=list)
     seconds: float
+
+
+class UnprovenQuery(Message):
+    """Which sessions' erasure is not proven: asked by a kiosk when it starts."""
+
+    type: Literal["unproven-query"] = "unproven-query"
+
+
+class UnprovenSession(Message):
+    type: Literal["unproven-session"] = "unproven-session"
+    sid: str = Field(pattern=SID_PATTERN)
+    operator: str
+
+
+class UnprovenSessions(Message):
+    """Sessions whose latest erasure record failed, oldest first (evidence: no personal data)."""
+
+    type: Literal["unproven-sessions"] = "unproven-sessions"
+    sessions: list[UnprovenSession] = Field(default_factory=list)

@@ -53,6 +53,9 @@ from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
 from fieldkit.wipe.messages import (
     MarkersAccepted,
     SessionMarkers,
+    UnprovenQuery,
+    UnprovenSession,
+    UnprovenSessions,
     WipeResult,
     WipeSession,
 )
@@ -108,6 +111,9 @@ class HeldMarkers:
         if other.canary:
             self.canary[:] = other.canary
         other.photo_fragments = []
+
+    def empty(self) -> bool:
+        return not (self.application_id or self.photo_fragments or self.canary)
 
     def zero(self) -> None:
         for buffer in [self.application_id, self.canary, *self.photo_fragments]:
@@ -245,7 +251,12 @@ class Wiper:
                 if self.settings.cups_restart:
                     problem = self._browser("cups restart", self.settings.cups_restart)
                     holder_results.append(cupsd_result(problem))
-                search = held.search()
+                if held.empty() and any(u.sid == sid for u in self.unproven()):
+                    # A retry of a failed session whose markers are gone (the wipe restarted):
+                    # what it left can only be looked for as applicant data of any session.
+                    search = MarkerSearch(daily_markers())
+                else:
+                    search = held.search()
                 # The browser goes down before its profile is emptied (or it could write back
                 # what it holds in memory) and comes up on the empty profile afterwards.
                 stopped = self._browser("stop", self.settings.browser_stop)
@@ -285,6 +296,20 @@ class Wiper:
             record.finished - record.started,
         )
         return record
+
+    def unproven(self) -> list[UnprovenSession]:
+        """Sessions whose latest record failed, from the evidence store (so a restarted kiosk
+        or wipe still knows them), oldest first."""
+        latest: dict[str, ErasureRecord] = {}
+        for _, record in self.store.records():
+            if record.kind == "session" and record.sid:
+                latest.pop(record.sid, None)
+                latest[record.sid] = record
+        return [
+            UnprovenSession(sid=sid, operator=record.operator or "")
+            for sid, record in latest.items()
+            if not record.ok
+        ]
 
     def _keep(self, sid: str, held: HeldMarkers) -> None:
         with self._answered:
@@ -473,6 +498,11 @@ def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
     # bus thread keeps the connection alive (a missed keepalive lost the verdict) and keeps
     # answering pings and markers meanwhile.
     work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wipe-work")
+
+    def on_unproven(request: UnprovenQuery, meta: Incoming) -> UnprovenSessions:
+        return UnprovenSessions(sessions=wiper.unproven())
+
+    ctx.bus.handle_request("unproven-query", UnprovenQuery, on_unproven, worker=work)
     ctx.bus.handle_request("session-markers", SessionMarkers, on_markers)
     ctx.bus.handle_request("wipe-session", WipeSession, on_wipe, worker=work)
 
