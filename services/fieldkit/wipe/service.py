@@ -339,10 +339,12 @@ class Wiper:
 
     def scan_catalogue(self) -> ErasureRecord:
         """The daily / boot scan: every location, for applicant data of any session."""
+        # The scan only reads, so it runs beside session wipes instead of holding them up for
+        # minutes (the kiosk would give up waiting and keep the counter closed meanwhile).
+        started = time.time()
+        search = MarkerSearch(daily_markers())
+        locations = [self.catalogue.scan(loc, search) for loc in self.catalogue.locations]
         with self._wiping:
-            started = time.time()
-            search = MarkerSearch(daily_markers())
-            locations = [self.catalogue.scan(loc, search) for loc in self.catalogue.locations]
             record = self._seal(
                 ErasureRecord(
                     kind="daily",
