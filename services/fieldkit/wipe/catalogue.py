@@ -588,21 +588,39 @@ def kit_processes(
 MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
 
 
+def touched_mappings(pid: int) -> list[tuple[str, str, str, str]]:
+    """(start, end, perms, name) of each mapping of ``pid`` that holds a page in memory or in
+    swap (``/proc/PID/smaps``). A mapping never touched reads as zeros, or as its file: no
+    session's data can be there, and skipping it spares reading gigabytes of reserved address
+    space (thread arenas, allocator reserves) at every wipe."""
+    mappings: list[tuple[str, str, str, str]] = []
+    current: tuple[str, str, str, str] | None = None
+    kept = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        match = MAPS_LINE.match(line)
+        if match is not None:
+            start, end, perms, name = match.groups()
+            current, kept = (start, end, perms, name), False
+            continue
+        if current is None or kept:
+            continue
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Swap") and value.split() and value.split()[0] != "0":
+            mappings.append(current)
+            kept = True
+    return mappings
+
+
 def scan_process(
     pid: int, search: MarkerSearch, chunk_bytes: int, deadline: float | None = None
 ) -> tuple[list[Hit], int, bool]:
     """Scan the readable private memory of one process (needs ptrace rights, i.e. root).
 
     Returns the hits, the bytes read, and whether all was read before ``deadline``."""
-    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
     hits: list[Hit] = []
     read = 0
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-        for line in maps:
-            match = MAPS_LINE.match(line)
-            if match is None:
-                continue
-            start, end, perms, name = match.groups()
+        for start, end, perms, name in touched_mappings(pid):
             # Writable mappings hold what a process made at run time: heap, stacks, anonymous
             # buffers. Read-only file mappings are code and data from disk, never a session's.
             if perms[0] != "r" or perms[1] != "w" or name in ("[vvar]", "[vsyscall]", "[vdso]"):
