@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -306,20 +307,32 @@ class Catalogue:
             kit=os.environ.get(KIT_ENV),
         )
         interrupted = False
-        for index, (pid, name) in enumerate(processes):
+
+        def scan_one(pid: int) -> tuple[list[Hit], int, bool] | str:
             if self.stopping.is_set() or time.monotonic() >= deadline:
-                interrupted = self.stopping.is_set()
-                cut = len(processes) - index
-                break
+                return "not-scanned"
             try:
-                hits, read, complete = scan_process(
-                    pid, search, self.settings.chunk_bytes, deadline
-                )
+                return scan_process(pid, search, self.settings.chunk_bytes, deadline)
             except (FileNotFoundError, ProcessLookupError):
-                continue  # it ended: its memory is gone
+                return "gone"  # it ended: its memory is gone
             except OSError:
+                return "unreadable"
+
+        # Reading /proc/PID/mem and Hyperscan both release the GIL: the processes are read
+        # side by side, one per core.
+        with ThreadPoolExecutor(max_workers=MEMORY_SCAN_THREADS) as pool:
+            outcomes = list(pool.map(scan_one, [pid for pid, _ in processes]))
+        for (pid, name), outcome in zip(processes, outcomes, strict=True):
+            if outcome == "not-scanned":
+                interrupted = interrupted or self.stopping.is_set()
+                cut += 1
+                continue
+            if outcome == "unreadable":
                 unreadable += 1
                 continue
+            if isinstance(outcome, str):
+                continue
+            hits, read, complete = outcome
             scanned += read
             cut += not complete
             where = f"pid:{pid} ({name})"
@@ -585,6 +598,8 @@ def kit_processes(
     return found
 
 
+# Processes whose memory is read at the same time (the tablet has two to four cores).
+MEMORY_SCAN_THREADS = min(4, os.cpu_count() or 1)
 MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$")
 
 
