@@ -246,8 +246,10 @@ class Wiper:
                 self.add_markers(markers)
             with self._answered:
                 held = self._markers.pop(sid, HeldMarkers())
+            phases: dict[str, float] = {}
             try:
                 holder_results = self._collect_answers(sid)
+                phases["holders"] = time.time() - started
                 if self.settings.cups_restart:
                     problem = self._browser("cups restart", self.settings.cups_restart)
                     holder_results.append(cupsd_result(problem))
@@ -261,9 +263,11 @@ class Wiper:
                 # what it holds in memory) and comes up on the empty profile afterwards.
                 stopped = self._browser("stop", self.settings.browser_stop)
                 try:
-                    locations = [
-                        self.catalogue.erase(loc, sid, search) for loc in self.catalogue.locations
-                    ]
+                    locations = []
+                    for loc in self.catalogue.locations:
+                        began = time.time()
+                        locations.append(self.catalogue.erase(loc, sid, search))
+                        phases[loc.name] = time.time() - began
                 finally:
                     started_again = self._browser("start", self.settings.browser_start)
                 if self.settings.browser_stop or self.settings.browser_start:
@@ -289,11 +293,13 @@ class Wiper:
         else:
             # A retry (the kiosk asks until one passes) looks for the same residue.
             self._keep(sid, held)
+        slowest = sorted(phases.items(), key=lambda item: -item[1])[:3]
         log.info(
-            "session %s wiped: %s in %.2fs",
+            "session %s wiped: %s in %.2fs (%s)",
             sid,
             "ok" if record.ok else "FAILED: " + "; ".join(record.failures),
             record.finished - record.started,
+            ", ".join(f"{name} {seconds:.2f}s" for name, seconds in slowest),
         )
         return record
 
