@@ -173,6 +173,34 @@ def test_no_new_session_starts_while_the_last_erasure_is_unproven(
 
 
 @pytest.mark.parametrize("wiped_kit", [["kiosk"]], indirect=True)
+def test_a_session_left_open_by_a_dead_kiosk_is_wiped_before_the_next(
+    wiped_kit: tuple[Flask, Path, DeviceConfig], operator_hash: str
+) -> None:
+    """The kiosk process dies mid-session (it never asks for the wipe): the next kiosk finds
+    the session in its audit trail and has it wiped before any new session starts."""
+    app, _, config = wiped_kit
+    with app.test_client() as client:
+        walk(client, app)
+    session = kiosk(app).counter.current
+    assert session is not None
+    sid = session.sid
+    detach_service(app)  # the process is gone: no close, no wipe request
+    app = kiosk_on_the_bus(config, operator_hash)
+    try:
+        state = kiosk(app)
+        assert state.unproven is not None and state.unproven.sid == sid
+        start_a_session(app)
+        actions = [(e.sid, e.action) for e in state.audit_log]
+        assert (sid, "wiped") in actions
+        assert actions.index((sid, "wiped")) < len(actions) - 1  # before the new session
+        assert state.counter.current is not None and state.counter.current.sid != sid
+        state.counter.abandon("test")
+        state.counter.close()
+    finally:
+        detach_service(app)
+
+
+@pytest.mark.parametrize("wiped_kit", [["kiosk"]], indirect=True)
 def test_a_silent_holder_refuses_the_session(
     wiped_kit: tuple[Flask, Path, DeviceConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:

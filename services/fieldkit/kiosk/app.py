@@ -16,7 +16,7 @@ from flask import Flask, Response, g, request, session
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from fieldkit.audit import AuditLog
+from fieldkit.audit import AuditLog, entries
 from fieldkit.bus import BusError
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.erasure import serve_forget_requests
@@ -249,6 +249,28 @@ def kiosk_audit_path(config: DeviceConfig) -> Path:
     return config.kiosk.audit_log or config.bus.runtime_dir / "kiosk-audit.jsonl"
 
 
+def unproven_in_trail(path: Path) -> UnprovenWipe | None:
+    """The last session of the kiosk's audit trail when no wipe of it passed (R6).
+
+    A kiosk process that dies during a session never asks for its wipe, so the wipe's records
+    know nothing of it; the trail, which outlives the process, does. Its markers are gone
+    with the old process: the retry erases the session's places and asks every holder to
+    forget it, but its scan has none of the session's own markers to look for."""
+    last: UnprovenWipe | None = None
+    for entry in entries(path):
+        event = entry.get("event", {})
+        action = str(event.get("action", ""))
+        if action == "start":
+            last = UnprovenWipe(str(event.get("session", "")), str(event.get("operator", "")))
+        elif (
+            last is not None
+            and event.get("session") == last.sid
+            and (action == "wiped" or action.startswith("wiped:"))
+        ):
+            last = None
+    return last
+
+
 def kiosk(app: Flask | None = None) -> Kiosk:
     from flask import current_app
 
@@ -278,6 +300,15 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
             first, *rest = known.sessions
             state.unproven = UnprovenWipe(first.sid, first.operator)
             state.backlog = rest
+    # A session the previous kiosk process left open (it died before asking for the wipe).
+    left = unproven_in_trail(kiosk_audit_path(state.config))
+    if left is not None and left.sid not in {state.unproven and state.unproven.sid} | {
+        b.sid for b in state.backlog
+    }:
+        if state.unproven is None:
+            state.unproven = left
+        else:
+            state.backlog.append(UnprovenSession(sid=left.sid, operator=left.operator))
     # An unproven erasure is retried by itself, not only when staff press start.
     retry = threading.Thread(
         target=retry_unproven, args=(state, ctx.stopping), name="kiosk-wipe-retry", daemon=True
