@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,7 +82,9 @@ class Counter:
         label = "申請サポート" if mode == "support" else "出張申請受付"
         self.page.get_by_label(label).check()
         self.page.get_by_role("button", name="始める").click()
-        self.page.wait_for_url("**/scan")
+        # The demo camera may read the form's QR before the scan page has loaded: the kiosk
+        # then goes straight on to the terms.
+        self.page.wait_for_url(re.compile(r".*/(scan|terms)$"))
 
     def next_applicant(self, expect: str) -> None:
         self.page.wait_for_url("**/ended")
@@ -118,7 +121,8 @@ def test_a_whole_session_in_the_browser(
     at = Counter(browser, base)
     at.login()
     at.start(mode)
-    at.check("scan")
+    if at.page.url.endswith("/scan"):
+        at.check("scan")
     # The demo camera shows the form's QR: the page moves on by itself (kiosk.js polls /live).
     at.page.wait_for_url("**/terms")
     at.check("terms")
