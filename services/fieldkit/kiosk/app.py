@@ -302,9 +302,10 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
             state.backlog = rest
     # A session the previous kiosk process left open (it died before asking for the wipe).
     left = unproven_in_trail(kiosk_audit_path(state.config))
-    if left is not None and left.sid not in {state.unproven and state.unproven.sid} | {
-        b.sid for b in state.backlog
-    }:
+    known_sids = {b.sid for b in state.backlog}
+    if state.unproven is not None:
+        known_sids.add(state.unproven.sid)
+    if left is not None and left.sid not in known_sids:
         if state.unproven is None:
             state.unproven = left
         else:
