@@ -32,7 +32,7 @@ class AuditLog:
         self._last = GENESIS
         self._seq = 0
         if path.exists():
-            for entry in _entries(path):
+            for entry in entries(path):
                 self._last, self._seq = entry["hash"], entry["seq"]
 
     def append(self, event: dict[str, Any]) -> None:
@@ -49,7 +49,10 @@ class AuditLog:
             self._last, self._seq = digest, seq
 
 
-def _entries(path: Path) -> list[dict[str, Any]]:
+def entries(path: Path) -> list[dict[str, Any]]:
+    """Every entry of the trail at ``path``, oldest first (none when there is no trail yet)."""
+    if not path.exists():
+        return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 

@@ -16,7 +16,7 @@ from flask import Flask, Response, g, request, session
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from fieldkit.audit import AuditLog
+from fieldkit.audit import AuditLog, entries
 from fieldkit.bus import BusError
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.erasure import serve_forget_requests
@@ -232,6 +232,28 @@ def kiosk_audit_path(config: DeviceConfig) -> Path:
     return config.kiosk.audit_log or config.bus.runtime_dir / "kiosk-audit.jsonl"
 
 
+def unproven_in_trail(path: Path) -> UnprovenWipe | None:
+    """The last session of the audit trail, when no wipe of it passed (R6).
+
+    A kiosk that restarts (its worker killed, the broker restarted and every service with it)
+    loses the session it held and its wipe's verdict: the trail, which outlives the process,
+    says whether that session was proven erased. Its markers are gone with the old process;
+    the wipe still erases the session's places and asks every holder to forget it."""
+    last: UnprovenWipe | None = None
+    for entry in entries(path):
+        event = entry["event"]
+        if event["action"] == "start":
+            last = UnprovenWipe(event["session"], event["operator"])
+        elif last is not None and event["session"] == last.sid and proves_erasure(event["action"]):
+            last = None
+    return last
+
+
+def proves_erasure(action: str) -> bool:
+    """An audit action that says a passing wipe of its session was recorded."""
+    return action == "wiped" or action.startswith("wiped:")
+
+
 def kiosk(app: Flask | None = None) -> Kiosk:
     from flask import current_app
 
@@ -250,6 +272,8 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state.operators.follow(ctx.bus)
     specs = specs_for_role(state.config.device.role, state.config.runner.services)
     state.holders = sorted({*holders(specs), "wipe"} - {ctx.spec.name})
+    # A session the previous kiosk process left without a passing wipe is retried first.
+    state.unproven = unproven_in_trail(kiosk_audit_path(state.config))
     # An unproven erasure is retried by itself, not only when staff press start.
     retry = threading.Thread(
         target=retry_unproven, args=(state, ctx.stopping), name="kiosk-wipe-retry", daemon=True
