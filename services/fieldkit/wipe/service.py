@@ -243,22 +243,23 @@ class Wiper:
                     started_again = self._browser("start", self.settings.browser_start)
                 if self.settings.browser_stop or self.settings.browser_start:
                     holder_results.append(browser_result(stopped, started_again))
+                # Sealing can fail too (the state disk full): the retry needs the markers then.
+                record = self._seal(
+                    ErasureRecord(
+                        kind="session",
+                        sid=sid,
+                        device=self.device,
+                        operator=operator,
+                        started=started,
+                        finished=time.time(),
+                        holders=holder_results,
+                        locations=locations,
+                        ok=False,
+                    )
+                )
             except BaseException:
                 self._keep(sid, held)
                 raise
-            record = self._seal(
-                ErasureRecord(
-                    kind="session",
-                    sid=sid,
-                    device=self.device,
-                    operator=operator,
-                    started=started,
-                    finished=time.time(),
-                    holders=holder_results,
-                    locations=locations,
-                    ok=False,
-                )
-            )
         if record.ok:
             held.zero()
         else:
