@@ -122,18 +122,25 @@ class Outbound:
     def _run(self) -> None:
         while (record := self._queue.get()) is not None:
             delay = 0.5
-            while True:
-                try:
-                    self.bus.request("sync", "submit", record, Accepted, timeout=10)
-                    break
-                except RequestRefused as refused:
-                    # A record sync will never take (malformed): keep the reason, not the record.
-                    log.error("sync refused a %s record: %s", record.kind, refused.reply.reason)
-                    break
-                except BusError:
-                    # sync not there yet, or busy: wait and try again; nothing is dropped
-                    # while the kiosk runs.
-                    if self._closing.wait(delay):
-                        log.error("kiosk stopping: a %s record did not reach sync", record.kind)
-                        return
-                    delay = min(delay * 2, 30.0)
+            while not self._offer(record):
+                # sync not there yet, busy or full: wait and offer it again; nothing is
+                # dropped while the kiosk runs.
+                if self._closing.wait(delay):
+                    log.error("kiosk stopping: a %s record did not reach sync", record.kind)
+                    return
+                delay = min(delay * 2, 30.0)
+
+    def _offer(self, record: SubmitRecord) -> bool:
+        """Hand one record to sync; False when it must be offered again later."""
+        try:
+            self.bus.request("sync", "submit", record, Accepted, timeout=10)
+        except RequestRefused as refused:
+            if not refused.reply.fields:
+                # Refused for the moment (the outbox or its disk is full), not for what it holds.
+                log.warning("sync cannot take a %s record now: %s", record.kind, refused)
+                return False
+            # A record sync will never take (a field is wrong): keep the reason, not the record.
+            log.error("sync refused a %s record: %s", record.kind, refused.reply.reason)
+        except BusError:
+            return False
+        return True
