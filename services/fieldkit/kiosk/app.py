@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from flask import Flask, Response, g, request, session
+from flask import Flask, Response, g, render_template, request, session
 from flask_login import LoginManager
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from fieldkit.audit import AuditLog, entries
 from fieldkit.bus import BusError
@@ -376,6 +376,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             "check_label": lambda name: check_label(name, lang),
             "unit_label": lambda unit: unit_label(unit, lang),
         }
+
+    @app.errorhandler(CSRFError)
+    def page_expired(error: CSRFError) -> tuple[str, int]:
+        # An old page (its token timed out, or the wall clock stepped): say so, and what to do.
+        return render_template("expired.html"), 400
 
     @app.after_request
     def security_headers(response: Response) -> Response:
