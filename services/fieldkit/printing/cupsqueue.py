@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,10 @@ FINAL_JOB_STATES = frozenset({JOB_CANCELED, JOB_ABORTED, JOB_COMPLETED})
 
 # Print true to size (R3): no scaling by CUPS's pdftopdf, nor by the printer.
 TRUE_SIZE = {"print-scaling": "none", "fit-to-page": "false"}
+# cupsd reads a document through a 32 KiB buffer on its stack, which keeps the last chunk read
+# until another upload overwrites it; freed memory is scrubbed, a stack is not.
+RECEIVE_BUFFER_BYTES = 64 * 1024
+SCRUB_TITLE = "fieldkit-scrub"
 JOB_EVENTS = ["job-created", "job-state-changed", "job-completed", "job-stopped"]
 # A lease, renewed while we run, so a crashed service leaves no subscription on the system
 # cupsd for long (subscriptions outlive their client otherwise).
@@ -213,6 +218,29 @@ class CupsQueue:
                 return False
         log.warning("job %d is still known to cupsd after %d purges", job_id, PURGE_ATTEMPTS)
         return False
+
+    def overwrite_receive_buffer(self) -> bool:
+        """Make cupsd read random bytes through the buffer the last document went through.
+
+        A job held for ever takes the bytes and is purged at once: nothing is printed, and the
+        receipt's last chunk (the canary in its keywords, found by the wipe's memory scan in
+        cupsd's stack) is gone from cupsd's memory. False when cupsd did not take it."""
+        filler = os.urandom(RECEIVE_BUFFER_BYTES)
+        try:
+            conn = self._connection()
+            job_id = conn.createJob(self.queue, SCRUB_TITLE, {"job-hold-until": "indefinite"})
+        except (CupsUnavailable, cups.IPPError, RuntimeError):
+            self._drop()
+            return False
+        try:
+            conn.startDocument(self.queue, job_id, SCRUB_TITLE, "application/octet-stream", True)
+            conn.writeRequestData(filler, len(filler))
+            conn.finishDocument(self.queue)
+        except (cups.IPPError, cups.HTTPError, RuntimeError):
+            self._drop()
+            self.purge(job_id)
+            return False
+        return self.purge(job_id)
 
     def cancel(self, job_id: int) -> None:
         """Cancel without purging: cupsd's retention settings decide what stays."""

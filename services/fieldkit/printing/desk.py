@@ -345,6 +345,8 @@ class PrintDesk:
             for job in jobs:
                 self._jobs.pop(job.ref, None)
                 self._spool_pending.pop(job.ref, None)
+        if cups_ids and not cups.overwrite_receive_buffer():
+            log.warning("cupsd did not take the scrub upload: its receive buffer may still hold")
         if residue:
             log.error("session forget: %d file(s) of its jobs remain in the spool", len(residue))
         return Forgotten(
