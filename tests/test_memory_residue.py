@@ -198,7 +198,7 @@ def scan_kit(kit: DevKit, markers: list[Marker]) -> dict[str, int]:
         if name in NOT_THE_KIT:
             continue
         try:
-            hits, _ = scan_process(pid, search, 1 << 20)
+            hits, _, _ = scan_process(pid, search, 1 << 20)
         except OSError:
             continue  # exited meanwhile
         scanned += 1
