@@ -64,7 +64,17 @@ def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
 class DevKit:
     """`fieldkit up` on a copy of the development tablet config, in ``root``."""
 
-    def __init__(self, root: Path, camera: Path, *, runner: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        camera: Path,
+        *,
+        runner: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        environment: Mapping[str, str] | None = None,
+    ):
+        """``settings`` overrides keys of the config's sections; ``environment`` is added to
+        the environment `fieldkit up` (and so every process of the kit) starts with."""
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.camera = camera
@@ -72,6 +82,7 @@ class DevKit:
         self.config = root / "dev-tablet.toml"
         self.kiosk_port = free_loopback_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.environment = dict(environment or {})
         data = tomllib.loads(DEV_TABLET.read_text(encoding="utf-8"))
         data["bus"]["port"] = free_loopback_port()
         data["kiosk"]["listen_port"] = self.kiosk_port
@@ -86,6 +97,8 @@ class DevKit:
         # about something else (a budget that runs out still fails the record).
         data["wipe"]["session_location_budget_seconds"] = 15.0
         data["runner"] = {"backoff_initial": 0.2, "backoff_max": 1.0, **(runner or {})}
+        for section, values in (settings or {}).items():
+            data.setdefault(section, {}).update(values)
         self.config.write_text(to_toml(data), encoding="utf-8")
         (root / "var" / "tmp").mkdir(parents=True, exist_ok=True)
 
@@ -107,6 +120,7 @@ class DevKit:
             cwd=self.root,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **self.environment},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

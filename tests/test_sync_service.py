@@ -18,11 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fieldkit.audit import AuditLog, entries
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import ErasureRow, RefusalRow, SealedPacketRow
+from fieldkit.kiosk.flow import AuditEvent
+from fieldkit.kiosk.outbound import HandedCursor, Outbound, audit_body, trail_record_id
 from fieldkit.pki import KitPki, load_x25519_private
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
@@ -486,3 +489,56 @@ def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
     chain = follow_chain(at_hub, signer)
     assert chain.intact, chain.problems
     assert chain.records == 3 and chain.head == head
+
+
+def test_a_dead_kiosks_audit_events_reach_sync_once_from_its_trail(
+    sync_service: ServiceContext, make_bus: BusFactory, tmp_path: Path
+) -> None:
+    """The kiosk's queue to sync dies with its process; its trail does not. The next kiosk
+    offers again what the trail holds past the cursor, under IDs the entries fix: each event
+    reaches the outbox once, whether the cursor survived or not (R14, R24)."""
+    trail = AuditLog(tmp_path / "kiosk-audit.jsonl")
+    cursor = HandedCursor(tmp_path / "kiosk-audit.jsonl.handed")
+    events = [
+        AuditEvent(time.time() + n, "operator-7", "a" * 32, action, "home", "scan")
+        for n, action in enumerate(["start", "closed", "wipe-failed"])
+    ]
+    written = [
+        trail.append(
+            {
+                "at": e.at,
+                "operator": e.operator,
+                "session": e.sid,
+                "action": e.action,
+                "from": e.step_from,
+                "to": e.step_to,
+            }
+        )
+        for e in events
+    ]
+
+    def audit_rows() -> list[str]:
+        with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+            rows = db.execute("SELECT record_id FROM record WHERE kind='audit' ORDER BY seq")
+            return [rid for (rid,) in rows]
+
+    # The first kiosk hands the first event over, then dies with the other two unrecorded.
+    first = Outbound(make_bus("kiosk"), "site-1", cursor)
+    first.audit(events[0], written[0])
+    wait_for(lambda: cursor.read() == 1, what="the first event taken")
+    first.close()
+    # The next one finds two events past the cursor, and a kiosk without its cursor all three.
+    second = Outbound(make_bus("kiosk"), "site-1", cursor)
+    assert second.resume(entries(trail.path)) == 2
+    wait_for(lambda: cursor.read() == 3, what="the trail caught up")
+    second.close()
+    cursor.path.unlink()
+    third = Outbound(make_bus("kiosk"), "site-1", cursor)
+    assert third.resume(entries(trail.path)) == 3
+    wait_for(lambda: cursor.read() == 3, what="offered again and taken")
+    third.close()
+    assert audit_rows() == [trail_record_id(entry) for entry in written]
+    # Nobody else may choose an audit record's ID.
+    squatter = SubmitRecord(kind="audit", body=audit_body(events[0]), record_id="e" * 32)
+    with pytest.raises(RequestRefused, match="the kiosk's audit events"):
+        make_bus("tester").request("sync", "submit", squatter, Accepted)

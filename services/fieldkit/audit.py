@@ -35,7 +35,8 @@ class AuditLog:
             for entry in entries(path):
                 self._last, self._seq = entry["hash"], entry["seq"]
 
-    def append(self, event: dict[str, Any]) -> None:
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Append ``event``; returns its entry (``seq``, ``hash``: what names it for ever)."""
         with self._lock:
             seq = self._seq + 1
             digest = _digest(self._last, {"seq": seq, "event": event})
@@ -47,6 +48,7 @@ class AuditLog:
                 handle.flush()
                 os.fsync(handle.fileno())
             self._last, self._seq = digest, seq
+            return entry
 
 
 def entries(path: Path) -> list[dict[str, Any]]:

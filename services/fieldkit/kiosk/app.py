@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from flask import Flask, Response, g, request, session
+from flask import Flask, Response, g, render_template, request, session
 from flask_login import LoginManager
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from fieldkit.audit import AuditLog, entries
 from fieldkit.bus import BusError
@@ -24,7 +24,7 @@ from fieldkit.kiosk.camera import Camera
 from fieldkit.kiosk.flow import ApplicantSession, AuditEvent, Counter
 from fieldkit.kiosk.handoff import SessionFolders
 from fieldkit.kiosk.operators import OperatorRegistry
-from fieldkit.kiosk.outbound import Outbound
+from fieldkit.kiosk.outbound import HandedCursor, Outbound
 from fieldkit.kiosk.printer import Printer
 from fieldkit.kiosk.text import Lang, age_band_label, check_label, say, unit_label
 from fieldkit.messages import Ping, Pong
@@ -91,8 +91,9 @@ class Kiosk:
     def record(self, event: AuditEvent) -> None:
         """Audit events say who did what, never whose data (R14)."""
         self.audit_log.append(event)
+        entry = None
         if self.trail is not None:
-            self.trail.append(
+            entry = self.trail.append(
                 {
                     "at": event.at,
                     "operator": event.operator,
@@ -103,7 +104,7 @@ class Kiosk:
                 }
             )
         if self.outbound is not None:
-            self.outbound.audit(event)
+            self.outbound.audit(event, entry)
         log.info(
             "audit: operator=%s sid=%s action=%s %s->%s",
             event.operator,
@@ -262,13 +263,14 @@ def unproven_in_trail(path: Path) -> UnprovenWipe | None:
         action = str(event.get("action", ""))
         if action == "start":
             last = UnprovenWipe(str(event.get("session", "")), str(event.get("operator", "")))
-        elif (
-            last is not None
-            and event.get("session") == last.sid
-            and (action == "wiped" or action.startswith("wiped:"))
-        ):
+        elif last is not None and event.get("session") == last.sid and proves_erasure(action):
             last = None
     return last
+
+
+def proves_erasure(action: str) -> bool:
+    """An audit action that says a passing wipe of its session was recorded."""
+    return action == "wiped" or action.startswith("wiped:")
 
 
 def kiosk(app: Flask | None = None) -> Kiosk:
@@ -280,7 +282,14 @@ def kiosk(app: Flask | None = None) -> Kiosk:
 def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state = kiosk(app)
     state.service = ctx
-    state.outbound = Outbound(ctx.bus, state.config.device.site or state.config.device.id)
+    trail_path = kiosk_audit_path(state.config)
+    state.outbound = Outbound(
+        ctx.bus,
+        state.config.device.site or state.config.device.id,
+        HandedCursor(trail_path.with_name(trail_path.name + ".handed")),
+    )
+    # Events of the trail a kiosk before this one did not hand to sync (it died with them).
+    state.outbound.resume(entries(trail_path))
     state.camera = Camera(ctx.bus, state.counter, state.config.kiosk.online_application_hosts)
     state.printer = Printer(
         ctx.bus, state.counter, state.config.device.site or state.config.device.id
@@ -412,6 +421,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             "check_label": lambda name: check_label(name, lang),
             "unit_label": lambda unit: unit_label(unit, lang),
         }
+
+    @app.errorhandler(CSRFError)
+    def page_expired(error: CSRFError) -> tuple[str, int]:
+        # An old page (its token timed out, or the wall clock stepped): say so, and what to do.
+        return render_template("expired.html"), 400
 
     @app.after_request
     def security_headers(response: Response) -> Response:

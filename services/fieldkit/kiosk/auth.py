@@ -41,8 +41,10 @@ def end_idle_login() -> ResponseReturnValue | None:
     if not current_user.is_authenticated:
         return None
     limit = kiosk().config.kiosk.operator_idle_minutes * 60
-    last = session.get("last_seen", time.time())
-    if time.time() - last > limit:
+    # The monotonic clock: a step of the wall clock (NTP, a date set by hand) is not idleness.
+    # The login dies with the kiosk process (a fresh key each start), so one boot's clock does.
+    last = session.get("last_seen", time.monotonic())
+    if time.monotonic() - last > limit:
         from fieldkit.kiosk.counter import end_session
 
         end_session("operator-idle")
@@ -50,7 +52,7 @@ def end_idle_login() -> ResponseReturnValue | None:
         session.pop("last_seen", None)
         flash(say("logged_out_idle", g.get("lang", "ja")))
         return redirect(url_for("auth.login"))
-    session["last_seen"] = time.time()
+    session["last_seen"] = time.monotonic()
     return None
 
 
@@ -68,7 +70,7 @@ def login() -> ResponseReturnValue:
         else:
             session.clear()
             login_user(Operator(entry.id, entry.name))
-            session["last_seen"] = time.time()
+            session["last_seen"] = time.monotonic()
             kiosk().record_login(entry.id, "login")
             return redirect(url_for("counter.home"))
     status = 200 if error is None else 401

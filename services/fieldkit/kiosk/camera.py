@@ -16,6 +16,7 @@ from fieldkit.bus import Bus, BusError, Incoming
 from fieldkit.capture.service import (
     Ack,
     ApplicationIdResult,
+    CameraState,
     CheckResult,
     Guidance,
     ModeReply,
@@ -70,6 +71,7 @@ class Camera:
         self.online_hosts = online_hosts
         self._lock = threading.Lock()
         self.live: LiveView | None = None
+        bus.handle_event("capture/evt/camera", CameraState, self._on_camera)
         bus.handle_event("capture/evt/session/+/application-id", ApplicationIdResult, self._on_id)
         bus.handle_event("capture/evt/session/+/guidance", Guidance, self._on_guidance)
         bus.handle_event("capture/evt/session/+/photo", PhotoResult, self._on_photo)
@@ -162,6 +164,13 @@ class Camera:
                 live.message_ja = live.message_en = ""
             elif not result.accepted:
                 live.message_ja, live.message_en = result.message_ja, result.message_en
+
+    def _on_camera(self, state: CameraState, meta: Incoming) -> None:
+        # Unplugged (or back) while a step uses it: the operator is told at once, not only
+        # when the next step asks capture for its mode.
+        with self._lock:
+            if self.live is not None:
+                self.live.camera_problem = state.reason if state.state == "unavailable" else None
 
     def _on_guidance(self, guidance: Guidance, meta: Incoming) -> None:
         with self._lock:

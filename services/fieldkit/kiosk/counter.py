@@ -142,7 +142,10 @@ def live() -> ResponseReturnValue:
     session = kiosk().counter.current
     view = live_view()
     message = ""
-    if view is not None:
+    if view is not None and view.camera_problem and session is not None:
+        # Capture's guidance stops with the camera: say what is wrong and what to do instead.
+        message = say("camera_problem" if session.step is Step.SCAN else "camera_unplugged", g.lang)
+    elif view is not None:
         message = view.message_ja if g.lang == "ja" else view.message_en
     printer = kiosk().printer
     run = printer.status(session.sid) if printer is not None and session is not None else None
@@ -307,7 +310,11 @@ def retake_photo() -> ResponseReturnValue:
 @bp.post("/photo/take")
 def take_photo() -> ResponseReturnValue:
     if EmptyForm().validate_on_submit():
-        camera_or_404().take_now()
+        try:
+            camera_or_404().take_now()
+        except BusError:
+            # Capture refuses while the camera is away (or does not answer): say what to do.
+            flash(say("camera_unplugged", g.lang))
     return to_current_step()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ from fieldkit.printing.messages import (
     JobEvent,
     JobState,
     PrintAccepted,
+    PrinterEvent,
     PrintPhotoSheet,
     PrintReceipt,
 )
 
 log = logging.getLogger(__name__)
 FINAL: set[JobState] = {"completed", "failed", "canceled"}
+CAN_PRINT = {"ready", "printing"}
 
 
 @dataclass
@@ -49,7 +52,10 @@ class Printer:
         self.site = site
         self._lock = threading.Lock()
         self.run: PrintRun | None = None
+        # The printer's own words while it cannot print (unplugged, out of paper...), else None.
+        self.trouble: tuple[str, str] | None = None
         bus.handle_event("printing/evt/session/+/job", JobEvent, self._on_job)
+        bus.handle_event("printing/evt/printer", PrinterEvent, self._on_printer)
 
     def print_session(self, session: ApplicantSession) -> PrintRun:
         """Ask for the receipts (and the photo sheet in support mode); never raises for the
@@ -106,6 +112,11 @@ class Printer:
             run.words_ja, run.words_en = event.words_ja, event.words_en
         self._advance_if_done(run)
 
+    def _on_printer(self, event: PrinterEvent, meta: Incoming) -> None:
+        with self._lock:
+            can_print = event.condition in CAN_PRINT
+            self.trouble = None if can_print else (event.words_ja, event.words_en)
+
     def _advance_if_done(self, run: PrintRun) -> None:
         session = self.counter.current
         if run.finished and session is not None and session.sid == run.sid:
@@ -121,5 +132,13 @@ class Printer:
         return ["print progress in kiosk memory"]
 
     def status(self, sid: str) -> PrintRun | None:
-        run = self.run
-        return run if run is not None and run.sid == sid else None
+        """The session's print run as the operator should see it: while jobs wait on a printer
+        that cannot print, the printer's words (a job sent before it went away still says
+        "printing"), so staff know what to fix."""
+        with self._lock:
+            run, trouble = self.run, self.trouble
+        if run is None or run.sid != sid:
+            return None
+        if trouble is None or run.finished:
+            return run
+        return dataclasses.replace(run, words_ja=trouble[0], words_en=trouble[1])

@@ -93,6 +93,11 @@ TEXT: dict[str, tuple[str, str]] = {
         "カメラが使えません。ケーブルを確かめてください。手で入力することもできます。",
         "The camera is not available. Check its cable; you can also type the ID.",
     ),
+    "camera_unplugged": (
+        "カメラが使えません。カメラのケーブルを確かめてください。つながると、そのまま撮影を続けられます。",
+        "The camera is not available. Check the camera's cable; once it is back, the photo"
+        " step carries on.",
+    ),
     "photo_taken": ("撮影した写真", "The photo taken"),
     "photo_ok": ("写真の条件をすべて満たしています。", "The photo meets every requirement."),
     "photo_not_ok": (

@@ -98,9 +98,15 @@ class Outbox:
             changed = cursor.rowcount
             cursor.execute("COMMIT")
         except BaseException:
-            cursor.execute("ROLLBACK")
+            self._roll_back(cursor)
             raise
         return int(changed)
+
+    def _roll_back(self, cursor: sqlite3.Cursor) -> None:
+        # A COMMIT that failed for a full disk has rolled back already: a second ROLLBACK
+        # would raise and hide why.
+        if self._db.in_transaction:
+            cursor.execute("ROLLBACK")
 
     @property
     def full(self) -> bool:
@@ -121,6 +127,11 @@ class Outbox:
                 )
             except sqlite3.IntegrityError:
                 raise DuplicateRecord(f"record {record_id} is in the outbox already") from None
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                    raise
+                # The disk, not the bound: the sender holds on and offers it again, as when full.
+                raise OutboxFull("the outbox's disk is full; waiting for space") from None
             self._count += 1
             self._bytes += len(payload)
             return self._count
@@ -201,7 +212,7 @@ class Outbox:
                 cursor.execute("UPDATE counter SET value=value+? WHERE name='acked'", (removed,))
                 cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                self._roll_back(cursor)
                 raise
             self._count -= removed
             self._bytes -= size

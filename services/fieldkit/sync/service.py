@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 
 IDLE_CHECKPOINT_S = 2.0
+# (kind, sender) of the records offered again under the sender's own ID until sync takes them.
+OWN_IDS = frozenset({("erasure", "wipe"), ("audit", "kiosk")})
 
 
 def new_record_id() -> str:
@@ -428,11 +430,14 @@ def setup(ctx: ServiceContext) -> None:
         return Accepted(record_id=record_id, waiting=courier.outbox.state().pending)
 
     def on_record(request: SubmitRecord, meta: Incoming) -> Accepted:
-        if request.record_id is not None and (request.kind, meta.sender) != ("erasure", "wipe"):
-            # Only the wipe offers records again under their own IDs; anyone else choosing an
-            # ID could take a place meant for an erasure record.
+        if request.record_id is not None and (request.kind, meta.sender) not in OWN_IDS:
+            # Only the wipe (erasure records) and the kiosk (its audit trail's events) offer
+            # records again under their own IDs; anyone else choosing an ID could take a place
+            # meant for one of theirs.
             raise MessageError(
-                "record_id: only the wipe's erasure records carry their own ID", ["record_id"]
+                "record_id: only the wipe's erasure records and the kiosk's audit events "
+                "carry their own ID",
+                ["record_id"],
             )
         record_id = courier.submit_record(request.kind, request.body, request.record_id)
         return Accepted(record_id=record_id, waiting=courier.outbox.state().pending)
