@@ -31,12 +31,12 @@ from fieldkit.broker import LocalBroker
 from fieldkit.bus import Bus, Endpoint, read_password
 from fieldkit.config import DeviceConfig
 from fieldkit.messages import Ping, Pong
+from fieldkit.printing import SERVICE
 from fieldkit.printing.cupsqueue import CupsQueue
 from fieldkit.printing.localprinter import LocalPrinter
 from fieldkit.printing.messages import Forget, Forgotten, PrintAccepted, PrintReceipt
 from fieldkit.printing.photosheet import render_photo_sheet
 from fieldkit.printing.receipt import render_receipt
-from fieldkit.printing.service import SERVICE
 from fieldkit.printing.settings import DEFAULT_FONT
 from fieldkit.registry import Identity, identities_for, load_specs
 from fieldkit.runner import start_service, stop_service

@@ -46,7 +46,8 @@ from fieldkit.erasure import serve_forget_requests
 from fieldkit.registry import ServiceSpec, identities_for, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.wipe.catalogue import MAPS_LINE
-from fieldkit.wipe.markers import MarkerSearch, daily_markers, fragments_b64
+from fieldkit.wipe.fragments import fragments_b64
+from fieldkit.wipe.markers import MarkerSearch, daily_markers
 from fieldkit.wipe.messages import SessionMarkers, WipeResult, WipeSession
 from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import Wiper, install

@@ -12,12 +12,12 @@ from PIL import Image as PILImage
 from fieldkit.capture.export import (
     ONLINE_MAX_BYTES,
     ONLINE_MIN_BYTES,
-    PRINT_SIZE,
     crop_to_guide,
     online_jpeg,
     print_master,
 )
-from fieldkit.capture.photo import Advice, CheckName, PhotoAnalyzer
+from fieldkit.capture.messages import PRINT_SIZE, Advice
+from fieldkit.capture.photo import CheckName, PhotoAnalyzer
 from tests.capture_scenes import BACKGROUND, astronaut_frame
 
 

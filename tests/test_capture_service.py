@@ -19,19 +19,18 @@ import numpy as np
 import pytest
 
 from fieldkit.bus import RequestRefused, collect_retained, retained_violations
-from fieldkit.capture.service import (
+from fieldkit.capture.messages import (
     Ack,
     ApplicationIdResult,
     CameraState,
-    CaptureService,
     Guidance,
     ModeReply,
     ModeRequest,
     PhotoResult,
     SessionRequest,
     ValidateIdRequest,
-    install,
 )
+from fieldkit.capture.service import CaptureService, install
 from fieldkit.capture.sources import DEMO_ID
 from fieldkit.capture.synthetic import photographed_form
 from fieldkit.config import load_config

@@ -665,7 +665,7 @@ def test_every_services_broker_connection_cut_mid_session_loses_nothing(
     kiosk = faulty_kit.kiosk_worker()
     assert kiosk is not None
     services = [kiosk] + [
-        faulty_kit.pid("", f"service run {name}")
+        faulty_kit.pid("", f"fieldkit.serve {name} ")
         for name in ("capture", "printing", "sync", "wipe")
     ]
     cut = 0

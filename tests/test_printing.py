@@ -21,6 +21,7 @@ from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.messages import Message, Ping, Pong, decode
+from fieldkit.printing import SERVICE
 from fieldkit.printing.desk import PrintDesk
 from fieldkit.printing.localprinter import LocalPrinter, SpoolPolicy
 from fieldkit.printing.messages import (
@@ -34,7 +35,7 @@ from fieldkit.printing.messages import (
     PrintPhotoSheet,
     PrintReceipt,
 )
-from fieldkit.printing.service import SERVICE, make_spec
+from fieldkit.printing.service import make_spec
 from fieldkit.printing.spool import spool_residue
 from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext, start_service, stop_service

@@ -20,7 +20,8 @@ from fieldkit.printing.photosheet import (
 )
 from fieldkit.printing.receipt import render_receipt, wrap
 from fieldkit.printing.settings import DEFAULT_FONT
-from fieldkit.wipe.markers import MarkerSearch, daily_markers, photo_fragments, session_markers
+from fieldkit.wipe.fragments import photo_fragments
+from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
 from tests.cups import page_sizes_mm, placed_images
 
 APPLICATION_ID = "12345678901234567890123"

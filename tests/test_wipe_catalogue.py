@@ -23,16 +23,8 @@ from fieldkit.capture import synthetic
 from fieldkit.capture.appid import DEMO_ID
 from fieldkit.config import DeviceConfig
 from fieldkit.wipe.catalogue import Catalogue, read_ahead
-from fieldkit.wipe.markers import (
-    FRAGMENT_BYTES,
-    FRAGMENTS,
-    NOT_PERSONAL_IDS,
-    MarkerSearch,
-    daily_markers,
-    fragments_b64,
-    photo_fragments,
-    session_markers,
-)
+from fieldkit.wipe.fragments import FRAGMENT_BYTES, FRAGMENTS, fragments_b64, photo_fragments
+from fieldkit.wipe.markers import NOT_PERSONAL_IDS, MarkerSearch, daily_markers, session_markers
 from tests.wipe_fixtures import APPLICATION_ID, OTHER_ID, SID, make_device, plant_everywhere
 
 SECRET = APPLICATION_ID.encode()

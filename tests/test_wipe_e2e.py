@@ -41,7 +41,8 @@ from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import Step
 from fieldkit.kiosk.handoff import PHOTO_NAME
 from fieldkit.printing.localprinter import PROJECT_POLICY, SpoolPolicy
-from fieldkit.wipe.markers import MarkerSearch, photo_fragments, session_markers
+from fieldkit.wipe.fragments import photo_fragments
+from fieldkit.wipe.markers import MarkerSearch, session_markers
 from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import EVIDENCE_FILE, Wiper
 from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules

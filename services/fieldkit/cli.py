@@ -32,6 +32,7 @@ from fieldkit.runner import (
     install_stop_signals,
     run_service,
 )
+from fieldkit.serve import add_common_arguments
 from fieldkit.sync.cli import add_commands as add_sync_commands
 from fieldkit.wipe.cli import add_commands as add_wipe_commands
 
@@ -165,13 +166,7 @@ def cmd_config_check(args: argparse.Namespace, config: DeviceConfig) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fieldkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fieldkit {__version__}")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="device config (default: $FIELDKIT_CONFIG or /etc/fieldkit/device.toml)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_common_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the broker and every service; Ctrl-C stops")

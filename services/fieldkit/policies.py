@@ -648,7 +648,7 @@ def service_unit(
         "WatchdogSignal=SIGKILL",
         f"User={user}",
         f"Group={user}",
-        f"ExecStart={svc.venv}/bin/fieldkit --config {svc.config} service run {name}",
+        f"ExecStart={svc.venv}/bin/python -m fieldkit.serve {name} --config {svc.config}",
         # Freed memory overwritten at once (fieldkit.processes, the runner does the same).
         *(f"Environment={k}={v}" for k, v in scrubbing_environment({}).items()),
         "Restart=on-failure",  # a watchdog timeout is a failure too

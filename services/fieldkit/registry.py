@@ -8,6 +8,7 @@ five places.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,19 +33,35 @@ class ServiceSpec:
 
     name: str
     summary: str
-    setup: Callable[[ServiceContext], None]
+    # What the service does when it starts: a callable, or "module:function" so the spec is a
+    # leaf (reading it loads nothing of the service: the supervisor, the ACL and the wipe's
+    # list of holders read every spec, and a process should hold only its own service).
+    setup: Callable[[ServiceContext], None] | str
     roles: frozenset[str] = frozenset({"tablet"})
     # Services this one may send requests to (topic ``<name>/req/<target>/<op>``).
     requests: tuple[str, ...] = ()
     # Extra topic filters it may read, e.g. another service's events ``kiosk/evt/#``.
     listens: tuple[str, ...] = ()
-    # How the supervisor starts it, given the config path; default `fieldkit service run <name>`.
+    # How the supervisor starts it, given the config path (default: `runner.service_command`).
     # The kiosk uses this to run under gunicorn, which then calls ``setup`` in its worker.
     command: Callable[[Path], list[str]] | None = None
     # Holds applicant data in memory: must answer the wipe's forget handshake (fieldkit.erasure).
     holds_personal_data: bool = False
 
+    def start(self, ctx: ServiceContext) -> None:
+        """Run ``setup``, importing it first when the spec names it."""
+        setup = self.setup
+        if isinstance(setup, str):
+            module, _, attribute = setup.partition(":")
+            try:
+                setup = getattr(importlib.import_module(module), attribute)
+            except (ImportError, AttributeError) as exc:
+                raise RegistryError(f"service {self.name}: no setup {self.setup}: {exc}") from None
+        setup(ctx)
+
     def __post_init__(self) -> None:
+        if isinstance(self.setup, str) and not re.fullmatch(r"[\w.]+:\w+", self.setup):
+            raise RegistryError(f"service {self.name}: setup {self.setup!r} is not module:function")
         if not _NAME.match(self.name):
             raise RegistryError(f"service name {self.name!r} must match {_NAME.pattern}")
         for target in self.requests:
@@ -85,7 +102,10 @@ AUDIT = Identity(name="audit", reads=("#",), description="compliance run: read-o
 def load_specs(names: Iterable[str] | None = None) -> list[ServiceSpec]:
     """Every registered service, or the named ones in that order."""
     found: dict[str, ServiceSpec] = {}
+    wanted = None if names is None else set(names)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if wanted is not None and ep.name not in wanted:
+            continue  # a spec is loaded only when asked for
         spec = ep.load()
         if not isinstance(spec, ServiceSpec):
             raise RegistryError(f"entry point {ep.name} does not point at a ServiceSpec")

@@ -104,7 +104,7 @@ def install_stop_signals(stop: threading.Event) -> None:
 def start_service(spec: ServiceSpec, config: DeviceConfig) -> ServiceContext:
     """Set a service up and connect it; it runs on the bus thread until ``stop_service``."""
     ctx = ServiceContext(spec=spec, config=config, bus=connect_bus(config, spec.name))
-    spec.setup(ctx)
+    spec.start(ctx)
     try:
         ctx.bus.connect()
     except BusError:
@@ -122,6 +122,11 @@ def stop_service(ctx: ServiceContext) -> None:
     ctx.stopping.set()
     ctx.run_stop_callbacks()
     ctx.bus.close()
+
+
+def service_command(name: str, config_path: Path) -> list[str]:
+    """How a service is started (``fieldkit.serve``: the service and nothing else loaded)."""
+    return [sys.executable, "-m", "fieldkit.serve", name, "--config", str(config_path)]
 
 
 def run_service(spec: ServiceSpec, config: DeviceConfig) -> int:
@@ -183,8 +188,7 @@ class Supervisor:
         if child.spec.command is not None:
             cmd = child.spec.command(self.config_path)
         else:
-            cmd = [sys.executable, "-m", "fieldkit", "--config", str(self.config_path)]
-            cmd += ["service", "run", child.spec.name]
+            cmd = service_command(child.spec.name, self.config_path)
         env = scrubbing_environment(
             {**os.environ, "FIELDKIT_CONFIG": str(self.config_path), KIT_ENV: self.kit},
             enabled=self.config.runner.scrub_freed_memory,

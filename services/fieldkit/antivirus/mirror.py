@@ -30,7 +30,6 @@ from fieldkit.antivirus.database import (
     DatabaseInfo,
     read_header,
 )
-from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -139,17 +138,9 @@ def mirror_freshness(directory: Path, now: float | None = None) -> list[tuple[Da
     return rows
 
 
-def _serve_mirror(ctx: ServiceContext) -> None:
+def serve_mirror(ctx: ServiceContext) -> None:
     settings = ctx.config.av_mirror
     settings.directory.mkdir(parents=True, exist_ok=True)
     mirror = DefinitionsMirror(settings.directory, settings.host, settings.port).start()
     log.info("definitions mirror serving %s at %s", settings.directory, mirror.url)
     ctx.on_stop(mirror.stop)
-
-
-MIRROR_SERVICE = ServiceSpec(
-    name="av-mirror",
-    summary="hub: serves antivirus definitions to the tablets' freshclam",
-    setup=_serve_mirror,
-    roles=frozenset({"hub"}),
-)

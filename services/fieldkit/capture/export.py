@@ -16,15 +16,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from fieldkit.capture.photo import PHOTO_HEIGHT_MM, PHOTO_WIDTH_MM, Guide
+from fieldkit.capture.messages import PRINT_DPI, PRINT_SIZE
+from fieldkit.capture.photo import Guide
 
 Image = npt.NDArray[np.uint8]
 
-PRINT_DPI = 600
-PRINT_SIZE = (
-    round(PHOTO_WIDTH_MM / 25.4 * PRINT_DPI),
-    round(PHOTO_HEIGHT_MM / 25.4 * PRINT_DPI),
-)  # (827, 1063)
 ONLINE_MIN_BYTES = 20 * 1024
 ONLINE_MAX_BYTES = 7 * 1024 * 1024
 ONLINE_MIN_SIDE, ONLINE_MAX_SIDE = 480, 6000

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fieldkit.capture.messages import PHOTO_HEIGHT_MM, PHOTO_WIDTH_MM, Advice
+
 Image = npt.NDArray[np.uint8]
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
-PHOTO_HEIGHT_MM = 45.0
-PHOTO_WIDTH_MM = 35.0
 
 # Head extent relative to the Haar frontal-face box (height h, top y): crown at y - 0.5 h
 # (hair included, as the Japanese rule measures 頭頂 to chin), chin at y + 1.1 h.
@@ -49,24 +49,6 @@ CheckName = Literal[
     "still",
 ]
 
-Advice = Literal[
-    "no-face",
-    "one-person",
-    "face-camera",
-    "closer",
-    "back",
-    "lower",
-    "higher",
-    "move-left",
-    "move-right",
-    "level",
-    "brighter",
-    "darker",
-    "glare",
-    "background",
-    "hold-still",
-    "ok",
-]
 
 # What the applicant hears or reads: Japanese first, plain words; "left/right" are the
 # applicant's own (the preview is shown to them as a mirror).

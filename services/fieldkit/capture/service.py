@@ -37,7 +37,6 @@ from typing import Literal
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
 from fieldkit.bus import BusError, Incoming
 from fieldkit.capture.appid import (
@@ -47,16 +46,27 @@ from fieldkit.capture.appid import (
     read_application_id,
 )
 from fieldkit.capture.export import (
-    PRINT_DPI,
-    PRINT_SIZE,
     ExportError,
     crop_to_guide,
     online_jpeg,
     print_master,
 )
+from fieldkit.capture.messages import (
+    Ack,
+    Advice,
+    ApplicationIdResult,
+    CameraState,
+    CheckResult,
+    Guidance,
+    Mode,
+    ModeReply,
+    ModeRequest,
+    PhotoResult,
+    SessionRequest,
+    ValidateIdRequest,
+)
 from fieldkit.capture.photo import (
     GUIDANCE,
-    Advice,
     Guide,
     PhotoAnalyzer,
     PhotoAssessment,
@@ -67,108 +77,12 @@ from fieldkit.capture.settings import CaptureSection
 from fieldkit.capture.sources import CameraUnavailable, FrameSource, source_from_config
 from fieldkit.erasure import serve_forget_requests
 from fieldkit.messages import Message, MessageError
-from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
-Mode = Literal["idle", "qr", "photo"]
 THOROUGH_EVERY = 4
-SID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
-
-
-# ---- messages -------------------------------------------------------------------------------
-
-
-class ModeRequest(Message):
-    type: Literal["mode"] = "mode"
-    sid: str = Field(pattern=SID_PATTERN)
-    mode: Mode
-
-
-class ModeReply(Message):
-    type: Literal["mode-reply"] = "mode-reply"
-    sid: str
-    mode: Mode
-    camera: Literal["ok", "unavailable", "starting"]
-    camera_reason: str = ""
-    preview_url: str | None = None
-
-
-class SessionRequest(Message):
-    """``capture`` and ``retake`` carry only the session id."""
-
-    type: Literal["capture", "retake"]
-    sid: str = Field(pattern=SID_PATTERN)
-
-
-class Ack(Message):
-    type: Literal["ack"] = "ack"
-    sid: str
-    detail: str = ""
-
-
-class ValidateIdRequest(Message):
-    type: Literal["validate-id"] = "validate-id"
-    sid: str = Field(pattern=SID_PATTERN)
-    entry: str = Field(max_length=200)
-
-
-class ApplicationIdResult(Message):
-    """An application ID read from the form (or typed), or why none was taken. Personal data."""
-
-    type: Literal["application-id"] = "application-id"
-    sid: str
-    origin: Literal["qr", "manual"]
-    accepted: bool
-    application_id: str | None = None
-    # The QR's online-application link, when the payload was one (it carries the ID).
-    online_url: str | None = Field(default=None, max_length=2048)
-    reason: RefusalCode | None = None
-    message_ja: str = ""
-    message_en: str = ""
-
-
-class CheckResult(Message):
-    type: Literal["check"] = "check"
-    name: str
-    passed: bool
-    measured: float | None
-    threshold: str
-    unit: str
-
-
-class Guidance(Message):
-    type: Literal["guidance"] = "guidance"
-    sid: str
-    advice: Advice
-    message_ja: str
-    message_en: str
-    checks: list[CheckResult]
-    steady_frames: int
-
-
-class PhotoResult(Message):
-    """The photo for one session: print master, online JPEG and the check report. Personal data."""
-
-    type: Literal["photo"] = "photo"
-    sid: str
-    trigger: Literal["auto", "operator"]
-    print_jpeg_b64: str
-    online_jpeg_b64: str
-    width_px: int = PRINT_SIZE[0]
-    height_px: int = PRINT_SIZE[1]
-    dpi: int = PRINT_DPI
-    checks: list[CheckResult]
-    all_passed: bool
-
-
-class CameraState(Message):
-    type: Literal["camera"] = "camera"
-    state: Literal["ok", "unavailable"]
-    reason: str = ""
-    source: str
 
 
 def check_result(check: PhotoCheck) -> CheckResult:
@@ -660,11 +574,3 @@ def install(ctx: ServiceContext, service_class: type[CaptureService] = CaptureSe
 
 def setup(ctx: ServiceContext) -> None:
     install(ctx)
-
-
-SERVICE = ServiceSpec(
-    name="capture",
-    summary="camera: application-form QR code and face photo",
-    setup=setup,
-    holds_personal_data=True,
-)

@@ -8,7 +8,6 @@ import threading
 from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.ingest import Ingest
 from fieldkit.pki import KitPki
-from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -62,18 +61,3 @@ def setup_ingest(ctx: ServiceContext) -> None:
     ingest = Ingest(ctx.config.hub)
     ingest.start()
     ctx.on_stop(ingest.stop)
-
-
-BROKER = ServiceSpec(
-    name="hub-broker",
-    summary="hub broker: mosquitto, mutual TLS, CRL, one namespace per device",
-    setup=setup_broker,
-    roles=frozenset({"hub"}),
-)
-
-INGEST = ServiceSpec(
-    name="hub-ingest",
-    summary="hub ingest: verifies device records, stores each once, then acknowledges",
-    setup=setup_ingest,
-    roles=frozenset({"hub"}),
-)

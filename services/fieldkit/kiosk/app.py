@@ -31,7 +31,7 @@ from fieldkit.messages import Ping, Pong
 from fieldkit.municipalities import MunicipalityTable
 from fieldkit.registry import holders, specs_for_role
 from fieldkit.runner import ServiceContext, stop_service
-from fieldkit.wipe.markers import fragments_b64
+from fieldkit.wipe.fragments import fragments_b64
 from fieldkit.wipe.messages import (
     MarkersAccepted,
     SessionMarkers,

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from fieldkit.bus import Bus, BusError, Incoming
-from fieldkit.capture.service import (
+from fieldkit.capture.messages import (
     Ack,
     ApplicationIdResult,
     CameraState,

@@ -1,5 +1,17 @@
 """Printing: receipts and photo sheets rendered in memory to PDF and printed through CUPS.
 
-The service lives in ``fieldkit.printing.service`` (its ``SERVICE`` spec); this package
-imports nothing at load time, so ``fieldkit.config`` can import the settings without a cycle.
+Its spec is here and names its setup (``fieldkit.printing.service:setup``) without importing
+it; ``fieldkit.printing.messages`` is its bus contract.
 """
+
+from __future__ import annotations
+
+from fieldkit.registry import ServiceSpec
+
+SERVICE = ServiceSpec(
+    name="printing",
+    summary="printing: receipts and photo sheets through CUPS, spool purged",
+    setup="fieldkit.printing.service:setup",
+    roles=frozenset({"tablet"}),
+    holds_personal_data=True,
+)

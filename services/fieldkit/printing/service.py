@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import threading
 
 from fieldkit.bus import Incoming
 from fieldkit.erasure import serve_forget_requests
 from fieldkit.messages import MessageError
+from fieldkit.printing import SERVICE
 from fieldkit.printing.desk import EventPublisher, PrintDesk, PrintJob
 from fieldkit.printing.localprinter import LocalPrinter
 from fieldkit.printing.messages import (
@@ -136,25 +138,21 @@ class SpoolResidue(Exception):
     """The spool still holds files of a forgotten session."""
 
 
-def make_spec(desk_class: type[PrintDesk] = PrintDesk) -> ServiceSpec:
-    """The printing service's spec; tests pass a desk without a protection to show it matters."""
-
-    def setup(ctx: ServiceContext) -> None:
-        service = PrintingService(ctx, desk_class)
-        bus = ctx.bus
-        bus.handle_request("print-receipt", PrintReceipt, service.print_receipt)
-        bus.handle_request("print-photo-sheet", PrintPhotoSheet, service.print_photo_sheet)
-        bus.handle_request("forget", Forget, service.forget)
-        serve_forget_requests(bus, service.forget_session)
-        bus.handle_request("printer-status", PrinterStatusRequest, service.printer_status)
-
-    return ServiceSpec(
-        name="printing",
-        summary="printing: receipts and photo sheets through CUPS, spool purged",
-        setup=setup,
-        roles=frozenset({"tablet"}),
-        holds_personal_data=True,
-    )
+def install(ctx: ServiceContext, desk_class: type[PrintDesk] = PrintDesk) -> None:
+    service = PrintingService(ctx, desk_class)
+    bus = ctx.bus
+    bus.handle_request("print-receipt", PrintReceipt, service.print_receipt)
+    bus.handle_request("print-photo-sheet", PrintPhotoSheet, service.print_photo_sheet)
+    bus.handle_request("forget", Forget, service.forget)
+    serve_forget_requests(bus, service.forget_session)
+    bus.handle_request("printer-status", PrinterStatusRequest, service.printer_status)
 
 
-SERVICE = make_spec()
+def setup(ctx: ServiceContext) -> None:
+    install(ctx)
+
+
+def make_spec(desk_class: type[PrintDesk]) -> ServiceSpec:
+    """The printing spec with another desk: tests pass one without a protection to show it
+    matters."""
+    return dataclasses.replace(SERVICE, setup=lambda ctx: install(ctx, desk_class))

@@ -25,7 +25,6 @@ from fieldkit.bus import Incoming
 from fieldkit.config import DeviceConfig
 from fieldkit.messages import Message, MessageError, decode
 from fieldkit.pki import PkiError, load_ed25519_private, load_x25519_public
-from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
 from fieldkit.sealing import seal
 from fieldkit.sync.link import tls_client, tls_context
@@ -509,12 +508,3 @@ def antivirus_health_body(health: AntivirusHealth) -> dict[str, object]:
     if health.last_update is not None:
         antivirus["last_update_ok"] = health.last_update.ok
     return {"at": health.gate.checked_at, "antivirus": antivirus}
-
-
-SERVICE = ServiceSpec(
-    name="sync",
-    summary="outbox: sealed records delivered to the hub over mutual TLS",
-    setup=setup,
-    roles=frozenset({"tablet"}),
-    listens=("antivirus/evt/health", "antivirus/evt/finding"),
-)

@@ -14,7 +14,6 @@ finding.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import itertools
 import logging
@@ -32,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fieldkit.capture.appid import DEMO_ID
+from fieldkit.wipe.fragments import one_character_run, varied
 
 log = logging.getLogger(__name__)
 Bytes = npt.NDArray[np.uint8]
@@ -55,13 +55,6 @@ PREFILTERS: dict[str, bytes] = {
 CONTEXT = 2
 # Chunks a reader thread keeps ready ahead of the search.
 PREFETCH_CHUNKS = 3
-# How many bytes of the photo one fragment holds, and how many fragments a session gives.
-FRAGMENT_BYTES = 48
-FRAGMENTS = 3
-# A fragment is varied enough to be the photo's own when it holds this many distinct byte
-# values (random bytes: about 44 of 48) and no byte more than MAX_RUN times in a row.
-MIN_DISTINCT_BYTES = 32
-MAX_RUN = 3
 # 23-digit IDs that are not an applicant's: a session marker or a daily finding of one would
 # only find the code and the processes that carry the constant.
 NOT_PERSONAL_IDS: tuple[str, ...] = (DEMO_ID,)
@@ -81,21 +74,6 @@ class Marker:
 
 def literal(kind: str, value: bytes) -> Marker:
     return Marker(kind, value, len(value))
-
-
-def one_character_run(value: str) -> bool:
-    """Whether ``value`` is one character repeated (a run of one digit, padding): in ASCII or
-    UTF-16 a run that ordinary files hold."""
-    return len(set(value)) <= 1
-
-
-def varied(fragment: bytes) -> bool:
-    """Whether a photo fragment's bytes are varied enough to be that photo's own."""
-    wanted = min(MIN_DISTINCT_BYTES, len(fragment) * 2 // 3)
-    if len(set(fragment)) < wanted:
-        return False
-    runs = (len(list(group)) for _, group in itertools.groupby(fragment))
-    return max(runs, default=0) <= MAX_RUN
 
 
 def session_markers(
@@ -141,33 +119,6 @@ def daily_markers(not_personal: Iterable[str] = NOT_PERSONAL_IDS) -> list[Marker
         ),
         Marker("jpeg", b"", 12, "jpeg"),
     ]  # fmt: skip
-
-
-def photo_fragments(jpeg: bytes, count: int = FRAGMENTS) -> list[bytes]:
-    """Slices from the photo's entropy-coded data: unique to that photo, unlike its headers.
-
-    The slices start at ``count`` points spread over the data; where the bytes there are not
-    varied (a flat area), the next FRAGMENT_BYTES window on is tried, wrapping round, so a
-    plain photo gives fewer fragments, never a uniform one."""
-    start = jpeg.rfind(b"\xff\xda")  # start of scan: what follows is the compressed image
-    body_start = start + 16 if start >= 0 else len(jpeg) // 4
-    body = jpeg[body_start : max(body_start, len(jpeg) - 2)]
-    if len(body) < FRAGMENT_BYTES * count:
-        return [bytes(body)] if len(body) >= 16 and varied(body) else []
-    windows = len(body) // FRAGMENT_BYTES
-    taken: list[int] = []
-    for i in range(1, count + 1):
-        first = (len(body) // (count + 1)) * i // FRAGMENT_BYTES
-        for window in itertools.chain(range(first, windows), range(first)):
-            at = window * FRAGMENT_BYTES
-            if window not in taken and varied(body[at : at + FRAGMENT_BYTES]):
-                taken.append(window)
-                break
-    return [bytes(body[w * FRAGMENT_BYTES : (w + 1) * FRAGMENT_BYTES]) for w in taken]
-
-
-def fragments_b64(jpeg: bytes) -> list[str]:
-    return [base64.b64encode(f).decode("ascii") for f in photo_fragments(jpeg)]
 
 
 def escaped(value: bytes) -> bytes:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from fieldkit.config import DeviceConfig, config_path
 from fieldkit.hub.db import make_engine, upgrade
+from fieldkit.hub.web.service import gunicorn_command
 
 
 def cmd_create_admin(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -31,14 +32,6 @@ def cmd_create_admin(args: argparse.Namespace, config: DeviceConfig) -> int:
         engine.dispose()
     print(f"admin {args.username} created")
     return 0
-
-
-def gunicorn_command() -> list[str]:
-    return [
-        sys.executable, "-m", "gunicorn",
-        "--config", "python:fieldkit.hub.web.gunicorn_conf",
-        "fieldkit.hub.web.app:create_app()",
-    ]  # fmt: skip
 
 
 def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:

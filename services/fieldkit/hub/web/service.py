@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fieldkit.hub.web.cli import gunicorn_command
+import sys
+
 from fieldkit.registry import ServiceSpec
 from fieldkit.runner import ServiceContext
+
+
+def gunicorn_command() -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:fieldkit.hub.web.gunicorn_conf",
+        "fieldkit.hub.web.app:create_app()",
+    ]  # fmt: skip
 
 
 def setup(ctx: ServiceContext) -> None:
