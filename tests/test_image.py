@@ -26,6 +26,7 @@ from fieldkit.policies import (
     NFTABLES_PATH,
     USBGUARD_RULES_PATH,
     PolicySet,
+    ansible_vars,
     load_policies,
     render,
 )
@@ -180,6 +181,23 @@ def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
         assert found, rated.stdout[-400:] + rated.stderr[-400:]
         service = path.name.removeprefix("fieldkit-").removesuffix(".service")
         assert float(found.group(1)) <= policies.services.ceiling(service), path.name
+
+
+def test_the_bus_broker_runs_the_development_kits_rendering(host: Any) -> None:
+    """R6, R29: mosquitto.conf, the ACL and the drop-in are the renderings the development kit
+    runs (fieldkit.broker.render_config, render_acl): no template of our own, no drift."""
+    wanted = ansible_vars(load_policies(REPO / "policies"), "tablet")
+    for path, body in [
+        (wanted["broker_config_path"], wanted["broker_config"]),
+        (wanted["broker_acl_path"], wanted["broker_acl"]),
+        (
+            "/etc/systemd/system/mosquitto.service.d/fieldkit-scrub.conf",
+            wanted["broker_unit_dropin"],
+        ),
+    ]:
+        assert host.file(path).content_string == body, path
+    assert not host.file("/etc/mosquitto/conf.d/fieldkit.conf").exists
+    assert host.service("mosquitto").is_enabled
 
 
 def test_fieldkit_runs_from_its_venv(host: Any) -> None:

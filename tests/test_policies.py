@@ -5,17 +5,23 @@ R11, R16, R28, R30.
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path, PurePosixPath
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
+from fieldkit.broker import LocalBroker, free_loopback_port
+from fieldkit.bus import Endpoint
 from fieldkit.cli import main
-from fieldkit.config import RunnerSection
+from fieldkit.config import BusSection, RunnerSection
 from fieldkit.policies import (
     BROWSER_POLICY_PATH,
     NFTABLES_PATH,
@@ -177,6 +183,55 @@ def test_ansible_vars_carry_the_renderings() -> None:
     assert values["cups_settings"] == {"PreserveJobHistory": "No", "PreserveJobFiles": "No"}
     assert "/etc/systemd/system/fieldkit-monitor.service" in values["fieldkit_services_units"]
     json.dumps(values)  # the playbooks read it as JSON
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
+def test_the_images_bus_broker_config_is_the_kits_and_mosquitto_runs_it(tmp_path: Path) -> None:
+    """R6, R29: one renderer for the bus broker. The image's mosquitto.conf is what
+    `LocalBroker` renders for the same listener and files, and mosquitto starts on it (its
+    paths moved into a temporary folder) and refuses an anonymous client."""
+    values = ansible_vars(load_policies(REPO_POLICIES), "tablet")
+    config = values["broker_config"]
+    bus = BusSection()
+    kit = LocalBroker(tmp_path / "run", [], Endpoint(host=bus.host, port=bus.port))
+    assert config == kit.render_config().replace(
+        f"user {getpass.getuser()}", "user mosquitto"
+    ).replace(str(kit.conf_dir / "passwords"), values["broker_password_path"]).replace(
+        str(kit.conf_dir / "acl"), values["broker_acl_path"]
+    )
+    assert "persistence false" in config.splitlines()
+    port = free_loopback_port()
+    moved = (
+        config.replace(values["broker_password_path"], str(tmp_path / "passwd"))
+        .replace(values["broker_acl_path"], str(tmp_path / "acl"))
+        .replace(f"listener {bus.port} ", f"listener {port} ")
+        .replace("user mosquitto", f"user {getpass.getuser()}")
+    )
+    (tmp_path / "passwd").write_text("")
+    (tmp_path / "acl").write_text(values["broker_acl"])
+    (tmp_path / "mosquitto.conf").write_text(moved)
+    process = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")])
+    try:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.connect("127.0.0.1", port)
+                break
+            except ConnectionRefusedError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        refused: list[object] = []
+        client.on_connect = lambda c, u, f, reason, p: refused.append(reason.is_failure)
+        client.loop_start()
+        deadline = time.monotonic() + 10
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.loop_stop()
+        assert refused == [True]  # anonymous: not authorised
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.mark.skipif(shutil.which("systemd-escape") is None, reason="needs systemd-escape")

@@ -17,8 +17,8 @@ import pytest
 
 from fieldkit.antivirus.database import build_unsigned_database, hex_signature
 from fieldkit.cli import main
+from fieldkit.policies import PolicyError, chromium_policy, load_policies
 from fieldkit.wipe.compliance import report_valid
-from fieldkit.wipe.policy import PolicyError, load_erasure_policy
 from tests.conftest import write_config
 from tests.wipe_fixtures import APPLICATION_ID
 
@@ -35,7 +35,7 @@ def compliant_rootfs(root: Path) -> Path:
         "etc/cups/cupsd.conf": "LogLevel warn\nPreserveJobFiles No\nPreserveJobHistory No\n",
         "etc/mosquitto/mosquitto.conf": "persistence false\n",
         "etc/chromium/policies/managed/fieldkit.json": json.dumps(
-            load_erasure_policy(REPO_POLICIES / "erasure.toml").browser.required
+            chromium_policy(load_policies(REPO_POLICIES).browser)
         ),
     }
     for name, text in files.items():
@@ -56,7 +56,8 @@ def compliant_rootfs(root: Path) -> Path:
 def policies(tmp_path: Path) -> Path:
     folder = tmp_path / "policies"
     folder.mkdir()
-    shutil.copy(REPO_POLICIES / "erasure.toml", folder)
+    for policy in REPO_POLICIES.glob("*.yaml"):
+        shutil.copy(policy, folder)
     (folder / "antivirus.toml").write_text(
         '[antivirus]\nofficial_databases = []\ncustom_databases = ["fieldkit.cud"]\n'
         'database_dir = "/var/lib/clamav"\nmax_definitions_age_hours = 48\n'
@@ -179,11 +180,14 @@ def test_a_raw_image_is_scanned_including_free_space(tmp_path: Path) -> None:
     assert residue["findings"][0]["kind"] == "jpeg" and residue["findings"][0]["offset"] == 3 << 20
 
 
-def test_a_broken_policy_file_is_refused_naming_the_key(tmp_path: Path) -> None:
-    bad = tmp_path / "erasure.toml"
-    bad.write_text('[journald]\nstorage = "persistent"\n')
-    with pytest.raises(PolicyError, match=r"journald\.storage"):
-        load_erasure_policy(bad)
+def test_a_broken_policy_file_is_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = policies_dir(tmp_path)
-    (folder / "erasure.toml").write_text('[swap]\nallowed = "maybe"\n')
+    erasure = folder / "erasure.yaml"
+    erasure.write_text(erasure.read_text().replace("storage: volatile", "storage: persistent"))
+    with pytest.raises(PolicyError, match=r"erasure\.yaml.*journald\.storage"):
+        load_policies(folder)
     assert run(tmp_path, "--root", str(tmp_path))[0] == 2
+    err = capsys.readouterr().err
+    assert "erasure.yaml" in err and "journald.storage" in err and "Traceback" not in err

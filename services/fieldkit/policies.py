@@ -456,6 +456,11 @@ def mount_unit_name(path: PurePosixPath) -> str:
     return "".join(chars) + ".mount"
 
 
+# No core dump anywhere: the kernel pipes one to a program that discards it (and systemd-coredump
+# stores none). The compliance run checks the device for exactly this.
+CORE_PATTERN = "|/bin/false"
+
+
 def render_erasure(policy: ErasurePolicy) -> RenderedFiles:
     kind = "erasure"
     files: RenderedFiles = {
@@ -477,7 +482,7 @@ def render_erasure(policy: ErasurePolicy) -> RenderedFiles:
         # Only files: the build never touches the running kernel (no sysctl -w in a chroot).
         PurePosixPath("/etc/sysctl.d/50-fieldkit-erasure.conf"): (
             f"# {GENERATED.format(kind=kind)}\n"
-            "kernel.core_pattern = |/bin/false\n"
+            f"kernel.core_pattern = {CORE_PATTERN}\n"
             "fs.suid_dumpable = 0\n"
             "vm.swappiness = 0\n"
         ),
@@ -674,6 +679,28 @@ def broker_unit_dropin() -> str:
     )
 
 
+# Where the image's mosquitto (Debian's mosquitto.service) keeps the bus's files.
+BROKER_CONFIG_PATH = PurePosixPath("/etc/mosquitto/mosquitto.conf")
+BROKER_PASSWORD_PATH = PurePosixPath("/etc/mosquitto/fieldkit.passwd")
+BROKER_ACL_PATH = PurePosixPath("/etc/mosquitto/fieldkit.acl")
+
+
+def broker_config() -> str:
+    """The image's whole mosquitto.conf, by the development kit's own renderer, listening where
+    a device config's ``[bus]`` section points by default."""
+    from fieldkit.broker import render_config
+    from fieldkit.config import BusSection
+
+    bus = BusSection()
+    return render_config(
+        f"listener {bus.port} {bus.host}",
+        password_file=BROKER_PASSWORD_PATH,
+        acl_file=BROKER_ACL_PATH,
+        max_message_bytes=bus.max_message_bytes,
+        user="mosquitto",
+    )
+
+
 def unit_name(service: str) -> str:
     return f"fieldkit-{service}.service"
 
@@ -743,6 +770,10 @@ def ansible_vars(
         "fieldkit_services_max_exposure": policies.services.max_exposure,
         "broker_acl": render_acl(identities_for(specs_for_role(role))),
         "broker_unit_dropin": broker_unit_dropin(),
+        "broker_config": broker_config(),
+        "broker_config_path": str(BROKER_CONFIG_PATH),
+        "broker_password_path": str(BROKER_PASSWORD_PATH),
+        "broker_acl_path": str(BROKER_ACL_PATH),
         "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
     }

@@ -255,17 +255,16 @@ def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
     import tomllib
 
     from fieldkit.antivirus.settings import AntivirusSection
+    from fieldkit.policies import PolicyError, load_policies
     from fieldkit.wipe.certificate_pdf import write_report_pdf
     from fieldkit.wipe.compliance import report_lines, run_compliance
-    from fieldkit.wipe.policy import PolicyError, load_erasure_policy
 
     if args.root is not None and args.image is not None:
         print("fieldkit: give --root or --image, not both", file=sys.stderr)
         return 2
-    erasure_file = args.policies / "erasure.toml"
     antivirus_file = args.policies / "antivirus.toml"
     try:
-        policy = load_erasure_policy(erasure_file)
+        policies = load_policies(args.policies)
         antivirus = None
         if antivirus_file.exists():
             raw = tomllib.loads(antivirus_file.read_text(encoding="utf-8"))
@@ -280,8 +279,8 @@ def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
     report = run_compliance(
         device=config.device.id,
         settings=config.wipe,
-        policy=policy,
-        policy_files=[p for p in (erasure_file, antivirus_file) if p.exists()],
+        policies=policies,
+        policy_files=sorted([*args.policies.glob("*.yaml"), *args.policies.glob("*.toml")]),
         antivirus=antivirus,
         key=load_device_key(signing_key_path(config)),
         root=args.root,
@@ -346,7 +345,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     run.add_argument("--root", type=Path, default=None, help="a mounted rootfs instead of /")
     run.add_argument("--image", type=Path, default=None, help="a raw disk image: residue only")
     run.add_argument(
-        "--policies", type=Path, default=Path("policies"), help="folder with erasure.toml"
+        "--policies",
+        type=Path,
+        default=Path("policies"),
+        help="the policies folder (erasure.yaml, browser.yaml, …, antivirus.toml)",
     )
     run.add_argument("--json", type=Path, default=None, help="write the signed report here")
     run.add_argument("--pdf", type=Path, default=None, help="write the report as PDF here")

@@ -1,10 +1,10 @@
 """The compliance run (R30, R31): does a device enforce the erasure policy, and is it clean?
 
 Checks a live device (``/``), a mounted rootfs (``--root``) or a raw disk image (``--image``)
-against ``policies/erasure.toml`` and ``policies/antivirus.toml`` — the same files the image
-build renders its settings from — then runs the residue scan of the whole catalogue. The report
-is signed with the device key and written as text, JSON and PDF; any failed check makes the
-command exit non-zero.
+against ``policies/erasure.yaml``, ``policies/browser.yaml`` and ``policies/antivirus.toml``,
+read with the models the image build renders its files from (``fieldkit.policies``), then runs
+the residue scan of the whole catalogue. The report is signed with the device key and written
+as text, JSON and PDF; any failed check makes the command exit non-zero.
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from fieldkit.antivirus.database import DatabaseError, list_databases
 from fieldkit.antivirus.gate import currency_database
 from fieldkit.antivirus.settings import AntivirusSection
+from fieldkit.policies import (
+    BROWSER_POLICY_PATH,
+    CORE_PATTERN,
+    ErasurePolicy,
+    PolicySet,
+    chromium_policy,
+)
 from fieldkit.wipe.catalogue import Catalogue
 from fieldkit.wipe.markers import MarkerSearch, daily_markers
-from fieldkit.wipe.policy import ErasurePolicy
 from fieldkit.wipe.record import Finding, LocationResult, public_hex, signature_valid
 from fieldkit.wipe.settings import WipeSection
 
@@ -126,19 +132,19 @@ def check_coredump(root: Path, policy: ErasurePolicy, live: bool) -> Check:
                 sysctl[key.strip()] = value.strip()
     pattern = sysctl.get("kernel.core_pattern")
     problems = []
-    if storage != policy.coredump.storage:
+    if storage != "none":
         problems.append(f"systemd-coredump Storage={storage or '(default: external)'}")
-    if pattern != policy.coredump.core_pattern:
+    if pattern != CORE_PATTERN:
         problems.append(f"kernel.core_pattern in sysctl.d is {pattern or 'unset'}")
     if live:
         running = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-        if running != policy.coredump.core_pattern:
+        if running != CORE_PATTERN:
             problems.append(f"running kernel.core_pattern is {running}")
     return Check(
         name="core dumps off",
         requirement="R12",
         verdict="fail" if problems else "pass",
-        detail="; ".join(problems) or f"Storage=none, core_pattern {policy.coredump.core_pattern}",
+        detail="; ".join(problems) or f"Storage=none, core_pattern {CORE_PATTERN}",
     )
 
 
@@ -154,7 +160,7 @@ def check_swap(root: Path, policy: ErasurePolicy, live: bool) -> Check:
     if live:
         lines = Path("/proc/swaps").read_text().splitlines()[1:]
         entries += [line.split()[0] for line in lines if line.strip()]
-    ok = policy.swap.allowed or not entries
+    ok = policy.swap or not entries
     return Check(
         name="no swap",
         requirement="R12",
@@ -185,13 +191,14 @@ def check_cups(root: Path, policy: ErasurePolicy) -> Check:
     )
 
 
-def check_broker(root: Path, policy: ErasurePolicy) -> Check:
+def check_broker(root: Path) -> Check:
+    """The bus broker keeps nothing on disk (its renderer, fieldkit.broker, never lets it)."""
     files = [
         under(root, "etc/mosquitto/mosquitto.conf"),
         *sorted(under(root, "etc/mosquitto/conf.d").glob("*.conf")),
     ]
     on = [p.name for p in files if directives(p).get("persistence", "false").lower() == "true"]
-    ok = policy.broker.persistence or not on
+    ok = not on
     return Check(
         name="broker persistence off",
         requirement="R12",
@@ -200,9 +207,11 @@ def check_broker(root: Path, policy: ErasurePolicy) -> Check:
     )
 
 
-def check_browser(root: Path, policy: ErasurePolicy) -> Check:
+def check_browser(root: Path, policies: PolicySet) -> Check:
+    """Chromium's managed policy in force is what ``policies/browser.yaml`` renders."""
+    required = chromium_policy(policies.browser)
     merged: dict[str, object] = {}
-    folder = under(root, policy.browser.managed_dir)
+    folder = under(root, str(BROWSER_POLICY_PATH.parent).lstrip("/"))
     for path in sorted(folder.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -217,7 +226,7 @@ def check_browser(root: Path, policy: ErasurePolicy) -> Check:
             merged.update(data)
     wrong = [
         f"{key}={merged.get(key, '(unset)')}"
-        for key, value in policy.browser.required.items()
+        for key, value in required.items()
         if merged.get(key) != value
     ]
     return Check(
@@ -226,7 +235,7 @@ def check_browser(root: Path, policy: ErasurePolicy) -> Check:
         verdict="fail" if wrong else "pass",
         detail=("not as required: " + ", ".join(wrong))
         if wrong
-        else f"{len(policy.browser.required)} settings as required",
+        else f"{len(required)} settings as policies/browser.yaml renders them",
     )
 
 
@@ -325,7 +334,7 @@ def run_compliance(
     *,
     device: str,
     settings: WipeSection,
-    policy: ErasurePolicy,
+    policies: PolicySet,
     policy_files: list[Path],
     antivirus: AntivirusSection | None,
     key: Ed25519PrivateKey,
@@ -352,12 +361,12 @@ def run_compliance(
         base = Path("/") if root is None else root
         target = "live device" if live else f"rootfs {root}"
         checks += [
-            check_journald(base, policy),
-            check_coredump(base, policy, live),
-            check_swap(base, policy, live),
-            check_cups(base, policy),
-            check_broker(base, policy),
-            check_browser(base, policy),
+            check_journald(base, policies.erasure),
+            check_coredump(base, policies.erasure, live),
+            check_swap(base, policies.erasure, live),
+            check_cups(base, policies.erasure),
+            check_broker(base),
+            check_browser(base, policies),
             check_antivirus(base, antivirus, now()),
         ]
         residue = residue_scan(settings if live else rooted(settings, base))
