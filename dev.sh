@@ -100,6 +100,8 @@ case "$cmd" in
     .venv/bin/ruff format --check services tests bench
     echo "==> mypy --strict services/"
     .venv/bin/mypy --strict services
+    echo "==> lint-imports (the import contracts in pyproject.toml)"
+    .venv/bin/lint-imports --no-cache
     echo "==> pytest"
     exec .venv/bin/pytest "${pytest_args[@]}"
     ;;

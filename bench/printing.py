@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import secrets
 import shutil
 import statistics
 import sys
@@ -143,7 +144,7 @@ def bench_accept(rounds: int, work: Path) -> None:
     tester.connect()
     try:
         ping = timed(lambda: tester.request("printing", "ping", Ping(), Pong), rounds)
-        sid = "bench0000000001"
+        sid = secrets.token_hex(16)  # as the kiosk makes one
 
         def print_receipt() -> None:
             reply = tester.request(

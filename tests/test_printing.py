@@ -51,7 +51,7 @@ from tests.cups import (
 )
 from tests.test_printing_render import APPLICATION_ID, sample_jpeg
 
-SID = "5e55104c0ffee123"
+SID = "5e55104c0ffee1235e55104c0ffee123"
 
 
 class Events(BusEvents):

@@ -29,7 +29,7 @@ APPLICATION_ID = "12345678901234567890123"
 
 def sample_receipt(**changes: object) -> PrintReceipt:
     fields: dict[str, object] = {
-        "sid": "5e55104c0ffee123",
+        "sid": "5e55104c0ffee1235e55104c0ffee123",
         "application_id": APPLICATION_ID,
         "applied_at": datetime(2026, 11, 23, 1, 30, tzinfo=UTC),
         "site": "千代田区ふれあい会館",
@@ -73,7 +73,7 @@ def test_receipt_has_two_copies_labelled_for_applicant_and_staff() -> None:
         assert "電子証明書" in page and "希望する" in page
         assert "点字" in page and "希望しない" in page
         assert "op-007" in page
-        assert "5e55104c0ffee123" in page
+        assert "5e55104c0ffee1235e55104c0ffee123" in page
         assert "交付通知書" in page  # what happens next, for support mode
 
 

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
@@ -20,6 +20,7 @@ from fieldkit.capture.settings import CaptureSection
 from fieldkit.hub.settings import HubSection
 from fieldkit.hub.web.settings import HubWebSection
 from fieldkit.kiosk.settings import KioskSection
+from fieldkit.models import Section, describe_validation_error
 from fieldkit.printing.settings import PrintingSection
 from fieldkit.sync.settings import SyncSection
 from fieldkit.wipe.settings import WipeSection
@@ -33,10 +34,6 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 class ConfigError(Exception):
     """The device config is missing, unreadable or invalid; the message says where and why."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DeviceSection(Section):
@@ -121,15 +118,6 @@ class DeviceConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem: dotted key, then what is wrong. Never the offending value."""
-    lines = []
-    for problem in error.errors(include_input=False, include_url=False):
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        lines.append(f"{key}: {problem['msg']}")
-    return "; ".join(lines)
 
 
 def config_path(explicit: Path | None = None) -> Path:

@@ -19,10 +19,10 @@ from pydantic import Field
 
 from fieldkit.bus import Bus, BusError, Incoming
 from fieldkit.messages import Message
+from fieldkit.models import SESSION_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
-SID_PATTERN = r"^[0-9a-f]{32}$"
 FORGET_FILTER = "wipe/evt/session/+/forget"
 FORGOTTEN_FILTER = "+/evt/session/+/forgotten"
 
@@ -31,14 +31,14 @@ class ForgetSession(Message):
     """Forget everything held for session ``sid``."""
 
     type: Literal["forget-session"] = "forget-session"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
 
 
 class SessionForgotten(Message):
     """What a holder did to forget a session: each item names a kind of thing, never its value."""
 
     type: Literal["session-forgotten"] = "session-forgotten"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     service: str
     erased: list[str] = Field(default_factory=list)
     ok: bool = True

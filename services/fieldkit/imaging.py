@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from fieldkit import __version__
-from fieldkit.config import describe_validation_error
+from fieldkit.models import Strict, describe_validation_error
 from fieldkit.policies import (
     KINDS,
     ansible_vars,
@@ -61,18 +61,14 @@ class ImageBuildError(Exception):
     """A build step failed; the message names the step and where its log is."""
 
 
-class DiskLayout(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DiskLayout(Strict):
     esp_mib: int = Field(default=256, ge=64, le=2048)
     root_headroom_mib: int = Field(default=768, ge=64)
     root_fill_factor: float = Field(default=1.15, ge=1.0, le=3.0)
 
 
-class ImageProfile(BaseModel):
+class ImageProfile(Strict):
     """An ``image/<role>.yaml`` file: what goes into the rootfs and how the disk is laid out."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["image"] = "image"
     version: Literal[1] = 1

@@ -6,7 +6,9 @@ import json
 import time
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
+from fieldkit.models import Strict, describe_validation_error, problem_keys
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -20,10 +22,8 @@ class MessageError(Exception):
         self.fields = fields or []
 
 
-class Message(BaseModel):
+class Message(Strict):
     """Base of every bus message: versioned, typed, closed to unknown fields."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Literal[1] = SCHEMA_VERSION
     type: str
@@ -48,9 +48,8 @@ def decode(payload: bytes, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = exc.errors(include_input=False, include_url=False)
-        fields = [".".join(str(p) for p in e["loc"]) or "(message)" for e in problems]
-        reason = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, problems, strict=True))
+        fields = problem_keys(exc, "(message)")
+        reason = describe_validation_error(exc, top="(message)")
         raise MessageError(f"invalid {model.__name__}: {reason}", fields) from None
 
 

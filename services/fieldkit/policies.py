@@ -26,7 +26,8 @@ from typing import Any, Literal, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fieldkit.config import RunnerSection, describe_validation_error
+from fieldkit.config import RunnerSection
+from fieldkit.models import Strict, describe_validation_error
 from fieldkit.processes import scrubbing_environment
 
 POLICY_DIR_ENV = "FIELDKIT_POLICIES"
@@ -48,9 +49,7 @@ class PolicyError(Exception):
     """A policy file is missing, unreadable or invalid; the message names the file and key."""
 
 
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Policy(Strict):
     version: Literal[1] = 1
 
 

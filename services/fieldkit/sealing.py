@@ -19,8 +19,9 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from fieldkit.models import RECORD_ID_PATTERN, Strict
 from fieldkit.pki import key_fingerprint, raw_public
 
 SUITE_NAME: Literal["hpke-base-x25519-hkdfsha256-chacha20poly1305"] = (
@@ -28,7 +29,6 @@ SUITE_NAME: Literal["hpke-base-x25519-hkdfsha256-chacha20poly1305"] = (
 )
 SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)
 
-RECORD_ID_PATTERN = r"^[0-9a-f]{32}$"
 MUNICIPALITY_PATTERN = r"^[0-9]{6}$"
 DEVICE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -53,10 +53,8 @@ def unb64(text: str, what: str) -> bytes:
         raise SealingError(f"{what} is not valid base64") from None
 
 
-class SealedPacket(BaseModel):
+class SealedPacket(Strict):
     """An application packet as it is stored and sent: only ciphertext, plus who and for whom."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: Literal[1] = 1
     type: Literal["sealed-packet"] = "sealed-packet"

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fieldkit.messages import Message
+from fieldkit.models import Strict
 
 GateReason = Literal[
     "ok", "no-definitions", "definitions-missing", "definitions-stale", "threat-found"
 ]
 
 
-class DatabaseState(BaseModel):
+class DatabaseState(Strict):
     """One definitions database as its own header describes it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     file: str
@@ -91,9 +90,7 @@ class DefinitionsUpdate(Message):
     finished_at: float
 
 
-class FindingItem(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FindingItem(Strict):
     path: str
     signature: str
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from fieldkit.antivirus.database import DatabaseError, DatabaseInfo, list_databases
 from fieldkit.antivirus.engine import EngineError, run_clamscan, run_freshclam
@@ -39,6 +39,7 @@ from fieldkit.antivirus.messages import (
 from fieldkit.antivirus.settings import AntivirusSection
 from fieldkit.bus import BusError, Incoming
 from fieldkit.config import DeviceConfig
+from fieldkit.models import Section
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,8 @@ class AntivirusPaths:
         )
 
 
-class SavedState(BaseModel):
+class SavedState(Section):
     """What survives a restart: the last update and the last scan (evidence, no personal data)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     last_update: DefinitionsUpdate | None = None
     last_scan: ScanReport | None = None

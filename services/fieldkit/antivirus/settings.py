@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from fieldkit.models import Section
 
 OfficialDatabase = Literal["main", "daily", "bytecode"]
 OFFICIAL_DATABASES: tuple[OfficialDatabase, ...] = ("main", "daily", "bytecode")
@@ -21,10 +23,8 @@ DATED_SUFFIXES = (".cvd", ".cld", ".cud")
 _DATABASE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}\.(cvd|cld|cud|ndb|hdb|hsb|ldb|ndu|ldu)$"
 
 
-class AntivirusSection(BaseModel):
+class AntivirusSection(Section):
     """Antivirus policy for one device (R10)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # The hub's definitions mirror, e.g. "http://hub.fieldkit.lan:8081". None: updates are off
     # (freshclam is never run, so it can never fall back to ClamAV's public network).
@@ -84,10 +84,8 @@ class AntivirusSection(BaseModel):
         return path.absolute() if path is not None else None
 
 
-class MirrorSection(BaseModel):
+class MirrorSection(Section):
     """The hub's definitions mirror (the ``av-mirror`` hub service)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     directory: Path = Path("/var/lib/fieldkit/av-mirror")
     # The tablets reach it over the kit's network; the development hub serves on loopback.

@@ -13,9 +13,9 @@ from pydantic import Field
 
 from fieldkit.capture.appid import RefusalCode
 from fieldkit.messages import Message
+from fieldkit.models import SESSION_ID_PATTERN
 
 Mode = Literal["idle", "qr", "photo"]
-SID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 
 # The printed photo (the official rule: 45 x 35 mm) and its print master's resolution.
 PHOTO_HEIGHT_MM = 45.0
@@ -48,7 +48,7 @@ Advice = Literal[
 
 class ModeRequest(Message):
     type: Literal["mode"] = "mode"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     mode: Mode
 
 
@@ -65,7 +65,7 @@ class SessionRequest(Message):
     """``capture`` and ``retake`` carry only the session id."""
 
     type: Literal["capture", "retake"]
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
 
 
 class Ack(Message):
@@ -76,7 +76,7 @@ class Ack(Message):
 
 class ValidateIdRequest(Message):
     type: Literal["validate-id"] = "validate-id"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     entry: str = Field(max_length=200)
 
 

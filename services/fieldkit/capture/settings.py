@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from fieldkit.models import Section
 
 
-class CaptureSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CaptureSection(Section):
     # "demo" (generated in code), "v4l2:/dev/video0" (or "v4l2:0"), "video:/path/file.mp4",
     # or "images:/path/folder".
     source: str = Field(default="demo", description="Camera source.")

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fieldkit.sealing import SealedPacket, b64
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -54,6 +56,17 @@ class SealedPacketRow(Base):
     receiver_key: Mapped[str] = mapped_column(String(16))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[str] = mapped_column(String(100))
+
+    def packet(self) -> SealedPacket:
+        """The sealed packet as the device sent it (ciphertext only), for pick-up or export."""
+        return SealedPacket(
+            record_id=self.record_id,
+            device_id=self.device_id,
+            municipality=self.municipality,
+            receiver_key=self.receiver_key,
+            ciphertext=b64(self.ciphertext),
+            signature=self.signature,
+        )
 
 
 class StatisticsRow(Base):

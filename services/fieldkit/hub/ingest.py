@@ -52,6 +52,7 @@ from fieldkit.hub.db import (
 from fieldkit.hub.roster import read_operators
 from fieldkit.hub.settings import HubSection
 from fieldkit.messages import MessageError, decode
+from fieldkit.models import RECORD_ID_PATTERN
 from fieldkit.pki import INGEST_IDENTITY, KitPki, RosterEntry, read_roster
 from fieldkit.sealing import SealedPacket, SealingError, unb64, verify_packet
 from fieldkit.sync.link import tls_client, tls_context
@@ -490,4 +491,4 @@ def _record_id_of(payload: bytes) -> str | None:
         value = json.loads(payload).get("record_id")
     except (ValueError, AttributeError, UnicodeDecodeError):
         return None
-    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value) else None
+    return value if isinstance(value, str) and re.fullmatch(RECORD_ID_PATTERN, value) else None

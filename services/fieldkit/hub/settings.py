@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fieldkit.models import Section
 
 
-class HubSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HubSection(Section):
     # The PKI directory's public parts plus hub/ keys (see fieldkit.pki for the layout).
     pki: Path = Path("/etc/fieldkit/pki")
     broker_host: str = "127.0.0.1"

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fieldkit.models import OPERATOR_ID_PATTERN, Section
 
 # Operator IDs, as the hub's handler registry issues them and the kiosk's config lists them.
-OPERATOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{1,31}$"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class OperatorEntry(Section):

@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field
 
 from fieldkit.messages import Message
+from fieldkit.models import SESSION_ID_PATTERN
 from fieldkit.wipe.messages import CANARY_PATTERN
 
 # Session ids are random hex tokens, never derived from personal data (architecture §4).
-SESSION_ID = r"^[A-Za-z0-9_-]{8,64}$"
 APPLICATION_ID = r"^[0-9]{23}$"
 
 JobKind = Literal["receipt", "photo-sheet"]
@@ -35,7 +35,7 @@ class PrintReceipt(Message):
     """Print the application receipt (申請情報の控え), two copies. R5"""
 
     type: Literal["print-receipt"] = "print-receipt"
-    sid: str = Field(pattern=SESSION_ID)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     application_id: str = Field(pattern=APPLICATION_ID)
     applied_at: datetime
     site: str = Field(min_length=1, max_length=100)
@@ -52,7 +52,7 @@ class PrintPhotoSheet(Message):
     """Print the 45 × 35 mm photo, several copies with cut marks. R3"""
 
     type: Literal["print-photo-sheet"] = "print-photo-sheet"
-    sid: str = Field(pattern=SESSION_ID)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     # The print master: a 35:45 (w:h) JPEG, base64. At least 300 dpi at 35 mm (413 px).
     jpeg_b64: str = Field(min_length=4, max_length=11_000_000)
     paper: Literal["l", "a4"] | None = None
@@ -78,7 +78,7 @@ class Forget(Message):
     """Forget everything of a session: held jobs, CUPS jobs, spool files. R6, R12"""
 
     type: Literal["forget"] = "forget"
-    sid: str = Field(pattern=SESSION_ID)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
 
 
 class Forgotten(Message):

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from fieldkit.models import Section
 
 # Debian's fonts-ipaexfont-gothic. Embedded (subset) in every PDF, so the printer needs no
 # Japanese font of its own; see docs/printing.md for why not a non-embedded CID font.
 DEFAULT_FONT = Path("/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf")
 
 
-class LocalPrinterSection(BaseModel):
+class LocalPrinterSection(Section):
     """A printer that needs no hardware: cupsd + ippeveprinter in a directory (demo, tests)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     directory: Path = Path("/run/fieldkit/printer")
@@ -29,9 +29,7 @@ class LocalPrinterSection(BaseModel):
         return path.absolute()
 
 
-class PrintingSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PrintingSection(Section):
     # The CUPS server: the device's own cupsd on loopback (never a network print server).
     cups_host: str = "127.0.0.1"
     cups_port: int = Field(default=631, ge=1, le=65535)

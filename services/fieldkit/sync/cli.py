@@ -1,4 +1,4 @@
-"""``fieldkit pki …``, ``fieldkit packet open`` and ``fieldkit hub migrate``.
+"""``fieldkit pki …`` and ``fieldkit packet open``.
 
 The PKI and packet commands run on the provisioning admin's or the municipality's machine,
 which has no device config; they are marked ``standalone``.
@@ -14,13 +14,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from fieldkit.config import DeviceConfig
-from fieldkit.hub.db import upgrade
 from fieldkit.messages import MessageError
 from fieldkit.pki import (
     KitPki,
     PkiError,
-    check_municipality,
     load_x25519_private,
     read_roster,
     write_private,
@@ -89,41 +86,6 @@ def cmd_packet_open(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
-    upgrade(config.hub.database_url)
-    print("hub database at the latest schema")
-    return 0
-
-
-def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
-    """Write one municipality's sealed packets as files for ``fieldkit packet open``."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from fieldkit.hub.db import SealedPacketRow, make_engine
-    from fieldkit.sealing import b64
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(config.hub.database_url)
-    count = 0
-    with Session(engine) as session:
-        query = select(SealedPacketRow).where(SealedPacketRow.municipality == args.municipality)
-        for row in session.scalars(query):
-            packet = SealedPacket(
-                record_id=row.record_id,
-                device_id=row.device_id,
-                municipality=row.municipality,
-                receiver_key=row.receiver_key,
-                ciphertext=b64(row.ciphertext),
-                signature=row.signature,
-            )
-            write_private(args.out / f"{row.record_id}.json", packet.model_dump_json().encode())
-            count += 1
-    engine.dispose()
-    print(f"{count} sealed packets for {args.municipality} in {args.out} (ciphertext only)")
-    return 0
-
-
 def standalone(func: Any) -> Any:
     """Run without a device config; report our own errors the way ``main`` does."""
 
@@ -139,7 +101,7 @@ def standalone(func: Any) -> Any:
 
 
 def add_commands(sub: Any) -> None:
-    """Add the sync, PKI and hub subcommands to the ``fieldkit`` parser."""
+    """Add the PKI and packet subcommands to the ``fieldkit`` parser."""
     pki = sub.add_parser("pki", help="kit CA, hub and device certificates, receiver keys")
     pki.add_argument("--dir", type=Path, default=Path("/etc/fieldkit/pki"), help="PKI directory")
     pki_sub = pki.add_subparsers(dest="pki_command", required=True)
@@ -171,22 +133,6 @@ def add_commands(sub: Any) -> None:
     opener.add_argument("--device-key", help="device signing public key, base64")
     opener.add_argument("--out", type=Path, help="write the plaintext here (mode 0600)")
     opener.set_defaults(standalone=standalone(cmd_packet_open))
-
-    hub = sub.add_parser("hub", help="hub tools").add_subparsers(dest="hub_command", required=True)
-    hub.add_parser("migrate", help="upgrade the hub database to the latest schema").set_defaults(
-        func=cmd_hub_migrate
-    )
-    export = hub.add_parser("export-packets", help="one municipality's sealed packets as files")
-    export.add_argument("municipality", type=_municipality)
-    export.add_argument("--out", type=Path, required=True)
-    export.set_defaults(func=cmd_hub_export)
-
-
-def _municipality(text: str) -> str:
-    try:
-        return check_municipality(text)
-    except PkiError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _with_defaults(func: Any) -> Any:

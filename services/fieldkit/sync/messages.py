@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from fieldkit.messages import Message
+from fieldkit.models import RECORD_ID_PATTERN
 from fieldkit.sealing import MUNICIPALITY_PATTERN
 
 APPLICATION_ID_PATTERN = r"^[0-9]{23}$"
@@ -55,7 +56,7 @@ class SubmitRecord(Message):
     # The sender's own ID for the record, when it may send it again (the wipe hands over its
     # erasure records until sync accepts them): the same ID is taken once, and the hub keeps
     # a record ID once. Without it, sync gives the record a fresh random ID.
-    record_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    record_id: str | None = Field(default=None, pattern=RECORD_ID_PATTERN)
 
 
 class Accepted(Message):

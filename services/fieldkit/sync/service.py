@@ -24,6 +24,7 @@ from fieldkit.antivirus.messages import AntivirusHealth, Finding
 from fieldkit.bus import Incoming
 from fieldkit.config import DeviceConfig
 from fieldkit.messages import Message, MessageError, decode
+from fieldkit.models import describe_validation_error, problem_keys
 from fieldkit.pki import PkiError, load_ed25519_private, load_x25519_public
 from fieldkit.runner import ServiceContext
 from fieldkit.sealing import seal
@@ -166,9 +167,8 @@ class Courier:
         try:
             model.model_validate(body)
         except ValidationError as exc:
-            problems = exc.errors(include_input=False, include_url=False)
-            fields = ["body." + ".".join(str(p) for p in e["loc"]) for e in problems]
-            reason = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, problems, strict=True))
+            fields = ["body." + key for key in problem_keys(exc)]
+            reason = describe_validation_error(exc, prefix="body.")
             raise MessageError(f"invalid {kind} record: {reason}", fields) from None
         # A record the sender may offer again must come out byte for byte the same (the hub
         # takes an ID it holds with the same digest as a duplicate, with another as a replay):

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fieldkit.models import Section
 
 
-class SyncSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SyncSection(Section):
     # In its own folder, which the wipe's catalogue scans ([wipe] outbox_dirs).
     outbox: Path = Path("/var/lib/fieldkit/outbox/outbox.sqlite")
     # The enrolment bundle from `fieldkit pki enrol` (client.key/.crt, signing.key, ca.crt,

@@ -19,14 +19,13 @@ from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from fieldkit.kiosk.settings import OPERATOR_ID_PATTERN
 from fieldkit.messages import Message
+from fieldkit.models import OPERATOR_ID_PATTERN, RECORD_ID_PATTERN, Strict
 from fieldkit.sealing import (
     DEVICE_PATTERN,
     MUNICIPALITY_PATTERN,
-    RECORD_ID_PATTERN,
     SealedPacket,
     SealingError,
     b64,
@@ -54,11 +53,7 @@ def roster_topic(device_id: str) -> str:
     return f"fieldkit/{device_id}/down/operators"
 
 
-class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Statistics(Closed):
+class Statistics(Strict):
     """One applicant's counted outcome (R21): no names, no ids, nothing that identifies."""
 
     site: str = Field(max_length=200)
@@ -70,7 +65,7 @@ class Statistics(Closed):
     outcome: Literal["applied", "forwarded", "abandoned"]
 
 
-class AuditEvent(Closed):
+class AuditEvent(Strict):
     """Who did what (R14), never whose data."""
 
     at: float
@@ -80,7 +75,7 @@ class AuditEvent(Closed):
     detail: dict[str, str | int | float | bool] = {}
 
 
-class ErasureEvidence(Closed):
+class ErasureEvidence(Strict):
     """A signed erasure record from the wipe service (R24), carried as the wipe wrote it."""
 
     at: float
@@ -89,7 +84,7 @@ class ErasureEvidence(Closed):
     record: dict[str, Any] = {}
 
 
-class DeviceHealth(Closed):
+class DeviceHealth(Strict):
     at: float
     services: dict[str, str] = {}
     antivirus: dict[str, str | int | float | bool] = {}
@@ -129,7 +124,7 @@ class Record(Message):
             raise SealingError("record signature does not verify") from None
 
 
-class Ack(Closed):
+class Ack(Strict):
     record_id: str = Field(pattern=RECORD_ID_PATTERN)
     outcome: Literal["stored", "duplicate", "refused"]
     reason: str = ""
@@ -142,7 +137,7 @@ class Acks(Message):
     items: list[Ack]
 
 
-class RosterOperator(Closed):
+class RosterOperator(Strict):
     """One tablet operator from the hub's handler registry (R13, R22)."""
 
     id: str = Field(pattern=OPERATOR_ID_PATTERN)

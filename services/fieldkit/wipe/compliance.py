@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fieldkit.antivirus.database import DatabaseError, list_databases
 from fieldkit.antivirus.gate import currency_database
 from fieldkit.antivirus.settings import AntivirusSection
+from fieldkit.models import Strict
 from fieldkit.policies import (
     BROWSER_POLICY_PATH,
     CORE_PATTERN,
@@ -37,10 +38,6 @@ from fieldkit.wipe.settings import WipeSection
 
 Verdict = Literal["pass", "fail", "skip"]
 FALSE_WORDS = {"no", "off", "false", "0"}
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Check(Strict):

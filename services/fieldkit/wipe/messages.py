@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from fieldkit.erasure import SID_PATTERN
 from fieldkit.messages import Message
+from fieldkit.models import SESSION_ID_PATTERN
 
 CANARY_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 
@@ -20,7 +20,7 @@ class SessionMarkers(Message):
     """
 
     type: Literal["session-markers"] = "session-markers"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     application_id: str | None = Field(default=None, pattern=r"^[0-9]{23}$")
     photo_fragments_b64: list[str] = Field(default_factory=list, max_length=8)
     canary: str | None = Field(default=None, pattern=CANARY_PATTERN)
@@ -30,7 +30,7 @@ class WipeSession(Message):
     """Erase session ``sid`` everywhere; the kiosk sends it when the applicant's session ends."""
 
     type: Literal["wipe-session"] = "wipe-session"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     operator: str = Field(min_length=1, max_length=64)
     markers: SessionMarkers | None = None
 
@@ -60,7 +60,7 @@ class UnprovenQuery(Message):
 
 class UnprovenSession(Message):
     type: Literal["unproven-session"] = "unproven-session"
-    sid: str = Field(pattern=SID_PATTERN)
+    sid: str = Field(pattern=SESSION_ID_PATTERN)
     operator: str
 
 

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fieldkit import __version__
+from fieldkit.models import Strict
 from fieldkit.wipe.record import (
     GENESIS,
     ChainSummary,
@@ -50,10 +51,6 @@ WRITE_BLOCK = 4 << 20
 
 class SanitizeError(Exception):
     """The target cannot be sanitized as asked; the message says why."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Media(Strict):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from fieldkit.models import Section
 
 
-class WipeSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WipeSection(Section):
     # Evidence store (hash-chained erasure records; no personal data) and the device key.
     state_dir: Path = Path("/var/lib/fieldkit/wipe")
     # Ed25519 private key (PKCS#8 PEM) that signs erasure records and certificates. Created

@@ -6,7 +6,6 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -39,14 +38,3 @@ def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:
     os.environ["FIELDKIT_CONFIG"] = str(config_path(args.config).absolute())
     command = gunicorn_command()
     os.execv(command[0], command)  # noqa: S606 (our own interpreter, fixed arguments)
-
-
-def add_commands(sub: Any) -> None:
-    """Add ``create-admin`` and ``web`` under the existing ``fieldkit hub`` command."""
-    hub_parser: argparse.ArgumentParser = sub.choices["hub"]
-    # argparse has no public way to reach a parser's subcommands once it is built.
-    hub = next(a for a in hub_parser._actions if isinstance(a, argparse._SubParsersAction))
-    create = hub.add_parser("create-admin", help="create a hub web admin (password on stdin)")
-    create.add_argument("username")
-    create.set_defaults(func=cmd_create_admin)
-    hub.add_parser("web", help="serve the hub web app with gunicorn").set_defaults(func=cmd_web)

@@ -47,6 +47,7 @@ from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.counts import JST, ReportTable
 from fieldkit.hub.web.models import CertificateRow, PacketErasureRow
 from fieldkit.hub.web.reports import respond
+from fieldkit.models import RECORD_ID_PATTERN
 from fieldkit.pki import RosterEntry, read_roster
 from fieldkit.wipe.record import ChainSummary, ErasureRecord, follow_chain
 from fieldkit.wipe.sanitize import Certificate, chain_problems, verify_certificate
@@ -54,7 +55,7 @@ from fieldkit.wipe.sanitize import Certificate, chain_problems, verify_certifica
 bp = Blueprint("evidence", __name__)
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEVICE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-CERTIFICATE_ID = re.compile(r"^[0-9a-f]{32}$")
+CERTIFICATE_ID = re.compile(RECORD_ID_PATTERN)
 YES, NO = "確認済 yes", "未確認 NO"
 
 

@@ -37,7 +37,6 @@ from fieldkit.hub.web import audit
 from fieldkit.hub.web.app import db
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.models import PacketErasureRow, PickupRow
-from fieldkit.sealing import SealedPacket, b64
 
 bp = Blueprint("pickup", __name__, url_prefix="/packets")
 # ZIP entries get a fixed timestamp so the same packets always make the same bundle hash.
@@ -66,16 +65,8 @@ def bundle(rows: list[SealedPacketRow]) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for row in rows:
-            packet = SealedPacket(
-                record_id=row.record_id,
-                device_id=row.device_id,
-                municipality=row.municipality,
-                receiver_key=row.receiver_key,
-                ciphertext=b64(row.ciphertext),
-                signature=row.signature,
-            )
             info = zipfile.ZipInfo(f"{row.municipality}/{row.record_id}.json", ZIP_TIME)
-            archive.writestr(info, packet.model_dump_json())
+            archive.writestr(info, row.packet().model_dump_json())
     return out.getvalue()
 
 

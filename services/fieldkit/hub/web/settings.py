@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fieldkit.models import Section
 
 
-class HubWebSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HubWebSection(Section):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=2, ge=1, le=32)
