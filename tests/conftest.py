@@ -141,7 +141,7 @@ def tablet_image_dir() -> Path:
     given = os.environ.get("FIELDKIT_IMAGE_DIR")
     if given:
         return Path(given)
-    from fieldkit.imaging import BuildOptions, ImageBuild
+    from fieldkit.provision.image import BuildOptions, ImageBuild
 
     build_root = Path("/var/tmp/fieldkit-build")
     out = build_root / "test-tablet"

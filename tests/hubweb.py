@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from fieldkit.config import DeviceConfig
 from fieldkit.hub.db import RecordRow, SealedPacketRow, StatisticsRow
-from fieldkit.hub.web.app import create_app, hubweb
+from fieldkit.hub.web.app import create_app
 from fieldkit.hub.web.auth import create_account
+from fieldkit.hub.web.extensions import hubweb
 from fieldkit.pki import (
     KitPki,
     key_fingerprint,

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
-from fieldkit.hub.web.app import hubweb
+from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
 from fieldkit.sync.service import new_record_id

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fieldkit.cli import main
-from fieldkit.hub.web.app import create_app, hubweb
+from fieldkit.hub.web.app import create_app
+from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import AccountRow, OperatorRow, WebAuditRow
 from fieldkit.pki import KitPki
 from tests.hubweb import PASSWORD, ClientFactory, csrf_token, login, web_config

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from fieldkit.cli import main
 from fieldkit.hub.db import ErasureRow
-from fieldkit.hub.web.app import hubweb
 from fieldkit.hub.web.counts import JST
+from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import CertificateRow, IncidentRow, WebAuditRow
 from fieldkit.pki import KitPki, load_ed25519_private
 from fieldkit.wipe.record import ErasureRecord, EvidenceStore

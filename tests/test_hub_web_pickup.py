@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fieldkit.hub.db import SealedPacketRow
-from fieldkit.hub.web.app import hubweb
+from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import PacketErasureRow, WebAuditRow
 from fieldkit.pki import KitPki, load_x25519_private, read_roster
 from fieldkit.sealing import SealedPacket, open_packet

@@ -2,7 +2,7 @@
 
 Slow: boots the image from ``tests/test_image.py``'s build (or FIELDKIT_IMAGE_DIR's) under
 OVMF, through the ESP's systemd-boot, on a qcow2 overlay (the image is never written), with no
-network device. ``fieldkit.image_boot`` documents how the report gets out of the VM.
+network device. ``tests/support/image_boot.py`` documents how the report gets out of the VM.
 
 Each check is a function of the report and of expectations rendered from ``policies/``;
 ``test_every_check_can_fail`` runs every check once more against a wrong expectation and
@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fieldkit.image_boot import BootReport, boot
 from fieldkit.policies import (
     NFTABLES_PATH,
     USBGUARD_RULES_PATH,
@@ -29,6 +28,7 @@ from fieldkit.policies import (
     load_policies,
     render,
 )
+from tests.support.image_boot import BootReport, boot
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_ROOT = Path("/var/tmp/fieldkit-build")

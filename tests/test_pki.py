@@ -15,6 +15,7 @@ from cryptography import x509
 from sqlalchemy import inspect
 
 from fieldkit.hub.db import Base, make_engine, upgrade
+from fieldkit.hub.web import models  # noqa: F401  (the web app's tables join Base.metadata)
 from fieldkit.pki import KitPki, PkiError, read_roster
 
 FIELDKIT = [sys.executable, "-m", "fieldkit"]

@@ -19,11 +19,11 @@ from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
 from fieldkit.hub.cli import add_commands as add_hub_commands
-from fieldkit.imaging import ImageBuildError
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.policies import PolicyError
-from fieldkit.provision_cli import add_commands as add_provision_commands
+from fieldkit.provision.cli import add_commands as add_provision_commands
+from fieldkit.provision.image import ImageBuildError
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
 from fieldkit.runner import (
     Supervisor,

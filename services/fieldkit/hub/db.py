@@ -152,7 +152,3 @@ def upgrade(url: str, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, revision)
-
-
-# The web app's tables share this metadata, so migrations and their check see one schema.
-from fieldkit.hub.web import models as _web_models  # noqa: E402, F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from fieldkit.hub.db import Base, make_engine
+from fieldkit.hub.web import models  # noqa: F401  (its tables join Base.metadata: one schema)
 
 url = context.config.get_main_option("sqlalchemy.url")
 if url is None:

@@ -13,9 +13,9 @@ from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db
 from fieldkit.hub.web.auth import MIN_PASSWORD, create_account, roles_required
 from fieldkit.hub.web.counts import JST
+from fieldkit.hub.web.extensions import db
 from fieldkit.hub.web.models import ROLES, AccountRow, WebAuditRow
 
 bp = Blueprint("accounts", __name__)

@@ -6,25 +6,29 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from flask import Flask, Response, abort, current_app, g, request
-from flask_login import LoginManager, current_user
-from flask_wtf.csrf import CSRFProtect
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from flask import Flask, Response, abort, g, request
+from flask_login import current_user
 
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.hub.db import make_engine, upgrade
+from fieldkit.hub.web import (
+    accounts,
+    auth,
+    devices,
+    evidence,
+    incidents,
+    operators,
+    pickup,
+    reports,
+    sites,
+)
+from fieldkit.hub.web.extensions import EXTENSION, HubWeb, csrf, login_manager
 from fieldkit.pki import KitPki, write_private
 
 log = logging.getLogger(__name__)
-EXTENSION = "fieldkit.hub.web"
-
-csrf = CSRFProtect()
-login_manager = LoginManager()
 
 SECURITY_HEADERS = {
     # No inline script, no inline style, nothing from elsewhere; charts are inline SVG shapes.
@@ -42,26 +46,6 @@ SECURITY_HEADERS = {
 }
 # Sent only when cookies are Secure (behind TLS): telling a plain-HTTP test client is pointless.
 HSTS = "max-age=31536000; includeSubDomains"
-
-
-@dataclass
-class HubWeb:
-    """What the views share, attached to the app (never a module global)."""
-
-    config: DeviceConfig
-    engine: Engine
-    pki: KitPki
-
-
-def hubweb(app: Flask | None = None) -> HubWeb:
-    return cast(HubWeb, (app or current_app).extensions[EXTENSION])
-
-
-def db() -> Session:
-    """The request's database session (closed at the end of the request)."""
-    if "db" not in g:
-        g.db = Session(hubweb().engine, expire_on_commit=False)
-    return cast(Session, g.db)
 
 
 def secret_key(path: Path) -> bytes:
@@ -102,18 +86,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
-
-    from fieldkit.hub.web import (
-        accounts,
-        auth,
-        devices,
-        evidence,
-        incidents,
-        operators,
-        pickup,
-        reports,
-        sites,
-    )
 
     for blueprint in (
         auth.bp,

@@ -18,7 +18,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db, hubweb, login_manager
+from fieldkit.hub.web.extensions import db, hubweb, login_manager
 from fieldkit.hub.web.models import AccountRow
 
 bp = Blueprint("auth", __name__)

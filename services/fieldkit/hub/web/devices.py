@@ -26,8 +26,8 @@ from wtforms.validators import DataRequired, Length
 from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
 from fieldkit.hub.roster import current_version
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db, hubweb
 from fieldkit.hub.web.auth import roles_required
+from fieldkit.hub.web.extensions import db, hubweb
 from fieldkit.pki import PkiError, check_device_id, read_roster
 
 bp = Blueprint("devices", __name__, url_prefix="/devices")

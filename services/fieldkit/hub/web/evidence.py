@@ -42,9 +42,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from fieldkit.hub.db import ErasureRow
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db, hubweb
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.counts import JST, ReportTable
+from fieldkit.hub.web.extensions import db, hubweb
 from fieldkit.hub.web.models import CertificateRow, PacketErasureRow
 from fieldkit.hub.web.reports import respond
 from fieldkit.models import RECORD_ID_PATTERN

@@ -25,7 +25,7 @@ preload_app = True
 
 def post_fork(server: Any, worker: Any) -> None:
     # The app (and its engine) was built before the fork: give each worker its own connections.
-    from fieldkit.hub.web.app import hubweb
+    from fieldkit.hub.web.extensions import hubweb
 
     hubweb(worker.app.wsgi()).engine.dispose(close=False)
 

@@ -15,9 +15,9 @@ from wtforms import DateField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.counts import JST, ReportTable
+from fieldkit.hub.web.extensions import db
 from fieldkit.hub.web.models import IncidentRow
 from fieldkit.hub.web.reports import respond
 

@@ -18,8 +18,8 @@ from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db
 from fieldkit.hub.web.auth import MIN_PASSWORD, hash_password, roles_required
+from fieldkit.hub.web.extensions import db
 from fieldkit.hub.web.models import DUTIES, OperatorRow, WebAuditRow
 
 bp = Blueprint("operators", __name__, url_prefix="/operators")

@@ -34,8 +34,8 @@ from wtforms.validators import DataRequired, Regexp
 
 from fieldkit.hub.db import SealedPacketRow
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.app import db
 from fieldkit.hub.web.auth import roles_required
+from fieldkit.hub.web.extensions import db
 from fieldkit.hub.web.models import PacketErasureRow, PickupRow
 
 bp = Blueprint("pickup", __name__, url_prefix="/packets")

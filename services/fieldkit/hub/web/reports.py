@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from fieldkit.hub.db import SealedPacketRow
 from fieldkit.hub.web import counts, exports
-from fieldkit.hub.web.app import db, hubweb
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.counts import ReportTable, Scope
+from fieldkit.hub.web.extensions import db, hubweb
 from fieldkit.hub.web.models import VisitRow
 
 bp = Blueprint("reports", __name__)

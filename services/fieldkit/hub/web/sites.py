@@ -29,8 +29,8 @@ from wtforms import DateField, IntegerField, SelectField, StringField, TextAreaF
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from fieldkit.hub.web import audit, counts
-from fieldkit.hub.web.app import db, hubweb
 from fieldkit.hub.web.auth import roles_required
+from fieldkit.hub.web.extensions import db, hubweb
 from fieldkit.hub.web.models import (
     FACILITY_KINDS,
     VISIT_KINDS,

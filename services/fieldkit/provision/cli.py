@@ -54,7 +54,7 @@ def cmd_policy_vars(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from fieldkit.imaging import BuildOptions, ImageBuild
+    from fieldkit.provision.image import BuildOptions, ImageBuild
 
     options = BuildOptions(
         role=args.role,
