@@ -5,7 +5,7 @@ milliseconds per frame of each single decoder and of the combination, by degrada
 category; then the photo pipeline's frames per second at 1280x720. Ratios are against
 baselines measured in the same run (the best single decoder; the 30 frames/s target).
 
-    PYTHONPATH=. .venv/bin/python bench/capture.py [--per-category 25] [--seed 1]
+    .venv/bin/python bench/capture.py [--per-category 25] [--seed 1]
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
-from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 
-from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
-from fieldkit.capture.photo import PhotoAnalyzer
-from fieldkit.capture.qr import (
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.* helpers, run as `.venv/bin/python bench/NAME.py`
+
+from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules  # noqa: E402
+
+from fieldkit.capture.appid import ApplicationIdRefused, read_application_id  # noqa: E402
+from fieldkit.capture.photo import PhotoAnalyzer  # noqa: E402
+from fieldkit.capture.qr import (  # noqa: E402
     DEFAULT_ATTEMPTS,
     Attempt,
     FormReader,
@@ -30,7 +36,7 @@ from fieldkit.capture.qr import (
     decode_zbar,
     decode_zxing,
 )
-from fieldkit.capture.synthetic import DEGRADATIONS, photographed_form
+from fieldkit.capture.synthetic import DEGRADATIONS, photographed_form  # noqa: E402
 
 
 def one_core() -> None:

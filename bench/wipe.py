@@ -1,6 +1,6 @@
 """Wipe timings, each against a baseline measured in the same run. R6 R12 R30
 
-    .venv/bin/python -m bench.wipe [--rounds N] [--scan-mb N]
+    .venv/bin/python bench/wipe.py [--rounds N] [--scan-mb N]
 
 - session wipe: the kiosk's ``wipe-session`` request, end to end over the real broker (forget
   handshake with two holders, purge, residue scan of the whole catalogue including one
@@ -38,19 +38,22 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.wipe_fixtures import APPLICATION_ID, make_device
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.* helpers, run as `.venv/bin/python bench/NAME.py`
 
-from fieldkit.broker import LocalBroker
-from fieldkit.bus import Bus, Endpoint, read_password
-from fieldkit.erasure import serve_forget_requests
-from fieldkit.registry import ServiceSpec, identities_for, load_specs
-from fieldkit.runner import ServiceContext, start_service, stop_service
-from fieldkit.wipe.catalogue import MAPS_LINE
-from fieldkit.wipe.fragments import fragments_b64
-from fieldkit.wipe.markers import MarkerSearch, daily_markers
-from fieldkit.wipe.messages import SessionMarkers, WipeResult, WipeSession
-from fieldkit.wipe.record import EvidenceStore
-from fieldkit.wipe.service import Wiper, install
+from tests.wipe_fixtures import APPLICATION_ID, make_device  # noqa: E402
+
+from fieldkit.broker import LocalBroker  # noqa: E402
+from fieldkit.bus import Bus, Endpoint, read_password  # noqa: E402
+from fieldkit.erasure import serve_forget_requests  # noqa: E402
+from fieldkit.registry import ServiceSpec, identities_for, load_specs  # noqa: E402
+from fieldkit.runner import ServiceContext, start_service, stop_service  # noqa: E402
+from fieldkit.wipe.catalogue import MAPS_LINE  # noqa: E402
+from fieldkit.wipe.fragments import fragments_b64  # noqa: E402
+from fieldkit.wipe.markers import MarkerSearch, daily_markers  # noqa: E402
+from fieldkit.wipe.messages import SessionMarkers, WipeResult, WipeSession  # noqa: E402
+from fieldkit.wipe.record import EvidenceStore  # noqa: E402
+from fieldkit.wipe.service import Wiper, install  # noqa: E402
 
 PHOTO_BYTES = 5 * 1000 * 1000
 PAGE = f"""<html><body><form><input name="id" value="{APPLICATION_ID}"></form>
