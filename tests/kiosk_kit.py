@@ -23,7 +23,7 @@ from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.antivirus_fixtures import fresh_definitions
 from tests.cups import LocalPrinter, config_for
-from tests.test_kiosk_app import make_app
+from tests.support.kiosk import make_app
 from tests.wipe_fixtures import catalogue_dirs, wipe_body
 
 KioskFactory = Callable[..., Flask]

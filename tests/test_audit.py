@@ -11,7 +11,7 @@ from fieldkit.audit import verify
 from fieldkit.config import DeviceConfig
 from fieldkit.kiosk.app import kiosk_audit_path
 from tests.conftest import write_config
-from tests.test_kiosk_app import APPLICATION_ID, make_app, post, walk
+from tests.support.kiosk import APPLICATION_ID, make_app, post, walk
 
 
 def verify_cli(config: Path, trail: Path) -> subprocess.CompletedProcess[str]:

@@ -6,57 +6,20 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from fieldkit.config import DeviceConfig
-from fieldkit.kiosk.app import create_app, kiosk
+from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import Step
-from fieldkit.kiosk.settings import OperatorEntry
-from tests.conftest import OPERATOR_PASSWORD as PASSWORD
-
-APPLICATION_ID = "98765432109876543210987"  # synthetic
-
-
-def make_app(kit_config: DeviceConfig, operator_hash: str, **kiosk: Any) -> Flask:
-    settings = kit_config.kiosk.model_copy(
-        update={
-            "operators": [
-                OperatorEntry(id="op-01", name="窓口 一郎", password_hash=operator_hash),
-                OperatorEntry(
-                    id="op-02", name="窓口 二郎", password_hash=operator_hash, disabled=True
-                ),
-            ],
-            **kiosk,
-        }
-    )
-    config = kit_config.model_copy(update={"kiosk": settings})
-    return create_app({"FIELDKIT": config, "TESTING": True})
+from tests.support.kiosk import APPLICATION_ID, PASSWORD, login, make_app, post, walk
 
 
 @pytest.fixture
 def app(kit_config: DeviceConfig, operator_hash: str) -> Flask:
     return make_app(kit_config, operator_hash)
-
-
-def csrf(client: FlaskClient, path: str) -> str:
-    page = client.get(path).get_data(as_text=True)
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
-        r'name="csrf_token" value="([^"]+)"', page
-    )
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
-def post(client: FlaskClient, path: str, data: dict[str, str], page: str | None = None) -> Any:
-    return client.post(path, data={**data, "csrf_token": csrf(client, page or path)})
-
-
-def login(client: FlaskClient, operator: str = "op-01", password: str = PASSWORD) -> Any:
-    return post(client, "/login", {"operator_id": operator, "password": password})
 
 
 @pytest.fixture
@@ -101,17 +64,6 @@ def test_idle_operator_is_logged_out_and_the_open_session_ends(
         response = client.get("/scan")
         assert response.status_code == 302 and "/login" in response.headers["Location"]
         assert kiosk(app).counter.current is None
-
-
-def walk(client: FlaskClient, app: Flask) -> None:
-    login(client)
-    post(client, "/", {"mode": "support"})
-    post(client, "/scan", {"application_id": "9876 5432 1098 7654 3210 987"})
-    post(client, "/terms", {"answer": "agree"})
-    # The photo arrives from the capture service (issue 3); the state machine takes it here.
-    kiosk(app).counter.set_photo(b"\xff\xd8print\xff\xd9", b"\xff\xd8online\xff\xd9")
-    post(client, "/options", {"e_certificate": "yes", "braille": "no"})
-    post(client, "/statistics", {"municipality": "202011", "sex": "female", "age_band": "80-89"})
 
 
 def test_walk_to_review_in_japanese_then_english(client: FlaskClient, app: Flask) -> None:

@@ -18,7 +18,7 @@ from fieldkit.sync.messages import OutboxStatus
 from fieldkit.sync.messages import StatusRequest as SyncStatusRequest
 from tests.cups import LocalPrinter, pdf_text, placed_images, wait_for_received
 from tests.kiosk_kit import KioskFactory, wait_live
-from tests.test_kiosk_app import login, post
+from tests.support.kiosk import login, post
 
 
 def test_a_whole_session_through_capture_and_printing(

@@ -49,7 +49,7 @@ from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 from tests.cups import LocalPrinter, wait_for_received
 from tests.hubkit import wait_for
 from tests.kiosk_kit import KioskFactory, wait_live
-from tests.test_kiosk_app import login, post
+from tests.support.kiosk import login, post
 from tests.test_wipe_browser import CHROMIUM, keep_in_the_browser
 
 # cupsd's own defaults keep job files and history; then only the print desk's purge and the

@@ -22,7 +22,7 @@ from fieldkit.wipe.markers import session_markers as search_markers
 from fieldkit.wipe.messages import SessionMarkers
 from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import EVIDENCE_FILE
-from tests.test_kiosk_app import APPLICATION_ID, login, make_app, post, walk
+from tests.support.kiosk import APPLICATION_ID, login, make_app, post, walk
 from tests.test_wipe_service import start_wipe
 from tests.wipe_fixtures import make_device
 

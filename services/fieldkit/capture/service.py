@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Literal
 
 import cv2
@@ -67,11 +67,11 @@ from fieldkit.capture.messages import (
 )
 from fieldkit.capture.photo import (
     GUIDANCE,
-    Guide,
     PhotoAnalyzer,
     PhotoAssessment,
     PhotoCheck,
 )
+from fieldkit.capture.preview import draw_guide, preview_server
 from fieldkit.capture.qr import FormReader
 from fieldkit.capture.settings import CaptureSection
 from fieldkit.capture.sources import CameraUnavailable, FrameSource, source_from_config
@@ -169,7 +169,12 @@ class CaptureService:
     # -- lifecycle --
 
     def start(self) -> None:
-        self.http = _preview_server(self)
+        self.http = preview_server(
+            self.preview_frame,
+            self.latest_preview,
+            self.ctx.stopping,
+            (self.settings.preview_host, self.settings.preview_port),
+        )
         threading.Thread(
             target=self.http.serve_forever, name="capture-preview", daemon=True
         ).start()
@@ -452,6 +457,10 @@ class CaptureService:
             self.preview = bytearray(data.tobytes())
             self.preview_ready.notify_all()
 
+    def latest_preview(self) -> bytearray:
+        with self.lock:
+            return self.preview
+
     def preview_frame(self, token: str, after: bytearray | None, timeout: float) -> bytes | None:
         """The next preview JPEG for the session holding ``token``, or None when it ended."""
         with self.lock:
@@ -470,92 +479,6 @@ class CaptureService:
                 if remaining <= 0 or self.ctx.stopping.is_set():
                     return b""
                 self.preview_ready.wait(remaining)
-
-
-def draw_guide(frame: Image, guide: Guide, mode: Mode, assessment: PhotoAssessment | None) -> Image:
-    """The preview as the applicant sees it: mirrored, with the head guide drawn on."""
-    view = np.ascontiguousarray(
-        frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    )
-    view = np.asarray(cv2.flip(view, 1), dtype=np.uint8)
-    colour = (0, 200, 0) if assessment is not None and assessment.passed else (0, 160, 255)
-    x0, y0 = view.shape[1] - guide.x - guide.width, guide.y
-    if mode == "photo":
-        mm = guide.px_per_mm
-        cv2.rectangle(view, (x0, y0), (x0 + guide.width, y0 + guide.height), colour, 2)
-        # The head oval: crown 4 mm from the top, chin at 38 mm (34 mm head), centred.
-        cx = x0 + guide.width // 2
-        cy = int(y0 + (4 + 17) * mm)
-        cv2.ellipse(view, (cx, cy), (int(13 * mm), int(17 * mm)), 0, 0, 360, colour, 2)
-    elif mode == "qr":
-        side = min(view.shape[0], view.shape[1]) // 2
-        cx, cy = view.shape[1] // 2, view.shape[0] // 2
-        cv2.rectangle(
-            view,
-            (cx - side // 2, cy - side // 2),
-            (cx + side // 2, cy + side // 2),
-            (255, 160, 0),
-            3,
-        )
-    return np.asarray(view, dtype=np.uint8)
-
-
-def _preview_server(service: CaptureService) -> ThreadingHTTPServer:
-    boundary = "fieldkitframe"
-
-    class PreviewHandler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            # The request line holds the session's preview token: never log it.
-            return
-
-        def _headers(self, content_type: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Pragma", "no-cache")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if not path.startswith("/preview/"):
-                self.send_error(404)
-                return
-            name = path.removeprefix("/preview/")
-            token, _, kind = name.rpartition(".")
-            if kind not in {"mjpg", "jpg"} or not token:
-                self.send_error(404)
-                return
-            first = service.preview_frame(token, None, timeout=5.0)
-            if not first:
-                self.send_error(404)
-                return
-            if kind == "jpg":
-                self._headers("image/jpeg")
-                self.wfile.write(first)
-                return
-            self._headers(f"multipart/x-mixed-replace; boundary={boundary}")
-            frame: bytes | None = first
-            try:
-                while frame is not None and not service.ctx.stopping.is_set():
-                    if frame:
-                        self.wfile.write(
-                            f"--{boundary}\r\nContent-Type: image/jpeg\r\n"
-                            f"Content-Length: {len(frame)}\r\n\r\n".encode()
-                        )
-                        self.wfile.write(frame)
-                        self.wfile.write(b"\r\n")
-                    with service.lock:
-                        current = service.preview
-                    frame = service.preview_frame(token, current, timeout=1.0)
-            except (BrokenPipeError, ConnectionResetError):
-                return
-
-    server = ThreadingHTTPServer(
-        (service.settings.preview_host, service.settings.preview_port), PreviewHandler
-    )
-    server.daemon_threads = True
-    return server
 
 
 def install(ctx: ServiceContext, service_class: type[CaptureService] = CaptureService) -> None:
