@@ -183,6 +183,25 @@ def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
         assert float(found.group(1)) <= policies.services.ceiling(service), path.name
 
 
+def test_every_generated_file_in_the_image_is_its_rendering(host: Any) -> None:
+    """Issue 14: every file fieldkit renders for the image (`fieldkit policy vars`) is in the
+    rootfs byte for byte: the roles copy renderings, they do not template their own."""
+    wanted = ansible_vars(load_policies(REPO / "policies"), "tablet", REPO / "policies")
+    files: dict[str, str] = {
+        **wanted["hardening_erasure_files"],
+        **wanted["usbguard_modprobe_files"],
+        **wanted["fieldkit_services_units"],
+        wanted["kiosk_browser_policy_file"]: wanted["kiosk_browser_policy_json"],
+        "/etc/nftables.conf": wanted["firewall_nftables_ruleset"],
+        "/etc/usbguard/rules.conf": wanted["usbguard_rules"],
+        "/etc/clamav/freshclam.conf": wanted["antivirus_freshclam_conf"],
+        wanted["broker_config_path"]: wanted["broker_config"],
+        wanted["broker_acl_path"]: wanted["broker_acl"],
+    }
+    differ = [path for path, body in files.items() if host.file(path).content_string != body]
+    assert differ == [], differ
+
+
 def test_the_bus_broker_runs_the_development_kits_rendering(host: Any) -> None:
     """R6, R29: mosquitto.conf, the ACL and the drop-in are the renderings the development kit
     runs (fieldkit.broker.render_config, render_acl): no template of our own, no drift."""
