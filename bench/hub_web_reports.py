@@ -29,8 +29,9 @@ from tests.hubkit import MUNICIPALITY, PostgresCluster  # noqa: E402
 from tests.hubweb import PASSWORD, generated_statistics, login, store_statistics, web_config  # noqa: E402
 
 from fieldkit.hub.db import StatisticsRow  # noqa: E402
-from fieldkit.hub.web.app import create_app, hubweb  # noqa: E402
+from fieldkit.hub.web.app import create_app  # noqa: E402
 from fieldkit.hub.web.auth import create_account  # noqa: E402
+from fieldkit.hub.web.extensions import hubweb  # noqa: E402
 from fieldkit.pki import KitPki  # noqa: E402
 
 
