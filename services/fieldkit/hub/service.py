@@ -11,6 +11,7 @@ from fieldkit.pki import KitPki
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
+CRL_CHECK_SECONDS = 60
 
 
 def setup_broker(ctx: ServiceContext) -> None:
@@ -22,6 +23,8 @@ def setup_broker(ctx: ServiceContext) -> None:
         port=hub.broker_port,
         max_packet_bytes=hub.max_record_bytes + 65536,
     )
+    # A hub that was off while its CRL lapsed would refuse every device: renew it first.
+    broker.pki.renew_crl_if_due()
     broker.start()
     crl = broker.pki.crl
 
@@ -35,7 +38,14 @@ def setup_broker(ctx: ServiceContext) -> None:
 
     def watch() -> None:
         nonlocal loaded
+        ticks = 0
         while not ctx.stopping.wait(1.0):
+            ticks += 1
+            if ticks % CRL_CHECK_SECONDS == 0:
+                try:
+                    broker.pki.renew_crl_if_due()  # the stamp changes: the broker restarts below
+                except Exception:
+                    log.exception("renewing the CRL failed")
             process = broker.process
             # mosquitto reads the CRL only at start: a revocation restarts it (devices reconnect
             # and re-send; nothing is lost), so a revoked certificate is out within seconds.

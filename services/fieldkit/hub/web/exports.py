@@ -32,21 +32,33 @@ FORMATS = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
 }
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection: a site
+# name like "=HYPERLINK(…)" typed on a tablet would run in the municipality's Excel).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _font_lock = threading.Lock()
 _fonts: dict[Path, str] = {}
 
 
+def inert(value: object) -> object:
+    """A text cell that a spreadsheet would read as a formula, with a leading apostrophe (the
+    OWASP rule for CSV); numbers and other text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(tables: Sequence[ReportTable]) -> bytes:
-    """One CSV; several tables are separated by a blank line and a title row."""
+    """One CSV; several tables are separated by a blank line and a title row. Text that would
+    be a formula is made inert (``inert``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     for n, table in enumerate(tables):
         if len(tables) > 1:
             if n:
                 writer.writerow([])
-            writer.writerow([table.title])
-        writer.writerow(table.columns)
-        writer.writerows(table.rows)
+            writer.writerow([inert(table.title)])
+        writer.writerow([inert(c) for c in table.columns])
+        writer.writerows([inert(c) for c in row] for row in table.rows)
     return (BOM + out.getvalue()).encode("utf-8")
 
 
@@ -62,7 +74,8 @@ def _sheet_name(title: str, used: set[str]) -> str:
 
 
 def to_xlsx(tables: Sequence[ReportTable]) -> bytes:
-    """One sheet per table: title, note, heading row in bold, then the rows."""
+    """One sheet per table: title, note, heading row in bold, then the rows. Every text cell
+    is stored as text: openpyxl would store one starting with "=" as a formula."""
     book = Workbook()
     book.remove(book.worksheets[0])  # the default empty sheet; one sheet per table instead
     used: set[str] = set()
@@ -76,6 +89,10 @@ def to_xlsx(tables: Sequence[ReportTable]) -> bytes:
             cell.font = Font(bold=True)
         for row in table.rows:
             sheet.append(row)
+        for cells in sheet.iter_rows():
+            for cell in cells:
+                if isinstance(cell.value, str) and cell.data_type == "f":
+                    cell.data_type = "s"
         for column, heading in zip("ABCDEFGHIJ", table.columns, strict=False):
             sheet.column_dimensions[column].width = max(12, len(heading) * 1.6)
     out = io.BytesIO()
