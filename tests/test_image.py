@@ -160,6 +160,19 @@ def test_nftables_default_drop_with_allowlist(host: Any, rootfs: Path, policies:
         assert rule.name in loaded.stdout
 
 
+def test_the_wire_has_dhcp_and_kernel_updates_reach_the_esp(host: Any) -> None:
+    """R16, R18: a fresh tablet gets an address to enrol; the kernel hooks copy an update to
+    the ESP that systemd-boot boots (docs/network.md)."""
+    assert host.service("systemd-networkd").is_enabled
+    assert host.service("iwd").is_enabled
+    for hook in (
+        "/etc/kernel/postinst.d/zz-fieldkit-esp",
+        "/etc/initramfs/post-update.d/zz-fieldkit-esp",
+    ):
+        assert host.file(hook).mode == 0o755, hook
+    assert host.file("/usr/local/sbin/fieldkit-esp-sync").mode == 0o755
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
     host: Any, rootfs: Path, policies: PolicySet
@@ -191,6 +204,7 @@ def test_every_generated_file_in_the_image_is_its_rendering(host: Any) -> None:
         **wanted["hardening_erasure_files"],
         **wanted["usbguard_modprobe_files"],
         **wanted["fieldkit_services_units"],
+        **wanted["firewall_network_files"],
         wanted["kiosk_browser_policy_file"]: wanted["kiosk_browser_policy_json"],
         "/etc/nftables.conf": wanted["firewall_nftables_ruleset"],
         "/etc/usbguard/rules.conf": wanted["usbguard_rules"],

@@ -21,6 +21,7 @@ from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
 from fieldkit.hub.cli import add_commands as add_hub_commands
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
+from fieldkit.network import add_commands as add_network_commands
 from fieldkit.policies import PolicyError
 from fieldkit.provision.cli import add_commands as add_provision_commands
 from fieldkit.provision.image import ImageBuildError
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sync_commands(sub)
     add_hub_commands(sub)
     add_provision_commands(sub)
+    add_network_commands(sub)
     return parser
 
 

@@ -36,6 +36,9 @@ KINDS = ("browser", "erasure", "network", "usb", "services")
 
 BROWSER_POLICY_PATH = PurePosixPath("/etc/chromium/policies/managed/fieldkit.json")
 NFTABLES_PATH = PurePosixPath("/etc/nftables.conf")
+WIRED_NETWORK_PATH = PurePosixPath("/etc/systemd/network/20-fieldkit-wired.network")
+WIRELESS_NETWORK_PATH = PurePosixPath("/etc/systemd/network/25-fieldkit-wireless.network")
+IWD_MAIN_PATH = PurePosixPath("/etc/iwd/main.conf")
 USBGUARD_RULES_PATH = PurePosixPath("/etc/usbguard/rules.conf")
 
 # A USB interface triple "class:subclass:protocol", each two hex digits or "*".
@@ -179,9 +182,15 @@ class ErasurePolicy(Policy):
 # --- network (R16) -------------------------------------------------------------------
 
 
+# Which address of the site's network (set at enrolment, ``fieldkit.network.SiteNetwork``)
+# a rule takes on a fielded device; the addresses in the policy file are the build's defaults.
+SiteRole = Literal["hub", "dns", "time", "official_application_host", "printer"]
+
+
 class NetworkRule(Policy):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
     addresses: list[str] = Field(min_length=1)
+    site: SiteRole | None = None
     protocol: Literal["tcp", "udp"]
     ports: list[int] = Field(min_length=1)
 
@@ -575,8 +584,57 @@ def nftables_ruleset(policy: NetworkPolicy) -> str:
     return "\n".join(out)
 
 
+def networkd_file(link_type: Literal["ether", "wlan"]) -> str:
+    """A systemd-networkd file for one kind of link: DHCP for the address only.
+
+    DNS, NTP, the host name and search domains from DHCP are ignored: the allowlist lets the
+    tablet reach only the site's own servers, which the enrolment names (fieldkit.network).
+    """
+    return "\n".join(
+        [
+            f"# {GENERATED.format(kind='network')}",
+            "[Match]",
+            f"Type={link_type}",
+            "",
+            "[Network]",
+            "DHCP=ipv4",
+            "IPv6AcceptRA=no",
+            "LinkLocalAddressing=no",
+            "",
+            "[DHCPv4]",
+            "UseDNS=no",
+            "UseNTP=no",
+            "UseHostname=no",
+            "UseDomains=no",
+            "SendHostname=no",
+            "",
+        ]
+    )
+
+
+def iwd_main_conf() -> str:
+    """iwd only associates; systemd-networkd does DHCP on the wireless link as on the wire."""
+    return "\n".join(
+        [
+            f"# {GENERATED.format(kind='network')}",
+            "[General]",
+            "EnableNetworkConfiguration=false",
+            "",
+            "[Network]",
+            "NameResolvingService=none",
+            "",
+        ]
+    )
+
+
 def render_network(policy: NetworkPolicy) -> RenderedFiles:
-    return {NFTABLES_PATH: nftables_ruleset(policy)}
+    """The image's network: the build's ruleset (placeholders until the enrolment gives the
+    site's addresses), DHCP on the wire (the tablet reaches the hub to enrol), iwd's settings."""
+    return {
+        NFTABLES_PATH: nftables_ruleset(policy),
+        WIRED_NETWORK_PATH: networkd_file("ether"),
+        IWD_MAIN_PATH: iwd_main_conf(),
+    }
 
 
 def usbguard_rules(policy: UsbPolicy) -> str:
@@ -758,6 +816,9 @@ def ansible_vars(
         "hardening_swap_enabled": erasure.swap,
         "cups_settings": cupsd_settings(erasure),
         "firewall_nftables_ruleset": as_text["network"][str(NFTABLES_PATH)],
+        "firewall_network_files": {
+            p: b for p, b in as_text["network"].items() if p != str(NFTABLES_PATH)
+        },
         "usbguard_rules": as_text["usb"][str(USBGUARD_RULES_PATH)],
         "usbguard_daemon_settings": usbguard_daemon_settings(policies.usb),
         "usbguard_modprobe_files": {

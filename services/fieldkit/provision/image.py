@@ -344,7 +344,10 @@ class ImageBuild:
         (r / "etc/fstab").write_text(
             "# fieldkit image: root by partition UUID; tmpfs mounts are systemd units\n"
             f"PARTUUID={root_id} / ext4 defaults,errors=remount-ro 0 1\n"
+            # Mounted when a kernel update copies itself there (fieldkit-esp-sync), not before.
+            f"PARTUUID={esp_id} /efi vfat noauto,x-systemd.automount,umask=0077 0 2\n"
         )
+        (r / "efi").mkdir(mode=0o700, exist_ok=True)
         work = self.out / "pack"
         if work.exists():
             shutil.rmtree(work)
