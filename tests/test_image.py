@@ -135,6 +135,21 @@ def test_cups_keeps_no_job_files_or_history(host: Any) -> None:
     assert re.search(r"^Listen localhost:631$", conf, re.M)
 
 
+def test_a_usb_printer_gets_the_queue_without_dns_sd_or_traces(host: Any) -> None:
+    """R9, R12: ipp-usb on loopback, no DNS-SD, errors-only logs; udev starts the queue unit."""
+    conf = host.file("/etc/ipp-usb/ipp-usb.conf").content_string
+    assert re.search(r"^\s*dns-sd = disable$", conf, re.M)
+    assert re.search(r"^\s*interface = loopback$", conf, re.M)
+    assert re.search(r"^\s*device-log = error$", conf, re.M)
+    unit = host.file("/etc/systemd/system/fieldkit-printer-usb.service").content_string
+    assert "printer add --usb" in unit
+    assert (
+        "fieldkit-printer-usb.service"
+        in host.file("/etc/udev/rules.d/72-fieldkit-printer.rules").content_string
+    )
+    assert host.exists("ipptool")
+
+
 def test_nftables_default_drop_with_allowlist(host: Any, rootfs: Path, policies: PolicySet) -> None:
     """R16: the ruleset is the rendering, enabled at boot, and loads (in a private netns)."""
     ruleset = host.file(str(NFTABLES_PATH))

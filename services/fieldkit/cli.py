@@ -23,6 +23,7 @@ from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.network import add_commands as add_network_commands
 from fieldkit.policies import PolicyError
+from fieldkit.printing.queues import add_commands as add_printer_commands
 from fieldkit.provision.cli import add_commands as add_provision_commands
 from fieldkit.provision.image import ImageBuildError
 from fieldkit.registry import RegistryError, identities_for, specs_for_role
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hub_commands(sub)
     add_provision_commands(sub)
     add_network_commands(sub)
+    add_printer_commands(sub)
     return parser
 
 

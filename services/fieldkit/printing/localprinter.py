@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fieldkit.broker import free_loopback_port
 from fieldkit.printing.photosheet import IPP_MEDIA, PAGE_SIZES
+from fieldkit.printing.queues import QueueError, add_everywhere_queue, remove_queue
 
 log = logging.getLogger(__name__)
 
@@ -346,18 +347,23 @@ class LocalPrinter:
         _terminate(self._cupsd)
         self._start_cupsd(timeout)
 
-    def lpadmin(self, *args: str) -> None:
-        cmd = ["lpadmin", "-h", f"127.0.0.1:{self.cups_port}", *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-        if done.returncode != 0:
-            raise LocalPrinterError(f"lpadmin {' '.join(args[:2])} failed: {done.stderr.strip()}")
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.cups_port}"
 
     def add_queue(self, name: str | None = None) -> None:
-        """Create the IPP Everywhere queue on the simulator (CUPS asks it for its attributes)."""
-        self.lpadmin("-p", name or self.queue, "-E", "-v", self.device_uri, "-m", "everywhere")
+        """Create the IPP Everywhere queue on the simulator (CUPS asks it for its attributes),
+        with the settings a device's queue has (``fieldkit.printing.queues``)."""
+        try:
+            add_everywhere_queue(self.server, name or self.queue, self.device_uri)
+        except QueueError as exc:
+            raise LocalPrinterError(str(exc)) from None
 
     def delete_queue(self, name: str | None = None) -> None:
-        self.lpadmin("-x", name or self.queue)
+        try:
+            remove_queue(self.server, name or self.queue)
+        except QueueError as exc:
+            raise LocalPrinterError(str(exc)) from None
 
     def paper_out(self, empty: bool) -> None:
         """Take the paper out of the simulated tray, or put it back."""
