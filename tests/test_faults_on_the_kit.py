@@ -4,8 +4,8 @@ One kit for the module, as `./dev.sh run` starts it (``tests/devkit.py``: `field
 local mosquitto, the kiosk under gunicorn, capture on an image-folder camera, printing with its
 own cupsd and ippeveprinter, sync, wipe, antivirus), driven by staff in Chromium. Its wipe state
 and its outbox are small tmpfs mounts, so a test can fill them; every process of the kit runs
-with ``wallclock_shim.c`` preloaded, so a test can step the wall clock of the whole kit (and
-of nothing else on this machine).
+with ``tests/support/wallclock_shim.c`` preloaded, so a test can step the wall clock of the
+whole kit (and of nothing else on this machine).
 
 The faults, one test each, in order on the same kit: the camera unplugged at the photo step,
 the printer unplugged while printing, the wall clock stepped a day forward and back mid-session,
@@ -50,11 +50,11 @@ from fieldkit.printing.condition import WORDS as PRINTER_WORDS
 from fieldkit.sync.messages import FULL_TEXT_JA
 from fieldkit.wipe.record import ErasureRecord, EvidenceStore
 from tests.devkit import DevKit
+from tests.support.wallclock import Wallclock
 from tests.test_hub_web_browser import CHROMIUM
 from tests.test_memory_residue import Staff, applicant_face, new_application_id, show_form
 from tests.test_wipe_e2e import show_camera
 
-SHIM = Path(__file__).with_name("wallclock_shim.c")
 DAY = 86_400
 GREY = np.full((720, 1280, 3), 200, dtype=np.uint8)
 # What staff must see, as the kit says it.
@@ -73,7 +73,7 @@ class FaultyKit:
     """The kit, the dials a test turns, and what it must put back."""
 
     kit: DevKit
-    clock_offset: Path
+    clock: Wallclock
     small_disks: dict[str, Path]  # "wipe", "outbox": the tmpfs mount points
     chromium: Any
     switched_on: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -98,7 +98,7 @@ class FaultyKit:
 
     def step_clock(self, seconds: int) -> None:
         """Set the whole kit's wall clock ``seconds`` from the real one (the shim rereads it)."""
-        self.clock_offset.write_text(f"{seconds}\n")
+        self.clock.step(seconds)
         time.sleep(0.5)
 
     def pid(self, name: str, argv: str = "") -> int:
@@ -147,12 +147,7 @@ def faulty_kit() -> Iterator[FaultyKit]:
     base = Path(tempfile.mkdtemp(prefix="fieldkit-faults-"))
     base.chmod(0o755)
     root = base / "kit"
-    shim = base / "wallclock.so"
-    subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(SHIM), "-ldl"], check=True
-    )
-    clock_offset = base / "clock-offset"
-    clock_offset.write_text("0\n")
+    clock = Wallclock(base / "clock")
     small_disks = {
         name: root / "var" / name
         for name, size in (("wipe", "4m"), ("outbox", "8m"))
@@ -166,7 +161,7 @@ def faulty_kit() -> Iterator[FaultyKit]:
         # Other engineers' tests share this machine's two cores: the memory scan after a wipe
         # gets time enough not to be cut short (a cut scan fails the record, as it must).
         settings={"wipe": {"session_location_budget_seconds": 10.0}},
-        environment={"LD_PRELOAD": str(shim), "FIELDKIT_WALLCLOCK_OFFSET_FILE": str(clock_offset)},
+        environment=clock.environment,
     )
     show_camera(kit.camera, GREY)
     from playwright.sync_api import sync_playwright
@@ -181,7 +176,7 @@ def faulty_kit() -> Iterator[FaultyKit]:
             chromium = playwright.chromium.launch(
                 executable_path=str(CHROMIUM), args=["--no-sandbox"]
             )
-            yield FaultyKit(kit, clock_offset, small_disks, chromium, switched_on)
+            yield FaultyKit(kit, clock, small_disks, chromium, switched_on)
             chromium.close()
     finally:
         kit.stop()

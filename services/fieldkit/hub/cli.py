@@ -13,9 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fieldkit.config import DeviceConfig
+from fieldkit.hub.crl import crl_status
 from fieldkit.hub.db import SealedPacketRow, make_engine, upgrade
 from fieldkit.hub.web.cli import cmd_create_admin, cmd_web
-from fieldkit.pki import PkiError, check_municipality, write_private
+from fieldkit.pki import KitPki, PkiError, check_municipality, write_private
 
 
 def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -40,6 +41,20 @@ def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0
 
 
+def cmd_hub_crl(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """The CRL's validity; renewed when half its life is gone. Exit 1 while in alarm (the
+    daily timer's unit then fails, and the hub's monitoring sees it)."""
+    pki = KitPki(config.hub.pki)
+    try:
+        if args.renew_if_due and pki.renew_crl_if_due():
+            print("CRL renewed")
+    except (PkiError, OSError, ValueError) as exc:
+        print(f"fieldkit: the CRL was not renewed: {exc.__class__.__name__}: {exc}")
+    status = crl_status(pki)
+    print(status.message)
+    return 1 if status.alarm else 0
+
+
 def _municipality(text: str) -> str:
     try:
         return check_municipality(text)
@@ -61,3 +76,6 @@ def add_commands(sub: Any) -> None:
     create.add_argument("username")
     create.set_defaults(func=cmd_create_admin)
     hub.add_parser("web", help="serve the hub web app with gunicorn").set_defaults(func=cmd_web)
+    crl = hub.add_parser("crl", help="the revocation list's validity (exit 1 in alarm)")
+    crl.add_argument("--renew-if-due", action="store_true", help="sign it again if due")
+    crl.set_defaults(func=cmd_hub_crl)

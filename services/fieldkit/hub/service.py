@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from fieldkit.hub.broker import HubBroker
+from fieldkit.hub.crl import crl_status
 from fieldkit.hub.ingest import Ingest
 from fieldkit.pki import KitPki
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
-CRL_CHECK_SECONDS = 60
+# While the CRL is in alarm (renewing keeps failing), the broker logs it this often.
+CRL_ALARM_LOG_SECONDS = 3600
 
 
 def setup_broker(ctx: ServiceContext) -> None:
@@ -35,17 +38,26 @@ def setup_broker(ctx: ServiceContext) -> None:
             return 0.0
 
     loaded = crl_stamp()
+    next_check = time.monotonic() + hub.crl_check_seconds
+    next_alarm = 0.0
+
+    def check_crl() -> None:
+        nonlocal next_alarm
+        try:
+            broker.pki.renew_crl_if_due()  # the stamp changes: the broker restarts below
+        except Exception:
+            log.exception("renewing the CRL failed")
+        status = crl_status(broker.pki)
+        if status.alarm and time.monotonic() >= next_alarm:
+            log.error("%s", status.message)
+            next_alarm = time.monotonic() + CRL_ALARM_LOG_SECONDS
 
     def watch() -> None:
-        nonlocal loaded
-        ticks = 0
-        while not ctx.stopping.wait(1.0):
-            ticks += 1
-            if ticks % CRL_CHECK_SECONDS == 0:
-                try:
-                    broker.pki.renew_crl_if_due()  # the stamp changes: the broker restarts below
-                except Exception:
-                    log.exception("renewing the CRL failed")
+        nonlocal loaded, next_check
+        while not ctx.stopping.wait(min(1.0, hub.crl_check_seconds)):
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + hub.crl_check_seconds
+                check_crl()
             process = broker.process
             # mosquitto reads the CRL only at start: a revocation restarts it (devices reconnect
             # and re-send; nothing is lost), so a revoked certificate is out within seconds.

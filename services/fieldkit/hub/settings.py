@@ -21,3 +21,5 @@ class HubSection(Section):
     max_record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # How often ingest reads the handler registry to push a changed operator roster.
     roster_poll: float = Field(default=2.0, gt=0)
+    # How often the hub-broker service checks that the CRL has more than half its life left.
+    crl_check_seconds: float = Field(default=60.0, gt=0, le=3600)

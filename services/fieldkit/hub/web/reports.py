@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
+from fieldkit.hub.crl import crl_status
 from fieldkit.hub.db import SealedPacketRow
 from fieldkit.hub.web import counts, exports
 from fieldkit.hub.web.auth import roles_required
@@ -85,6 +86,8 @@ def dashboard() -> ResponseReturnValue:
         site=counts.by_site(db(), scope),
         days_done=len(days),
         programme_days=hubweb().config.hubweb.programme_days,
+        # Admin and auditor see the kit's health; a lapsing CRL stops every tablet (issue 17).
+        crl=crl_status(hubweb().pki) if current_user.role != "municipality" else None,
     )
 
 
