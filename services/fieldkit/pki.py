@@ -1,13 +1,18 @@
 """The kit's own PKI: a kit CA, the hub broker's server certificate, per-device client
-certificates and Ed25519 signing keys, receiver (municipality) sealing keys, revocation.
+certificates signed from the devices' own requests, receiver (municipality) sealing keys,
+revocation.
 
-Layout of a PKI directory (kept by the provisioning admin; only ``devices/<id>/`` travels)::
+Layout of a PKI directory (kept by the provisioning admin)::
 
     ca/ca.key ca/ca.crt ca/crl.pem ca/state.json
     hub/server.key hub/server.crt hub/ingest.key hub/ingest.crt
     receivers/<municipality>/private.key  receivers/<municipality>/public.pem
-    devices/<id>/   the enrolment bundle: client.key client.crt signing.key ca.crt receivers/
+    devices/<id>/client.crt   the device's certificate (public: its keys never leave it)
     roster.json     device id -> signing public key, certificate serial, revoked (read by ingest)
+
+A device makes its TLS key and its Ed25519 signing key itself at enrolment
+(``fieldkit.enrolment``); the hub signs its certificate request and records the signing
+public key. Nothing here generates a device's private key.
 
 Private keys are written 0600 from the first byte (``os.open`` with the mode) and their
 contents never reach a log line or an exception message.
@@ -22,7 +27,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,9 +185,6 @@ class KitPki:
 
     def hub_file(self, name: str) -> Path:
         return self.root / "hub" / name
-
-    def bundle(self, device_id: str) -> Path:
-        return self.root / "devices" / device_id
 
     def receiver_dir(self, municipality: str) -> Path:
         return self.root / "receivers" / municipality
@@ -363,46 +364,61 @@ class KitPki:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
         )
-        # Devices enrolled earlier get the new receiver too: the bundle is the device's view.
-        for bundle in sorted((self.root / "devices").glob("*/")):
-            shutil.copy(directory / "public.pem", bundle / "receivers" / f"{municipality}.pem")
         return directory
 
     # devices ----------------------------------------------------------------------------------
-    def enrol(self, device_id: str) -> Path:
-        """Client certificate (CN = device id), signing key and receivers, as one bundle."""
+    def device_cert(self, device_id: str) -> Path:
+        """The device's current client certificate (public; the hub keeps no device key)."""
+        return self.root / "devices" / device_id / "client.crt"
+
+    def device_active(self, device_id: str) -> bool:
+        entry = read_roster(self.roster).get(device_id)
+        return entry is not None and not entry.revoked
+
+    def issue_device(
+        self, device_id: str, csr: x509.CertificateSigningRequest, signing_public: bytes
+    ) -> x509.Certificate:
+        """Sign a device's certificate request and register its Ed25519 signing key.
+
+        The device made both key pairs itself; only their public halves reach the hub. The
+        certificate's CN is the device id the enrolment code is bound to, whatever the
+        request's subject says. A device still active must be revoked first.
+        """
         check_device_id(device_id)
+        if not csr.is_signature_valid:
+            raise PkiError("the certificate request's signature does not verify")
+        public = csr.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+            raise PkiError("the certificate request must carry an EC P-256 key")
+        try:
+            ed25519.Ed25519PublicKey.from_public_bytes(signing_public)
+        except ValueError:
+            raise PkiError("the signing key is not an Ed25519 public key") from None
         roster = json.loads(self.roster.read_text())["devices"]
         if device_id in roster and not roster[device_id]["revoked"]:
             raise PkiError(f"device {device_id} is enrolled already; revoke it first")
-        bundle = self.bundle(device_id)
-        if bundle.exists():
-            shutil.rmtree(bundle)
-        bundle.mkdir(parents=True)
-        os.chmod(bundle, 0o700)
-        tls_key = ec.generate_private_key(ec.SECP256R1())
-        cert = self._issue(device_id, tls_key.public_key(), server=False)
-        signing = ed25519.Ed25519PrivateKey.generate()
-        write_private(bundle / "client.key", _pem_private(tls_key))
-        write_public(bundle / "client.crt", cert.public_bytes(serialization.Encoding.PEM))
-        write_private(bundle / "signing.key", _pem_private(signing))
-        shutil.copy(self.ca_cert, bundle / "ca.crt")
-        (bundle / "receivers").mkdir()
-        for receiver in sorted((self.root / "receivers").glob("*/public.pem")):
-            shutil.copy(receiver, bundle / "receivers" / f"{receiver.parent.name}.pem")
+        cert = self._issue(device_id, public, server=False)
+        write_public(self.device_cert(device_id), cert.public_bytes(serialization.Encoding.PEM))
         earlier: list[str] = []
         if device_id in roster:  # re-enrolled after a revoke: its older records keep the old key
             before = roster[device_id]
             earlier = [*before.get("earlier_signing", []), before["signing_public"]]
         roster[device_id] = {
-            "signing_public": base64.b64encode(raw_public(signing.public_key())).decode(),
+            "signing_public": base64.b64encode(signing_public).decode(),
             "serial": cert.serial_number,
             "revoked": False,
             "earlier_signing": earlier,
         }
         self._write_roster(roster)
         log.info("device %s enrolled (certificate serial %x)", device_id, cert.serial_number)
-        return bundle
+        return cert
+
+    def receivers(self) -> dict[str, bytes]:
+        """Every municipality's public sealing key (PEM), by municipality code."""
+        return {
+            path.parent.name: path.read_bytes()
+            for path in sorted((self.root / "receivers").glob("*/public.pem"))
+        }
 
     def revoke(self, device_id: str) -> int:
         """Put the device's certificate on the CRL and mark it revoked in the roster."""

@@ -1,0 +1,426 @@
+"""Enrolment on the device (R16, R31; issue 16 item 1, issue 17 items 2 and 10): a one-time
+code from the hub, keys made on the tablet, EST simple enrolment over TLS pinned to the kit
+CA, served by the real hub enrolment server under gunicorn; and every refusal staff can meet,
+each with words they understand and nothing half-written on the tablet."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import os
+import re
+import signal
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from fieldkit.config import load_config
+from fieldkit.enrolment.protocol import CACERTS, REFUSALS, SIMPLEENROLL
+from fieldkit.hub.db import make_engine
+from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow, WebAuditRow
+from fieldkit.pki import KitPki, load_ed25519_private, raw_public, read_roster
+from tests.hubkit import MUNICIPALITY, DeviceClient, free_port, wait_for
+
+FIELDKIT = [sys.executable, "-m", "fieldkit"]
+SHIM = Path(__file__).with_name("wallclock_shim.c")
+DAY = 86_400
+
+
+@dataclass
+class EnrolmentHub:
+    """The hub's EST server (gunicorn, TLS with the hub certificate) and its config."""
+
+    config: Path
+    port: int
+    pki: KitPki
+    database_url: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def code(self, device: str, *extra: str) -> str:
+        run = subprocess.run(
+            [*FIELDKIT, "--config", str(self.config), "pki", "code", device, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found = re.search(r"enrolment code for \S+: ([0-9A-Z-]{24})", run.stdout)
+        assert found, run.stdout + run.stderr
+        return found.group(1)
+
+    def audit(self) -> list[tuple[str, str, dict[str, object]]]:
+        engine = make_engine(self.database_url)
+        try:
+            with Session(engine) as session:
+                rows = session.scalars(select(WebAuditRow).order_by(WebAuditRow.id))
+                return [(r.action, r.target, dict(r.detail)) for r in rows]
+        finally:
+            engine.dispose()
+
+    def refusals(self) -> list[str]:
+        return [str(d["reason"]) for a, _, d in self.audit() if a == "enrol-refused"]
+
+    def sql(self, statement: object) -> None:
+        engine = make_engine(self.database_url)
+        try:
+            with Session(engine) as session:
+                session.execute(statement)  # type: ignore[call-overload]
+                session.commit()
+        finally:
+            engine.dispose()
+
+
+def hub_config(tmp_path: Path, pki: KitPki, database_url: str, port: int, **enrol: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = tmp_path / "hub.toml"
+    extra = "".join(f"{k} = {v}\n" for k, v in enrol.items())
+    config.write_text(
+        f'[device]\nid = "hub-01"\nrole = "hub"\n'
+        f'[hub]\npki = "{pki.root}"\ndatabase_url = "{database_url}"\nbroker_port = 8883\n'
+        f'[enrol]\nlisten_host = "127.0.0.1"\nlisten_port = {port}\n'
+        f'antivirus_mirror = "http://hub.kit.lan:8081"\n{extra}'
+    )
+    return config
+
+
+@pytest.fixture
+def enrolment_hub(tmp_path: Path, pki: KitPki, sqlite_url: str) -> Iterator[EnrolmentHub]:
+    with start_hub(tmp_path, pki, sqlite_url) as hub:
+        yield hub
+
+
+@contextlib.contextmanager
+def start_hub(
+    tmp_path: Path, pki: KitPki, database_url: str, **enrol: str
+) -> Iterator[EnrolmentHub]:
+    port = free_port()
+    config = hub_config(tmp_path, pki, database_url, port, **enrol)
+    process = subprocess.Popen(
+        [*FIELDKIT, "--config", str(config), "hub", "enrol-server"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    hub = EnrolmentHub(config, port, pki, database_url)
+
+    def serving() -> bool:
+        try:
+            return https(hub, "GET", CACERTS)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(serving, 60, "the enrolment server to answer over TLS")
+        yield hub
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    # Personal data never reaches the log, and neither does a code or a key.
+    assert b"PRIVATE KEY" not in errors
+
+
+@dataclass
+class Tablet:
+    """A fresh tablet: a device config as the image ships it and the kit CA baked in."""
+
+    root: Path
+    config: Path
+    ca: Path
+
+    @property
+    def enrolment(self) -> Path:
+        return self.root / "enrolment"
+
+    def enrol(
+        self, hub: str, code: str, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *FIELDKIT,
+                "--config",
+                str(self.config),
+                "enrol",
+                "--hub",
+                hub,
+                "--code",
+                code,
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **(env or {})},
+        )
+
+    def untouched(self) -> bool:
+        """Nothing of an enrolment on the tablet, not even a temporary directory."""
+        return not self.enrolment.exists() and not list(self.root.glob(".enrolment*"))
+
+
+def make_tablet(root: Path, ca: Path) -> Tablet:
+    root.mkdir(parents=True, exist_ok=True)
+    baked = root / "kit-ca.crt"
+    baked.write_bytes(ca.read_bytes())
+    config = root / "device.toml"
+    config.write_text(
+        '[device]\nid = "unenrolled"\n'
+        f'[sync]\nbundle = "{root / "enrolment"}"\noutbox = "{root / "outbox" / "o.sqlite"}"\n'
+        f'[enrol]\nca_cert = "{baked}"\n'
+    )
+    return Tablet(root, config, baked)
+
+
+@pytest.fixture
+def tablet(tmp_path: Path, pki: KitPki) -> Tablet:
+    return make_tablet(tmp_path / "tablet", pki.ca_cert)
+
+
+def refused_with(run: subprocess.CompletedProcess[str], reason: str) -> bool:
+    ja, en = REFUSALS[reason]
+    return run.returncode == 1 and ja in run.stderr and en in run.stderr
+
+
+def add_operator(hub: EnrolmentHub) -> None:
+    from fieldkit.hub.web.auth import hash_password
+
+    engine = make_engine(hub.database_url)
+    with Session(engine) as session:
+        session.add(
+            OperatorRow(
+                operator_id="op-07",
+                name="窓口 七子",
+                duty="handler",
+                password_hash=hash_password("op-07-pass-2026"),
+                disabled=False,
+                updated_at=time.time(),
+            )
+        )
+        session.commit()
+    engine.dispose()
+
+
+def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, pki: KitPki, hub_broker: object
+) -> None:
+    """R16 R31: the whole exchange, then the tablet's certificate opens the hub broker."""
+    add_operator(enrolment_hub)
+    code = enrolment_hub.code("tab-c", "--valid", "24h", "--site", "松本市福祉会館")
+    run = tablet.enrol(enrolment_hub.address, code.lower())  # typed in any case
+    assert run.returncode == 0, run.stderr
+    assert "登録しました" in run.stdout
+    files = tablet.enrolment
+    for key in ("client.key", "signing.key"):
+        assert stat.S_IMODE((files / key).stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate((files / "client.crt").read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=tab-c"
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    # The hub registered the signing key the tablet made, and keeps no private key of it.
+    signing = load_ed25519_private(files / "signing.key")
+    assert read_roster(pki.roster)["tab-c"].signing_public == raw_public(signing.public_key())
+    hub_keys = {p.name for p in pki.root.rglob("*.key")}
+    assert hub_keys == {"ca.key", "server.key", "ingest.key", "private.key"}
+    # The device config, roster and receivers came with it, and the config file uses them.
+    assert (files / "receivers" / f"{MUNICIPALITY}.pem").exists()
+    config = load_config(tablet.config)
+    assert (config.device.id, config.device.site) == ("tab-c", "松本市福祉会館")
+    assert config.antivirus.mirror_url == "http://hub.kit.lan:8081"
+    assert config.sync.hub_port == 8883
+    roster = (tablet.root / "outbox" / "operators.json").read_text()
+    assert (
+        "op-07" in roster
+        and stat.S_IMODE((tablet.root / "outbox" / "operators.json").stat().st_mode) == 0o600
+    )
+    # The hub's audit log has the code made, used and the config sent; never the code.
+    actions = [(a, t) for a, t, _ in enrolment_hub.audit()]
+    assert ("enrol-code-created", "tab-c") in actions
+    assert ("enrol-issued", "tab-c") in actions
+    assert ("enrol-config-sent", "tab-c") in actions
+    assert code.replace("-", "")[4:] not in repr(enrolment_hub.audit())
+    # The certificate the tablet got is what the hub broker accepts (mutual TLS).
+    client = DeviceClient(pki, "tab-c", hub_broker.port, bundle=files)  # type: ignore[attr-defined]
+    client.connect()
+    client.close()
+    assert client.connect_result == ["Success"]
+
+
+def test_a_used_code_is_refused(enrolment_hub: EnrolmentHub, tmp_path: Path) -> None:
+    code = enrolment_hub.code("tab-c")
+    first = make_tablet(tmp_path / "t1", enrolment_hub.pki.ca_cert)
+    assert first.enrol(enrolment_hub.address, code).returncode == 0
+    second = make_tablet(tmp_path / "t2", enrolment_hub.pki.ca_cert)
+    run = second.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "code-used"), run.stderr
+    assert second.untouched()
+    assert enrolment_hub.refusals() == ["code-used"]
+
+
+def test_a_wrong_code_is_refused_and_guessing_is_throttled(
+    tmp_path: Path, pki: KitPki, sqlite_url: str, tablet: Tablet
+) -> None:
+    """A wrong code says so; wrong codes from one address are throttled, and wrong secrets
+    against one code spend it (it cannot be guessed slowly from many addresses either)."""
+    with start_hub(tmp_path / "hub", pki, sqlite_url, address_failures="4") as hub:
+        code = hub.code("tab-c")
+        lookup = code[:4]
+        wrong = f"{lookup}-0000-0000-0000-0000"
+        run = tablet.enrol(hub.address, wrong)
+        assert refused_with(run, "bad-code"), run.stderr
+        assert tablet.untouched()
+        for _ in range(3):
+            tablet.enrol(hub.address, wrong)
+        # The address is now throttled: even the right code waits.
+        run = tablet.enrol(hub.address, code)
+        assert refused_with(run, "too-many-attempts"), run.stderr
+        assert tablet.untouched()
+        assert hub.refusals() == ["bad-code"] * 4 + ["too-many-attempts"]
+        # Four wrong secrets counted against the code; one more and it is spent for good.
+        engine = make_engine(sqlite_url)
+        with Session(engine) as session:
+            assert session.scalars(select(EnrolmentCodeRow.failures)).one() == 4
+        engine.dispose()
+    # A new server (a new address window) still refuses the code once it is spent.
+    hub.sql(update(EnrolmentCodeRow).values(failures=5))
+    with start_hub(tmp_path / "hub2", pki, sqlite_url) as again:
+        run = tablet.enrol(again.address, code)
+    assert refused_with(run, "too-many-attempts"), run.stderr
+    assert tablet.untouched()
+
+
+def test_an_expired_code_is_refused(enrolment_hub: EnrolmentHub, tablet: Tablet) -> None:
+    code = enrolment_hub.code("tab-c", "--valid", "1h")
+    enrolment_hub.sql(update(EnrolmentCodeRow).values(expires_at=time.time() - 1))
+    run = tablet.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "code-expired"), run.stderr
+    assert tablet.untouched()
+    assert enrolment_hub.refusals() == ["code-expired"]
+
+
+def test_an_active_device_must_be_revoked_before_it_enrols_again(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, pki: KitPki
+) -> None:
+    """tab-a is enrolled: its code is refused until it is revoked; then the same code works,
+    and the old signing key stays known for the older records (RosterEntry.earlier_signing)."""
+    before = read_roster(pki.roster)["tab-a"]
+    code = enrolment_hub.code("tab-a")
+    run = tablet.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "device-active"), run.stderr
+    assert tablet.untouched()
+    assert read_roster(pki.roster)["tab-a"] == before
+    subprocess.run(
+        [*FIELDKIT, "pki", "--dir", str(pki.root), "revoke", "tab-a"], check=True, timeout=60
+    )
+    run = tablet.enrol(enrolment_hub.address, code)
+    assert run.returncode == 0, run.stderr
+    after = read_roster(pki.roster)["tab-a"]
+    assert not after.revoked and after.serial != before.serial
+    assert after.earlier_signing == (before.signing_public,)
+    assert before.serial in pki.revoked_serials()
+    assert enrolment_hub.refusals() == ["device-active"]
+
+
+def test_a_hub_certificate_from_another_ca_is_refused(
+    enrolment_hub: EnrolmentHub, tmp_path: Path
+) -> None:
+    """The tablet trusts the kit CA baked into it, nothing else: another CA's hub (or a
+    man in the middle) gets no request, so the code is not spent."""
+    other = KitPki(tmp_path / "other" / "pki")
+    other.init("someone else's CA")
+    stranger = make_tablet(tmp_path / "stranger", other.ca_cert)
+    code = enrolment_hub.code("tab-c")
+    run = stranger.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "foreign-ca"), run.stderr
+    assert stranger.untouched()
+    assert enrolment_hub.audit()[-1][0] == "enrol-code-created"  # nothing reached the hub
+
+
+@pytest.fixture(scope="module")
+def wallclock(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shim = tmp_path_factory.mktemp("shim") / "wallclock.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(SHIM), "-ldl"], check=True
+    )
+    return shim
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [-DAY, 2 * 3600, 900 * DAY],
+    ids=["a-day-behind", "two-hours-ahead", "years-ahead"],
+)
+def test_a_tablet_clock_far_off_is_refused(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, wallclock: Path, offset: int
+) -> None:
+    """A day behind: the hub's new certificate is not yet valid; years ahead: it has expired
+    (both seen by TLS); two hours ahead: the certificates pass, the hub's Date does not."""
+    offset_file = tablet.root / "offset"
+    offset_file.write_text(str(offset))
+    code = enrolment_hub.code("tab-c")
+    run = tablet.enrol(
+        enrolment_hub.address,
+        code,
+        env={"LD_PRELOAD": str(wallclock), "FIELDKIT_WALLCLOCK_OFFSET_FILE": str(offset_file)},
+    )
+    assert refused_with(run, "clock-off"), run.stderr
+    assert tablet.untouched()
+    # The code is not spent: with the clock set right, it works.
+    offset_file.write_text("0")
+    assert tablet.enrol(enrolment_hub.address, code).returncode == 0
+
+
+def https(
+    hub: EnrolmentHub, method: str, path: str, body: bytes | None = None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to the enrolment server, trusting the kit CA only."""
+    context = ssl.create_default_context(cafile=str(hub.pki.ca_cert))
+    connection = http.client.HTTPSConnection("127.0.0.1", hub.port, context=context, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_the_est_endpoint_speaks_rfc_7030(enrolment_hub: EnrolmentHub) -> None:
+    """cacerts is certs-only PKCS#7 with the kit CA; simpleenroll without credentials asks for
+    HTTP Basic; a body that is no PKCS#10 is a 4xx with a reason, and the server stays up."""
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    status, headers, body = https(enrolment_hub, "GET", CACERTS)
+    assert status == 200 and headers["Content-Type"].startswith("application/pkcs7-mime")
+    (ca,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+    assert ca.public_bytes(serialization.Encoding.PEM) == enrolment_hub.pki.ca_cert.read_bytes()
+    status, headers, _ = https(enrolment_hub, "POST", SIMPLEENROLL, b"x")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+    code = enrolment_hub.code("tab-c")
+    auth = base64.b64encode(f"tablet:{code}".encode()).decode()
+    status, headers, _ = https(
+        enrolment_hub,
+        "POST",
+        SIMPLEENROLL,
+        b"not a request",
+        **{"Content-Type": "application/pkcs10", "Authorization": f"Basic {auth}"},
+    )
+    assert status == 400 and headers["X-Fieldkit-Refusal"] == "bad-request"
+    # Still serving; and the code was not spent by the bad request.
+    assert https(enrolment_hub, "GET", CACERTS)[0] == 200
+    engine = make_engine(enrolment_hub.database_url)
+    with Session(engine) as session:
+        assert session.scalars(select(EnrolmentCodeRow.used_at)).one() is None
+    engine.dispose()
