@@ -1,0 +1,125 @@
+"""Enrolment on the tablet itself: the kiosk's enrolment screen against the real hub
+enrolment server (R16, R31; Japanese first), and the signing key every command uses once a
+tablet is enrolled (issue 17 item 10)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from flask import Flask
+
+from fieldkit.config import DeviceConfig, load_config
+from fieldkit.enrolment.local import enrol_locally
+from fieldkit.enrolment.protocol import REFUSALS
+from fieldkit.kiosk.text import say
+from fieldkit.pki import KitPki, load_ed25519_private, raw_public, read_roster
+from tests.conftest import write_config
+from tests.enrolkit import EnrolmentHub, Tablet, make_tablet
+from tests.support.kiosk import csrf, make_app
+from tests.wipe_fixtures import catalogue_dirs, wipe_body
+
+FIELDKIT = [sys.executable, "-m", "fieldkit"]
+
+
+def enrolling_kiosk(kit_config: DeviceConfig, operator_hash: str, tablet: Tablet) -> Flask:
+    """The kiosk of a fresh tablet: the image turns the enrolment screen on."""
+    fresh = kit_config.model_copy(
+        update={
+            "sync": kit_config.sync.model_copy(update={"bundle": tablet.enrolment}),
+            "enrol": kit_config.enrol.model_copy(
+                update={"ca_cert": tablet.ca, "kiosk_screen": True}
+            ),
+        }
+    )
+    return make_app(fresh, operator_hash)
+
+
+def test_a_fresh_tablet_shows_the_enrolment_screen_and_enrols_from_it(
+    enrolment_hub: EnrolmentHub,
+    kit_config: DeviceConfig,
+    operator_hash: str,
+    tmp_path: Path,
+    pki: KitPki,
+) -> None:
+    """R16 R31: every page leads to the enrolment screen until the tablet is enrolled; staff
+    type the hub address and the code; a refusal is said in Japanese (English on request)
+    and leaves nothing behind; the right code enrols the tablet."""
+    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
+    client = enrolling_kiosk(kit_config, operator_hash, tablet).test_client()
+    first = client.get("/")
+    assert first.status_code == 302 and first.headers["Location"].endswith("/enrol")
+    assert client.get("/login").headers["Location"].endswith("/enrol")
+    page = client.get("/enrol").get_data(as_text=True)
+    assert say("enrol_intro", "ja") in page and say("enrol_button", "ja") in page
+
+    code = enrolment_hub.code("tab-k")
+    wrong = client.post(
+        "/enrol",
+        data={
+            "hub": enrolment_hub.address,
+            "code": code[:5] + "0000-0000-0000-0000",
+            "csrf_token": csrf(client, "/enrol"),
+        },
+    )
+    assert wrong.status_code == 400
+    assert REFUSALS["bad-code"][0] in wrong.get_data(as_text=True)
+    assert tablet.untouched()
+    english = client.post(
+        "/enrol?lang=en",
+        data={"hub": "127.0.0.1:1", "code": code, "csrf_token": csrf(client, "/enrol")},
+    )
+    assert REFUSALS["hub-unreachable"][1] in english.get_data(as_text=True)
+    client.get("/enrol?lang=ja")
+
+    done = client.post(
+        "/enrol",
+        data={"hub": enrolment_hub.address, "code": code, "csrf_token": csrf(client, "/enrol")},
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    assert say("enrol_done", "ja") in done.get_data(as_text=True)
+    signing = load_ed25519_private(tablet.enrolment / "signing.key")
+    assert read_roster(pki.roster)["tab-k"].signing_public == raw_public(signing.public_key())
+    # Enrolled: the kiosk goes back to its login page.
+    assert "/login" in client.get("/").headers["Location"]
+
+
+def test_wipe_scan_on_an_enrolled_tablet_signs_with_the_enrolled_key_and_makes_none(
+    tmp_path: Path, pki: KitPki
+) -> None:
+    """Issue 17 item 10: `fieldkit wipe scan --daily` signed its record with a key it made
+    for itself; now every command signs with the enrolment's key, and none makes a key on an
+    enrolled tablet (a missing one is an error, not a new key)."""
+    enrolment = enrol_locally(pki, "tab-w", tmp_path / "enrolment")
+    root, tag = catalogue_dirs(tmp_path)
+    config_file = write_config(
+        tmp_path, wipe_body(root, tag) + f'\n[sync]\nbundle = "{enrolment}"\n'
+    )
+    config = load_config(config_file)
+    assert config.sync.bundle == enrolment
+    own_key = config.wipe.device_key
+    assert not own_key.exists()
+
+    run = subprocess.run(
+        [*FIELDKIT, "--config", str(config_file), "wipe", "scan", "--daily", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    record = json.loads(run.stdout)
+    enrolled = raw_public(load_ed25519_private(enrolment / "signing.key").public_key()).hex()
+    assert record["signer"] == enrolled, run.stderr
+    assert not own_key.exists()
+
+    (enrolment / "signing.key").unlink()
+    missing = subprocess.run(
+        [*FIELDKIT, "--config", str(config_file), "wipe", "scan", "--daily"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 2
+    assert "signing key is missing" in missing.stderr
+    assert not (enrolment / "signing.key").exists() and not own_key.exists()
