@@ -16,6 +16,8 @@ from fieldkit.enrolment.local import enrol_locally
 from fieldkit.enrolment.protocol import REFUSALS
 from fieldkit.kiosk.text import say
 from fieldkit.pki import KitPki, load_ed25519_private, raw_public, read_roster
+from fieldkit.wipe.record import public_hex
+from fieldkit.wipe.service import Wiper
 from tests.conftest import write_config
 from tests.enrolkit import EnrolmentHub, Tablet, make_tablet
 from tests.support.kiosk import csrf, make_app
@@ -112,6 +114,12 @@ def test_wipe_scan_on_an_enrolled_tablet_signs_with_the_enrolled_key_and_makes_n
     enrolled = raw_public(load_ed25519_private(enrolment / "signing.key").public_key()).hex()
     assert record["signer"] == enrolled, run.stderr
     assert not own_key.exists()
+    # The check can fail: a Wiper made the way `wipe scan` made it before the fix (without
+    # the enrolled key) makes a key of its own and signs with it.
+    before_the_fix = Wiper(config.wipe, config.device.id)
+    before_the_fix.close()
+    assert own_key.exists() and public_hex(before_the_fix.key) != enrolled
+    own_key.unlink()
 
     (enrolment / "signing.key").unlink()
     missing = subprocess.run(
