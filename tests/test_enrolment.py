@@ -10,7 +10,9 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -251,3 +253,25 @@ def test_the_est_endpoint_speaks_rfc_7030(enrolment_hub: EnrolmentHub) -> None:
     with Session(engine) as session:
         assert session.scalars(select(EnrolmentCodeRow.used_at)).one() is None
     engine.dispose()
+
+
+def test_two_tablets_racing_with_one_code_on_postgresql_get_one_certificate(
+    tmp_path: Path, pki: KitPki, postgres: Any
+) -> None:
+    """The code is spent in one conditional UPDATE: of two tablets that send it at once
+    (PostgreSQL, the production database), one is enrolled and the other told it is used."""
+    url = postgres.create_database()
+    with start_hub(tmp_path / "hub", pki, url) as hub:
+        code = hub.code("tab-r")
+        tablets = [make_tablet(tmp_path / f"t{n}", pki.ca_cert) for n in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda t: t.enrol(hub.address, code), tablets))
+        refusals = hub.refusals()
+    assert sorted(r.returncode for r in runs) == [0, 1], [r.stderr for r in runs]
+    loser = next(t for t, r in zip(tablets, runs, strict=True) if r.returncode == 1)
+    assert loser.untouched()
+    # Which words the loser gets depends on how far the winner was: the code spent, or the
+    # device already active with its certificate. Never a second certificate.
+    assert refusals in (["code-used"], ["device-active"])
+    issued = [a for a, t, _ in hub.audit() if a == "enrol-issued" and t == "tab-r"]
+    assert len(issued) == 1
