@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
-from fieldkit.config import DeviceConfig, load_config
+from fieldkit.config import ConfigError, DeviceConfig, load_config
 from fieldkit.enrolment.local import enrol_locally
 from fieldkit.enrolment.protocol import REFUSALS
 from fieldkit.kiosk.text import say
@@ -131,3 +132,21 @@ def test_wipe_scan_on_an_enrolled_tablet_signs_with_the_enrolled_key_and_makes_n
     assert missing.returncode == 2
     assert "signing key is missing" in missing.stderr
     assert not (enrolment / "signing.key").exists() and not own_key.exists()
+
+
+def test_the_enrolment_lays_the_hubs_settings_over_the_device_config(
+    tmp_path: Path, pki: KitPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the hub said at enrolment (enrolment.toml) wins over the image's config file; the
+    environment still wins over both; an unreadable enrolment file is named, not ignored."""
+    enrolment = enrol_locally(
+        pki, "tab-e", tmp_path / "enrolment", hub_port=18883, site="会場", device_config=True
+    )
+    config_file = write_config(tmp_path, f'\n[sync]\nbundle = "{enrolment}"\nhub_port = 1\n')
+    config = load_config(config_file)
+    assert (config.device.id, config.device.site, config.sync.hub_port) == ("tab-e", "会場", 18883)
+    monkeypatch.setenv("FIELDKIT_SYNC__HUB_PORT", "28883")
+    assert load_config(config_file).sync.hub_port == 28883
+    (enrolment / "enrolment.toml").write_text("[device\n")
+    with pytest.raises(ConfigError, match=r"enrolment file .* is unreadable"):
+        load_config(config_file)

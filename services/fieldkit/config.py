@@ -134,7 +134,9 @@ ENROLMENT_FILE = "enrolment.toml"
 def with_enrolment(raw: dict[str, Any]) -> dict[str, Any]:
     """The file's settings with what enrolment wrote laid over them (device id, site, hub
     address, mirror, application hosts: ``<[sync] bundle>/enrolment.toml``, from the hub)."""
-    bundle = Path(raw.get("sync", {}).get("bundle", "/etc/fieldkit/bundle"))
+    sync = raw.get("sync")
+    named = sync.get("bundle") if isinstance(sync, dict) else None
+    bundle = Path(os.environ.get("FIELDKIT_SYNC__BUNDLE") or named or "/etc/fieldkit/bundle")
     try:
         enrolled = tomllib.loads((bundle / ENROLMENT_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, PermissionError):
