@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -22,6 +23,8 @@ from fieldkit.wipe.service import Wiper
 from tests.conftest import write_config
 from tests.enrolkit import EnrolmentHub, Tablet, make_tablet
 from tests.support.kiosk import csrf, make_app
+from tests.test_hub_web_browser import browser  # noqa: F401 - the Playwright browser fixture
+from tests.test_kiosk_browser import Counter, serve
 from tests.wipe_fixtures import catalogue_dirs, wipe_body
 
 FIELDKIT = [sys.executable, "-m", "fieldkit"]
@@ -150,3 +153,36 @@ def test_the_enrolment_lays_the_hubs_settings_over_the_device_config(
     (enrolment / "enrolment.toml").write_text("[device\n")
     with pytest.raises(ConfigError, match=r"enrolment file .* is unreadable"):
         load_config(config_file)
+
+
+def test_the_enrolment_screen_in_the_browser(
+    browser: Any,  # noqa: F811
+    enrolment_hub: EnrolmentHub,
+    kit_config: DeviceConfig,
+    operator_hash: str,
+    tmp_path: Path,
+    pki: KitPki,
+) -> None:
+    """The screen staff see on a fresh tablet, in Chromium: axe-core finds nothing serious on
+    it, a refusal or the success; saved to $FIELDKIT_SCREENSHOTS (docs/screenshots/)."""
+    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
+    base, stop = serve(enrolling_kiosk(kit_config, operator_hash, tablet))
+    try:
+        staff = Counter(browser, base)
+        staff.page.goto(f"{base}/")
+        staff.page.wait_for_url(f"{base}/enrol")
+        staff.check("enrol")
+        code = enrolment_hub.code("tab-b9")
+        staff.page.get_by_label("ハブのアドレス").fill(enrolment_hub.address)
+        staff.page.get_by_label("登録コード").fill(code.replace(code[5:9], "0000"))
+        staff.page.get_by_role("button", name="登録する").click()
+        assert REFUSALS["bad-code"][0] in staff.page.inner_text("#enrol-error")
+        staff.check("enrol-refused")
+        staff.page.get_by_label("登録コード").fill(code)
+        staff.page.get_by_role("button", name="登録する").click()
+        assert say("enrol_done", "ja") in staff.page.inner_text("#enrolled")
+        staff.check("enrolled")
+        # (The refusal page's 400 is a console line; nothing the page's policy blocked is.)
+        assert not [e for e in staff.console_errors if "Content Security Policy" in e]
+    finally:
+        stop()
