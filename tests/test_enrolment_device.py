@@ -43,18 +43,23 @@ def enrolling_kiosk(kit_config: DeviceConfig, operator_hash: str, tablet: Tablet
     return make_app(fresh, operator_hash)
 
 
+@pytest.fixture
+def fresh_kiosk(
+    kit_config: DeviceConfig, operator_hash: str, tmp_path: Path, pki: KitPki
+) -> tuple[Flask, Tablet]:
+    """The kiosk app of a tablet fresh from the image, and that tablet."""
+    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
+    return enrolling_kiosk(kit_config, operator_hash, tablet), tablet
+
+
 def test_a_fresh_tablet_shows_the_enrolment_screen_and_enrols_from_it(
-    enrolment_hub: EnrolmentHub,
-    kit_config: DeviceConfig,
-    operator_hash: str,
-    tmp_path: Path,
-    pki: KitPki,
+    enrolment_hub: EnrolmentHub, fresh_kiosk: tuple[Flask, Tablet], pki: KitPki
 ) -> None:
     """R16 R31: every page leads to the enrolment screen until the tablet is enrolled; staff
     type the hub address and the code; a refusal is said in Japanese (English on request)
     and leaves nothing behind; the right code enrols the tablet."""
-    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
-    client = enrolling_kiosk(kit_config, operator_hash, tablet).test_client()
+    app, tablet = fresh_kiosk
+    client = app.test_client()
     first = client.get("/")
     assert first.status_code == 302 and first.headers["Location"].endswith("/enrol")
     assert client.get("/login").headers["Location"].endswith("/enrol")
@@ -158,15 +163,11 @@ def test_the_enrolment_lays_the_hubs_settings_over_the_device_config(
 def test_the_enrolment_screen_in_the_browser(
     browser: Any,  # noqa: F811
     enrolment_hub: EnrolmentHub,
-    kit_config: DeviceConfig,
-    operator_hash: str,
-    tmp_path: Path,
-    pki: KitPki,
+    fresh_kiosk: tuple[Flask, Tablet],
 ) -> None:
     """The screen staff see on a fresh tablet, in Chromium: axe-core finds nothing serious on
     it, a refusal or the success; saved to $FIELDKIT_SCREENSHOTS (docs/screenshots/)."""
-    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
-    base, stop = serve(enrolling_kiosk(kit_config, operator_hash, tablet))
+    base, stop = serve(fresh_kiosk[0])
     try:
         staff = Counter(browser, base)
         staff.page.goto(f"{base}/")
