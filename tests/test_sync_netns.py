@@ -74,7 +74,9 @@ class Link:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
     def run_in(self, ns: str, *cmd: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        # The checkout's tests, and whatever fieldkit the caller runs (a worktree's, too).
+        paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         return subprocess.Popen(
             ["ip", "netns", "exec", ns, *cmd], env=env, stdin=subprocess.DEVNULL
         )
