@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,17 @@ def test_the_hub_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -
         assert stat.S_IMODE((tmp_path / "hub").stat().st_mode) == 0o700
     finally:
         os.umask(old)
+
+
+def test_tablets_enrolling_at_once_all_land_in_the_roster(tmp_path: Path) -> None:
+    """The EST server, the web app and `fieldkit pki revoke` change roster.json from separate
+    processes: read-modify-write under a lock, replaced in one rename (issue 17 item 8)."""
+    pki = KitPki(tmp_path / "pki")
+    pki.init()
+    devices = [f"tab-{n:02d}" for n in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda d: enrol_locally(pki, d, tmp_path / "tablets" / d), devices))
+        list(pool.map(pki.revoke, devices[:6]))
+    roster = read_roster(pki.roster)
+    assert sorted(roster) == devices
+    assert [d for d in devices if roster[d].revoked] == devices[:6]

@@ -21,14 +21,19 @@ contents never reach a log line or an exception message.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import json
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -66,6 +71,18 @@ def write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(0o644)
+
+
+def replace_public(path: Path, data: bytes) -> None:
+    """Write a public file that other processes read (roster, state, CRL) in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(name, path)
 
 
 def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -247,10 +264,24 @@ class KitPki:
         return data
 
     def _write_state(self, state: dict[str, list[dict[str, object]]]) -> None:
-        write_public(self.state_file, json.dumps(state, indent=1).encode())
+        replace_public(self.state_file, json.dumps(state, indent=1).encode())
 
     def _write_roster(self, devices: dict[str, dict[str, object]]) -> None:
-        write_public(self.roster, json.dumps({"devices": devices}, indent=1).encode())
+        """Replace roster.json in one rename: ingest never reads half of it."""
+        replace_public(self.roster, json.dumps({"devices": devices}, indent=1).encode())
+
+    @contextlib.contextmanager
+    def _roster_locked(self) -> Iterator[dict[str, dict[str, object]]]:
+        """The roster's devices, read and (when the block ends) written under a lock: the EST
+        server, the web app and `fieldkit pki revoke` change it from separate processes."""
+        fd = os.open(self.root / ".roster.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            devices: dict[str, dict[str, object]] = json.loads(self.roster.read_text())["devices"]
+            yield devices
+            self._write_roster(devices)
+        finally:
+            os.close(fd)
 
     def crl_next_update(self) -> dt.datetime | None:
         """When the CRL lapses (mosquitto then refuses every client), or None without one."""
@@ -288,7 +319,7 @@ class KitPki:
                 .build()
             )
         crl = builder.sign(key, hashes.SHA256())
-        write_public(self.crl, crl.public_bytes(serialization.Encoding.PEM))
+        replace_public(self.crl, crl.public_bytes(serialization.Encoding.PEM))
 
     def _issue(
         self,
@@ -394,22 +425,24 @@ class KitPki:
             ed25519.Ed25519PublicKey.from_public_bytes(signing_public)
         except ValueError:
             raise PkiError("the signing key is not an Ed25519 public key") from None
-        roster = json.loads(self.roster.read_text())["devices"]
-        if device_id in roster and not roster[device_id]["revoked"]:
-            raise PkiError(f"device {device_id} is enrolled already; revoke it first")
-        cert = self._issue(device_id, public, server=False)
-        write_public(self.device_cert(device_id), cert.public_bytes(serialization.Encoding.PEM))
-        earlier: list[str] = []
-        if device_id in roster:  # re-enrolled after a revoke: its older records keep the old key
-            before = roster[device_id]
-            earlier = [*before.get("earlier_signing", []), before["signing_public"]]
-        roster[device_id] = {
-            "signing_public": base64.b64encode(signing_public).decode(),
-            "serial": cert.serial_number,
-            "revoked": False,
-            "earlier_signing": earlier,
-        }
-        self._write_roster(roster)
+        with self._roster_locked() as roster:
+            if device_id in roster and not roster[device_id]["revoked"]:
+                raise PkiError(f"device {device_id} is enrolled already; revoke it first")
+            cert = self._issue(device_id, public, server=False)
+            write_public(self.device_cert(device_id), cert.public_bytes(serialization.Encoding.PEM))
+            earlier: list[str] = []
+            if device_id in roster:  # re-enrolled after a revoke: older records keep the old key
+                before = roster[device_id]
+                earlier = [
+                    *cast(list[str], before.get("earlier_signing", [])),
+                    str(before["signing_public"]),
+                ]
+            roster[device_id] = {
+                "signing_public": base64.b64encode(signing_public).decode(),
+                "serial": cert.serial_number,
+                "revoked": False,
+                "earlier_signing": earlier,
+            }
         log.info("device %s enrolled (certificate serial %x)", device_id, cert.serial_number)
         return cert
 
@@ -422,16 +455,15 @@ class KitPki:
 
     def revoke(self, device_id: str) -> int:
         """Put the device's certificate on the CRL and mark it revoked in the roster."""
-        roster = json.loads(self.roster.read_text())["devices"]
-        if device_id not in roster:
-            raise PkiError(f"device {device_id} is not enrolled")
-        serial = int(roster[device_id]["serial"])
-        state = self._read_state()
-        if all(item["serial"] != serial for item in state["revoked"]):
-            state["revoked"].append({"serial": serial, "device": device_id})
-            self._write_state(state)
-        roster[device_id]["revoked"] = True
-        self._write_roster(roster)
+        with self._roster_locked() as roster:
+            if device_id not in roster:
+                raise PkiError(f"device {device_id} is not enrolled")
+            serial = int(str(roster[device_id]["serial"]))
+            state = self._read_state()
+            if all(item["serial"] != serial for item in state["revoked"]):
+                state["revoked"].append({"serial": serial, "device": device_id})
+                self._write_state(state)
+            roster[device_id]["revoked"] = True
         self.write_crl()
         log.info("device %s revoked (certificate serial %x)", device_id, serial)
         return serial
