@@ -53,11 +53,13 @@ case "$cmd" in
     need_venv
     fk=.venv/bin/fieldkit
     # A development kit PKI: CA, hub certificates, receiver keys for two municipalities, and
-    # the tablet's enrolment bundle (made once; delete var/pki to start over).
+    # the tablet enrolled with keys it makes itself, signed by the local kit CA (made once;
+    # delete var/pki and var/tablet to start over). A fielded tablet enrols over EST with a
+    # one-time code instead (docs/operations.md).
     if [[ ! -d var/pki ]]; then
       $fk pki --dir var/pki init --dns localhost
       for code in 202011 202029; do $fk pki --dir var/pki receiver $code; done
-      $fk pki --dir var/pki enrol dev-tablet-01
+      $fk --config etc/dev-tablet.toml enrol --local-pki var/pki --replace
       mkdir -p var/hub
       FIELDKIT_ADMIN_PASSWORD=demo-admin-2026 $fk --config etc/dev-hub.toml hub create-admin admin
     fi

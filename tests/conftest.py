@@ -127,6 +127,8 @@ pytest_plugins = [
     "tests.kiosk_kit",
     # Sync and hub fixtures (PKI, mutual-TLS hub broker, SQLite/PostgreSQL hub database).
     "tests.hubkit",
+    # The hub's EST enrolment server and fresh tablets (enrolment with a one-time code).
+    "tests.enrolkit",
     # Hub web app fixtures (an app on the hub database, accounts of each role, counts).
     "tests.hubweb",
 ]

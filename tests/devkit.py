@@ -114,7 +114,7 @@ class DevKit:
         self.fieldkit("pki", "--dir", "var/pki", "init", "--dns", "localhost")
         for code in ("202011", "202029"):
             self.fieldkit("pki", "--dir", "var/pki", "receiver", code)
-        self.fieldkit("pki", "--dir", "var/pki", "enrol", "dev-tablet-01")
+        self.fieldkit("--config", str(self.config), "enrol", "--local-pki", "var/pki")
         self.process = subprocess.Popen(
             [*FIELDKIT, "--config", str(self.config), "up"],
             cwd=self.root,

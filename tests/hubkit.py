@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import Endpoint
+from fieldkit.enrolment.local import enrol_locally
 from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import RecordRow
 from fieldkit.hub.ingest import Ingest
@@ -65,23 +66,35 @@ def statistics_body(n: int = 0) -> dict[str, Any]:
     }
 
 
+def tablet_dir(pki: KitPki, device: str) -> Path:
+    """Where a test tablet's enrolment lives: beside the hub's PKI, never inside it (the hub
+    holds no device private key)."""
+    return pki.root.parent / "tablets" / device
+
+
+def enrol_tablet(pki: KitPki, device: str) -> Path:
+    """Enrol a test tablet the way a tablet does: its own keys, a CSR the kit CA signs."""
+    return enrol_locally(pki, device, tablet_dir(pki, device))
+
+
 @pytest.fixture(scope="session")
 def session_pki(tmp_path_factory: pytest.TempPathFactory) -> KitPki:
-    pki = KitPki(tmp_path_factory.mktemp("pki") / "pki")
+    pki = KitPki(tmp_path_factory.mktemp("kit") / "pki")
     pki.init()
     pki.issue_hub()
     pki.create_receiver(MUNICIPALITY)
     for device in ("tab-a", "tab-b"):
-        pki.enrol(device)
+        enrol_tablet(pki, device)
     return pki
 
 
 @pytest.fixture
 def pki(tmp_path: Path, session_pki: KitPki) -> KitPki:
-    """A private copy (tests revoke and enrol without disturbing each other)."""
-    root = tmp_path / "pki"
-    shutil.copytree(session_pki.root, root)
-    return KitPki(root)
+    """A private copy of the kit, hub PKI and tablets (tests revoke and enrol without
+    disturbing each other)."""
+    kit = tmp_path / "kit"
+    shutil.copytree(session_pki.root.parent, kit)
+    return KitPki(kit / "pki")
 
 
 @pytest.fixture
@@ -216,7 +229,7 @@ def sync_settings(
 ) -> SyncSection:
     values: dict[str, Any] = {
         "outbox": outbox,
-        "bundle": pki.bundle(device),
+        "bundle": tablet_dir(pki, device),
         "hub_port": broker.port,
         "ack_timeout": 1.0,
         "backoff_max": 2.0,
@@ -274,7 +287,7 @@ class DeviceClient:
         from fieldkit.sync.wire import Acks
 
         self.device = device
-        bundle = bundle or pki.bundle(device)
+        bundle = bundle or tablet_dir(pki, device)
         self.acks: list[Any] = []
         self.connect_result: list[str] = []
         self.client = tls_client(
@@ -329,7 +342,7 @@ def signed_record(pki: KitPki, device: str, kind: str = "statistics", **override
         "body": statistics_body(),
     }
     values.update(overrides)
-    return Record(**values).signed(load_ed25519_private(pki.bundle(device) / "signing.key"))
+    return Record(**values).signed(load_ed25519_private(tablet_dir(pki, device) / "signing.key"))
 
 
 class HubIngestProcess:

@@ -30,6 +30,7 @@ from fieldkit.pki import (
 )
 from fieldkit.sealing import seal
 from fieldkit.sync.service import new_record_id
+from tests.hubkit import tablet_dir
 
 PASSWORD = "correct horse battery"
 OTHER_MUNICIPALITY = "271004"  # Osaka-shi
@@ -150,7 +151,7 @@ def store_packet(app: Flask, pki: KitPki, municipality: str, plaintext: bytes) -
     packet = seal(
         plaintext,
         public,
-        load_ed25519_private(pki.bundle("tab-a") / "signing.key"),
+        load_ed25519_private(tablet_dir(pki, "tab-a") / "signing.key"),
         record_id=record_id,
         device_id="tab-a",
         municipality=municipality,

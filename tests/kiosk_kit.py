@@ -23,6 +23,7 @@ from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.antivirus_fixtures import fresh_definitions
 from tests.cups import LocalPrinter, config_for
+from tests.hubkit import enrol_tablet
 from tests.support.kiosk import make_app
 from tests.wipe_fixtures import catalogue_dirs, wipe_body
 
@@ -70,10 +71,10 @@ def start_kiosk(
         )
         # The tablet is enrolled; packets for Matsumoto are sealed to its receiver key.
         pki.create_receiver("202029")
-        pki.enrol("test-tablet-01")
+        tablet = enrol_tablet(pki, "test-tablet-01")
         sync = (
             f'\n[sync]\noutbox = "{tmp_path / "outbox.sqlite"}"\n'
-            f'bundle = "{pki.bundle("test-tablet-01")}"\n'
+            f'bundle = "{tablet}"\n'
             f"hub_port = {hub_port or free_loopback_port()}\n"
         )
         antivirus = ""

@@ -18,7 +18,7 @@ from fieldkit.hub.db import ErasureRow
 from fieldkit.pki import KitPki, load_ed25519_private
 from fieldkit.wipe.record import ErasureRecord, EvidenceStore
 from fieldkit.wipe.service import signing_key_path
-from tests.hubkit import DeviceClient, IngestFactory, signed_record, wait_for
+from tests.hubkit import DeviceClient, IngestFactory, signed_record, tablet_dir, wait_for
 
 
 def daily_record(store: EvidenceStore, key: Ed25519PrivateKey) -> ErasureRecord:
@@ -35,7 +35,7 @@ def test_the_hub_checks_each_erasure_record_against_the_enrolled_key(
     tmp_path: Path,
 ) -> None:
     ingest = make_ingest(database_url)
-    enrolled = load_ed25519_private(pki.bundle("tab-a") / "signing.key")
+    enrolled = load_ed25519_private(tablet_dir(pki, "tab-a") / "signing.key")
     store = EvidenceStore(tmp_path / "evidence.sqlite")
     genuine = daily_record(store, enrolled)
     altered = daily_record(store, enrolled).model_copy(update={"ok": False})
@@ -77,10 +77,10 @@ def test_an_enrolled_tablet_signs_erasure_records_with_its_enrolment_key(
     own = tmp_path / "keys" / "device.pem"
     enrolled = DeviceConfig(
         device={"id": "tab-a", "role": "tablet"},
-        sync={"bundle": pki.bundle("tab-a")},
+        sync={"bundle": tablet_dir(pki, "tab-a")},
         wipe={"device_key": own},
     )
-    assert signing_key_path(enrolled) == pki.bundle("tab-a") / "signing.key"
+    assert signing_key_path(enrolled) == tablet_dir(pki, "tab-a") / "signing.key"
     not_enrolled = enrolled.model_copy(
         update={"sync": enrolled.sync.model_copy(update={"bundle": tmp_path / "none"})}
     )

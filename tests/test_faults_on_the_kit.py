@@ -99,7 +99,6 @@ class FaultyKit:
     def step_clock(self, seconds: int) -> None:
         """Set the whole kit's wall clock ``seconds`` from the real one (the shim rereads it)."""
         self.clock.step(seconds)
-        time.sleep(0.5)
 
     def pid(self, name: str, argv: str = "") -> int:
         """The kit's process named ``name`` (any name if empty) whose command line holds

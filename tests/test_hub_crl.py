@@ -24,7 +24,7 @@ from flask import Flask
 
 from fieldkit.hub.crl import crl_status
 from fieldkit.pki import KitPki
-from tests.hubkit import free_port
+from tests.hubkit import free_port, tablet_dir
 from tests.hubweb import ClientFactory
 from tests.support.wallclock import Wallclock
 from tests.test_hub_security import device_client, try_connect
@@ -80,7 +80,7 @@ def connects_within(pki: KitPki, port: int, seconds: float) -> str:
     deadline = time.monotonic() + seconds
     outcome = "never tried"
     while time.monotonic() < deadline:
-        outcome = try_connect(device_client(pki.bundle("tab-a")), port)
+        outcome = try_connect(device_client(tablet_dir(pki, "tab-a")), port)
         if outcome == "connected":
             return outcome
         time.sleep(0.5)

@@ -27,8 +27,10 @@ from tests.hubkit import (
     DeviceClient,
     IngestFactory,
     count_records,
+    enrol_tablet,
     signed_record,
     statistics_body,
+    tablet_dir,
     wait_for,
 )
 
@@ -67,7 +69,7 @@ def device_client(bundle: Path, ca: Path | None = None) -> mqtt.Client:
 
 
 def test_enrolled_device_connects(pki: KitPki, hub_broker: HubBroker) -> None:
-    assert try_connect(device_client(pki.bundle("tab-a")), hub_broker.port) == "connected"
+    assert try_connect(device_client(tablet_dir(pki, "tab-a")), hub_broker.port) == "connected"
 
 
 def test_client_without_certificate_is_refused(pki: KitPki, hub_broker: HubBroker) -> None:
@@ -81,9 +83,9 @@ def test_client_without_certificate_is_refused(pki: KitPki, hub_broker: HubBroke
 def test_certificate_from_another_ca_is_refused(
     pki: KitPki, hub_broker: HubBroker, tmp_path: Path
 ) -> None:
-    other = KitPki(tmp_path / "other-ca")
+    other = KitPki(tmp_path / "other-ca" / "pki")
     other.init("someone else's CA")
-    bundle = other.enrol("tab-a")  # same CN as a real device: the CA is what counts
+    bundle = enrol_tablet(other, "tab-a")  # same CN as a real device: the CA is what counts
     # Trust our hub (so the server side verifies) but present the foreign client certificate.
     client = device_client(bundle, ca=pki.ca_cert)
     assert try_connect(client, hub_broker.port).startswith("refused")
@@ -91,7 +93,7 @@ def test_certificate_from_another_ca_is_refused(
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls_below_1_2_is_refused(pki: KitPki, hub_broker: HubBroker) -> None:
-    bundle = pki.bundle("tab-a")
+    bundle = tablet_dir(pki, "tab-a")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cafile=str(bundle / "ca.crt"))
     context.load_cert_chain(str(bundle / "client.crt"), str(bundle / "client.key"))
@@ -123,11 +125,13 @@ def test_revoked_certificate_is_refused_and_the_crl_is_what_refuses_it(
 ) -> None:
     pki.revoke("tab-b")
     with HubBroker(pki, tmp_path / "with-crl", port=0) as broker:
-        assert try_connect(device_client(pki.bundle("tab-b")), broker.port).startswith("refused")
+        assert try_connect(device_client(tablet_dir(pki, "tab-b")), broker.port).startswith(
+            "refused"
+        )
         # The other device is untouched.
-        assert try_connect(device_client(pki.bundle("tab-a")), broker.port) == "connected"
+        assert try_connect(device_client(tablet_dir(pki, "tab-a")), broker.port) == "connected"
     with BrokerWithoutCrl(pki, tmp_path / "without-crl", port=0) as broker:
-        assert try_connect(device_client(pki.bundle("tab-b")), broker.port) == "connected"
+        assert try_connect(device_client(tablet_dir(pki, "tab-b")), broker.port) == "connected"
 
 
 def test_revoked_device_records_are_refused_by_ingest_too(
@@ -291,14 +295,18 @@ def test_a_lapsed_crl_is_renewed_and_devices_connect_again(pki: KitPki, tmp_path
     pki.revoke("tab-b")
     pki.write_crl(valid_for=dt.timedelta(seconds=-60))  # lapsed a minute ago
     with HubBroker(pki, tmp_path / "lapsed", port=0) as broker:
-        assert try_connect(device_client(pki.bundle("tab-a")), broker.port).startswith("refused")
+        assert try_connect(device_client(tablet_dir(pki, "tab-a")), broker.port).startswith(
+            "refused"
+        )
     assert pki.renew_crl_if_due()
     due = pki.crl_next_update()
     assert due is not None and due - dt.datetime.now(dt.UTC) > dt.timedelta(days=29)
     with HubBroker(pki, tmp_path / "renewed", port=0) as broker:
-        assert try_connect(device_client(pki.bundle("tab-a")), broker.port) == "connected"
+        assert try_connect(device_client(tablet_dir(pki, "tab-a")), broker.port) == "connected"
         # The revocation survives the renewal.
-        assert try_connect(device_client(pki.bundle("tab-b")), broker.port).startswith("refused")
+        assert try_connect(device_client(tablet_dir(pki, "tab-b")), broker.port).startswith(
+            "refused"
+        )
     assert not pki.renew_crl_if_due()  # fresh: nothing to do
 
 
@@ -319,7 +327,7 @@ def kicked_by_a_namesake(pki: KitPki, port: int) -> bool:
     from fieldkit.sync.link import tls_client, tls_context
 
     def client(device: str) -> mqtt.Client:
-        bundle = pki.bundle(device)
+        bundle = tablet_dir(pki, device)
         return tls_client(
             "shared", tls_context(bundle / "ca.crt", bundle / "client.crt", bundle / "client.key")
         )

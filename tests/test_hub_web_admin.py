@@ -3,11 +3,10 @@ chain (R13, R22), sites and visits (R19, R20), and `fieldkit hub web` under guni
 
 from __future__ import annotations
 
-import io
 import os
+import re
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,9 +15,10 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from fieldkit.enrolment.local import enrol_locally
 from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
 from fieldkit.hub.web.extensions import hubweb
-from fieldkit.hub.web.models import OperatorRow, VisitRow, WebAuditRow
+from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
 from fieldkit.sync.service import new_record_id
 from tests.hubkit import MUNICIPALITY, free_port, wait_for
@@ -43,7 +43,7 @@ def add_record(session: Session, device: str, kind: str, at: float) -> str:
 
 
 def test_devices_health_enrol_and_revoke(
-    web_app: Flask, pki: KitPki, client_as: ClientFactory
+    web_app: Flask, pki: KitPki, client_as: ClientFactory, tmp_path: Path
 ) -> None:
     now = time.time()
     with Session(hubweb(web_app).engine) as session:
@@ -110,21 +110,28 @@ def test_devices_health_enrol_and_revoke(
         assert shown in row, shown
 
     token = csrf_token(admin, "/devices")
-    assert (
-        admin.post("/devices/enrol", data={"device_id": "tab-c", "csrf_token": token}).status_code
-        == 302
+    made = admin.post(
+        "/devices/enrol", data={"device_id": "tab-c", "site": "松本会場", "csrf_token": token}
     )
+    assert made.status_code == 200
+    code = re.search(r"<strong>([0-9A-Z-]{24})</strong>", made.get_data(as_text=True))
+    assert code is not None
+    # The hub keeps the code's hash only, and no page offers a device's keys (issue 17).
+    with Session(hubweb(web_app).engine) as session:
+        row = session.scalars(select(EnrolmentCodeRow)).one()
+    assert row.device_id == "tab-c" and row.site == "松本会場"
+    assert code.group(1).replace("-", "")[4:] not in row.secret_hash
+    assert row.secret_hash.startswith("$argon2id$")
+    assert admin.post("/devices/tab-c/bundle", data={"csrf_token": token}).status_code == 404
+    # The tablet enrols with its own keys (here through the same issuing code, locally).
+    enrol_locally(pki, "tab-c", tmp_path / "tablet-c")
     assert not read_roster(pki.roster)["tab-c"].revoked
-    assert (pki.bundle("tab-c") / "client.crt").exists()
-    bundle = admin.post("/devices/tab-c/bundle", data={"csrf_token": token})
-    with tarfile.open(fileobj=io.BytesIO(bundle.data)) as archive:
-        names = set(archive.getnames())
-    assert {"tab-c/client.crt", "tab-c/client.key", "tab-c/signing.key", "tab-c/ca.crt"} <= names
-    # A bad id is refused with the reason, and nothing is enrolled.
+    assert not list(pki.root.rglob("signing.key")) and not list(pki.root.rglob("client.key"))
+    # A bad id is refused with the reason, and no code is made.
     bad = admin.post(
         "/devices/enrol", data={"device_id": "Bad Id", "csrf_token": token}, follow_redirects=True
     )
-    assert "Not enrolled" in bad.get_data(as_text=True)
+    assert "No code made" in bad.get_data(as_text=True)
 
     serial = read_roster(pki.roster)["tab-c"].serial
     assert admin.post("/devices/tab-c/revoke", data={"csrf_token": token}).status_code == 302
@@ -133,7 +140,8 @@ def test_devices_health_enrol_and_revoke(
     assert "失効 revoked" in admin.get("/devices").get_data(as_text=True)
     with Session(hubweb(web_app).engine) as session:
         actions = list(session.scalars(select(WebAuditRow.action)))
-    assert {"device-enrol", "device-bundle-download", "device-revoke"} <= set(actions)
+    assert {"enrol-code-created", "device-revoke"} <= set(actions)
+    assert "device-bundle-download" not in actions
 
 
 def test_handler_registry_changes_are_recorded_and_chained(

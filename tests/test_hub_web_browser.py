@@ -6,6 +6,7 @@ Set FIELDKIT_SCREENSHOTS=<dir> to save the dashboard and a report as PNGs for th
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,13 @@ def test_admin_main_paths(browser: Any, live_url: str) -> None:
     admin.page.get_by_label("初期パスワード / Initial password").fill(PASSWORD)
     admin.page.get_by_role("button", name="追加 Add").click()
     assert "jugyo-9" in admin.page.inner_text("table")
+    # A tablet's enrolment code through the form: shown once, on the answer page.
+    admin.go("/devices")
+    admin.page.get_by_label("端末ID / Device id").fill("tab-9")
+    admin.page.get_by_role("button", name="コードを作る Create code").click()
+    code = admin.page.inner_text("#enrol-code strong")
+    assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4}){4}", code), code
+    findings += admin.axe_serious()
     assert findings == []
     assert not [e for e in admin.console_errors if "Content Security Policy" in e]
 
@@ -141,7 +149,7 @@ def test_municipality_and_auditor_paths(browser: Any, live_url: str) -> None:
 
     auditor = Visitor(browser, live_url, "auditor")
     assert auditor.go("/devices") == 200
-    assert auditor.page.get_by_role("button", name="登録 Enrol").count() == 0
+    assert auditor.page.get_by_role("button", name="コードを作る Create code").count() == 0
     assert auditor.go("/audit") == 200
     assert "Hash chain verified" in auditor.page.inner_text("main")
     findings += auditor.axe_serious()

@@ -33,7 +33,7 @@ from fieldkit.wipe.sanitize import (
     sign_certificate,
 )
 from tests.conftest import write_config
-from tests.hubkit import MUNICIPALITY
+from tests.hubkit import MUNICIPALITY, enrol_tablet, tablet_dir
 from tests.hubweb import ClientFactory, csrf_token, store_packet
 from tests.test_hub_web_admin import add_record
 from tests.test_hub_web_reports import pdf_text, read_csv
@@ -127,7 +127,7 @@ def test_erasure_evidence_per_day(web_app: Flask, pki: KitPki, client_as: Client
 
 def chain_at_hub(web_app: Flask, pki: KitPki, tmp_path: Path, count: int) -> list[ErasureRecord]:
     """``count`` erasure records of tab-a, signed with its enrolled key, as ingest keeps them."""
-    key = load_ed25519_private(pki.bundle("tab-a") / "signing.key")
+    key = load_ed25519_private(tablet_dir(pki, "tab-a") / "signing.key")
     store = EvidenceStore(tmp_path / "tab-a-evidence.sqlite")
     now = time.time()
     records = [
@@ -163,7 +163,7 @@ def keep_at_hub(web_app: Flask, records: list[ErasureRecord]) -> None:
 def certificate_of(pki: KitPki, device: str, records: int, head: str) -> Certificate:
     """A certificate as ``fieldkit wipe device`` writes it (the sanitization itself is shown in
     test_wipe_sanitize); signed with the device's enrolled key."""
-    key = load_ed25519_private(pki.bundle("tab-a") / "signing.key")
+    key = load_ed25519_private(tablet_dir(pki, "tab-a") / "signing.key")
     certificate = Certificate(
         device=device,
         media=Media(
@@ -333,10 +333,10 @@ def test_a_re_enrolled_device_keeps_one_chain_across_its_two_keys(
         record = ErasureRecord(kind="daily", device="tab-a", started=now - 1, finished=now, ok=True)
         return store.append(record, load_ed25519_private(key_file))
 
-    before = [seal(pki.bundle("tab-a") / "signing.key") for _ in range(2)]
+    before = [seal(tablet_dir(pki, "tab-a") / "signing.key") for _ in range(2)]
     pki.revoke("tab-a")
-    pki.enrol("tab-a")
-    after = seal(pki.bundle("tab-a") / "signing.key")
+    enrol_tablet(pki, "tab-a")
+    after = seal(tablet_dir(pki, "tab-a") / "signing.key")
     store.close()
     keep_at_hub(web_app, [*before, after])
     today = dt.datetime.now(JST).date().isoformat()

@@ -7,14 +7,24 @@ import os
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import create_engine, inspect
 
+from fieldkit.enrolment.device import DeviceKeys
+from fieldkit.enrolment.local import enrol_locally
+from fieldkit.enrolment.protocol import (
+    SIGNING_KEY_OID,
+    ProtocolError,
+    signing_claim,
+    signing_key_of,
+)
 from fieldkit.hub.db import Base, make_engine, upgrade
 from fieldkit.hub.web import models  # noqa: F401  (the web app's tables join Base.metadata)
 from fieldkit.pki import KitPki, PkiError, read_roster
@@ -24,7 +34,7 @@ FIELDKIT = [sys.executable, "-m", "fieldkit"]
 
 def test_cli_builds_a_pki_with_private_keys_0600_and_logs_no_key(tmp_path: Path) -> None:
     root = tmp_path / "pki"
-    for args in (["init"], ["receiver", "131016"], ["enrol", "tab-01"], ["list"]):
+    for args in (["init"], ["receiver", "131016"], ["list"]):
         run = subprocess.run(
             [*FIELDKIT, "pki", "--dir", str(root), *args],
             capture_output=True,
@@ -33,48 +43,79 @@ def test_cli_builds_a_pki_with_private_keys_0600_and_logs_no_key(tmp_path: Path)
             check=True,
         )
         assert "PRIVATE KEY" not in run.stdout + run.stderr
+    enrol_locally(KitPki(root), "tab-01", tmp_path / "tablet")
     keys = sorted(root.rglob("*.key"))
-    assert {k.name for k in keys} == {
-        "ca.key",
-        "server.key",
-        "ingest.key",
-        "private.key",
-        "client.key",
-        "signing.key",
-    }
+    # The hub's PKI holds no device key: the tablet made its own (R16, issue 17 item 2).
+    assert {k.name for k in keys} == {"ca.key", "server.key", "ingest.key", "private.key"}
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
         secret = key.read_text().splitlines()[1]
         assert secret not in run.stdout + run.stderr
-    bundle = root / "devices" / "tab-01"
-    cert = x509.load_pem_x509_certificate((bundle / "client.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((root / "devices" / "tab-01" / "client.crt").read_bytes())
     assert cert.subject.rfc4514_string() == "CN=tab-01"
-    assert (bundle / "receivers" / "131016.pem").exists()
-    assert not (bundle / "receivers" / "private.key").exists()
+    tablet = tmp_path / "tablet"
+    assert {k.name for k in tablet.glob("*.key")} == {"client.key", "signing.key"}
+    for key in tablet.glob("*.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert (tablet / "receivers" / "131016.pem").exists()
+    assert not list(tablet.rglob("private.key"))
+
+
+def test_the_pki_generates_no_device_private_key() -> None:
+    """``KitPki`` signs requests; nothing in it makes a device key (issue 17 item 2)."""
+    assert not hasattr(KitPki, "enrol") and not hasattr(KitPki, "bundle")
 
 
 def test_enrol_revoke_and_crl(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     pki = KitPki(tmp_path / "pki")
     pki.init()
-    bundle = pki.enrol("tab-01")
+    tablet = enrol_locally(pki, "tab-01", tmp_path / "tablet")
+    first_key = read_roster(pki.roster)["tab-01"].signing_public
     with pytest.raises(PkiError, match="enrolled already"):
-        pki.enrol("tab-01")
+        enrol_locally(pki, "tab-01", tmp_path / "other")
     with pytest.raises(PkiError):
-        pki.enrol("hub-ingest")  # reserved: it would get the ingest's rights on the hub
+        enrol_locally(pki, "hub-ingest", tmp_path / "other")  # reserved: the ingest's rights
     with pytest.raises(PkiError):
-        pki.enrol("Tab 01")
-    serial = x509.load_pem_x509_certificate((bundle / "client.crt").read_bytes()).serial_number
+        enrol_locally(pki, "Tab 01", tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    serial = x509.load_pem_x509_certificate((tablet / "client.crt").read_bytes()).serial_number
     assert pki.revoked_serials() == []
     pki.revoke("tab-01")
     assert pki.revoked_serials() == [serial]
     assert read_roster(pki.roster)["tab-01"].revoked
-    # Re-enrolment after revocation issues a new certificate; the old one stays revoked.
-    pki.enrol("tab-01")
-    assert not read_roster(pki.roster)["tab-01"].revoked
+    # Re-enrolment after revocation issues a new certificate; the old one stays revoked, and
+    # the old signing key stays known for the device's older records.
+    enrol_locally(pki, "tab-01", tablet)
+    entry = read_roster(pki.roster)["tab-01"]
+    assert not entry.revoked
+    assert entry.earlier_signing == (first_key,)
     assert pki.revoked_serials() == [serial]
     for key in tmp_path.rglob("*.key"):
         assert key.read_text().splitlines()[1] not in caplog.text
+
+
+def test_a_request_without_a_valid_signing_key_proof_is_refused(tmp_path: Path) -> None:
+    """The signing key in the request must be proven by its own signature over the request's
+    TLS key: a tablet cannot register a key it does not hold."""
+    pki = KitPki(tmp_path / "pki")
+    pki.init()
+    keys, other = DeviceKeys.generate(), DeviceKeys.generate()
+    spki = other.tls.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forged = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_attribute(SIGNING_KEY_OID, signing_claim(keys.signing, spki).encode())
+        .sign(keys.tls, hashes.SHA256())
+    )
+    with pytest.raises(ProtocolError, match="proof does not verify"):
+        signing_key_of(forged)
+    plain = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    with pytest.raises(ProtocolError, match="does not carry"):
+        signing_key_of(plain.sign(keys.tls, hashes.SHA256()))
+    assert len(signing_key_of(keys.request())) == 32
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -102,6 +143,7 @@ def test_migrations_match_the_models(
         "audit_event",
         "device_health",
         "refusal",
+        "enrolment_code",
     } <= tables
 
 
@@ -128,3 +170,17 @@ def test_the_hub_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -
         assert stat.S_IMODE((tmp_path / "hub").stat().st_mode) == 0o700
     finally:
         os.umask(old)
+
+
+def test_tablets_enrolling_at_once_all_land_in_the_roster(tmp_path: Path) -> None:
+    """The EST server, the web app and `fieldkit pki revoke` change roster.json from separate
+    processes: read-modify-write under a lock, replaced in one rename (issue 17 item 8)."""
+    pki = KitPki(tmp_path / "pki")
+    pki.init()
+    devices = [f"tab-{n:02d}" for n in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda d: enrol_locally(pki, d, tmp_path / "tablets" / d), devices))
+        list(pool.map(pki.revoke, devices[:6]))
+    roster = read_roster(pki.roster)
+    assert sorted(roster) == devices
+    assert [d for d in devices if roster[d].revoked] == devices[:6]

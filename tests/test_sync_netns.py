@@ -21,7 +21,7 @@ from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import RecordRow, make_engine
 from fieldkit.pki import KitPki
 from fieldkit.sync.outbox import Outbox
-from tests.hubkit import wait_for
+from tests.hubkit import tablet_dir, wait_for
 
 HUB_IP, TABLET_IP = "10.251.7.1", "10.251.7.2"  # only inside the namespaces made here
 
@@ -74,7 +74,9 @@ class Link:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
     def run_in(self, ns: str, *cmd: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        # The checkout's tests, and whatever fieldkit the caller runs (a worktree's, too).
+        paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         return subprocess.Popen(
             ["ip", "netns", "exec", ns, *cmd], env=env, stdin=subprocess.DEVNULL
         )
@@ -138,7 +140,7 @@ def test_tablet_cut_off_and_back_delivers_everything_once(
         "device": "tab-a",
         "sync": {
             "outbox": str(outbox),
-            "bundle": str(pki.bundle("tab-a")),
+            "bundle": str(tablet_dir(pki, "tab-a")),
             "hub_host": HUB_IP,
             "hub_port": port,
             "ack_timeout": 1.0,

@@ -48,6 +48,7 @@ from tests.hubkit import (
     count_records,
     signing_public_b64,
     statistics_body,
+    tablet_dir,
     wait_for,
 )
 from tests.wipe_fixtures import make_device
@@ -74,7 +75,7 @@ def packet_request(application_id: str = APPLICATION_ID) -> SubmitPacket:
 def tablet_config(tmp_path: Path, pki: KitPki, hub_port: int, **sync: Any) -> DeviceConfig:
     values = {
         "outbox": f'"{tmp_path / "outbox.sqlite"}"',
-        "bundle": f'"{pki.bundle("tab-a")}"',
+        "bundle": f'"{tablet_dir(pki, "tab-a")}"',
         "hub_port": str(hub_port),
         "ack_timeout": "1.0",
         "backoff_max": "2.0",
@@ -170,7 +171,7 @@ def test_packet_is_sealed_stored_as_ciphertext_and_opened_only_by_the_receiver(
     assert base64.b64decode(content.photo_jpeg) == PHOTO
 
     # The tablet cannot: its bundle holds no receiver private key, and any other key fails.
-    assert not list(pki.bundle("tab-a").rglob("private.key"))
+    assert not list(tablet_dir(pki, "tab-a").rglob("private.key"))
     with pytest.raises(SealingError):
         open_packet(packet, x25519.X25519PrivateKey.generate(), None)
     # A packet altered after sealing fails its signature.
@@ -435,7 +436,7 @@ def test_erasure_records_reach_the_hub_in_order_once_even_when_sync_was_down(
     config = device.model_copy(
         update={"bus": kit_config.bus, "wipe": wipe_settings, "device": kit_config.device}
     )
-    key = pki.bundle("tab-a") / "signing.key"
+    key = tablet_dir(pki, "tab-a") / "signing.key"
     offline = Wiper(config.wipe, "tab-a", key_path=key)  # as `fieldkit wipe scan` does
     offline.scan_catalogue()
     offline.close()

@@ -18,7 +18,9 @@ from fieldkit.antivirus.cli import add_commands as add_av_commands
 from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
 from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
+from fieldkit.enrolment.cli import add_commands as add_enrol_commands
 from fieldkit.hub.cli import add_commands as add_hub_commands
+from fieldkit.hub.cli import add_pki_code
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.network import add_commands as add_network_commands
@@ -222,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_av_commands(sub)
     add_wipe_commands(sub)
-    add_sync_commands(sub)
+    add_sync_commands(sub, add_pki_code)
+    add_enrol_commands(sub)
     add_hub_commands(sub)
     add_provision_commands(sub)
     add_network_commands(sub)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
 from fieldkit.capture.settings import CaptureSection
+from fieldkit.enrolment.settings import EnrolSection
 from fieldkit.hub.settings import HubSection
 from fieldkit.hub.web.settings import HubWebSection
 from fieldkit.kiosk.settings import KioskSection
@@ -106,6 +107,7 @@ class DeviceConfig(BaseSettings):
     sync: SyncSection = SyncSection()
     hub: HubSection = HubSection()
     hubweb: HubWebSection = HubWebSection()
+    enrol: EnrolSection = EnrolSection()
 
     @classmethod
     def settings_customise_sources(
@@ -126,6 +128,30 @@ def config_path(explicit: Path | None = None) -> Path:
     return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
 
 
+ENROLMENT_FILE = "enrolment.toml"
+
+
+def with_enrolment(raw: dict[str, Any]) -> dict[str, Any]:
+    """The file's settings with what enrolment wrote laid over them (device id, site, hub
+    address, mirror, application hosts: ``<[sync] bundle>/enrolment.toml``, from the hub)."""
+    sync = raw.get("sync")
+    named = sync.get("bundle") if isinstance(sync, dict) else None
+    bundle = Path(os.environ.get("FIELDKIT_SYNC__BUNDLE") or named or "/etc/fieldkit/bundle")
+    try:
+        enrolled = tomllib.loads((bundle / ENROLMENT_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return raw
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"enrolment file {bundle / ENROLMENT_FILE} is unreadable: {exc}"
+        ) from None
+    merged = dict(raw)
+    for section, values in enrolled.items():
+        if isinstance(values, dict):
+            merged[section] = {**merged.get(section, {}), **values}
+    return merged
+
+
 def load_config(path: Path | None = None) -> DeviceConfig:
     """Read, merge with the environment, and validate the device config."""
     source = config_path(path)
@@ -139,6 +165,7 @@ def load_config(path: Path | None = None) -> DeviceConfig:
         raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {source} is not UTF-8 text") from None
+    raw = with_enrolment(raw)
     try:
         return DeviceConfig(**raw)
     except ValidationError as exc:

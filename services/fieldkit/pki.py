@@ -1,13 +1,18 @@
 """The kit's own PKI: a kit CA, the hub broker's server certificate, per-device client
-certificates and Ed25519 signing keys, receiver (municipality) sealing keys, revocation.
+certificates signed from the devices' own requests, receiver (municipality) sealing keys,
+revocation.
 
-Layout of a PKI directory (kept by the provisioning admin; only ``devices/<id>/`` travels)::
+Layout of a PKI directory (kept by the provisioning admin)::
 
     ca/ca.key ca/ca.crt ca/crl.pem ca/state.json
     hub/server.key hub/server.crt hub/ingest.key hub/ingest.crt
     receivers/<municipality>/private.key  receivers/<municipality>/public.pem
-    devices/<id>/   the enrolment bundle: client.key client.crt signing.key ca.crt receivers/
+    devices/<id>/client.crt   the device's certificate (public: its keys never leave it)
     roster.json     device id -> signing public key, certificate serial, revoked (read by ingest)
+
+A device makes its TLS key and its Ed25519 signing key itself at enrolment
+(``fieldkit.enrolment``); the hub signs its certificate request and records the signing
+public key. Nothing here generates a device's private key.
 
 Private keys are written 0600 from the first byte (``os.open`` with the mode) and their
 contents never reach a log line or an exception message.
@@ -16,15 +21,19 @@ contents never reach a log line or an exception message.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import json
 import logging
 import os
-import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,6 +71,18 @@ def write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     path.chmod(0o644)
+
+
+def replace_public(path: Path, data: bytes) -> None:
+    """Write a public file that other processes read (roster, state, CRL) in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(name, path)
 
 
 def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -182,9 +203,6 @@ class KitPki:
     def hub_file(self, name: str) -> Path:
         return self.root / "hub" / name
 
-    def bundle(self, device_id: str) -> Path:
-        return self.root / "devices" / device_id
-
     def receiver_dir(self, municipality: str) -> Path:
         return self.root / "receivers" / municipality
 
@@ -246,10 +264,24 @@ class KitPki:
         return data
 
     def _write_state(self, state: dict[str, list[dict[str, object]]]) -> None:
-        write_public(self.state_file, json.dumps(state, indent=1).encode())
+        replace_public(self.state_file, json.dumps(state, indent=1).encode())
 
     def _write_roster(self, devices: dict[str, dict[str, object]]) -> None:
-        write_public(self.roster, json.dumps({"devices": devices}, indent=1).encode())
+        """Replace roster.json in one rename: ingest never reads half of it."""
+        replace_public(self.roster, json.dumps({"devices": devices}, indent=1).encode())
+
+    @contextlib.contextmanager
+    def _roster_locked(self) -> Iterator[dict[str, dict[str, object]]]:
+        """The roster's devices, read and (when the block ends) written under a lock: the EST
+        server, the web app and `fieldkit pki revoke` change it from separate processes."""
+        fd = os.open(self.root / ".roster.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            devices: dict[str, dict[str, object]] = json.loads(self.roster.read_text())["devices"]
+            yield devices
+            self._write_roster(devices)
+        finally:
+            os.close(fd)
 
     def crl_next_update(self) -> dt.datetime | None:
         """When the CRL lapses (mosquitto then refuses every client), or None without one."""
@@ -287,7 +319,7 @@ class KitPki:
                 .build()
             )
         crl = builder.sign(key, hashes.SHA256())
-        write_public(self.crl, crl.public_bytes(serialization.Encoding.PEM))
+        replace_public(self.crl, crl.public_bytes(serialization.Encoding.PEM))
 
     def _issue(
         self,
@@ -363,59 +395,75 @@ class KitPki:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
         )
-        # Devices enrolled earlier get the new receiver too: the bundle is the device's view.
-        for bundle in sorted((self.root / "devices").glob("*/")):
-            shutil.copy(directory / "public.pem", bundle / "receivers" / f"{municipality}.pem")
         return directory
 
     # devices ----------------------------------------------------------------------------------
-    def enrol(self, device_id: str) -> Path:
-        """Client certificate (CN = device id), signing key and receivers, as one bundle."""
+    def device_cert(self, device_id: str) -> Path:
+        """The device's current client certificate (public; the hub keeps no device key)."""
+        return self.root / "devices" / device_id / "client.crt"
+
+    def device_active(self, device_id: str) -> bool:
+        entry = read_roster(self.roster).get(device_id)
+        return entry is not None and not entry.revoked
+
+    def issue_device(
+        self, device_id: str, csr: x509.CertificateSigningRequest, signing_public: bytes
+    ) -> x509.Certificate:
+        """Sign a device's certificate request and register its Ed25519 signing key.
+
+        The device made both key pairs itself; only their public halves reach the hub. The
+        certificate's CN is the device id the enrolment code is bound to, whatever the
+        request's subject says. A device still active must be revoked first.
+        """
         check_device_id(device_id)
-        roster = json.loads(self.roster.read_text())["devices"]
-        if device_id in roster and not roster[device_id]["revoked"]:
-            raise PkiError(f"device {device_id} is enrolled already; revoke it first")
-        bundle = self.bundle(device_id)
-        if bundle.exists():
-            shutil.rmtree(bundle)
-        bundle.mkdir(parents=True)
-        os.chmod(bundle, 0o700)
-        tls_key = ec.generate_private_key(ec.SECP256R1())
-        cert = self._issue(device_id, tls_key.public_key(), server=False)
-        signing = ed25519.Ed25519PrivateKey.generate()
-        write_private(bundle / "client.key", _pem_private(tls_key))
-        write_public(bundle / "client.crt", cert.public_bytes(serialization.Encoding.PEM))
-        write_private(bundle / "signing.key", _pem_private(signing))
-        shutil.copy(self.ca_cert, bundle / "ca.crt")
-        (bundle / "receivers").mkdir()
-        for receiver in sorted((self.root / "receivers").glob("*/public.pem")):
-            shutil.copy(receiver, bundle / "receivers" / f"{receiver.parent.name}.pem")
-        earlier: list[str] = []
-        if device_id in roster:  # re-enrolled after a revoke: its older records keep the old key
-            before = roster[device_id]
-            earlier = [*before.get("earlier_signing", []), before["signing_public"]]
-        roster[device_id] = {
-            "signing_public": base64.b64encode(raw_public(signing.public_key())).decode(),
-            "serial": cert.serial_number,
-            "revoked": False,
-            "earlier_signing": earlier,
-        }
-        self._write_roster(roster)
+        if not csr.is_signature_valid:
+            raise PkiError("the certificate request's signature does not verify")
+        public = csr.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+            raise PkiError("the certificate request must carry an EC P-256 key")
+        try:
+            ed25519.Ed25519PublicKey.from_public_bytes(signing_public)
+        except ValueError:
+            raise PkiError("the signing key is not an Ed25519 public key") from None
+        with self._roster_locked() as roster:
+            if device_id in roster and not roster[device_id]["revoked"]:
+                raise PkiError(f"device {device_id} is enrolled already; revoke it first")
+            cert = self._issue(device_id, public, server=False)
+            write_public(self.device_cert(device_id), cert.public_bytes(serialization.Encoding.PEM))
+            earlier: list[str] = []
+            if device_id in roster:  # re-enrolled after a revoke: older records keep the old key
+                before = roster[device_id]
+                earlier = [
+                    *cast(list[str], before.get("earlier_signing", [])),
+                    str(before["signing_public"]),
+                ]
+            roster[device_id] = {
+                "signing_public": base64.b64encode(signing_public).decode(),
+                "serial": cert.serial_number,
+                "revoked": False,
+                "earlier_signing": earlier,
+            }
         log.info("device %s enrolled (certificate serial %x)", device_id, cert.serial_number)
-        return bundle
+        return cert
+
+    def receivers(self) -> dict[str, bytes]:
+        """Every municipality's public sealing key (PEM), by municipality code."""
+        return {
+            path.parent.name: path.read_bytes()
+            for path in sorted((self.root / "receivers").glob("*/public.pem"))
+        }
 
     def revoke(self, device_id: str) -> int:
         """Put the device's certificate on the CRL and mark it revoked in the roster."""
-        roster = json.loads(self.roster.read_text())["devices"]
-        if device_id not in roster:
-            raise PkiError(f"device {device_id} is not enrolled")
-        serial = int(roster[device_id]["serial"])
-        state = self._read_state()
-        if all(item["serial"] != serial for item in state["revoked"]):
-            state["revoked"].append({"serial": serial, "device": device_id})
-            self._write_state(state)
-        roster[device_id]["revoked"] = True
-        self._write_roster(roster)
+        with self._roster_locked() as roster:
+            if device_id not in roster:
+                raise PkiError(f"device {device_id} is not enrolled")
+            serial = int(str(roster[device_id]["serial"]))
+            state = self._read_state()
+            if all(item["serial"] != serial for item in state["revoked"]):
+                state["revoked"].append({"serial": serial, "device": device_id})
+                self._write_state(state)
+            roster[device_id]["revoked"] = True
         self.write_crl()
         log.info("device %s revoked (certificate serial %x)", device_id, serial)
         return serial

@@ -8,6 +8,7 @@ process at once (each rereads the offset within 100 ms). The monotonic clocks st
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 SHIM_SOURCE = Path(__file__).with_name("wallclock_shim.c")
@@ -22,7 +23,7 @@ class Wallclock:
             ["gcc", "-shared", "-fPIC", "-O2", "-o", str(self.library), str(SHIM_SOURCE), "-ldl"],
             check=True,
         )
-        self.step(0)
+        self.step(0, settle=0)
 
     @property
     def environment(self) -> dict[str, str]:
@@ -31,8 +32,10 @@ class Wallclock:
             "FIELDKIT_WALLCLOCK_OFFSET_FILE": str(self.offset_file),
         }
 
-    def step(self, seconds: int) -> None:
-        """Set the shifted processes' wall clock to real time + ``seconds``."""
+    def step(self, seconds: int, settle: float = 0.5) -> None:
+        """Set the shifted processes' wall clock to real time + ``seconds``; wait ``settle``
+        seconds, so every process has reread it (each caches it for 100 ms)."""
         tmp = self.offset_file.with_suffix(".new")
         tmp.write_text(f"{seconds}\n")
         tmp.replace(self.offset_file)
+        time.sleep(settle)

@@ -6,6 +6,8 @@ Run on the hub, with its device config (``[hub]``).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ from sqlalchemy.orm import Session
 from fieldkit.config import DeviceConfig
 from fieldkit.hub.crl import crl_status
 from fieldkit.hub.db import SealedPacketRow, make_engine, upgrade
-from fieldkit.hub.web.cli import cmd_create_admin, cmd_web
+from fieldkit.hub.web.cli import cmd_create_admin, cmd_enrol_server, cmd_web
 from fieldkit.pki import KitPki, PkiError, check_municipality, write_private
+
+JST = dt.timezone(dt.timedelta(hours=9))
 
 
 def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -55,6 +59,39 @@ def cmd_hub_crl(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 1 if status.alarm else 0
 
 
+def cmd_pki_code(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """A one-time enrolment code for a device id, shown once (only its hash is kept)."""
+    from fieldkit.hub.enrolment import CodeError, create_code, parse_hours
+
+    upgrade(config.hub.database_url)
+    engine = make_engine(config.hub.database_url)
+    try:
+        with Session(engine) as session:
+            hours = parse_hours(args.valid) if args.valid else config.enrol.code_hours
+            code, expires = create_code(
+                session, args.device, actor="cli", hours=hours, site=args.site
+            )
+            session.commit()
+    except CodeError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    until = dt.datetime.fromtimestamp(expires, JST).strftime("%Y-%m-%d %H:%M")
+    print(f"enrolment code for {args.device}: {code}")
+    print(f"valid once, until {until} JST; type it on the tablet with the hub address")
+    return 0
+
+
+def add_pki_code(pki_sub: Any) -> None:
+    """``fieldkit pki code DEVICE [--valid 24h] [--site NAME]`` (runs with the hub's config)."""
+    code = pki_sub.add_parser("code", help="a one-time enrolment code for a device id")
+    code.add_argument("device")
+    code.add_argument("--valid", default="", help="how long it works: 24h (default), 90m, 2d")
+    code.add_argument("--site", default="", help="the site the tablet is set up for")
+    code.set_defaults(func=cmd_pki_code)
+
+
 def _municipality(text: str) -> str:
     try:
         return check_municipality(text)
@@ -79,3 +116,6 @@ def add_commands(sub: Any) -> None:
     crl = hub.add_parser("crl", help="the revocation list's validity (exit 1 in alarm)")
     crl.add_argument("--renew-if-due", action="store_true", help="sign it again if due")
     crl.set_defaults(func=cmd_hub_crl)
+    hub.add_parser(
+        "enrol-server", help="serve EST enrolment for tablets over TLS with gunicorn"
+    ).set_defaults(func=cmd_enrol_server)

@@ -400,8 +400,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
 
-    from fieldkit.kiosk import auth, counter
+    from fieldkit.kiosk import auth, counter, enrol
 
+    app.register_blueprint(enrol.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(counter.bp)
 

@@ -10,6 +10,23 @@ TEXT: dict[str, tuple[str, str]] = {
     "title": ("マイナンバーカード 申請サポート", "My Number Card application support"),
     "switch_lang": ("English", "日本語"),
     "login": ("ログイン", "Log in"),
+    "enrol_title": ("端末の登録", "Enrol this tablet"),
+    "enrol_intro": (
+        "この端末はまだ登録されていません。管理者からもらった登録コードと、ハブのアドレスを入力してください。",
+        "This tablet is not enrolled yet. Type the enrolment code from the administrator "
+        "and the hub address.",
+    ),
+    "enrol_hub": ("ハブのアドレス(例 192.168.10.1:8443)", "Hub address (e.g. 192.168.10.1:8443)"),
+    "enrol_code": ("登録コード(例 7K3M-Q9TX-…)", "Enrolment code (e.g. 7K3M-Q9TX-…)"),
+    "enrol_button": ("登録する", "Enrol"),
+    "enrol_done": (
+        "登録しました。端末を再起動してください。",
+        "The tablet is enrolled. Please restart the tablet.",
+    ),
+    "enrol_missing": (
+        "ハブのアドレスと登録コードを入力してください。",
+        "Type the hub address and the enrolment code.",
+    ),
     "operator_id": ("職員ID", "Staff ID"),
     "password": ("パスワード", "Password"),
     "login_wrong": ("職員IDかパスワードが違います。", "The staff ID or password is wrong."),

@@ -43,12 +43,6 @@ def cmd_pki_receiver(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pki_enrol(args: argparse.Namespace) -> int:
-    bundle = _pki(args).enrol(args.device)
-    print(f"enrolment bundle for {args.device}: {bundle}")
-    return 0
-
-
 def cmd_pki_revoke(args: argparse.Namespace) -> int:
     serial = _pki(args).revoke(args.device)
     print(f"revoked {args.device} (serial {serial:x}); restart the hub broker to load the CRL")
@@ -100,8 +94,9 @@ def standalone(func: Any) -> Any:
     return run
 
 
-def add_commands(sub: Any) -> None:
-    """Add the PKI and packet subcommands to the ``fieldkit`` parser."""
+def add_commands(sub: Any, add_pki_code: Any = None) -> None:
+    """Add the PKI and packet subcommands to the ``fieldkit`` parser; ``add_pki_code`` adds
+    ``pki code`` (the hub's one-time enrolment codes live in the hub database)."""
     pki = sub.add_parser("pki", help="kit CA, hub and device certificates, receiver keys")
     pki.add_argument("--dir", type=Path, default=Path("/etc/fieldkit/pki"), help="PKI directory")
     pki_sub = pki.add_subparsers(dest="pki_command", required=True)
@@ -113,9 +108,8 @@ def add_commands(sub: Any) -> None:
     receiver = pki_sub.add_parser("receiver", help="create a municipality's sealing key pair")
     receiver.add_argument("municipality", help="6-digit local-government code")
     receiver.set_defaults(standalone=standalone(cmd_pki_receiver))
-    enrol = pki_sub.add_parser("enrol", help="issue a device's certificate, signing key, bundle")
-    enrol.add_argument("device")
-    enrol.set_defaults(standalone=standalone(cmd_pki_enrol))
+    if add_pki_code is not None:
+        add_pki_code(pki_sub)
     revoke = pki_sub.add_parser("revoke", help="revoke a device (CRL + roster)")
     revoke.add_argument("device")
     revoke.set_defaults(standalone=standalone(cmd_pki_revoke))

@@ -10,8 +10,8 @@ from fieldkit.models import Section
 class SyncSection(Section):
     # In its own folder, which the wipe's catalogue scans ([wipe] outbox_dirs).
     outbox: Path = Path("/var/lib/fieldkit/outbox/outbox.sqlite")
-    # The enrolment bundle from `fieldkit pki enrol` (client.key/.crt, signing.key, ca.crt,
-    # receivers/<municipality>.pem).
+    # The tablet's enrolment, written by `fieldkit enrol` (client.key/.crt and signing.key made
+    # on the tablet, ca.crt, receivers/<municipality>.pem, enrolment.toml).
     bundle: Path = Path("/etc/fieldkit/bundle")
     hub_host: str = "localhost"
     hub_port: int = Field(default=8883, ge=1, le=65535)

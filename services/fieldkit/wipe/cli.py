@@ -58,7 +58,8 @@ def print_record(record: ErasureRecord) -> None:
 
 
 def cmd_scan(args: argparse.Namespace, config: DeviceConfig) -> int:
-    wiper = Wiper(config.wipe, config.device.id)
+    # Signed with the enrolled key like every other record of this tablet, never a new one.
+    wiper = Wiper(config.wipe, config.device.id, key_path=signing_key_path(config))
     try:
         record = wiper.scan_catalogue()
     finally:

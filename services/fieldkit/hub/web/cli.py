@@ -38,3 +38,13 @@ def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:
     os.environ["FIELDKIT_CONFIG"] = str(config_path(args.config).absolute())
     command = gunicorn_command()
     os.execv(command[0], command)  # noqa: S606 (our own interpreter, fixed arguments)
+
+
+def cmd_enrol_server(args: argparse.Namespace, config: DeviceConfig) -> int:
+    os.environ["FIELDKIT_CONFIG"] = str(config_path(args.config).absolute())
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--config", "python:fieldkit.hub.enrolment_gunicorn",
+        "fieldkit.hub.enrolment:create_app()",
+    ]  # fmt: skip
+    os.execv(command[0], command)  # noqa: S606 (our own interpreter, fixed arguments)

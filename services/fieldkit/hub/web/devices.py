@@ -1,34 +1,34 @@
-"""Devices (R13, R24): the roster with each tablet's health; enrol and revoke via the kit PKI.
+"""Devices (R13, R24): the roster with each tablet's health; enrolment codes and revocation.
 
-Enrolment writes the device's bundle (client certificate and key, signing key, CA, receiver
-keys) under the PKI directory and offers it to the admin once as a tar.gz; revocation puts the
-certificate on the CRL, which the hub broker reloads by itself within a second.
+The admin makes a one-time enrolment code for a device id (shown once; the hub keeps its
+hash); the tablet makes its own keys and enrols over EST (``fieldkit.hub.enrolment``). No
+page hands out a device's private key: the hub has none. Revocation puts the certificate on
+the CRL, which the hub broker reloads by itself within a second.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
-import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from wtforms import StringField
-from wtforms.validators import DataRequired, Length
+from wtforms import FloatField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.enrolment import CodeError, create_code
 from fieldkit.hub.roster import current_version
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.extensions import db, hubweb
-from fieldkit.pki import PkiError, check_device_id, read_roster
+from fieldkit.pki import PkiError, read_roster
 
 bp = Blueprint("devices", __name__, url_prefix="/devices")
 
@@ -49,6 +49,10 @@ class DeviceView:
 
 class EnrolForm(FlaskForm):
     device_id = StringField("端末ID / Device id", validators=[DataRequired(), Length(max=63)])
+    site = StringField("設置場所 / Site", validators=[Optional(), Length(max=200)])
+    hours = FloatField(
+        "有効時間 / Valid (hours)", default=24, validators=[Optional(), NumberRange(0.1, 720)]
+    )
 
 
 class RevokeForm(FlaskForm):
@@ -190,41 +194,31 @@ def index() -> ResponseReturnValue:
 @bp.post("/enrol")
 @roles_required("admin")
 def enrol() -> ResponseReturnValue:
+    """A one-time enrolment code, shown on this page once (never in a cookie or a log)."""
     form = EnrolForm()
     if not form.validate_on_submit():
-        abort(400, description="device id missing or too long")
+        abort(400, description="device id missing or too long, or hours out of range")
     device_id = (form.device_id.data or "").strip()
     try:
-        check_device_id(device_id)
-        hubweb().pki.enrol(device_id)
-    except PkiError as exc:
-        flash(f"登録できません / Not enrolled: {exc}")
+        code, expires = create_code(
+            db(),
+            device_id,
+            actor=current_user.id,
+            hours=form.hours.data or hubweb().config.enrol.code_hours,
+            site=(form.site.data or "").strip(),
+        )
+    except CodeError as exc:
+        flash(f"コードを作れません / No code made: {exc}")
         return redirect(url_for("devices.index"))
-    audit.record(db(), current_user.id, "device-enrol", device_id)
     db().commit()
-    flash(f"{device_id} を登録しました / enrolled")
-    return redirect(url_for("devices.index"))
-
-
-@bp.post("/<device_id>/bundle")
-@roles_required("admin")
-def bundle(device_id: str) -> ResponseReturnValue:
-    """The enrolment bundle as tar.gz (private keys inside: POST, admin only, audited)."""
-    try:
-        check_device_id(device_id)
-    except PkiError:
-        abort(404)
-    directory = hubweb().pki.bundle(device_id)
-    if not directory.is_dir() or read_roster(hubweb().pki.roster).get(device_id) is None:
-        abort(404)
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as archive:
-        archive.add(directory, arcname=device_id)
-    audit.record(db(), current_user.id, "device-bundle-download", device_id)
-    db().commit()
-    response = Response(out.getvalue(), mimetype="application/gzip")
-    response.headers["Content-Disposition"] = f'attachment; filename="{device_id}.tar.gz"'
-    return response
+    issued = {"device_id": device_id, "code": code, "until": _when(expires)}
+    return render_template(
+        "devices.html",
+        devices=device_views(),
+        enrol=EnrolForm(formdata=None),
+        revoke=RevokeForm(),
+        issued=issued,
+    )
 
 
 @bp.post("/<device_id>/revoke")

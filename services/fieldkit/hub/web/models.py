@@ -150,3 +150,23 @@ class CertificateRow(Base):
     uploaded_by: Mapped[str] = mapped_column(String(64))
     uploaded_at: Mapped[float] = mapped_column(Float)
     body: Mapped[str] = mapped_column(Text)
+
+
+class EnrolmentCodeRow(Base):
+    """A one-time enrolment code for one device id (R16, R31): its first group names it, the
+    rest is kept as an argon2id hash only. Used once, or never after ``expires_at``."""
+
+    __tablename__ = "enrolment_code"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lookup: Mapped[str] = mapped_column(String(4), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    device_id: Mapped[str] = mapped_column(String(63), index=True)
+    site: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    # Wrong secrets typed against this code; at the limit the code is spent.
+    failures: Mapped[int] = mapped_column(Integer)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The certificate it was used for (hex), so the config request can be tied to it.
+    serial: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -1,0 +1,268 @@
+"""Enrolment on the device (R16, R31; issue 16 item 1, issue 17 items 2 and 10): a one-time
+code from the hub, keys made on the tablet, EST simple enrolment over TLS pinned to the kit
+CA, served by the real hub enrolment server under gunicorn; and every refusal staff can meet,
+each with words they understand and nothing half-written on the tablet."""
+
+from __future__ import annotations
+
+import base64
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from fieldkit.config import load_config
+from fieldkit.enrolment.protocol import CACERTS, REFUSALS, SIMPLEENROLL
+from fieldkit.hub.db import make_engine
+from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow
+from fieldkit.pki import KitPki, load_ed25519_private, raw_public, read_roster
+from tests.enrolkit import EnrolmentHub, Tablet, https, make_tablet, start_hub
+from tests.hubkit import MUNICIPALITY, DeviceClient
+from tests.support.wallclock import Wallclock
+
+FIELDKIT = [sys.executable, "-m", "fieldkit"]
+DAY = 86_400
+
+
+def refused_with(run: subprocess.CompletedProcess[str], reason: str) -> bool:
+    ja, en = REFUSALS[reason]
+    return run.returncode == 1 and ja in run.stderr and en in run.stderr
+
+
+def add_operator(hub: EnrolmentHub) -> None:
+    from fieldkit.hub.web.auth import hash_password
+
+    engine = make_engine(hub.database_url)
+    with Session(engine) as session:
+        session.add(
+            OperatorRow(
+                operator_id="op-07",
+                name="窓口 七子",
+                duty="handler",
+                password_hash=hash_password("op-07-pass-2026"),
+                disabled=False,
+                updated_at=time.time(),
+            )
+        )
+        session.commit()
+    engine.dispose()
+
+
+def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, pki: KitPki, hub_broker: object
+) -> None:
+    """R16 R31: the whole exchange, then the tablet's certificate opens the hub broker."""
+    add_operator(enrolment_hub)
+    code = enrolment_hub.code("tab-c", "--valid", "24h", "--site", "松本市福祉会館")
+    run = tablet.enrol(enrolment_hub.address, code.lower())  # typed in any case
+    assert run.returncode == 0, run.stderr
+    assert "登録しました" in run.stdout
+    files = tablet.enrolment
+    for key in ("client.key", "signing.key"):
+        assert stat.S_IMODE((files / key).stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate((files / "client.crt").read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=tab-c"
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    # The hub registered the signing key the tablet made, and keeps no private key of it.
+    signing = load_ed25519_private(files / "signing.key")
+    assert read_roster(pki.roster)["tab-c"].signing_public == raw_public(signing.public_key())
+    hub_keys = {p.name for p in pki.root.rglob("*.key")}
+    assert hub_keys == {"ca.key", "server.key", "ingest.key", "private.key"}
+    # The device config, roster and receivers came with it, and the config file uses them.
+    assert (files / "receivers" / f"{MUNICIPALITY}.pem").exists()
+    config = load_config(tablet.config)
+    assert (config.device.id, config.device.site) == ("tab-c", "松本市福祉会館")
+    assert config.antivirus.mirror_url == "http://hub.kit.lan:8081"
+    assert config.sync.hub_port == 8883
+    roster = (tablet.root / "outbox" / "operators.json").read_text()
+    assert (
+        "op-07" in roster
+        and stat.S_IMODE((tablet.root / "outbox" / "operators.json").stat().st_mode) == 0o600
+    )
+    # The hub's audit log has the code made, used and the config sent; never the code.
+    actions = [(a, t) for a, t, _ in enrolment_hub.audit()]
+    assert ("enrol-code-created", "tab-c") in actions
+    assert ("enrol-issued", "tab-c") in actions
+    assert ("enrol-config-sent", "tab-c") in actions
+    assert code.replace("-", "")[4:] not in repr(enrolment_hub.audit())
+    # The certificate the tablet got is what the hub broker accepts (mutual TLS).
+    client = DeviceClient(pki, "tab-c", hub_broker.port, bundle=files)  # type: ignore[attr-defined]
+    client.connect()
+    client.close()
+    assert client.connect_result == ["Success"]
+
+
+def test_a_used_code_is_refused(enrolment_hub: EnrolmentHub, tmp_path: Path) -> None:
+    code = enrolment_hub.code("tab-c")
+    first = make_tablet(tmp_path / "t1", enrolment_hub.pki.ca_cert)
+    assert first.enrol(enrolment_hub.address, code).returncode == 0
+    second = make_tablet(tmp_path / "t2", enrolment_hub.pki.ca_cert)
+    run = second.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "code-used"), run.stderr
+    assert second.untouched()
+    assert enrolment_hub.refusals() == ["code-used"]
+
+
+def test_a_wrong_code_is_refused_and_guessing_is_throttled(
+    tmp_path: Path, pki: KitPki, sqlite_url: str, tablet: Tablet
+) -> None:
+    """A wrong code says so; wrong codes from one address are throttled, and wrong secrets
+    against one code spend it (it cannot be guessed slowly from many addresses either)."""
+    with start_hub(tmp_path / "hub", pki, sqlite_url, address_failures="4") as hub:
+        code = hub.code("tab-c")
+        lookup = code[:4]
+        wrong = f"{lookup}-0000-0000-0000-0000"
+        run = tablet.enrol(hub.address, wrong)
+        assert refused_with(run, "bad-code"), run.stderr
+        assert tablet.untouched()
+        for _ in range(3):
+            tablet.enrol(hub.address, wrong)
+        # The address is now throttled: even the right code waits.
+        run = tablet.enrol(hub.address, code)
+        assert refused_with(run, "too-many-attempts"), run.stderr
+        assert tablet.untouched()
+        assert hub.refusals() == ["bad-code"] * 4 + ["too-many-attempts"]
+        # Four wrong secrets counted against the code; one more and it is spent for good.
+        engine = make_engine(sqlite_url)
+        with Session(engine) as session:
+            assert session.scalars(select(EnrolmentCodeRow.failures)).one() == 4
+        engine.dispose()
+    # A new server (a new address window) still refuses the code once it is spent.
+    hub.sql(update(EnrolmentCodeRow).values(failures=5))
+    with start_hub(tmp_path / "hub2", pki, sqlite_url) as again:
+        run = tablet.enrol(again.address, code)
+    assert refused_with(run, "too-many-attempts"), run.stderr
+    assert tablet.untouched()
+
+
+def test_an_expired_code_is_refused(enrolment_hub: EnrolmentHub, tablet: Tablet) -> None:
+    code = enrolment_hub.code("tab-c", "--valid", "1h")
+    enrolment_hub.sql(update(EnrolmentCodeRow).values(expires_at=time.time() - 1))
+    run = tablet.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "code-expired"), run.stderr
+    assert tablet.untouched()
+    assert enrolment_hub.refusals() == ["code-expired"]
+
+
+def test_an_active_device_must_be_revoked_before_it_enrols_again(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, pki: KitPki
+) -> None:
+    """tab-a is enrolled: its code is refused until it is revoked; then the same code works,
+    and the old signing key stays known for the older records (RosterEntry.earlier_signing)."""
+    before = read_roster(pki.roster)["tab-a"]
+    code = enrolment_hub.code("tab-a")
+    run = tablet.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "device-active"), run.stderr
+    assert tablet.untouched()
+    assert read_roster(pki.roster)["tab-a"] == before
+    subprocess.run(
+        [*FIELDKIT, "pki", "--dir", str(pki.root), "revoke", "tab-a"], check=True, timeout=60
+    )
+    run = tablet.enrol(enrolment_hub.address, code)
+    assert run.returncode == 0, run.stderr
+    after = read_roster(pki.roster)["tab-a"]
+    assert not after.revoked and after.serial != before.serial
+    assert after.earlier_signing == (before.signing_public,)
+    assert before.serial in pki.revoked_serials()
+    assert enrolment_hub.refusals() == ["device-active"]
+
+
+def test_a_hub_certificate_from_another_ca_is_refused(
+    enrolment_hub: EnrolmentHub, tmp_path: Path
+) -> None:
+    """The tablet trusts the kit CA baked into it, nothing else: another CA's hub (or a
+    man in the middle) gets no request, so the code is not spent."""
+    other = KitPki(tmp_path / "other" / "pki")
+    other.init("someone else's CA")
+    stranger = make_tablet(tmp_path / "stranger", other.ca_cert)
+    code = enrolment_hub.code("tab-c")
+    run = stranger.enrol(enrolment_hub.address, code)
+    assert refused_with(run, "foreign-ca"), run.stderr
+    assert stranger.untouched()
+    assert enrolment_hub.audit()[-1][0] == "enrol-code-created"  # nothing reached the hub
+
+
+@pytest.fixture(scope="module")
+def wallclock(tmp_path_factory: pytest.TempPathFactory) -> Wallclock:
+    return Wallclock(tmp_path_factory.mktemp("shim"))
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [-DAY, 2 * 3600, 900 * DAY],
+    ids=["a-day-behind", "two-hours-ahead", "years-ahead"],
+)
+def test_a_tablet_clock_far_off_is_refused(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, wallclock: Wallclock, offset: int
+) -> None:
+    """A day behind: the hub's new certificate is not yet valid; years ahead: it has expired
+    (both seen by TLS); two hours ahead: the certificates pass, the hub's Date does not."""
+    wallclock.step(offset)
+    code = enrolment_hub.code("tab-c")
+    run = tablet.enrol(enrolment_hub.address, code, env=wallclock.environment)
+    assert refused_with(run, "clock-off"), run.stderr
+    assert tablet.untouched()
+    # The code is not spent: with the clock set right, it works.
+    wallclock.step(0)
+    assert tablet.enrol(enrolment_hub.address, code).returncode == 0
+
+
+def test_the_est_endpoint_speaks_rfc_7030(enrolment_hub: EnrolmentHub) -> None:
+    """cacerts is certs-only PKCS#7 with the kit CA; simpleenroll without credentials asks for
+    HTTP Basic; a body that is no PKCS#10 is a 4xx with a reason, and the server stays up."""
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    status, headers, body = https(enrolment_hub, "GET", CACERTS)
+    assert status == 200 and headers["Content-Type"].startswith("application/pkcs7-mime")
+    (ca,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+    assert ca.public_bytes(serialization.Encoding.PEM) == enrolment_hub.pki.ca_cert.read_bytes()
+    status, headers, _ = https(enrolment_hub, "POST", SIMPLEENROLL, b"x")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+    code = enrolment_hub.code("tab-c")
+    auth = base64.b64encode(f"tablet:{code}".encode()).decode()
+    status, headers, _ = https(
+        enrolment_hub,
+        "POST",
+        SIMPLEENROLL,
+        b"not a request",
+        **{"Content-Type": "application/pkcs10", "Authorization": f"Basic {auth}"},
+    )
+    assert status == 400 and headers["X-Fieldkit-Refusal"] == "bad-request"
+    # Still serving; and the code was not spent by the bad request.
+    assert https(enrolment_hub, "GET", CACERTS)[0] == 200
+    engine = make_engine(enrolment_hub.database_url)
+    with Session(engine) as session:
+        assert session.scalars(select(EnrolmentCodeRow.used_at)).one() is None
+    engine.dispose()
+
+
+def test_two_tablets_racing_with_one_code_on_postgresql_get_one_certificate(
+    tmp_path: Path, pki: KitPki, postgres: Any
+) -> None:
+    """The code is spent in one conditional UPDATE: of two tablets that send it at once
+    (PostgreSQL, the production database), one is enrolled and the other told it is used."""
+    url = postgres.create_database()
+    with start_hub(tmp_path / "hub", pki, url) as hub:
+        code = hub.code("tab-r")
+        tablets = [make_tablet(tmp_path / f"t{n}", pki.ca_cert) for n in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda t: t.enrol(hub.address, code), tablets))
+        refusals = hub.refusals()
+    assert sorted(r.returncode for r in runs) == [0, 1], [r.stderr for r in runs]
+    loser = next(t for t, r in zip(tablets, runs, strict=True) if r.returncode == 1)
+    assert loser.untouched()
+    # Which words the loser gets depends on how far the winner was: the code spent, or the
+    # device already active with its certificate. Never a second certificate.
+    assert refusals in (["code-used"], ["device-active"])
+    issued = [a for a, t, _ in hub.audit() if a == "enrol-issued" and t == "tab-r"]
+    assert len(issued) == 1
