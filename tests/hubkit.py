@@ -30,7 +30,7 @@ from fieldkit.hub.ingest import Ingest
 from fieldkit.hub.settings import HubSection
 from fieldkit.pki import KitPki
 from fieldkit.registry import identities_for, specs_for_role
-from fieldkit.sync.service import Courier
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.settings import SyncSection
 
 MUNICIPALITY = "131016"  # Chiyoda-ku, Tokyo (local-government code with check digit)
@@ -318,7 +318,7 @@ class DeviceClient:
 
 def signed_record(pki: KitPki, device: str, kind: str = "statistics", **overrides: Any) -> Any:
     from fieldkit.pki import load_ed25519_private
-    from fieldkit.sync.service import new_record_id
+    from fieldkit.sync.courier import new_record_id
     from fieldkit.sync.wire import Record
 
     values: dict[str, Any] = {

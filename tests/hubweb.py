@@ -29,7 +29,7 @@ from fieldkit.pki import (
     raw_public,
 )
 from fieldkit.sealing import seal
-from fieldkit.sync.service import new_record_id
+from fieldkit.sync.courier import new_record_id
 
 PASSWORD = "correct horse battery"
 OTHER_MUNICIPALITY = "271004"  # Osaka-shi

@@ -20,7 +20,7 @@ from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
 from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
-from fieldkit.sync.service import new_record_id
+from fieldkit.sync.courier import new_record_id
 from tests.hubkit import MUNICIPALITY, free_port, wait_for
 from tests.hubweb import PASSWORD, ClientFactory, csrf_token
 

@@ -26,7 +26,7 @@ from fieldkit.kiosk.settings import OperatorEntry
 from fieldkit.pki import KitPki
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
-from fieldkit.sync.service import Courier
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.wire import OperatorRoster, RosterOperator, roster_version
 from tests.hubkit import IngestFactory, sync_settings, wait_for
 from tests.hubweb import ClientFactory, csrf_token

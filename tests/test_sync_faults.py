@@ -21,9 +21,9 @@ from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import RecordRow, make_engine
 from fieldkit.hub.ingest import Ingest
 from fieldkit.pki import KitPki
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.messages import Accepted, SubmitRecord
 from fieldkit.sync.outbox import Outbox
-from fieldkit.sync.service import Courier
 from tests.conftest import BusFactory
 from tests.hubkit import (
     CourierFactory,

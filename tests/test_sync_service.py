@@ -30,6 +30,7 @@ from fieldkit.pki import KitPki, load_x25519_private
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sealing import SealedPacket, SealingError, open_packet
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.messages import (
     Accepted,
     ApplicationPacket,
@@ -38,7 +39,6 @@ from fieldkit.sync.messages import (
     SubmitPacket,
     SubmitRecord,
 )
-from fieldkit.sync.service import Courier
 from fieldkit.wipe.record import ErasureRecord, follow_chain
 from fieldkit.wipe.service import EVIDENCE_FILE, Wiper, install
 from tests.conftest import BusFactory, write_config
