@@ -129,6 +129,8 @@ pytest_plugins = [
     "tests.hubkit",
     # Hub web app fixtures (an app on the hub database, accounts of each role, counts).
     "tests.hubweb",
+    # The Playwright browser on Debian's Chromium (``browser``).
+    "tests.support.browser",
 ]
 
 

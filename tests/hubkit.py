@@ -32,19 +32,10 @@ from fieldkit.pki import KitPki
 from fieldkit.registry import identities_for, specs_for_role
 from fieldkit.sync.courier import Courier
 from fieldkit.sync.settings import SyncSection
+from tests.support.waiting import wait_for
 
 MUNICIPALITY = "131016"  # Chiyoda-ku, Tokyo (local-government code with check digit)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def free_port() -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from fieldkit.policies import BrowserPolicy, chromium_policy, load_policies
+from tests.support.paths import REPO_POLICIES
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -38,7 +39,6 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-REPO_POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists() and shutil.which("unshare"))

@@ -24,7 +24,6 @@ from tests.conftest import OPERATOR_PASSWORD
 from tests.cups import LocalPrinter, wait_for_received
 from tests.hubkit import IngestFactory, count_records, wait_for
 from tests.kiosk_kit import KioskFactory
-from tests.test_hub_web_browser import browser  # noqa: F401 - the Playwright browser fixture
 
 TIMEOUT_MS = 60_000
 
@@ -112,7 +111,7 @@ def live_kiosk(
 def test_a_whole_session_in_the_browser(
     mode: str,
     live_kiosk: tuple[Flask, str, Any],
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_printer: LocalPrinter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -167,7 +166,7 @@ def test_a_whole_session_in_the_browser(
 
 def test_refusals_decline_and_abandon_in_the_browser(
     start_kiosk: KioskFactory,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     # No camera: the IDs are typed (the demo camera would read its QR first).
     app = start_kiosk(camera=False)
@@ -198,7 +197,7 @@ def test_refusals_decline_and_abandon_in_the_browser(
 
 def test_an_idle_session_is_abandoned_and_wiped(
     start_kiosk: KioskFactory,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     app = start_kiosk(camera=False, applicant_idle_minutes=0.2)  # 12 seconds
     base, stop = serve(app)

@@ -31,7 +31,7 @@ from fieldkit.sync.wire import OperatorRoster, RosterOperator, roster_version
 from tests.hubkit import IngestFactory, sync_settings, wait_for
 from tests.hubweb import ClientFactory, csrf_token
 from tests.support.kiosk import PASSWORD, login, make_app
-from tests.test_sync_service import tablet_config
+from tests.support.sync import tablet_config
 
 HUB_PASSWORD = "hanako's long passphrase"
 NEW_PASSWORD = "another long passphrase"

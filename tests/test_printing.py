@@ -49,7 +49,7 @@ from tests.cups import (
     start_local_printer,
     wait_for_received,
 )
-from tests.test_printing_render import APPLICATION_ID, sample_jpeg
+from tests.support.printing import APPLICATION_ID, sample_jpeg
 
 SID = "5e55104c0ffee1235e55104c0ffee123"
 

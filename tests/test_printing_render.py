@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
 from fieldkit.printing.condition import read_condition
 from fieldkit.printing.messages import PrintReceipt
@@ -23,8 +21,7 @@ from fieldkit.printing.settings import DEFAULT_FONT
 from fieldkit.wipe.fragments import photo_fragments
 from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
 from tests.cups import page_sizes_mm, placed_images
-
-APPLICATION_ID = "12345678901234567890123"
+from tests.support.printing import APPLICATION_ID, sample_jpeg
 
 
 def sample_receipt(**changes: object) -> PrintReceipt:
@@ -40,16 +37,6 @@ def sample_receipt(**changes: object) -> PrintReceipt:
     }
     fields.update(changes)
     return PrintReceipt.model_validate(fields)
-
-
-def sample_jpeg(width: int = 827, height: int = 1063, mode: str = "RGB") -> bytes:
-    """A synthetic portrait (an ellipse on a plain background), not a person."""
-    image = Image.new(mode, (width, height), "white" if mode != "CMYK" else (0, 0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((width // 4, height // 5, 3 * width // 4, 3 * height // 4), fill="gray")
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def text_of(pdf: bytes, page: int) -> str:

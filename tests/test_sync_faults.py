@@ -34,7 +34,7 @@ from tests.hubkit import (
     statistics_body,
     wait_for,
 )
-from tests.test_sync_service import tablet_config
+from tests.support.sync import tablet_config
 
 
 def assert_exactly_once(ingest: Ingest, expected: set[str]) -> None:
