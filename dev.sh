@@ -16,7 +16,7 @@ APT_PACKAGES=(
   clamav clamav-freshclam                           # antivirus
   postgresql iproute2                               # hub database tests; network-namespace tests
   cryptsetup-bin                                    # wipe: LUKS keyslot erase
-  chromium chromium-driver                          # browser policy, wipe and hub web tests
+  chromium                                          # browser policy, wipe, kiosk and hub web tests (Playwright)
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
 # Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
