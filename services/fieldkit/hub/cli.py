@@ -1,6 +1,7 @@
 """``fieldkit hub …``: the hub's database, its packets for pick-up, its admins and web app.
 
-Run on the hub, with its device config (``[hub]``).
+Run on the hub, with its device config (``[hub]``). The ``fieldkit`` command is the same on a
+tablet, which has no database libraries (the ``tablet`` extra): each command imports them.
 """
 
 from __future__ import annotations
@@ -9,16 +10,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from fieldkit.config import DeviceConfig
-from fieldkit.hub.db import SealedPacketRow, make_engine, upgrade
-from fieldkit.hub.web.cli import cmd_create_admin, cmd_web
 from fieldkit.pki import PkiError, check_municipality, write_private
 
 
 def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.db import upgrade
+
     upgrade(config.hub.database_url)
     print("hub database at the latest schema")
     return 0
@@ -26,6 +24,11 @@ def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
     """Write one municipality's sealed packets as files for ``fieldkit packet open``."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from fieldkit.hub.db import SealedPacketRow, make_engine
+
     args.out.mkdir(parents=True, exist_ok=True)
     engine = make_engine(config.hub.database_url)
     count = 0
@@ -38,6 +41,18 @@ def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
     engine.dispose()
     print(f"{count} sealed packets for {args.municipality} in {args.out} (ciphertext only)")
     return 0
+
+
+def cmd_create_admin(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.web.cli import cmd_create_admin as create_admin
+
+    return create_admin(args, config)
+
+
+def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.web.cli import cmd_web as web
+
+    return web(args, config)
 
 
 def _municipality(text: str) -> str:
