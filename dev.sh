@@ -2,7 +2,9 @@
 # fieldkit set-up for a Debian 12 machine, as root.
 #   ./dev.sh run    install everything, then run the kit locally (Ctrl-C stops it)
 #   ./dev.sh test   install everything, then run the quality gates and the full test suite
-# Extra arguments after "test" go to pytest (e.g. ./dev.sh test --slow, ./dev.sh test -k bus).
+#   ./dev.sh lock   re-resolve requirements/dev.lock after a dependency in pyproject.toml changed
+# Extra arguments after "test" go to pytest (e.g. ./dev.sh test --slow, ./dev.sh test -k bus);
+# after "lock" to pip-compile (./dev.sh lock --upgrade moves every pin to its newest release).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,7 +18,7 @@ APT_PACKAGES=(
   clamav clamav-freshclam                           # antivirus
   postgresql iproute2                               # hub database tests; network-namespace tests
   cryptsetup-bin                                    # wipe: LUKS keyslot erase
-  chromium chromium-driver                          # browser policy, wipe and hub web tests
+  chromium                                          # browser policy, wipe, kiosk and hub web tests (Playwright)
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
 # Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
@@ -40,9 +42,35 @@ need_venv() {
     echo "==> creating .venv"
     python3 -m venv .venv
   fi
-  # Reinstall each time: it is quick when nothing changed, and picks up new entry points.
+  # Every third-party package at the version and with the hash requirements/dev.lock pins
+  # (fieldkit[dev]: both roles, the image build and the tools), build tools included, so the
+  # editable install below needs nothing from an index. Quick when nothing changed.
+  echo "==> installing the locked dependencies into .venv (requirements/dev.lock, hashes checked)"
+  .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.lock
+  # Reinstall each time: it picks up new entry points.
   echo "==> installing fieldkit into .venv"
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+}
+
+# The lock for a Linux x86_64 machine with Python 3.11 (Debian 12). pip-tools runs in a venv
+# of its own (.venv-lock), so what it resolves does not depend on what .venv holds.
+lock() {
+  if [[ ! -x .venv-lock/bin/pip-compile ]]; then
+    python3 -m venv .venv-lock
+    .venv-lock/bin/pip install -q --disable-pip-version-check pip-tools
+  fi
+  echo "==> resolving fieldkit[dev] into requirements/dev.lock"
+  CUSTOM_COMPILE_COMMAND="./dev.sh lock" .venv-lock/bin/pip-compile --quiet --extra dev --all-build-deps --allow-unsafe \
+    --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+    --output-file requirements/dev.lock "$@" pyproject.toml
+  # fieldkit itself is installed editable (need_venv), never from the lock: drop its entry
+  # (pip-compile lists the project as a path it cannot hash) and the warning above it.
+  sed -i -e '/^# WARNING: pip install will require the following package to be hashed/,/^fieldkit @ /d' \
+    -e '/^    # via file:/d' requirements/dev.lock
+  if grep -q '^fieldkit @' requirements/dev.lock; then
+    echo "dev.sh lock: could not drop fieldkit's own entry from the lock" >&2
+    exit 1
+  fi
 }
 
 cmd=${1:-}
@@ -84,6 +112,10 @@ case "$cmd" in
     echo "==> hub:   http://127.0.0.1:8090/  (admin, password demo-admin-2026)"
     wait -n $tablet $hub
     ;;
+  lock)
+    need_apt
+    lock "$@"
+    ;;
   test)
     pytest_args=()
     slow_packages=()
@@ -108,7 +140,7 @@ case "$cmd" in
     exec .venv/bin/pytest "${pytest_args[@]}"
     ;;
   *)
-    echo "usage: ./dev.sh run | ./dev.sh test [pytest args] [--slow]" >&2
+    echo "usage: ./dev.sh run | ./dev.sh test [pytest args] [--slow] | ./dev.sh lock [--upgrade]" >&2
     exit 2
     ;;
 esac

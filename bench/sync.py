@@ -41,8 +41,8 @@ from tests.hubkit import (  # noqa: E402
 
 from fieldkit.hub.broker import HubBroker  # noqa: E402
 from fieldkit.pki import KitPki  # noqa: E402
+from fieldkit.sync.courier import Courier  # noqa: E402
 from fieldkit.sync.link import tls_client, tls_context  # noqa: E402
-from fieldkit.sync.service import Courier  # noqa: E402
 from fieldkit.sync.settings import SyncSection  # noqa: E402
 from fieldkit.sync.wire import up_topic  # noqa: E402
 

@@ -131,6 +131,8 @@ pytest_plugins = [
     "tests.enrolkit",
     # Hub web app fixtures (an app on the hub database, accounts of each role, counts).
     "tests.hubweb",
+    # The Playwright browser on Debian's Chromium (``browser``).
+    "tests.support.browser",
 ]
 
 

@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -31,21 +33,12 @@ from fieldkit.hub.ingest import Ingest
 from fieldkit.hub.settings import HubSection
 from fieldkit.pki import KitPki
 from fieldkit.registry import identities_for, specs_for_role
-from fieldkit.sync.service import Courier
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.settings import SyncSection
+from tests.support.waiting import wait_for
 
 MUNICIPALITY = "131016"  # Chiyoda-ku, Tokyo (local-government code with check digit)
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def free_port() -> int:
@@ -280,7 +273,6 @@ class DeviceClient:
     """A bare mutual-TLS MQTT client for one device's bundle, for messages sync never sends."""
 
     def __init__(self, pki: KitPki, device: str, port: int, *, bundle: Path | None = None) -> None:
-        import paho.mqtt.client as mqtt
 
         from fieldkit.messages import decode
         from fieldkit.sync.link import tls_client, tls_context
@@ -331,7 +323,7 @@ class DeviceClient:
 
 def signed_record(pki: KitPki, device: str, kind: str = "statistics", **overrides: Any) -> Any:
     from fieldkit.pki import load_ed25519_private
-    from fieldkit.sync.service import new_record_id
+    from fieldkit.sync.courier import new_record_id
     from fieldkit.sync.wire import Record
 
     values: dict[str, Any] = {
@@ -399,3 +391,31 @@ class HubIngestProcess:
             self.process.wait(20)
             self.process = None
         self.local.stop()
+
+
+def try_connect(client: mqtt.Client, port: int) -> str:
+    """'connected', or why the TLS/MQTT connection failed."""
+    outcome: list[str] = []
+    client.on_connect = lambda c, u, f, reason, p: outcome.append(str(reason))
+    try:
+        client.connect("localhost", port, keepalive=5)
+        client.loop_start()
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: outcome, 3, "connection outcome")
+        client.loop_stop()
+    except (ssl.SSLError, OSError) as exc:
+        return f"refused: {type(exc).__name__}"
+    finally:
+        client.disconnect()
+    if outcome == ["Success"]:
+        return "connected"
+    return f"refused: {outcome or 'closed'}"
+
+
+def device_client(bundle: Path, ca: Path | None = None) -> mqtt.Client:
+    from fieldkit.sync.link import tls_client, tls_context
+
+    return tls_client(
+        "probe",
+        tls_context(ca or bundle / "ca.crt", bundle / "client.crt", bundle / "client.key"),
+    )

@@ -3,8 +3,11 @@ accounts of each role, logged-in test clients, and generated statistics records.
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +32,7 @@ from fieldkit.pki import (
     raw_public,
 )
 from fieldkit.sealing import seal
-from fieldkit.sync.service import new_record_id
+from fieldkit.sync.courier import new_record_id
 from tests.hubkit import tablet_dir
 
 PASSWORD = "correct horse battery"
@@ -184,3 +187,35 @@ def store_packet(app: Flask, pki: KitPki, municipality: str, plaintext: bytes) -
         )
         session.commit()
     return record_id
+
+
+def add_record(session: Session, device: str, kind: str, at: float) -> str:
+    """A ledger row as ingest would write it (placeholder digest and signature)."""
+    record_id = new_record_id()
+    session.add(
+        RecordRow(
+            record_id=record_id,
+            device_id=device,
+            kind=kind,
+            created_at=at,
+            received_at=at,
+            digest="0" * 64,
+            signature="test",
+        )
+    )
+    session.flush()
+    return record_id
+
+
+def read_csv(body: bytes) -> list[list[str]]:
+    assert body.startswith(b"\xef\xbb\xbf"), "CSV must start with the UTF-8 BOM for Excel"
+    return list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+
+
+def pdf_text(body: bytes, tmp_path: Path) -> str:
+    """The text of a PDF response, as pdftotext lays it out."""
+    path = tmp_path / "report.pdf"
+    path.write_bytes(body)
+    return subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True
+    ).stdout

@@ -17,7 +17,7 @@ from pathlib import Path
 from fieldkit.hub.ingest import Ingest
 from fieldkit.hub.settings import HubSection
 from fieldkit.logs import configure_logging
-from fieldkit.sync.service import Courier
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.settings import SyncSection
 from tests.hubkit import statistics_body
 

@@ -11,8 +11,8 @@ never changes the machine's browser setup (other tests and people use it), Chrom
 in a private mount namespace where a temporary directory is bind-mounted over /etc/chromium.
 
 Two deliberate differences from the production policy, both outside what R11 is about:
-DevTools is allowed (chromedriver drives the browser through it; the kiosk policy forbids
-it), and the test server's port is added to the URL allowlist.
+DevTools is allowed (Playwright drives the browser through its protocol; the kiosk policy
+forbids it), and the test server's port is added to the URL allowlist.
 """
 
 from __future__ import annotations
@@ -23,27 +23,20 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fieldkit.policies import BrowserPolicy, chromium_policy, load_policies
-
-selenium = pytest.importorskip("selenium")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-
-CHROMIUM = Path("/usr/lib/chromium/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-REPO_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+from tests.support.browser import CHROMIUM_BINARY
+from tests.support.paths import REPO_POLICIES
 
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists() and shutil.which("unshare"))
-    or os.geteuid() != 0,
-    reason="needs Debian's chromium + chromium-driver, unshare, and root for a mount namespace",
+    not (CHROMIUM_BINARY.exists() and shutil.which("unshare")) or os.geteuid() != 0,
+    reason="needs Debian's chromium, unshare, and root for a mount namespace",
 )
 
 # Synthetic values only; distinctive so that a byte search of the profile cannot miss them.
@@ -113,49 +106,49 @@ def chromium_in_own_mount_namespace(tmp: Path, policy: dict[str, object] | None)
     launcher.write_text(
         "#!/bin/sh\n"
         "exec unshare --mount --propagation private sh -c "
-        f'\'mount --bind "$0" /etc/chromium && exec {CHROMIUM} "$@"\' {etc} "$@"\n'
+        f'\'mount --bind "$0" /etc/chromium && exec {CHROMIUM_BINARY} "$@"\' {etc} "$@"\n'
     )
     launcher.chmod(0o755)
     return launcher
 
 
-def start_browser(launcher: Path, profile: Path) -> webdriver.Chrome:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(launcher)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+@contextmanager
+def started_browser(launcher: Path, profile: Path) -> Iterator[Any]:
+    """A Playwright page in headless Chromium (through ``launcher``) on the profile folder."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(launcher),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
 
 
 def fill_submit_restart(launcher: Path, profile: Path, url: str) -> None:
-    browser = start_browser(launcher, profile)
-    try:
-        browser.get(url + "/")
+    with started_browser(launcher, profile) as page:
+        page.goto(url + "/")
         for field, value in TYPED.items():
-            browser.find_element(By.ID, field).send_keys(value)
-        browser.find_element(By.ID, "apply").click()
-        deadline = time.monotonic() + 10
-        while not browser.find_elements(By.ID, "done"):
-            assert time.monotonic() < deadline, "form submission did not complete"
-            time.sleep(0.05)
-        browser.get(url + "/again")
-    finally:
-        browser.quit()
+            # Typed key by key, as a person would (autofill learns from typed input).
+            page.locator(f"#{field}").press_sequentially(value)
+        page.locator("#apply").click()
+        page.locator("#done").wait_for(timeout=10_000)
+        page.goto(url + "/again")
     # The restart: a second browser on the same profile, as the next applicant would get.
-    browser = start_browser(launcher, profile)
-    try:
-        browser.get(url + "/")
-    finally:
-        browser.quit()
+    with started_browser(launcher, profile) as page:
+        page.goto(url + "/")
 
 
 def row_counts(profile: Path) -> dict[str, int]:
@@ -256,24 +249,26 @@ def test_chromium_accepts_every_rendered_policy(tmp_path: Path) -> None:
     """
     browser_policy = load_policies(REPO_POLICIES).browser
     policy = chromium_policy(browser_policy)
-    policy["DeveloperToolsAvailability"] = 1  # chromedriver needs DevTools (see module doc)
+    policy["DeveloperToolsAvailability"] = 1  # Playwright needs DevTools (see module doc)
     policy["URLAllowlist"] = [*policy["URLAllowlist"], "chrome://policy"]
-    browser = start_browser(chromium_in_own_mount_namespace(tmp_path, policy), tmp_path / "p")
-    try:
-        browser.get("chrome://policy")
-        deadline = time.monotonic() + 10
-        while "PasswordManagerEnabled" not in browser.find_element(By.TAG_NAME, "body").text:
-            assert time.monotonic() < deadline, "chrome://policy did not list the policy"
-            time.sleep(0.1)
-        text = browser.find_element(By.TAG_NAME, "body").text
-        lines = [line.strip() for line in text.split("\n")]
-    finally:
-        browser.quit()
-    statuses = {}
-    for key in policy:
-        row = lines.index(key)
-        # Row layout: name, value, source, applies to, level, status.
-        statuses[key] = lines[row + 5]
+    # A key Chromium does not know: the check below must see it refused.
+    launcher = chromium_in_own_mount_namespace(tmp_path, policy | {"FieldkitNoSuchPolicy": True})
+    with started_browser(launcher, tmp_path / "p") as page:
+        page.goto("chrome://policy")
+        # The page draws each policy as a row in shadow DOM: name, value, source, applies
+        # to, level, status (Playwright's CSS selectors pierce open shadow roots).
+        page.get_by_text("PasswordManagerEnabled", exact=True).first.wait_for(timeout=10_000)
+        rows = page.locator("policy-row div.policy.row").evaluate_all(
+            """rows => rows.map(row => [
+                row.querySelector("#name").textContent.trim(),
+                row.querySelector(".messages").textContent.trim(),
+            ])"""
+        )
+    listed: dict[str, str] = {}
+    for name, status in rows:
+        listed.setdefault(name, status)
+    assert listed.get("FieldkitNoSuchPolicy", "OK") not in {"OK", "Deprecated"}, listed
+    statuses = {key: listed.get(key, "not listed") for key in policy}
     # "Deprecated" still applies the value (the two boolean autofill keys, kept for older builds).
     assert {k: s for k, s in statuses.items() if s not in {"OK", "Deprecated"}} == {}
     assert statuses["AutofillSettings"] == "OK"

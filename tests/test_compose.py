@@ -15,7 +15,7 @@ import yaml
 from fieldkit.bus import ENDPOINT_FILE
 from fieldkit.config import load_config
 from tests.conftest import write_config
-from tests.test_runner import wait_for
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,8 +23,7 @@ from fieldkit.wipe.service import Wiper
 from tests.conftest import write_config
 from tests.enrolkit import EnrolmentHub, Tablet, make_tablet
 from tests.support.kiosk import csrf, make_app
-from tests.test_hub_web_browser import browser  # noqa: F401 - the Playwright browser fixture
-from tests.test_kiosk_browser import Counter, serve
+from tests.support.kiosk_browser import Counter, serve
 from tests.wipe_fixtures import catalogue_dirs, wipe_body
 
 FIELDKIT = [sys.executable, "-m", "fieldkit"]
@@ -161,7 +160,7 @@ def test_the_enrolment_lays_the_hubs_settings_over_the_device_config(
 
 
 def test_the_enrolment_screen_in_the_browser(
-    browser: Any,  # noqa: F811
+    browser: Any,
     enrolment_hub: EnrolmentHub,
     fresh_kiosk: tuple[Flask, Tablet],
 ) -> None:

@@ -50,10 +50,15 @@ from fieldkit.printing.condition import WORDS as PRINTER_WORDS
 from fieldkit.sync.messages import FULL_TEXT_JA
 from fieldkit.wipe.record import ErasureRecord, EvidenceStore
 from tests.devkit import DevKit
+from tests.support.browser import CHROMIUM, playwright_chromium
+from tests.support.counter import (
+    Staff,
+    applicant_face,
+    new_application_id,
+    show_camera,
+    show_form,
+)
 from tests.support.wallclock import Wallclock
-from tests.test_hub_web_browser import CHROMIUM
-from tests.test_memory_residue import Staff, applicant_face, new_application_id, show_form
-from tests.test_wipe_e2e import show_camera
 
 DAY = 86_400
 GREY = np.full((720, 1280, 3), 200, dtype=np.uint8)
@@ -163,20 +168,14 @@ def faulty_kit() -> Iterator[FaultyKit]:
         environment=clock.environment,
     )
     show_camera(kit.camera, GREY)
-    from playwright.sync_api import sync_playwright
-
     switched_on: list[subprocess.Popen[bytes]] = []
     try:
         started = time.monotonic()
         kit.start()
         urllib.request.urlopen(f"{kit.base}/login", timeout=30).close()  # noqa: S310 - loopback
         MEASURED["kit up"] = f"{time.monotonic() - started:.1f} s"
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=["--no-sandbox"]
-            )
+        with playwright_chromium() as chromium:
             yield FaultyKit(kit, clock, small_disks, chromium, switched_on)
-            chromium.close()
     finally:
         kit.stop()
         for printer in switched_on:

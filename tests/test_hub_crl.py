@@ -24,10 +24,9 @@ from flask import Flask
 
 from fieldkit.hub.crl import crl_status
 from fieldkit.pki import KitPki
-from tests.hubkit import free_port, tablet_dir
+from tests.hubkit import device_client, free_port, tablet_dir, try_connect
 from tests.hubweb import ClientFactory
 from tests.support.wallclock import Wallclock
-from tests.test_hub_security import device_client, try_connect
 
 DAY = 86_400
 

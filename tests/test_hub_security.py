@@ -5,7 +5,6 @@ Each protection is shown holding, and (where it can be switched off) shown to be
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import ssl
@@ -27,10 +26,12 @@ from tests.hubkit import (
     DeviceClient,
     IngestFactory,
     count_records,
+    device_client,
     enrol_tablet,
     signed_record,
     statistics_body,
     tablet_dir,
+    try_connect,
     wait_for,
 )
 
@@ -38,34 +39,6 @@ from tests.hubkit import (
 def refusals(ingest: Ingest) -> list[RefusalRow]:
     with Session(ingest.engine) as session:
         return list(session.scalars(select(RefusalRow)))
-
-
-def try_connect(client: mqtt.Client, port: int) -> str:
-    """'connected', or why the TLS/MQTT connection failed."""
-    outcome: list[str] = []
-    client.on_connect = lambda c, u, f, reason, p: outcome.append(str(reason))
-    try:
-        client.connect("localhost", port, keepalive=5)
-        client.loop_start()
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: outcome, 3, "connection outcome")
-        client.loop_stop()
-    except (ssl.SSLError, OSError) as exc:
-        return f"refused: {type(exc).__name__}"
-    finally:
-        client.disconnect()
-    if outcome == ["Success"]:
-        return "connected"
-    return f"refused: {outcome or 'closed'}"
-
-
-def device_client(bundle: Path, ca: Path | None = None) -> mqtt.Client:
-    from fieldkit.sync.link import tls_client, tls_context
-
-    return tls_client(
-        "probe",
-        tls_context(ca or bundle / "ca.crt", bundle / "client.crt", bundle / "client.key"),
-    )
 
 
 def test_enrolled_device_connects(pki: KitPki, hub_broker: HubBroker) -> None:

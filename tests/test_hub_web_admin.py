@@ -16,30 +16,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fieldkit.enrolment.local import enrol_locally
-from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow
 from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
-from fieldkit.sync.service import new_record_id
 from tests.hubkit import MUNICIPALITY, free_port, wait_for
-from tests.hubweb import PASSWORD, ClientFactory, csrf_token
-
-
-def add_record(session: Session, device: str, kind: str, at: float) -> str:
-    record_id = new_record_id()
-    session.add(
-        RecordRow(
-            record_id=record_id,
-            device_id=device,
-            kind=kind,
-            created_at=at,
-            received_at=at,
-            digest="0" * 64,
-            signature="test",
-        )
-    )
-    session.flush()
-    return record_id
+from tests.hubweb import PASSWORD, ClientFactory, add_record, csrf_token
 
 
 def test_devices_health_enrol_and_revoke(

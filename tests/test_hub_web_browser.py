@@ -26,8 +26,6 @@ from tests.hubweb import (
     store_statistics,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 @pytest.fixture
 def live_url(web_app: Flask, pki: KitPki) -> Iterator[str]:
@@ -39,18 +37,6 @@ def live_url(web_app: Flask, pki: KitPki) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is not installed; run ./dev.sh")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 class Visitor:

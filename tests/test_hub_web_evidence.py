@@ -34,9 +34,7 @@ from fieldkit.wipe.sanitize import (
 )
 from tests.conftest import write_config
 from tests.hubkit import MUNICIPALITY, enrol_tablet, tablet_dir
-from tests.hubweb import ClientFactory, csrf_token, store_packet
-from tests.test_hub_web_admin import add_record
-from tests.test_hub_web_reports import pdf_text, read_csv
+from tests.hubweb import ClientFactory, add_record, csrf_token, pdf_text, read_csv, store_packet
 
 
 def test_incident_recorded_and_exported(

@@ -3,9 +3,7 @@ statistics records, and the CSV, XLSX and PDF exports read back."""
 
 from __future__ import annotations
 
-import csv
 import io
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +19,8 @@ from tests.hubweb import (
     ClientFactory,
     csrf_token,
     generated_statistics,
+    pdf_text,
+    read_csv,
     store_statistics,
 )
 
@@ -44,11 +44,6 @@ def expected_by(rows: list[dict[str, str]], key: str) -> dict[str, list[int]]:
         value: [c["applied"], c["forwarded"], c["abandoned"], sum(c.values())]
         for value, c in tally.items()
     }
-
-
-def read_csv(body: bytes) -> list[list[str]]:
-    assert body.startswith(b"\xef\xbb\xbf"), "CSV must start with the UTF-8 BOM for Excel"
-    return list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
 
 
 @pytest.mark.parametrize(
@@ -159,14 +154,6 @@ def test_municipality_user_sees_only_their_counts(
     # The admin sees every municipality (the same request, unscoped).
     admin = read_csv(client_as("admin").get("/reports/counts/municipality.csv").data)
     assert int(admin[-1][4]) == N
-
-
-def pdf_text(body: bytes, tmp_path: Path) -> str:
-    path = tmp_path / "report.pdf"
-    path.write_bytes(body)
-    return subprocess.run(
-        ["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True
-    ).stdout
 
 
 def test_pdf_has_japanese_text_and_the_counts(

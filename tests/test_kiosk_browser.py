@@ -6,92 +6,19 @@ saved to $FIELDKIT_SCREENSHOTS when set (docs/screenshots/ uses them). R1-R8 R11
 from __future__ import annotations
 
 import logging
-import os
-import re
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from fieldkit.capture.sources import DEMO_ID
 from fieldkit.hub.broker import HubBroker
 from fieldkit.kiosk.app import kiosk
-from tests.conftest import OPERATOR_PASSWORD
 from tests.cups import LocalPrinter, wait_for_received
 from tests.hubkit import IngestFactory, count_records, wait_for
 from tests.kiosk_kit import KioskFactory
-from tests.test_hub_web_browser import browser  # noqa: F401 - the Playwright browser fixture
-
-TIMEOUT_MS = 60_000
-
-
-def serve(app: Flask) -> tuple[str, Callable[[], None]]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", server.shutdown
-
-
-class Counter:
-    """One operator at the kiosk in a browser; every screen it reaches is checked."""
-
-    def __init__(self, chromium: Any, base: str) -> None:
-        self.base = base
-        self.context = chromium.new_context(locale="ja-JP", viewport={"width": 1024, "height": 800})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(TIMEOUT_MS)
-        self.console_errors: list[str] = []
-        self.page.on(
-            "console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None
-        )
-        self.screens: list[str] = []
-        self.not_found: list[str] = []
-        self.page.on(
-            "response", lambda r: self.not_found.append(r.url) if r.status == 404 else None
-        )
-
-    def check(self, name: str) -> None:
-        """axe-core finds nothing serious or critical; the screen is saved if asked for."""
-        from axe_playwright_python.sync_playwright import Axe
-
-        results = Axe().run(self.page)
-        serious = [
-            f"{v['id']}: {v['help']}"
-            for v in results.response["violations"]
-            if v.get("impact") in ("serious", "critical")
-        ]
-        assert serious == [], f"{name}: {serious}"
-        self.screens.append(name)
-        folder = os.environ.get("FIELDKIT_SCREENSHOTS")
-        if folder:
-            self.page.screenshot(path=str(Path(folder) / f"kiosk-{name}.png"))
-
-    def login(self) -> None:
-        self.page.goto(f"{self.base}/login")
-        self.check("login")
-        self.page.get_by_label("職員ID").fill("op-01")
-        self.page.get_by_label("パスワード").fill(OPERATOR_PASSWORD)
-        self.page.get_by_role("button", name="ログイン").click()
-        self.page.wait_for_url(f"{self.base}/")
-
-    def start(self, mode: str) -> None:
-        self.check("ready")
-        label = "申請サポート" if mode == "support" else "出張申請受付"
-        self.page.get_by_label(label).check()
-        self.page.get_by_role("button", name="始める").click()
-        # The demo camera may read the form's QR before the scan page has loaded: the kiosk
-        # then goes straight on to the terms.
-        self.page.wait_for_url(re.compile(r".*/(scan|terms)$"))
-
-    def next_applicant(self, expect: str) -> None:
-        self.page.wait_for_url("**/ended")
-        assert expect in self.page.content()
-        self.check("ended")
-        self.page.get_by_role("button", name="次の方へ").click()
-        self.page.wait_for_url(f"{self.base}/")
+from tests.support.kiosk_browser import Counter, serve
 
 
 @pytest.fixture
@@ -112,7 +39,7 @@ def live_kiosk(
 def test_a_whole_session_in_the_browser(
     mode: str,
     live_kiosk: tuple[Flask, str, Any],
-    browser: Any,  # noqa: F811
+    browser: Any,
     local_printer: LocalPrinter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -167,7 +94,7 @@ def test_a_whole_session_in_the_browser(
 
 def test_refusals_decline_and_abandon_in_the_browser(
     start_kiosk: KioskFactory,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     # No camera: the IDs are typed (the demo camera would read its QR first).
     app = start_kiosk(camera=False)
@@ -198,7 +125,7 @@ def test_refusals_decline_and_abandon_in_the_browser(
 
 def test_an_idle_session_is_abandoned_and_wiped(
     start_kiosk: KioskFactory,
-    browser: Any,  # noqa: F811
+    browser: Any,
 ) -> None:
     app = start_kiosk(camera=False, applicant_idle_minutes=0.2)  # 12 seconds
     base, stop = serve(app)

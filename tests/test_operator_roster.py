@@ -26,12 +26,12 @@ from fieldkit.kiosk.settings import OperatorEntry
 from fieldkit.pki import KitPki
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
-from fieldkit.sync.service import Courier
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.wire import OperatorRoster, RosterOperator, roster_version
 from tests.hubkit import IngestFactory, sync_settings, wait_for
 from tests.hubweb import ClientFactory, csrf_token
 from tests.support.kiosk import PASSWORD, login, make_app
-from tests.test_sync_service import tablet_config
+from tests.support.sync import tablet_config
 
 HUB_PASSWORD = "hanako's long passphrase"
 NEW_PASSWORD = "another long passphrase"

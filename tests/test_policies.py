@@ -34,8 +34,7 @@ from fieldkit.policies import (
     render,
     service_unit,
 )
-
-REPO_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+from tests.support.paths import REPO_POLICIES
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -49,9 +48,7 @@ from tests.cups import (
     start_local_printer,
     wait_for_received,
 )
-from tests.test_printing_render import APPLICATION_ID, sample_jpeg
-
-SID = "5e55104c0ffee1235e55104c0ffee123"
+from tests.support.printing import APPLICATION_ID, SID, sample_jpeg, sample_receipt
 
 
 class Events(BusEvents):
@@ -77,21 +74,6 @@ def _type(payload: bytes) -> str:
 
 def job_done(job: str) -> Callable[[object], bool]:
     return lambda e: isinstance(e, JobEvent) and e.job == job and e.state == "completed"
-
-
-def receipt(**changes: object) -> PrintReceipt:
-    fields: dict[str, object] = {
-        "sid": SID,
-        "application_id": APPLICATION_ID,
-        "applied_at": datetime(2026, 11, 23, 1, 30, tzinfo=UTC),
-        "site": "千代田区ふれあい会館",
-        "mode": "support",
-        "electronic_certificate": True,
-        "braille": False,
-        "operator_id": "op-007",
-    }
-    fields.update(changes)
-    return PrintReceipt.model_validate(fields)
 
 
 def photo_request(paper: str = "l", **changes: object) -> PrintPhotoSheet:
@@ -153,7 +135,7 @@ def test_the_printer_receives_two_labelled_receipt_copies_in_japanese(
 ) -> None:
     """R5: one job per session's receipt, two pages: 本人控え and 職員控え."""
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     assert reply.pages == 2
     events.wait_for(JobEvent, job_done(reply.job))
     (received,) = wait_for_received(local_printer, 1)
@@ -169,7 +151,7 @@ def test_nothing_of_a_job_stays_in_the_spool_after_it_prints_and_after_forget(
     """R6, R12: with PreserveJobFiles/History No and the service's purge, the spool is clean."""
     tester = make_bus("tester")
     accepted = [
-        tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10),
+        tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10),
         tester.request("printing", "print-photo-sheet", photo_request(), PrintAccepted, 10),
     ]
     for reply in accepted:
@@ -214,7 +196,7 @@ def test_with_preserve_job_files_yes_the_spool_check_fails(
     ctx = run_printing(config_for(tmp_path, preserving_printer), make_spec(DeskWithoutPurge))
     try:
         tester = make_bus("tester")
-        reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+        reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
         done = events.wait_for(JobEvent, job_done(reply.job))
         assert isinstance(done, JobEvent) and done.spool_clean is False
         forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
@@ -224,6 +206,16 @@ def test_with_preserve_job_files_yes_the_spool_check_fails(
         assert f"spool/d{job}-001" in forgotten.residue
     finally:
         stop_service(ctx)
+
+
+def print_then_forget_leaves_a_clean_spool(make_bus: BusFactory, events: Events) -> None:
+    """A receipt printed to its end, then the session forgotten: the spool is clean both times."""
+    tester = make_bus("tester")
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
+    done = events.wait_for(JobEvent, job_done(reply.job))
+    assert isinstance(done, JobEvent) and done.spool_clean is True
+    forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
+    assert forgotten.spool_clean and forgotten.residue == []
 
 
 def test_cupsd_settings_alone_leave_nothing_without_the_services_purge(
@@ -236,12 +228,7 @@ def test_cupsd_settings_alone_leave_nothing_without_the_services_purge(
     """R12, first layer: PreserveJobFiles No + PreserveJobHistory No clean up on their own."""
     ctx = run_printing(config_for(tmp_path, local_printer), make_spec(DeskWithoutPurge))
     try:
-        tester = make_bus("tester")
-        reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
-        done = events.wait_for(JobEvent, job_done(reply.job))
-        assert isinstance(done, JobEvent) and done.spool_clean is True
-        forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
-        assert forgotten.spool_clean and forgotten.residue == []
+        print_then_forget_leaves_a_clean_spool(make_bus, events)
     finally:
         stop_service(ctx)
 
@@ -256,12 +243,7 @@ def test_the_services_purge_cleans_even_when_cupsd_would_keep_the_files(
     """R12, defence in depth: a misconfigured cupsd (PreserveJobFiles Yes) is still purged."""
     ctx = run_printing(config_for(tmp_path, preserving_printer))
     try:
-        tester = make_bus("tester")
-        reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
-        done = events.wait_for(JobEvent, job_done(reply.job))
-        assert isinstance(done, JobEvent) and done.spool_clean is True
-        forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
-        assert forgotten.spool_clean and forgotten.residue == []
+        print_then_forget_leaves_a_clean_spool(make_bus, events)
     finally:
         stop_service(ctx)
 
@@ -299,7 +281,7 @@ def test_a_missing_queue_is_reported_and_the_job_waits_until_it_returns(
     """Not silently dropped: the job is held by the service, reported, and printed later."""
     local_printer.delete_queue()
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     assert reply.state == "waiting" and reply.cups_job is None
     assert reply.words_ja == "プリンターが設定されていません。係員をお呼びください。"
     events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "queue-missing")
@@ -318,7 +300,7 @@ def test_an_offline_printer_is_reported_and_the_job_prints_when_it_is_back(
 ) -> None:
     local_printer.stop_printer()
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     assert reply.cups_job is not None  # CUPS holds it while the printer is away
     event = events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "offline")
     assert isinstance(event, PrinterEvent)
@@ -346,7 +328,7 @@ def test_out_of_paper_is_reported_in_plain_words_and_the_job_finishes_after_refi
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
-        (receipt().model_copy(update={"application_id": "1234"}), "application_id"),
+        (sample_receipt().model_copy(update={"application_id": "1234"}), "application_id"),
         (photo_request().model_copy(update={"jpeg_b64": "***not base64***"}), "jpeg_b64"),
         (
             photo_request().model_copy(
@@ -373,7 +355,7 @@ def test_cups_logs_and_the_printer_never_see_the_applicant(
 ) -> None:
     """Job names are neutral: no application ID in cupsd's logs, control data or file names."""
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     events.wait_for(JobEvent, job_done(reply.job))
     (received,) = wait_for_received(local_printer, 1)
     assert APPLICATION_ID in pdf_text(received)  # the document itself does carry it
@@ -389,7 +371,7 @@ def test_forget_drops_a_job_that_never_reached_cups(
     """R6: the session's wipe removes its waiting job; it does not print later."""
     local_printer.delete_queue()
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     assert reply.state == "waiting"
     forgotten = tester.request("printing", "forget", Forget(sid=SID), Forgotten, 30)
     assert forgotten.jobs == 1 and forgotten.spool_clean
@@ -457,7 +439,7 @@ def test_a_normal_job_never_reports_trouble_to_the_applicant(
 ) -> None:
     """A job that prints fine goes queued → printing → completed; no 'call staff' on screen."""
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     events.wait_for(JobEvent, job_done(reply.job))
     states = [
         decode(payload, JobEvent).state
@@ -485,7 +467,7 @@ def test_cupsd_down_is_reported_and_the_job_is_sent_once_it_is_back(
     """The print system itself stopped: clear words, service up, the job kept and sent later."""
     local_printer.stop()
     tester = make_bus("tester")
-    reply = tester.request("printing", "print-receipt", receipt(), PrintAccepted, 10)
+    reply = tester.request("printing", "print-receipt", sample_receipt(), PrintAccepted, 10)
     assert reply.state == "waiting" and reply.cups_job is None
     assert reply.words_en == "The printing system is not running. Please call staff."
     events.wait_for(PrinterEvent, lambda e: getattr(e, "condition", "") == "cups-unreachable")

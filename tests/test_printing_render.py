@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
 from fieldkit.printing.condition import read_condition
-from fieldkit.printing.messages import PrintReceipt
 from fieldkit.printing.photosheet import (
     PhotoRefused,
     check_master,
@@ -23,33 +19,7 @@ from fieldkit.printing.settings import DEFAULT_FONT
 from fieldkit.wipe.fragments import photo_fragments
 from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
 from tests.cups import page_sizes_mm, placed_images
-
-APPLICATION_ID = "12345678901234567890123"
-
-
-def sample_receipt(**changes: object) -> PrintReceipt:
-    fields: dict[str, object] = {
-        "sid": "5e55104c0ffee1235e55104c0ffee123",
-        "application_id": APPLICATION_ID,
-        "applied_at": datetime(2026, 11, 23, 1, 30, tzinfo=UTC),
-        "site": "千代田区ふれあい会館",
-        "mode": "support",
-        "electronic_certificate": True,
-        "braille": False,
-        "operator_id": "op-007",
-    }
-    fields.update(changes)
-    return PrintReceipt.model_validate(fields)
-
-
-def sample_jpeg(width: int = 827, height: int = 1063, mode: str = "RGB") -> bytes:
-    """A synthetic portrait (an ellipse on a plain background), not a person."""
-    image = Image.new(mode, (width, height), "white" if mode != "CMYK" else (0, 0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((width // 4, height // 5, 3 * width // 4, 3 * height // 4), fill="gray")
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue()
+from tests.support.printing import APPLICATION_ID, sample_jpeg, sample_receipt
 
 
 def text_of(pdf: bytes, page: int) -> str:

@@ -19,18 +19,9 @@ from fieldkit.config import load_config
 from fieldkit.messages import Health, decode
 from fieldkit.runner import connect_bus, install_stop_signals
 from tests.conftest import write_config
+from tests.support.waiting import wait_for
 
 FIELDKIT = [sys.executable, "-m", "fieldkit"]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 class Kit:

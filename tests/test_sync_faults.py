@@ -21,9 +21,9 @@ from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import RecordRow, make_engine
 from fieldkit.hub.ingest import Ingest
 from fieldkit.pki import KitPki
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.messages import Accepted, SubmitRecord
 from fieldkit.sync.outbox import Outbox
-from fieldkit.sync.service import Courier
 from tests.conftest import BusFactory
 from tests.hubkit import (
     CourierFactory,
@@ -34,7 +34,7 @@ from tests.hubkit import (
     statistics_body,
     wait_for,
 )
-from tests.test_sync_service import tablet_config
+from tests.support.sync import tablet_config
 
 
 def assert_exactly_once(ingest: Ingest, expected: set[str]) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from fieldkit.audit import AuditLog, entries
 from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused
-from fieldkit.config import DeviceConfig, load_config
+from fieldkit.config import DeviceConfig
 from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import ErasureRow, RefusalRow, SealedPacketRow
 from fieldkit.kiosk.flow import AuditEvent
@@ -30,6 +30,7 @@ from fieldkit.pki import KitPki, load_x25519_private
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sealing import SealedPacket, SealingError, open_packet
+from fieldkit.sync.courier import Courier
 from fieldkit.sync.messages import (
     Accepted,
     ApplicationPacket,
@@ -38,10 +39,9 @@ from fieldkit.sync.messages import (
     SubmitPacket,
     SubmitRecord,
 )
-from fieldkit.sync.service import Courier
 from fieldkit.wipe.record import ErasureRecord, follow_chain
 from fieldkit.wipe.service import EVIDENCE_FILE, Wiper, install
-from tests.conftest import BusFactory, write_config
+from tests.conftest import BusFactory
 from tests.hubkit import (
     MUNICIPALITY,
     IngestFactory,
@@ -51,6 +51,7 @@ from tests.hubkit import (
     tablet_dir,
     wait_for,
 )
+from tests.support.sync import tablet_config
 from tests.wipe_fixtures import make_device
 
 # Planted personal data: a 23-digit application id and recognisable "photo" bytes.
@@ -70,23 +71,6 @@ def packet_request(application_id: str = APPLICATION_ID) -> SubmitPacket:
             created_at=time.time(),
         ),
     )
-
-
-def tablet_config(tmp_path: Path, pki: KitPki, hub_port: int, **sync: Any) -> DeviceConfig:
-    values = {
-        "outbox": f'"{tmp_path / "outbox.sqlite"}"',
-        "bundle": f'"{tablet_dir(pki, "tab-a")}"',
-        "hub_port": str(hub_port),
-        "ack_timeout": "1.0",
-        "backoff_max": "2.0",
-        "reconnect_max": "1.0",
-    }
-    values.update({k: str(v) for k, v in sync.items()})
-    body = "\n[sync]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-    path = write_config(tmp_path, body)
-    text = path.read_text().replace('id = "test-tablet-01"', 'id = "tab-a"')
-    path.write_text(text)
-    return load_config(path)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,50 +12,16 @@ from fieldkit.config import DeviceConfig
 from fieldkit.wipe.markers import MarkerSearch, session_markers
 from fieldkit.wipe.messages import SessionMarkers
 from fieldkit.wipe.service import Wiper
+from tests.support.browser import CHROMIUM, keep_in_the_browser
 from tests.wipe_fixtures import APPLICATION_ID, SID, make_device
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGE = f"""<html><body><form><input name="id" value="{APPLICATION_ID}"></form>
 <script>
 localStorage.setItem("draft", "{APPLICATION_ID}");
 sessionStorage.setItem("draft", "{APPLICATION_ID}");
 </script></body></html>"""
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
-
-
-def browse(profile: Path, page: Path) -> None:
-    """Headless Chromium on the kiosk's profile folder opens a page that stores the ID."""
-    subprocess.run(
-        [
-            str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu",
-            f"--user-data-dir={profile}", "--virtual-time-budget=2000", "--dump-dom",
-            page.as_uri(),
-        ],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-
-
-def keep_in_the_browser(profile: Path, page: Path, search: MarkerSearch) -> list[Path]:
-    """Open the page in Chromium on the kiosk profile until the profile holds the ID, and
-    return the files that hold it.
-
-    Headless Chromium sometimes exits before its Local Storage reaches the disk; the wipe
-    is only tested once the ID is really in the profile. Chromium may keep it only as
-    UTF-16 (session restore, or Local Storage for a UTF-16 value), so "holds" means what the
-    wipe's own scan finds, in any of its encodings, not only the ASCII bytes.
-    """
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        browse(profile, page)
-        stored = [
-            path
-            for path in profile.rglob("*")
-            if path.is_file() and search.search_bytes(path.read_bytes())
-        ]
-        if stored:
-            return stored
-    raise AssertionError("Chromium kept nothing of the page in its profile")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed")
 
 
 def session_in_the_browser(tmp_path: Path) -> tuple[DeviceConfig, Path, list[Path]]:

@@ -387,7 +387,7 @@ def test_the_default_catalogue_covers_where_the_kit_puts_session_data() -> None:
     from pathlib import PurePosixPath
 
     from fieldkit.policies import load_policies
-    from tests.test_policies import REPO_POLICIES
+    from tests.support.paths import REPO_POLICIES
 
     config = DeviceConfig(device={"id": "tab-01", "role": "tablet"})
     wipe = config.wipe

@@ -29,10 +29,8 @@ ok, no location holds the session's markers, and the daily scan finds no applica
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -49,22 +47,14 @@ from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
 from tests.cups import LocalPrinter, wait_for_received
 from tests.hubkit import wait_for
 from tests.kiosk_kit import KioskFactory, wait_live
+from tests.support.browser import CHROMIUM, keep_in_the_browser
+from tests.support.counter import show_camera
 from tests.support.kiosk import login, post
-from tests.test_wipe_browser import CHROMIUM, keep_in_the_browser
 
 # cupsd's own defaults keep job files and history; then only the print desk's purge and the
 # wipe's spool eraser remove a canceled job's document (the kit's cupsd removes it itself).
 CUPS_DEFAULT = SpoolPolicy(preserve_job_files=True, preserve_job_history=True)
 ONLINE_URL = f"https://app.net.kojinbango-card.go.jp/apply?id={TEST_ID}"  # an allowed host
-
-
-def show_camera(camera: Path, image: np.ndarray) -> None:  # type: ignore[type-arg]
-    """Put a new scene in front of the image-folder camera in one step (it rereads the file)."""
-    ok, png = cv2.imencode(".png", image)
-    assert ok
-    staged = camera.with_suffix(".staged")
-    staged.write_bytes(png.tobytes())
-    os.replace(staged, camera)
 
 
 def spooled_documents(printer: LocalPrinter) -> list[Path]:
@@ -79,7 +69,7 @@ def locations_with(wiper: Wiper, search: MarkerSearch) -> set[str]:
     }
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed")
 @pytest.mark.parametrize(
     ("ending", "local_printer", "holding"),
     [

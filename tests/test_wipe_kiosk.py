@@ -23,8 +23,7 @@ from fieldkit.wipe.messages import SessionMarkers
 from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import EVIDENCE_FILE
 from tests.support.kiosk import APPLICATION_ID, login, make_app, post, walk
-from tests.test_wipe_service import start_wipe
-from tests.wipe_fixtures import make_device
+from tests.wipe_fixtures import make_device, start_wipe
 
 
 @pytest.fixture

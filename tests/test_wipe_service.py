@@ -19,7 +19,7 @@ from fieldkit.cli import main
 from fieldkit.config import DeviceConfig
 from fieldkit.erasure import serve_forget_requests
 from fieldkit.messages import MessageError, decode
-from fieldkit.registry import ServiceSpec, holders, load_specs
+from fieldkit.registry import holders, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sync.messages import Accepted, SubmitRecord
 from fieldkit.wipe.messages import MarkersAccepted, SessionMarkers, WipeResult, WipeSession
@@ -30,9 +30,9 @@ from fieldkit.wipe.record import (
     public_hex,
     verify_chain,
 )
-from fieldkit.wipe.service import EVIDENCE_FILE, RECORD_TOPIC, Wiper, install
+from fieldkit.wipe.service import EVIDENCE_FILE, RECORD_TOPIC, Wiper
 from tests.conftest import BusFactory
-from tests.wipe_fixtures import APPLICATION_ID, SID, make_device, plant_everywhere
+from tests.wipe_fixtures import APPLICATION_ID, SID, make_device, plant_everywhere, start_wipe
 
 CANARY = "canary-" + "c0ffee" * 4
 
@@ -41,17 +41,6 @@ CANARY = "canary-" + "c0ffee" * 4
 def device(tmp_path: Path) -> tuple[DeviceConfig, Path]:
     config, root, _ = make_device(tmp_path)
     return config, root
-
-
-def start_wipe(config: DeviceConfig, expected: list[str]) -> tuple[ServiceContext, Wiper]:
-    made: list[Wiper] = []
-
-    def setup(ctx: ServiceContext) -> None:
-        made.append(install(ctx, Wiper(ctx.config.wipe, ctx.config.device.id, None, expected)))
-
-    spec = ServiceSpec(name="wipe", summary="wipe under test", setup=setup)
-    ctx = start_service(spec, config)
-    return ctx, made[0]
 
 
 @pytest.fixture

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fieldkit.config import DeviceConfig, load_config
+from fieldkit.registry import ServiceSpec
+from fieldkit.runner import ServiceContext, start_service
+from fieldkit.wipe.service import Wiper, install
 from tests.antivirus_fixtures import fresh_definitions
 from tests.conftest import write_config
 
@@ -110,3 +113,15 @@ def plant_everywhere(root: Path, sid: str, secret: bytes) -> dict[str, Path]:
     planted["outbox"] = root / "outbox" / "outbox.sqlite-journal"
     planted["outbox"].write_bytes(bytes(512) + secret)
     return planted
+
+
+def start_wipe(config: DeviceConfig, expected: list[str]) -> tuple[ServiceContext, Wiper]:
+    """The wipe service on the bus, waiting for ``expected`` holders to forget a session."""
+    made: list[Wiper] = []
+
+    def setup(ctx: ServiceContext) -> None:
+        made.append(install(ctx, Wiper(ctx.config.wipe, ctx.config.device.id, None, expected)))
+
+    spec = ServiceSpec(name="wipe", summary="wipe under test", setup=setup)
+    ctx = start_service(spec, config)
+    return ctx, made[0]

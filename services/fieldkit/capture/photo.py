@@ -132,6 +132,29 @@ class PhotoCheck:
     unit: str
     advice: Advice | None = None
 
+    @classmethod
+    def in_range(
+        cls,
+        name: CheckName,
+        value: float,
+        bounds: tuple[float, float],
+        digits: int,
+        unit: str,
+        below: Advice,
+        above: Advice,
+    ) -> PhotoCheck:
+        """``value`` within ``bounds``; the advice names the way out of the side it is on."""
+        lo, hi = bounds
+        passed = lo <= value <= hi
+        return cls(
+            name,
+            passed,
+            round(value, digits),
+            _range_text(lo, hi),
+            unit,
+            below if value < lo else above,
+        )
+
 
 @dataclass
 class PhotoAssessment:
@@ -290,27 +313,15 @@ class PhotoAnalyzer:
         assessment.crown_y, assessment.chin_y, assessment.face_centre = crown, chin, (cx, cy)
 
         head_mm = (chin - crown) / mm
-        lo, hi = r.head_height_mm
         assessment.checks.append(
-            PhotoCheck(
-                "head-height",
-                lo <= head_mm <= hi,
-                round(head_mm, 2),
-                _range_text(lo, hi),
-                "mm",
-                "closer" if head_mm < lo else "back",
+            PhotoCheck.in_range(
+                "head-height", head_mm, r.head_height_mm, 2, "mm", below="closer", above="back"
             )
         )
         margin_mm = (crown - guide.y) / mm
-        lo, hi = r.crown_margin_mm
         assessment.checks.append(
-            PhotoCheck(
-                "crown-margin",
-                lo <= margin_mm <= hi,
-                round(margin_mm, 2),
-                _range_text(lo, hi),
-                "mm",
-                "lower" if margin_mm < lo else "higher",
+            PhotoCheck.in_range(
+                "crown-margin", margin_mm, r.crown_margin_mm, 2, "mm", below="lower", above="higher"
             )
         )
         offset_mm = (cx - guide.centre_x) / mm
@@ -352,16 +363,10 @@ class PhotoAnalyzer:
         lap = float(cv2.Laplacian(normalised, cv2.CV_32F).var())
         mean = float(inner.mean())
         clipped = float(np.count_nonzero((inner >= 250) | (inner <= 5))) / inner.size
-        lo, hi = r.exposure
         assessment.checks.extend(
             [
-                PhotoCheck(
-                    "exposure",
-                    lo <= mean <= hi,
-                    round(mean, 1),
-                    _range_text(lo, hi),
-                    "grey level",
-                    "brighter" if mean < lo else "darker",
+                PhotoCheck.in_range(
+                    "exposure", mean, r.exposure, 1, "grey level", below="brighter", above="darker"
                 ),
                 PhotoCheck(
                     "clipping",

@@ -1,6 +1,7 @@
 """``fieldkit hub …``: the hub's database, its packets for pick-up, its admins and web app.
 
-Run on the hub, with its device config (``[hub]``).
+Run on the hub, with its device config (``[hub]``). The ``fieldkit`` command is the same on a
+tablet, which has no database libraries (the ``tablet`` extra): each command imports them.
 """
 
 from __future__ import annotations
@@ -11,19 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from fieldkit.config import DeviceConfig
 from fieldkit.hub.crl import crl_status
-from fieldkit.hub.db import SealedPacketRow, make_engine, upgrade
-from fieldkit.hub.web.cli import cmd_create_admin, cmd_enrol_server, cmd_web
 from fieldkit.pki import KitPki, PkiError, check_municipality, write_private
 
 JST = dt.timezone(dt.timedelta(hours=9))
 
 
 def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.db import upgrade
+
     upgrade(config.hub.database_url)
     print("hub database at the latest schema")
     return 0
@@ -31,6 +29,11 @@ def cmd_hub_migrate(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
     """Write one municipality's sealed packets as files for ``fieldkit packet open``."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from fieldkit.hub.db import SealedPacketRow, make_engine
+
     args.out.mkdir(parents=True, exist_ok=True)
     engine = make_engine(config.hub.database_url)
     count = 0
@@ -61,6 +64,9 @@ def cmd_hub_crl(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 def cmd_pki_code(args: argparse.Namespace, config: DeviceConfig) -> int:
     """A one-time enrolment code for a device id, shown once (only its hash is kept)."""
+    from sqlalchemy.orm import Session
+
+    from fieldkit.hub.db import make_engine, upgrade
     from fieldkit.hub.enrolment import CodeError, create_code, parse_hours
 
     upgrade(config.hub.database_url)
@@ -90,6 +96,24 @@ def add_pki_code(pki_sub: Any) -> None:
     code.add_argument("--valid", default="", help="how long it works: 24h (default), 90m, 2d")
     code.add_argument("--site", default="", help="the site the tablet is set up for")
     code.set_defaults(func=cmd_pki_code)
+
+
+def cmd_create_admin(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.web.cli import cmd_create_admin as create_admin
+
+    return create_admin(args, config)
+
+
+def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.web.cli import cmd_web as web
+
+    return web(args, config)
+
+
+def cmd_enrol_server(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.hub.web.cli import cmd_enrol_server as enrol_server
+
+    return enrol_server(args, config)
 
 
 def _municipality(text: str) -> str:

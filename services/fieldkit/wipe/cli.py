@@ -1,4 +1,8 @@
-"""``fieldkit wipe ...``: catalogue scans, the evidence chain, contract-end sanitization."""
+"""``fieldkit wipe ...``: catalogue scans, the evidence chain, contract-end sanitization.
+
+The ``fieldkit`` command is the same on the hub, which verifies records and certificates but
+has no scanning libraries (Hyperscan: the ``tablet`` extra): the scanning commands import them.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fieldkit.wipe.catalogue import Catalogue
 from fieldkit.wipe.record import (
+    EVIDENCE_FILE,
     GENESIS,
     ChainSummary,
     ErasureRecord,
@@ -20,9 +24,9 @@ from fieldkit.wipe.record import (
     load_device_key,
     parse_records,
     public_hex,
+    signing_key_path,
     verify_chain,
 )
-from fieldkit.wipe.service import EVIDENCE_FILE, Wiper, signing_key_path
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -58,6 +62,8 @@ def print_record(record: ErasureRecord) -> None:
 
 
 def cmd_scan(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.wipe.service import Wiper
+
     # Signed with the enrolled key like every other record of this tablet, never a new one.
     wiper = Wiper(config.wipe, config.device.id, key_path=signing_key_path(config))
     try:
@@ -72,6 +78,8 @@ def cmd_scan(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def cmd_catalogue(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.wipe.catalogue import Catalogue
+
     for location in Catalogue.from_settings(config.wipe).locations:
         roots = ", ".join(str(r) for r in location.roots) or "/proc/<pid>/mem"
         print(f"{location.name:20} erase: {location.erase:15} {roots}")

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from fieldkit.messages import Message
+
+if TYPE_CHECKING:
+    from fieldkit.config import DeviceConfig
 
 GENESIS = "0" * 64
 # incomplete: the scan stopped before the end (its time budget ran out, the service stopped).
@@ -408,3 +411,27 @@ def record_problems(record: ErasureRecord, signer: str) -> list[str]:
         if not digest or not signature_valid(record.signer, record.signature, digest):
             problems.append("signature does not verify")
     return problems
+
+
+# The device's erasure records, in the wipe's state directory.
+EVIDENCE_FILE = "evidence.sqlite"
+
+
+def signing_key_path(config: DeviceConfig) -> Path:
+    """The key records and certificates are signed with: the tablet's enrolment signing key
+    once it is enrolled (the hub checks records against the key it enrolled), else the wipe's
+    own device key (made on first use, on a tablet that is not enrolled only).
+
+    An enrolled tablet whose signing key is missing is refused: a key made now would sign
+    records the hub does not accept as this tablet's (issue 17, item 10)."""
+    from fieldkit.config import ConfigError
+
+    enrolled = config.sync.bundle / "signing.key"
+    if (config.sync.bundle / "client.crt").is_file():
+        if not enrolled.is_file():
+            raise ConfigError(
+                f"this tablet is enrolled ({config.sync.bundle}) but its signing key is missing; "
+                "enrol it again (revoke first): no record is signed with another key"
+            )
+        return enrolled
+    return config.wipe.device_key

@@ -37,7 +37,6 @@ from pathlib import Path
 
 from fieldkit import watchdog
 from fieldkit.bus import Bus, BusError, Incoming, RequestRefused
-from fieldkit.config import ConfigError, DeviceConfig
 from fieldkit.erasure import (
     FORGOTTEN_FILTER,
     ForgetSession,
@@ -60,18 +59,19 @@ from fieldkit.wipe.messages import (
     WipeSession,
 )
 from fieldkit.wipe.record import (
+    EVIDENCE_FILE,
     ErasureRecord,
     EvidenceStore,
     HolderResult,
     LocationResult,
     failures_of,
     load_device_key,
+    signing_key_path,
 )
 from fieldkit.wipe.settings import WipeSection
 
 log = logging.getLogger(__name__)
 RECORD_TOPIC = "wipe/evt/record"
-EVIDENCE_FILE = "evidence.sqlite"
 
 
 @dataclass
@@ -457,24 +457,6 @@ def location_summary(location: LocationResult) -> str:
 def expected_holders_for(ctx: ServiceContext) -> list[str]:
     specs = specs_for_role(ctx.config.device.role, ctx.config.runner.services)
     return [name for name in holders(specs) if name != ctx.spec.name]
-
-
-def signing_key_path(config: DeviceConfig) -> Path:
-    """The key records and certificates are signed with: the tablet's enrolment signing key
-    once it is enrolled (the hub checks records against the key it enrolled), else the wipe's
-    own device key (made on first use, on a tablet that is not enrolled only).
-
-    An enrolled tablet whose signing key is missing is refused: a key made now would sign
-    records the hub does not accept as this tablet's (issue 17, item 10)."""
-    enrolled = config.sync.bundle / "signing.key"
-    if (config.sync.bundle / "client.crt").is_file():
-        if not enrolled.is_file():
-            raise ConfigError(
-                f"this tablet is enrolled ({config.sync.bundle}) but its signing key is missing; "
-                "enrol it again (revoke first): no record is signed with another key"
-            )
-        return enrolled
-    return config.wipe.device_key
 
 
 def install(ctx: ServiceContext, wiper: Wiper | None = None) -> Wiper:
