@@ -102,6 +102,39 @@ def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
     assert client.connect_result == ["Success"]
 
 
+SITE_NETWORK = (
+    '{hub = "10.20.0.5", dns = ["10.20.0.1"], time = ["10.20.0.1"], '
+    'official_application_host = ["10.99.0.0/24"], '
+    'wifi = {ssid = "Kominkan-WiFi", passphrase = "correct horse battery"}}'
+)
+
+
+def test_the_site_network_comes_with_the_enrolment_and_fields_the_firewall(
+    tmp_path: Path, pki: KitPki, sqlite_url: str, tablet: Tablet
+) -> None:
+    """R16 R18: the hub hands the site's addresses over the enrolment; the tablet keeps them
+    0600 (a Wi-Fi passphrase) and `fieldkit network apply` fields its firewall from them."""
+    with start_hub(tmp_path / "hub", pki, sqlite_url, site_network=SITE_NETWORK) as hub:
+        run = tablet.enrol(hub.address, hub.code("tab-c"))
+    assert run.returncode == 0, run.stderr
+    site = tablet.enrolment / "site-network.toml"
+    assert stat.S_IMODE(site.stat().st_mode) == 0o600
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hostname").write_text("tab-c\n")
+    applied = subprocess.run(
+        [*FIELDKIT, "--config", str(tablet.config), "network", "apply", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    ruleset = (root / "etc/nftables.conf").read_text()
+    assert "10.20.0.5" in ruleset and "192.0.2.10" not in ruleset
+    assert (root / "var/lib/iwd/Kominkan-WiFi.psk").is_file()
+    assert "correct horse" not in run.stdout + run.stderr + applied.stdout + applied.stderr
+
+
 def test_a_used_code_is_refused(enrolment_hub: EnrolmentHub, tmp_path: Path) -> None:
     code = enrolment_hub.code("tab-c")
     first = make_tablet(tmp_path / "t1", enrolment_hub.pki.ca_cert)

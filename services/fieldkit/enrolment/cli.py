@@ -10,6 +10,7 @@ from typing import Any
 
 from fieldkit.config import DeviceConfig
 from fieldkit.enrolment.device import EnrolmentRefused, enrol, is_enrolled
+from fieldkit.models import SITE_NETWORK_FILE
 
 
 def cmd_enrol(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -35,6 +36,15 @@ def cmd_enrol(args: argparse.Namespace, config: DeviceConfig) -> int:
             print(f"fieldkit: ({exc.detail})", file=sys.stderr)
         return 1
     print(f"登録しました / enrolled: {settings.device_id} ({settings.site or '-'}) in {target}")
+    if args.apply_network:
+        if settings.network is None:
+            print("fieldkit: the hub gave no site network; the firewall is as it was")
+        else:
+            from fieldkit.network import apply_site_file
+
+            done = apply_site_file(target / SITE_NETWORK_FILE, args.policies, Path("/"))
+            if done != 0:
+                return done
     print("端末を再起動してください / restart the tablet's services to use the enrolment")
     return 0
 
@@ -70,4 +80,10 @@ def add_commands(sub: Any) -> None:
         type=Path,
         help="development only: sign with the kit CA in this directory on this machine",
     )
+    enrol_cmd.add_argument(
+        "--apply-network",
+        action="store_true",
+        help="then apply the site network the hub gave (firewall, DNS, time, Wi-Fi; as root)",
+    )
+    enrol_cmd.add_argument("--policies", type=Path, default=None, help="policy directory")
     enrol_cmd.set_defaults(func=cmd_enrol)

@@ -49,6 +49,7 @@ from fieldkit.enrolment.protocol import (
     refusal_text,
     signing_claim,
 )
+from fieldkit.models import SITE_NETWORK_FILE, site_network_toml
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +342,9 @@ def install(
             _write(staging / "receivers" / f"{municipality}.pem", pem.encode(), 0o644)
         if device_config:
             _write(staging / ENROLMENT_FILE, enrolment_toml(settings).encode(), 0o644)
+        if settings.network is not None:
+            # 0600: it may hold the site's Wi-Fi passphrase. `fieldkit network apply` reads it.
+            _write(staging / SITE_NETWORK_FILE, site_network_toml(settings.network).encode(), 0o600)
         if settings.operators is not None and roster_path is not None:
             roster_path.parent.mkdir(parents=True, exist_ok=True)
             _write(staging / "operators.json", settings.operators.encode(), 0o600)

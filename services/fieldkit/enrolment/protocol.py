@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
+from fieldkit.models import SiteNetwork
+
 EST_PREFIX = "/.well-known/est"
 CACERTS = f"{EST_PREFIX}/cacerts"
 SIMPLEENROLL = f"{EST_PREFIX}/simpleenroll"
@@ -123,6 +125,9 @@ class DeviceSettings(BaseModel):
     receivers: dict[str, str] = {}
     # The operator roster (fieldkit.sync.wire.OperatorRoster as JSON), or None while empty.
     operators: str | None = None
+    # The site's addresses for the tablet's allowlist, DNS, time and Wi-Fi (fieldkit.network);
+    # None: the hub has none configured, and the tablet keeps its firewall as it is.
+    network: SiteNetwork | None = None
 
 
 Refusal = Literal[

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from fieldkit.models import Section
+from fieldkit.models import Section, SiteNetwork
 
 
 class EnrolSection(Section):
@@ -22,6 +22,9 @@ class EnrolSection(Section):
     broker_port: int = Field(default=0, ge=0, le=65535)
     antivirus_mirror: str | None = None
     application_hosts: list[str] = ["app.net.kojinbango-card.go.jp"]
+    # Hub: the site network every tablet of this kit is given (addresses, not names; the
+    # tablet's firewall allows exactly these: docs/network.md). None: none is handed out.
+    site_network: SiteNetwork | None = None
     # Codes: default validity, wrong secrets before a code is spent, and wrong codes per
     # client address in a window before the address must wait.
     code_hours: float = Field(default=24.0, gt=0, le=24 * 30)

@@ -370,6 +370,7 @@ def device_settings(
         application_hosts=enrol.application_hosts,
         receivers={code: pem.decode() for code, pem in est.pki.receivers().items()},
         operators=roster,
+        network=enrol.site_network,
     )
 
 
