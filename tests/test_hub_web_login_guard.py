@@ -224,8 +224,8 @@ def test_every_failure_shows_the_same_message_and_costs_one_hash(
 
 def test_a_copied_session_cookie_is_refused_after_logout(web_app: Flask) -> None:
     """The cookie of a logged-in session, copied into another client, works until logout,
-    and not after. Checked with ``Account.get_id`` returning the bare user name (Flask-Login's
-    default): the copy still loaded the dashboard (200) after logout."""
+    and not after. Checked by taking the generation bump out of ``logout``: the copy still
+    loaded the dashboard after logout (200 where 302 was expected)."""
     client = web_app.test_client()
     assert login(client, "admin").status_code == 302
     cookie = client.get_cookie("hub")
@@ -272,7 +272,8 @@ def test_disable_and_second_factor_reset_end_sessions(
 
 def test_admin_and_municipality_logins_need_the_second_factor(web_app: Flask) -> None:
     """After the right password, no page opens until the code is given. Checked by letting
-    ``login`` call ``complete_login`` for every role: the dashboard opened after the password."""
+    ``login`` call ``complete_login`` for every role: the password step went straight to the
+    dashboard (302 to ``/``, not to ``/login/code``)."""
     for name, page in (("admin", "/devices"), ("chiyoda", "/packets")):
         client = web_app.test_client()
         step = password_step(client, name, PASSWORD)
