@@ -61,6 +61,14 @@ def password_step(client: FlaskClient, username: str, password: str) -> Any:
     return client.post("/login", data={**data, "username": username, "password": password})
 
 
+def wrong_codes(secret: str | None, n: int) -> list[str]:
+    """``n`` codes that are not valid now (nor for the next minute) for ``secret``."""
+    assert secret
+    step = int(time.time() // 30)
+    valid = {pyotp.TOTP(secret).generate_otp(s) for s in range(step - 2, step + 4)}
+    return [c for c in (f"{k:06d}" for k in range(n + 10)) if c not in valid][:n]
+
+
 def audit_rows(app: Flask) -> list[WebAuditRow]:
     with Session(hubweb(app).engine) as session:
         return list(session.scalars(select(WebAuditRow).order_by(WebAuditRow.id)))
@@ -213,11 +221,11 @@ def test_every_failure_shows_the_same_message_and_costs_one_hash(
     assert login(other, "chiyoda").status_code == 302
     other.post("/logout", data={"csrf_token": csrf_token(other, "/")})
     assert password_step(other, "chiyoda", PASSWORD).status_code == 302
-    answers["wrong code"] = error(second_step(other, "chiyoda", "000000"))
     with Session(hubweb(web_app).engine) as session:
         row = session.get(AccountRow, "chiyoda")
         assert row is not None and row.totp_secret and row.totp_last_counter
         used = pyotp.TOTP(row.totp_secret).generate_otp(row.totp_last_counter)
+    answers["wrong code"] = error(second_step(other, "chiyoda", wrong_codes(row.totp_secret, 1)[0]))
     answers["reused code"] = error(second_step(other, "chiyoda", used))
     assert set(answers.values()) == {(401, FAILED)}, answers
 
@@ -407,3 +415,40 @@ def test_an_old_code_is_refused(web_app: Flask) -> None:
     again = web_app.test_client()
     assert password_step(again, "admin", PASSWORD).status_code == 302
     assert second_step(again, "admin", pyotp.TOTP(secret).generate_otp(now - 3)).status_code == 401
+
+
+def test_a_password_change_ends_the_other_sessions(web_app: Flask) -> None:
+    """The account's own browser goes on; a copy of the old cookie and every other login end;
+    the old password no longer works. A wrong current password changes nothing."""
+    client = web_app.test_client()
+    assert login(client, "auditor").status_code == 302
+    thief = web_app.test_client()
+    thief.set_cookie("hub", client.get_cookie("hub").value)  # type: ignore[union-attr]
+    assert thief.get("/").status_code == 200
+    new = "a new long passphrase"
+    form = {"csrf_token": csrf_token(client, "/account/password"), "new": new, "repeat": new}
+    wrong = client.post("/account/password", data={**form, "current": "not my password"})
+    assert wrong.status_code == 401 and FAILED in wrong.get_data(as_text=True)
+    assert thief.get("/").status_code == 200
+    changed = client.post("/account/password", data={**form, "current": PASSWORD})
+    assert changed.status_code == 302  # the auditor may change their own password
+    assert client.get("/").status_code == 200
+    assert thief.get("/").status_code == 302
+    assert password_step(web_app.test_client(), "auditor", PASSWORD).status_code == 401
+    assert login(web_app.test_client(), "auditor", new).status_code == 302
+    assert "password-change" in [r.action for r in audit_rows(web_app)]
+
+
+def test_guessing_codes_is_throttled_like_passwords(web_app: Flask) -> None:
+    """Someone who has the password cannot try codes for ever: five wrong codes lock the
+    account from that address, and then the right code is refused too."""
+    client = from_address(web_app, STRANGER)
+    assert password_step(client, "admin", PASSWORD).status_code == 302
+    client.get("/login/code")  # makes the secret (first login)
+    with Session(hubweb(web_app).engine) as session:
+        secret = session.get(AccountRow, "admin").totp_secret  # type: ignore[union-attr]
+    for code in wrong_codes(secret, 5):
+        assert second_step(client, "admin", code).status_code == 401
+    assert second_step(client, "admin").status_code == 401
+    assert client.get("/").status_code == 302
+    assert login(from_address(web_app, OFFICE), "admin").status_code == 302

@@ -107,12 +107,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def auditor_reads_only() -> None:
-        # The prefecture's auditor sees everything an admin sees and changes nothing (R26).
+        # The prefecture's auditor sees everything an admin sees and changes nothing (R26)
+        # but their own password and session.
         if (
             request.method not in ("GET", "HEAD", "OPTIONS")
             and current_user.is_authenticated
             and current_user.role == "auditor"
-            and request.endpoint != "auth.logout"
+            and request.endpoint not in ("auth.logout", "auth.change_password")
         ):
             abort(403)
 

@@ -5,8 +5,9 @@ A login is two steps for the roles in ``second_factor_roles``: the password, the
 (set up at the first login, before any page is reachable). Only then does Flask-Login hold the
 account. Every failure, at either step and for any reason, shows the same message with the
 same status, and costs one argon2 verification, so neither text nor timing tells which names
-exist. The session's user id carries the account's session generation: logout, disable and a
-second-factor reset bump it, and a cookie from before no longer loads the account.
+exist. The session's user id carries the account's session generation: logout, a password
+change, disable and a second-factor reset bump it, and a cookie from before no longer loads the
+account.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy.orm import Session
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from fieldkit.hub.web import audit, second_factor
 from fieldkit.hub.web.extensions import db, hubweb, login_manager
@@ -306,6 +307,43 @@ def second_step() -> ResponseReturnValue:
         setup = {"qr": second_factor.qr_code(uri), "secret": row.totp_secret}
     page = render_template("login_code.html", form=form, error=error, setup=setup)
     return page, FAILED_STATUS if error else 200
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField(
+        "今のパスワード / Current password", validators=[DataRequired(), Length(max=256)]
+    )
+    new = PasswordField(
+        "新しいパスワード / New password",
+        validators=[DataRequired(), Length(min=MIN_PASSWORD, max=256)],
+    )
+    repeat = PasswordField(
+        "新しいパスワード (確認) / New password again",
+        validators=[DataRequired(), EqualTo("new", message="同じではありません / Not the same")],
+    )
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password() -> ResponseReturnValue:
+    """One's own password; every other session of the account ends, this one goes on."""
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("password.html", form=form, error=None), status
+    try:
+        row = authenticate(db(), current_user.id, form.current.data or "", client_address())
+    except LoginRefused:
+        return render_template("password.html", form=form, error=FAILED), FAILED_STATUS
+    row.password_hash = hash_password(form.new.data or "")
+    end_sessions(row)
+    audit.record(db(), row.username, "password-change", row.username)
+    db().commit()
+    session.clear()
+    session.permanent = True
+    login_user(Account(row))
+    flash("パスワードを変更しました / Password changed")
+    return redirect(url_for("reports.dashboard"))
 
 
 @bp.post("/logout")

@@ -114,20 +114,19 @@ class LoginGuard:
         self.session.flush()
         s = self.settings
         imposed = []
-        if attempt.username:
-            last_ok = self.session.scalar(
-                select(func.max(LoginAttemptRow.at)).where(
-                    LoginAttemptRow.ok.is_(True),
-                    LoginAttemptRow.address == attempt.address,
-                    LoginAttemptRow.username == attempt.username,
-                )
+        # The same queries for a name nobody has (counted under ""), so the time taken does
+        # not tell; only a real account's pair is ever blocked.
+        last_ok = self.session.scalar(
+            select(func.max(LoginAttemptRow.at)).where(
+                LoginAttemptRow.ok.is_(True),
+                LoginAttemptRow.address == attempt.address,
+                LoginAttemptRow.username == attempt.username,
             )
-            since = max(self.now - s.lockout_minutes * 60, last_ok or 0.0)
-            if (
-                self._failures(since, address=attempt.address, username=attempt.username)
-                >= s.lockout_failures
-            ):
-                imposed.append(self._block("account", attempt, s.lockout_minutes))
+        )
+        since = max(self.now - s.lockout_minutes * 60, last_ok or 0.0)
+        pair = self._failures(since, address=attempt.address, username=attempt.username)
+        if attempt.username and pair >= s.lockout_failures:
+            imposed.append(self._block("account", attempt, s.lockout_minutes))
         if (
             self._failures(self.now - s.address_minutes * 60, address=attempt.address)
             >= s.address_failures
