@@ -28,7 +28,7 @@ from fieldkit.hub.web import auth
 from fieldkit.hub.web.app import create_app
 from fieldkit.hub.web.auth import FAILED, create_account, hash_password
 from fieldkit.hub.web.extensions import hubweb
-from fieldkit.hub.web.models import AccountRow, WebAuditRow
+from fieldkit.hub.web.models import AccountRow, LoginAttemptRow, WebAuditRow
 from fieldkit.hub.web.settings import HubWebSection
 from fieldkit.pki import KitPki
 from tests.hubweb import (
@@ -452,3 +452,34 @@ def test_guessing_codes_is_throttled_like_passwords(web_app: Flask) -> None:
     assert second_step(client, "admin").status_code == 401
     assert client.get("/").status_code == 302
     assert login(from_address(web_app, OFFICE), "admin").status_code == 302
+
+
+def test_the_address_is_the_one_the_proxy_saw(tmp_path: Path, pki: KitPki, sqlite_url: str) -> None:
+    """Behind the TLS proxy (``proxy_hops`` 1) every request comes from 127.0.0.1: the address
+    counted is the last X-Forwarded-For entry, the one the proxy appended, not one the client
+    wrote in front of it. With ``proxy_hops`` 0 the header is ignored."""
+    app = make_app(tmp_path, pki, sqlite_url)
+    with Session(hubweb(app).engine) as session:
+        create_account(session, "admin", PASSWORD, "admin", actor="test")
+        session.commit()
+    client = app.test_client()
+    for n in range(12):  # a forged first entry changes nothing
+        forged = {"X-Forwarded-For": f"10.9.9.{n}, {STRANGER}"}
+        data = {**form_token(client, "/login"), "username": f"x{n}", "password": "wrong guess"}
+        assert client.post("/login", data=data, headers=forged).status_code == 401
+    blocked = [r.detail for r in audit_rows(app) if r.action == "login-throttled"]
+    assert blocked == [
+        {"address": STRANGER, "scope": "address", "minutes": 15, "until": blocked[0]["until"]}
+    ]
+    office = {"X-Forwarded-For": OFFICE}
+    data = {**form_token(client, "/login"), "username": "admin", "password": PASSWORD}
+    assert client.post("/login", data=data, headers=office).status_code == 302
+    hubweb(app).engine.dispose()
+
+    direct = make_app(tmp_path, pki, f"sqlite:///{tmp_path / 'direct.sqlite'}", proxy_hops=0)
+    client = direct.test_client()
+    data = {**form_token(client, "/login"), "username": "nobody", "password": "wrong guess"}
+    client.post("/login", data=data, headers={"X-Forwarded-For": STRANGER})
+    with Session(hubweb(direct).engine) as session:
+        assert session.scalars(select(LoginAttemptRow.address)).all() == ["127.0.0.1"]
+    hubweb(direct).engine.dispose()
