@@ -3,8 +3,11 @@ accounts of each role, logged-in test clients, and generated statistics records.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,6 +128,26 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
     if response.status_code == 302 and response.headers["Location"].endswith("/login/code"):
         return second_step(client, username)
     return response
+
+
+def start_hub_web(
+    tmp_path: Path, pki: KitPki, database_url: str, port: int, admins: tuple[str, ...], web: str
+) -> subprocess.Popen[bytes]:
+    """``fieldkit hub web`` (gunicorn) on ``port`` with ``[hubweb]`` lines ``web``, after
+    ``fieldkit hub create-admin`` for each of ``admins``."""
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[device]\nid = "hub-01"\nrole = "hub"\n'
+        f'[hub]\npki = "{pki.root}"\ndatabase_url = "{database_url}"\n'
+        f'[hubweb]\nlisten_port = {port}\nsecret_key_file = "{tmp_path / "web.key"}"\n{web}\n'
+    )
+    fieldkit = [sys.executable, "-m", "fieldkit", "--config", str(config), "hub"]
+    env = {**os.environ, "FIELDKIT_ADMIN_PASSWORD": PASSWORD}
+    for name in admins:
+        subprocess.run([*fieldkit, "create-admin", name], check=True, env=env, capture_output=True)
+    return subprocess.Popen(
+        [*fieldkit, "web"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 ClientFactory = Callable[[str], FlaskClient]

@@ -38,6 +38,7 @@ from tests.hubweb import (
     form_token,
     login,
     second_step,
+    start_hub_web,
     totp_code,
     web_config,
 )
@@ -483,3 +484,104 @@ def test_the_address_is_the_one_the_proxy_saw(tmp_path: Path, pki: KitPki, sqlit
     with Session(hubweb(direct).engine) as session:
         assert session.scalars(select(LoginAttemptRow.address)).all() == ["127.0.0.1"]
     hubweb(direct).engine.dispose()
+
+
+class Browser:
+    """A client of a real server: one new connection per request (so gunicorn hands them to
+    any worker), the session cookie kept by hand, redirects not followed."""
+
+    def __init__(self, port: int, address: str) -> None:
+        self.port = port
+        self.address = address
+        self.cookie = ""
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> Any:
+        import http.client
+        import urllib.parse
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"X-Forwarded-For": self.address}
+        if self.cookie:
+            headers["Cookie"] = f"hub={self.cookie}"
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.text = response.read().decode()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            if header.startswith("hub="):
+                self.cookie = header.split(";")[0][len("hub=") :]
+        connection.close()
+        return response
+
+    def post_form(self, path: str, **fields: str) -> Any:
+        page = self.request("GET", path).text
+        token = page.split('name="csrf_token" type="hidden" value="')[-1].split('"')[0]
+        return self.request("POST", path, {**fields, "csrf_token": token})
+
+
+def test_every_gunicorn_worker_sees_the_same_guard(
+    tmp_path: Path, pki: KitPki, sqlite_url: str
+) -> None:
+    """``fieldkit hub web`` with two workers and production argon2: the spray's block, the
+    second factor and the logout hold whichever worker answers (every request is a new
+    connection; which worker takes it is gunicorn's choice, so this shows the shared state
+    in practice rather than forcing each request onto a given worker)."""
+    from tests.hubkit import free_port, wait_for
+
+    port = free_port()
+    server = start_hub_web(
+        tmp_path, pki, sqlite_url, port, ("root", "second"), "workers = 2\ncookie_secure = false"
+    )
+    try:
+        stranger = Browser(port, STRANGER)
+
+        def up() -> bool:
+            try:
+                return bool(stranger.request("GET", "/login").status == 200)
+            except OSError:
+                return False
+
+        wait_for(up, 30, "gunicorn to serve /login")
+        answers = [
+            stranger.post_form("/login", username=f"user{n}", password=SPRAYED).status
+            for n in range(11)
+        ]
+        assert answers == [401] * 11
+        assert stranger.post_form("/login", username="root", password=PASSWORD).status == 401
+
+        admin = Browser(port, OFFICE)
+        assert admin.post_form("/login", username="root", password=PASSWORD).status == 302
+        assert admin.request("GET", "/").status == 302  # nothing before the code
+        admin.request("GET", "/login/code")  # the set-up page makes the secret
+        engine = make_engine(sqlite_url)
+        with Session(engine) as session:
+            secret = session.get(AccountRow, "root").totp_secret  # type: ignore[union-attr]
+        engine.dispose()
+        code = pyotp.TOTP(secret).now()  # type: ignore[arg-type]
+        assert admin.post_form("/login/code", code=code).status == 302
+        for _ in range(4):
+            assert admin.request("GET", "/").status == 200
+        copy = Browser(port, OFFICE)
+        copy.cookie = admin.cookie
+        assert copy.request("GET", "/").status == 200
+        page = admin.request("GET", "/").text
+        token = page.split('name="csrf_token" value="')[-1].split('"')[0]
+        assert admin.request("POST", "/logout", {"csrf_token": token}).status == 302
+        for _ in range(4):
+            assert copy.request("GET", "/").status == 302
+        # The same code again, by another browser, is refused whichever worker checks it.
+        other = Browser(port, OFFICE)
+        assert other.post_form("/login", username="root", password=PASSWORD).status == 302
+        assert other.post_form("/login/code", code=code).status == 401
+    finally:
+        server.terminate()
+        server.wait(20)
+    engine = make_engine(sqlite_url)
+    with Session(engine) as session:
+        actions = [r.action for r in session.scalars(select(WebAuditRow).order_by(WebAuditRow.id))]
+    engine.dispose()
+    assert actions.count("login-throttled") == 1 and actions.count("login-refused") == 2
+    assert "second-factor-reused" in actions
