@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from fieldkit.hub.db import RecordRow, SealedPacketRow, StatisticsRow
 from fieldkit.hub.web.app import create_app
 from fieldkit.hub.web.auth import create_account
 from fieldkit.hub.web.extensions import hubweb
+from fieldkit.hub.web.models import AccountRow
 from fieldkit.pki import (
     KitPki,
     key_fingerprint,
@@ -49,7 +52,21 @@ def web_config(tmp_path: Path, pki: KitPki, database_url: str, **web: Any) -> De
 
 
 @pytest.fixture
-def web_app(tmp_path: Path, pki: KitPki, database_url: str) -> Iterator[Flask]:
+def fast_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id at its cheapest for the hub web app: the same code path, but the throttle
+    tests verify dozens of passwords, at ~0.7 s each with the production parameters on this
+    shared machine. The dummy hash is made with the same parameters, as in production."""
+    from argon2 import PasswordHasher
+
+    from fieldkit.hub.web import auth
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(auth, "_hasher", cheap)
+    monkeypatch.setattr(auth, "_DUMMY", cheap.hash("fieldkit-no-such-account"))
+
+
+@pytest.fixture
+def web_app(tmp_path: Path, pki: KitPki, database_url: str, fast_argon2: None) -> Iterator[Flask]:
     from tests.hubkit import MUNICIPALITY
 
     app = create_app({"FIELDKIT": web_config(tmp_path, pki, database_url), "TESTING": True})
@@ -72,10 +89,67 @@ def csrf_token(client: FlaskClient, path: str) -> str:
     return match.group(1)
 
 
-def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
-    token = csrf_token(client, "/login")
+def form_token(client: FlaskClient, path: str) -> dict[str, str]:
+    """The page's CSRF token as form data, or nothing when the app runs without CSRF."""
+    match = CSRF.search(client.get(path).get_data(as_text=True))
+    return {"csrf_token": match.group(1)} if match else {}
+
+
+def totp_code(app: Flask, username: str) -> str:
+    """A code the account has not used yet, from its stored secret, as the phone would show.
+
+    A code is good once per 30-second step and for one step either side of now: take now's
+    step, or the next one if now's was used, or wait for a fresh step."""
+    import pyotp
+
+    while True:
+        with Session(hubweb(app).engine) as session:
+            row = session.get(AccountRow, username)
+            assert row is not None and row.totp_secret, f"{username} has no second factor yet"
+            secret, last = row.totp_secret, row.totp_last_counter
+        now = int(time.time() // 30)
+        for step in (now, now + 1):
+            if last is None or step > last:
+                return pyotp.TOTP(secret).generate_otp(step)
+        time.sleep(30 - time.time() % 30 + 0.05)
+
+
+def second_step(client: FlaskClient, username: str, code: str | None = None) -> Any:
+    """The code page (set-up on the first login): post the code, as the user would."""
+    data = form_token(client, "/login/code")  # also makes the secret on the first login
+    app = client.application
     return client.post(
-        "/login", data={"username": username, "password": password, "csrf_token": token}
+        "/login/code", data={**data, "code": code if code is not None else totp_code(app, username)}
+    )
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
+    """Log in through the real steps: the password, then (for accounts that need one) the
+    second factor's code computed from the stored secret. Returns the last response."""
+    data = form_token(client, "/login")
+    response = client.post("/login", data={**data, "username": username, "password": password})
+    if response.status_code == 302 and response.headers["Location"].endswith("/login/code"):
+        return second_step(client, username)
+    return response
+
+
+def start_hub_web(
+    tmp_path: Path, pki: KitPki, database_url: str, port: int, admins: tuple[str, ...], web: str
+) -> subprocess.Popen[bytes]:
+    """``fieldkit hub web`` (gunicorn) on ``port`` with ``[hubweb]`` lines ``web``, after
+    ``fieldkit hub create-admin`` for each of ``admins``."""
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[device]\nid = "hub-01"\nrole = "hub"\n'
+        f'[hub]\npki = "{pki.root}"\ndatabase_url = "{database_url}"\n'
+        f'[hubweb]\nlisten_port = {port}\nsecret_key_file = "{tmp_path / "web.key"}"\n{web}\n'
+    )
+    fieldkit = [sys.executable, "-m", "fieldkit", "--config", str(config), "hub"]
+    env = {**os.environ, "FIELDKIT_ADMIN_PASSWORD": PASSWORD}
+    for name in admins:
+        subprocess.run([*fieldkit, "create-admin", name], check=True, env=env, capture_output=True)
+    return subprocess.Popen(
+        [*fieldkit, "web"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 

@@ -29,6 +29,8 @@ IMPORT_NAMES = {
     "alembic": "alembic",
     "psycopg": "psycopg",
     "openpyxl": "openpyxl",
+    "pyotp": "pyotp",
+    "segno": "segno",
 }
 # Services run under gunicorn name their app module in a command, not in their setup.
 APPS = {"tablet": ["fieldkit.kiosk.app"], "hub": ["fieldkit.hub.web.app"]}

@@ -3,10 +3,7 @@ chain (R13, R22), sites and visits (R19, R20), and `fieldkit hub web` under guni
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +18,7 @@ from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
 from tests.hubkit import MUNICIPALITY, free_port, wait_for
-from tests.hubweb import PASSWORD, ClientFactory, add_record, csrf_token
+from tests.hubweb import PASSWORD, ClientFactory, add_record, csrf_token, start_hub_web
 
 
 def test_devices_health_enrol_and_revoke(
@@ -267,24 +264,7 @@ def test_fieldkit_hub_web_serves_under_gunicorn(
 ) -> None:
     """`fieldkit hub web` runs gunicorn on the configured loopback port; headers come through."""
     port = free_port()
-    config = tmp_path / "hub.toml"
-    config.write_text(
-        f'[device]\nid = "hub-01"\nrole = "hub"\n'
-        f'[hub]\npki = "{pki.root}"\ndatabase_url = "{sqlite_url}"\n'
-        f'[hubweb]\nlisten_port = {port}\nworkers = 1\nsecret_key_file = "{tmp_path / "web.key"}"\n'
-    )
-    env = {**os.environ, "FIELDKIT_ADMIN_PASSWORD": PASSWORD}
-    subprocess.run(
-        [sys.executable, "-m", "fieldkit", "--config", str(config), "hub", "create-admin", "root"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fieldkit", "--config", str(config), "hub", "web"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = start_hub_web(tmp_path, pki, sqlite_url, port, ("root",), "workers = 1")
     try:
 
         def page() -> object:

@@ -24,6 +24,7 @@ from tests.hubweb import (
     generated_statistics,
     store_packet,
     store_statistics,
+    totp_code,
 )
 
 
@@ -42,7 +43,7 @@ def live_url(web_app: Flask, pki: KitPki) -> Iterator[str]:
 class Visitor:
     """One logged-in browser context; collects console errors (CSP reports land there)."""
 
-    def __init__(self, browser: Any, base: str, username: str) -> None:
+    def __init__(self, browser: Any, base: str, username: str, app: Flask) -> None:
         self.base = base
         self.context = browser.new_context(locale="ja-JP", viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
@@ -54,6 +55,11 @@ class Visitor:
         self.page.get_by_label("ユーザー名 / Username").fill(username)
         self.page.get_by_label("パスワード / Password").fill(PASSWORD)
         self.page.get_by_role("button", name="ログイン Log in").click()
+        # The second factor, as the user's phone would compute it (set up on the first login).
+        self.page.wait_for_url(f"{base}/login/code")
+        self.code_page_findings = self.axe_serious()
+        self.page.get_by_label("確認コード (6桁) / Code (6 digits)").fill(totp_code(app, username))
+        self.page.get_by_role("button", name="確認 Verify").click()
         self.page.wait_for_url(f"{base}/")
 
     def go(self, path: str) -> int:
@@ -71,9 +77,9 @@ class Visitor:
         ]
 
 
-def test_admin_main_paths(browser: Any, live_url: str) -> None:
-    admin = Visitor(browser, live_url, "admin")
-    findings: list[str] = []
+def test_admin_main_paths(browser: Any, live_url: str, web_app: Flask) -> None:
+    admin = Visitor(browser, live_url, "admin", web_app)
+    findings: list[str] = list(admin.code_page_findings)  # the set-up page with its QR code
     assert admin.page.locator("svg.chart rect").count() > 0  # the dashboard chart is drawn
     shots = os.environ.get("FIELDKIT_SCREENSHOTS")
     if shots:
@@ -120,8 +126,8 @@ def test_admin_main_paths(browser: Any, live_url: str) -> None:
     assert not [e for e in admin.console_errors if "Content Security Policy" in e]
 
 
-def test_municipality_and_auditor_paths(browser: Any, live_url: str) -> None:
-    chiyoda = Visitor(browser, live_url, "chiyoda")
+def test_municipality_and_auditor_paths(browser: Any, live_url: str, web_app: Flask) -> None:
+    chiyoda = Visitor(browser, live_url, "chiyoda", web_app)
     assert chiyoda.go("/packets") == 200
     assert MUNICIPALITY in chiyoda.page.inner_text("main")
     assert OTHER_MUNICIPALITY not in chiyoda.page.inner_text("main")
@@ -133,7 +139,7 @@ def test_municipality_and_auditor_paths(browser: Any, live_url: str) -> None:
     assert OTHER_MUNICIPALITY not in chiyoda.page.inner_text("main")
     findings += chiyoda.axe_serious()
 
-    auditor = Visitor(browser, live_url, "auditor")
+    auditor = Visitor(browser, live_url, "auditor", web_app)
     assert auditor.go("/devices") == 200
     assert auditor.page.get_by_role("button", name="コードを作る Create code").count() == 0
     assert auditor.go("/audit") == 200
@@ -142,10 +148,10 @@ def test_municipality_and_auditor_paths(browser: Any, live_url: str) -> None:
     assert findings == []
 
 
-def test_the_browser_checks_can_fail(browser: Any, live_url: str) -> None:
+def test_the_browser_checks_can_fail(browser: Any, live_url: str, web_app: Flask) -> None:
     """The checks above are not vacuous: an inline script is blocked (and reported) by the
     CSP, and axe flags an image without alt text as critical."""
-    admin = Visitor(browser, live_url, "admin")
+    admin = Visitor(browser, live_url, "admin", web_app)
     admin.page.evaluate(
         "() => { const s = document.createElement('script');"
         " s.textContent = 'window.injected = 1'; document.body.appendChild(s); }"

@@ -13,7 +13,13 @@ from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from fieldkit.hub.web import audit
-from fieldkit.hub.web.auth import MIN_PASSWORD, create_account, roles_required
+from fieldkit.hub.web.auth import (
+    MIN_PASSWORD,
+    create_account,
+    end_sessions,
+    reset_second_factor,
+    roles_required,
+)
 from fieldkit.hub.web.counts import JST
 from fieldkit.hub.web.extensions import db
 from fieldkit.hub.web.models import ROLES, AccountRow, WebAuditRow
@@ -85,18 +91,48 @@ def create() -> ResponseReturnValue:
     return redirect(url_for("accounts.index"))
 
 
+def another_account(username: str) -> AccountRow | None:
+    """The account an admin changes: it exists, is not their own, and the form is genuine."""
+    row = db().get(AccountRow, username)
+    if row is None or username == current_user.id or not ToggleForm().validate_on_submit():
+        return None
+    return row
+
+
+NOT_CHANGED = "変更できません / Not changed"
+
+
 @bp.post("/accounts/<username>/toggle")
 @roles_required("admin")
 def toggle(username: str) -> ResponseReturnValue:
-    row = db().get(AccountRow, username)
-    if row is None or username == current_user.id or not ToggleForm().validate_on_submit():
-        flash("変更できません / Not changed")
+    row = another_account(username)
+    if row is None:
+        flash(NOT_CHANGED)
         return make_response(index(), 400)  # the page again, with the reason shown
     row.disabled = not row.disabled
+    if row.disabled:
+        end_sessions(row)
     audit.record(
         db(), current_user.id, "account-disable" if row.disabled else "account-enable", username
     )
     db().commit()
+    return redirect(url_for("accounts.index"))
+
+
+@bp.post("/accounts/<username>/second-factor/reset")
+@roles_required("admin")
+def reset_second_factor_of(username: str) -> ResponseReturnValue:
+    """Another account sets up its second factor again at its next login (a lost phone)."""
+    row = another_account(username)
+    if row is None:
+        flash(NOT_CHANGED)
+        return make_response(index(), 400)
+    reset_second_factor(db(), row, actor=current_user.id)
+    db().commit()
+    flash(
+        f"{username}: 次回ログイン時に確認コードを再設定 / "
+        "sets up a new second factor at the next login"
+    )
     return redirect(url_for("accounts.index"))
 
 

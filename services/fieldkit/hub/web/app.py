@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, Response, abort, g, request
 from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.hub.db import make_engine, upgrade
@@ -82,6 +83,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         config=config, engine=make_engine(config.hub.database_url), pki=KitPki(config.hub.pki)
     )
 
+    if web.proxy_hops:
+        # The TLS proxy's X-Forwarded-For gives the client's address, which login throttling
+        # counts by; only the hops we run are trusted, so a client cannot pick its address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=web.proxy_hops)  # type: ignore[method-assign]
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
@@ -102,12 +107,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def auditor_reads_only() -> None:
-        # The prefecture's auditor sees everything an admin sees and changes nothing (R26).
+        # The prefecture's auditor sees everything an admin sees and changes nothing (R26)
+        # but their own password and session.
         if (
             request.method not in ("GET", "HEAD", "OPTIONS")
             and current_user.is_authenticated
             and current_user.role == "auditor"
-            and request.endpoint != "auth.logout"
+            and request.endpoint not in ("auth.logout", "auth.change_password")
         ):
             abort(403)
 

@@ -1,4 +1,4 @@
-"""The hub web app's tables, on the hub database's ``Base`` (migration 0002).
+"""The hub web app's tables, on the hub database's ``Base`` (migrations 0002, 0006).
 
 Web accounts and the handler registry hold argon2id hashes only. The web audit log is a hash
 chain: each entry's hash covers the previous entry's hash, so an edited or deleted row shows.
@@ -29,9 +29,42 @@ class AccountRow(Base):
     municipalities: Mapped[list[str]] = mapped_column(JSON)
     password_hash: Mapped[str] = mapped_column(String(200))
     disabled: Mapped[bool] = mapped_column(Boolean)
-    failures: Mapped[int] = mapped_column(Integer)
-    locked_until: Mapped[float] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
+    # In every session's user id: bumped at logout, disable and second-factor reset, so a
+    # cookie copied before then no longer loads the account.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0)
+    # RFC 6238 secret (base32); set at the first login, confirmed by a first code.
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last 30-second counter a code was accepted for: no code works twice.
+    totp_last_counter: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+
+
+class LoginAttemptRow(Base):
+    """A failed login step, or a completed login, from one address (throttling's counts).
+
+    ``username`` is set only for a name that exists: a name nobody has may be a password
+    typed into the wrong field, so it is not kept."""
+
+    __tablename__ = "login_attempt"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+
+
+class LoginBlockRow(Base):
+    """A throttle in force: one account from one address, one address, or everyone
+    (``global``: only addresses with a recent login may try)."""
+
+    __tablename__ = "login_block"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(64))
+    since: Mapped[float] = mapped_column(Float)
+    until: Mapped[float] = mapped_column(Float, index=True)
 
 
 class WebAuditRow(Base):
