@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fieldkit.capture.haar import HaarHeadEstimate
-from fieldkit.capture.photo import PhotoAnalyzer
+from fieldkit.capture.photo import PhotoAnalyzer, guidance_words
 from tests.capture_scenes import (
     TURNED,
     Annotation,
@@ -189,3 +189,16 @@ def test_the_head_s_shadow_on_the_wall_fails(analyzer: PhotoAnalyzer) -> None:
     shadowed[crown : crown + h, x : x + w] = frame[crown : crown + h, x : x + w]
     check = analyzer.analyse(shadowed).check("background-shadow")
     assert not check.passed and check.advice == "shadow"
+
+
+def test_the_guidance_says_what_was_measured_japanese_first(analyzer: PhotoAnalyzer) -> None:
+    a = BY_NAME["obama-720p.jpg"]
+    frame, scale = portrait_frame(a)
+    other = BY_NAME["alex-lacamoire.png"]
+    two = with_second_person(frame, other, eye_to_chin(a) * scale * 0.6, "side")
+    ja, en = guidance_words(analyzer.analyse(two))
+    assert ja.startswith("おひとりだけ写るようにしてください。") and "写っている顔の数: 2" in ja
+    assert en.startswith("Only one person") and "faces in view: 2" in en
+    far, _ = portrait_frame(BY_NAME["kit_harington-john1.jpeg"], head_mm=28.0)
+    ja, _ = guidance_words(analyzer.analyse(far))
+    assert ja.startswith("もう少しカメラに近づいてください。") and "頭の大きさ(mm): 2" in ja

@@ -184,6 +184,41 @@ class PhotoAssessment:
         raise KeyError(name)
 
 
+# What each check measured, in words the applicant and the operator read after the advice.
+MEASURED_WORDS: dict[CheckName, tuple[str, str]] = {
+    "one-face": ("写っている顔の数", "faces in view"),
+    "frontal": ("顔の向き(度)", "head turned (degrees)"),
+    "eyes-open": ("目の開き", "eye opening"),
+    "mouth-closed": ("口の開き", "mouth opening"),
+    "head-height": ("頭の大きさ(mm)", "head size (mm)"),
+    "crown-margin": ("頭の上の余白(mm)", "space above the head (mm)"),
+    "centred": ("中央からのずれ(mm)", "off centre (mm)"),
+    "head-level": ("頭の傾き(度)", "head tilt (degrees)"),
+    "exposure": ("顔の明るさ", "face brightness"),
+    "light-balance": ("顔の左右の明るさの差", "left/right brightness difference"),
+    "clipping": ("白とびの割合", "share blown out"),
+    "glare": ("目のまわりの反射の割合", "glare around the eyes"),
+    "background": ("背景のむら", "background variation"),
+    "background-shadow": ("背景の左右の明るさの差", "wall brightness difference"),
+    "sharpness": ("鮮明さ", "sharpness"),
+    "still": ("動き(mm)", "movement (mm)"),
+}
+
+
+def guidance_words(assessment: PhotoAssessment) -> tuple[str, str]:
+    """The advice in Japanese and English, followed by what was measured against what."""
+    ja, en = GUIDANCE[assessment.advice]
+    for check in assessment.checks:
+        if not check.passed:
+            what_ja, what_en = MEASURED_WORDS[check.name]
+            value = f"{check.measured:g}"
+            return (
+                f"{ja}（{what_ja}: {value}、基準 {check.threshold}）",
+                f"{en} ({what_en}: {value}, limit {check.threshold})",
+            )
+    return ja, en
+
+
 def _range_text(low: float, high: float) -> str:
     return f"{low:g}..{high:g}"
 
@@ -370,7 +405,7 @@ class PhotoAnalyzer:
                     balance <= r.light_balance_max,
                     round(balance, 3),
                     f"<= {r.light_balance_max:g}",
-                    "fraction",
+                    "left/right difference",
                     "even-light",
                 ),
                 PhotoCheck(
