@@ -168,7 +168,7 @@ class FaceModels:
         found = self.full_range(rgb, min_score)
         return sorted(found, key=lambda f: f.width * f.height, reverse=True)
 
-    def every_face(self, rgb: Image, min_score: float = 0.4) -> list[FaceFound]:
+    def every_face(self, rgb: Image, min_score: float = 0.3) -> list[FaceFound]:
         """Every face, also small or cut ones at the sides: the whole frame, then its left
         and right 55 % at twice the resolution, merged (overlaps kept once), largest first."""
         found = self.full_range(rgb, min_score)
