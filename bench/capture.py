@@ -168,7 +168,7 @@ def photo_bench(seconds: float) -> None:
             if person(b.name) == person(a.name):
                 continue
             for where in ("side", "edge"):
-                for share in (0.4, 0.7):
+                for share in (0.35, 0.4, 0.7):
                     composed = with_second_person(frame, b, own * share, where)
                     total += 1
                     rgb = cv2.cvtColor(composed, cv2.COLOR_BGR2RGB)
@@ -178,7 +178,7 @@ def photo_bench(seconds: float) -> None:
                     if dlib_run is not None:
                         found["dlib"] += dlib_run(composed)[0] >= 2
     print(f"\nSecond person in view, {total} compositions (beside / cut by the edge; eye to")
-    print("chin 0.4 and 0.7 of the applicant's): refused")
+    print("chin 0.35, 0.4 and 0.7 of the applicant's): refused")
     for method, n in found.items():
         if method == "dlib" and dlib_run is None:
             continue

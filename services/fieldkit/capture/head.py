@@ -102,7 +102,7 @@ def crown_y(bgr: Image, points: Points) -> tuple[float, bool]:
     foreground = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(20)  # GrabCut's k-means start: the same frame gives the same crown
     try:
-        cv2.grabCut(small, mask, (0, 0, 1, 1), background, foreground, 3, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(small, mask, (0, 0, 1, 1), background, foreground, 2, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return typical, False
     fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
