@@ -18,6 +18,7 @@ import numpy.typing as npt
 import qrcode
 from skimage import data
 
+from fieldkit.capture import synthetic
 from fieldkit.capture.haar import CHIN_BELOW_BOX, CROWN_ABOVE_BOX
 from fieldkit.capture.photo import Guide
 
@@ -59,6 +60,13 @@ def _person_mask(shape: tuple[int, int]) -> npt.NDArray[np.float32]:
         ],
     )
     return np.asarray(cv2.GaussianBlur(mask, (0, 0), 3.0), dtype=np.float32)
+
+
+def applicant_frame() -> Image:
+    """A 1280x720 frame that passes every photo check, for flows that need the photo taken:
+    the drawn demo face at the guide's size (the astronaut smiles with her teeth showing,
+    which the mouth rule refuses)."""
+    return synthetic.demo_face(FRAME, fit_guide=True)
 
 
 def astronaut_frame(

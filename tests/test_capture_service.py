@@ -32,19 +32,17 @@ from fieldkit.capture.messages import (
 )
 from fieldkit.capture.service import CaptureService, install
 from fieldkit.capture.sources import DEMO_ID
-from fieldkit.capture.synthetic import demo_face, photographed_form
+from fieldkit.capture.synthetic import photographed_form
 from fieldkit.config import load_config
 from fieldkit.erasure import ForgetSession, SessionForgotten, forget_topic, forgotten_topic
 from fieldkit.messages import Message, decode
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.bus_events import BusEvents, Seen
-from tests.capture_scenes import TEST_ID, qr_modules
+from tests.capture_scenes import TEST_ID, applicant_frame, qr_modules
 from tests.conftest import BusFactory, write_config
 
-# A face that passes every check: the drawn demo face at the guide's size (the astronaut
-# smiles with her teeth showing, which the mouth rule refuses).
-FACE = demo_face(fit_guide=True)
+FACE = applicant_frame()  # passes every photo check
 
 SID = "5e5510000000000000000000abcdef01"  # the kiosk's form: 32 hex digits
 

@@ -36,7 +36,7 @@ from fieldkit.capture.synthetic import photographed_form
 from fieldkit.wipe.catalogue import scan_process
 from fieldkit.wipe.markers import Marker, MarkerSearch, literal
 from fieldkit.wipe.record import EvidenceStore
-from tests.capture_scenes import astronaut_frame, qr_modules
+from tests.capture_scenes import applicant_frame, qr_modules
 from tests.devkit import OPERATOR, OPERATOR_PASSWORD, DevKit
 from tests.test_hub_web_browser import browser  # noqa: F401 - the Playwright browser fixture
 from tests.test_wipe_e2e import show_camera
@@ -160,7 +160,7 @@ def show_form(camera: Path, application_id: str, seed: int) -> None:
 
 
 def applicant_face(seed: int) -> np.ndarray:  # type: ignore[type-arg]
-    face = astronaut_frame(head_mm=33).astype(np.int16)
+    face = applicant_frame().astype(np.int16)
     face += rng(seed).integers(-6, 7, size=face.shape, dtype=np.int16)
     return np.clip(face, 0, 255).astype(np.uint8)
 
