@@ -7,13 +7,20 @@ Nothing here is written to disk by default: scenes are arrays made on the fly.
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import cv2
 import numpy as np
 import numpy.typing as npt
 import qrcode
 from skimage import data
 
-from fieldkit.capture.photo import CHIN_BELOW_BOX, CROWN_ABOVE_BOX, Guide
+from fieldkit.capture import synthetic
+from fieldkit.capture.haar import CHIN_BELOW_BOX, CROWN_ABOVE_BOX
+from fieldkit.capture.photo import Guide
 
 Image = npt.NDArray[np.uint8]
 
@@ -55,6 +62,13 @@ def _person_mask(shape: tuple[int, int]) -> npt.NDArray[np.float32]:
     return np.asarray(cv2.GaussianBlur(mask, (0, 0), 3.0), dtype=np.float32)
 
 
+def applicant_frame() -> Image:
+    """A 1280x720 frame that passes every photo check, for flows that need the photo taken:
+    the drawn demo face at the guide's size (the astronaut smiles with her teeth showing,
+    which the mouth rule refuses)."""
+    return synthetic.demo_face(FRAME, fit_guide=True)
+
+
 def astronaut_frame(
     head_mm: float = 34.0,
     margin_mm: float = 4.0,
@@ -92,3 +106,126 @@ def astronaut_frame(
             ..., None
         ]
     return np.asarray(out * (1 - mask) + warped * mask, dtype=np.uint8)
+
+
+# Real portraits (../shared/data/faces/, MIT; see its README) and their annotations, made by
+# hand for these tests (tests/data/faces_annotations.json says how).
+FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+ANNOTATIONS = Path(__file__).resolve().parent / "data" / "faces_annotations.json"
+
+
+@dataclass(frozen=True)
+class Annotation:
+    name: str
+    crown_y: float | None
+    chin_y: float | None
+    right_eye: tuple[float, float]
+    left_eye: tuple[float, float]
+    beard: bool
+
+    @property
+    def head_px(self) -> float | None:
+        if self.crown_y is None or self.chin_y is None:
+            return None
+        return self.chin_y - self.crown_y
+
+
+def faces_dir() -> Path:
+    """The shared portraits: beside the work trees, or FIELDKIT_FACES when set."""
+    return Path(os.environ.get("FIELDKIT_FACES", str(FACES_DIR)))
+
+
+def annotations() -> list[Annotation]:
+    raw = json.loads(ANNOTATIONS.read_text(encoding="utf-8"))["portraits"]
+    return [
+        Annotation(
+            name,
+            item["crown_y"],
+            item["chin_y"],
+            (item["right_eye"][0], item["right_eye"][1]),
+            (item["left_eye"][0], item["left_eye"][1]),
+            item["beard"],
+        )
+        for name, item in raw.items()
+    ]
+
+
+def portrait(name: str) -> Image:
+    image = cv2.imread(str(faces_dir() / name), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(name)
+    return np.asarray(image, np.uint8)
+
+
+def portrait_frame(
+    a: Annotation, head_mm: float = 34.0, margin_mm: float = 4.0, offset_mm: float = 0.0
+) -> tuple[Image, float]:
+    """A 1280x720 frame with a real portrait scaled and moved so that its annotated head has
+    the wanted geometry in the guide; the portrait's own background fills the frame (edges
+    replicated). Returns the frame and the scale applied (frame px per portrait px)."""
+    assert a.head_px is not None and a.crown_y is not None
+    width, height = FRAME
+    guide = Guide.for_frame(width, height)
+    mm = guide.px_per_mm
+    scale = head_mm * mm / a.head_px
+    cx_src = (a.right_eye[0] + a.left_eye[0]) / 2
+    matrix = np.array(
+        [
+            [scale, 0, guide.centre_x + offset_mm * mm - cx_src * scale],
+            [0, scale, guide.y + margin_mm * mm - a.crown_y * scale],
+        ],
+        np.float32,
+    )
+    frame = cv2.warpAffine(
+        portrait(a.name),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return np.asarray(frame, np.uint8), scale
+
+
+def head_crop(a: Annotation, image: Image) -> Image:
+    """The head and shoulders of an annotated portrait: a rectangle around the head."""
+    assert a.chin_y is not None
+    eyes_x = (a.right_eye[0] + a.left_eye[0]) / 2
+    eyes_y = (a.right_eye[1] + a.left_eye[1]) / 2
+    half = (a.chin_y - eyes_y) * 1.6
+    x0, x1 = max(int(eyes_x - half), 0), min(int(eyes_x + half), image.shape[1])
+    y0 = max(int(eyes_y - half * 1.3), 0)
+    y1 = min(int(a.chin_y + half * 0.5), image.shape[0])
+    return np.asarray(image[y0:y1, x0:x1], np.uint8)
+
+
+# Portraits whose head is turned (yaw measured 10-23 degrees): the turned second person.
+TURNED = ("kit_harington-john2.jpeg", "obama2.jpg", "lin-manuel-miranda.png")
+
+
+def eye_to_chin(a: Annotation) -> float:
+    assert a.chin_y is not None
+    return a.chin_y - (a.right_eye[1] + a.left_eye[1]) / 2
+
+
+def with_second_person(
+    frame: Image, other: Annotation, face_px: float, where: str, mirrored: bool = False
+) -> Image:
+    """The frame with a second real person pasted in, their eye-to-chin distance
+    ``face_px``: beside the applicant (``side``, right of the guide) or with a third of
+    the picture cut by the frame's right edge (``edge``, a carer standing at the side)."""
+    crop = head_crop(other, portrait(other.name))
+    if mirrored:
+        crop = np.asarray(cv2.flip(crop, 1), np.uint8)
+    scale = face_px / eye_to_chin(other)
+    size = (max(int(crop.shape[1] * scale), 8), max(int(crop.shape[0] * scale), 8))
+    crop = np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), np.uint8)
+    out = frame.copy()
+    crop = crop[-FRAME[1] :]
+    y0 = FRAME[1] - crop.shape[0]
+    if where == "edge":
+        x0 = FRAME[0] - int(crop.shape[1] * 0.67)
+    else:
+        x0 = max(min(int(FRAME[0] * 0.70), FRAME[0] - crop.shape[1]), 0)
+    part = crop[:, : FRAME[0] - x0]
+    out[y0 : y0 + part.shape[0], x0 : x0 + part.shape[1]] = part
+    return out

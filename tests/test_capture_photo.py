@@ -1,4 +1,6 @@
-"""Face photo checks and outputs, on the scikit-image astronaut portrait. R3"""
+"""Face photo checks and outputs, on the scikit-image astronaut portrait. R3
+
+The checks on real portraits are in test_capture_real_faces.py."""
 
 from __future__ import annotations
 
@@ -17,18 +19,24 @@ from fieldkit.capture.export import (
     print_master,
 )
 from fieldkit.capture.messages import PRINT_SIZE, Advice
-from fieldkit.capture.photo import CheckName, PhotoAnalyzer
+from fieldkit.capture.photo import CheckName, PhotoAnalyzer, PhotoRules
 from tests.capture_scenes import BACKGROUND, astronaut_frame
+
+# The astronaut smiles with her teeth showing, which the mouth rule refuses; these guidance
+# tests lift that one limit (the mouth rule is tested on real portraits).
+ASTRONAUT_RULES = PhotoRules(mouth_opening_max=1.0)
 
 
 @pytest.fixture(scope="module")
 def analyzer() -> PhotoAnalyzer:
-    return PhotoAnalyzer()
+    return PhotoAnalyzer(ASTRONAUT_RULES)
 
 
 @pytest.fixture(scope="module")
 def compliant() -> np.ndarray:
-    return astronaut_frame(head_mm=33.0, margin_mm=4.0)
+    # The scenes place the astronaut by the old Haar box ratios; placed for 32 mm there,
+    # her measured head (crown of the hair to chin) is 34 +- 0.5 mm.
+    return astronaut_frame(head_mm=32.0, margin_mm=4.0)
 
 
 def failed(analyzer: PhotoAnalyzer, frame: np.ndarray) -> set[str]:
@@ -41,7 +49,7 @@ def test_a_compliant_frame_passes_every_check(
     assessment = analyzer.analyse(compliant)
     assert [c.name for c in assessment.checks if not c.passed] == []
     assert assessment.passed and assessment.advice == "ok"
-    assert len(assessment.checks) == 11
+    assert len(assessment.checks) == 16
     for check in assessment.checks:
         assert check.threshold and check.unit  # each reports what it measured, against what
 
@@ -156,7 +164,7 @@ def test_a_compliant_frame_yields_outputs_that_meet_the_spec(
 
     # Millimetre geometry, measured again on the print master itself (a frame of its own):
     decoded = cv2.imdecode(np.frombuffer(master, np.uint8), cv2.IMREAD_COLOR)
-    whole = PhotoAnalyzer(guide_fraction=1.0)
+    whole = PhotoAnalyzer(ASTRONAUT_RULES, guide_fraction=1.0, models=analyzer.models)
     measured = whole.analyse(decoded)
     assert measured.check("one-face").passed
     assert 32 <= measured.check("head-height").measured <= 36

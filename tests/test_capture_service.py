@@ -39,8 +39,10 @@ from fieldkit.messages import Message, decode
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.bus_events import BusEvents, Seen
-from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
+from tests.capture_scenes import TEST_ID, applicant_frame, qr_modules
 from tests.conftest import BusFactory, write_config
+
+FACE = applicant_frame()  # passes every photo check
 
 SID = "5e5510000000000000000000abcdef01"  # the kiosk's form: 32 hex digits
 
@@ -166,13 +168,13 @@ def test_qr_mode_publishes_the_application_id_to_the_session(
 def test_photo_mode_guides_then_auto_captures_a_compliant_photo_and_retake_works(
     capture_ctx: ServiceContext, scene_dir: Path, make_bus: BusFactory
 ) -> None:
-    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    cv2.imwrite(str(scene_dir / "face.png"), FACE)
     events = _events(make_bus)
     tester = make_bus("tester")
     tester.request("capture", "mode", ModeRequest(sid=SID, mode="photo"), ModeReply)
 
     guidance = events.wait_for(f"session/{SID}/guidance", Guidance)
-    assert isinstance(guidance, Guidance) and len(guidance.checks) == 11
+    assert isinstance(guidance, Guidance) and len(guidance.checks) == 16
     photo = events.wait_for(f"session/{SID}/photo", PhotoResult)
     assert isinstance(photo, PhotoResult)
     assert photo.trigger == "auto" and photo.all_passed
@@ -194,7 +196,7 @@ def test_photo_mode_guides_then_auto_captures_a_compliant_photo_and_retake_works
 def test_preview_is_mjpeg_with_no_store_and_needs_the_session_token(
     capture_ctx: ServiceContext, scene_dir: Path, make_bus: BusFactory
 ) -> None:
-    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    cv2.imwrite(str(scene_dir / "face.png"), FACE)
     tester = make_bus("tester")
     reply = tester.request("capture", "mode", ModeRequest(sid=SID, mode="photo"), ModeReply)
     assert reply.preview_url is not None
@@ -227,7 +229,7 @@ def test_forget_zeroes_the_frame_and_photo_buffers_of_the_session(
     capture_ctx: ServiceContext, scene_dir: Path, make_bus: BusFactory
 ) -> None:
     """R6, R12: the session's buffers are overwritten, not just dropped."""
-    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    cv2.imwrite(str(scene_dir / "face.png"), FACE)
     events = _events(make_bus)
     tester = make_bus("tester")
     tester.request("capture", "mode", ModeRequest(sid=SID, mode="photo"), ModeReply)
@@ -323,7 +325,7 @@ def test_the_zeroing_check_catches_a_service_that_only_drops_references(
     broker: object, tmp_path: Path, scene_dir: Path, make_bus: BusFactory
 ) -> None:
     """The check above can fail: without overwriting, the photo bytes are still in memory."""
-    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    cv2.imwrite(str(scene_dir / "face.png"), FACE)
     config = load_config(
         write_config(
             tmp_path,
@@ -350,7 +352,7 @@ def test_the_zeroing_check_catches_a_service_that_only_drops_references(
 def test_the_real_service_leaves_no_byte_after_forget(
     capture_ctx: ServiceContext, scene_dir: Path, make_bus: BusFactory
 ) -> None:
-    cv2.imwrite(str(scene_dir / "face.png"), astronaut_frame(head_mm=33))
+    cv2.imwrite(str(scene_dir / "face.png"), FACE)
     assert _bytes_left_after_forget(capture_ctx, make_bus) == 0
 
 

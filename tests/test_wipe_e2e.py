@@ -43,7 +43,7 @@ from fieldkit.wipe.fragments import photo_fragments
 from fieldkit.wipe.markers import MarkerSearch, session_markers
 from fieldkit.wipe.record import EvidenceStore
 from fieldkit.wipe.service import EVIDENCE_FILE, Wiper
-from tests.capture_scenes import TEST_ID, astronaut_frame, qr_modules
+from tests.capture_scenes import TEST_ID, applicant_frame, qr_modules
 from tests.cups import LocalPrinter, wait_for_received
 from tests.hubkit import wait_for
 from tests.kiosk_kit import KioskFactory, wait_live
@@ -107,7 +107,7 @@ def test_a_real_session_leaves_no_residue_after_its_wipe(
             session = kiosk(app).counter.current
             assert session is not None and session.application_id == TEST_ID
             post(client, "/terms", {"answer": "agree"})
-            show_camera(camera, astronaut_frame(head_mm=33))  # the applicant sits down
+            show_camera(camera, applicant_frame())  # the applicant sits down
             client.get("/photo")
             wait_live(client, "live['candidate']")
             post(client, "/photo/accept", {}, page="/photo")

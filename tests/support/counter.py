@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from fieldkit.capture.synthetic import photographed_form
-from tests.capture_scenes import astronaut_frame, qr_modules
+from tests.capture_scenes import applicant_frame, qr_modules
 from tests.devkit import OPERATOR, OPERATOR_PASSWORD
 
 TIMEOUT_MS = 60_000
@@ -127,7 +127,7 @@ def show_form(camera: Path, application_id: str, seed: int) -> None:
 
 
 def applicant_face(seed: int) -> np.ndarray:  # type: ignore[type-arg]
-    face = astronaut_frame(head_mm=33).astype(np.int16)
+    face = applicant_frame().astype(np.int16)
     face += rng(seed).integers(-6, 7, size=face.shape, dtype=np.int16)
     return np.clip(face, 0, 255).astype(np.uint8)
 

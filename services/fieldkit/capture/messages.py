@@ -30,6 +30,8 @@ Advice = Literal[
     "no-face",
     "one-person",
     "face-camera",
+    "open-eyes",
+    "close-mouth",
     "closer",
     "back",
     "lower",
@@ -40,7 +42,9 @@ Advice = Literal[
     "brighter",
     "darker",
     "glare",
+    "even-light",
     "background",
+    "shadow",
     "hold-still",
     "ok",
 ]

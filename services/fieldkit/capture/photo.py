@@ -5,10 +5,11 @@ the photo. Instead of cropping around wherever the face happens to be, the appli
 guided into the window (closer/back, left/right, up/down), so what the checks measure in
 the window is exactly what the print will show, and the operator sees the same frame.
 
-Faces and eyes are found with the Haar cascades that ship with opencv-python-headless 4.x
-(no model download). A Haar face box spans roughly brow to chin, so the crown and chin
-are estimated from it with ratios calibrated on the scikit-image astronaut portrait
-(``CROWN_ABOVE_BOX`` and ``CHIN_BELOW_BOX``); docs/capture.md maps each check to the rule.
+Every face in the frame is found with MediaPipe's full-range face detector and the
+applicant's face is measured with the 468-point Face Mesh (``landmarks.py``, models inside
+a registry package, nothing downloaded); the chin comes from the landmarks and the crown
+from the hair's outline (``head.py``). docs/capture.md maps each check to the rule and
+compares the models with the Haar cascades used before.
 
 Frames and photos are personal data: this module keeps nothing beyond one call, except the
 face position of the previous frame (for the stillness check), which is not an image.
@@ -24,28 +25,29 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from fieldkit.capture import head
+from fieldkit.capture.landmarks import FaceFound, FaceModels, eye_centres
 from fieldkit.capture.messages import PHOTO_HEIGHT_MM, PHOTO_WIDTH_MM, Advice
 
 Image = npt.NDArray[np.uint8]
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
-
-# Head extent relative to the Haar frontal-face box (height h, top y): crown at y - 0.5 h
-# (hair included, as the Japanese rule measures 頭頂 to chin), chin at y + 1.1 h.
-CROWN_ABOVE_BOX = 0.5
-CHIN_BELOW_BOX = 1.1
-
 CheckName = Literal[
     "one-face",
-    "eyes-visible",
+    "frontal",
+    "eyes-open",
+    "mouth-closed",
     "head-height",
     "crown-margin",
     "centred",
     "head-level",
-    "sharpness",
     "exposure",
+    "light-balance",
     "clipping",
+    "glare",
     "background",
+    "background-shadow",
+    "sharpness",
     "still",
 ]
 
@@ -62,6 +64,8 @@ GUIDANCE: dict[Advice, tuple[str, str]] = {
         "Only one person in the picture, please.",
     ),
     "face-camera": ("顔をまっすぐカメラに向けてください。", "Please face the camera directly."),
+    "open-eyes": ("目をしっかり開けてください。", "Please open your eyes."),
+    "close-mouth": ("口を閉じてください。", "Please close your mouth."),
     "closer": ("もう少しカメラに近づいてください。", "Please come a little closer."),
     "back": ("少し後ろに下がってください。", "Please move back a little."),
     "lower": ("顔の位置を少し下げてください。", "Please move a little lower."),
@@ -75,7 +79,15 @@ GUIDANCE: dict[Advice, tuple[str, str]] = {
         "光が強く当たっています。照明やメガネの反射を確認してください。",
         "Glare: check the light and reflections on glasses.",
     ),
+    "even-light": (
+        "顔の片側が暗くなっています。正面から光が当たるようにしてください。",
+        "One side of the face is dark: light the face evenly from the front.",
+    ),
     "background": ("後ろを無地の壁にしてください。", "A plain background is needed behind you."),
+    "shadow": (
+        "後ろの壁に影が出ています。壁から少し離れてください。",
+        "Your shadow is on the wall: move a little away from the wall.",
+    ),
     "hold-still": ("そのまま動かないでください。", "Please hold still."),
     "ok": ("そのまま動かないでください。撮影します。", "Hold still, taking the photo."),
 }
@@ -89,6 +101,16 @@ class PhotoRules:
     crown_margin_mm: tuple[float, float] = (2.0, 6.0)
     centre_offset_mm: float = 2.0
     roll_deg: float = 5.0
+    yaw_deg: float = 8.0
+    pitch_deg: float = 8.0
+    eye_opening_min: float = 0.12  # lid gap over eye width, the less open eye
+    mouth_opening_max: float = 0.07  # inner-lip gap over mouth width
+    # Another face counts down to this share of the applicant's face height: the rule is a
+    # third; the detector's boxes of two faces of the same size differ by up to 15 %.
+    other_face_min_share: float = 0.25
+    light_balance_max: float = 0.3  # cheek brightness difference over their mean
+    eye_glare_max: float = 0.01  # near-white share around the eyes
+    wall_shadow_max: float = 15.0  # grey levels darker beside the head than above it
     # Variance of the Laplacian of the face, resampled to 160 x 160 grey levels.
     sharpness_min: float = 40.0
     exposure: tuple[float, float] = (70.0, 200.0)  # mean grey level of the inner face
@@ -162,6 +184,7 @@ class PhotoAssessment:
 
     checks: list[PhotoCheck]
     faces: list[Box] = field(default_factory=list)
+    head: Box | None = None  # the applicant's head: cheek to cheek, crown to chin
     eyes: list[tuple[float, float]] = field(default_factory=list)
     crown_y: float | None = None
     chin_y: float | None = None
@@ -185,132 +208,145 @@ class PhotoAssessment:
         raise KeyError(name)
 
 
+# What each check measured, in words the applicant and the operator read after the advice.
+MEASURED_WORDS: dict[CheckName, tuple[str, str]] = {
+    "one-face": ("写っている顔の数", "faces in view"),
+    "frontal": ("顔の向き(度)", "head turned (degrees)"),
+    "eyes-open": ("目の開き", "eye opening"),
+    "mouth-closed": ("口の開き", "mouth opening"),
+    "head-height": ("頭の大きさ(mm)", "head size (mm)"),
+    "crown-margin": ("頭の上の余白(mm)", "space above the head (mm)"),
+    "centred": ("中央からのずれ(mm)", "off centre (mm)"),
+    "head-level": ("頭の傾き(度)", "head tilt (degrees)"),
+    "exposure": ("顔の明るさ", "face brightness"),
+    "light-balance": ("顔の左右の明るさの差", "left/right brightness difference"),
+    "clipping": ("白とびの割合", "share blown out"),
+    "glare": ("目のまわりの反射の割合", "glare around the eyes"),
+    "background": ("背景のむら", "background variation"),
+    "background-shadow": ("背景の左右の明るさの差", "wall brightness difference"),
+    "sharpness": ("鮮明さ", "sharpness"),
+    "still": ("動き(mm)", "movement (mm)"),
+}
+
+
+def guidance_words(assessment: PhotoAssessment) -> tuple[str, str]:
+    """The advice in Japanese and English, followed by what was measured against what."""
+    ja, en = GUIDANCE[assessment.advice]
+    for check in assessment.checks:
+        if not check.passed:
+            what_ja, what_en = MEASURED_WORDS[check.name]
+            value = f"{check.measured:g}"
+            return (
+                f"{ja}（{what_ja}: {value}、基準 {check.threshold}）",
+                f"{en} ({what_en}: {value}, limit {check.threshold})",
+            )
+    return ja, en
+
+
 def _range_text(low: float, high: float) -> str:
     return f"{low:g}..{high:g}"
 
 
 class PhotoAnalyzer:
-    """Runs every check on a frame. Cheap enough for 30 frames/s at 1280x720 on one core."""
+    """Runs every check on a frame: one face detection, one landmark pass, one GrabCut."""
 
-    # Detection runs on a frame scaled to this width; a head that fits the guide is still
-    # well over the cascade's minimum size there.
-    DETECT_WIDTH = 256
-    REFINE_FACE = 64
-
-    def __init__(self, rules: PhotoRules | None = None, guide_fraction: float = 0.9) -> None:
+    def __init__(
+        self,
+        rules: PhotoRules | None = None,
+        guide_fraction: float = 0.9,
+        models: FaceModels | None = None,
+    ) -> None:
         self.rules = rules or PhotoRules()
         self.guide_fraction = guide_fraction
-        cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
-        self._faces = cv2.CascadeClassifier(cascades + "haarcascade_frontalface_default.xml")
-        self._eyes = cv2.CascadeClassifier(cascades + "haarcascade_eye.xml")
-        if self._faces.empty() or self._eyes.empty():
-            raise RuntimeError("the Haar cascades of opencv-python-headless are missing")
+        self.models = models or FaceModels()
 
     def guide_for(self, frame: Image) -> Guide:
         return Guide.for_frame(frame.shape[1], frame.shape[0], self.guide_fraction)
 
-    def find_faces(self, gray: Image) -> list[Box]:
-        """Faces, largest first: a coarse pass on a small frame, then each box refined.
+    def find_faces(self, rgb: Image) -> list[FaceFound]:
+        """Every face in view down to a share of the largest one's height, largest first.
 
-        The coarse pass uses big scale steps (cheap, but the box size jumps by 20 %); the
-        refinement re-detects in a small window around each face with 5 % steps, so the
-        head height is measured finely enough for a 32-36 mm window.
+        Smaller faces are left out so that a face on a poster far behind does not refuse
+        the photo; a carer beside the applicant is close to the camera and well above it.
         """
-        scale = self.DETECT_WIDTH / gray.shape[1]
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found = self._faces.detectMultiScale(
-            small, scaleFactor=1.2, minNeighbors=4, minSize=(28, 28)
-        )
-        boxes: list[Box] = []
-        for bx, by, bw, bh in list(found)[:4]:
-            coarse = (int(bx / scale), int(by / scale), int(bw / scale), int(bh / scale))
-            boxes.append(self._refine(gray, coarse))
-        return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
-
-    def _refine(self, gray: Image, box: Box) -> Box:
-        x, y, w, h = box
-        pad = int(w * 0.25)
-        x0, y0 = max(x - pad, 0), max(y - pad, 0)
-        x1, y1 = min(x + w + pad, gray.shape[1]), min(y + h + pad, gray.shape[0])
-        factor = self.REFINE_FACE / w
-        roi = cv2.resize(
-            gray[y0:y1, x0:x1], None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA
-        )
-        lo, hi = int(self.REFINE_FACE * 0.78), int(self.REFINE_FACE * 1.3)
-        found = self._faces.detectMultiScale(
-            roi, scaleFactor=1.05, minNeighbors=3, minSize=(lo, lo), maxSize=(hi, hi)
-        )
-        if len(found) == 0:
-            return box
-        centre = ((x - x0) * factor + w * factor / 2, (y - y0) * factor + h * factor / 2)
-        fx, fy, fw, fh = min(
-            found, key=lambda f: math.dist(centre, (f[0] + f[2] / 2, f[1] + f[3] / 2))
-        )
-        return (
-            round(x0 + fx / factor),
-            round(y0 + fy / factor),
-            round(fw / factor),
-            round(fh / factor),
-        )
-
-    def find_eyes(self, gray: Image, face: Box) -> list[tuple[float, float]]:
-        """Centres of up to two eyes (frame coordinates), left to right in the image."""
-        x, y, w, h = face
-        top = gray[max(y, 0) : y + int(h * 0.6), max(x, 0) : x + w]
-        if top.size == 0:
+        found = self.models.every_face(rgb)
+        if not found:
             return []
-        scale = 120 / w
-        roi = cv2.resize(top, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found = self._eyes.detectMultiScale(
-            roi, scaleFactor=1.1, minNeighbors=5, minSize=(14, 14), maxSize=(45, 45)
-        )
-        centres = sorted(
-            ((ex + ew / 2, ey + eh / 2, ew * eh) for ex, ey, ew, eh in found),
-            key=lambda e: e[2],
-            reverse=True,
-        )
-        # The largest detection on each half of the face.
-        left = [c for c in centres if c[0] < 60]
-        right = [c for c in centres if c[0] >= 60]
-        return sorted((x + ex / scale, y + ey / scale) for ex, ey, _ in left[:1] + right[:1])
+        least = found[0].height * self.rules.other_face_min_share
+        return [f for f in found if f.height >= least]
 
     def analyse(
         self, frame: Image, previous_centre: tuple[float, float] | None = None
     ) -> PhotoAssessment:
         """Every check on one frame, in order of what the applicant should fix first."""
         r = self.rules
-        gray = (
-            frame
-            if frame.ndim == 2
-            else np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.uint8)
-        )
+        if frame.ndim == 2:
+            gray = frame
+            bgr = np.asarray(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR), np.uint8)
+        else:
+            gray = np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.uint8)
+            bgr = frame
+        rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
         guide = self.guide_for(frame)
         mm = guide.px_per_mm
-        faces = self.find_faces(gray)
+        found = self.find_faces(rgb)
+        boxes = [(round(f.x), round(f.y), round(f.width), round(f.height)) for f in found]
         count = PhotoCheck(
             "one-face",
-            len(faces) == 1,
-            float(len(faces)),
+            len(found) == 1,
+            float(len(found)),
             "= 1",
             "faces",
-            "no-face" if not faces else "one-person",
+            "no-face" if not found else "one-person",
         )
-        assessment = PhotoAssessment(checks=[count], faces=faces)
-        if not faces:
+        assessment = PhotoAssessment(checks=[count], faces=boxes)
+        if not found:
             return assessment
-        face = faces[0]
-        x, y, w, h = face
-        eyes = self.find_eyes(gray, face)
-        assessment.eyes = eyes
+        points, _ = self.models.mesh(rgb, found[0])
+        right_eye, left_eye = eye_centres(points)
+        assessment.eyes = sorted([right_eye, left_eye])
+        pose = head.pose(points)
+        turned = max(abs(pose.yaw) - r.yaw_deg, abs(pose.pitch) - r.pitch_deg)
         assessment.checks.append(
             PhotoCheck(
-                "eyes-visible", len(eyes) == 2, float(len(eyes)), "= 2", "eyes", "face-camera"
+                "frontal",
+                turned <= 0,
+                round(max(abs(pose.yaw), abs(pose.pitch)), 1),
+                f"|yaw| <= {r.yaw_deg:g}, |pitch| <= {r.pitch_deg:g}",
+                "deg",
+                "face-camera",
             )
         )
-        crown = y - CROWN_ABOVE_BOX * h
-        chin = y + CHIN_BELOW_BOX * h
-        cx, cy = x + w / 2, y + h / 2
+        eyes = head.eye_opening(points)
+        assessment.checks.append(
+            PhotoCheck(
+                "eyes-open",
+                eyes >= r.eye_opening_min,
+                round(eyes, 3),
+                f">= {r.eye_opening_min:g}",
+                "lid gap / eye width",
+                "open-eyes",
+            )
+        )
+        mouth = head.mouth_opening(points)
+        assessment.checks.append(
+            PhotoCheck(
+                "mouth-closed",
+                mouth <= r.mouth_opening_max,
+                round(mouth, 3),
+                f"<= {r.mouth_opening_max:g}",
+                "lip gap / mouth width",
+                "close-mouth",
+            )
+        )
+        outline = head.head_outline(bgr, points)
+        crown, chin = outline.crown_y, outline.chin_y
+        x0, x1 = float(points[:, 0].min()), float(points[:, 0].max())
+        cx, cy = (right_eye[0] + left_eye[0]) / 2, (crown + chin) / 2
         assessment.crown_y, assessment.chin_y, assessment.face_centre = crown, chin, (cx, cy)
+        # The head box: centred on the eyes, crown to chin (what the wall checks go around).
+        face: Box = (round(cx - (x1 - x0) / 2), round(crown), round(x1 - x0), round(chin - crown))
+        assessment.head = face
 
         head_mm = (chin - crown) / mm
         assessment.checks.append(
@@ -337,25 +373,25 @@ class PhotoAnalyzer:
                 "move-right" if offset_mm > 0 else "move-left",
             )
         )
-        if len(eyes) == 2:
-            (lx, ly), (rx, ry) = eyes
-            roll = math.degrees(math.atan2(ry - ly, rx - lx))
-        else:
-            roll = float("nan")
         assessment.checks.append(
             PhotoCheck(
                 "head-level",
-                abs(roll) <= r.roll_deg,
-                round(roll, 2),
+                abs(pose.roll) <= r.roll_deg,
+                round(pose.roll, 2),
                 f"|x| <= {r.roll_deg:g}",
                 "deg",
-                "level" if len(eyes) == 2 else "face-camera",
+                "level",
             )
         )
 
-        face_gray = gray[max(y, 0) : y + h, max(x, 0) : x + w]
+        # The inner face: from the brows to the chin, between the cheek outlines.
+        brow = min(right_eye[1], left_eye[1]) - (chin - crown) * 0.08
+        fx, fy = round(x0), max(round(brow), 0)
+        face_gray = gray[fy : max(round(chin), fy + 1), max(fx, 0) : max(round(x1), fx + 1)]
+        if face_gray.size == 0:
+            face_gray = np.full((8, 8), 128, np.uint8)
         face_std = cv2.resize(face_gray, (160, 160), interpolation=cv2.INTER_AREA)
-        inner = face_std[24:136, 24:136]
+        inner = face_std[16:144, 16:144]
         # Sharpness is measured on the face scaled to a fixed contrast, so a dark but sharp
         # face is judged too dark, not blurred.
         spread = float(face_std.std()) or 1.0
@@ -363,10 +399,20 @@ class PhotoAnalyzer:
         lap = float(cv2.Laplacian(normalised, cv2.CV_32F).var())
         mean = float(inner.mean())
         clipped = float(np.count_nonzero((inner >= 250) | (inner <= 5))) / inner.size
+        balance = head.light_balance(gray, points)
+        glare = head.eye_glare(gray, points)
         assessment.checks.extend(
             [
                 PhotoCheck.in_range(
                     "exposure", mean, r.exposure, 1, "grey level", below="brighter", above="darker"
+                ),
+                PhotoCheck(
+                    "light-balance",
+                    balance <= r.light_balance_max,
+                    round(balance, 3),
+                    f"<= {r.light_balance_max:g}",
+                    "left/right difference",
+                    "even-light",
                 ),
                 PhotoCheck(
                     "clipping",
@@ -376,28 +422,45 @@ class PhotoAnalyzer:
                     "fraction",
                     "glare",
                 ),
+                PhotoCheck(
+                    "glare",
+                    glare <= r.eye_glare_max,
+                    round(glare, 4),
+                    f"<= {r.eye_glare_max:g}",
+                    "fraction",
+                    "glare",
+                ),
             ]
         )
-        wall = background_spread(gray, guide, face, crown)
-        assessment.checks.append(
-            PhotoCheck(
-                "background",
-                wall <= r.background_std_max,
-                round(wall, 2),
-                f"<= {r.background_std_max:g}",
-                "grey levels",
-                "background",
-            )
-        )
-        assessment.checks.append(
-            PhotoCheck(
-                "sharpness",
-                lap >= r.sharpness_min,
-                round(lap, 1),
-                f">= {r.sharpness_min:g}",
-                "Laplacian variance",
-                "hold-still",
-            )
+        wall = background_spread(gray, guide, face)
+        shadow = wall_shadow(gray, guide, face)
+        assessment.checks.extend(
+            [
+                PhotoCheck(
+                    "background",
+                    wall <= r.background_std_max,
+                    round(wall, 2),
+                    f"<= {r.background_std_max:g}",
+                    "grey levels",
+                    "background",
+                ),
+                PhotoCheck(
+                    "background-shadow",
+                    shadow <= r.wall_shadow_max,
+                    round(shadow, 1),
+                    f"<= {r.wall_shadow_max:g}",
+                    "grey levels",
+                    "shadow",
+                ),
+                PhotoCheck(
+                    "sharpness",
+                    lap >= r.sharpness_min,
+                    round(lap, 1),
+                    f">= {r.sharpness_min:g}",
+                    "Laplacian variance",
+                    "hold-still",
+                ),
+            ]
         )
         moved = 0.0
         if previous_centre is not None:
@@ -415,24 +478,51 @@ class PhotoAnalyzer:
         return assessment
 
 
-def background_spread(gray: Image, guide: Guide, face: Box, crown: float) -> float:
-    """Grey-level spread of the background: the guide window above the shoulders, outside
-    an ellipse around the head. Patterns, objects and shadows all widen it."""
-    x, y, w, h = face
+def _wall_mask(gray: Image, guide: Guide, face: Box) -> tuple[Image, Image, int]:
+    """The guide window from its top down to the chin (quarter size) and a mask that is 255
+    on the wall: outside an ellipse around the head, as wide as 1.2 head heights (hair
+    included) and as tall as 1.24."""
+    x, crown, w, h = face
     top = max(guide.y, 0)
-    bottom = int(min(y + h * 1.0, guide.y + guide.height))
+    bottom = int(min(crown + h * 0.94, guide.y + guide.height))
     window = gray[top:bottom, guide.x : guide.x + guide.width]
     if window.size == 0:
-        return 0.0
+        return window, window, top
     # Work at quarter size: the statistic does not need detail, and it keeps the check cheap.
     small = cv2.resize(window, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
     mask = np.full(small.shape, 255, np.uint8)
-    centre = ((x + w / 2 - guide.x) * 0.25, ((crown + y + h * CHIN_BELOW_BOX) / 2 - top) * 0.25)
-    axes = (w * 0.95 * 0.25, (y + h * CHIN_BELOW_BOX - crown) * 0.62 * 0.25)
+    centre = ((x + w / 2 - guide.x) * 0.25, (crown + h / 2 - top) * 0.25)
+    axes = (h * 0.59 * 0.25, h * 0.62 * 0.25)
     cv2.ellipse(
         mask, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), 0, 0, 360, 0, -1
     )
+    return np.asarray(small, np.uint8), mask, top
+
+
+def background_spread(gray: Image, guide: Guide, face: Box) -> float:
+    """Grey-level spread of the background: the guide window above the chin, outside an
+    ellipse around the head. Patterns, objects and shadows all widen it."""
+    small, mask, _ = _wall_mask(gray, guide, face)
+    if small.size == 0:
+        return 0.0
     values = small[mask > 0]
     if values.size < 50:
         return 0.0
     return float(values.astype(np.float32).std())
+
+
+def wall_shadow(gray: Image, guide: Guide, face: Box) -> float:
+    """How much darker the wall is on one side of the head than on the other: light from
+    one side throws the head's shadow onto the wall on the other side. The median grey of
+    the wall (the background check's area) in the window's left and right halves."""
+    small, mask, _ = _wall_mask(gray, guide, face)
+    if small.size == 0:
+        return 0.0
+    half = small.shape[1] // 2
+    sides = []
+    for part, part_mask in ((small[:, :half], mask[:, :half]), (small[:, half:], mask[:, half:])):
+        values = part[part_mask > 0]
+        if values.size < 10:
+            return 0.0
+        sides.append(float(np.median(values)))
+    return abs(sides[0] - sides[1])

@@ -66,10 +66,10 @@ from fieldkit.capture.messages import (
     ValidateIdRequest,
 )
 from fieldkit.capture.photo import (
-    GUIDANCE,
     PhotoAnalyzer,
     PhotoAssessment,
     PhotoCheck,
+    guidance_words,
 )
 from fieldkit.capture.preview import draw_guide, preview_server
 from fieldkit.capture.qr import FormReader
@@ -388,7 +388,7 @@ class CaptureService:
         checks = [check_result(c) for c in assessment.checks]
         if advice != session.last_advice or now - session.last_guidance_at >= 1.0:
             session.last_advice, session.last_guidance_at = advice, now
-            ja, en = GUIDANCE[advice]
+            ja, en = guidance_words(assessment)
             self._publish(
                 f"capture/evt/session/{session.sid}/guidance",
                 Guidance(

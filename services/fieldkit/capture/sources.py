@@ -170,7 +170,7 @@ class DemoSource:
         self._form = np.asarray(
             cv2.cvtColor(cv2.resize(form, self.size), cv2.COLOR_GRAY2BGR), dtype=np.uint8
         )
-        self._face = synthetic.demo_face(self.size)
+        self._face = synthetic.demo_face(self.size, fit_guide=True)
         self._started = time.monotonic()
 
     def read(self) -> Image:

@@ -156,12 +156,23 @@ def photographed_form(
     return frame8
 
 
-def demo_face(size: tuple[int, int] = FRAME_SIZE, offset: tuple[int, int] = (0, 0)) -> Image:
-    """A drawn head and shoulders on a plain background, for the demo source (BGR)."""
+def demo_face(
+    size: tuple[int, int] = FRAME_SIZE,
+    offset: tuple[int, int] = (0, 0),
+    *,
+    fit_guide: bool = False,
+) -> Image:
+    """A drawn head and shoulders on a plain background, for the demo source (BGR).
+
+    ``fit_guide`` draws the head at the size the photo checks accept (hair top to chin,
+    2.22 fh, is 34 mm in the 90 % guide, crown 4 mm below its top); without it the head is
+    smaller (about 25 mm), as first drawn.
+    """
     w, h = size
     frame = np.full((h, w, 3), (222, 220, 218), np.uint8)
-    cx, cy = w // 2 + offset[0], int(h * 0.545) + offset[1]
-    fw, fh = int(h * 0.17), int(h * 0.23)
+    centre, width, height = (0.503, 0.226, 0.306) if fit_guide else (0.545, 0.17, 0.23)
+    cx, cy = w // 2 + offset[0], int(h * centre) + offset[1]
+    fw, fh = int(h * width), int(h * height)
     cv2.ellipse(
         frame,
         (cx, cy + int(fh * 2.3)),

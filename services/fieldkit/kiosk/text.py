@@ -187,25 +187,33 @@ AGE_BAND_LABELS: dict[str, tuple[str, str]] = {
 
 # The photo checks (fieldkit.capture.photo.CheckName) as the operator reads them.
 CHECK_LABELS: dict[str, tuple[str, str]] = {
-    "one-face": ("顔がひとつだけ写っている", "Exactly one face"),
-    "eyes-visible": ("両目が見える", "Both eyes visible"),
+    "one-face": ("写っているのは本人ひとりだけ", "Only the applicant in view"),
+    "frontal": ("顔が正面を向いている", "Facing the camera"),
+    "eyes-open": ("目が開いている", "Eyes open"),
+    "mouth-closed": ("口が閉じている", "Mouth closed"),
     "head-height": ("頭の大きさ(頭頂からあごまで)", "Head size (crown to chin)"),
     "crown-margin": ("頭の上の余白", "Space above the head"),
     "centred": ("顔が中央にある", "Face in the centre"),
     "head-level": ("顔がまっすぐ", "Head level"),
-    "sharpness": ("ぼやけていない", "Sharp, not blurred"),
     "exposure": ("明るさ", "Brightness"),
-    "clipping": ("白とび・反射がない", "No glare or blown-out areas"),
+    "light-balance": ("顔の左右の明るさが同じ", "Face evenly lit"),
+    "clipping": ("白とびがない", "No blown-out areas"),
+    "glare": ("メガネなどの反射がない", "No glare on glasses"),
     "background": ("背景が無地", "Plain background"),
+    "background-shadow": ("背景に影がない", "No shadow on the wall"),
+    "sharpness": ("ぼやけていない", "Sharp, not blurred"),
     "still": ("動いていない", "Holding still"),
 }
 UNIT_LABELS: dict[str, tuple[str, str]] = {
     "faces": ("人", "faces"),
-    "eyes": ("つ", "eyes"),
     "deg": ("度", "degrees"),
-    "fraction": ("(白とびの割合)", "of the picture blown out"),
+    "mm": ("mm", "mm"),
+    "fraction": ("(白くとんだ部分の割合)", "share blown out white"),
+    "lid gap / eye width": ("(目の開き)", "eye opening"),
+    "lip gap / mouth width": ("(口の開き)", "mouth opening"),
+    "left/right difference": ("(左右の明るさの差)", "left/right brightness difference"),
     "grey level": ("(明るさ 0〜255)", "grey level (0-255)"),
-    "grey levels": ("(背景のむら)", "grey levels of variation"),
+    "grey levels": ("(背景のむら・影)", "grey levels of variation"),
     "Laplacian variance": ("(鮮明さ)", "sharpness (Laplacian variance)"),
 }
 

@@ -1,0 +1,204 @@
+"""The photo checks on real portraits (../shared/data/faces/, MIT), annotated by hand. R3
+
+Each rule is shown both ways on real photographs where the set has both: a portrait that
+meets it and one that does not, or the same portrait with one defect added (a second
+person, a shadow on the wall, a reflection on the eyes, one side of the face darkened).
+bench/capture.py gives the rates over the whole set.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import cv2
+import numpy as np
+import pytest
+
+from fieldkit.capture.haar import HaarHeadEstimate
+from fieldkit.capture.photo import PhotoAnalyzer, guidance_words
+from tests.capture_scenes import (
+    TURNED,
+    Annotation,
+    annotations,
+    eye_to_chin,
+    faces_dir,
+    portrait,
+    portrait_frame,
+    with_second_person,
+)
+
+pytestmark = pytest.mark.skipif(
+    not faces_dir().is_dir(), reason="the shared portraits are not beside the work tree"
+)
+
+ALL = annotations() if faces_dir().is_dir() else []
+WHOLE_HEAD = [a for a in ALL if a.head_px is not None]
+BY_NAME = {a.name: a for a in ALL}
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> PhotoAnalyzer:
+    return PhotoAnalyzer()
+
+
+def frame_of(name: str) -> np.ndarray:
+    return portrait_frame(BY_NAME[name])[0]
+
+
+def person(a: Annotation) -> str:
+    return a.name.replace("_", "-").split("-")[0]
+
+
+def test_the_annotations_cover_the_set() -> None:
+    names = {p.name for p in faces_dir().iterdir() if p.suffix in (".png", ".jpg", ".jpeg")}
+    assert names == set(BY_NAME)
+    assert len(WHOLE_HEAD) == 10  # three have the crown or the chin out of sight
+
+
+def test_the_head_is_measured_closer_than_the_box_ratio_estimate(
+    analyzer: PhotoAnalyzer,
+) -> None:
+    """Each portrait placed at 34 mm: the measured head height beside the Haar estimate."""
+    haar = HaarHeadEstimate()
+    measured, estimated = [], []
+    for a in WHOLE_HEAD:
+        frame, _ = portrait_frame(a, head_mm=34.0)
+        assessment = analyzer.analyse(frame)
+        measured.append(abs(assessment.check("head-height").measured - 34.0))
+        boxes = haar.find_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+        if boxes:
+            crown, chin = haar.crown_and_chin(boxes[0])
+            estimated.append(abs((chin - crown) / analyzer.guide_for(frame).px_per_mm - 34.0))
+        else:
+            estimated.append(float("inf"))
+    assert statistics.median(measured) <= 1.0
+    assert statistics.median(measured) < statistics.median(estimated)
+    # Where the crown is lost against dark hair or the chin hidden by a beard the error is
+    # larger; bench/capture.py reports the share within 1 mm (the target is 90 %).
+    assert max(measured) <= 3.0
+
+
+@pytest.mark.parametrize("a", WHOLE_HEAD, ids=[a.name for a in WHOLE_HEAD])
+def test_one_real_person_counts_as_one_face(analyzer: PhotoAnalyzer, a: Annotation) -> None:
+    frame, _ = portrait_frame(a)
+    assert analyzer.analyse(frame).check("one-face").measured == 1
+
+
+COMPOSED = [
+    (applicant, other, where)
+    for applicant in ("obama-720p.jpg", "biden-biden2.jpg", "rose_leslie-img2.jpg")
+    for other in ("kit_harington-john2.jpeg", "obama2.jpg", "alex-lacamoire.png")
+    for where in ("side", "edge")
+    if applicant[:5] != other[:5]
+]
+
+
+@pytest.mark.parametrize(
+    ("applicant", "other", "where"), COMPOSED, ids=["-".join(c) for c in COMPOSED]
+)
+def test_a_second_person_in_view_refuses_the_photo(
+    analyzer: PhotoAnalyzer, applicant: str, other: str, where: str
+) -> None:
+    """A carer beside the applicant or cut by the frame's edge, eye to chin 0.4 of the
+    applicant's (kit_harington-john2 and obama2 have their head turned); refused."""
+    a = BY_NAME[applicant]
+    frame, scale = portrait_frame(a)
+    composed = with_second_person(frame, BY_NAME[other], eye_to_chin(a) * scale * 0.4, where)
+    assessment = analyzer.analyse(composed)
+    assert assessment.check("one-face").measured >= 2
+    assert assessment.advice == "one-person"
+    assert frame is not composed and analyzer.analyse(frame).check("one-face").passed
+
+
+def test_a_turned_head_fails_the_frontal_check(analyzer: PhotoAnalyzer) -> None:
+    for name in ("obama-720p.jpg", "rose_leslie-img2.jpg", "kit_harington-john1.jpeg"):
+        assert analyzer.analyse(frame_of(name)).check("frontal").passed, name
+    for name in TURNED:  # yaw 10-24 degrees
+        check = analyzer.analyse(portrait(name)).check("frontal")
+        assert not check.passed and check.advice == "face-camera", name
+
+
+def test_an_open_mouth_fails_and_a_closed_one_passes(analyzer: PhotoAnalyzer) -> None:
+    for name in ("biden.jpg", "kit_harington-john1.jpeg", "rose_leslie-img2.jpg"):
+        assert analyzer.analyse(frame_of(name)).check("mouth-closed").passed, name
+    for name in ("obama-720p.jpg", "obama2.jpg", "biden-biden2.jpg"):  # smiling, speaking
+        check = analyzer.analyse(frame_of(name)).check("mouth-closed")
+        assert not check.passed and check.advice == "close-mouth", name
+
+
+def test_open_eyes_pass_on_every_portrait(analyzer: PhotoAnalyzer) -> None:
+    """The set has no closed eyes: only the passing side is shown on real faces."""
+    for a in WHOLE_HEAD:
+        assert analyzer.analyse(portrait_frame(a)[0]).check("eyes-open").passed, a.name
+
+
+def test_a_tilted_head_fails_the_level_check(analyzer: PhotoAnalyzer) -> None:
+    assert analyzer.analyse(frame_of("obama.jpg")).check("head-level").passed
+    check = analyzer.analyse(frame_of("biden.jpg")).check("head-level")  # tilted 12 degrees
+    assert not check.passed and check.advice == "level"
+
+
+def _darken_half(frame: np.ndarray, x: int) -> np.ndarray:
+    out = frame.astype(np.float32)
+    out[:, :x] *= 0.45
+    return np.asarray(out, np.uint8)
+
+
+def test_light_from_one_side_fails_the_balance_check(analyzer: PhotoAnalyzer) -> None:
+    frame = frame_of("obama-720p.jpg")
+    even = analyzer.analyse(frame)
+    assert even.check("light-balance").passed
+    assert even.face_centre is not None
+    one_sided = analyzer.analyse(_darken_half(frame, int(even.face_centre[0])))
+    check = one_sided.check("light-balance")
+    assert not check.passed and check.advice == "even-light"
+    # A portrait lit from its side in the original photograph fails as well.
+    assert not analyzer.analyse(frame_of("alex-lacamoire.png")).check("light-balance").passed
+
+
+def test_a_reflection_on_the_eyes_fails_the_glare_check(analyzer: PhotoAnalyzer) -> None:
+    frame = frame_of("obama.jpg")
+    clear = analyzer.analyse(frame)
+    assert clear.check("glare").passed and len(clear.eyes) == 2
+    (x, y), _ = clear.eyes
+    glasses = frame.copy()
+    cv2.ellipse(glasses, (int(x) + 6, int(y) - 4), (22, 9), 20, 0, 360, (255, 255, 255), -1)
+    check = analyzer.analyse(glasses).check("glare")
+    assert not check.passed and check.advice == "glare"
+
+
+def test_a_busy_background_fails_and_a_plain_one_passes(analyzer: PhotoAnalyzer) -> None:
+    assert analyzer.analyse(frame_of("alex_lacamoire-img1.jpg")).check("background").passed
+    for name in ("obama-720p.jpg", "biden-biden2.jpg", "rose_leslie-img2.jpg"):
+        check = analyzer.analyse(frame_of(name)).check("background")
+        assert not check.passed and check.advice == "background", name
+
+
+def test_the_head_s_shadow_on_the_wall_fails(analyzer: PhotoAnalyzer) -> None:
+    frame = frame_of("alex_lacamoire-img1.jpg")  # a white wall behind him
+    plain = analyzer.analyse(frame)
+    assert plain.check("background-shadow").passed and plain.head is not None
+    x, crown, w, h = plain.head
+    shade = np.zeros(frame.shape[:2], np.float32)
+    cv2.ellipse(
+        shade, (x + w // 2 + w // 2, crown + h // 2), (w // 2 + 60, h // 2 + 40), 0, 0, 360, 1, -1
+    )
+    shade = cv2.GaussianBlur(shade, (0, 0), 12)[..., None]
+    shadowed = np.asarray(frame * (1 - 0.4 * shade), np.uint8)
+    # The person stays as they were: only the wall behind them darkens.
+    shadowed[crown : crown + h, x : x + w] = frame[crown : crown + h, x : x + w]
+    check = analyzer.analyse(shadowed).check("background-shadow")
+    assert not check.passed and check.advice == "shadow"
+
+
+def test_the_guidance_says_what_was_measured_japanese_first(analyzer: PhotoAnalyzer) -> None:
+    a = BY_NAME["obama-720p.jpg"]
+    frame, scale = portrait_frame(a)
+    other = BY_NAME["alex-lacamoire.png"]
+    two = with_second_person(frame, other, eye_to_chin(a) * scale * 0.6, "side")
+    ja, en = guidance_words(analyzer.analyse(two))
+    assert ja.startswith("おひとりだけ写るようにしてください。") and "写っている顔の数: 2" in ja
+    assert en.startswith("Only one person") and "faces in view: 2" in en
+    far, _ = portrait_frame(BY_NAME["kit_harington-john1.jpeg"], head_mm=28.0)
+    ja, _ = guidance_words(analyzer.analyse(far))
+    assert ja.startswith("もう少しカメラに近づいてください。") and "頭の大きさ(mm): 2" in ja
