@@ -59,18 +59,25 @@ lock() {
     python3 -m venv .venv-lock
     .venv-lock/bin/pip install -q --disable-pip-version-check pip-tools
   fi
-  echo "==> resolving fieldkit[dev] into requirements/dev.lock"
-  CUSTOM_COMPILE_COMMAND="./dev.sh lock" .venv-lock/bin/pip-compile --quiet --extra dev --all-build-deps --allow-unsafe \
-    --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
-    --output-file requirements/dev.lock "$@" pyproject.toml
-  # fieldkit itself is installed editable (need_venv), never from the lock: drop its entry
-  # (pip-compile lists the project as a path it cannot hash) and the warning above it.
-  sed -i -e '/^# WARNING: pip install will require the following package to be hashed/,/^fieldkit @ /d' \
-    -e '/^    # via file:/d' requirements/dev.lock
-  if grep -q '^fieldkit @' requirements/dev.lock; then
-    echo "dev.sh lock: could not drop fieldkit's own entry from the lock" >&2
-    exit 1
-  fi
+  # dev.lock: the development machine (.venv). tablet.lock, hub.lock: the images' wheelhouse
+  # (fieldkit.provision.image builds it from these, hashes checked), held to dev.lock's
+  # versions: an image runs what the tests ran.
+  local name
+  for name in dev tablet hub; do
+    echo "==> resolving fieldkit[$name] into requirements/$name.lock"
+    CUSTOM_COMPILE_COMMAND="./dev.sh lock" .venv-lock/bin/pip-compile --quiet --extra "$name" --allow-unsafe \
+      --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+      $([[ $name == dev ]] && echo --all-build-deps || echo --constraint requirements/dev.lock) \
+      --output-file "requirements/$name.lock" "$@" pyproject.toml
+    # fieldkit itself is installed editable (need_venv) or built from the tree, never from the
+    # lock: drop its entry (pip-compile lists the project as a path it cannot hash).
+    sed -i -e '/^# WARNING: pip install will require the following package to be hashed/,/^fieldkit @ /d' \
+      -e '/^    # via file:/d' "requirements/$name.lock"
+    if grep -q '^fieldkit @' "requirements/$name.lock"; then
+      echo "dev.sh lock: could not drop fieldkit's own entry from requirements/$name.lock" >&2
+      exit 1
+    fi
+  done
 }
 
 cmd=${1:-}

@@ -106,3 +106,25 @@ def test_the_probe_sees_a_library_that_is_not_there() -> None:
     """The check can fail: the tablet without its own libraries does not start."""
     failed = probe("tablet", extra("tablet"))["failed"]
     assert "fieldkit.capture.service" in failed  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("role", ["tablet", "hub"])
+def test_the_images_wheelhouse_lock_pins_every_library_of_its_role_with_hashes(role: str) -> None:
+    """Issue 14: the image installs from requirements/ROLE.lock, at dev.lock's versions."""
+
+    def pins(name: str) -> dict[str, str]:
+        text = (REPO / "requirements" / f"{name}.lock").read_text(encoding="utf-8")
+        found = {}
+        for block in text.split("\n"):
+            if "==" in block and not block.startswith((" ", "#")):
+                dist, _, version = block.split(" ")[0].partition("==")
+                found[dist.lower().replace("_", "-")] = version
+        assert text.count("--hash=sha256:") >= len(found)
+        return found
+
+    locked, dev = pins(role), pins("dev")
+    wanted = names(PROJECT["dependencies"]) | extra(role)
+    assert {n.lower() for n in wanted} <= set(locked), sorted(wanted - set(locked))
+    assert {d: v for d, v in locked.items() if dev.get(d) != v} == {}
+    other = "hub" if role == "tablet" else "tablet"
+    assert not {n.lower() for n in extra(other)} & set(locked)

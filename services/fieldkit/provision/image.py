@@ -226,17 +226,15 @@ class ImageBuild:
         if wheels.exists():
             shutil.rmtree(wheels)
         wheels.mkdir()
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--wheel-dir",
-            str(wheels),
-            str(REPO),
-        ]
-        self._run(cmd, "wheelhouse")
+        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels)]
+        # The role's libraries at the versions and hashes of requirements/ROLE.lock (held to
+        # dev.lock's versions: the image runs what the tests ran), then fieldkit itself. The
+        # device installs `fieldkit[ROLE]` from these wheels only (--no-index).
+        lock = REPO / "requirements" / f"{self.profile.role}.lock"
+        if not lock.is_file():
+            raise ImageBuildError(f"wheelhouse: no lock file {lock} (./dev.sh lock makes it)")
+        self._run([*pip, "--require-hashes", "-r", str(lock)], "wheelhouse")
+        self._run([*pip, "--no-deps", str(REPO)], "wheelhouse")
         return wheels
 
     def playbook_vars(self, wheelhouse: Path) -> Path:
