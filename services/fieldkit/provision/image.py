@@ -26,12 +26,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,9 +179,11 @@ class ImageBuild:
         disk = None
         if self.options.pack:
             with self._step(5, steps, "pack"):
+                self.sweep_mounts("before pack")
                 disk = self.pack()
         self.timings["total"] = round(time.monotonic() - started, 1)
         with self._step(steps, steps, "manifest"):
+            self.sweep_mounts("before manifest")
             manifest = self.write_manifest(disk, first, rerun)
         return BuildResult(self.rootfs, disk, manifest, self.timings, first, rerun)
 
@@ -188,11 +191,38 @@ class ImageBuild:
     def _step(self, number: int, total: int, name: str) -> Iterator[None]:
         self.progress(f"[{number}/{total}] {name} ...")
         started = time.monotonic()
-        yield
+        # Whatever a step (or a tool it ran: mmdebstrap, a killed unshare) left mounted in the
+        # rootfs goes, even when the step failed: a later step or build must never walk, pack
+        # or delete through a /proc, /sys or /dev mount.
+        try:
+            yield
+        except BaseException:
+            with suppress(ImageBuildError):  # the step's own error is the one to report
+                self.sweep_mounts(name)
+            raise
+        self.sweep_mounts(name)
         self.timings[name] = round(time.monotonic() - started, 1)
         self.progress(f"[{number}/{total}] {name} done in {self.timings[name]:.1f} s")
 
+    def sweep_mounts(self, when: str) -> list[Path]:
+        """Unmount everything mounted under the rootfs (deepest first); say what it was."""
+        if not self.rootfs.exists():
+            return []
+        left = unmount_under(self.rootfs)
+        for path in left:
+            self.progress(f"      {when}: unmounted {path}, left mounted in the rootfs")
+        still = mounts_under(self.rootfs)
+        if still:
+            raise ImageBuildError(
+                f"{when}: cannot unmount {', '.join(map(str, still))}; "
+                "unmount them by hand before building again"
+            )
+        return left
+
     def bootstrap(self) -> None:
+        # A rootfs from an interrupted build may still have /proc, /sys, /dev mounted in it:
+        # never reuse or delete through them (rmtree would descend into the host's /dev).
+        self.sweep_mounts("before bootstrap")
         if self.options.reuse_rootfs and (self.rootfs / "etc" / "os-release").exists():
             self.progress("      reusing the existing rootfs")
             return
@@ -550,13 +580,73 @@ class ImageBuild:
         return "".join(lines)
 
 
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(root: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:
+    """Mount points at or below ``root`` in this mount namespace, deepest first."""
+    base = os.path.realpath(root)
+    found = []
+    for line in mountinfo.read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape_mountinfo(fields[4])
+        if point == base or point.startswith(base.rstrip("/") + "/"):
+            found.append(Path(point))
+    return sorted(set(found), key=lambda p: (len(p.parts), str(p)), reverse=True)
+
+
+def unmount_under(root: Path) -> list[Path]:
+    """Unmount every mount below ``root`` (not ``root`` itself), deepest first.
+
+    A plain unmount first; a busy one is detached lazily (``umount -l``), so nothing of it
+    stays reachable through the rootfs. Returns what was unmounted.
+    """
+    done = []
+    for _ in range(8):  # a recursive bind can reveal mounts that were hidden under others
+        points = [p for p in mounts_under(root) if p != Path(os.path.realpath(root))]
+        if not points:
+            break
+        for point in points:
+            plain = subprocess.run(["umount", str(point)], capture_output=True, check=False)
+            if plain.returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+            done.append(point)
+    return done
+
+
 def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under ``root``, never crossing into a mount below it.
+
+    Two guards: a directory on another device (``st_dev``) is not entered, and neither is a
+    mount point listed in /proc/self/mountinfo (a bind mount of the same filesystem has the
+    same ``st_dev``). A /proc left mounted in a rootfs changes under the walk and would fail it.
+    """
+    device = os.lstat(root).st_dev
+    below = {str(p) for p in mounts_under(root)} - {os.path.realpath(root)}
     total = 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        keep = []
+        for name in dirs:
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if info.st_dev == device and os.path.realpath(path) not in below:
+                keep.append(name)
+        dirs[:] = keep
         for name in files:
             path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                total += os.lstat(path).st_size
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue  # gone between listing and reading
+            if stat.S_ISREG(info.st_mode) and info.st_dev == device:
+                total += info.st_size
     return total
 
 
