@@ -42,6 +42,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from fieldkit import __version__
+from fieldkit.datavol import DATA_PARTITION_TYPE
 from fieldkit.models import Strict, describe_validation_error
 from fieldkit.policies import (
     KINDS,
@@ -66,6 +67,9 @@ class DiskLayout(Strict):
     esp_mib: int = Field(default=256, ge=64, le=2048)
     root_headroom_mib: int = Field(default=768, ge=64)
     root_fill_factor: float = Field(default=1.15, ge=1.0, le=3.0)
+    # The encrypted data volume's partition (third, last): a placeholder of this size that the
+    # first boot grows to the end of the disk and formats LUKS2 (fieldkit.datavol). 0: none.
+    data_mib: int = Field(default=0, ge=0, le=65536)
 
 
 class ImageProfile(Strict):
@@ -369,12 +373,26 @@ class ImageBuild:
         bootloader = r / "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
         if not bootloader.exists():
             raise ImageBuildError("pack: systemd-boot-efi is not in the rootfs (profile include)")
-        disk_id, esp_id, root_id = (str(uuid.uuid4()) for _ in range(3))
+        disk_id, esp_id, root_id, data_id = (str(uuid.uuid4()) for _ in range(4))
         fs_uuid = str(uuid.uuid4())
-        (r / "etc/fstab").write_text(
+        volume = self.policies.erasure.data_volume if self.profile.role == "tablet" else None
+        data_bytes = self.profile.disk.data_mib * MIB
+        if (volume is None) != (data_bytes == 0):
+            raise ImageBuildError(
+                "pack: erasure.yaml's data_volume and the profile's disk.data_mib go together"
+            )
+        fstab = (
             "# fieldkit image: root by partition UUID; tmpfs mounts are systemd units\n"
             f"PARTUUID={root_id} / ext4 defaults,errors=remount-ro 0 1\n"
         )
+        if volume is not None:
+            # The encrypted data volume (fieldkit.datavol): opened with the TPM, mounted here.
+            fstab += volume.fstab_line()
+            (r / "etc/crypttab").write_text(
+                "# fieldkit image: the data volume, LUKS2, key sealed to the TPM 2.0\n"
+                + volume.crypttab_line(data_id)
+            )
+        (r / "etc/fstab").write_text(fstab)
         work = self.out / "pack"
         if work.exists():
             shutil.rmtree(work)
@@ -454,7 +472,7 @@ class ImageBuild:
 
         esp_bytes = esp.stat().st_size
         start = MIB
-        total = start + esp_bytes + root_bytes + MIB  # + room for the backup GPT
+        total = start + esp_bytes + root_bytes + data_bytes + MIB  # + the backup GPT
         disk = self.out / f"fieldkit-{self.profile.role}.raw"
         disk.unlink(missing_ok=True)
         with disk.open("wb") as handle:
@@ -467,6 +485,12 @@ class ImageBuild:
             f"start={(start + esp_bytes) // SECTOR}, size={root_bytes // SECTOR}, "
             f'type={ROOT_X86_64_TYPE}, uuid={root_id}, name="fieldkit-root"\n'
         )
+        if volume is not None:
+            table += (
+                f"start={(start + esp_bytes + root_bytes) // SECTOR}, "
+                f"size={data_bytes // SECTOR}, type={DATA_PARTITION_TYPE}, uuid={data_id}, "
+                f'name="{volume.name}"\n'
+            )
         self._run(
             ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)],
             "pack-disk",
@@ -485,6 +509,14 @@ class ImageBuild:
                 "bytes": root_bytes,
             },
         }
+        if volume is not None:
+            # Empty until the first boot formats it (LUKS2); grown there to the disk's end.
+            self.layout["data"] = {
+                "partuuid": data_id,
+                "name": volume.name,
+                "offset": start + esp_bytes + root_bytes,
+                "bytes": data_bytes,
+            }
         return disk
 
     # --- manifest --------------------------------------------------------------------

@@ -60,6 +60,9 @@ class WipeSection(Section):
         Path("/etc/mosquitto/mosquitto.conf"),
     ]
     scan_process_memory: bool = True
+    # `fieldkit wipe device` on a tablet stops every fieldkit service before it reads the
+    # evidence chain and releases the encrypted data volume (fieldkit.wipe.datavol).
+    stop_services: list[str] = ["systemctl", "stop", "fieldkit-*.service"]
     # How long the scan of one location may take (seconds): in the daily / boot scan and the
     # compliance run, and after a session wipe's erasing (which must end within a second or
     # so). What is left unscanned when it runs out fails the location ("incomplete"), never
