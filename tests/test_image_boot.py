@@ -403,9 +403,34 @@ def signing_key(work: Path) -> tuple[Path, str]:
     return path, public_hex(load_device_key(path))  # made here, as enrolment would
 
 
+def _scan_disk(work: Path, canary: Canary, when: str) -> ScanResult:
+    raw = work / f"disk-{when}.raw"
+    seconds = raw_disk(work / "overlay.qcow2", raw)
+    try:
+        found = scan(raw, canary.needles)
+    finally:
+        raw.unlink()
+    found.convert_seconds = seconds
+    print(
+        f"\ndisk scan {when}: {found.disk_bytes} bytes, {found.bytes_scanned} allocated "
+        f"scanned; convert {seconds} s, scan {found.scan_seconds} s"
+    )
+    return found
+
+
+@pytest.fixture(scope="module")
+def scan_before_purge(report: BootReport, work: Path, canary: Canary) -> ScanResult:
+    """The disk after the first boot wrote the canary onto the volume: encrypted at rest."""
+    return _scan_disk(work, canary, "before-purge")
+
+
 @pytest.fixture(scope="module")
 def purge_report(
-    report: BootReport, tablet_image_dir: Path, work: Path, signing_key: tuple[Path, str]
+    report: BootReport,
+    scan_before_purge: ScanResult,
+    tablet_image_dir: Path,
+    work: Path,
+    signing_key: tuple[Path, str],
 ) -> BootReport:
     """The same device booted again: the volume reopened by the TPM, then purged."""
     config = work / "handover" / "device.toml"
@@ -427,18 +452,7 @@ def purge_report(
 
 @pytest.fixture(scope="module")
 def disk_scan(purge_report: BootReport, work: Path, canary: Canary) -> ScanResult:
-    raw = work / "disk-after-purge.raw"
-    seconds = raw_disk(work / "overlay.qcow2", raw)
-    try:
-        found = scan(raw, canary.needles)
-    finally:
-        raw.unlink()
-    found.convert_seconds = seconds
-    print(
-        f"\ndisk scan: {found.disk_bytes} bytes, {found.bytes_scanned} allocated scanned; "
-        f"convert {seconds} s, scan {found.scan_seconds} s"
-    )
-    return found
+    return _scan_disk(work, canary, "after-purge")
 
 
 def _props(report: BootReport, section: str) -> dict[str, dict[str, str]]:
@@ -451,6 +465,7 @@ def _props(report: BootReport, section: str) -> dict[str, dict[str, str]]:
 
 
 def _volume_up(report: BootReport) -> None:
+    assert report.lines("datavol-wait") == ["mounted"], report.sections["datavol-unlock-log"]
     units = _props(report, "datavol-units")
     assert len(units) == 4, units
     for unit in units.values():
@@ -494,6 +509,18 @@ def test_a_reboot_reopens_the_volume_with_the_tpm(
     assert any("holds the LUKS2 volume" in x for x in purge_report.lines("datavol-format-log"))
     assert purge_report.lines("canary-read") == report.lines("canary-write")  # same sha256s
     assert purge_report.lines("spool-after-reboot") == []  # the spool is memory-only
+
+
+def test_the_canary_is_encrypted_at_rest_before_the_purge(
+    report: BootReport, scan_before_purge: ScanResult
+) -> None:
+    """After the first boot the canary is on the volume (read back after the reboot), yet the
+    raw disk holds it in no encoding; the scan does see the volume's two LUKS2 headers."""
+    assert len(report.lines("canary-write")) == 3
+    assert scan_before_purge.found == {name: [] for name in scan_before_purge.found}
+    assert len(scan_before_purge.luks_aligned) == 2, scan_before_purge.luks_aligned
+    primary, secondary = scan_before_purge.luks_aligned
+    assert secondary - primary == 16 << 10  # LUKS2's second header copy
 
 
 def test_wipe_device_purges_the_volume_and_certifies_it(

@@ -16,7 +16,7 @@ How it comes up (docs/images.md, "Encrypted data volume"):
    random key held in RAM, the TPM 2.0 enrolled with ``systemd-cryptenroll`` (sealed to the
    policy's PCRs), and the random key's keyslot killed: the TPM is the only way in;
 2. every boot, ``/etc/crypttab`` (``tpm2-device=auto,headless=true``) opens it without a
-   passphrase, and ``/etc/fstab`` mounts it (``x-systemd.makefs`` makes the ext4 the first time);
+   passphrase, and ``/etc/fstab`` mounts it (the format step made its ext4);
 3. ``fieldkit-datavol.service`` makes the policy's folders on it; every fieldkit service
    unit requires that service.
 """
@@ -100,8 +100,7 @@ class DataVolume(Strict):
         # (and in a loaded TCG VM, where the default ran out: docs/images.md).
         return (
             f"{self.mapper} {self.mount} ext4 "
-            "defaults,nofail,nodev,nosuid,noexec,x-systemd.makefs,"
-            "x-systemd.device-timeout=10min 0 2\n"
+            "defaults,nofail,nodev,nosuid,noexec,x-systemd.device-timeout=10min 0 2\n"
         )
 
 
@@ -130,10 +129,12 @@ case "$source" in
     *) say "no $NAME line with a PARTUUID in /etc/crypttab"; exit 1 ;;
 esac
 udevadm wait --timeout=60 "$dev"
-if cryptsetup isLuks "$dev"; then
+if cryptsetup isLuks "$dev" && cryptsetup luksDump "$dev" | grep -q systemd-tpm2; then
     say "$dev holds the LUKS2 volume"
     exit 0
 fi
+# Not LUKS, or LUKS without its TPM token (a first boot cut short before the enrolment: never
+# opened, nothing on it): made (again) from the start.
 # No TPM 2.0, no volume: its key would have to be stored in the clear or typed at every boot.
 # Every fieldkit service requires the volume, so this tablet cannot be fielded.
 tries=0
@@ -161,6 +162,11 @@ trap 'head -c 64 /dev/zero > "$key" 2>/dev/null; rm -f "$key"' EXIT
 head -c 64 /dev/urandom > "$key"
 cryptsetup luksFormat --batch-mode --type luks2 --label "$NAME" \
     --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$key" "$dev"
+# The filesystem is made here, not by x-systemd.makefs: udev (99-systemd.rules) keeps a dm-crypt
+# device without a filesystem "not ready", so systemd would wait for it forever.
+cryptsetup open --key-file "$key" "$dev" "$NAME-format"
+mkfs.ext4 -q -L "$NAME" "/dev/mapper/$NAME-format"
+cryptsetup close "$NAME-format"
 systemd-cryptenroll --unlock-key-file="$key" --tpm2-device=auto --tpm2-pcrs="$PCRS" "$dev"
 # The random key's keyslot goes: no passphrase and no recovery key open this volume.
 cryptsetup luksKillSlot --batch-mode "$dev" 0
