@@ -151,9 +151,12 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
     if volume is not None:
         # Nothing may write a record or a file once the chain is read below.
         try:
-            steps.append(stop_services(config.wipe.stop_services))
+            steps.append(stop_services(config.wipe.stop_services or kit_units(config)))
         except SanitizeError as exc:
             print(f"fieldkit: {exc}", file=sys.stderr)
+            return 1
+        if not os.path.ismount(str(volume.policy.mount)):
+            print(f"fieldkit: stopping the services closed {volume.policy.mount}", file=sys.stderr)
             return 1
     # The certificate closes the device's erasure-record chain: read it before the target
     # goes, and only once every record is on its way to the hub (after this, nothing can
@@ -224,6 +227,15 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
     )
     print(f"certificate: {stem}.json and {stem}.pdf")
     return 0 if certificate.result == "pass" else 1
+
+
+def kit_units(config: DeviceConfig) -> list[str]:
+    """``systemctl stop`` of every fieldkit service unit of this role, and the kiosk browser."""
+    from fieldkit.policies import unit_name
+    from fieldkit.registry import specs_for_role
+
+    units = [unit_name(spec.name) for spec in specs_for_role(config.device.role)]
+    return ["systemctl", "stop", *units, "fieldkit-kiosk-browser.service"]
 
 
 def device_signers(config: DeviceConfig, key: Ed25519PrivateKey) -> set[str]:
