@@ -54,6 +54,7 @@ pytestmark = [
     pytest.mark.skipif(
         shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86, ovmf"
     ),
+    pytest.mark.skipif(shutil.which("swtpm") is None, reason="needs swtpm (the tablet's TPM)"),
 ]
 
 
