@@ -22,7 +22,7 @@ APT_PACKAGES=(
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
 # Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
-APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf)
+APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf swtpm)
 
 need_apt() {
   local missing=()

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from fieldkit.datavol import DATA_PARTITION_TYPE
 from fieldkit.policies import (
     BROWSER_POLICY_PATH,
     NFTABLES_PATH,
@@ -310,7 +311,14 @@ def test_disk_image_matches_manifest(image_dir: Path, manifest: dict[str, Any]) 
     )["partitiontable"]
     assert table["label"] == "gpt"
     types = [p["type"] for p in table["partitions"]]
-    assert types == ["C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"]
+    assert types == [
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+        DATA_PARTITION_TYPE,  # the encrypted data volume's placeholder, made on first boot
+    ]
+    data = table["partitions"][2]
+    assert data["name"] == "fieldkit-data"
+    assert data["uuid"].lower() == manifest["image"]["layout"]["data"]["partuuid"]
     esp_offset = manifest["image"]["layout"]["esp"]["offset"]
     listing = subprocess.run(
         ["mdir", "-b", f"-i{disk}@@{esp_offset}", "::/EFI/BOOT"],
@@ -322,6 +330,27 @@ def test_disk_image_matches_manifest(image_dir: Path, manifest: dict[str, Any]) 
     assert "BOOTX64.EFI" in listing.stdout.upper(), listing.stderr
     names = {p["package"] for p in manifest["packages"]}
     assert {"chromium", "usbguard", "nftables", "clamav", "cage"} <= names
+
+
+def test_the_data_volume_is_opened_by_the_tpm_and_mounted(
+    host: Any, rootfs: Path, manifest: dict[str, Any], policies: PolicySet
+) -> None:
+    """R12, R24: crypttab opens partition 3 with the TPM and no passphrase, fstab mounts it,
+    the first-boot and layout units are wired, the keys live on the volume."""
+    volume = policies.erasure.data_volume
+    assert volume is not None
+    partuuid = manifest["image"]["layout"]["data"]["partuuid"]
+    crypttab = host.file("/etc/crypttab").content_string
+    assert volume.crypttab_line(partuuid) in crypttab
+    assert volume.fstab_line() in host.file("/etc/fstab").content_string
+    wants = rootfs / "etc/systemd/system/multi-user.target.wants/fieldkit-datavol.service"
+    assert wants.is_symlink()
+    for link, target in volume.links.items():
+        assert host.file(str(link)).linked_to == str(target)
+    for library in ("libtss2-esys.so.0", "libtss2-rc.so.0", "libtss2-mu.so.0"):
+        assert host.run(f"ldconfig -p | grep -q {library}").rc == 0, library
+    for tool in ("cryptsetup", "sfdisk", "systemd-cryptenroll"):
+        assert host.exists(tool), tool
 
 
 def test_accounts_lock_after_failed_logins(host: Any) -> None:

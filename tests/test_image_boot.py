@@ -28,7 +28,16 @@ from fieldkit.policies import (
     load_policies,
     render,
 )
-from tests.support.image_boot import BootReport, boot
+from tests.support.datavol_boot import (
+    FIRST_BOOT,
+    PURGE_BOOT,
+    Canary,
+    ScanResult,
+    make_canary,
+    raw_disk,
+    scan,
+)
+from tests.support.image_boot import EXTRA_MARK, REPORT_SCRIPT, BootReport, boot
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_ROOT = Path("/var/tmp/fieldkit-build")
@@ -45,6 +54,7 @@ pytestmark = [
     pytest.mark.skipif(
         shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86, ovmf"
     ),
+    pytest.mark.skipif(shutil.which("swtpm") is None, reason="needs swtpm (the tablet's TPM)"),
 ]
 
 
@@ -256,10 +266,36 @@ def expected() -> Expected:
     return expected_from(load_policies(REPO / "policies"))
 
 
+# The device's disk is larger than the image written to it: the data volume grows into it.
+GROW_MIB = 512
+# Under TCG on a loaded 2-core machine a boot took 380 s (the first boot formats the volume).
+BOOT_TIMEOUT = 1200.0
+
+
 @pytest.fixture(scope="module")
-def report(tablet_image_dir: Path) -> BootReport:
-    work = Path(os.environ.get("FIELDKIT_BOOT_WORK", BUILD_ROOT / "boot-test" / "tablet"))
-    found = boot(tablet_image_dir, "tablet", work)
+def work() -> Path:
+    return Path(os.environ.get("FIELDKIT_BOOT_WORK", BUILD_ROOT / "boot-test" / "tablet"))
+
+
+@pytest.fixture(scope="module")
+def canary(work: Path) -> Canary:
+    return make_canary(work / "canary")
+
+
+@pytest.fixture(scope="module")
+def report(tablet_image_dir: Path, work: Path, canary: Canary) -> BootReport:
+    """The first boot, with a TPM: the standard report, the data volume, the canary written."""
+    found = boot(
+        tablet_image_dir,
+        "tablet",
+        work,
+        script=REPORT_SCRIPT.replace(EXTRA_MARK, FIRST_BOOT),
+        files=canary.files,
+        tpm=work / "tpm",
+        grow_mib=GROW_MIB,
+        timeout=BOOT_TIMEOUT,
+    )
+    shutil.copyfile(work / "report.log", work / "report-first-boot.log")
     print(f"\nboot: {found.accelerator}, VM ran {found.seconds} s; {'; '.join(found.notes)}")
     print("\n".join(found.lines("boot-time")))
     return found
@@ -353,3 +389,189 @@ def test_kiosk_check_sees_each_fault(report: BootReport, expected: Expected, fau
     broken = replace(report, sections=dict(report.sections) | edits)
     with pytest.raises(AssertionError):
         check_kiosk(broken, expected)
+
+
+# --- the encrypted data volume (R12, R24): first boot, reboot, purge, the disk scanned ----
+
+
+@pytest.fixture(scope="module")
+def signing_key(work: Path) -> tuple[Path, str]:
+    from fieldkit.wipe.record import load_device_key, public_hex
+
+    path = work / "handover" / "device-ed25519.pem"
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, public_hex(load_device_key(path))  # made here, as enrolment would
+
+
+def _scan_disk(work: Path, canary: Canary, when: str) -> ScanResult:
+    raw = work / f"disk-{when}.raw"
+    seconds = raw_disk(work / "overlay.qcow2", raw)
+    try:
+        found = scan(raw, canary.needles)
+    finally:
+        raw.unlink()
+    found.convert_seconds = seconds
+    print(
+        f"\ndisk scan {when}: {found.disk_bytes} bytes, {found.bytes_scanned} allocated "
+        f"scanned; convert {seconds} s, scan {found.scan_seconds} s"
+    )
+    return found
+
+
+@pytest.fixture(scope="module")
+def scan_before_purge(report: BootReport, work: Path, canary: Canary) -> ScanResult:
+    """The disk after the first boot wrote the canary onto the volume: encrypted at rest."""
+    return _scan_disk(work, canary, "before-purge")
+
+
+@pytest.fixture(scope="module")
+def purge_report(
+    report: BootReport,
+    scan_before_purge: ScanResult,
+    tablet_image_dir: Path,
+    work: Path,
+    signing_key: tuple[Path, str],
+) -> BootReport:
+    """The same device booted again: the volume reopened by the TPM, then purged."""
+    config = work / "handover" / "device.toml"
+    config.write_text('[device]\nid = "vm-tablet-01"\nrole = "tablet"\nsite = "QEMU"\n')
+    found = boot(
+        tablet_image_dir,
+        "tablet",
+        work,
+        script=PURGE_BOOT,
+        files={"device.toml": config, "signing-key": signing_key[0]},
+        tpm=work / "tpm",
+        again=True,
+        timeout=BOOT_TIMEOUT,
+    )
+    shutil.copyfile(work / "report.log", work / "report-purge-boot.log")
+    print(f"\nsecond boot and purge: VM ran {found.seconds} s; wipe: {found.lines('wipe')[-1:]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def disk_scan(purge_report: BootReport, work: Path, canary: Canary) -> ScanResult:
+    return _scan_disk(work, canary, "after-purge")
+
+
+def _props(report: BootReport, section: str) -> dict[str, dict[str, str]]:
+    units: dict[str, dict[str, str]] = {}
+    for block in report.sections[section].split("\n\n"):
+        props = dict(x.split("=", 1) for x in block.splitlines() if "=" in x)
+        if props:
+            units[props["Id"]] = props
+    return units
+
+
+def _volume_up(report: BootReport) -> None:
+    assert report.lines("datavol-wait") == ["mounted"], report.sections["datavol-unlock-log"]
+    units = _props(report, "datavol-units")
+    assert len(units) == 4, units
+    for unit in units.values():
+        assert (unit["ActiveState"], unit["Result"]) == ("active", "success"), unit
+    target, source, fstype = report.lines("datavol-mount")[0].split()
+    assert (target, source, fstype) == ("/var/lib/fieldkit", "/dev/mapper/fieldkit-data", "ext4")
+
+
+def test_first_boot_makes_the_volume_and_the_tpm_opens_it(report: BootReport) -> None:
+    """LUKS2, made on this boot, one keyslot, held by the TPM (PCR 7): no passphrase exists."""
+    _volume_up(report)
+    assert any("LUKS2 volume made" in x for x in report.lines("datavol-format-log"))
+    dump = report.sections["datavol-luks"]
+    assert re.search(r"^Version:\s+2$", dump, re.M), dump
+    keyslots = re.findall(r"^\s+(\d+): luks2$", dump.split("Tokens:")[0], re.M)
+    assert keyslots == ["1"], dump  # the random first key's slot 0 is gone
+    tokens = dump.split("Tokens:")[1].split("Digests:")[0]
+    assert "systemd-tpm2" in tokens and re.search(r"Keyslot:\s+1", tokens), tokens
+    assert re.search(r"tpm2-(hash-)?pcrs:\s+7\b", tokens), tokens  # 252 prints "hash-pcrs"
+    assert "type:    LUKS2" in report.sections["datavol-status"]
+    # Every persistent state folder is on the volume (the keys through their symlinks).
+    paths = {x.split()[0]: x.split()[1:] for x in report.lines("datavol-paths")}
+    assert paths == {
+        "/var/lib/fieldkit/outbox": ["/var/lib/fieldkit", "fieldkit", "700"],
+        "/var/lib/fieldkit/audit": ["/var/lib/fieldkit", "fieldkit", "700"],
+        "/var/lib/fieldkit/wipe": ["/var/lib/fieldkit", "root", "700"],
+        "/etc/fieldkit/keys": ["/var/lib/fieldkit", "root", "700"],
+        "/etc/fieldkit/bundle": ["/var/lib/fieldkit", "root", "750"],
+    }, paths
+    # The placeholder partition grew into the larger disk.
+    vda3 = next(x.split() for x in report.lines("datavol-disk") if "fieldkit-data" in x)
+    assert int(vda3[1]) > (256 + GROW_MIB - 8) << 20, vda3
+    assert len(report.lines("canary-write")) == 3
+
+
+def test_a_reboot_reopens_the_volume_with_the_tpm(
+    report: BootReport, purge_report: BootReport
+) -> None:
+    assert purge_report.lines("state") == ["running"], purge_report.sections["state"]
+    _volume_up(purge_report)
+    assert any("holds the LUKS2 volume" in x for x in purge_report.lines("datavol-format-log"))
+    assert purge_report.lines("canary-read") == report.lines("canary-write")  # same sha256s
+    # The spool is memory-only: cupsd made its tmp/ again, the canary is gone.
+    assert not [x for x in purge_report.lines("spool-after-reboot") if "canary" in x]
+
+
+def test_the_canary_is_encrypted_at_rest_before_the_purge(
+    report: BootReport, scan_before_purge: ScanResult
+) -> None:
+    """After the first boot the canary is on the volume (read back after the reboot), yet the
+    raw disk holds it in no encoding; the scan does see the volume's two LUKS2 headers."""
+    assert len(report.lines("canary-write")) == 3
+    assert scan_before_purge.found == {name: [] for name in scan_before_purge.found}
+    assert len(scan_before_purge.luks_aligned) == 2, scan_before_purge.luks_aligned
+    primary, secondary = scan_before_purge.luks_aligned
+    assert secondary - primary == 16 << 10  # LUKS2's second header copy
+
+
+def test_wipe_device_purges_the_volume_and_certifies_it(
+    purge_report: BootReport, signing_key: tuple[Path, str]
+) -> None:
+    from fieldkit.wipe.sanitize import Certificate, verify_certificate
+
+    wipe = purge_report.sections["wipe"]
+    assert "exit 0" in wipe and "PASS" in wipe, wipe
+    text = purge_report.sections["certificate"]
+    assert verify_certificate(text, signing_key[1]) == []
+    certificate = Certificate.model_validate_json(text)
+    assert certificate.result == "pass" and certificate.method.category == "Purge"
+    assert "TPM-sealed key" in certificate.method.technique
+    steps = "\n".join(certificate.method.steps)
+    for done in (
+        "services stopped",
+        "released:",
+        "LUKS2 token 0 (systemd-tpm2",
+        "keyslots destr",
+        "LUKS2 header area",
+        "overwrite: one pass",
+    ):
+        assert done in steps, steps  # fmt: skip
+    assert certificate.verification.luks_headers_left == 0
+    assert certificate.verification.keyslots_left == 0
+    assert certificate.evidence_chain is not None and certificate.evidence_chain.records == 0
+    assert purge_report.lines("after")[:2] == ["no LUKS", "not mounted"]
+
+
+def test_the_disk_holds_no_canary_and_no_luks_header(disk_scan: ScanResult) -> None:
+    """The raw disk after the purge, every allocated byte: no canary in any encoding, no
+    LUKS header at any sector."""
+    assert disk_scan.bytes_scanned > 1 << 30
+    assert disk_scan.found == {name: [] for name in disk_scan.found}
+    assert disk_scan.luks_aligned == []
+
+
+def test_the_scan_finds_what_it_looks_for(tmp_path: Path, canary: Canary) -> None:
+    """The same scan on a disk with the canary and a LUKS header planted finds each."""
+    disk = tmp_path / "disk.raw"
+    with disk.open("wb") as handle:
+        handle.truncate(64 << 20)
+        handle.seek(5 << 20)
+        handle.write(canary.needles["ascii"] + b"." + canary.needles["utf-16le"])
+        handle.seek((16 << 20) - 3)  # across a chunk boundary
+        handle.write(canary.jpeg)
+        handle.seek(40 << 20)
+        handle.write(b"SKUL\xba\xbe")
+    found = scan(disk, canary.needles, chunk=1 << 20)
+    assert all(found.found[name] for name in canary.needles), found.found
+    assert found.luks_aligned == [40 << 20]

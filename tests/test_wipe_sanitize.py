@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,29 +28,13 @@ from fieldkit.wipe.sanitize import (
     sign_certificate,
     verify_certificate,
 )
-from tests.conftest import write_config
 from tests.wipe_fixtures import APPLICATION_ID
-from tests.wipe_volume import make_volume, read_plaintext, volume_key, write_plaintext
-
-SIZE = 64 << 20
-PLANTED = b"applicant " + APPLICATION_ID.encode() + b" photo follows " + os.urandom(2000)
-
-
-def volume(tmp_path: Path) -> tuple[Path, Path, bytes]:
-    """A 64 MiB LUKS2 image holding an applicant record; returns image, key file, ciphertext."""
-    key_file = tmp_path / "passphrase"
-    key_file.write_bytes(os.urandom(32))
-    image = tmp_path / "data.img"
-    make_volume(image, SIZE, key_file)
-    key = volume_key(image, key_file)
-    assert key is not None and len(key) == 64
-    ciphertext = write_plaintext(image, key, 1000, PLANTED)
-    # Before: whoever holds the passphrase reads the applicant back; the raw file shows only
-    # ciphertext.
-    assert read_plaintext(image, key, 1000, len(PLANTED)) == PLANTED
-    raw = image.read_bytes()
-    assert ciphertext[:64] in raw and APPLICATION_ID.encode() not in raw
-    return image, key_file, ciphertext
+from tests.wipe_volume import (
+    SIZE,
+    volume,
+    volume_key,
+    wipe_config,
+)
 
 
 def people() -> dict[str, Any]:
@@ -146,17 +129,6 @@ def test_refusals_name_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(SanitizeError, match="does not exist"):
         sanitize(tmp_path / "nope", device="t", key=key, location="s", **people())
     assert MIN_SUBSECTIONS == 1000
-
-
-def wipe_config(tmp_path: Path) -> Path:
-    return write_config(
-        tmp_path,
-        f"""
-        [wipe]
-        device_key = "{tmp_path / "keys" / "device.pem"}"
-        state_dir = "{tmp_path / "wipe-state"}"
-        """,
-    )
 
 
 def test_the_cli_writes_a_signed_json_and_a_japanese_pdf(

@@ -9,11 +9,15 @@ LUKS2 volume in dm-crypt's layout (not opened with dm-crypt here: there is no de
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from tests.conftest import write_config
+from tests.wipe_fixtures import APPLICATION_ID
 
 SECTOR = 512
 
@@ -82,3 +86,39 @@ def read_plaintext(image: Path, key: bytes, first_sector: int, length: int) -> b
         decryptor = _xts(key, first_sector + i // SECTOR).decryptor()
         plain += decryptor.update(raw[i : i + SECTOR]) + decryptor.finalize()
     return bytes(plain[:length])
+
+
+# -- a volume holding an applicant record, and a wipe config (sanitization tests) ----------
+
+SIZE = 64 << 20
+
+
+PLANTED = b"applicant " + APPLICATION_ID.encode() + b" photo follows " + os.urandom(2000)
+
+
+def volume(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """A 64 MiB LUKS2 image holding an applicant record; returns image, key file, ciphertext."""
+    key_file = tmp_path / "passphrase"
+    key_file.write_bytes(os.urandom(32))
+    image = tmp_path / "data.img"
+    make_volume(image, SIZE, key_file)
+    key = volume_key(image, key_file)
+    assert key is not None and len(key) == 64
+    ciphertext = write_plaintext(image, key, 1000, PLANTED)
+    # Before: whoever holds the passphrase reads the applicant back; the raw file shows only
+    # ciphertext.
+    assert read_plaintext(image, key, 1000, len(PLANTED)) == PLANTED
+    raw = image.read_bytes()
+    assert ciphertext[:64] in raw and APPLICATION_ID.encode() not in raw
+    return image, key_file, ciphertext
+
+
+def wipe_config(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path,
+        f"""
+        [wipe]
+        device_key = "{tmp_path / "keys" / "device.pem"}"
+        state_dir = "{tmp_path / "wipe-state"}"
+        """,
+    )

@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fieldkit import datavol
 from fieldkit.config import RunnerSection
 from fieldkit.models import Strict, describe_validation_error
 from fieldkit.processes import scrubbing_environment
@@ -168,6 +169,8 @@ class ErasurePolicy(Policy):
     swap: Literal[False] = False
     tmpfs: list[TmpfsMount] = Field(min_length=1)
     cups: CupsRetention = CupsRetention()
+    # What must survive a reboot lives on one LUKS2 volume whose key the TPM holds (tablet).
+    data_volume: datavol.DataVolume | None = None
 
     @model_validator(mode="after")
     def _tmp_is_tmpfs(self) -> ErasurePolicy:
@@ -176,6 +179,11 @@ class ErasurePolicy(Policy):
             raise ValueError("tmpfs must include /tmp")
         if len(set(paths)) != len(paths):
             raise ValueError("tmpfs lists a path twice")
+        if self.data_volume is not None:
+            on_volume = {str(d.path) for d in self.data_volume.directories}
+            both = on_volume & set(paths)
+            if both:
+                raise ValueError(f"{', '.join(sorted(both))}: both memory-only and persistent")
         return self
 
 
@@ -469,7 +477,7 @@ def mount_unit_name(path: PurePosixPath) -> str:
 CORE_PATTERN = "|/bin/false"
 
 
-def render_erasure(policy: ErasurePolicy) -> RenderedFiles:
+def render_erasure(policy: ErasurePolicy, role: str = "tablet") -> RenderedFiles:
     kind = "erasure"
     files: RenderedFiles = {
         PurePosixPath("/etc/systemd/journald.conf.d/50-fieldkit.conf"): _ini(
@@ -517,6 +525,8 @@ def render_erasure(policy: ErasurePolicy) -> RenderedFiles:
         lines = [f"# {GENERATED.format(kind=kind)}"]
         lines += [f"d {m.path} {m.mode} {m.owner} {m.owner} -" for m in owned]
         files[PurePosixPath("/etc/tmpfiles.d/fieldkit-tmpfs.conf")] = "\n".join(lines) + "\n"
+    if role == "tablet" and policy.data_volume is not None:
+        files |= datavol.render(policy.data_volume, GENERATED.format(kind=kind))
     return files
 
 
@@ -673,7 +683,12 @@ def usbguard_daemon_settings(policy: UsbPolicy) -> dict[str, str]:
 
 
 def service_unit(
-    name: str, summary: str, policies: PolicySet, *, notify_access: str = "main"
+    name: str,
+    summary: str,
+    policies: PolicySet,
+    *,
+    notify_access: str = "main",
+    data_volume: bool = False,
 ) -> str:
     """One sandboxed systemd unit for one fieldkit service.
 
@@ -697,6 +712,13 @@ def service_unit(
         f"Description=fieldkit {name}: {summary}",
         *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
         "After=network.target mosquitto.service",
+        # The tablet's state (outbox, audit, evidence, keys) is on the encrypted data volume:
+        # without it (no TPM, not unlocked) no service runs (docs/images.md).
+        *(
+            [f"Requires={datavol.LAYOUT_UNIT}", f"After={datavol.LAYOUT_UNIT}"]
+            if data_volume
+            else []
+        ),
         # A device not yet enrolled has no config: the unit is skipped at boot instead of
         # failing and restarting every RestartSec, and starts once enrolment writes the file.
         f"ConditionPathExists={svc.config}",
@@ -774,6 +796,7 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
             # A service with its own command runs under gunicorn, where the process that
             # notifies may be a worker (the kiosk's) rather than the master.
             notify_access="main" if spec.command is None else "all",
+            data_volume=role == "tablet" and policies.erasure.data_volume is not None,
         )
         for spec in specs_for_role(role)
     }
@@ -784,7 +807,7 @@ def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFile
     if kind == "browser":
         return render_browser(policies.browser)
     if kind == "erasure":
-        return render_erasure(policies.erasure)
+        return render_erasure(policies.erasure, role)
     if kind == "network":
         return render_network(policies.network)
     if kind == "usb":
@@ -806,6 +829,7 @@ def ansible_vars(
         kind: {str(p): body for p, body in rendered.items()} for kind, rendered in files.items()
     }
     erasure = policies.erasure
+    volume = erasure.data_volume if role == "tablet" else None
     return {
         "kiosk_browser_policy_file": str(BROWSER_POLICY_PATH),
         "kiosk_browser_policy_json": as_text["browser"][str(BROWSER_POLICY_PATH)],
@@ -836,6 +860,11 @@ def ansible_vars(
         "broker_acl_path": str(BROKER_ACL_PATH),
         "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
+        "fieldkit_services_links": (
+            {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
+        ),
+        "datavol_enabled": volume is not None,
+        "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
     }
 
 

@@ -44,7 +44,7 @@ END = "end"
 
 # Runs inside the booted image as root. Every section is one command's output, verbatim; the
 # host parses and judges (tests/test_image_boot.py), so the script has no expectations in it.
-REPORT_SCRIPT = r"""#!/bin/sh
+SCRIPT_HEAD = r"""#!/bin/sh
 # fieldkit boot report: handed to the VM over fw_cfg and started by systemd-run-generator.
 # Never installed in the image.
 set -u
@@ -68,11 +68,17 @@ wait_for() {
         sleep 1
     done
 }
-settled() {
+"""
+REPORT_SCRIPT = (
+    SCRIPT_HEAD
+    + r"""settled() {
     # A fieldkit service counts as up once it logged "<name>: running" (after config and bus);
     # one still starting, or restarting, is not settled yet.
     for unit in $(units 'fieldkit-*.service'); do
-        [ "$unit" = fieldkit-kiosk-browser.service ] && continue
+        case "$unit" in
+            # not fieldkit services: the kiosk's compositor, the data volume's oneshots
+            fieldkit-kiosk-browser.service|fieldkit-datavol*.service) continue ;;
+        esac
         state=$(systemctl show -P ActiveState "$unit")
         case "$state" in
             activating|deactivating|reloading) return 1 ;;
@@ -134,9 +140,14 @@ pgrep -a Xwayland || echo "no Xwayland"
 ls /sys/class/drm
 section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
+# @EXTRA@
 section end
+sync
 systemctl poweroff --no-block
 """
+)
+EXTRA_MARK = "# @EXTRA@"
+FW_CFG_PREFIX = "opt/org.fieldkit/"
 
 
 class BootError(Exception):
@@ -204,11 +215,20 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> str:
 
 
 def prepare_overlay(
-    disk: Path, esp_offset: int, esp_bytes: int, work: Path, extra_cmdline: str = ""
+    disk: Path,
+    esp_offset: int,
+    esp_bytes: int,
+    work: Path,
+    extra_cmdline: str = "",
+    grow_mib: int = 0,
 ) -> tuple[Path, str]:
-    """A qcow2 overlay on ``disk`` whose ESP boots the test entry; returns it and the options."""
+    """A qcow2 overlay on ``disk`` whose ESP boots the test entry; returns it and the options.
+
+    ``grow_mib``: the overlay's disk is that much larger than the image, as a device's disk is
+    larger than the image written to it (the data volume grows into it on first boot)."""
     overlay = work / "overlay.qcow2"
     overlay.unlink(missing_ok=True)
+    size = [str(disk.stat().st_size + grow_mib * (1 << 20))] if grow_mib else []
     _run(
         [
             "qemu-img",
@@ -221,6 +241,7 @@ def prepare_overlay(
             "-F",
             "raw",
             str(overlay),
+            *size,
         ]
     )
     esp = work / "esp.img"
@@ -285,12 +306,21 @@ def boot(
     timeout: float = 600.0,
     memory_mib: int = 2048,
     extra_cmdline: str = "",
+    script: str = REPORT_SCRIPT,
+    files: dict[str, Path] | None = None,
+    tpm: Path | None = None,
+    again: bool = False,
+    grow_mib: int = 0,
 ) -> BootReport:
     """Boot ``image_dir``'s ``fieldkit-<role>.raw`` once and return its report.
 
     ``timeout`` bounds the whole VM run; past it QEMU is killed and :class:`BootError` says
     where the console log is. ``extra_cmdline`` is appended to the kernel command line (for
-    diagnosis, e.g. ``systemd.journald.forward_to_console=1``).
+    diagnosis, e.g. ``systemd.journald.forward_to_console=1``). ``script`` is the report
+    script (handed over fw_cfg), ``files`` more fw_cfg files for it
+    (``/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit/<name>/raw``). ``tpm``: a state
+    directory for a software TPM 2.0 (swtpm, TIS), kept between boots. ``again``: boot the
+    same overlay and firmware variables once more (a reboot of the same device).
     """
     for tool in ("qemu-system-x86_64", "qemu-img", "qemu-io", "mtype", "mcopy"):
         if shutil.which(tool) is None:
@@ -302,11 +332,19 @@ def boot(
     disk = image_dir / manifest["image"]["file"]
     esp = manifest["image"]["layout"]["esp"]
     work.mkdir(parents=True, exist_ok=True)
-    overlay, options = prepare_overlay(disk, esp["offset"], esp["bytes"], work, extra_cmdline)
-    script = work / "boot-report.sh"
-    script.write_text(REPORT_SCRIPT)
     variables = work / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, variables)
+    overlay = work / "overlay.qcow2"
+    if again:
+        if not overlay.exists() or not variables.exists():
+            raise BootError(f"nothing booted in {work} yet to boot again")
+        options = (work / TEST_ENTRY).read_text().split("options ", 1)[1].splitlines()[0]
+    else:
+        overlay, options = prepare_overlay(
+            disk, esp["offset"], esp["bytes"], work, extra_cmdline, grow_mib
+        )
+        shutil.copyfile(OVMF_VARS, variables)
+    script_file = work / "boot-report.sh"
+    script_file.write_text(script)
     console, report = work / "console.log", work / "report.log"
     console.unlink(missing_ok=True)
     report.unlink(missing_ok=True)
@@ -347,22 +385,53 @@ def boot(
         "-serial",
         f"file:{report}",
         "-fw_cfg",
-        f"name={FW_CFG_NAME},file={script}",
+        f"name={FW_CFG_NAME},file={script_file}",
         "-no-reboot",
     ]
+    for name, path in (files or {}).items():
+        cmd += ["-fw_cfg", f"name={FW_CFG_PREFIX}{name},file={path}"]
+    swtpm = None
+    if tpm is not None:
+        if shutil.which("swtpm") is None:
+            raise BootError("swtpm is not installed (Debian package swtpm)")
+        tpm.mkdir(parents=True, exist_ok=True)
+        socket = tpm / "swtpm.sock"
+        socket.unlink(missing_ok=True)
+        swtpm = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tpm}", "--terminate",
+             "--ctrl", f"type=unixio,path={socket}", "--log", f"file={tpm / 'swtpm.log'}"],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(100):
+            if socket.exists():
+                break
+            time.sleep(0.05)
+        cmd += [
+            "-chardev", f"socket,id=chrtpm,path={socket}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+            "-device", "tpm-tis,tpmdev=tpm0",
+        ]  # fmt: skip
     (work / "qemu.cmd").write_text(" ".join(cmd) + "\n")
     started = time.monotonic()
-    with (work / "qemu.stderr").open("w") as stderr:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise BootError(
-                f"the VM did not power off within {timeout:.0f} s ({accel}); "
-                f"console {console}, report so far {report}"
-            ) from None
+    try:
+        with (work / "qemu.stderr").open("w") as stderr:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise BootError(
+                    f"the VM did not power off within {timeout:.0f} s ({accel}); "
+                    f"console {console}, report so far {report}"
+                ) from None
+    finally:
+        if swtpm is not None:
+            try:
+                swtpm.wait(timeout=10)  # --terminate: it ends with QEMU's connection
+            except subprocess.TimeoutExpired:
+                swtpm.kill()
+                swtpm.wait()
     seconds = round(time.monotonic() - started, 1)
     if code != 0:
         raise BootError(f"qemu exited {code}: {(work / 'qemu.stderr').read_text()[-800:]}")

@@ -26,12 +26,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from fieldkit import __version__
+from fieldkit.datavol import DATA_PARTITION_TYPE
 from fieldkit.models import Strict, describe_validation_error
 from fieldkit.policies import (
     KINDS,
@@ -65,6 +67,9 @@ class DiskLayout(Strict):
     esp_mib: int = Field(default=256, ge=64, le=2048)
     root_headroom_mib: int = Field(default=768, ge=64)
     root_fill_factor: float = Field(default=1.15, ge=1.0, le=3.0)
+    # The encrypted data volume's partition (third, last): a placeholder of this size that the
+    # first boot grows to the end of the disk and formats LUKS2 (fieldkit.datavol). 0: none.
+    data_mib: int = Field(default=0, ge=0, le=65536)
 
 
 class ImageProfile(Strict):
@@ -178,9 +183,11 @@ class ImageBuild:
         disk = None
         if self.options.pack:
             with self._step(5, steps, "pack"):
+                self.sweep_mounts("before pack")
                 disk = self.pack()
         self.timings["total"] = round(time.monotonic() - started, 1)
         with self._step(steps, steps, "manifest"):
+            self.sweep_mounts("before manifest")
             manifest = self.write_manifest(disk, first, rerun)
         return BuildResult(self.rootfs, disk, manifest, self.timings, first, rerun)
 
@@ -188,11 +195,38 @@ class ImageBuild:
     def _step(self, number: int, total: int, name: str) -> Iterator[None]:
         self.progress(f"[{number}/{total}] {name} ...")
         started = time.monotonic()
-        yield
+        # Whatever a step (or a tool it ran: mmdebstrap, a killed unshare) left mounted in the
+        # rootfs goes, even when the step failed: a later step or build must never walk, pack
+        # or delete through a /proc, /sys or /dev mount.
+        try:
+            yield
+        except BaseException:
+            with suppress(ImageBuildError):  # the step's own error is the one to report
+                self.sweep_mounts(name)
+            raise
+        self.sweep_mounts(name)
         self.timings[name] = round(time.monotonic() - started, 1)
         self.progress(f"[{number}/{total}] {name} done in {self.timings[name]:.1f} s")
 
+    def sweep_mounts(self, when: str) -> list[Path]:
+        """Unmount everything mounted under the rootfs (deepest first); say what it was."""
+        if not self.rootfs.exists():
+            return []
+        left = unmount_under(self.rootfs)
+        for path in left:
+            self.progress(f"      {when}: unmounted {path}, left mounted in the rootfs")
+        still = mounts_under(self.rootfs)
+        if still:
+            raise ImageBuildError(
+                f"{when}: cannot unmount {', '.join(map(str, still))}; "
+                "unmount them by hand before building again"
+            )
+        return left
+
     def bootstrap(self) -> None:
+        # A rootfs from an interrupted build may still have /proc, /sys, /dev mounted in it:
+        # never reuse or delete through them (rmtree would descend into the host's /dev).
+        self.sweep_mounts("before bootstrap")
         if self.options.reuse_rootfs and (self.rootfs / "etc" / "os-release").exists():
             self.progress("      reusing the existing rootfs")
             return
@@ -337,14 +371,28 @@ class ImageBuild:
         bootloader = r / "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
         if not bootloader.exists():
             raise ImageBuildError("pack: systemd-boot-efi is not in the rootfs (profile include)")
-        disk_id, esp_id, root_id = (str(uuid.uuid4()) for _ in range(3))
+        disk_id, esp_id, root_id, data_id = (str(uuid.uuid4()) for _ in range(4))
         fs_uuid = str(uuid.uuid4())
-        (r / "etc/fstab").write_text(
+        volume = self.policies.erasure.data_volume if self.profile.role == "tablet" else None
+        data_bytes = self.profile.disk.data_mib * MIB
+        if (volume is None) != (data_bytes == 0):
+            raise ImageBuildError(
+                "pack: erasure.yaml's data_volume and the profile's disk.data_mib go together"
+            )
+        fstab = (
             "# fieldkit image: root by partition UUID; tmpfs mounts are systemd units\n"
             f"PARTUUID={root_id} / ext4 defaults,errors=remount-ro 0 1\n"
             # Mounted when a kernel update copies itself there (fieldkit-esp-sync), not before.
             f"PARTUUID={esp_id} /efi vfat noauto,x-systemd.automount,umask=0077 0 2\n"
         )
+        if volume is not None:
+            # The encrypted data volume (fieldkit.datavol): opened with the TPM, mounted here.
+            fstab += volume.fstab_line()
+            (r / "etc/crypttab").write_text(
+                "# fieldkit image: the data volume, LUKS2, key sealed to the TPM 2.0\n"
+                + volume.crypttab_line(data_id)
+            )
+        (r / "etc/fstab").write_text(fstab)
         (r / "efi").mkdir(mode=0o700, exist_ok=True)
         work = self.out / "pack"
         if work.exists():
@@ -425,7 +473,7 @@ class ImageBuild:
 
         esp_bytes = esp.stat().st_size
         start = MIB
-        total = start + esp_bytes + root_bytes + MIB  # + room for the backup GPT
+        total = start + esp_bytes + root_bytes + data_bytes + MIB  # + the backup GPT
         disk = self.out / f"fieldkit-{self.profile.role}.raw"
         disk.unlink(missing_ok=True)
         with disk.open("wb") as handle:
@@ -438,6 +486,12 @@ class ImageBuild:
             f"start={(start + esp_bytes) // SECTOR}, size={root_bytes // SECTOR}, "
             f'type={ROOT_X86_64_TYPE}, uuid={root_id}, name="fieldkit-root"\n'
         )
+        if volume is not None:
+            table += (
+                f"start={(start + esp_bytes + root_bytes) // SECTOR}, "
+                f"size={data_bytes // SECTOR}, type={DATA_PARTITION_TYPE}, uuid={data_id}, "
+                f'name="{volume.name}"\n'
+            )
         self._run(
             ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(disk)],
             "pack-disk",
@@ -456,6 +510,14 @@ class ImageBuild:
                 "bytes": root_bytes,
             },
         }
+        if volume is not None:
+            # Empty until the first boot formats it (LUKS2); grown there to the disk's end.
+            self.layout["data"] = {
+                "partuuid": data_id,
+                "name": volume.name,
+                "offset": start + esp_bytes + root_bytes,
+                "bytes": data_bytes,
+            }
         return disk
 
     # --- manifest --------------------------------------------------------------------
@@ -551,13 +613,73 @@ class ImageBuild:
         return "".join(lines)
 
 
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(root: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[Path]:
+    """Mount points at or below ``root`` in this mount namespace, deepest first."""
+    base = os.path.realpath(root)
+    found = []
+    for line in mountinfo.read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape_mountinfo(fields[4])
+        if point == base or point.startswith(base.rstrip("/") + "/"):
+            found.append(Path(point))
+    return sorted(set(found), key=lambda p: (len(p.parts), str(p)), reverse=True)
+
+
+def unmount_under(root: Path) -> list[Path]:
+    """Unmount every mount below ``root`` (not ``root`` itself), deepest first.
+
+    A plain unmount first; a busy one is detached lazily (``umount -l``), so nothing of it
+    stays reachable through the rootfs. Returns what was unmounted.
+    """
+    done = []
+    for _ in range(8):  # a recursive bind can reveal mounts that were hidden under others
+        points = [p for p in mounts_under(root) if p != Path(os.path.realpath(root))]
+        if not points:
+            break
+        for point in points:
+            plain = subprocess.run(["umount", str(point)], capture_output=True, check=False)
+            if plain.returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)
+            done.append(point)
+    return done
+
+
 def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files under ``root``, never crossing into a mount below it.
+
+    Two guards: a directory on another device (``st_dev``) is not entered, and neither is a
+    mount point listed in /proc/self/mountinfo (a bind mount of the same filesystem has the
+    same ``st_dev``). A /proc left mounted in a rootfs changes under the walk and would fail it.
+    """
+    device = os.lstat(root).st_dev
+    below = {str(p) for p in mounts_under(root)} - {os.path.realpath(root)}
     total = 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        keep = []
+        for name in dirs:
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if info.st_dev == device and os.path.realpath(path) not in below:
+                keep.append(name)
+        dirs[:] = keep
         for name in files:
             path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                total += os.lstat(path).st_size
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue  # gone between listing and reading
+            if stat.S_ISREG(info.st_mode) and info.st_dev == device:
+                total += info.st_size
     return total
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fieldkit.policies import INSTALLED_POLICY_DIR
 from fieldkit.wipe.record import (
     EVIDENCE_FILE,
     GENESIS,
@@ -120,15 +122,51 @@ def cmd_records(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
+    from fieldkit.datavol import CERTIFICATE_DIR
+    from fieldkit.policies import ErasurePolicy, PolicyError, load_policy
     from fieldkit.wipe.certificate_pdf import write_certificate_pdf
+    from fieldkit.wipe.datavol import TabletVolume, find_volume, release, stop_services
     from fieldkit.wipe.sanitize import EvidenceChain, Person, SanitizeError, sanitize
 
+    # No TARGET: the device's own encrypted data volume (a tablet), found through the
+    # installed erasure policy and /etc/crypttab. A TARGET (a disk image or block device, e.g.
+    # on the development kit, which has no data volume) is purged as given.
+    volume: TabletVolume | None = None
+    if args.target is None:
+        try:
+            policy = load_policy(args.policies / "erasure.yaml", ErasurePolicy)
+            volume = find_volume(policy.data_volume, args.crypttab)
+        except (PolicyError, SanitizeError) as exc:
+            print(
+                f"fieldkit: no TARGET given, and no data volume to purge: {exc}. Give the "
+                "disk image or block device to sanitize.",
+                file=sys.stderr,
+            )
+            return 2
+    what = args.target if volume is None else f"the encrypted data volume {volume.partition}"
     if not args.yes:
         print(
-            f"fieldkit: this destroys every byte of {args.target}; add --yes to go ahead",
-            file=sys.stderr,
+            f"fieldkit: this destroys every byte of {what}; add --yes to go ahead", file=sys.stderr
         )
         return 2
+    steps: list[str] = []
+    if volume is not None and not os.path.ismount(str(volume.policy.mount)):
+        print(
+            f"fieldkit: the data volume is not open at {volume.policy.mount}: the device's "
+            "signing key and its erasure records are on it. Nothing was touched.",
+            file=sys.stderr,
+        )
+        return 1
+    if volume is not None:
+        # Nothing may write a record or a file once the chain is read below.
+        try:
+            steps.append(stop_services(config.wipe.stop_services or kit_units(config)))
+        except SanitizeError as exc:
+            print(f"fieldkit: {exc}", file=sys.stderr)
+            return 1
+        if not os.path.ismount(str(volume.policy.mount)):
+            print(f"fieldkit: stopping the services closed {volume.policy.mount}", file=sys.stderr)
+            return 1
     # The certificate closes the device's erasure-record chain: read it before the target
     # goes, and only once every record is on its way to the hub (after this, nothing can
     # send the rest). The kit's services should be stopped, so no record follows.
@@ -148,11 +186,22 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
             file=sys.stderr,
         )
         return 2
+    # The key and the chain are read into memory now: on a tablet both are on the volume.
     key = load_device_key(signing_key_path(config))
     chain = EvidenceChain.of(device_chain(config, device_signers(config, key)))
     try:
+        if volume is not None:
+            steps.append(release(volume))
         certificate = sanitize(
-            args.target,
+            args.target if volume is None else volume.partition,
+            steps_done=steps,
+            tablet_volume=volume is not None,
+            source=(
+                f"fieldkit tablet data volume ({volume.policy.name}, LUKS2, key sealed to the "
+                f"TPM 2.0 PCRs {'+'.join(map(str, volume.policy.tpm2_pcrs))})"
+                if volume is not None
+                else None
+            ),
             device=config.device.id,
             key=key,
             evidence_chain=chain,
@@ -169,20 +218,33 @@ def cmd_device(args: argparse.Namespace, config: DeviceConfig) -> int:
     except SanitizeError as exc:
         print(f"fieldkit: {exc}", file=sys.stderr)
         return 1
-    out = args.out or Path.cwd()
+    # On a tablet: the root filesystem, which the purge leaves alone.
+    out = args.out or (Path(str(CERTIFICATE_DIR)) if volume is not None else Path.cwd())
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"sanitization-{certificate.certificate_id}"
     stem.with_suffix(".json").write_text(certificate.model_dump_json(indent=2) + "\n")
     write_certificate_pdf(certificate, stem.with_suffix(".pdf"))
     v = certificate.verification
+    print(f"method: NIST SP 800-88 {certificate.method.category}: {certificate.method.technique}")
     for step in certificate.method.steps:
         print(step)
+    headers = "" if v.luks_headers_left is None else f", {v.luks_headers_left} LUKS headers left"
     print(
         f"verification: {v.samples_read} samples in {v.subsections} subsections, "
-        f"{v.samples_failed} failed, {v.keyslots_left} keyslots left: {certificate.result.upper()}"
+        f"{v.samples_failed} failed, {v.keyslots_left} keyslots left{headers}: "
+        f"{certificate.result.upper()}"
     )
     print(f"certificate: {stem}.json and {stem}.pdf")
     return 0 if certificate.result == "pass" else 1
+
+
+def kit_units(config: DeviceConfig) -> list[str]:
+    """``systemctl stop`` of every fieldkit service unit of this role, and the kiosk browser."""
+    from fieldkit.policies import unit_name
+    from fieldkit.registry import specs_for_role
+
+    units = [unit_name(spec.name) for spec in specs_for_role(config.device.role)]
+    return ["systemctl", "stop", *units, "fieldkit-kiosk-browser.service"]
 
 
 def device_signers(config: DeviceConfig, key: Ed25519PrivateKey) -> set[str]:
@@ -323,9 +385,24 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     records.set_defaults(func=cmd_records)
 
     device = wipe.add_parser(
-        "device", help="contract-end sanitization of a block device or disk image (R24)"
+        "device",
+        help="contract-end sanitization (R24): the tablet's encrypted data volume, "
+        "or a block device or disk image given as TARGET",
     )
-    device.add_argument("target", type=Path)
+    device.add_argument(
+        "target",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="a block device or disk image; default: this tablet's encrypted data volume",
+    )
+    device.add_argument(
+        "--policies",
+        type=Path,
+        default=INSTALLED_POLICY_DIR,
+        help="the installed policies (erasure.yaml names the data volume)",
+    )
+    device.add_argument("--crypttab", type=Path, default=Path("/etc/crypttab"))
     device.add_argument("--yes", action="store_true", help="confirm: every byte is destroyed")
     device.add_argument("--sanitized-by", required=True, help="who performs the sanitization")
     device.add_argument("--verified-by", default=None, help="who verifies it (default: same)")

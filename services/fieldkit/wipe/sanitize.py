@@ -25,10 +25,10 @@ import stat
 import subprocess
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field
@@ -82,6 +82,10 @@ class Verification(Strict):
     samples_failed: int
     seed: str
     keyslots_left: int
+    # LUKS magics found at any LUKS2 header offset after the purge (tablet data volume). None
+    # in certificates of an image or device purged without the header check (left out of the
+    # signed body then, so their signatures still hold).
+    luks_headers_left: int | None = None
     result: Literal["pass", "fail"]
 
 
@@ -130,8 +134,12 @@ class Certificate(Strict):
     signature: str = ""
 
     def body(self) -> bytes:
-        unset = {"evidence_chain"} if self.evidence_chain is None else set()
-        data = self.model_dump(mode="json", exclude={"signature", *unset})
+        unset: dict[str, Any] = {"signature": True}
+        if self.evidence_chain is None:
+            unset["evidence_chain"] = True
+        if self.verification.luks_headers_left is None:
+            unset["verification"] = {"luks_headers_left"}
+        data = self.model_dump(mode="json", exclude=unset)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -165,7 +173,10 @@ def media_of(target: Target, make: str | None, model: str | None, serial: str | 
     """Make, model and serial from sysfs for a block device; what the operator says otherwise."""
     found = {"vendor": "", "model": "", "serial": ""}
     if target.block_device:
-        sysfs = Path("/sys/class/block") / target.path.resolve().name / "device"
+        block = Path("/sys/class/block") / target.path.resolve().name
+        if (block / "partition").exists():  # a partition: its disk has the device facts
+            block = block.resolve().parent
+        sysfs = block / "device"
         for name in found:
             with contextlib.suppress(OSError):
                 found[name] = (sysfs / name).read_text().strip()
@@ -279,38 +290,72 @@ def sanitize(
     subsections: int = MIN_SUBSECTIONS,
     erase_keys: bool = True,
     overwrite_pass: bool = True,
+    steps_done: Sequence[str] = (),
+    tablet_volume: bool = False,
+    source: str | None = None,
 ) -> Certificate:
     """Crypto-erase, overwrite, verify by sampling, and return the signed certificate.
 
     ``erase_keys`` and ``overwrite_pass`` exist so tests can show that the verification
-    catches a sanitization that skipped a step; the CLI always does both.
+    catches a sanitization that skipped a step; the CLI always does both. ``tablet_volume``:
+    the target is a tablet's TPM-sealed LUKS2 data volume (fieldkit.wipe.datavol): its tokens
+    (the sealed key) go first and its whole header area is overwritten before the full pass,
+    and the verification looks for a LUKS header at every header offset. ``steps_done``: what
+    was done before (services stopped, volume released), listed first in the certificate.
     """
     if subsections < MIN_SUBSECTIONS:
         raise SanitizeError(f"SP 800-88 sampling needs at least {MIN_SUBSECTIONS} subsections")
     target = open_target(path)
     if target.size < subsections * SAMPLE_BYTES:
         raise SanitizeError(f"{path} is too small to sample {subsections} subsections")
-    steps = []
-    if erase_keys:
+    steps = list(steps_done)
+    headers: int | None = None
+    if tablet_volume:
+        from fieldkit.wipe import datavol
+
+        metadata = datavol.luks_metadata(target)
+        header = datavol.header_bytes(metadata)
+        steps.append(datavol.remove_tokens(target, metadata))
+        if erase_keys:
+            steps.append(crypto_erase(target))
+        steps.append(datavol.overwrite_header(target, header))
+    elif erase_keys:
         steps.append(crypto_erase(target))
     if overwrite_pass:
         steps.append(overwrite(target))
     seed = secrets.token_hex(16)
     read, failed = verify_by_sampling(target, subsections, seed)
     slots = keyslots_left(target)
-    verdict: Literal["pass", "fail"] = "pass" if failed == 0 and slots == 0 else "fail"
+    if tablet_volume:
+        from fieldkit.wipe.datavol import luks_headers_left
+
+        headers = luks_headers_left(target.path, target.size)
+    verdict: Literal["pass", "fail"] = (
+        "pass" if failed == 0 and slots == 0 and not headers else "fail"
+    )
+    media = media_of(target, make, model, serial)
+    if source is not None:
+        media = media.model_copy(update={"source": source})
     certificate = Certificate(
         device=device,
-        media=media_of(target, make, model, serial),
+        media=media,
         method=Method(
             category="Purge",
-            technique="Cryptographic Erase + Overwrite",
+            technique=(
+                "Cryptographic Erase (LUKS2 keyslots and TPM-sealed key) + header and full "
+                "Overwrite"
+                if tablet_volume
+                else "Cryptographic Erase + Overwrite"
+            ),
             steps=steps,
             tool="fieldkit wipe device",
             tool_version=f"fieldkit {__version__}; {cryptsetup_version()}",
         ),
         verification=Verification(
-            method="sampling per NIST SP 800-88 Rev. 1 §4.7.3; LUKS keyslot count",
+            method=(
+                "sampling per NIST SP 800-88 Rev. 1 §4.7.3; LUKS keyslot count"
+                + ("; LUKS magic at every LUKS2 header offset" if tablet_volume else "")
+            ),
             subsections=subsections,
             locations_per_subsection=2,
             first_and_last=True,
@@ -319,6 +364,7 @@ def sanitize(
             samples_failed=failed,
             seed=seed,
             keyslots_left=slots,
+            luks_headers_left=headers,
             result=verdict,
         ),
         sanitized_by=sanitized_by,

@@ -60,6 +60,12 @@ class WipeSection(Section):
         Path("/etc/mosquitto/mosquitto.conf"),
     ]
     scan_process_memory: bool = True
+    # `fieldkit wipe device` on a tablet stops every fieldkit service before it reads the
+    # evidence chain and releases the encrypted data volume (fieldkit.wipe.datavol). None: the
+    # units of the services registered for the device's role, and the kiosk browser. Not a
+    # glob over fieldkit-*: that would stop the data volume's own units, and with them the
+    # volume, before its chain and key are read.
+    stop_services: list[str] | None = None
     # How long the scan of one location may take (seconds): in the daily / boot scan and the
     # compliance run, and after a session wipe's erasing (which must end within a second or
     # so). What is left unscanned when it runs out fails the location ("incomplete"), never

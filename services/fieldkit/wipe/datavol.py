@@ -1,0 +1,188 @@
+"""``fieldkit wipe device`` on a tablet: the purge of its encrypted data volume (R24).
+
+The tablet keeps everything that outlives a reboot on one LUKS2 volume whose key only its
+TPM 2.0 can unseal (``fieldkit.datavol``). At contract end the volume is released by systemd
+(the services stopped, the filesystem unmounted, the mapping closed, so the volume key is no
+longer in the kernel), and then purged (NIST SP 800-88 Rev. 1, Purge by cryptographic erase):
+
+1. the LUKS2 tokens go: the ``systemd-tpm2`` token holds the TPM-sealed copy of the keyslot's
+   passphrase, the only one there is;
+2. ``cryptsetup erase`` destroys every keyslot, the only encrypted copies of the volume key;
+3. the whole LUKS2 header area (primary and secondary binary header, JSON metadata, keyslots
+   area: everything before the data segment) is overwritten, so no header copy is readable;
+4. :func:`fieldkit.wipe.sanitize.sanitize` then overwrites the whole partition, verifies by
+   sampling and signs the certificate, which names this method.
+
+``tpm2_clear`` is not used: it needs the TPM's lockout or platform authorization, it would
+destroy every other key the TPM holds for the firmware or another system, and it adds nothing
+here. The sealed blob lives in the LUKS2 token, not in the TPM: with the token and the
+header gone there is nothing left for the TPM to unseal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fieldkit.datavol import DataVolume
+from fieldkit.wipe.sanitize import SanitizeError, Target
+
+# Where a LUKS2 binary header may start: the primary at 0, the secondary at the end of the
+# primary's metadata area (16 KiB to 4 MiB, a power of two).
+LUKS2_HEADER_OFFSETS = (0, *(1 << n for n in range(14, 23)))
+LUKS_MAGICS = (b"LUKS\xba\xbe", b"SKUL\xba\xbe")
+HEADER_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TabletVolume:
+    """The tablet's data volume as this device has it."""
+
+    policy: DataVolume
+    partition: Path  # the LUKS2 partition (/dev/disk/by-partuuid/..., resolved)
+
+
+def find_volume(policy: DataVolume | None, crypttab: Path = Path("/etc/crypttab")) -> TabletVolume:
+    """The partition ``crypttab`` names for the policy's volume; SanitizeError if none."""
+    if policy is None:
+        raise SanitizeError("the erasure policy has no data_volume: this device has none")
+    try:
+        lines = crypttab.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SanitizeError(f"{crypttab} does not exist: this device has no data volume") from None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == policy.name:
+            source = fields[1]
+            if source.startswith("PARTUUID="):
+                path = Path("/dev/disk/by-partuuid") / source.removeprefix("PARTUUID=").lower()
+            elif source.startswith("/"):
+                path = Path(source)
+            else:
+                raise SanitizeError(f"{crypttab}: {policy.name} names {source}, not a partition")
+            if not path.exists():
+                raise SanitizeError(f"{crypttab}: {policy.name}'s partition {path} is not here")
+            return TabletVolume(policy, path.resolve())
+    raise SanitizeError(f"{crypttab} has no line for {policy.name}: this device has no volume")
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise SanitizeError(f"{cmd[0]} is not installed") from None
+
+
+def mounts_at_or_below(mount: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    found = []
+    base = str(mount).rstrip("/")
+    for line in mountinfo.read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point == base or point.startswith(base + "/"):
+                found.append(point)
+    return found
+
+
+def stop_services(stop: list[str]) -> str:
+    """Stop every fieldkit service first, so no record or file is written after this."""
+    if not stop:
+        return "services: none to stop"
+    done = _run(stop)
+    if done.returncode != 0:
+        raise SanitizeError(f"{' '.join(stop)} failed: {done.stderr.strip()}")
+    return f"services stopped ({' '.join(stop)})"
+
+
+def release(volume: TabletVolume) -> str:
+    """Unmount the volume (and what is mounted below it) and close its mapping.
+
+    Through systemd: stopping the cryptsetup unit stops the mount and everything that needs
+    it; what systemd does not know is unmounted and closed by hand. A mount that stays busy
+    stops the purge: a process would still hold the volume's files.
+    """
+    policy = volume.policy
+    _run(["systemctl", "stop", policy.cryptsetup_unit])
+    for point in sorted(mounts_at_or_below(Path(str(policy.mount))), key=len, reverse=True):
+        done = _run(["umount", point])
+        if done.returncode != 0:
+            raise SanitizeError(f"cannot unmount {point}: {done.stderr.strip()}")
+    if Path(str(policy.mapper)).exists():
+        done = _run(["cryptsetup", "close", policy.name])
+        if done.returncode != 0:
+            raise SanitizeError(f"cannot close {policy.mapper}: {done.stderr.strip()}")
+    for _ in range(50):  # udev removes the node a moment after the mapping is gone
+        if not Path(str(policy.mapper)).exists():
+            break
+        time.sleep(0.1)
+    if mounts_at_or_below(Path(str(policy.mount))) or Path(str(policy.mapper)).exists():
+        raise SanitizeError(f"{policy.mapper} is still open or mounted")
+    return f"released: {policy.mount} unmounted, {policy.mapper} closed (volume key out of RAM)"
+
+
+def luks_metadata(target: Target) -> dict[str, object]:
+    done = _run(["cryptsetup", "luksDump", "--dump-json-metadata", str(target.path)])
+    if done.returncode != 0:
+        raise SanitizeError(f"{target.path} has no readable LUKS2 header: {done.stderr.strip()}")
+    found = json.loads(done.stdout)
+    if not isinstance(found, dict):
+        raise SanitizeError(f"{target.path}: unexpected LUKS2 metadata")
+    return found
+
+
+def header_bytes(metadata: dict[str, object]) -> int:
+    """Where the data segment starts: everything before it is header, JSON and keyslots."""
+    segments = metadata.get("segments")
+    if not isinstance(segments, dict) or not segments:
+        raise SanitizeError("the LUKS2 header lists no data segment")
+    return min(int(s["offset"]) for s in segments.values())
+
+
+def remove_tokens(target: Target, metadata: dict[str, object]) -> str:
+    """Remove every LUKS2 token (the TPM-sealed key is in the ``systemd-tpm2`` one)."""
+    tokens = metadata.get("tokens")
+    removed = []
+    for token_id, token in tokens.items() if isinstance(tokens, dict) else []:
+        done = _run(["cryptsetup", "token", "remove", "--token-id", token_id, str(target.path)])
+        if done.returncode != 0:
+            raise SanitizeError(f"cannot remove LUKS2 token {token_id}: {done.stderr.strip()}")
+        kind = token.get("type", "?") if isinstance(token, dict) else "?"
+        pcrs = token.get("tpm2-pcrs") if isinstance(token, dict) else None
+        removed.append(f"{token_id} ({kind}{f', PCRs {pcrs}' if pcrs else ''})")
+    if not removed:
+        return "TPM-sealed key: no LUKS2 token to remove"
+    return "TPM-sealed key destroyed: LUKS2 token " + ", ".join(removed) + " removed"
+
+
+def overwrite_header(target: Target, length: int) -> str:
+    """Zeros over the header area (both binary headers, JSON areas, keyslots), flushed."""
+    length = min(length, target.size)
+    fd = os.open(target.path, os.O_WRONLY)
+    try:
+        written = 0
+        block = bytes(HEADER_CHUNK)
+        while written < length:
+            written += os.pwrite(fd, block[: min(HEADER_CHUNK, length - written)], written)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return f"overwrite: LUKS2 header area (both header copies, keyslots) 0..{length} bytes"
+
+
+def luks_headers_left(path: Path, size: int) -> int:
+    """LUKS magics (LUKS1/LUKS2 primary, LUKS2 secondary) at any header offset."""
+    found = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset in LUKS2_HEADER_OFFSETS:
+            if offset + 6 <= size and os.pread(fd, 6, offset) in LUKS_MAGICS:
+                found += 1
+    finally:
+        os.close(fd)
+    return found
