@@ -48,3 +48,24 @@ def test_without_the_formatter_the_id_leaks() -> None:
 )
 def test_redact_masks_long_digit_runs_only(text: str, masked: bool) -> None:
     assert ("[digits masked]" in redact(text)) is masked
+
+
+def test_a_log_line_after_stderr_was_swapped_goes_to_the_new_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that outlives a swap of stderr (pytest's capture, a test calling `main`) must
+    not write to the closed stream ("--- Logging error ---" in the run)."""
+    import io
+    import logging
+    import sys
+
+    from fieldkit.logs import configure_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("fieldkit.test").warning("after the swap")
+    assert "after the swap" in second.getvalue()

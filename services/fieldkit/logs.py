@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import Any
 
 DIGIT_RUN = re.compile(r"(?<![0-9])[0-9][0-9 \-]{10,}[0-9](?![0-9])")
 MASK = "[digits masked]"
@@ -33,8 +34,22 @@ class RedactingFormatter(logging.Formatter):
 FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was
+    made: a process that swaps stderr (pytest's capture, a daemon) never gets a log line
+    written to a closed stream by a thread that outlived the swap."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO, *, redacting: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     formatter_class = RedactingFormatter if redacting else logging.Formatter
     handler.setFormatter(formatter_class(FORMAT, "%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()
