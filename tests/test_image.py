@@ -181,6 +181,9 @@ def test_the_wire_has_dhcp_and_kernel_updates_reach_the_esp(host: Any) -> None:
     the ESP that systemd-boot boots (docs/network.md)."""
     assert host.service("systemd-networkd").is_enabled
     assert host.service("iwd").is_enabled
+    # Masked: the boot does not wait two minutes for a network that may not be there.
+    wait_online = host.file("/etc/systemd/system/systemd-networkd-wait-online.service")
+    assert wait_online.is_symlink and wait_online.linked_to == "/dev/null"
     for hook in (
         "/etc/kernel/postinst.d/zz-fieldkit-esp",
         "/etc/initramfs/post-update.d/zz-fieldkit-esp",
