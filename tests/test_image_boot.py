@@ -228,6 +228,17 @@ def check_usbguard(report: BootReport, expected: Expected) -> None:
     assert [re.sub(r"^\d+: ", "", x) for x in rules] == list(expected.usbguard_rules), rules
 
 
+def check_usb_devices(report: BootReport, expected: Expected) -> None:
+    """R23: the memory stick QEMU plugs in is blocked and gives no disk; the keyboard (HID)
+    is allowed. (No USB camera can be emulated: the camera class is held by the rules only.)"""
+    devices = report.lines("usb-devices")
+    stick = [d for d in devices if "with-interface 08:" in d]
+    keyboard = [d for d in devices if "with-interface 03:01:01" in d]
+    assert stick and all(re.match(r"^\d+: block ", d) for d in stick), devices
+    assert keyboard and all(re.match(r"^\d+: allow ", d) for d in keyboard), devices
+    assert report.lines("usb-disks") == ["none"], report.sections["usb-disks"]
+
+
 def check_tmpfs(report: BootReport, expected: Expected) -> None:
     """Every erasure-policy path is a tmpfs of its size, mode and owner."""
     mounts = {x.split()[1]: x.split()[3].split(",") for x in report.lines("mounts")}
@@ -253,6 +264,7 @@ CHECKS: list[Callable[[BootReport, Expected], None]] = [
     check_kiosk,
     check_firewall,
     check_usbguard,
+    check_usb_devices,
     check_tmpfs,
     check_nothing_persists,
 ]
@@ -312,6 +324,7 @@ WRONG: dict[str, Callable[[Expected], Expected]] = {
     "kiosk": lambda e: replace(e, kiosk_flags=(*e.kiosk_flags, "--incognito")),
     "firewall": lambda e: replace(e, nft_rules=(*e.nft_rules, ("dns", "ip daddr 1.1.1.1"))),
     "usbguard": lambda e: replace(e, usbguard_rules=e.usbguard_rules[::-1]),
+    "usb_devices": lambda e: replace(e),  # paired with a report where the stick got through
     "tmpfs": lambda e: replace(e, tmpfs=(*e.tmpfs, ("/var/log", "size=1024k", "755", "root"))),
     "nothing_persists": lambda e: replace(e, sysctl=(("kernel.core_pattern", "core"),)),
 }
@@ -326,6 +339,10 @@ def test_every_check_can_fail(
     sections = dict(report.sections)
     if name == "system_running":
         sections["failed"] = "fieldkit-capture.service loaded failed failed fieldkit capture"
+    if name == "usb_devices":
+        # The stick let through: USBGuard allowed it and the kernel made a disk of it.
+        sections["usb-devices"] = sections["usb-devices"].replace(": block ", ": allow ")
+        sections["usb-disks"] = "sda usb"
     broken = replace(report, sections=sections)
     with pytest.raises(AssertionError):
         check(broken, WRONG[name](expected))

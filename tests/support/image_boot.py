@@ -114,6 +114,10 @@ nft list ruleset
 section usbguard
 systemctl is-active usbguard.service
 usbguard list-rules
+section usb-devices
+usbguard list-devices
+section usb-disks
+lsblk -dn -o NAME,TRAN | grep -w usb || echo none
 section mounts
 cat /proc/self/mounts
 section tmpfs-owners
@@ -322,7 +326,7 @@ def boot(
     directory for a software TPM 2.0 (swtpm, TIS), kept between boots. ``again``: boot the
     same overlay and firmware variables once more (a reboot of the same device).
     """
-    for tool in ("qemu-system-x86_64", "qemu-img", "qemu-io", "mtype", "mcopy"):
+    for tool in ("qemu-system-x86_64", "qemu-img", "qemu-io", "mtype", "mcopy", "mkfs.vfat"):
         if shutil.which(tool) is None:
             raise BootError(f"{tool} is not installed (dev.sh: APT_PACKAGES_IMAGE_BOOT)")
     for firmware in (OVMF_CODE, OVMF_VARS):
@@ -345,6 +349,12 @@ def boot(
         shutil.copyfile(OVMF_VARS, variables)
     script_file = work / "boot-report.sh"
     script_file.write_text(script)
+    # A 16 MiB stick with a file system: what a visitor might plug in (it must stay blocked).
+    stick = work / "usb-stick.img"
+    if not stick.exists():
+        with stick.open("wb") as handle:
+            handle.truncate(16 * 1024 * 1024)
+        _run(["mkfs.vfat", "-n", "STICK", str(stick)])
     console, report = work / "console.log", work / "report.log"
     console.unlink(missing_ok=True)
     report.unlink(missing_ok=True)
@@ -370,8 +380,16 @@ def boot(
         "-nic",
         "none",
         # The tablet's buses: USB (USBGuard needs /sys/bus/usb) and a KMS display for cage.
+        # On the USB bus: a memory stick (mass storage, 08: USBGuard must block it, R23) and a
+        # keyboard (HID, 03: allowed). QEMU emulates no USB camera (UVC, 0e).
         "-device",
-        "qemu-xhci",
+        "qemu-xhci,id=xhci",
+        "-drive",
+        f"if=none,id=stick,format=raw,file={stick}",
+        "-device",
+        "usb-storage,bus=xhci.0,drive=stick",
+        "-device",
+        "usb-kbd,bus=xhci.0",
         "-vga",
         "none",
         "-device",
