@@ -18,11 +18,13 @@ APT_PACKAGES=(
   clamav clamav-freshclam                           # antivirus
   postgresql iproute2                               # hub database tests; network-namespace tests
   cryptsetup-bin                                    # wipe: LUKS keyslot erase
+  pcscd libccid libpcsclite-dev                     # card: PC/SC daemon, CCID driver, pyscard's build
+  vsmartcard-vpcd python3-virtualsmartcard python3-pycryptodome  # card tests: a virtual reader and card
   chromium                                          # browser policy, wipe, kiosk and hub web tests (Playwright)
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
 )
 # Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
-APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf swtpm)
+APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf swtpm socat)  # socat: the field test's forwards
 
 need_apt() {
   local missing=()
@@ -87,16 +89,46 @@ case "$cmd" in
     need_apt
     need_venv
     fk=.venv/bin/fieldkit
-    # A development kit PKI: CA, hub certificates, receiver keys for two municipalities, and
-    # the tablet enrolled with keys it makes itself, signed by the local kit CA (made once;
-    # delete var/pki and var/tablet to start over). A fielded tablet enrols over EST with a
-    # one-time code instead (docs/operations.md).
+    # A development kit PKI: CA, hub certificates, the public sealing keys of two
+    # municipalities, and the tablet enrolled with keys it makes itself, signed by the local
+    # kit CA (made once; delete var/pki, var/municipality and var/tablet to start over). A
+    # fielded tablet enrols over EST with a one-time code instead (docs/operations.md).
+    # var/municipality/ stands in for the municipalities' own machines: each makes its key
+    # pair there (private key encrypted with the passphrase in var/municipality/passphrase)
+    # and the kit imports only the public key, pinned by its fingerprint. It is outside the
+    # hub's folders (etc, var/pki, var/hub): the hub refuses to start on a private sealing key.
+    if [[ -d var/pki/receivers ]] && compgen -G 'var/pki/receivers/*/private.key' >/dev/null; then
+      # A kit made before issue 17: its municipality keys were made in the hub's PKI folder.
+      for old in var/pki/receivers/*/private.key; do
+        code=$(basename "$(dirname "$old")")
+        mkdir -p "var/municipality/$code"
+        mv "$old" "var/municipality/$code/private.key"
+        echo "==> moved $old to var/municipality/$code/ (the hub may not hold it)"
+      done
+    fi
     if [[ ! -d var/pki ]]; then
       $fk pki --dir var/pki init --dns localhost
-      for code in 202011 202029; do $fk pki --dir var/pki receiver $code; done
+      mkdir -p var/municipality
+      (umask 077; printf 'demo municipality passphrase 2026\n' > var/municipality/passphrase)
+      for code in 202011 202029; do
+        fingerprint=$($fk packet keygen --out "var/municipality/$code" \
+          --passphrase-file var/municipality/passphrase | sed -n 's/^fingerprint[^:]*: //p')
+        $fk pki --dir var/pki receiver import "$code" "var/municipality/$code/sealing-public.pem" \
+          --fingerprint "$fingerprint"
+      done
       $fk --config etc/dev-tablet.toml enrol --local-pki var/pki --replace
       mkdir -p var/hub
       FIELDKIT_ADMIN_PASSWORD=demo-admin-2026 $fk --config etc/dev-hub.toml hub create-admin admin
+    elif [[ ! -f var/tablet/enrolment/hub-downlink.pem ]]; then
+      # A kit made before the hub signed what it sends down: give the hub its downlink key
+      # and enrol the tablet again so that it pins it (it refuses unsigned acks and rosters).
+      $fk pki --dir var/pki downlink-key
+      $fk pki --dir var/pki revoke dev-tablet-01 || true
+      $fk --config etc/dev-tablet.toml enrol --local-pki var/pki --replace
+    fi
+    if [[ ! -f var/pki/hub/evidence-signing.crt ]]; then
+      # A kit made before the kit CA certified the deletion-evidence key.
+      $fk pki --dir var/pki evidence-signer
     fi
     # The development hub: its own broker and the antivirus definitions mirror, with the kit's
     # demo signature database freshly published so the tablet's session gate lets sessions start.

@@ -17,11 +17,9 @@ import argparse
 import io
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,30 +40,12 @@ from fieldkit.printing.settings import DEFAULT_FONT
 from fieldkit.registry import Identity, identities_for, load_specs
 from fieldkit.runner import start_service, stop_service
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench.* helpers, run as `.venv/bin/python bench/NAME.py`
+
+from bench.samples import report, timed  # noqa: E402
+
 TESTER = Identity(name="tester", writes=("tester/req/#",), reads=("+/rep/tester", "+/error"))
-
-
-def timed(action: Callable[[], object], rounds: int) -> list[float]:
-    action()  # warm-up: font registration, imports, connections
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-def report(name: str, samples: list[float], baseline: list[float], base_name: str) -> None:
-    median, base = statistics.median(samples), statistics.median(baseline)
-    print(
-        f"{name:<28} median {median * 1000:8.2f} ms  p90 {_p90(samples) * 1000:8.2f} ms  "
-        f"| baseline {base_name}: {base * 1000:7.2f} ms  ratio {median / base:6.1f}x"
-    )
-
-
-def _p90(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
 
 
 def one_line_page() -> bytes:
@@ -95,12 +75,16 @@ def sample_receipt(sid: str) -> PrintReceipt:
         electronic_certificate=True,
         braille=False,
         operator_id="op-007",
+        reception_number="0100073",
+        municipality="長野県松本市",
+        contact_phone="0263-00-0000",
+        contact_hours_ja="平日 9時〜17時",
     )
 
 
 def bench_render(rounds: int) -> None:
     baseline = timed(one_line_page, rounds)
-    receipt = sample_receipt("bench0000000001")
+    receipt = sample_receipt("b" * 32)  # a session id is 32 hex digits
     report(
         "receipt render (2 pages)",
         timed(lambda: render_receipt(receipt, DEFAULT_FONT), rounds),

@@ -35,8 +35,10 @@ from tests.hubkit import (  # noqa: E402
     DeviceClient,
     HubIngestProcess,
     PostgresCluster,
+    enrol_tablet,
     signed_record,
     statistics_body,
+    tablet_dir,
 )
 
 from fieldkit.hub.broker import HubBroker  # noqa: E402
@@ -56,7 +58,7 @@ class Tablet:
     def __init__(self, work: Path, pki: KitPki, port: int) -> None:
         settings = SyncSection(
             outbox=work / "outbox.sqlite",
-            bundle=pki.bundle("tab-bench"),
+            bundle=tablet_dir(pki, "tab-bench"),
             hub_port=port,
             max_records=1_000_000,
             window=500,
@@ -139,7 +141,7 @@ def paced(tablet: Tablet, rate: float, seconds: float) -> list[float]:
 
 def baseline(pki: KitPki, port: int, records: int) -> tuple[float, list[float]]:
     """Bare QoS 1 publishes on the same TLS broker: what the network path alone costs."""
-    bundle = pki.bundle("tab-bench")
+    bundle = tablet_dir(pki, "tab-bench")
     client = tls_client(
         "baseline",
         tls_context(bundle / "ca.crt", bundle / "client.crt", bundle / "client.key"),
@@ -227,8 +229,8 @@ def main() -> None:
         pki = KitPki(work / "pki")
         pki.init()
         pki.issue_hub()
-        pki.enrol("tab-bench")
-        pki.enrol("tab-warm")
+        enrol_tablet(pki, "tab-bench")
+        enrol_tablet(pki, "tab-warm")
         if args.backend in ("sqlite", "both"):
             run("sqlite", f"sqlite:///{work / 'hub.sqlite'}", args, work / "sqlite", pki)
         if args.backend in ("postgresql", "both"):

@@ -133,10 +133,30 @@ pytest_plugins = [
     "tests.hubweb",
     # The Playwright browser on Debian's Chromium (``browser``).
     "tests.support.browser",
+    # A private pcscd with the virtual card reader, and the card service (``virtual_reader``).
+    "tests.card_fixtures",
 ]
 
 
 # The slow image tests (tests/test_image*.py): one tablet image per run, built once.
+
+
+IMAGE_BUILD_ROOT = Path("/var/tmp/fieldkit-build")
+# The test kit's PKI: its CA is baked into the test image (as `--kit-ca` bakes a prefecture's),
+# so the field test's hub on the host can enrol the booted tablet. Made once, kept.
+FIELD_PKI = IMAGE_BUILD_ROOT / "field-pki"
+# Where the VM reaches the hub (tests/support/field_boot.py): on the hub's certificate.
+FIELD_HUB_ADDRESS = "10.0.2.100"
+
+
+def field_pki() -> Any:
+    from fieldkit.pki import KitPki
+
+    pki = KitPki(FIELD_PKI)
+    if not pki.ca_cert.exists():
+        pki.init("fieldkit test kit CA")
+        pki.issue_hub(dns=("localhost",), ips=("127.0.0.1", FIELD_HUB_ADDRESS))
+    return pki
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +167,9 @@ def tablet_image_dir() -> Path:
         return Path(given)
     from fieldkit.provision.image import BuildOptions, ImageBuild
 
-    build_root = Path("/var/tmp/fieldkit-build")
-    out = build_root / "test-tablet"
-    ImageBuild(BuildOptions(role="tablet", out=out, cache=build_root / "cache")).run()
+    out = IMAGE_BUILD_ROOT / "test-tablet"
+    options = BuildOptions(
+        role="tablet", out=out, cache=IMAGE_BUILD_ROOT / "cache", kit_ca=field_pki().ca_cert
+    )
+    ImageBuild(options).run()
     return out

@@ -10,6 +10,7 @@ and ippeveprinter), sync, wipe, antivirus and monitor, each in its own process, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldkit.broker import free_loopback_port
+from fieldkit.runner import SUPERVISOR_REPORT
 from tests.antivirus_fixtures import fresh_definitions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,14 +108,53 @@ class DevKit:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.kiosk_port}"
 
+    def supervisor_report(self) -> dict[str, dict[str, Any]]:
+        """What each service last told the supervisor's watchdog (empty before the first)."""
+        data = tomllib.loads(self.config.read_text(encoding="utf-8"))
+        path = self.root / data["bus"]["runtime_dir"] / SUPERVISOR_REPORT
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return {}
+
+    def unsettled(self, within: float) -> list[str]:
+        """The services whose watchdog heartbeat is not fresh: none beat in the last
+        ``within`` seconds, or their last status says why not."""
+        now = time.monotonic()
+        return [
+            f"{name}: {child['status'] or 'no beat yet'}"
+            for name, child in self.supervisor_report().items()
+            if child["heard_monotonic"] is None
+            or now - child["heard_monotonic"] > within
+            or child["status"].startswith("no heartbeat")
+        ]
+
     def fieldkit(self, *args: str) -> None:
         subprocess.run([*FIELDKIT, *args], cwd=self.root, check=True, capture_output=True)
 
     def start(self, timeout: float = 120.0) -> None:
         """The PKI `./dev.sh run` makes, then `fieldkit up`; returns once the kiosk answers."""
         self.fieldkit("pki", "--dir", "var/pki", "init", "--dns", "localhost")
+        passphrase = self.root / "var" / "municipality" / "passphrase"
+        passphrase.parent.mkdir(parents=True, exist_ok=True)
+        passphrase.write_text("demo municipality passphrase 2026\n")
         for code in ("202011", "202029"):
-            self.fieldkit("pki", "--dir", "var/pki", "receiver", code)
+            keygen = subprocess.run(
+                [
+                    *(*FIELDKIT, "packet", "keygen", "--out", f"var/municipality/{code}"),
+                    *("--passphrase-file", str(passphrase)),
+                ],
+                cwd=self.root,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            fingerprint = keygen.stdout.rsplit(": ", 1)[1].strip()
+            public = f"var/municipality/{code}/sealing-public.pem"
+            self.fieldkit(
+                *("pki", "--dir", "var/pki", "receiver", "import", code, public),
+                *("--fingerprint", fingerprint),
+            )
         self.fieldkit("--config", str(self.config), "enrol", "--local-pki", "var/pki")
         self.process = subprocess.Popen(
             [*FIELDKIT, "--config", str(self.config), "up"],

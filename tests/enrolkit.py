@@ -28,6 +28,43 @@ from tests.hubkit import free_port, wait_for
 FIELDKIT = [sys.executable, "-m", "fieldkit"]
 
 
+def add_hub_operator(database_url: str) -> None:
+    """An operator on the hub's roster (op-07), which enrolment hands to the tablet."""
+    import time
+
+    from fieldkit.hub.web.auth import hash_password
+    from fieldkit.hub.web.models import OperatorRow
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        session.add(
+            OperatorRow(
+                operator_id="op-07",
+                name="窓口 七子",
+                duty="handler",
+                password_hash=hash_password("op-07-pass-2026"),
+                disabled=False,
+                updated_at=time.time(),
+            )
+        )
+        session.commit()
+    engine.dispose()
+
+
+def enrolment_code(config: Path, device: str, *extra: str) -> str:
+    """A one-time code for ``device``, made as the provisioning admin makes one."""
+    run = subprocess.run(
+        [*FIELDKIT, "--config", str(config), "pki", "code", device, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = re.search(r"enrolment code for \S+: ([0-9A-Z-]{24})", run.stdout)
+    assert found, run.stdout + run.stderr
+    return found.group(1)
+
+
 @dataclass
 class EnrolmentHub:
     """The hub's EST server (gunicorn, TLS with the hub certificate) and its config."""
@@ -42,16 +79,7 @@ class EnrolmentHub:
         return f"127.0.0.1:{self.port}"
 
     def code(self, device: str, *extra: str) -> str:
-        run = subprocess.run(
-            [*FIELDKIT, "--config", str(self.config), "pki", "code", device, *extra],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        found = re.search(r"enrolment code for \S+: ([0-9A-Z-]{24})", run.stdout)
-        assert found, run.stdout + run.stderr
-        return found.group(1)
+        return enrolment_code(self.config, device, *extra)
 
     def audit(self) -> list[tuple[str, str, dict[str, object]]]:
         engine = make_engine(self.database_url)

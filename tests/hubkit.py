@@ -35,6 +35,7 @@ from fieldkit.pki import KitPki
 from fieldkit.registry import identities_for, specs_for_role
 from fieldkit.sync.courier import Courier
 from fieldkit.sync.settings import SyncSection
+from tests.support.municipality import MUNICIPALITY_MACHINES
 from tests.support.waiting import wait_for
 
 MUNICIPALITY = "131016"  # Chiyoda-ku, Tokyo (local-government code with check digit)
@@ -75,7 +76,7 @@ def session_pki(tmp_path_factory: pytest.TempPathFactory) -> KitPki:
     pki = KitPki(tmp_path_factory.mktemp("kit") / "pki")
     pki.init()
     pki.issue_hub()
-    pki.create_receiver(MUNICIPALITY)
+    MUNICIPALITY_MACHINES.register(pki, MUNICIPALITY)
     for device in ("tab-a", "tab-b"):
         enrol_tablet(pki, device)
     return pki
@@ -144,20 +145,36 @@ class PostgresCluster:
             "start",
         )
 
-    def create_database(self) -> str:
-        self._databases += 1
-        name = f"hub{self._databases}"
+    def create_database(self, name: str = "", owner: str = "postgres") -> str:
+        """A new empty database (``name``, or the next ``hubN``) owned by ``owner``; its URL
+        (connecting as the owner)."""
+        if not name:
+            self._databases += 1
+            name = f"hub{self._databases}"
+        self._client("createdb", "--owner", owner, name)
+        return self.url(name, owner)
+
+    def create_role(self, name: str) -> None:
+        """A login role without special rights (like the hub's database owner)."""
+        self._client("createuser", "--no-superuser", "--no-createdb", "--no-createrole", name)
+
+    def drop_database(self, name: str) -> None:
+        self._client("dropdb", "--force", name)
+
+    def url(self, name: str, user: str = "postgres") -> str:
+        return f"postgresql+psycopg://{user}@/{name}?host={self.socket_dir}&port={self.port}"
+
+    def _client(self, tool: str, *args: str) -> None:
         self._run(
-            str(PG_BIN / "createdb"),
+            str(PG_BIN / tool),
             "-h",
             str(self.socket_dir),
             "-p",
             str(self.port),
             "-U",
             "postgres",
-            name,
+            *args,
         )
-        return f"postgresql+psycopg://postgres@/{name}?host={self.socket_dir}&port={self.port}"
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -267,6 +284,22 @@ def signing_public_b64(pki: KitPki, device: str) -> str:
     from fieldkit.pki import read_roster
 
     return base64.b64encode(read_roster(pki.roster)[device].signing_public).decode()
+
+
+def operator_roster(issued_at: float, *operators: Any) -> Any:
+    """An operator roster as the hub makes it (version from its operators), unsigned."""
+    from fieldkit.sync.wire import OperatorRoster, roster_version
+
+    return OperatorRoster(
+        version=roster_version(list(operators)), issued_at=issued_at, operators=list(operators)
+    )
+
+
+def hub_signed(pki: KitPki, message: Any, device: str = "tab-a") -> Any:
+    """``message`` signed for ``device`` with the hub's downlink key, as hub-ingest sends it."""
+    from fieldkit.pki import load_ed25519_private
+
+    return message.signed_for(device, load_ed25519_private(pki.downlink_key))
 
 
 class DeviceClient:

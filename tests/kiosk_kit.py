@@ -25,6 +25,7 @@ from tests.antivirus_fixtures import fresh_definitions
 from tests.cups import LocalPrinter, config_for
 from tests.hubkit import enrol_tablet
 from tests.support.kiosk import make_app
+from tests.support.municipality import MUNICIPALITY_MACHINES
 from tests.wipe_fixtures import catalogue_dirs, wipe_body
 
 KioskFactory = Callable[..., Flask]
@@ -70,7 +71,7 @@ def start_kiosk(
             )
         )
         # The tablet is enrolled; packets for Matsumoto are sealed to its receiver key.
-        pki.create_receiver("202029")
+        MUNICIPALITY_MACHINES.register(pki, "202029")
         tablet = enrol_tablet(pki, "test-tablet-01")
         sync = (
             f'\n[sync]\noutbox = "{tmp_path / "outbox.sqlite"}"\n'

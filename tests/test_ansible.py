@@ -20,6 +20,7 @@ ROLES = [
     "broker",
     "fieldkit_services",
     "cups",
+    "pcscd",
     "firewall",
     "usbguard",
     "antivirus",

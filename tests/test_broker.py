@@ -79,3 +79,64 @@ def test_acl_lets_a_service_publish_only_under_its_own_name() -> None:
     assert "kiosk/evt/#" in rights.reads
     acl = render_acl([rights])
     assert "user printing" in acl and "topic write printing/evt/#" in acl
+
+
+def test_the_images_bus_credentials_are_new_at_each_boot_and_each_only_its_owners(
+    tmp_path: Path,
+) -> None:
+    """`fieldkit bus credentials` (the image's boot oneshot, as root): every identity of the
+    role gets a password that verifies against mosquitto's hashed file; each credential file
+    is 0400 and owned by the user its service runs as (the wipe's and the tools' by root);
+    the password file is root:<broker group> 0640. A second run makes new passwords."""
+    import base64
+    import grp
+    import os
+    import pwd
+    import shutil
+    import sys
+
+    from fieldkit.policies import load_policies
+    from fieldkit.registry import specs_for_role
+
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("the boot oneshot runs as root")
+    # The image's policies, with its service user made one this host has.
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "policies", policies)
+    yaml = policies / "services.yaml"
+    yaml.write_text(yaml.read_text().replace("\nuser: fieldkit\n", "\nuser: nobody\n"))
+    services = load_policies(policies).services
+    assert services.user == "nobody"
+    service_uid = pwd.getpwnam("nobody").pw_uid
+    group = grp.getgrgid(os.getgid()).gr_name
+    runtime, passwd = tmp_path / "run", tmp_path / "run" / "broker" / "fieldkit.passwd"
+    command = [
+        sys.executable, "-m", "fieldkit", "bus", "credentials", "--role", "tablet",
+        "--runtime-dir", str(runtime), "--password-file", str(passwd), "--broker-group", group,
+        "--policies", str(policies),
+    ]  # fmt: skip
+
+    def run() -> dict[str, str]:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return {p.name: p.read_text().strip() for p in (runtime / "credentials").iterdir()}
+
+    first = run()
+    names = {i.name for i in identities_for(specs_for_role("tablet"))}
+    assert set(first) == names
+    hashes = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
+    assert set(hashes) == names
+    for name, password in first.items():
+        salt = base64.b64decode(hashes[name].split("$")[3])
+        assert hash_password(password, salt) == hashes[name], name
+        stat = (runtime / "credentials" / name).stat()
+        assert stat.st_mode & 0o777 == 0o400
+        override = services.overrides.get(name)
+        runs_as_root = name in ("ctl", "audit") or (override is not None and override.user)
+        assert stat.st_uid == (0 if runs_as_root else service_uid), name
+    assert passwd.stat().st_mode & 0o777 == 0o640 and passwd.stat().st_gid == os.getgid()
+    assert (runtime / "credentials").stat().st_mode & 0o777 == 0o711
+    second = run()
+    assert all(second[n] != first[n] for n in names)

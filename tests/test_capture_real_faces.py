@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
+from fieldkit.capture.grabcut import crown_by_grabcut
 from fieldkit.capture.haar import HaarHeadEstimate
-from fieldkit.capture.photo import PhotoAnalyzer, guidance_words
+from fieldkit.capture.head import head_outline
+from fieldkit.capture.photo import Guide, PhotoAnalyzer, guidance_words
 from tests.capture_scenes import (
     TURNED,
     Annotation,
@@ -73,9 +75,43 @@ def test_the_head_is_measured_closer_than_the_box_ratio_estimate(
             estimated.append(float("inf"))
     assert statistics.median(measured) <= 1.0
     assert statistics.median(measured) < statistics.median(estimated)
-    # Where the crown is lost against dark hair or the chin hidden by a beard the error is
-    # larger; bench/capture.py reports the share within 1 mm (the target is 90 %).
-    assert max(measured) <= 3.0
+    # bench/capture.py reports the share within 1 mm on more placements (the target is 90 %).
+    assert sum(m <= 1.0 for m in measured) >= 0.9 * len(measured)
+    assert max(measured) <= 1.5
+
+
+# Busy or dark backgrounds behind dark hair, and hair running to the photograph's top edge:
+# where GrabCut lost the outline (docs/capture.md).
+BUSY = ("obama2.jpg", "kit_harington-john1.jpeg", "rose_leslie-img2.jpg", "alex-lacamoire.png")
+
+
+def test_the_crown_is_measured_on_busy_backgrounds(analyzer: PhotoAnalyzer) -> None:
+    """The person's outline gives the crown within 1 mm where GrabCut missed it by more."""
+    missed_before = 0
+    for name in BUSY:
+        frame, _ = portrait_frame(BY_NAME[name], head_mm=34.0, margin_mm=4.0)
+        guide = Guide.for_frame(frame.shape[1], frame.shape[0])
+        true_crown = guide.y + 4.0 * guide.px_per_mm
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        points, _ = analyzer.models.mesh(rgb, analyzer.find_faces(rgb)[0])
+        outline = head_outline(rgb, points, analyzer.segmentation)
+        assert outline.crown_measured, name
+        assert abs(outline.crown_y - true_crown) / guide.px_per_mm <= 1.0, name
+        before, _ = crown_by_grabcut(frame, points)
+        missed_before += abs(before - true_crown) / guide.px_per_mm > 1.0
+    assert missed_before >= 3  # the test would catch a return to the old method
+
+
+def test_hair_cut_by_the_frame_s_top_is_not_taken_for_the_crown(analyzer: PhotoAnalyzer) -> None:
+    """With the crown above the frame, the outline ends at the edge: the crown is not
+    measured there but estimated, and the photo fails its margin (move lower)."""
+    a = BY_NAME["biden-biden2.jpg"]
+    frame, _ = portrait_frame(a, head_mm=34.0, margin_mm=-4.0)
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    points, _ = analyzer.models.mesh(rgb, analyzer.find_faces(rgb)[0])
+    assert not head_outline(rgb, points, analyzer.segmentation).crown_measured
+    check = analyzer.analyse(frame).check("crown-margin")
+    assert not check.passed and check.advice == "lower"
 
 
 @pytest.mark.parametrize("a", WHOLE_HEAD, ids=[a.name for a in WHOLE_HEAD])
@@ -202,3 +238,22 @@ def test_the_guidance_says_what_was_measured_japanese_first(analyzer: PhotoAnaly
     far, _ = portrait_frame(BY_NAME["kit_harington-john1.jpeg"], head_mm=28.0)
     ja, _ = guidance_words(analyzer.analyse(far))
     assert ja.startswith("もう少しカメラに近づいてください。") and "頭の大きさ(mm): 2" in ja
+
+
+def test_a_still_head_keeps_its_crown_and_a_new_one_is_segmented(analyzer: PhotoAnalyzer) -> None:
+    """The live loop passes the last outline: a still head keeps its measured crown for at
+    most three frames (one segmentation in any five, the auto-capture run); another head in
+    the same place is segmented afresh."""
+    frame = frame_of("obama2.jpg")
+    first = analyzer.analyse(frame)
+    assert first.outline is not None and first.outline.reused == 0
+    outline, reused = first.outline, []
+    for _ in range(5):
+        assessment = analyzer.analyse(frame, first.face_centre, outline)
+        assert assessment.outline is not None
+        outline = assessment.outline
+        reused.append(outline.reused)
+        assert abs(outline.crown_y - first.outline.crown_y) < 0.01
+    assert reused == [1, 2, 3, 0, 1]
+    other = analyzer.analyse(frame_of("rose_leslie-img2.jpg"), first.face_centre, first.outline)
+    assert other.outline is not None and other.outline.reused == 0

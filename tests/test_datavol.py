@@ -87,7 +87,7 @@ def test_the_policy_puts_state_on_the_volume_and_the_spool_in_memory() -> None:
     vol = policies.erasure.data_volume
     assert vol is not None and vol.mount == PurePosixPath("/var/lib/fieldkit")
     on_volume = {str(d.path) for d in vol.directories}
-    for path in ("outbox", "audit", "wipe", "keys", "bundle"):
+    for path in ("outbox", "audit", "wipe", "keys", "enrol"):
         assert f"/var/lib/fieldkit/{path}" in on_volume
     assert {str(k) for k in vol.links} == {"/etc/fieldkit/keys", "/etc/fieldkit/bundle"}
     # The config's defaults for what must persist are on the volume (one source: the policy

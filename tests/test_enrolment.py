@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from fieldkit.config import load_config
 from fieldkit.enrolment.protocol import CACERTS, REFUSALS, SIMPLEENROLL
 from fieldkit.hub.db import make_engine
-from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow
+from fieldkit.hub.web.models import EnrolmentCodeRow
 from fieldkit.pki import KitPki, load_ed25519_private, raw_public, read_roster
-from tests.enrolkit import EnrolmentHub, Tablet, https, make_tablet, start_hub
+from tests.enrolkit import EnrolmentHub, Tablet, add_hub_operator, https, make_tablet, start_hub
 from tests.hubkit import MUNICIPALITY, DeviceClient
 from tests.support.wallclock import Wallclock
 
@@ -39,22 +39,7 @@ def refused_with(run: subprocess.CompletedProcess[str], reason: str) -> bool:
 
 
 def add_operator(hub: EnrolmentHub) -> None:
-    from fieldkit.hub.web.auth import hash_password
-
-    engine = make_engine(hub.database_url)
-    with Session(engine) as session:
-        session.add(
-            OperatorRow(
-                operator_id="op-07",
-                name="窓口 七子",
-                duty="handler",
-                password_hash=hash_password("op-07-pass-2026"),
-                disabled=False,
-                updated_at=time.time(),
-            )
-        )
-        session.commit()
-    engine.dispose()
+    add_hub_operator(hub.database_url)
 
 
 def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
@@ -77,7 +62,10 @@ def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
     signing = load_ed25519_private(files / "signing.key")
     assert read_roster(pki.roster)["tab-c"].signing_public == raw_public(signing.public_key())
     hub_keys = {p.name for p in pki.root.rglob("*.key")}
-    assert hub_keys == {"ca.key", "server.key", "ingest.key", "private.key"}
+    hub_own = {"ca.key", "server.key", "ingest.key", "downlink.key", "evidence-signing.key"}
+    assert hub_keys == hub_own
+    # The hub's downlink key is pinned: the tablet refuses acks and rosters signed otherwise.
+    assert (files / "hub-downlink.pem").read_bytes() == pki.downlink_public.read_bytes()
     # The device config, roster and receivers came with it, and the config file uses them.
     assert (files / "receivers" / f"{MUNICIPALITY}.pem").exists()
     config = load_config(tablet.config)
@@ -100,6 +88,32 @@ def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
     client.connect()
     client.close()
     assert client.connect_result == ["Success"]
+
+
+def test_enrolling_as_root_keeps_the_images_link_and_gives_the_bundle_to_the_services_user(
+    enrolment_hub: EnrolmentHub, tmp_path: Path, pki: KitPki
+) -> None:
+    """On the image ``/etc/fieldkit/bundle`` is a link into the data volume's enrolment folder,
+    which belongs to the services' user: `fieldkit enrol` run as root replaces the bundle where
+    the link points (the link stays) and hands every file to that user, who must read the
+    keys; the kiosk's screen, running as that user, writes the same way."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("as root, the way an admin enrols from a shell")
+    nobody = pwd.getpwnam("nobody")
+    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
+    volume = tmp_path / "volume" / "enrol"
+    volume.mkdir(parents=True)
+    os.chown(volume, nobody.pw_uid, nobody.pw_gid)
+    tablet.enrolment.symlink_to(volume / "bundle")
+    run = tablet.enrol(enrolment_hub.address, enrolment_hub.code("tab-l"))
+    assert run.returncode == 0, run.stderr
+    assert tablet.enrolment.is_symlink() and (volume / "bundle" / "client.crt").is_file()
+    for path in [volume / "bundle", *(volume / "bundle").rglob("*")]:
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), path
+    assert not [p for p in volume.iterdir() if p.name.startswith(".")]  # no staging left
 
 
 SITE_NETWORK = (
@@ -191,7 +205,8 @@ def test_an_active_device_must_be_revoked_before_it_enrols_again(
     enrolment_hub: EnrolmentHub, tablet: Tablet, pki: KitPki
 ) -> None:
     """tab-a is enrolled: its code is refused until it is revoked; then the same code works,
-    and the old signing key stays known for the older records (RosterEntry.earlier_signing)."""
+    and the old signing key stays known for the older records (RosterEntry.earlier_signing).
+    The re-enrolment pins the hub's downlink key as it is then (rotated here)."""
     before = read_roster(pki.roster)["tab-a"]
     code = enrolment_hub.code("tab-a")
     run = tablet.enrol(enrolment_hub.address, code)
@@ -201,8 +216,17 @@ def test_an_active_device_must_be_revoked_before_it_enrols_again(
     subprocess.run(
         [*FIELDKIT, "pki", "--dir", str(pki.root), "revoke", "tab-a"], check=True, timeout=60
     )
+    # The hub's downlink key rotated meanwhile: enrolling again pins the new one.
+    old_key = pki.downlink_public.read_bytes()
+    subprocess.run(
+        [*FIELDKIT, "pki", "--dir", str(pki.root), "downlink-key", "--rotate"],
+        check=True,
+        timeout=60,
+    )
     run = tablet.enrol(enrolment_hub.address, code)
     assert run.returncode == 0, run.stderr
+    pinned = (tablet.enrolment / "hub-downlink.pem").read_bytes()
+    assert pinned == pki.downlink_public.read_bytes() != old_key
     after = read_roster(pki.roster)["tab-a"]
     assert not after.revoked and after.serial != before.serial
     assert after.earlier_signing == (before.signing_public,)

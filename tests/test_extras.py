@@ -25,6 +25,7 @@ IMPORT_NAMES = {
     "pyzbar": "pyzbar",
     "zxing-cpp": "zxingcpp",
     "pycups": "cups",
+    "pyscard": "smartcard",
     "ai-edge-litert": "ai_edge_litert",
     "sqlalchemy": "sqlalchemy",
     "alembic": "alembic",

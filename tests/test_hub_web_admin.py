@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fieldkit.enrolment.local import enrol_locally
-from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow
+from fieldkit.hub.db import AuditRow, DeviceStatusRow, ErasureRow, HealthRow
 from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import EnrolmentCodeRow, OperatorRow, VisitRow, WebAuditRow
 from fieldkit.pki import KitPki, read_roster
@@ -38,8 +38,19 @@ def test_devices_health_enrol_and_revoke(
                         "findings": 2,
                         "gate_allowed": False,
                     },
-                    "detail": {"outbox_backlog": 17, "version": "0.1.0"},
                 },
+            )
+        )
+        # What sync's last roster request said (hub ingest keeps the latest per device).
+        session.add(
+            DeviceStatusRow(
+                device_id="tab-a",
+                reported_at=now - 20,
+                received_at=now - 20,
+                version="0.1.0",
+                outbox_pending=17,
+                outbox_refused=0,
+                outbox_oldest_at=now - 3 * 3600 - 20,
             )
         )
         rid = add_record(session, "tab-a", "erasure", now - 30)
@@ -78,13 +89,13 @@ def test_devices_health_enrol_and_revoke(
     page = admin.get("/devices").get_data(as_text=True)
     row = page[page.index("<td>tab-a</td>") :].split("</tr>")[0]
     for shown in (
-        "2: session-refused:wipe-unproven",
-        "30 h",
-        "2 検出 detected / 受付停止",
-        "17",
+        "2件: 受付を拒否",
+        "30時間",
+        "2件検出・受付停止中",
+        "17件（最も古いもの 3時間前）",
         "0.1.0",
-        "daily verified",
-        "有効 active",
+        "日次 消去を確認",
+        "有効",
     ):
         assert shown in row, shown
 
@@ -110,13 +121,13 @@ def test_devices_health_enrol_and_revoke(
     bad = admin.post(
         "/devices/enrol", data={"device_id": "Bad Id", "csrf_token": token}, follow_redirects=True
     )
-    assert "No code made" in bad.get_data(as_text=True)
+    assert "コードを作れません: 端末IDが正しくありません" in bad.get_data(as_text=True)
 
     serial = read_roster(pki.roster)["tab-c"].serial
     assert admin.post("/devices/tab-c/revoke", data={"csrf_token": token}).status_code == 302
     assert read_roster(pki.roster)["tab-c"].revoked
     assert serial in pki.revoked_serials()
-    assert "失効 revoked" in admin.get("/devices").get_data(as_text=True)
+    assert "<td>tab-c</td><td>失効</td>" in admin.get("/devices").get_data(as_text=True)
     with Session(hubweb(web_app).engine) as session:
         actions = list(session.scalars(select(WebAuditRow.action)))
     assert {"enrol-code-created", "device-revoke"} <= set(actions)
@@ -184,7 +195,7 @@ def test_handler_registry_changes_are_recorded_and_chained(
         )
         session.commit()
     page = client_as("auditor").get("/audit").get_data(as_text=True)
-    assert "Hash chain BROKEN" in page
+    assert "ハッシュチェーン不一致" in page
 
 
 def test_visits_need_two_registered_staff(web_app: Flask, client_as: ClientFactory) -> None:
@@ -239,9 +250,9 @@ def test_visits_need_two_registered_staff(web_app: Flask, client_as: ClientFacto
         "csrf_token": token,
     }
     alone = admin.post("/sites/visits", data={**visit, "staff": "lead-1"}, follow_redirects=True)
-    assert alone.status_code == 400 and "two or more staff" in alone.get_data(as_text=True)
+    assert alone.status_code == 400 and "従事者は二人以上必要です" in alone.get_data(as_text=True)
     stranger = admin.post("/sites/visits", data={**visit, "staff": "nobody"}, follow_redirects=True)
-    assert "not in the registry: nobody" in stranger.get_data(as_text=True)
+    assert "名簿にない職員ID: nobody" in stranger.get_data(as_text=True)
     backwards = admin.post("/sites/visits", data={**visit, "staff": "staff-1", "end_time": "08:00"})
     assert backwards.status_code == 400
     assert admin.post("/sites/visits", data={**visit, "staff": "staff-1"}).status_code == 302
@@ -256,7 +267,7 @@ def test_visits_need_two_registered_staff(web_app: Flask, client_as: ClientFacto
         ("2026-09-01", "card-issuance-support", ["lead-1", "staff-1"]),
     ]
     page = admin.get("/sites").get_data(as_text=True)
-    assert "1 / 40" in page and "scheduled" in page
+    assert "1 / 40" in page and "訪問予定あり" in page
 
 
 def test_fieldkit_hub_web_serves_under_gunicorn(
@@ -316,7 +327,7 @@ def test_calendar_shows_visits_and_requests(web_app: Flask, client_as: ClientFac
         )
         session.commit()
     page = admin.get("/sites/calendar?month=2026-08").get_data(as_text=True)
-    assert "さくら苑 (交付支援)" in page and "依頼 request: さくら苑" in page
+    assert "さくら苑（交付支援）" in page and "訪問依頼: さくら苑" in page
     # 2026-08-01 is a Saturday: the first week starts on Monday 27 July.
     first_row = page[page.index("<tbody>") :].split("</tr>")[0]
     assert first_row.count("other-month") == 5

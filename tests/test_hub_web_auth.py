@@ -70,7 +70,7 @@ def test_wrong_password_and_lockout(web_app: Flask) -> None:
         login(client, "admin", "wrong password!")
     locked = login(client, "admin", PASSWORD)
     assert locked.status_code == 401
-    assert FAILED in locked.get_data(as_text=True)
+    assert str(FAILED) in locked.get_data(as_text=True)
     # Another account is not affected, nor the same one from its own address.
     assert login(web_app.test_client(), "auditor").status_code == 302
     assert login(from_address(web_app, "192.0.2.10"), "admin").status_code == 302

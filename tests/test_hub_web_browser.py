@@ -21,10 +21,11 @@ from tests.hubkit import MUNICIPALITY, free_port
 from tests.hubweb import (
     OTHER_MUNICIPALITY,
     PASSWORD,
+    Visitor,
     generated_statistics,
+    municipality_label,
     store_packet,
     store_statistics,
-    totp_code,
 )
 
 
@@ -40,43 +41,6 @@ def live_url(web_app: Flask, pki: KitPki) -> Iterator[str]:
     server.shutdown()
 
 
-class Visitor:
-    """One logged-in browser context; collects console errors (CSP reports land there)."""
-
-    def __init__(self, browser: Any, base: str, username: str, app: Flask) -> None:
-        self.base = base
-        self.context = browser.new_context(locale="ja-JP", viewport={"width": 1280, "height": 900})
-        self.page = self.context.new_page()
-        self.console_errors: list[str] = []
-        self.page.on(
-            "console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None
-        )
-        self.page.goto(f"{base}/login")
-        self.page.get_by_label("ユーザー名 / Username").fill(username)
-        self.page.get_by_label("パスワード / Password").fill(PASSWORD)
-        self.page.get_by_role("button", name="ログイン Log in").click()
-        # The second factor, as the user's phone would compute it (set up on the first login).
-        self.page.wait_for_url(f"{base}/login/code")
-        self.code_page_findings = self.axe_serious()
-        self.page.get_by_label("確認コード (6桁) / Code (6 digits)").fill(totp_code(app, username))
-        self.page.get_by_role("button", name="確認 Verify").click()
-        self.page.wait_for_url(f"{base}/")
-
-    def go(self, path: str) -> int:
-        response = self.page.goto(f"{self.base}{path}")
-        return int(response.status)
-
-    def axe_serious(self) -> list[str]:
-        from axe_playwright_python.sync_playwright import Axe
-
-        results = Axe().run(self.page)
-        return [
-            f"{v['id']} ({v['impact']}) on {self.page.url}"
-            for v in results.response["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
-
-
 def test_admin_main_paths(browser: Any, live_url: str, web_app: Flask) -> None:
     admin = Visitor(browser, live_url, "admin", web_app)
     findings: list[str] = list(admin.code_page_findings)  # the set-up page with its QR code
@@ -85,23 +49,36 @@ def test_admin_main_paths(browser: Any, live_url: str, web_app: Flask) -> None:
     if shots:
         admin.page.screenshot(path=str(Path(shots) / "hub-dashboard.png"), full_page=True)
     findings += admin.axe_serious()
-    for path in (
-        "/reports",
-        "/devices",
-        "/operators",
-        "/sites",
-        "/accounts",
-        "/incidents",
-        "/evidence",
-        "/sites/calendar?month=2026-08",
-        "/audit",
+    # Every page of the admin's menu (issue 21: axe on every hub page), each saved as a
+    # screenshot when asked.
+    for path, name in (
+        ("/reports", "reports"),
+        ("/reports/completion", "completion"),
+        ("/reports/counts/municipality", "report-municipality"),
+        ("/devices", "devices"),
+        ("/devices/municipalities", "municipalities"),
+        ("/operators", "operators"),
+        ("/sites", "sites"),
+        ("/accounts", "accounts"),
+        ("/incidents", "incidents"),
+        ("/evidence", "evidence"),
+        ("/contract", "contract"),
+        ("/expenses", "expenses"),
+        ("/deletion", "deletion"),
+        ("/sites/calendar?month=2026-08", "calendar"),
+        ("/audit", "audit"),
+        ("/account/password", "password"),
+        ("/devices?lang=en", "devices-en"),
     ):
         assert admin.go(path) == 200, path
         findings += admin.axe_serious()
+        if shots:
+            admin.page.screenshot(path=str(Path(shots) / f"hub-{name}.png"), full_page=True)
+    admin.go("/?lang=ja")
     # A report, and its export link.
     admin.go("/reports")
-    admin.page.get_by_role("link", name="site", exact=True).click()
-    assert "会場別件数" in admin.page.inner_text("h2")
+    admin.page.get_by_role("link", name="会場別件数", exact=True).click()
+    assert "会場別件数" in admin.page.inner_text("h1")
     if shots:
         admin.page.screenshot(path=str(Path(shots) / "hub-report-site.png"), full_page=True)
     findings += admin.axe_serious()
@@ -110,15 +87,15 @@ def test_admin_main_paths(browser: Any, live_url: str, web_app: Flask) -> None:
     assert download.value.suggested_filename == "counts-site.csv"
     # Add a handler through the form.
     admin.go("/operators")
-    admin.page.get_by_label("ID").fill("jugyo-9")
-    admin.page.get_by_label("氏名 / Name").fill("担当 太郎")
-    admin.page.get_by_label("初期パスワード / Initial password").fill(PASSWORD)
-    admin.page.get_by_role("button", name="追加 Add").click()
+    admin.page.get_by_label("職員ID").fill("jugyo-9")
+    admin.page.get_by_label("氏名").fill("担当 太郎")
+    admin.page.get_by_label("初期パスワード（12文字以上）").fill(PASSWORD)
+    admin.page.get_by_role("button", name="追加", exact=True).click()
     assert "jugyo-9" in admin.page.inner_text("table")
     # A tablet's enrolment code through the form: shown once, on the answer page.
     admin.go("/devices")
-    admin.page.get_by_label("端末ID / Device id").fill("tab-9")
-    admin.page.get_by_role("button", name="コードを作る Create code").click()
+    admin.page.get_by_label("端末ID").fill("tab-9")
+    admin.page.get_by_role("button", name="コードを作る").click()
     code = admin.page.inner_text("#enrol-code strong")
     assert re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4}){4}", code), code
     findings += admin.axe_serious()
@@ -129,21 +106,21 @@ def test_admin_main_paths(browser: Any, live_url: str, web_app: Flask) -> None:
 def test_municipality_and_auditor_paths(browser: Any, live_url: str, web_app: Flask) -> None:
     chiyoda = Visitor(browser, live_url, "chiyoda", web_app)
     assert chiyoda.go("/packets") == 200
-    assert MUNICIPALITY in chiyoda.page.inner_text("main")
-    assert OTHER_MUNICIPALITY not in chiyoda.page.inner_text("main")
+    assert municipality_label(MUNICIPALITY) in chiyoda.page.inner_text("main")
+    assert municipality_label(OTHER_MUNICIPALITY) not in chiyoda.page.inner_text("main")
     findings = chiyoda.axe_serious()
     assert chiyoda.go(f"/packets?municipality={OTHER_MUNICIPALITY}") == 403
     assert chiyoda.go(f"/reports/counts/site?municipality={OTHER_MUNICIPALITY}") == 403
     assert chiyoda.go("/devices") == 403
     assert chiyoda.go("/reports/counts/municipality") == 200
-    assert OTHER_MUNICIPALITY not in chiyoda.page.inner_text("main")
+    assert municipality_label(OTHER_MUNICIPALITY) not in chiyoda.page.inner_text("main")
     findings += chiyoda.axe_serious()
 
     auditor = Visitor(browser, live_url, "auditor", web_app)
     assert auditor.go("/devices") == 200
-    assert auditor.page.get_by_role("button", name="コードを作る Create code").count() == 0
+    assert auditor.page.get_by_role("button", name="コードを作る").count() == 0
     assert auditor.go("/audit") == 200
-    assert "Hash chain verified" in auditor.page.inner_text("main")
+    assert "ハッシュチェーン正常" in auditor.page.inner_text("main")
     findings += auditor.axe_serious()
     assert findings == []
 

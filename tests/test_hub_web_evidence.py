@@ -13,7 +13,7 @@ import openpyxl
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fieldkit.cli import main
@@ -23,18 +23,26 @@ from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import CertificateRow, IncidentRow, WebAuditRow
 from fieldkit.pki import KitPki, load_ed25519_private
 from fieldkit.wipe.record import ErasureRecord, EvidenceStore
-from fieldkit.wipe.sanitize import (
-    Certificate,
-    EvidenceChain,
-    Media,
-    Method,
-    Person,
-    Verification,
-    sign_certificate,
-)
 from tests.conftest import write_config
 from tests.hubkit import MUNICIPALITY, enrol_tablet, tablet_dir
-from tests.hubweb import ClientFactory, add_record, csrf_token, pdf_text, read_csv, store_packet
+from tests.hubweb import (
+    ClientFactory,
+    add_record,
+    confirm_pickup,
+    csrf_token,
+    municipality_label,
+    municipality_receipt,
+    pdf_text,
+    read_csv,
+    store_packet,
+)
+from tests.support.hub_evidence import (
+    certificate_of,
+    chain_at_hub,
+    keep_at_hub,
+    lose_at_hub,
+    upload,
+)
 
 
 def test_incident_recorded_and_exported(
@@ -54,14 +62,14 @@ def test_incident_recorded_and_exported(
         "csrf_token": token,
     }
     missing = admin.post("/incidents", data={**form, "how": ""})
-    assert missing.status_code == 400 and "Not recorded" in missing.get_data(as_text=True)
+    assert missing.status_code == 400 and "記録できません" in missing.get_data(as_text=True)
     created = admin.post("/incidents", data=form)
     assert created.status_code == 302 and created.headers["Location"].endswith("/incidents/1")
     text = pdf_text(admin.get("/incidents/1.pdf").data, tmp_path)
     for value in ("事故報告", "受付票の紛失", "1枚", "さくら苑 受付", "机上に置いたまま離席"):
         assert value in text
     rows = read_csv(admin.get("/incidents/1.csv").data)
-    assert ["どれだけ how much", "1枚"] in rows
+    assert ["どれだけ", "1枚"] in rows
     with Session(hubweb(web_app).engine) as session:
         assert session.get(IncidentRow, 1) is not None
         entry = session.scalars(
@@ -96,23 +104,20 @@ def test_erasure_evidence_per_day(web_app: Flask, pki: KitPki, client_as: Client
     chiyoda = client_as("chiyoda")
     token = csrf_token(chiyoda, "/packets")
     bundle = chiyoda.post("/packets/download", data={"csrf_token": token})
-    chiyoda.post(
-        "/packets/pickups/1/confirm",
-        data={"csrf_token": token, "sha256": bundle.headers["X-Bundle-SHA256"]},
-    )
+    confirm_pickup(chiyoda, 1, municipality_receipt(bundle.data, MUNICIPALITY))
     admin = client_as("admin")
     book = openpyxl.load_workbook(io.BytesIO(admin.get(f"/evidence.xlsx?date={today}").data))
-    devices, chains, sanitizations, hub, certificates = (
+    devices, chains, sanitizations, hub, certificates = [
         [list(r) for r in sheet.iter_rows(min_row=4, values_only=True)] for sheet in book
-    )
+    ][2:]
     assert sanitizations == []
     assert [row[0] for row in chains] == ["tab-a", "tab-b"]
     assert [(r[0], r[2], r[3]) for r in devices] == [
-        ("tab-a", "session", "済 yes"),
-        ("tab-b", "daily", "未 NO"),
+        ("tab-a", "申請ごと", "確認済"),
+        ("tab-b", "日次", "未確認"),
     ]
-    assert [(r[1], r[3]) for r in hub] == [(MUNICIPALITY, "chiyoda")]
-    assert {r[0]: r[2] for r in certificates} == {"tab-a": "有効 active", "tab-b": "有効 active"}
+    assert [(r[1], r[3]) for r in hub] == [(municipality_label(MUNICIPALITY), "chiyoda")]
+    assert {r[0]: r[2] for r in certificates} == {"tab-a": "有効", "tab-b": "有効"}
     assert admin.get("/evidence?date=2026-01-01").status_code == 200
     empty = read_csv(admin.get("/evidence.csv?date=2026-01-01").data)
     assert "tab-a" not in [row[0] for row in empty if row][:3]
@@ -123,80 +128,12 @@ def test_erasure_evidence_per_day(web_app: Flask, pki: KitPki, client_as: Client
 # ---- contract-end sanitization certificates at the hub --------------------------------------
 
 
-def chain_at_hub(web_app: Flask, pki: KitPki, tmp_path: Path, count: int) -> list[ErasureRecord]:
-    """``count`` erasure records of tab-a, signed with its enrolled key, as ingest keeps them."""
-    key = load_ed25519_private(tablet_dir(pki, "tab-a") / "signing.key")
-    store = EvidenceStore(tmp_path / "tab-a-evidence.sqlite")
-    now = time.time()
-    records = [
-        store.append(
-            ErasureRecord(kind="session", device="tab-a", started=now - 2, finished=now, ok=True),
-            key,
-        )
-        for _ in range(count)
-    ]
-    store.close()
-    keep_at_hub(web_app, records)
-    return records
-
-
-def keep_at_hub(web_app: Flask, records: list[ErasureRecord]) -> None:
-    with Session(hubweb(web_app).engine) as session:
-        for record in records:
-            rid = add_record(session, "tab-a", "erasure", record.finished)
-            session.add(
-                ErasureRow(
-                    record_id=rid,
-                    device_id="tab-a",
-                    at=record.finished,
-                    level="session",
-                    verified=True,
-                    signed=True,
-                    record=record.model_dump(mode="json"),
-                )
-            )
-        session.commit()
-
-
-def certificate_of(pki: KitPki, device: str, records: int, head: str) -> Certificate:
-    """A certificate as ``fieldkit wipe device`` writes it (the sanitization itself is shown in
-    test_wipe_sanitize); signed with the device's enrolled key."""
-    key = load_ed25519_private(tablet_dir(pki, "tab-a") / "signing.key")
-    certificate = Certificate(
-        device=device,
-        media=Media(
-            make="QEMU", model="disk", serial="0001", media_type="file", size_bytes=1 << 26,
-            target="/dev/vda3",
-        ),
-        method=Method(
-            category="Purge", technique="Cryptographic Erase + Overwrite", steps=["a", "b"],
-            tool="fieldkit wipe device", tool_version="test",
-        ),
-        verification=Verification(
-            method="sampling", subsections=1000, locations_per_subsection=2,
-            first_and_last=True, sample_bytes=512, samples_read=2002, samples_failed=0,
-            seed="00", keyslots_left=0, result="pass",
-        ),
-        sanitized_by=Person(name="消去 太郎", role="sanitized"),
-        verified_by=Person(name="検証 花子", role="verified"),
-        date=dt.datetime.now(JST).strftime("%Y-%m-%dT%H:%M:%S%z"),
-        location="長野市",
-        evidence_chain=EvidenceChain(records=records, head=head, intact=True),
-        result="pass",
-    )  # fmt: skip
-    return sign_certificate(certificate, key)
-
-
-def upload(client: FlaskClient, text: str | bytes, token: str | None = None) -> Any:
-    data = {"certificate": (io.BytesIO(text.encode() if isinstance(text, str) else text), "c.json")}
-    if token is not None:
-        data["csrf_token"] = token  # type: ignore[assignment]
-    return client.post("/evidence/certificates", data=data, content_type="multipart/form-data")
-
-
 def evidence_sheets(client: FlaskClient, query: str) -> list[list[list[Any]]]:
     book = openpyxl.load_workbook(io.BytesIO(client.get(f"/evidence.xlsx?{query}").data))
-    return [[list(r) for r in sheet.iter_rows(min_row=4, values_only=True)] for sheet in book]
+    # The two sheets before these (sessions per device and day, sessions to check) are
+    # test_hub_web_staff's.
+    sheets = [[list(r) for r in sheet.iter_rows(min_row=4, values_only=True)] for sheet in book]
+    return sheets[2:]
 
 
 def test_a_certificate_that_closes_the_chain_is_verified_and_kept_once(
@@ -215,12 +152,12 @@ def test_a_certificate_that_closes_the_chain_is_verified_and_kept_once(
     today = dt.datetime.now(JST).date().isoformat()
     assert created.headers["Location"].endswith(f"/evidence?date={today}&device=tab-a")
     page = admin.get(f"/evidence?date={today}&device=tab-a").get_data(as_text=True)
-    assert "Recorded" in page and "(確認済 verified)" in page
+    assert "を登録しました（確認済）" in page
     devices, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}&device=tab-a")
     assert len(devices) == 3
-    assert chains == [["tab-a", "3", records[-1].hash[:12], "連続 intact"]]
+    assert chains == [["tab-a", "3", records[-1].hash[:12], "連続"]]
     ((row),) = sanitizations
-    assert row[0] == "tab-a" and row[2:5] == ["合格 pass", "確認済 yes", "確認済 yes"]
+    assert row[0] == "tab-a" and row[2:5] == ["合格", "確認済", "確認済"]
     certificate_id = row[-1]
     # Kept as uploaded, and once.
     auditor = client_as("auditor")
@@ -259,8 +196,8 @@ def test_the_hub_shows_a_certificate_it_cannot_verify_and_refuses_what_is_not_on
     today = dt.datetime.now(JST).date().isoformat()
     _, _, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
     checks = sorted((r[3], r[4], r[5]) for r in sanitizations)
-    assert checks[0][:2] == ("未確認 NO", "確認済 yes")  # edited: chain fine, signature not
-    assert checks[1][:2] == ("確認済 yes", "未確認 NO")
+    assert checks[0][:2] == ("未確認", "確認済")  # edited: chain fine, signature not
+    assert checks[1][:2] == ("確認済", "未確認")
     assert "the erasure records end after 3" in checks[1][2]
 
     # The genuine certificate behind the edited copy takes its place; nothing replaces it.
@@ -273,9 +210,12 @@ def test_the_hub_shows_a_certificate_it_cannot_verify_and_refuses_what_is_not_on
     assert admin.get(f"/evidence/certificates/{genuine_id}.json").data == genuine_text.encode()
 
     for bad, reason in (
-        (b"\xff\xfe not text", "Not recorded"),
-        ("{}", "not a sanitization certificate"),
-        (certificate_of(pki, "tab-z", 0, "0" * 64).model_dump_json(), "tab-z is not enrolled"),
+        (b"\xff\xfe not text", "UTF-8 のテキストではありません"),
+        ("{}", "データ消去証明書ではありません"),
+        (
+            certificate_of(pki, "tab-z", 0, "0" * 64).model_dump_json(),
+            "端末 tab-z はこのハブに登録されていません",
+        ),
     ):
         refused = upload(admin, bad, token)
         assert refused.status_code == 400 and reason in refused.get_data(as_text=True), reason
@@ -294,14 +234,7 @@ def test_a_record_missing_at_the_hub_shows_as_a_gap_until_it_arrives(
     web_app: Flask, pki: KitPki, client_as: ClientFactory, tmp_path: Path
 ) -> None:
     records = chain_at_hub(web_app, pki, tmp_path, 3)
-    with Session(hubweb(web_app).engine) as session:
-        late = [
-            row.record_id
-            for row in session.scalars(select(ErasureRow))
-            if row.record["record_id"] == records[1].record_id
-        ]
-        session.execute(delete(ErasureRow).where(ErasureRow.record_id.in_(late)))
-        session.commit()
+    lose_at_hub(web_app, records[1])
     admin = client_as("admin")
     text = certificate_of(pki, "tab-a", 3, records[-1].hash).model_dump_json()
     assert upload(admin, text, csrf_token(admin, "/evidence")).status_code == 302
@@ -310,11 +243,11 @@ def test_a_record_missing_at_the_hub_shows_as_a_gap_until_it_arrives(
     ((device, length, head, state),) = chains
     assert (device, length, head) == ("tab-a", "1", records[0].hash[:12])
     assert "1 of 2 records are not reached" in state
-    assert sanitizations[0][4] == "未確認 NO" and "not reached" in sanitizations[0][5]
+    assert sanitizations[0][4] == "未確認" and "not reached" in sanitizations[0][5]
     keep_at_hub(web_app, [records[1]])  # sync delivers it late
     _, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
-    assert chains[0][1:] == ["3", records[-1].hash[:12], "連続 intact"]
-    assert sanitizations[0][4] == "確認済 yes"
+    assert chains[0][1:] == ["3", records[-1].hash[:12], "連続"]
+    assert sanitizations[0][4] == "確認済"
     with Session(hubweb(web_app).engine) as session:
         assert session.scalars(select(CertificateRow)).one().chain_ok is False  # at upload
 
@@ -339,6 +272,6 @@ def test_a_re_enrolled_device_keeps_one_chain_across_its_two_keys(
     keep_at_hub(web_app, [*before, after])
     today = dt.datetime.now(JST).date().isoformat()
     _, chains, _, _, certificates = evidence_sheets(client_as("auditor"), f"date={today}")
-    assert chains == [["tab-a", "3", after.hash[:12], "連続 intact"]]
+    assert chains == [["tab-a", "3", after.hash[:12], "連続"]]
     (tab_a,) = [row for row in certificates if row[0] == "tab-a"]
     assert tab_a[3] == after.signer  # the key an auditor pins with --public-key

@@ -13,18 +13,24 @@ from flask import Flask
 
 from fieldkit.hub.web.counts import ReportTable
 from fieldkit.hub.web.exports import pdf_font, to_csv, to_xlsx
+from fieldkit.hub.web.text import CATALOGUE
 from tests.hubkit import MUNICIPALITY
 from tests.hubweb import (
+    COUNTED,
     OTHER_MUNICIPALITY,
+    OUTCOME_COLUMNS,
     ClientFactory,
     csrf_token,
     generated_statistics,
+    municipality_label,
     pdf_text,
     read_csv,
     store_statistics,
 )
 
 N = 400
+
+MODE_LABELS = {m: CATALOGUE.say(f"mode.{m}", "ja") for m in ("support", "reception")}
 
 
 @pytest.fixture
@@ -35,15 +41,15 @@ def statistics(web_app: Flask) -> list[dict[str, str]]:
 
 
 def expected_by(rows: list[dict[str, str]], key: str) -> dict[str, list[int]]:
-    """The report's table computed here without SQL: [applied, forwarded, abandoned, total]."""
+    """The report's table computed here without SQL: [applied, forwarded, declined, abandoned,
+    total], municipalities by name."""
     tally: dict[str, Counter[str]] = {}
     for row in rows:
         value = row["date"][:7] if key == "month" else row[key]
+        if key == "municipality":
+            value = municipality_label(value)
         tally.setdefault(value, Counter())[row["outcome"]] += 1
-    return {
-        value: [c["applied"], c["forwarded"], c["abandoned"], sum(c.values())]
-        for value, c in tally.items()
-    }
+    return {value: [*(c[o] for o in COUNTED), sum(c.values())] for value, c in tally.items()}
 
 
 @pytest.mark.parametrize(
@@ -59,13 +65,13 @@ def test_counts_match_an_independent_tally(
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
     table = read_csv(response.data)
-    assert table[0][1:] == ["申請 applied", "転送 forwarded", "中断 abandoned", "合計 total"]
+    assert table[0][1:] == OUTCOME_COLUMNS
     body = {row[0]: [int(v) for v in row[1:]] for row in table[1:-1]}
     assert body == expected_by(statistics, key)
-    assert table[-1] == ["合計 total", *map(str, expected_by_total(statistics))]
+    assert table[-1] == ["合計", *map(str, expected_by_total(statistics))]
     # The page shows the same table.
     page = client.get(f"/reports/counts/{report}").get_data(as_text=True)
-    assert str(expected_by_total(statistics)[3]) in page
+    assert str(expected_by_total(statistics)[-1]) in page
 
 
 def test_dashboard_charts_show_the_tally_and_respect_the_scope(
@@ -77,18 +83,19 @@ def test_dashboard_charts_show_the_tally_and_respect_the_scope(
     page = client_as("admin").get("/").get_data(as_text=True)
     by_municipality = Counter(r["municipality"] for r in applied)
     for code, n in by_municipality.most_common(10):
-        assert f"<title>{code}: {n}</title>" in page
+        assert f"<title>{municipality_label(code)}: {n}</title>" in page
     by_day = Counter(r["date"] for r in applied)
     latest = max(by_day)
     assert f"<title>{latest}: {by_day[latest]}</title>" in page
     scoped = client_as("chiyoda").get("/").get_data(as_text=True)
-    assert f"<title>{MUNICIPALITY}: {by_municipality[MUNICIPALITY]}</title>" in scoped
-    assert f"<title>{OTHER_MUNICIPALITY}:" not in scoped
+    mine = municipality_label(MUNICIPALITY)
+    assert f"<title>{mine}: {by_municipality[MUNICIPALITY]}</title>" in scoped
+    assert f"<title>{municipality_label(OTHER_MUNICIPALITY)}:" not in scoped
 
 
 def expected_by_total(rows: list[dict[str, str]]) -> list[int]:
     c = Counter(r["outcome"] for r in rows)
-    return [c["applied"], c["forwarded"], c["abandoned"], len(rows)]
+    return [*(c[o] for o in COUNTED), len(rows)]
 
 
 def test_sex_by_age_band_counts_applications(
@@ -99,24 +106,21 @@ def test_sex_by_age_band_counts_applications(
     assert response.status_code == 200
     sheet = openpyxl.load_workbook(io.BytesIO(response.data)).worksheets[0]
     rows = [list(r) for r in sheet.iter_rows(values_only=True)]
-    assert rows[0][0] == "性別・年代別申請件数 Applications by sex and age band"
-    assert rows[2][:6] == [
-        "年代 age band",
-        "女性 female",
-        "男性 male",
-        "その他 other",
-        "不明 unknown",
-        "合計 total",
-    ]
+    assert rows[0][0] == "性別・年代別申請件数"
+    assert rows[2][:6] == ["年代", "女性", "男性", "その他", "不明", "合計"]
     tally = Counter((r["age_band"], r["sex"]) for r in statistics if r["outcome"] == "applied")
     sexes = ("female", "male", "other", "unknown")
     got = {r[0]: r[1:6] for r in rows[3:-1]}
+    named = {"0-14": "0〜14歳", "15-64": "15〜64歳", "65-74": "65〜74歳", "75+": "75歳以上"}
     expected = {
-        band: [*(tally[(band, s)] for s in sexes), sum(tally[(band, s)] for s in sexes)]
+        named.get(band, "不明"): [
+            *(tally[(band, s)] for s in sexes),
+            sum(tally[(band, s)] for s in sexes),
+        ]
         for band in {b for b, _ in tally}
     }
     assert got == expected
-    assert list(got) == ["0-14", "15-64", "65-74", "75+", "unknown"]  # age order, not text order
+    assert list(got) == ["0〜14歳", "15〜64歳", "65〜74歳", "75歳以上", "不明"]  # age order
     assert rows[-1][5] == sum(tally.values())
 
 
@@ -125,7 +129,7 @@ def test_date_range_filters(client_as: ClientFactory, statistics: list[dict[str,
     table = read_csv(client.get("/reports/counts/month.csv?from=2026-09-01&to=2026-09-30").data)
     assert [row[0] for row in table[1:-1]] == ["2026-09"]
     september = [r for r in statistics if r["date"].startswith("2026-09")]
-    assert int(table[1][4]) == len(september)
+    assert int(table[1][-1]) == len(september)
     assert client.get("/reports/counts/site.csv?from=yesterday").status_code == 400
     assert client.get("/reports/counts/nothing.csv").status_code == 404
     assert client.get("/reports/counts/site.docx").status_code == 404
@@ -138,11 +142,11 @@ def test_municipality_user_sees_only_their_counts(
     municipality's counts or reports is a 403."""
     client = client_as("chiyoda")
     table = read_csv(client.get("/reports/counts/municipality.csv").data)
-    assert [row[0] for row in table[1:-1]] == [MUNICIPALITY]
+    assert [row[0] for row in table[1:-1]] == [municipality_label(MUNICIPALITY)]
     mine = [r for r in statistics if r["municipality"] == MUNICIPALITY]
-    assert int(table[-1][4]) == len(mine) < N
+    assert int(table[-1][-1]) == len(mine) < N
     site = read_csv(client.get("/reports/counts/site.csv").data)
-    assert site[1:-1] and int(site[-1][4]) == len(mine)
+    assert site[1:-1] and int(site[-1][-1]) == len(mine)
     for path in (
         f"/reports/counts/site.csv?municipality={OTHER_MUNICIPALITY}",
         f"/reports/counts/municipality?municipality={MUNICIPALITY},{OTHER_MUNICIPALITY}",
@@ -153,7 +157,7 @@ def test_municipality_user_sees_only_their_counts(
         assert client.get(path).status_code == 403, path
     # The admin sees every municipality (the same request, unscoped).
     admin = read_csv(client_as("admin").get("/reports/counts/municipality.csv").data)
-    assert int(admin[-1][4]) == N
+    assert int(admin[-1][-1]) == N
 
 
 def test_pdf_has_japanese_text_and_the_counts(
@@ -222,23 +226,21 @@ def test_completion_monthly_and_work_log(
     assert admin.post("/sites/visits", data=visit).status_code == 302
     log = read_csv(admin.get("/reports/worklog/1.csv").data)
     flat = [cell for row in log for cell in row]
-    assert "業務日誌 Daily work log — 2026-08-03" in flat
-    assert "op-lead" in flat and "op-lead, op-two" in flat
+    assert "業務日誌 2026-08-03" in flat
+    assert "op-lead 担当" in flat and "op-lead 担当, op-two 担当" in flat  # ids with names
     on_day = [r for r in statistics if r["device_id"] == "tab-a" and r["date"] == "2026-08-03"]
-    assert sum(int(row[4]) for row in log if row and row[0] in ("support", "reception")) == len(
-        on_day
-    )
+    assert sum(int(row[5]) for row in log if row and row[0] in MODE_LABELS.values()) == len(on_day)
 
     month = openpyxl.load_workbook(io.BytesIO(admin.get("/reports/monthly/2026-08.xlsx").data))
-    assert len(month.worksheets) == 4
+    assert len(month.worksheets) == 5  # visits, by site, by municipality, erasure, incidents
     assert month.worksheets[0]["A4"].value == "2026-08-03"
     august = [r for r in statistics if r["date"].startswith("2026-08")]
-    assert month.worksheets[1].cell(month.worksheets[1].max_row, 5).value == len(august)
+    assert month.worksheets[1].cell(month.worksheets[1].max_row, 6).value == len(august)
     assert admin.get("/reports/monthly/2026-13").status_code == 400
 
     text = pdf_text(admin.get("/reports/completion.pdf").data, tmp_path)
-    assert "完了報告書（様式4）案" in text
-    days_line = next(line for line in text.splitlines() if "application-support days" in line)
+    assert "完了報告書（様式4）実績" in text
+    days_line = next(line for line in text.splitlines() if "申請サポート実施日数" in line)
     assert days_line.split()[-1] == "1"
     assert str(N) in text
 

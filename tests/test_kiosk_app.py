@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from fieldkit.config import DeviceConfig
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import Step
-from tests.support.kiosk import APPLICATION_ID, PASSWORD, login, make_app, post, walk
+from tests.support.kiosk import APPLICATION_ID, CONTACT, PASSWORD, login, make_app, post, walk
 
 
 @pytest.fixture
@@ -55,12 +55,12 @@ def test_forms_without_csrf_token_are_refused(client: FlaskClient, app: Flask) -
 def test_idle_operator_is_logged_out_and_the_open_session_ends(
     kit_config: DeviceConfig, operator_hash: str
 ) -> None:
-    app = make_app(kit_config, operator_hash, operator_idle_minutes=0.001)
+    app = make_app(kit_config, operator_hash, operator_idle_minutes=0.02)  # 1.2 s
     with app.test_client() as client:
         login(client)
         post(client, "/", {"mode": "support"})
         assert kiosk(app).counter.current is not None
-        time.sleep(0.1)
+        time.sleep(1.5)
         response = client.get("/scan")
         assert response.status_code == 302 and "/login" in response.headers["Location"]
         assert kiosk(app).counter.current is None
@@ -173,8 +173,9 @@ def test_online_handoff_offers_the_link_and_the_photo_then_purges_the_folder(
         photo = folder / "mynumber-photo.jpg"
         assert photo.read_bytes() == b"\xff\xd8online-jpeg\xff\xd9"
         assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        # One tap ends the session and has it wiped (issue 21 item 6).
         post(client, "/finish", {}, page="/done")
-        post(client, "/next", {}, page="/ended")
+        assert kiosk(app).counter.current is None
         assert not folder.exists()
 
 
@@ -205,12 +206,106 @@ def test_only_allowlisted_https_links_are_opened(url: str, allowed: bool) -> Non
     assert (allowed_online_url(url, hosts) == url) is allowed
 
 
-def test_every_photo_check_has_words_in_both_languages() -> None:
+def test_every_photo_check_has_plain_words_in_both_languages() -> None:
+    """Issue 21 item 3: each check said in plain words, with mm or degrees where it has them,
+    for every way capture says it can fail; never a limit or a formula."""
     from typing import get_args
 
+    from fieldkit.capture.messages import Advice, CheckResult
     from fieldkit.capture.photo import CheckName
-    from fieldkit.kiosk.text import CHECK_LABELS, check_label
+    from fieldkit.kiosk.text import CHECK_WORDS, check_words
 
-    assert set(get_args(CheckName)) == set(CHECK_LABELS)
-    for name in get_args(CheckName):
-        assert check_label(name, "ja") != name and check_label(name, "en") != name
+    assert set(get_args(CheckName)) == set(CHECK_WORDS)
+    advices = set(get_args(Advice))
+    for name, (held, failed) in CHECK_WORDS.items():
+        assert set(failed) <= advices, name
+        for ja, en in [held, *failed.values()]:
+            assert not ja.isascii() and en, name
+            assert not re.search(r"[<>=|]", ja + en), name
+
+    def result(name: str, passed: bool, measured: float, unit: str, advice: str) -> CheckResult:
+        return CheckResult.model_validate(
+            {"name": name, "passed": passed, "measured": measured, "threshold": "|x| <= 2",
+             "unit": unit, "advice": advice}
+        )  # fmt: skip
+
+    off = result("centred", False, -3.14, "mm", "move-left")
+    assert check_words(off, "ja") == "顔が真ん中から3.1 mmずれています。少し左へ動いてください"
+    assert check_words(off, "en").startswith("The face is 3.1 mm off the centre")
+    tilted = result("head-level", True, -1.26, "deg", "level")
+    assert check_words(tilted, "ja") == "頭はまっすぐです(傾き1.3度)"
+    small = result("head-height", False, 30.04, "mm", "closer")
+    assert "30.0 mm" in check_words(small, "ja") and "近づいて" in check_words(small, "ja")
+    big = result("head-height", False, 38.0, "mm", "back")
+    assert "後ろに下がって" in check_words(big, "ja")
+    # A ratio is said in words only; its number means nothing to staff.
+    eyes = result("eyes-open", False, 0.05, "lid gap / eye width", "open-eyes")
+    assert (
+        check_words(eyes, "ja") == "目が閉じているか、細くなっています。目をしっかり開けてください"
+    )
+    # The crown cut off: the margin's sign is the news.
+    cut = result("crown-margin", False, -1.5, "mm", "lower")
+    assert "-1.5 mm" in check_words(cut, "ja")
+    for check in (off, tilted, small, eyes):
+        assert "|x|" not in check_words(check, "ja") and "<=" not in check_words(check, "en")
+
+
+def test_review_shows_the_id_in_groups_the_municipality_by_name_and_the_photo(
+    client: FlaskClient, app: Flask
+) -> None:  # R1 R3, issue 21 item 1
+    walk(client, app)
+    page = client.get("/review").get_data(as_text=True)
+    assert "9876 5432 1098 7654 3210 987" in page
+    assert "長野県長野市" in page and "202011" not in page
+    assert 'src="/review/photo.jpg"' in page
+    photo = client.get("/review/photo.jpg")
+    assert photo.mimetype == "image/jpeg" and photo.data == b"\xff\xd8print\xff\xd9"
+    assert photo.headers["Cache-Control"] == "no-store"
+
+
+def test_a_wrong_id_is_corrected_at_review_and_a_refused_one_keeps_the_old(
+    client: FlaskClient, app: Flask
+) -> None:  # R1, issue 21 item 1
+    walk(client, app)
+    session = kiosk(app).counter.current
+    assert session is not None
+    session.online_url = f"https://app.net.kojinbango-card.go.jp/apply?id={APPLICATION_ID}"
+    # Refused by the same rules as a typed or scanned ID: the old one stays, the page says why.
+    refused = post(client, "/review/application-id", {"application_id": "1234"}, page="/review")
+    text = refused.get_data(as_text=True)
+    assert "申請書IDは直していません" in text and "申請書IDは23桁" in text
+    assert "9876 5432 1098 7654 3210 987" in text
+    assert session.application_id == APPLICATION_ID and session.step is Step.REVIEW
+    my_number = post(
+        client, "/review/application-id", {"application_id": "1234 5678 9012"}, page="/review"
+    )
+    assert "マイナンバー" in my_number.get_data(as_text=True)
+    # Accepted: corrected in place, no new session, audited without the digits.
+    full_width = "".join(chr(0xFF10 + int(d)) for d in "12345678901234567890123")
+    post(client, "/review/application-id", {"application_id": full_width}, page="/review")
+    assert session.application_id == "12345678901234567890123"
+    assert kiosk(app).counter.current is session and session.step is Step.REVIEW
+    # The QR's link carried the old ID: it goes with it.
+    assert session.online_url is None
+    page = client.get("/review").get_data(as_text=True)
+    assert "申請書IDを直しました" in page and "1234 5678 9012 3456 7890 123" in page
+    assert kiosk(app).audit_log[-1].action == "application-id-corrected"
+    assert all("12345678901234567890123" not in repr(e) for e in kiosk(app).audit_log)
+
+
+def test_the_ready_page_says_when_the_receipt_has_no_contact(
+    kit_config: DeviceConfig, operator_hash: str
+) -> None:  # R5, issue 21 item 5
+    from fieldkit.kiosk.settings import ContactDesk
+
+    for contact, warned in ((ContactDesk(), True), (CONTACT, False)):
+        app = make_app(kit_config, operator_hash, contact=contact)
+        with app.test_client() as client:
+            login(client)
+            page = client.get("/").get_data(as_text=True)
+            assert ("問い合わせ先(電話番号と受付時間)が設定されていません" in page) is warned
+
+
+def test_the_login_prompt_is_japanese(client: FlaskClient) -> None:  # issue 21 item 3
+    page = client.get("/scan", follow_redirects=True).get_data(as_text=True)
+    assert "ログインしてください。" in page and "Please log in" not in page

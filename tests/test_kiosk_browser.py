@@ -76,8 +76,10 @@ def test_a_whole_session_in_the_browser(
     at.check("done")
     # Receipts, and in support mode the photo sheet to paste onto the paper form (R3, R5).
     assert len(wait_for_received(local_printer, 2 if mode == "support" else 1)) >= 1
-    at.page.get_by_role("button", name="ありがとうございました。").click()
-    at.next_applicant("ありがとうございました")
+    # One tap ends the session and wipes it; the ready page says the verdict (issue 21 item 6).
+    at.finish()
+    assert "前の方のデータを消去し、残っていないことを確かめました" in at.page.content()
+    at.check("wiped")
 
     # Sync delivered to the real hub: the packet, the statistics, the audit events.
     wait_for(lambda: count_records(ingest) >= 3, 60, "records at the hub")
@@ -123,19 +125,25 @@ def test_refusals_decline_and_abandon_in_the_browser(
         stop()
 
 
-def test_an_idle_session_is_abandoned_and_wiped(
+def test_an_idle_session_is_abandoned_and_wiped_with_nobody_touching_the_screen(
     start_kiosk: KioskFactory,
     browser: Any,
 ) -> None:
-    app = start_kiosk(camera=False, applicant_idle_minutes=0.2)  # 12 seconds
+    """The idle timer ends and wipes the session on the server; the page follows by itself
+    (kiosk.js) to the ready page, which says what happened."""
+    app = start_kiosk(camera=False, applicant_idle_minutes=0.2, idle_check_seconds=0.5)
     base, stop = serve(app)
     try:
         at = Counter(browser, base)
         at.login()
         at.start("support")
-        at.page.wait_for_timeout(14_000)
-        at.page.goto(f"{base}/")
-        at.next_applicant("申請を中止")
+        sid = kiosk(app).counter.current.sid  # type: ignore[union-attr]
+        at.page.get_by_text("前の方の申請を中止しました").wait_for()
+        assert at.page.url == f"{base}/"
+        at.check("timed-out")
         assert kiosk(app).counter.current is None
+        actions = [(e.sid, e.action) for e in kiosk(app).audit_log]
+        assert actions.index((sid, "abandon:idle")) < actions.index((sid, "wiped"))
+        assert at.console_errors == []
     finally:
         stop()

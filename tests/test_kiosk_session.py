@@ -18,7 +18,7 @@ from fieldkit.sync.messages import OutboxStatus
 from fieldkit.sync.messages import StatusRequest as SyncStatusRequest
 from tests.cups import LocalPrinter, pdf_text, placed_images, wait_for_received
 from tests.kiosk_kit import KioskFactory, wait_live
-from tests.support.kiosk import login, post
+from tests.support.kiosk import login, post, walk
 
 
 def test_a_whole_session_through_capture_and_printing(
@@ -64,8 +64,8 @@ def test_a_whole_session_through_capture_and_printing(
         assert "職員控え" in receipt
         assert any(placed_images(pdf) for pdf in received if "本人控え" not in pdf_text(pdf))
 
+        # One tap: the session ends and is wiped in the same request (issue 21 item 6).
         post(client, "/finish", {}, page="/done")
-        post(client, "/next", {}, page="/ended")
 
         # R15 R21 R23: sync holds the sealed packet, the statistics and the audit events.
         def outbox() -> OutboxStatus:
@@ -99,3 +99,19 @@ def test_the_antivirus_gate_refuses_a_session(
         assert words in page
         assert kiosk(app).counter.current is None
         assert any(e.action == "session-refused:antivirus" for e in kiosk(app).audit_log)
+
+
+def test_a_municipality_the_kit_cannot_send_to_is_said_in_japanese_and_nothing_is_lost(
+    start_kiosk: KioskFactory, caplog: pytest.LogCaptureFixture
+) -> None:  # R8 R15, issue 21 item 3: never sync's raw English on the page
+    app = start_kiosk(camera=False)
+    with app.test_client() as client:
+        walk(client, app)  # 長野市 (202011): the kit holds no receiver key for it
+        post(client, "/submit", {}, page="/review")
+        page = client.get("/review").get_data(as_text=True)
+        assert "この市町村へは、この端末からまだ申請データを送れません" in page
+        assert "receiver key" not in page and "202011" not in page
+        session = kiosk(app).counter.current
+        assert session is not None and session.step is Step.REVIEW  # kept, ready to correct
+        assert session.reception_number is None  # no number spent on it
+    assert "no receiver key for municipality" in caplog.text  # for the administrator

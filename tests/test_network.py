@@ -167,6 +167,39 @@ def test_apply_writes_atomically_keeps_the_passphrase_private_and_drops_stale_wi
     assert not [p for p in root.rglob(".*") if p.is_file()]  # no temporary file left
 
 
+def test_the_services_address_lists_follow_the_site(tmp_path: Path) -> None:
+    """The units were rendered with the policy's placeholders in ``IPAddressAllow=``; the site
+    replaces them with a drop-in per service that names a network rule (sync: the hub's
+    broker; the kiosk: the hub's enrolment port; antivirus: the hub's mirror), reset first.
+    At boot a tablet not enrolled yet keeps the image's rules and the unit succeeds."""
+    policies = load_policies(POLICIES)
+    files = render_site(policies.network, SiteNetwork(**SITE), "t", policies.services)
+    dropins = {str(p): body for p, body in files.items() if p.name == "site-network.conf"}
+    assert set(dropins) == {
+        "/etc/systemd/system/fieldkit-sync.service.d/site-network.conf",
+        "/etc/systemd/system/fieldkit-kiosk.service.d/site-network.conf",
+        "/etc/systemd/system/fieldkit-antivirus.service.d/site-network.conf",
+    }
+    for body in dropins.values():
+        lines = body.splitlines()
+        assert lines[lines.index("[Service]") + 1] == "IPAddressAllow="
+        allowed = lines[-1].removeprefix("IPAddressAllow=").split()
+        assert allowed == ["localhost", "10.20.0.5"], body
+    # The image's units, before: the placeholders and the private ranges.
+    units = render(policies, "services", "tablet")
+    sync = next(b for p, b in units.items() if p.name == "fieldkit-sync.service")
+    assert "IPAddressAllow=localhost 192.0.2.10" in sync.splitlines()
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    done = apply_site(site_file(tmp_path), root, "--hostname", "t")
+    assert done.returncode == 0, done.stdout
+    assert (root / "etc/systemd/system/fieldkit-sync.service.d/site-network.conf").is_file()
+    missing = tmp_path / "not-enrolled" / "site-network.toml"
+    done = apply_site(missing, tmp_path / "empty", "--boot")
+    assert done.returncode == 0 and "no site network yet" in done.stdout, done.stdout
+    assert not (tmp_path / "empty").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

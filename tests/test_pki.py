@@ -27,14 +27,18 @@ from fieldkit.enrolment.protocol import (
 )
 from fieldkit.hub.db import Base, make_engine, upgrade
 from fieldkit.hub.web import models  # noqa: F401  (the web app's tables join Base.metadata)
-from fieldkit.pki import KitPki, PkiError, read_roster
+from fieldkit.pki import KitPki, PkiError, load_ed25519_private, public_pem, read_roster
+from fieldkit.sealing_keys import generate
 
 FIELDKIT = [sys.executable, "-m", "fieldkit"]
 
 
 def test_cli_builds_a_pki_with_private_keys_0600_and_logs_no_key(tmp_path: Path) -> None:
     root = tmp_path / "pki"
-    for args in (["init"], ["receiver", "131016"], ["list"]):
+    municipality = generate(tmp_path / "municipality", b"municipality passphrase")
+    receiver = ["receiver", "import", "131016", str(municipality.public)]
+    imported = [*receiver, "--fingerprint", municipality.fingerprint]
+    for args in (["init"], imported, ["downlink-key"], ["evidence-signer"], ["list"]):
         run = subprocess.run(
             [*FIELDKIT, "pki", "--dir", str(root), *args],
             capture_output=True,
@@ -46,7 +50,13 @@ def test_cli_builds_a_pki_with_private_keys_0600_and_logs_no_key(tmp_path: Path)
     enrol_locally(KitPki(root), "tab-01", tmp_path / "tablet")
     keys = sorted(root.rglob("*.key"))
     # The hub's PKI holds no device key: the tablet made its own (R16, issue 17 item 2).
-    assert {k.name for k in keys} == {"ca.key", "server.key", "ingest.key", "private.key"}
+    assert {k.name for k in keys} == {
+        "ca.key",
+        "server.key",
+        "ingest.key",
+        "downlink.key",
+        "evidence-signing.key",
+    }
     for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
         secret = key.read_text().splitlines()[1]
@@ -59,6 +69,11 @@ def test_cli_builds_a_pki_with_private_keys_0600_and_logs_no_key(tmp_path: Path)
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
     assert (tablet / "receivers" / "131016.pem").exists()
     assert not list(tablet.rglob("private.key"))
+    # The hub's downlink public key is pinned on the tablet (issue 17 item 3); its private
+    # half stays with the hub.
+    pinned = (tablet / "hub-downlink.pem").read_bytes()
+    assert pinned == (root / "hub" / "downlink.pem").read_bytes()
+    assert b"PRIVATE" not in pinned and not list(tablet.rglob("downlink.key"))
 
 
 def test_the_pki_generates_no_device_private_key() -> None:
@@ -184,3 +199,35 @@ def test_tablets_enrolling_at_once_all_land_in_the_roster(tmp_path: Path) -> Non
     roster = read_roster(pki.roster)
     assert sorted(roster) == devices
     assert [d for d in devices if roster[d].revoked] == devices[:6]
+
+
+def test_the_hub_downlink_key_is_made_once_and_rotated(tmp_path: Path) -> None:
+    """The key hub-ingest signs acks and rosters with (issue 17 item 3): 0600, its public half
+    beside it; hub processes starting at once on an older PKI make one key, not several."""
+    pki = KitPki(tmp_path / "pki")
+    pki.init()
+    assert not pki.downlink_key.exists()  # a PKI from before: a hub process makes it
+    for _ in range(10):  # a race shows only now and then: run it a few times
+        pki.downlink_key.unlink(missing_ok=True)
+        pki.downlink_public.unlink(missing_ok=True)
+        with ThreadPoolExecutor(8) as pool:
+            # Each at once hands out the public half, as the EST server does right after.
+            runs = list(
+                pool.map(lambda _: (pki.ensure_downlink_key(), pki.downlink_public_pem()), range(8))
+            )
+        assert [made for made, _ in runs].count(True) == 1
+        assert {pem for _, pem in runs} == {pki.downlink_public.read_bytes()}
+    assert stat.S_IMODE(pki.downlink_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(pki.downlink_public.stat().st_mode) == 0o644
+    private = load_ed25519_private(pki.downlink_key)
+    assert pki.downlink_public.read_bytes() == public_pem(private.public_key())
+    assert sorted(p.name for p in pki.downlink_key.parent.iterdir()) == [
+        "downlink.key",
+        "downlink.pem",
+    ]
+    before = pki.downlink_fingerprint()
+    assert not pki.ensure_downlink_key() and pki.downlink_fingerprint() == before
+    assert pki.rotate_downlink_key() != before
+    rotated = load_ed25519_private(pki.downlink_key)
+    assert pki.downlink_public.read_bytes() == public_pem(rotated.public_key())
+    assert stat.S_IMODE(pki.downlink_key.stat().st_mode) == 0o600

@@ -19,7 +19,7 @@ from fieldkit.printing.settings import DEFAULT_FONT
 from fieldkit.wipe.fragments import photo_fragments
 from fieldkit.wipe.markers import MarkerSearch, daily_markers, session_markers
 from tests.cups import page_sizes_mm, placed_images
-from tests.support.printing import APPLICATION_ID, sample_jpeg, sample_receipt
+from tests.support.printing import APPLICATION_ID, SID, sample_jpeg, sample_receipt
 
 
 def text_of(pdf: bytes, page: int) -> str:
@@ -36,15 +36,21 @@ def test_receipt_has_two_copies_labelled_for_applicant_and_staff() -> None:
     assert "職員控え" in second and "本人控え" not in second
     for page in (first, second):
         assert "申請情報の控え" in page
-        assert APPLICATION_ID in page
         assert "2026年11月23日 10:30" in page  # 01:30 UTC shown in Japan time
         assert "千代田区ふれあい会館" in page
         assert "申請サポート方式" in page
         assert "電子証明書" in page and "希望する" in page
         assert "点字" in page and "希望しない" in page
         assert "op-007" in page
-        assert "5e55104c0ffee1235e55104c0ffee123" in page
+        # Issue 21: the ID in the form's groups, a reception number staff read out (never the
+        # session id), where the application went, and whom to call.
+        assert "1234 5678 9012 3456 7890 123" in page
+        assert "受付番号" in page and "01-0007-3" in page
+        assert SID not in page
+        assert "申請先" in page and "長野県松本市" in page
+        assert "0263-00-0000" in page and "平日 9時〜17時" in page
         assert "交付通知書" in page  # what happens next, for support mode
+        assert "長野県松本市から交付通知書" in "".join(page.split())
 
 
 def test_receipt_guidance_follows_the_mode() -> None:
@@ -53,6 +59,13 @@ def test_receipt_guidance_follows_the_mode() -> None:
     assert "出張申請受付方式" in text
     assert "本人限定受取郵便" in text
     assert "交付通知書" not in text
+
+
+def test_a_receipt_without_a_contact_leaves_the_contact_out() -> None:
+    pdf = render_receipt(sample_receipt(contact_phone="", contact_hours_ja=""), DEFAULT_FONT)
+    text = text_of(pdf, 1)
+    assert "お問い合わせ" not in text and "お電話ください" not in text
+    assert "01-0007-3" in text
 
 
 def test_receipt_embeds_its_japanese_font() -> None:

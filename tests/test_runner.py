@@ -17,7 +17,7 @@ import pytest
 from fieldkit.bus import ENDPOINT_FILE
 from fieldkit.config import load_config
 from fieldkit.messages import Health, decode
-from fieldkit.runner import connect_bus, install_stop_signals
+from fieldkit.runner import SUPERVISOR_REPORT, connect_bus, install_stop_signals
 from tests.conftest import write_config
 from tests.support.waiting import wait_for
 
@@ -232,6 +232,15 @@ def test_a_stopped_service_is_killed_and_restarted_by_the_watchdog(
     assert f"monitor (pid {hung}) sent no watchdog heartbeat" in log, log[-2000:]
     with pytest.raises(ProcessLookupError):
         os.kill(hung, 0)
+    # The supervisor's report names the new instance, and when it last beat.
+    report = load_config(kit.config).bus.runtime_dir / SUPERVISOR_REPORT
+
+    def beats_again() -> dict[str, object] | None:
+        monitor = json.loads(report.read_text())["monitor"]
+        fresh = monitor["heard_monotonic"] and time.monotonic() - monitor["heard_monotonic"] < 2
+        return monitor if fresh and monitor["pid"] not in (None, hung) else None
+
+    assert wait_for(beats_again, what="the report shows the new monitor beating")
 
 
 def test_a_hung_kiosk_worker_is_killed_with_its_gunicorn_master(

@@ -26,10 +26,11 @@ from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.db import ErasureRow, RefusalRow, SealedPacketRow
 from fieldkit.kiosk.flow import AuditEvent
 from fieldkit.kiosk.outbound import HandedCursor, Outbound, audit_body, trail_record_id
-from fieldkit.pki import KitPki, load_x25519_private
+from fieldkit.pki import KitPki
 from fieldkit.registry import ServiceSpec, load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from fieldkit.sealing import SealedPacket, SealingError, open_packet
+from fieldkit.sealing_keys import find_private_sealing_keys, generate
 from fieldkit.sync.courier import Courier
 from fieldkit.sync.messages import (
     Accepted,
@@ -51,6 +52,7 @@ from tests.hubkit import (
     tablet_dir,
     wait_for,
 )
+from tests.support.municipality import MUNICIPALITY_MACHINES
 from tests.support.sync import tablet_config
 from tests.wipe_fixtures import make_device
 
@@ -141,7 +143,9 @@ def test_packet_is_sealed_stored_as_ciphertext_and_opened_only_by_the_receiver(
             "open",
             str(sealed_file),
             "--key",
-            str(pki.receiver_dir(MUNICIPALITY) / "private.key"),
+            str(MUNICIPALITY_MACHINES.key(MUNICIPALITY).private),
+            "--passphrase-file",
+            str(MUNICIPALITY_MACHINES.passphrase_file()),
             "--roster",
             str(pki.roster),
         ],
@@ -155,7 +159,7 @@ def test_packet_is_sealed_stored_as_ciphertext_and_opened_only_by_the_receiver(
     assert base64.b64decode(content.photo_jpeg) == PHOTO
 
     # The tablet cannot: its bundle holds no receiver private key, and any other key fails.
-    assert not list(tablet_dir(pki, "tab-a").rglob("private.key"))
+    assert not find_private_sealing_keys([tablet_dir(pki, "tab-a")], max_bytes=None)
     with pytest.raises(SealingError):
         open_packet(packet, x25519.X25519PrivateKey.generate(), None)
     # A packet altered after sealing fails its signature.
@@ -163,7 +167,7 @@ def test_packet_is_sealed_stored_as_ciphertext_and_opened_only_by_the_receiver(
     with pytest.raises(SealingError, match="signature"):
         open_packet(
             tampered,
-            load_x25519_private(pki.receiver_dir(MUNICIPALITY) / "private.key"),
+            MUNICIPALITY_MACHINES.private(MUNICIPALITY),
             _device_key(pki),
         )
 
@@ -323,11 +327,14 @@ def test_packet_open_with_the_wrong_key_fails_clearly(
         courier.outbox.close()
     sealed = tmp_path / "packet.json"
     sealed.write_text(json.dumps(body))
-    other = KitPki(tmp_path / "other")
-    other.init()
-    wrong_key = other.create_receiver(MUNICIPALITY) / "private.key"
+    wrong_key = generate(tmp_path / "another-key", b"another passphrase").private
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("another passphrase\n")
     run = subprocess.run(
-        [sys.executable, "-m", "fieldkit", "packet", "open", str(sealed), "--key", str(wrong_key)],
+        [
+            *(sys.executable, "-m", "fieldkit", "packet", "open", str(sealed)),
+            *("--key", str(wrong_key), "--passphrase-file", str(passphrase)),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -162,7 +162,8 @@ def test_a_marker_that_is_a_run_of_one_byte_is_never_used() -> None:
     canary = "canary-0123456789abcdef"
     varied = session_markers(APPLICATION_ID, [os.urandom(FRAGMENT_BYTES)], canary)
     assert sorted(m.kind for m in varied) == [
-        "application-id", "application-id-utf16", "canary", "canary-utf16", "photo",
+        "application-id", "application-id-grouped", "application-id-grouped-utf16",
+        "application-id-utf16", "canary", "canary-utf16", "photo",
     ]  # fmt: skip
 
 

@@ -98,6 +98,10 @@ def test_next_applicant_wipes_the_session_and_the_record_is_ok(
     store.close()
     assert record.ok and record.operator == "op-01"
     assert [(h.service, h.answered) for h in record.holders] == [("kiosk", True)]
+    # Staff watched it (issue 21 item 6): each holder's answer as it came over the bus.
+    progress = kiosk(app).wipe_watch.current
+    assert progress is not None and progress.answered == {"kiosk": True} and progress.ok
+    assert "前の方のデータを消去し、残っていないことを確かめました" in page
 
 
 @pytest.mark.parametrize("wiped_kit", [["capture", "kiosk"]], indirect=True)
@@ -109,6 +113,11 @@ def test_a_failed_wipe_is_shown_to_the_operator_and_audited(
     page = run_session(app, lambda: stop_holder(app, "capture"))
     assert "消去を確認できませんでした" in page
     assert kiosk(app).audit_log[-1].action == "wipe-failed"
+    # The camera never answered: staff saw the counter's answer only, then the failure.
+    progress = kiosk(app).wipe_watch.current
+    assert progress is not None and progress.holders == ["capture", "kiosk"]
+    assert progress.answered == {"kiosk": True} and progress.ok is False
+    assert "確かめました" not in page
 
 
 def start_a_session(app: Flask) -> str:

@@ -97,7 +97,7 @@ def plant_erasable(root: Path) -> None:
 
 def test_registered_holders_are_the_services_that_hold_applicant_data() -> None:
     specs = load_specs()
-    assert holders(specs) == ["capture", "kiosk", "printing"]
+    assert holders(specs) == ["capture", "card", "kiosk", "printing"]
     (kiosk,) = [s for s in specs if s.name == "kiosk"]
     assert "wipe" in kiosk.requests
 
@@ -442,9 +442,11 @@ def test_the_registered_service_expects_the_registrys_holders(
         kiosk = holder(make_bus, "kiosk", lambda sid: [])
         assert request_wipe(kiosk).failures == [
             "holder capture did not answer",
+            "holder card did not answer",
             "holder printing did not answer",
         ]
         holder(make_bus, "capture", lambda sid: [])
+        holder(make_bus, "card", lambda sid: [])
         holder(make_bus, "printing", lambda sid: [])
         assert request_wipe(kiosk).ok
     finally:

@@ -51,6 +51,9 @@ def wipe_body(root: Path, process_tag: str) -> str:
         process_patterns = ["{process_tag}"]
         chunk_bytes = 4096
         boot_scan = false
+        # Other tests share this machine's two cores: a wider scan budget per location than a
+        # tablet's 2 s, as tests/devkit.py gives (a budget that runs out still fails the record).
+        session_location_budget_seconds = 15.0
         """
 
 

@@ -91,6 +91,64 @@ def render_config(
     )
 
 
+def new_passwords(identities: Iterable[Identity]) -> dict[str, str]:
+    """A fresh random password per identity (never written anywhere in clear but the
+    identity's own credential file)."""
+    return {i.name: secrets.token_urlsafe(32) for i in identities}
+
+
+def password_file_text(passwords: Mapping[str, str]) -> str:
+    """mosquitto's password file: one ``name:hash`` line per identity."""
+    return "".join(f"{name}:{hash_password(pw)}\n" for name, pw in passwords.items())
+
+
+def install_device_credentials(
+    identities: Iterable[Identity],
+    owners: Mapping[str, tuple[int, int]],
+    password_file: Path,
+    runtime_dir: Path,
+    broker_gid: int,
+) -> list[Path]:
+    """The image's bus credentials, made at every boot (``fieldkit bus credentials``, root).
+
+    New passwords each boot, in memory only: mosquitto's hashed password file (root, group
+    ``broker_gid``, 0640) and one credential file per identity under
+    ``<runtime_dir>/credentials`` (0400, owned by the user that runs that identity's service;
+    ``owners`` maps identity -> (uid, gid), anything not named is root's: the ``ctl`` and
+    ``audit`` tools run as root). Both live on ``/run`` (tmpfs): no bus secret is at rest."""
+    passwords = new_passwords(identities)
+    old_umask = os.umask(0o077)
+    written = []
+    try:
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(runtime_dir, 0o755)  # noqa: S103 - every service finds its own file
+        creds = runtime_dir / CREDENTIALS_DIR
+        creds.mkdir(exist_ok=True)
+        os.chmod(creds, 0o711)  # noqa: S103 - pass through to one's own file; no listing
+        for name, password in passwords.items():
+            target = creds / name
+            temporary = creds / f".{name}.new"
+            temporary.unlink(missing_ok=True)
+            temporary.write_text(password + "\n")
+            uid, gid = owners.get(name, (0, 0))
+            os.chown(temporary, uid, gid)
+            os.chmod(temporary, 0o400)
+            os.replace(temporary, target)
+            written.append(target)
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        os.chown(password_file.parent, 0, broker_gid)
+        os.chmod(password_file.parent, 0o750)  # noqa: S103 - root and mosquitto's group
+        temporary = password_file.with_name(f".{password_file.name}.new")
+        temporary.write_text(password_file_text(passwords))
+        os.chown(temporary, 0, broker_gid)
+        os.chmod(temporary, 0o640)
+        os.replace(temporary, password_file)
+        written.append(password_file)
+    finally:
+        os.umask(old_umask)
+    return written
+
+
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -153,10 +211,8 @@ class LocalBroker:
             creds_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.conf_dir, 0o700)
             os.chmod(creds_dir, 0o700)
-            passwords = {i.name: secrets.token_urlsafe(32) for i in self.identities}
-            (self.conf_dir / "passwords").write_text(
-                "".join(f"{name}:{hash_password(pw)}\n" for name, pw in passwords.items())
-            )
+            passwords = new_passwords(self.identities)
+            (self.conf_dir / "passwords").write_text(password_file_text(passwords))
             (self.conf_dir / "acl").write_text(render_acl(self.identities))
             self.config_file.write_text(self.render_config())
             for name, pw in passwords.items():

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, InvalidStateError
@@ -157,6 +158,8 @@ class Bus:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = set_no_delay
         self._initial_subscription: int | None = None
+        self._subacks: set[int] = set()
+        self._suback_seen = threading.Condition()
         if announce_health:
             will = Health(service=identity, state="offline", pid=os.getpid(), version=__version__)
             self._client.will_set(f"health/{identity}", will.encode(), qos=1, retain=True)
@@ -167,8 +170,6 @@ class Bus:
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect, subscribe to every registered handler and announce health online."""
-        import time
-
         self._started = time.time()
         if self.endpoint.socket:
             # paho wants a positive port even for a unix socket; it is not used.
@@ -330,7 +331,7 @@ class Bus:
         with self._lock:
             self._observers[topic_filter] = observer
         if self._connected.is_set():
-            self._client.subscribe(topic_filter, qos=1)
+            self._late_subscribe(topic_filter)
 
     def request(
         self, target: str, op: str, message: Message, reply_model: type[R], timeout: float = 5.0
@@ -369,7 +370,29 @@ class Bus:
         with self._lock:
             self._handlers[topic_filter] = dispatch
         if self._connected.is_set():
-            self._client.subscribe(topic_filter, qos=1)
+            self._late_subscribe(topic_filter)
+
+    def _late_subscribe(self, topic_filter: str, timeout: float = 5.0) -> None:
+        """Subscribe after connect() and return once the broker has acknowledged it.
+
+        Without the wait, a message published right after ``observe`` returned could reach
+        the broker before the subscription and never be delivered (seen in CI).
+        """
+        result, mid = self._client.subscribe(topic_filter, qos=1)
+        # Not sent (the connection just dropped): the filter is registered, and the next
+        # connect subscribes to it with the rest.
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None or self._on_bus_thread():
+            return
+        deadline = time.monotonic() + timeout
+        with self._suback_seen:
+            while mid not in self._subacks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # Still registered, and still on its way: say so rather than fail the caller.
+                    log.warning("%s: no acknowledgement yet for %s", self.identity, topic_filter)
+                    return
+                self._suback_seen.wait(left)
+            self._subacks.discard(mid)
 
     def _incoming(self, msg: mqtt.MQTTMessage) -> Incoming:
         props = msg.properties
@@ -440,6 +463,12 @@ class Bus:
             log.error("%s: broker refused a subscription: %s", self.identity, ", ".join(failed))
         if mid == self._initial_subscription:
             self._connected.set()
+            return
+        with self._suback_seen:
+            if len(self._subacks) > 1024:  # acknowledgements nobody waited for (bus thread)
+                self._subacks.clear()
+            self._subacks.add(mid)
+            self._suback_seen.notify_all()
 
     def _on_disconnect(
         self,

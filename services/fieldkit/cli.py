@@ -17,7 +17,7 @@ from fieldkit import __version__
 from fieldkit.antivirus.cli import add_commands as add_av_commands
 from fieldkit.broker import BrokerError, LocalBroker, render_acl
 from fieldkit.bus import BusError, collect_retained, retained_violations
-from fieldkit.config import ConfigError, DeviceConfig, config_path, load_config
+from fieldkit.config import BusSection, ConfigError, DeviceConfig, config_path, load_config
 from fieldkit.enrolment.cli import add_commands as add_enrol_commands
 from fieldkit.hub.cli import add_commands as add_hub_commands
 from fieldkit.hub.cli import add_pki_code
@@ -37,6 +37,7 @@ from fieldkit.runner import (
     run_service,
 )
 from fieldkit.serve import add_common_arguments
+from fieldkit.signed_pdf import add_commands as add_evidence_commands
 from fieldkit.sync.cli import add_commands as add_sync_commands
 from fieldkit.wipe.cli import add_commands as add_wipe_commands
 
@@ -114,6 +115,37 @@ def cmd_service_list(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 def cmd_bus_acl(args: argparse.Namespace, config: DeviceConfig) -> int:
     print(render_acl(identities_for(_specs(config))))
+    return 0
+
+
+def cmd_bus_credentials(args: argparse.Namespace) -> int:
+    """On a device, as root, at every boot: new bus passwords, in memory only (docs/images.md)."""
+    import grp
+    import pwd
+
+    from fieldkit.broker import install_device_credentials
+    from fieldkit.policies import BROKER_PASSWORD_PATH, PolicyError, load_policies
+
+    try:
+        services = load_policies(args.policies).services
+        owners: dict[str, tuple[int, int]] = {}
+        for spec in specs_for_role(args.role):
+            override = services.overrides.get(spec.name)
+            user = override.user if override is not None and override.user else services.user
+            entry = pwd.getpwnam(user)
+            owners[spec.name] = (entry.pw_uid, entry.pw_gid)
+        broker_gid = grp.getgrnam(args.broker_group).gr_gid
+    except (PolicyError, KeyError) as exc:
+        print(f"fieldkit: bus credentials not made: {exc}", file=sys.stderr)
+        return 2
+    written = install_device_credentials(
+        identities_for(specs_for_role(args.role)),
+        owners,
+        args.password_file or Path(str(BROKER_PASSWORD_PATH)),
+        args.runtime_dir,
+        broker_gid,
+    )
+    print(f"bus credentials: {len(written) - 1} identities, password file {written[-1]}")
     return 0
 
 
@@ -198,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_bus_acl
     )
 
+    creds = bus.add_parser(
+        "credentials", help="on a device, as root: new bus passwords for every identity (boot)"
+    )
+    creds.add_argument("--role", choices=("tablet", "hub"), required=True)
+    creds.add_argument("--policies", type=Path, default=None, help="policy directory")
+    creds.add_argument("--runtime-dir", type=Path, default=BusSection().runtime_dir)
+    creds.add_argument("--broker-group", default="mosquitto")
+    creds.add_argument("--password-file", type=Path, default=None, help="default: the image's")
+    creds.set_defaults(standalone=cmd_bus_credentials)
+
     retained = bus.add_parser("retained", help="list retained messages; fail on any but health")
     retained.add_argument("--wait", type=float, default=1.0)
     retained.set_defaults(func=cmd_bus_retained)
@@ -230,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_provision_commands(sub)
     add_network_commands(sub)
     add_printer_commands(sub)
+    add_evidence_commands(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from fieldkit.antivirus.settings import AntivirusSection, MirrorSection
 from fieldkit.capture.settings import CaptureSection
+from fieldkit.card.settings import CardSection
 from fieldkit.enrolment.settings import EnrolSection
 from fieldkit.hub.settings import HubSection
 from fieldkit.hub.web.settings import HubWebSection
@@ -103,6 +104,7 @@ class DeviceConfig(BaseSettings):
     av_mirror: MirrorSection = MirrorSection()
     capture: CaptureSection = CaptureSection()
     printing: PrintingSection = PrintingSection()
+    card: CardSection = CardSection()
     wipe: WipeSection = WipeSection()
     sync: SyncSection = SyncSection()
     hub: HubSection = HubSection()

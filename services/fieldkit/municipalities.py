@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -41,6 +41,11 @@ class Municipality:
     prefecture: str
     name: str
     kana: str
+
+    @property
+    def full_name(self) -> str:
+        """As people write it on a letter: 長野県松本市."""
+        return f"{self.prefecture}{self.name}"
 
 
 class MunicipalityTable:
@@ -85,3 +90,32 @@ class MunicipalityTable:
             return self._by_code[validate_code(code)]
         except KeyError:
             raise MunicipalityError("this code is not in the kit's municipality table") from None
+
+
+# An applicant who did not name a municipality is counted under this code (the kiosk sends it);
+# it fails the check digit, so it can never be a real municipality.
+UNANSWERED = "000000"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Which municipalities a kit can send an application to, and which only forward to.
+
+    An application packet is sealed to the municipality's receiver key (its public key, imported
+    on the hub and handed to each tablet at enrolment): without one there is nothing to seal to,
+    so that municipality is offered for forwarding (回付) only, with the reason."""
+
+    receivers: list[Municipality]
+    forward_only: list[Municipality]
+    # Receiver keys whose code is not in the table (a prefecture missing from the config).
+    unknown_keys: list[str]
+
+
+def offer(table: MunicipalityTable, with_keys: Iterable[str]) -> Offer:
+    """Split the table by whether each municipality has a receiver key (``with_keys``: codes)."""
+    keys = set(with_keys)
+    return Offer(
+        receivers=[m for m in table if m.code in keys],
+        forward_only=[m for m in table if m.code not in keys],
+        unknown_keys=sorted(code for code in keys if code not in table),
+    )

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import os
 import subprocess
 import tempfile
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -43,12 +47,15 @@ from fieldkit.policies import (
     NFTABLES_PATH,
     WIRED_NETWORK_PATH,
     WIRELESS_NETWORK_PATH,
+    Listener,
     NetworkPolicy,
     NetworkRule,
     PolicyError,
+    ServicesPolicy,
     load_policies,
     networkd_file,
     nftables_ruleset,
+    unit_address_allow,
 )
 
 log = logging.getLogger(__name__)
@@ -155,12 +162,36 @@ def iwd_file_name(ssid: str) -> str:
     return f"={raw.hex()}.psk"
 
 
+UNIT_DIR = PurePosixPath("/etc/systemd/system")
+DROPIN_NAME = "site-network.conf"
+
+
+def unit_dropins(services: ServicesPolicy, fielded: NetworkPolicy) -> dict[PurePosixPath, str]:
+    """Each service that reaches a ``site:`` address gets it in its sandbox's address list:
+    the unit was rendered with the policy's placeholders, which this drop-in replaces
+    (an empty ``IPAddressAllow=`` resets the list)."""
+    files = {}
+    for name in sorted(services.overrides):
+        allowed = unit_address_allow(services, name, fielded)
+        if allowed is None:
+            continue
+        path = UNIT_DIR / f"fieldkit-{name}.service.d" / DROPIN_NAME
+        files[path] = "\n".join(
+            [GENERATED, "[Service]", "IPAddressAllow=", f"IPAddressAllow={allowed}", ""]
+        )
+    return files
+
+
 def render_site(
-    policy: NetworkPolicy, site: SiteNetwork, hostname: str
+    policy: NetworkPolicy,
+    site: SiteNetwork,
+    hostname: str,
+    services: ServicesPolicy | None = None,
 ) -> dict[PurePosixPath, str]:
     """Every file ``apply`` writes, by absolute path."""
     fielded = site_policy(policy, site)
     files: dict[PurePosixPath, str] = {
+        **(unit_dropins(services, fielded) if services is not None else {}),
         NFTABLES_PATH: nftables_ruleset(fielded),
         WIRED_NETWORK_PATH: networkd_file("ether"),
         RESOLV_PATH: "\n".join(
@@ -266,13 +297,18 @@ def apply(files: Mapping[PurePosixPath, str], root: Path, *, stale_wifi: bool = 
     return written
 
 
-def reload_live() -> None:
-    """Load the new ruleset and network on the running device."""
-    steps = (
+def reload_live(units: Iterable[str] = (), *, boot: bool = False) -> None:
+    """Load the new ruleset and network on the running device; the services whose address
+    lists changed (``units``) are restarted with them, unless this is the boot (they have not
+    started yet)."""
+    steps: list[list[str]] = [
         ["nft", "-f", str(NFTABLES_PATH)],
         ["networkctl", "reload"],
+        ["systemctl", "daemon-reload"],
         ["systemctl", "try-restart", "systemd-timesyncd.service", "iwd.service"],
-    )
+    ]
+    if units and not boot:
+        steps.append(["systemctl", "try-restart", *units])
     for cmd in steps:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -296,14 +332,15 @@ def apply_site_file(
     *,
     hostname: str | None = None,
     reload: bool = True,
+    boot: bool = False,
 ) -> int:
     """Render and write the site's network below ``root``; reload it when ``root`` is ``/``.
     0 done, 2 refused (nothing changed), 1 written but not reloaded."""
     try:
         site = load_site(site_file)
-        policy = load_policies(policies).network
+        loaded = load_policies(policies)
         name = hostname or (root / "etc/hostname").read_text().strip() or "fieldkit"
-        files = render_site(policy, site, name)
+        files = render_site(loaded.network, site, name, loaded.services)
         check_ruleset(files[NFTABLES_PATH])
     except (NetworkError, PolicyError, OSError) as exc:
         print(f"fieldkit: network not applied, nothing changed: {exc}")
@@ -312,7 +349,8 @@ def apply_site_file(
         print(path)
     if reload and root.resolve() == Path("/"):
         try:
-            reload_live()
+            units = [p.parent.name.removesuffix(".d") for p in files if p.name == DROPIN_NAME]
+            reload_live(units, boot=boot)
         except NetworkError as exc:
             print(f"fieldkit: files written, but the live network did not reload: {exc}")
             return 1
@@ -325,8 +363,17 @@ def cmd_network_apply(args: argparse.Namespace) -> int:
     except NetworkError as exc:
         print(f"fieldkit: network not applied, nothing changed: {exc}")
         return 2
+    if args.boot and not site_file.exists():
+        # A tablet not enrolled yet: the image's enrolment network stays (hub-enrol only).
+        print(f"network: no site network yet ({site_file}): the image's rules stay")
+        return 0
     return apply_site_file(
-        site_file, args.policies, args.root, hostname=args.hostname, reload=args.reload
+        site_file,
+        args.policies,
+        args.root,
+        hostname=args.hostname,
+        reload=args.reload,
+        boot=args.boot,
     )
 
 
@@ -339,6 +386,161 @@ def cmd_network_check(args: argparse.Namespace) -> int:
         return 1
     print("network: no placeholder address in the firewall")
     return 0
+
+
+def _nft_json(cmd: list[str]) -> list[str]:
+    """``nft -j list ruleset`` as canonical JSON lines, one per table, chain, rule or set:
+    without ``metainfo`` and without handles (numbers nft gives in load order)."""
+
+    def strip(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "handle"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        raise NetworkError(f"{cmd[0]} could not run: {exc}") from None
+    if done.returncode != 0:
+        raise NetworkError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    try:
+        items = json.loads(done.stdout)["nftables"]
+    except (ValueError, KeyError, TypeError):
+        raise NetworkError(f"{' '.join(cmd)} did not print nft's JSON") from None
+    return sorted(
+        json.dumps(strip(item), sort_keys=True, ensure_ascii=False)
+        for item in items
+        if isinstance(item, dict) and "metainfo" not in item
+    )
+
+
+def loaded_ruleset() -> list[str]:
+    """The ruleset the kernel enforces now, in this network namespace."""
+    return _nft_json(["nft", "-j", "list", "ruleset"])
+
+
+def ruleset_as_loaded(ruleset: str) -> list[str]:
+    """``ruleset`` as the kernel holds it once loaded: loaded into a new, empty network
+    namespace (``unshare --net``), listed there, and gone with it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", encoding="utf-8") as handle:
+        handle.write(ruleset)
+        handle.flush()
+        script = 'nft -f "$1" && nft -j list ruleset'
+        return _nft_json(["unshare", "--net", "sh", "-c", script, "sh", handle.name])
+
+
+def live_ruleset_differences(ruleset: str) -> list[str]:
+    """How the kernel's ruleset differs from ``ruleset`` loaded alone ([] when identical):
+    a rule, chain or table added, changed or missing since the file was loaded."""
+
+    kinds = ("table", "chain", "set", "map", "element", "rule")
+
+    def name(item: str) -> tuple[int, str]:
+        data = json.loads(item)
+        kind, body = next(iter(data.items()))
+        label = body.get("comment") or body.get("name") or body.get("chain", "")
+        text = f"{kind} {body.get('table', '')}/{label}".replace(" /", " ")
+        return (kinds.index(kind) if kind in kinds else len(kinds), text)
+
+    expected, live = Counter(ruleset_as_loaded(ruleset)), Counter(loaded_ruleset())
+    missing = sorted(name(i) for i in (expected - live).elements())
+    extra = sorted(name(i) for i in (live - expected).elements())
+    return [f"missing: {n}" for _, n in missing] + [f"not in the file: {n}" for _, n in extra]
+
+
+@dataclass(frozen=True)
+class Socket:
+    """A listening TCP socket or an unconnected UDP one, and the programs holding it."""
+
+    protocol: Literal["tcp", "udp"]
+    address: str
+    port: int
+    programs: frozenset[str]
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.address).is_loopback
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.protocol} {host}:{self.port} ({', '.join(sorted(self.programs))})"
+
+
+def _proc_address(hexed: str) -> str:
+    raw = bytes.fromhex(hexed)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # /proc/net/*6 prints the address as four host-order 32-bit words.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    found = ipaddress.IPv6Address(words)
+    return str(found.ipv4_mapped or found)
+
+
+def ephemeral_ports(proc: Path = Path("/proc")) -> range:
+    """The kernel's range for ports it picks itself (``ip_local_port_range``)."""
+    try:
+        low, high = (proc / "sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # the kernel's default
+
+
+def listening_sockets(proc: Path = Path("/proc")) -> list[Socket]:
+    """Every listening TCP socket, and every unconnected UDP socket bound to a port outside the
+    kernel's ephemeral range (one inside it is a client's: a DNS query, Chromium's network
+    probes), of this network namespace, with the programs (``comm``) that hold it, read from
+    ``/proc`` (as root: every process)."""
+    ephemeral = ephemeral_ports(proc)
+    owners: dict[str, set[str]] = {}
+    for fd in proc.glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                comm = (fd.parents[1] / "comm").read_text().strip()
+                owners.setdefault(target[8:-1], set()).add(comm)
+        except OSError:
+            continue  # the process or descriptor went away
+    found = set()
+    tables: tuple[tuple[str, Literal["tcp", "udp"], str], ...] = (
+        ("tcp", "tcp", "0A"),  # TCP_LISTEN
+        ("tcp6", "tcp", "0A"),
+        ("udp", "udp", "07"),  # TCP_CLOSE: bound, not connected
+        ("udp6", "udp", "07"),
+    )
+    for table, protocol, state in tables:
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != state:
+                continue
+            address, port = fields[1].split(":")
+            if protocol == "udp" and int(port, 16) in ephemeral:
+                continue
+            programs = frozenset(owners.get(fields[9], {"?"}))
+            found.add(Socket(protocol, _proc_address(address), int(port, 16), programs))
+    return sorted(found, key=lambda s: (s.protocol, s.port, s.address))
+
+
+def unlisted_sockets(sockets: Iterable[Socket], allowed: Iterable[Listener]) -> list[str]:
+    """What listens that the policy does not name: a socket off loopback (unless its rule
+    allows that), a port the policy does not list, or one held by another program than the
+    policy's."""
+    rules = {(rule.protocol, rule.port): rule for rule in allowed}
+    problems = []
+    for sock in sockets:
+        rule = rules.get((sock.protocol, sock.port))
+        if not sock.loopback and (rule is None or not rule.beyond_loopback):
+            problems.append(f"{sock} listens beyond loopback")
+        elif rule is None:
+            problems.append(f"{sock} is not in the policy")
+        elif not sock.programs <= set(rule.programs):
+            problems.append(f"{sock} is the policy's {rule.name}, held by another program")
+    return problems
 
 
 def placeholders_in_ruleset(ruleset: str) -> list[str]:
@@ -369,6 +571,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     app.add_argument("--root", type=Path, default=Path("/"), help="write below this directory")
     app.add_argument("--hostname", default=None)
     app.add_argument("--no-reload", dest="reload", action="store_false", help="write files only")
+    app.add_argument(
+        "--boot",
+        action="store_true",
+        help="at boot (fieldkit-site-network.service): nothing to do before enrolment, "
+        "and the services have not started yet",
+    )
     app.set_defaults(standalone=cmd_network_apply)
 
     chk = nsub.add_parser("check", help="fail if the firewall still has a placeholder address")

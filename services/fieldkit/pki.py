@@ -1,18 +1,26 @@
 """The kit's own PKI: a kit CA, the hub broker's server certificate, per-device client
-certificates signed from the devices' own requests, receiver (municipality) sealing keys,
-revocation.
+certificates signed from the devices' own requests, the municipalities' *public* sealing
+keys (each municipality makes its key pair itself: ``fieldkit.sealing_keys``), revocation.
 
 Layout of a PKI directory (kept by the provisioning admin)::
 
     ca/ca.key ca/ca.crt ca/crl.pem ca/state.json
     hub/server.key hub/server.crt hub/ingest.key hub/ingest.crt
-    receivers/<municipality>/private.key  receivers/<municipality>/public.pem
+    hub/downlink.key hub/downlink.pem   the key hub-ingest signs acks and rosters with
+    hub/evidence-signing.key hub/evidence-signing.crt   the deletion-evidence documents' key,
+                    certified by the kit CA for document signing (an auditor checks a copy
+                    with the CA certificate alone: ``fieldkit evidence verify --ca``)
+    receivers/<municipality>/public.pem   (imported; the private half never comes here)
     devices/<id>/client.crt   the device's certificate (public: its keys never leave it)
     roster.json     device id -> signing public key, certificate serial, revoked (read by ingest)
 
 A device makes its TLS key and its Ed25519 signing key itself at enrolment
 (``fieldkit.enrolment``); the hub signs its certificate request and records the signing
 public key. Nothing here generates a device's private key.
+
+The hub's downlink key (Ed25519) signs everything the hub sends a tablet; its public half goes
+to every tablet at enrolment, which pins it (issue 17 item 3). Rotating it shuts every tablet
+enrolled before out of the downlink until it enrols again.
 
 Private keys are written 0600 from the first byte (``os.open`` with the mode) and their
 contents never reach a log line or an exception message.
@@ -40,6 +48,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fieldkit.sealing_keys import (
+    SealingKeyError,
+    normalise_fingerprint,
+    read_public,
+    spki_fingerprint,
+)
+
 log = logging.getLogger(__name__)
 
 INGEST_IDENTITY = "hub-ingest"
@@ -48,6 +63,10 @@ DEVICE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 CERT_DAYS = 825
 CA_DAYS = 3650
 CRL_DAYS = 30
+# id-kp-documentSigning (RFC 9336): the only use the evidence signer's certificate allows.
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+EVIDENCE_KEY = "evidence-signing.key"
+EVIDENCE_CERT = "evidence-signing.crt"
 # The hub signs the CRL again when it has less than this left (checked every minute and at start).
 CRL_RENEW_BEFORE = dt.timedelta(days=CRL_DAYS / 2)
 
@@ -123,18 +142,31 @@ def load_x25519_public(path: Path) -> x25519.X25519PublicKey:
     return key
 
 
-def load_x25519_private(path: Path) -> x25519.X25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, x25519.X25519PrivateKey):
-        raise PkiError(f"{path} is not an X25519 private key")
-    return key
-
-
 def load_ed25519_private(path: Path) -> ed25519.Ed25519PrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise PkiError(f"{path} is not an Ed25519 private key")
     return key
+
+
+def load_ed25519_public(path: Path) -> ed25519.Ed25519PublicKey:
+    return ed25519_public_from_pem(path.read_bytes(), str(path))
+
+
+def ed25519_public_from_pem(pem: bytes, what: str = "the key") -> ed25519.Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise PkiError(f"{what} is not a PEM public key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise PkiError(f"{what} is not an Ed25519 public key")
+    return key
+
+
+def public_pem(key: ed25519.Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def raw_public(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> bytes:
@@ -158,9 +190,14 @@ class RosterEntry:
 def read_roster(path: Path) -> dict[str, RosterEntry]:
     """The enrolled devices, as the hub's ingest checks them."""
     try:
-        data = json.loads(path.read_text())
+        return parse_roster(path.read_bytes())
     except FileNotFoundError:
         return {}
+
+
+def parse_roster(raw: bytes) -> dict[str, RosterEntry]:
+    """A roster.json's devices (the hub's file, or the copy a hub backup carries)."""
+    data = json.loads(raw)
     return {
         name: RosterEntry(
             device_id=name,
@@ -202,6 +239,14 @@ class KitPki:
 
     def hub_file(self, name: str) -> Path:
         return self.root / "hub" / name
+
+    @property
+    def downlink_key(self) -> Path:
+        return self.hub_file("downlink.key")
+
+    @property
+    def downlink_public(self) -> Path:
+        return self.hub_file("downlink.pem")
 
     def receiver_dir(self, municipality: str) -> Path:
         return self.root / "receivers" / municipality
@@ -324,15 +369,17 @@ class KitPki:
     def _issue(
         self,
         common_name: str,
-        public_key: ec.EllipticCurvePublicKey,
+        public_key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey,
         *,
         server: bool,
         dns: tuple[str, ...] = (),
         ips: tuple[str, ...] = (),
+        usage: x509.ObjectIdentifier | None = None,
     ) -> x509.Certificate:
         ca_key, ca_cert = self._load_ca()
         now = _now()
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        if usage is None:
+            usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -372,30 +419,160 @@ class KitPki:
                 self.hub_file(f"{stem}.crt"), cert.public_bytes(serialization.Encoding.PEM)
             )
         log.info("hub certificates issued")
+        self.ensure_downlink_key()
+        self.issue_evidence_signer()
+
+    # the deletion-evidence signer -------------------------------------------------------------
+    @property
+    def evidence_key(self) -> Path:
+        return self.hub_file(EVIDENCE_KEY)
+
+    @property
+    def evidence_cert(self) -> Path:
+        return self.hub_file(EVIDENCE_CERT)
+
+    def issue_evidence_signer(self, hub_name: str = "fieldkit hub") -> x509.Certificate:
+        """A new Ed25519 key for the deletion-evidence documents and its certificate from the
+        kit CA, for document signing only; replaces the pair there was. Documents signed
+        before stay valid: their own certificate travels inside them."""
+        key = ed25519.Ed25519PrivateKey.generate()
+        cert = self._issue(
+            f"{hub_name} deletion evidence", key.public_key(), server=False, usage=DOCUMENT_SIGNING
+        )
+        # The key first, then its certificate, each renamed into place: a reader sees the old
+        # pair, or the new key with the old certificate (refused as a mismatch), never half.
+        aside = self.evidence_key.with_name(f".{EVIDENCE_KEY}.new")
+        write_private(aside, _pem_private(key))
+        os.replace(aside, self.evidence_key)
+        replace_public(self.evidence_cert, cert.public_bytes(serialization.Encoding.PEM))
+        log.info("deletion-evidence signer certified (serial %x)", cert.serial_number)
+        return cert
+
+    def evidence_signer(self) -> tuple[ed25519.Ed25519PrivateKey, x509.Certificate]:
+        """The evidence key and its certificate; PkiError says what to run when they are
+        missing or do not belong together."""
+        try:
+            key = load_ed25519_private(self.evidence_key)
+            cert = x509.load_pem_x509_certificate(self.evidence_cert.read_bytes())
+        except FileNotFoundError:
+            raise PkiError(
+                "no certified deletion-evidence key; run `fieldkit pki evidence-signer`"
+            ) from None
+        if raw_public(key.public_key()) != cert.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        ):
+            raise PkiError(
+                "the deletion-evidence key and its certificate do not match; "
+                "run `fieldkit pki evidence-signer` again"
+            )
+        return key, cert
+
+    # the hub's downlink key ------------------------------------------------------------------
+    def ensure_downlink_key(self) -> bool:
+        """Make the downlink key pair unless there is one (a PKI from before issue 17 item 3
+        gets one when a hub process starts). True when it was made now."""
+        made = False
+        if not self.downlink_key.exists():
+            written = self._written_aside(ed25519.Ed25519PrivateKey.generate())
+            try:
+                # A hard link appears whole or not at all, and never over another: hub
+                # processes starting at once end with one key, the first one's.
+                os.link(written, self.downlink_key)
+                made = True
+            except FileExistsError:
+                pass
+            finally:
+                written.unlink()
+        if made or not self.downlink_public.exists():
+            # Its public half, from the key on disk: whoever made it may not have written it
+            # yet (or stopped before it did); every writer writes the same bytes.
+            key = load_ed25519_private(self.downlink_key)
+            replace_public(self.downlink_public, public_pem(key.public_key()))
+        if made:
+            log.info("hub downlink key made (fingerprint %s)", self.downlink_fingerprint())
+        return made
+
+    def rotate_downlink_key(self) -> str:
+        """A new downlink key pair in place of the old; its fingerprint. Tablets enrolled
+        before refuse what the hub sends them until they enrol again."""
+        key = ed25519.Ed25519PrivateKey.generate()
+        written = self._written_aside(key)
+        # The public half first: an enrolment in between hands out the new key, which the
+        # hub signs with a moment later, rather than the old one it no longer uses.
+        replace_public(self.downlink_public, public_pem(key.public_key()))
+        os.replace(written, self.downlink_key)
+        fingerprint = self.downlink_fingerprint()
+        log.warning(
+            "hub downlink key rotated (fingerprint %s): enrol every tablet again", fingerprint
+        )
+        return fingerprint
+
+    def _written_aside(self, key: ed25519.Ed25519PrivateKey) -> Path:
+        """The key in a new 0600 file beside the downlink key, on disk, to be renamed in."""
+        self.downlink_key.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".downlink.key.", dir=self.downlink_key.parent)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, _pem_private(key))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return Path(name)
+
+    def downlink_public_pem(self) -> bytes:
+        """The downlink public key every tablet pins at enrolment (PEM)."""
+        try:
+            pem = self.downlink_public.read_bytes()
+        except FileNotFoundError:
+            raise PkiError(f"no hub downlink key in {self.root}; run `fieldkit pki init`") from None
+        ed25519_public_from_pem(pem, "the hub downlink key")
+        return pem
+
+    def downlink_fingerprint(self) -> str:
+        return key_fingerprint(raw_public(ed25519_public_from_pem(self.downlink_public_pem())))
 
     # receivers --------------------------------------------------------------------------------
-    def create_receiver(self, municipality: str) -> Path:
-        """An X25519 key pair that packets for ``municipality`` are sealed to."""
+    def import_receiver(self, municipality: str, public_pem: bytes, fingerprint: str) -> str:
+        """Register the public sealing key a municipality made (``fieldkit packet keygen``).
+
+        ``fingerprint`` is the one the municipality read out over another channel; a key whose
+        fingerprint differs, or a file holding a private key, is refused. The hub never holds a
+        municipality's private key. Returns the fingerprint."""
         check_municipality(municipality)
-        directory = self.receiver_dir(municipality)
-        if (directory / "private.key").exists():
-            raise PkiError(f"a receiver key for {municipality} exists already")
-        key = x25519.X25519PrivateKey.generate()
-        write_private(
-            directory / "private.key",
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
+        try:
+            key = read_public(public_pem)
+            expected = normalise_fingerprint(fingerprint)
+        except SealingKeyError as exc:
+            raise PkiError(str(exc)) from None
+        actual = spki_fingerprint(key)
+        if actual != expected:
+            raise PkiError(
+                f"the key's fingerprint is {actual}, not the {expected} the municipality gave: "
+                "not imported (ask the municipality again, by telephone or in person)"
+            )
+        target = self.receiver_dir(municipality) / "public.pem"
+        if target.exists():
+            raise PkiError(
+                f"a sealing key for {municipality} is registered already ({target}); "
+                "remove that folder first to replace it"
+            )
         write_public(
-            directory / "public.pem",
-            key.public_key().public_bytes(
+            target,
+            key.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
         )
-        return directory
+        log.info("sealing key for %s imported (fingerprint %s)", municipality, actual)
+        return actual
+
+    def receiver_key_ids(self) -> dict[str, str]:
+        """The key id (``SealedPacket.receiver_key``) of each municipality's registered key."""
+        ids: dict[str, str] = {}
+        for code, pem in self.receivers().items():
+            key = serialization.load_pem_public_key(pem)
+            if isinstance(key, x25519.X25519PublicKey):
+                ids[code] = key_fingerprint(raw_public(key))
+        return ids
 
     # devices ----------------------------------------------------------------------------------
     def device_cert(self, device_id: str) -> Path:

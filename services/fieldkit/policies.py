@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -222,12 +223,26 @@ class NetworkRule(Policy):
         return ports
 
 
+class Listener(Policy):
+    """A socket the device may listen on: on loopback only, by one named program."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")
+    protocol: Literal["tcp", "udp"]
+    port: int = Field(ge=1, le=65535)
+    # The programs that may hold it, as /proc/<pid>/comm names them.
+    programs: list[str] = Field(min_length=1)
+    # Bound beyond loopback (the DHCP client's port on the link); everything else is loopback.
+    beyond_loopback: bool = False
+
+
 class NetworkPolicy(Policy):
     kind: Literal["network"] = "network"
     default: Literal["drop"] = "drop"
     allow_dhcp: bool = True
     outbound: list[NetworkRule] = Field(default_factory=list)
     inbound: list[NetworkRule] = Field(default_factory=list)
+    # Everything that may listen (issue 19): loopback only; the compliance run checks it live.
+    listening: list[Listener] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> NetworkPolicy:
@@ -682,6 +697,65 @@ def usbguard_daemon_settings(policy: UsbPolicy) -> dict[str, str]:
     }
 
 
+def unit_address_allow(svc: ServicesPolicy, name: str, network: NetworkPolicy) -> str | None:
+    """A service's ``IPAddressAllow=``: the sandbox's, plus the addresses of the network rules
+    its override names (None: it names none). The image renders it from the policy's
+    placeholders; ``fieldkit network apply`` again from the site's addresses (a drop-in)."""
+    override = svc.overrides.get(name)
+    if override is None or not override.network:
+        return None
+    directives = {**svc.sandbox, **override.directives}
+    base = directives.get("IPAddressAllow", "")
+    base_text = base if isinstance(base, str) else " ".join(base)
+    extra = [a for rule in override.network for a in network.rule(rule).addresses]
+    return " ".join([base_text, *extra]).strip()
+
+
+SITE_NETWORK_UNIT = "fieldkit-site-network.service"
+
+
+def site_network_unit(policies: PolicySet) -> str:
+    """The oneshot that applies the site's network from the enrolment at every boot (root):
+    firewall, DNS, time, Wi-Fi, and the services' address lists (``fieldkit network apply``),
+    before any fieldkit service starts. Skipped on a tablet not enrolled yet."""
+    svc = policies.services
+    volume = policies.erasure.data_volume
+    return "\n".join(
+        [
+            f"# {GENERATED.format(kind='network')}",
+            "[Unit]",
+            "Description=fieldkit: the site's network from the enrolment",
+            *(
+                [f"Requires={datavol.LAYOUT_UNIT}", f"After={datavol.LAYOUT_UNIT}"]
+                if volume is not None
+                else []
+            ),
+            "After=systemd-networkd.service nftables.service",
+            f"ConditionPathExists={svc.config}",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            f"ExecStart={svc.venv}/bin/python -m fieldkit network apply --boot",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
+
+
+def exec_start(svc: ServicesPolicy, name: str, command: list[str] | None) -> str:
+    """The unit's command line: ``python -m fieldkit.serve NAME``, or the service's own command
+    (the kiosk's gunicorn: its spec's ``command``, as the development supervisor runs it), with
+    the device's venv python in place of the build host's."""
+    python = f"{svc.venv}/bin/python"
+    if command is None:
+        return f"{python} -m fieldkit.serve {name} --config {svc.config}"
+    args = [python if arg == sys.executable else arg for arg in command]
+    return " ".join(f'"{a}"' if any(c in a for c in " ()'") else a for a in args)
+
+
 def service_unit(
     name: str,
     summary: str,
@@ -689,6 +763,7 @@ def service_unit(
     *,
     notify_access: str = "main",
     data_volume: bool = False,
+    command: list[str] | None = None,
 ) -> str:
     """One sandboxed systemd unit for one fieldkit service.
 
@@ -701,17 +776,15 @@ def service_unit(
     user = override.user if override is not None and override.user else svc.user
     if override is not None:
         directives.update(override.directives)
-        extra = [a for rule in override.network for a in policies.network.rule(rule).addresses]
-        if extra:
-            base = directives.get("IPAddressAllow", "")
-            base_text = base if isinstance(base, str) else " ".join(base)
-            directives["IPAddressAllow"] = " ".join([base_text, *extra]).strip()
+        allowed = unit_address_allow(svc, name, policies.network)
+        if allowed is not None:
+            directives["IPAddressAllow"] = allowed
     lines = [
         f"# {GENERATED.format(kind='services')}",
         "[Unit]",
         f"Description=fieldkit {name}: {summary}",
         *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
-        "After=network.target mosquitto.service",
+        f"After=network.target mosquitto.service {SITE_NETWORK_UNIT}",
         # The tablet's state (outbox, audit, evidence, keys) is on the encrypted data volume:
         # without it (no TPM, not unlocked) no service runs (docs/images.md).
         *(
@@ -732,7 +805,9 @@ def service_unit(
         "WatchdogSignal=SIGKILL",
         f"User={user}",
         f"Group={user}",
-        f"ExecStart={svc.venv}/bin/python -m fieldkit.serve {name} --config {svc.config}",
+        f"ExecStart={exec_start(svc, name, command)}",
+        # The config file for a command that reads it itself (gunicorn's settings module).
+        *([f"Environment=FIELDKIT_CONFIG={svc.config}"] if command is not None else []),
         # Freed memory overwritten at once (fieldkit.processes, the runner does the same).
         *(f"Environment={k}={v}" for k, v in scrubbing_environment({}).items()),
         "Restart=on-failure",  # a watchdog timeout is a failure too
@@ -745,12 +820,20 @@ def service_unit(
     return "\n".join(lines)
 
 
+BUS_CREDENTIALS_UNIT = "fieldkit-bus-credentials.service"
+
+
 def broker_unit_dropin() -> str:
-    """A drop-in for Debian's mosquitto.service: the broker's freed memory overwritten too."""
+    """A drop-in for Debian's mosquitto.service: the broker's freed memory overwritten too, and
+    the bus's passwords made (new, in memory) before it starts."""
     env = scrubbing_environment({}, python=False)
     return "\n".join(
         [
             f"# {GENERATED.format(kind='services')}",
+            "[Unit]",
+            f"Requires={BUS_CREDENTIALS_UNIT}",
+            f"After={BUS_CREDENTIALS_UNIT}",
+            "",
             "[Service]",
             *(f"Environment={k}={v}" for k, v in env.items()),
             "",
@@ -758,9 +841,42 @@ def broker_unit_dropin() -> str:
     )
 
 
+def bus_credentials_unit(policies: PolicySet, role: str) -> str:
+    """The oneshot that gives every bus identity a new password at each boot (root): the
+    hashed password file mosquitto reads and one credential file per identity, all on /run
+    (``fieldkit bus credentials``; fieldkit.broker.install_device_credentials)."""
+    svc = policies.services
+    return "\n".join(
+        [
+            f"# {GENERATED.format(kind='services')}",
+            "[Unit]",
+            "Description=fieldkit bus: new passwords for every identity, in memory only",
+            "Before=mosquitto.service",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            f"ExecStart={svc.venv}/bin/python -m fieldkit bus credentials --role {role}",
+            "UMask=0077",
+            "PrivateNetwork=yes",
+            "PrivateTmp=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/run",
+            "ProtectHome=yes",
+            "ProtectKernelTunables=yes",
+            "ProtectKernelModules=yes",
+            "ProtectControlGroups=yes",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE",
+            "",
+        ]
+    )
+
+
 # Where the image's mosquitto (Debian's mosquitto.service) keeps the bus's files.
 BROKER_CONFIG_PATH = PurePosixPath("/etc/mosquitto/mosquitto.conf")
-BROKER_PASSWORD_PATH = PurePosixPath("/etc/mosquitto/fieldkit.passwd")
+# Made at every boot with new passwords, in memory only (fieldkit-bus-credentials.service).
+BROKER_PASSWORD_PATH = PurePosixPath("/run/fieldkit/broker/fieldkit.passwd")
 BROKER_ACL_PATH = PurePosixPath("/etc/mosquitto/fieldkit.acl")
 
 
@@ -797,6 +913,11 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
             # notifies may be a worker (the kiosk's) rather than the master.
             notify_access="main" if spec.command is None else "all",
             data_volume=role == "tablet" and policies.erasure.data_volume is not None,
+            command=(
+                spec.command(Path(str(policies.services.config)))
+                if spec.command is not None
+                else None
+            ),
         )
         for spec in specs_for_role(role)
     }
@@ -840,6 +961,7 @@ def ansible_vars(
         "hardening_swap_enabled": erasure.swap,
         "cups_settings": cupsd_settings(erasure),
         "firewall_nftables_ruleset": as_text["network"][str(NFTABLES_PATH)],
+        "firewall_site_network_unit": site_network_unit(policies) if role == "tablet" else "",
         "firewall_network_files": {
             p: b for p, b in as_text["network"].items() if p != str(NFTABLES_PATH)
         },
@@ -854,6 +976,7 @@ def ansible_vars(
         "fieldkit_services_max_exposure": policies.services.max_exposure,
         "broker_acl": render_acl(identities_for(specs_for_role(role))),
         "broker_unit_dropin": broker_unit_dropin(),
+        "broker_credentials_unit": bus_credentials_unit(policies, role),
         "broker_config": broker_config(),
         "broker_config_path": str(BROKER_CONFIG_PATH),
         "broker_password_path": str(BROKER_PASSWORD_PATH),
@@ -863,9 +986,51 @@ def ansible_vars(
         "fieldkit_services_links": (
             {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
         ),
+        "fieldkit_services_device_config": (
+            image_device_config(policies) if role == "tablet" else ""
+        ),
         "datavol_enabled": volume is not None,
         "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
     }
+
+
+# The device id of a tablet not yet enrolled: the enrolment's own file replaces it.
+UNENROLLED_ID = "unenrolled"
+
+
+# The capture preview's port on a tablet (network.yaml `listening` names it; tested equal).
+CAPTURE_PREVIEW_PORT = 8091
+
+
+def image_device_config(policies: PolicySet) -> str:
+    """The tablet image's ``/etc/fieldkit/device.toml``: what every tablet shares. What makes
+    one tablet itself (its id, site, hub address, keys) is written at enrolment beside its
+    keys (``enrolment.toml``) and laid over this file (fieldkit.config.with_enrolment).
+
+    Until then the kiosk shows only its enrolment screen and sync refuses, saying why."""
+    from fieldkit.config import DeviceConfig
+
+    volume = policies.erasure.data_volume
+    state = PurePosixPath(str(volume.mount)) if volume is not None else PurePosixPath("/var/lib")
+    values: dict[str, dict[str, Any]] = {
+        "device": {"id": UNENROLLED_ID, "role": "tablet"},
+        # mosquitto.service is the broker; the credentials are made at boot.
+        "bus": {"launch_broker": False},
+        # The audit trail persists, on the encrypted data volume.
+        "kiosk": {"audit_log": str(state / "audit" / "kiosk-audit.jsonl")},
+        # The preview on a fixed loopback port, so network.yaml can name what listens.
+        "capture": {"source": "v4l2:/dev/video0", "preview_port": CAPTURE_PREVIEW_PORT},
+        "enrol": {"kiosk_screen": True},
+        # The roster from the hub, beside the enrolment (the kiosk writes it when it enrols).
+        "sync": {"roster": str(state / "enrol" / "operators.json")},
+    }
+    # The image never carries a config its services would refuse.
+    DeviceConfig.model_validate(values)
+    lines = [f"# {GENERATED.format(kind='services')}"]
+    for section, settings in values.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
 
 
 def freshclam_conf(policies_dir: Path) -> str:

@@ -8,6 +8,7 @@ children, then the broker.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -35,6 +36,9 @@ from fieldkit.watchdog import (
 )
 
 log = logging.getLogger(__name__)
+
+# In the runtime folder: what each supervised child last told the watchdog (Supervisor._report).
+SUPERVISOR_REPORT = "supervisor.json"
 
 
 @dataclass
@@ -169,6 +173,7 @@ class Supervisor:
         self.stop = threading.Event()
         self.broker: LocalBroker | None = None
         self.kit = str(config.bus.runtime_dir.absolute())
+        self._reported = ""
 
     def _start_broker(self) -> None:
         if not self.config.bus.launch_broker:
@@ -296,10 +301,38 @@ class Supervisor:
                 self._tend_broker()
                 for child in self.children:
                     self._tend(child, now)
+                self._report()
                 self.stop.wait(0.2)
         finally:
             self.shutdown()
         return 0
+
+    def _report(self) -> None:
+        """Write what each child last told the watchdog to ``<runtime>/supervisor.json``.
+
+        What ``systemctl status`` shows of a unit under systemd: its pid, its last STATUS=
+        line, and when it last beat (CLOCK_MONOTONIC, which every process on the host
+        shares). Rewritten only when something changed; no personal data in it.
+        """
+        report = {
+            child.spec.name: {
+                "pid": child.process.pid if child.process is not None else None,
+                "heard_monotonic": child.heard,
+                "status": child.status,
+                "failures": child.failures,
+            }
+            for child in self.children
+        }
+        text = json.dumps(report, sort_keys=True)
+        if text == self._reported:
+            return
+        path = self.config.bus.runtime_dir / SUPERVISOR_REPORT
+        with contextlib.suppress(OSError):  # a report, never a reason to stop supervising
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(text)
+            temporary.replace(path)
+            self._reported = text
 
     def shutdown(self) -> None:
         running = [c.process for c in self.children if c.process is not None]

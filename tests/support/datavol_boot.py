@@ -9,9 +9,10 @@ rebooted):
    encodings (ASCII, UTF-16LE, a small JPEG carrying a marker) is written into sync's outbox
    (on the volume) and into the CUPS spool (memory-only);
 2. the second boot (:data:`PURGE_BOOT`): the volume opened again by the TPM without a
-   passphrase, the canary read back; then ``fieldkit wipe device`` with a device config and
-   a signing key handed over fw_cfg (there is no enrolment flow yet), the certificate
-   printed, and the machine powered off.
+   passphrase, the canary read back; then ``fieldkit wipe device`` with a device config
+   handed over fw_cfg, signed with the key the (unenrolled) device's wipe service made for
+   its erasure records, whose public half the report prints; ``--force``: those records
+   never reached a hub. The certificate is printed and the machine powered off.
 
 The host then converts the overlay to a raw disk and scans every byte of it (holes are
 zeros) for the canary in each encoding and for a LUKS magic at any 512-byte-aligned offset.
@@ -61,7 +62,7 @@ section datavol-status
 cryptsetup status fieldkit-data
 section datavol-paths
 for p in /var/lib/fieldkit/outbox /var/lib/fieldkit/audit /var/lib/fieldkit/wipe \
-         /etc/fieldkit/keys /etc/fieldkit/bundle; do
+         /etc/fieldkit/keys /var/lib/fieldkit/enrol; do
     echo "$p $(findmnt -n -o TARGET -T "$(readlink -f "$p")") $(stat -L -c '%U %a' "$p")"
 done
 section datavol-disk
@@ -93,13 +94,15 @@ ls -A /var/spool/cups
 section wipe-setup
 mkdir -p /run/fieldkit-test
 cat {FW}/device.toml/raw > /run/fieldkit-test/device.toml
-umask 077
-cat {FW}/signing-key/raw > /var/lib/fieldkit/keys/device-ed25519.pem
 ls -l /etc/fieldkit/keys/
+section signer
+/opt/fieldkit/venv/bin/python -c 'from pathlib import Path
+from fieldkit.wipe.record import load_device_key, public_hex
+print(public_hex(load_device_key(Path("/etc/fieldkit/keys/device-ed25519.pem"))))'
 section wipe
 start=$(date +%s)
 /opt/fieldkit/venv/bin/python -m fieldkit --config /run/fieldkit-test/device.toml wipe device \
-    --yes --sanitized-by "boot test" --org fieldkit --location "QEMU" --no-records
+    --yes --sanitized-by "boot test" --org fieldkit --location "QEMU" --force
 echo "exit $?"
 echo "seconds $(($(date +%s) - start))"
 section certificate

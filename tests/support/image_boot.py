@@ -13,7 +13,8 @@ device, both on the overlay's copy of the ESP:
 
 The script waits for ``systemctl is-system-running --wait``, writes sections of command
 output to the second serial port (``/dev/ttyS1``), and powers the machine off. The first serial
-port carries the console, kept for diagnosis. The VM has no network device (``-nic none``).
+port carries the console, kept for diagnosis. The VM has no network device (``-nic none``)
+unless the caller gives one.
 """
 
 from __future__ import annotations
@@ -72,17 +73,19 @@ wait_for() {
 REPORT_SCRIPT = (
     SCRIPT_HEAD
     + r"""settled() {
-    # A fieldkit service counts as up once it logged "<name>: running" (after config and bus);
-    # one still starting, or restarting, is not settled yet.
+    # A fieldkit service counts as up once systemd has its READY=1 (Type=notify: sent once its
+    # config, bus and work thread answer; the kiosk's by its gunicorn worker, which logs no
+    # "running" line); one still starting, or restarting, is not settled yet.
     for unit in $(units 'fieldkit-*.service'); do
         case "$unit" in
-            # not fieldkit services: the kiosk's compositor, the data volume's oneshots
+            # not fieldkit services: the kiosk's compositor, the data volume's, the bus
+            # credentials' and the site network's oneshots
             fieldkit-kiosk-browser.service|fieldkit-datavol*.service) continue ;;
+            fieldkit-bus-credentials.service|fieldkit-site-network.service) continue ;;
         esac
         state=$(systemctl show -P ActiveState "$unit")
         case "$state" in
             activating|deactivating|reloading) return 1 ;;
-            active) journalctl -q -o cat -u "$unit" | grep -q ': running (' || return 1 ;;
         esac
     done
 }
@@ -276,6 +279,11 @@ def prepare_overlay(
         # (exit 139). The tablet's GPU has a Mesa driver; the VM gets wlroots' software
         # renderer instead, as a default environment variable of the service manager.
         f" systemd.setenv={VM_RENDERER}"
+        # Software emulation on a shared 2-core host runs the tablet 10-50x slower than its
+        # hardware: a service importing numpy and OpenCV then takes longer than systemd's 90 s
+        # to say READY (a loaded run timed the kiosk out and restarted it). The VM's manager
+        # waits 5 min; the units themselves keep systemd's default on the device.
+        " systemd.default_timeout_start_sec=300"
     )
     if extra_cmdline:
         options += f" {extra_cmdline}"
@@ -315,6 +323,7 @@ def boot(
     tpm: Path | None = None,
     again: bool = False,
     grow_mib: int = 0,
+    nic: str = "none",
 ) -> BootReport:
     """Boot ``image_dir``'s ``fieldkit-<role>.raw`` once and return its report.
 
@@ -324,7 +333,9 @@ def boot(
     script (handed over fw_cfg), ``files`` more fw_cfg files for it
     (``/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit/<name>/raw``). ``tpm``: a state
     directory for a software TPM 2.0 (swtpm, TIS), kept between boots. ``again``: boot the
-    same overlay and firmware variables once more (a reboot of the same device).
+    same overlay and firmware variables once more (a reboot of the same device). ``nic``:
+    QEMU's ``-nic`` (default none; the field test gives a restricted user network, whose
+    only ways out are forwards to the host's loopback: ``field_boot.field_nic``).
     """
     for tool in ("qemu-system-x86_64", "qemu-img", "qemu-io", "mtype", "mcopy", "mkfs.vfat"):
         if shutil.which(tool) is None:
@@ -378,7 +389,7 @@ def boot(
         "-device",
         "virtio-blk-pci,drive=root,bootindex=0",
         "-nic",
-        "none",
+        nic,
         # The tablet's buses: USB (USBGuard needs /sys/bus/usb) and a KMS display for cage.
         # On the USB bus: a memory stick (mass storage, 08: USBGuard must block it, R23) and a
         # keyboard (HID, 03: allowed). QEMU emulates no USB camera (UVC, 0e).

@@ -11,12 +11,14 @@ from flask.testing import FlaskClient
 
 from fieldkit.config import DeviceConfig
 from fieldkit.kiosk.app import create_app, kiosk
-from fieldkit.kiosk.settings import OperatorEntry
+from fieldkit.kiosk.settings import ContactDesk, OperatorEntry
 from tests.conftest import OPERATOR_PASSWORD as PASSWORD
 
-__all__ = ["APPLICATION_ID", "PASSWORD", "csrf", "login", "make_app", "post", "walk"]
+__all__ = ["APPLICATION_ID", "CONTACT", "PASSWORD", "csrf", "login", "make_app", "post", "walk"]
 
 APPLICATION_ID = "98765432109876543210987"  # synthetic
+# The receipt's contact desk (made up, in the form a kit's config has it).
+CONTACT = ContactDesk(phone="0263-00-0000", hours_ja="平日 9時〜17時", hours_en="Weekdays 9-17")
 
 
 def make_app(kit_config: DeviceConfig, operator_hash: str, **kiosk: Any) -> Flask:
@@ -28,6 +30,7 @@ def make_app(kit_config: DeviceConfig, operator_hash: str, **kiosk: Any) -> Flas
                     id="op-02", name="窓口 二郎", password_hash=operator_hash, disabled=True
                 ),
             ],
+            "contact": CONTACT,
             **kiosk,
         }
     )

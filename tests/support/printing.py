@@ -12,6 +12,8 @@ from fieldkit.printing.messages import PrintReceipt
 
 SID = "5e55104c0ffee1235e55104c0ffee123"
 APPLICATION_ID = "12345678901234567890123"
+# Prefix 01, the day's 7th number, Luhn check digit 3 (fieldkit.kiosk.reception).
+RECEPTION_NUMBER = "0100073"
 
 
 def sample_jpeg(width: int = 827, height: int = 1063, mode: str = "RGB") -> bytes:
@@ -35,6 +37,11 @@ def sample_receipt(**changes: object) -> PrintReceipt:
         "electronic_certificate": True,
         "braille": False,
         "operator_id": "op-007",
+        "reception_number": RECEPTION_NUMBER,
+        "municipality": "長野県松本市",
+        "contact_phone": "0263-00-0000",
+        "contact_hours_ja": "平日 9時〜17時",
+        "contact_hours_en": "Weekdays 9:00-17:00",
     }
     fields.update(changes)
     return PrintReceipt.model_validate(fields)

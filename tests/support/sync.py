@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
+
 from fieldkit.config import DeviceConfig, load_config
+from fieldkit.kiosk.app import attach_service
+from fieldkit.kiosk.service import SERVICE as KIOSK
 from fieldkit.pki import KitPki
+from fieldkit.registry import load_specs
+from fieldkit.runner import ServiceContext, start_service
 from tests.conftest import write_config
 from tests.hubkit import tablet_dir
+from tests.support.kiosk import make_app
 
 
 def tablet_config(tmp_path: Path, pki: KitPki, hub_port: int, **sync: Any) -> DeviceConfig:
@@ -27,3 +34,15 @@ def tablet_config(tmp_path: Path, pki: KitPki, hub_port: int, **sync: Any) -> De
     text = path.read_text().replace('id = "test-tablet-01"', 'id = "tab-a"')
     path.write_text(text)
     return load_config(path)
+
+
+def start_tablet(
+    directory: Path, pki: KitPki, hub_port: int, operator_hash: str
+) -> tuple[ServiceContext, Flask]:
+    """The sync service and the kiosk of device tab-a, on the local broker."""
+    config = tablet_config(directory, pki, hub_port)
+    (sync_spec,) = load_specs(["sync"])
+    sync = start_service(sync_spec, config)
+    app = make_app(config, operator_hash)
+    attach_service(app, start_service(KIOSK, config))
+    return sync, app

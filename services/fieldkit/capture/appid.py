@@ -20,6 +20,10 @@ from urllib.parse import urlsplit
 
 APPLICATION_ID_DIGITS = 23
 MY_NUMBER_DIGITS = 12
+# How the ID is shown for staff to compare with the form: five groups of four digits and one
+# of three (the groups the form and the online application's entry boxes use), so a misread
+# digit is found group by group instead of in a run of 23.
+DISPLAY_GROUPS = (4, 4, 4, 4, 4, 3)
 # The demo camera's ID (``sources.DemoSource``): fixed, synthetic, and with mixed digits, so that
 # no ordinary file holds it by chance (a run of one digit is in images, logs and .git objects,
 # and a residue scan for it would find them). The wipe's scans do not count it as applicant
@@ -91,6 +95,17 @@ class ApplicationIdRefused(ValueError):
         self.message_ja = ja
         self.message_en = en
         self.detail = detail
+
+
+def grouped(digits: str) -> str:
+    """The 23 digits in the form's groups, ``1234 5678 9012 3456 7890 123``. Personal data."""
+    if len(digits) != APPLICATION_ID_DIGITS:
+        raise ValueError("an application ID has exactly 23 digits")
+    groups, start = [], 0
+    for size in DISPLAY_GROUPS:
+        groups.append(digits[start : start + size])
+        start += size
+    return " ".join(groups)
 
 
 def payload_text(payload: bytes | str) -> str:

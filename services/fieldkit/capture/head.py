@@ -25,6 +25,7 @@ from fieldkit.capture.landmarks import (
     RIGHT_EYE_RING,
     Points,
 )
+from fieldkit.capture.segmentation import Mask, PersonSegmentation
 
 Image = npt.NDArray[np.uint8]
 
@@ -34,18 +35,38 @@ Image = npt.NDArray[np.uint8]
 CHIN_BELOW_LANDMARK = 0.029
 # Where the crown is looked for, and the plausible span when the outline is lost (hair as
 # dark as the wall): crown above landmark 10 by this share of the forehead-to-chin distance.
-CROWN_SEARCH = 0.9
 CROWN_PLAUSIBLE = (0.25, 0.62)
 CROWN_TYPICAL = 0.42
+# The window segmented for the crown, in forehead-to-chin distances: a square centred on the
+# top of the forehead that holds the head, the neck and the tops of the shoulders, as in the
+# selfies the model was trained on (2.4 and 3.0 were measured too: bench/capture.py, and
+# leave-one-out over the annotated portraits picks 3.6 every time). The band of columns
+# averaged about the face's axis, each side. The probability from which a mask pixel is the
+# person: the model's own midpoint, not fitted.
+CROWN_WINDOW = 3.6
+CROWN_BAND = 0.08
+PERSON = 0.5
 
 
 @dataclass(frozen=True)
 class HeadOutline:
-    """Crown and chin (frame rows) and whether the crown comes from the hair's outline."""
+    """Crown and chin (frame rows) and whether the crown comes from the hair's outline.
+
+    ``forehead`` (landmark 10) and ``reused`` (frames since the outline was segmented) let
+    the next frame keep this crown while the head has not moved (``head_outline``).
+    """
 
     crown_y: float
     chin_y: float
     crown_measured: bool
+    forehead: tuple[float, float] = (0.0, 0.0)
+    reused: int = 0
+
+    @property
+    def crown_share(self) -> float:
+        """The crown above the forehead, in forehead-to-chin distances."""
+        d = self.chin_y - self.forehead[1]
+        return (self.forehead[1] - self.crown_y) / d if d > 0 else 0.0
 
 
 def chin_y(points: Points) -> float:
@@ -53,77 +74,101 @@ def chin_y(points: Points) -> float:
     return float(points[CHIN, 1]) + CHIN_BELOW_LANDMARK * d
 
 
-def crown_y(bgr: Image, points: Points) -> tuple[float, bool]:
-    """The top of the hair above the face: GrabCut on a small window around the head.
+def typical_crown(points: Points) -> float:
+    """The crown at the typical proportion above the forehead, when it cannot be measured."""
+    d = float(points[CHIN, 1] - points[FOREHEAD, 1])
+    return float(points[FOREHEAD, 1]) - CROWN_TYPICAL * d
 
-    Seeds: the face (convex hull of the landmarks) is sure foreground, a half-ellipse above
-    the forehead probable foreground, the window's top corners and sides sure background.
-    The crown is the highest row of the foreground band on the face's axis that is joined
-    to the forehead. When it falls outside the plausible span (the hair as dark as the wall,
-    or the head cut by the frame), a typical proportion is used and ``False`` returned.
+
+def plausible_crown(points: Points, crown: float) -> bool:
+    """Whether a crown lies in the span real heads have above the forehead."""
+    d = float(points[CHIN, 1] - points[FOREHEAD, 1])
+    share = (float(points[FOREHEAD, 1]) - crown) / d if d > 0 else 0.0
+    return CROWN_PLAUSIBLE[0] <= share <= CROWN_PLAUSIBLE[1]
+
+
+def crown_window(points: Points, side: float = CROWN_WINDOW) -> tuple[float, float, float]:
+    """The square segmented for the crown: centred on landmark 10 (the top of the forehead),
+    ``side`` forehead-to-chin distances wide; its left, top and side in frame pixels."""
+    fh_x, fh_y = float(points[FOREHEAD, 0]), float(points[FOREHEAD, 1])
+    width = side * float(points[CHIN, 1] - fh_y)
+    return fh_x - width / 2, fh_y - width / 2, width
+
+
+def crown_from_mask(mask: Mask, window: tuple[float, float, float], points: Points) -> float | None:
+    """The top of the person's outline on the face's axis above the forehead (frame row),
+    or None where it reaches the window's or the frame's top (the hair runs off).
+
+    A band of columns about the forehead's x, averaged; from the forehead upwards, the first
+    row whose person probability falls under one half, placed between rows by interpolation.
     """
+    x0, y0, side = window
+    n = int(mask.shape[0])
+    s = n / side
     fh_x, fh_y = float(points[FOREHEAD, 0]), float(points[FOREHEAD, 1])
     d = float(points[CHIN, 1]) - fh_y
-    xs = points[:, 0]
-    fw = float(xs.max() - xs.min())
-    typical = fh_y - CROWN_TYPICAL * d
-    if d <= 4 or fw <= 4:
-        return typical, False
-    x0, x1 = int(fh_x - 0.95 * fw), int(fh_x + 0.95 * fw)
-    y0, y1 = int(fh_y - CROWN_SEARCH * d), int(fh_y + 0.35 * d)
-    height, width = bgr.shape[:2]
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if cx1 - cx0 < 8 or cy1 - cy0 < 8:
-        return typical, False
-    s = 72.0 / (x1 - x0)
-    small = cv2.resize(bgr[cy0:cy1, cx0:cx1], None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    h, w = small.shape[:2]
-    off_x, off_y = (cx0 - x0) * s, (cy0 - y0) * s  # the window may be cut by the frame
-
-    def at(x: float, y: float) -> tuple[int, int]:
-        return int((x - cx0) * s), int((y - cy0) * s)
-
-    mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-    hx, hy = at(fh_x, fh_y)
-    cv2.ellipse(
-        mask, (hx, hy), (int(0.55 * fw * s), int(0.55 * d * s)), 0, 180, 360, cv2.GC_PR_FGD, -1
-    )
-    hull = cv2.convexHull(np.array([at(float(x), float(y)) for x, y in points[:, :2]], np.int32))
-    cv2.fillConvexPoly(mask, hull, cv2.GC_FGD)
-    # Sure background: the top corners of what the frame holds of the window, and its
-    # sides where the window lies inside the frame.
-    mask[:2, : w // 5] = cv2.GC_BGD
-    mask[:2, -(w // 5) :] = cv2.GC_BGD
-    if off_x == 0:
-        mask[: max(hy // 2, 1), :2] = cv2.GC_BGD
-    if cx1 == x1:
-        mask[: max(hy // 2, 1), -2:] = cv2.GC_BGD
-    background = np.zeros((1, 65), np.float64)
-    foreground = np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(20)  # GrabCut's k-means start: the same frame gives the same crown
-    try:
-        cv2.grabCut(small, mask, (0, 0, 1, 1), background, foreground, 2, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return typical, False
-    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    half = max(int(0.12 * fw * s), 1)
-    band = fg[:, max(hx - half, 0) : hx + half + 1]
-    rows = band.mean(axis=1) > 0.5
-    r = min(max(hy, 0), h)
-    while r > 0 and rows[r - 1]:
+    hx, hy = (fh_x - x0) * s, (fh_y - y0) * s
+    half = max(int(CROWN_BAND * d * s), 1)
+    band = mask[:, max(int(hx) - half, 0) : int(hx) + half + 1].mean(axis=1)
+    r = min(max(int(hy), 0), n - 1)
+    while r > 0 and band[r - 1] >= PERSON:
         r -= 1
-    crown = cy0 + r / s
-    share = (fh_y - crown) / d
-    if r == 0 and off_y > 0:  # the hair runs off the frame's top edge: not measured
-        return typical, False
-    if not CROWN_PLAUSIBLE[0] <= share <= CROWN_PLAUSIBLE[1]:
-        return typical, False
+    if r == 0:
+        return None
+    below, above = float(band[r]), float(band[r - 1])
+    between = (PERSON - above) / (below - above) if below > above else 0.5
+    crown = y0 + (r - 0.5 + between) / s  # row centres at i + 0.5
+    if crown < 1.0 / s:  # at the frame's top edge: the window above it is black
+        return None
+    return crown
+
+
+def crown_y(rgb: Image, points: Points, segmentation: PersonSegmentation) -> tuple[float, bool]:
+    """The top of the hair above the face, from the person's outline (Selfie Segmentation on
+    a window around the head). Where the outline runs off the top or falls outside the
+    plausible span, the typical proportion is used and ``False`` returned."""
+    d = float(points[CHIN, 1] - points[FOREHEAD, 1])
+    if d <= 4:
+        return typical_crown(points), False
+    window = crown_window(points)
+    crown = crown_from_mask(segmentation.window_mask(rgb, *window), window, points)
+    if crown is None or not plausible_crown(points, crown):
+        return typical_crown(points), False
     return crown, True
 
 
-def head_outline(bgr: Image, points: Points) -> HeadOutline:
-    crown, measured = crown_y(bgr, points)
-    return HeadOutline(crown, chin_y(points), measured)
+# A crown measured on an earlier frame is kept while the forehead and the chin have each moved
+# less than this (frame pixels, about 0.3 mm at 14.4 px/mm), for at most this many frames in
+# a row, so a run of frames that triggers the auto-capture (5) segments at least once.
+STILL_PX = 4.0
+REUSE_FRAMES = 3
+
+
+def head_outline(
+    rgb: Image,
+    points: Points,
+    segmentation: PersonSegmentation,
+    previous: HeadOutline | None = None,
+) -> HeadOutline:
+    """Crown (from the person's outline) and chin (from the landmarks) of one head.
+
+    With the previous frame's outline, a measured crown is carried over while the head is
+    still (the segmentation is the costliest step after the face detector): the crown keeps
+    its place relative to the forehead and the chin.
+    """
+    forehead = (float(points[FOREHEAD, 0]), float(points[FOREHEAD, 1]))
+    chin = chin_y(points)
+    if (
+        previous is not None
+        and previous.crown_measured
+        and previous.reused < REUSE_FRAMES
+        and math.dist(previous.forehead, forehead) <= STILL_PX
+        and abs(previous.chin_y - chin) <= STILL_PX
+    ):
+        crown = forehead[1] - previous.crown_share * (chin - forehead[1])
+        return HeadOutline(crown, chin, True, forehead, previous.reused + 1)
+    crown, measured = crown_y(rgb, points, segmentation)
+    return HeadOutline(crown, chin, measured, forehead)
 
 
 @dataclass(frozen=True)

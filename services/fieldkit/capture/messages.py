@@ -106,6 +106,9 @@ class CheckResult(Message):
     measured: float | None
     threshold: str
     unit: str
+    # What the applicant should do when the check fails (which side of a range it is on):
+    # the kiosk says the result in its own words from it.
+    advice: Advice | None = None
 
 
 class Guidance(Message):

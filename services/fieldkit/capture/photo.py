@@ -6,9 +6,10 @@ guided into the window (closer/back, left/right, up/down), so what the checks me
 the window is exactly what the print will show, and the operator sees the same frame.
 
 Every face in the frame is found with MediaPipe's full-range face detector and the
-applicant's face is measured with the 468-point Face Mesh (``landmarks.py``, models inside
-a registry package, nothing downloaded); the chin comes from the landmarks and the crown
-from the hair's outline (``head.py``). docs/capture.md maps each check to the rule and
+applicant's face is measured with the 468-point Face Mesh (``landmarks.py``, model files
+from registry packages shipped with fieldkit, nothing downloaded); the chin comes from the
+landmarks and the crown from the person's outline by Selfie Segmentation
+(``segmentation.py``, ``head.py``). docs/capture.md maps each check to the rule and
 compares the models with the Haar cascades used before.
 
 Frames and photos are personal data: this module keeps nothing beyond one call, except the
@@ -26,8 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from fieldkit.capture import head
+from fieldkit.capture.head import HeadOutline
 from fieldkit.capture.landmarks import FaceFound, FaceModels, eye_centres
 from fieldkit.capture.messages import PHOTO_HEIGHT_MM, PHOTO_WIDTH_MM, Advice
+from fieldkit.capture.segmentation import PersonSegmentation
 
 Image = npt.NDArray[np.uint8]
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
@@ -189,6 +192,7 @@ class PhotoAssessment:
     crown_y: float | None = None
     chin_y: float | None = None
     face_centre: tuple[float, float] | None = None
+    outline: HeadOutline | None = None
 
     @property
     def passed(self) -> bool:
@@ -248,17 +252,19 @@ def _range_text(low: float, high: float) -> str:
 
 
 class PhotoAnalyzer:
-    """Runs every check on a frame: one face detection, one landmark pass, one GrabCut."""
+    """Runs every check on a frame: face detection, one landmark pass, one segmentation."""
 
     def __init__(
         self,
         rules: PhotoRules | None = None,
         guide_fraction: float = 0.9,
         models: FaceModels | None = None,
+        segmentation: PersonSegmentation | None = None,
     ) -> None:
         self.rules = rules or PhotoRules()
         self.guide_fraction = guide_fraction
         self.models = models or FaceModels()
+        self.segmentation = segmentation or PersonSegmentation()
 
     def guide_for(self, frame: Image) -> Guide:
         return Guide.for_frame(frame.shape[1], frame.shape[0], self.guide_fraction)
@@ -276,9 +282,16 @@ class PhotoAnalyzer:
         return [f for f in found if f.height >= least]
 
     def analyse(
-        self, frame: Image, previous_centre: tuple[float, float] | None = None
+        self,
+        frame: Image,
+        previous_centre: tuple[float, float] | None = None,
+        previous_outline: HeadOutline | None = None,
     ) -> PhotoAssessment:
-        """Every check on one frame, in order of what the applicant should fix first."""
+        """Every check on one frame, in order of what the applicant should fix first.
+
+        ``previous_outline`` (the last frame's ``outline``) lets a still head keep its
+        measured crown for a few frames instead of segmenting every frame.
+        """
         r = self.rules
         if frame.ndim == 2:
             gray = frame
@@ -339,7 +352,8 @@ class PhotoAnalyzer:
                 "close-mouth",
             )
         )
-        outline = head.head_outline(bgr, points)
+        outline = head.head_outline(rgb, points, self.segmentation, previous_outline)
+        assessment.outline = outline
         crown, chin = outline.crown_y, outline.chin_y
         x0, x1 = float(points[:, 0].min()), float(points[:, 0].max())
         cx, cy = (right_eye[0] + left_eye[0]) / 2, (crown + chin) / 2

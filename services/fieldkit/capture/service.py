@@ -51,6 +51,7 @@ from fieldkit.capture.export import (
     online_jpeg,
     print_master,
 )
+from fieldkit.capture.head import HeadOutline
 from fieldkit.capture.messages import (
     Ack,
     Advice,
@@ -93,6 +94,7 @@ def check_result(check: PhotoCheck) -> CheckResult:
         measured=measured,
         threshold=check.threshold,
         unit=check.unit,
+        advice=check.advice,
     )
 
 
@@ -128,6 +130,7 @@ class Session:
     last_qr: bytearray = field(default_factory=bytearray)
     steady: int = 0
     previous_centre: tuple[float, float] | None = None
+    previous_outline: HeadOutline | None = None  # numbers only: where the crown was
     last_advice: Advice | None = None
     last_guidance_at: float = 0.0
     operator_shot: bool = False
@@ -143,6 +146,7 @@ class Session:
         self.holding_photo = False
         self.operator_shot = False
         self.previous_centre = None
+        self.previous_outline = None
 
 
 class CaptureService:
@@ -380,8 +384,9 @@ class CaptureService:
         self._publish(f"capture/evt/session/{session.sid}/application-id", result)
 
     def _check_photo(self, session: Session, frame: Image) -> PhotoAssessment:
-        assessment = self.analyzer.analyse(frame, session.previous_centre)
+        assessment = self.analyzer.analyse(frame, session.previous_centre, session.previous_outline)
         session.previous_centre = assessment.face_centre
+        session.previous_outline = assessment.outline
         session.steady = session.steady + 1 if assessment.passed else 0
         advice = assessment.advice
         now = time.monotonic()

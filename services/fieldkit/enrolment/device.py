@@ -10,7 +10,11 @@ tablet as it was.
 
 The enrolment directory (``[sync] bundle``) then holds::
 
-    client.key client.crt signing.key ca.crt receivers/<municipality>.pem enrolment.toml
+    client.key client.crt signing.key ca.crt hub-downlink.pem receivers/<municipality>.pem
+    enrolment.toml
+
+``hub-downlink.pem`` is the hub's downlink public key, pinned here: sync acts only on acks and
+rosters signed with it (issue 17 item 3). Enrolling again installs the hub's current one.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from fieldkit.enrolment.protocol import (
     signing_claim,
 )
 from fieldkit.models import SITE_NETWORK_FILE, site_network_toml
+from fieldkit.pki import PkiError, ed25519_public_from_pem
+from fieldkit.sync.wire import HUB_DOWNLINK_KEY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -325,16 +331,24 @@ def install(
     in the same step; its keys are removed afterwards. ``device_config=False`` leaves out
     ``enrolment.toml`` (a test kit whose config file sets the hub address itself).
     """
-    target = target.absolute()
+    # On a tablet ``/etc/fieldkit/bundle`` is a link into the data volume: the bundle is
+    # replaced where the link points, and the link stays.
+    target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     old: Path | None = None
     try:
         os.chmod(staging, 0o700)
+        owner = target.parent.stat()
         _write(staging / "client.key", _pem_private(keys.tls), 0o600)
         _write(staging / "signing.key", _pem_private(keys.signing), 0o600)
         _write(staging / "client.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
         _write(staging / "ca.crt", ca_cert.read_bytes(), 0o644)
+        try:
+            ed25519_public_from_pem(settings.downlink_key.encode(), "the hub's downlink key")
+        except PkiError as exc:
+            raise EnrolmentRefused("hub-error", str(exc)) from None
+        _write(staging / HUB_DOWNLINK_KEY_FILE, settings.downlink_key.encode(), 0o644)
         (staging / "receivers").mkdir(mode=0o755)
         for municipality, pem in sorted(settings.receivers.items()):
             if not (len(municipality) == 6 and municipality.isdigit()):
@@ -348,6 +362,11 @@ def install(
         if settings.operators is not None and roster_path is not None:
             roster_path.parent.mkdir(parents=True, exist_ok=True)
             _write(staging / "operators.json", settings.operators.encode(), 0o600)
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            # `fieldkit enrol` as root: the bundle belongs to the folder's owner, the services'
+            # user, who must read its keys (the kiosk's screen writes it as that user).
+            for path in (staging, *staging.rglob("*")):
+                os.chown(path, owner.st_uid, owner.st_gid)
         directory = os.open(staging, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -370,6 +389,9 @@ def install(
         temporary = roster_path.with_name(f".{roster_path.name}.tmp")
         shutil.copyfile(target / "operators.json", temporary)
         os.chmod(temporary, 0o600)
+        folder = roster_path.parent.stat()
+        if os.geteuid() == 0 and folder.st_uid != 0:
+            os.chown(temporary, folder.st_uid, folder.st_gid)
         os.replace(temporary, roster_path)
     return target
 

@@ -23,6 +23,7 @@ def enrol_locally(
     device_config: bool = False,
 ) -> Path:
     """Enrol ``device_id`` into ``target`` with the local kit CA; returns ``target``."""
+    pki.ensure_downlink_key()  # a PKI made before the hub signed its downlink
     keys = DeviceKeys.generate()
     request = keys.request()
     certificate = pki.issue_device(device_id, request, signing_key_of(request))
@@ -32,5 +33,6 @@ def enrol_locally(
         hub_host=hub_host,
         hub_port=hub_port,
         receivers={code: pem.decode() for code, pem in pki.receivers().items()},
+        downlink_key=pki.downlink_public_pem().decode(),
     )
     return install(target, keys, certificate, pki.ca_cert, settings, device_config=device_config)

@@ -121,6 +121,9 @@ class DeviceSettings(BaseModel):
     hub_port: int = Field(ge=1, le=65535)
     antivirus_mirror: str | None = Field(default=None, max_length=500)
     application_hosts: list[str] = Field(default=[], max_length=20)
+    # The hub's downlink public key (Ed25519, PEM), pinned by the tablet: acks and rosters
+    # signed with anything else are refused (issue 17 item 3).
+    downlink_key: str = Field(min_length=1, max_length=1000)
     # Municipality code -> X25519 public key (PEM): whom packets are sealed to.
     receivers: dict[str, str] = {}
     # The operator roster (fieldkit.sync.wire.OperatorRoster as JSON), or None while empty.

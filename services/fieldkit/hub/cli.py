@@ -98,6 +98,107 @@ def add_pki_code(pki_sub: Any) -> None:
     code.set_defaults(func=cmd_pki_code)
 
 
+def cmd_hub_backup(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Dump the hub database, encrypted to the admin's backup key; keep the newest N."""
+    from fieldkit.hub.backup import describe, make_backup
+    from fieldkit.hub.backup_file import BackupError
+
+    try:
+        made = make_backup(
+            config.hub.database_url,
+            folder=args.dir,
+            public_key=args.public_key,
+            keep=args.keep,
+            hub=config.device.id,
+            roster_path=KitPki(config.hub.pki).roster,
+            pg_bin=args.pg_bin,
+        )
+    except BackupError as exc:
+        print(f"fieldkit: no backup made: {exc}", file=sys.stderr)
+        return 1
+    state = made.manifest.state
+    print(f"backup {made.path}: {made.size} bytes, encrypted to backup key {made.header.recipient}")
+    print(f"{len(state.tables)} tables, {state.rows()} rows, {len(state.chains)} erasure chains")
+    print("\n".join(describe(state)))
+    removed = ", ".join(p.name for p in made.removed) or "none"
+    print(f"kept the newest {args.keep} backups; removed: {removed}")
+    return 0
+
+
+def _backup_key(args: argparse.Namespace) -> Any:
+    from fieldkit.sealing_keys import load_private, read_passphrase
+
+    passphrase = None
+    if b"ENCRYPTED" in args.key.read_bytes():
+        passphrase = read_passphrase(args.passphrase_file, twice=False, what="the backup key")
+    return load_private(args.key, passphrase)
+
+
+def cmd_hub_restore(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Check a backup whole, load it into an empty database, and compare with its manifest."""
+    from fieldkit.hub.backup import describe, restore_backup
+    from fieldkit.hub.backup_file import BackupError
+    from fieldkit.sealing_keys import SealingKeyError
+
+    try:
+        key = _backup_key(args)
+        url = args.database_url or config.hub.database_url
+        restored = restore_backup(args.file, key, url, args.pg_bin)
+    except (BackupError, SealingKeyError, OSError) as exc:
+        print(f"fieldkit: not restored: {exc}", file=sys.stderr)
+        return 1
+    manifest = restored.checked.manifest
+    print(f"restored {args.file} (hub {manifest.hub}, made {manifest.created_at})")
+    print("\n".join(describe(restored.state)))
+    if restored.problems:
+        print("the restored database DIFFERS from the backup; do not start the hub on it:")
+        print("\n".join(f"  {problem}" for problem in restored.problems))
+        return 1
+    print(
+        f"verified: {len(restored.state.tables)} tables, {restored.state.rows()} rows and "
+        f"{len(restored.state.chains)} erasure chains as in the backup"
+    )
+    return 0
+
+
+def cmd_backup_check(args: argparse.Namespace) -> int:
+    """Decrypt and check a backup on the admin's machine, without a database."""
+    from fieldkit.hub.backup import check_backup, describe
+    from fieldkit.hub.backup_file import BackupError
+    from fieldkit.sealing_keys import SealingKeyError
+
+    try:
+        key = _backup_key(args)
+        with args.file.open("rb") as source:
+            checked = check_backup(source, key, str(args.file))
+    except (BackupError, SealingKeyError, OSError) as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    manifest = checked.manifest
+    print(f"{args.file}: whole and readable with this key")
+    print(f"hub {manifest.hub}, made {manifest.created_at}, database {manifest.database}")
+    print(f"dump {manifest.dump.bytes} bytes, SHA-256 {manifest.dump.sha256}")
+    print("\n".join(describe(manifest.state)))
+    return 0
+
+
+def cmd_backup_keygen(args: argparse.Namespace) -> int:
+    """The admin's backup key pair, made on the admin's own machine (never on the hub)."""
+    from fieldkit.hub.backup import PRIVATE_NAME, PUBLIC_NAME
+    from fieldkit.sealing_keys import SealingKeyError, generate, read_passphrase
+
+    try:
+        passphrase = read_passphrase(args.passphrase_file, twice=True, what="the backup key")
+        made = generate(args.out, passphrase, private_name=PRIVATE_NAME, public_name=PUBLIC_NAME)
+    except (SealingKeyError, OSError) as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key (encrypted; keep it offline, with a second copy): {made.private}")
+    print(f"public key (install it on the hub as /etc/fieldkit/{PUBLIC_NAME}): {made.public}")
+    print(f"fingerprint (each backup names it): {made.fingerprint}")
+    return 0
+
+
 def cmd_create_admin(args: argparse.Namespace, config: DeviceConfig) -> int:
     from fieldkit.hub.web.cli import cmd_create_admin as create_admin
 
@@ -143,3 +244,49 @@ def add_commands(sub: Any) -> None:
     hub.add_parser(
         "enrol-server", help="serve EST enrolment for tablets over TLS with gunicorn"
     ).set_defaults(func=cmd_enrol_server)
+    add_backup_commands(hub)
+
+
+def add_backup_commands(hub: Any) -> None:
+    """``hub backup``, ``hub restore`` (on the hub), ``hub backup-check`` and
+    ``hub backup-keygen`` (on the admin's machine: no device config)."""
+    from fieldkit.hub.backup_file import DEFAULT_DIR, DEFAULT_KEEP, DEFAULT_PUBLIC_KEY
+
+    backup = hub.add_parser("backup", help="encrypted backup of the hub database (pg_dump)")
+    backup.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"default {DEFAULT_DIR}")
+    backup.add_argument(
+        "--public-key", type=Path, default=DEFAULT_PUBLIC_KEY, help="the admin's backup key"
+    )
+    backup.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="newest backups kept")
+    backup.add_argument("--pg-bin", type=Path, help="folder of pg_dump (default: the PATH)")
+    backup.set_defaults(func=cmd_hub_backup)
+    # No abbreviations: ``--passphrase SECRET`` must not pass as ``--passphrase-file``.
+    restore = hub.add_parser(
+        "restore",
+        help="restore a backup into an empty database, then verify it",
+        allow_abbrev=False,
+    )
+    restore.add_argument("file", type=Path)
+    _key_arguments(restore)
+    restore.add_argument("--database-url", help="default: [hub] database_url")
+    restore.add_argument("--pg-bin", type=Path, help="folder of pg_restore (default: the PATH)")
+    restore.set_defaults(func=cmd_hub_restore)
+    check = hub.add_parser(
+        "backup-check", help="decrypt and check a backup (no database)", allow_abbrev=False
+    )
+    check.add_argument("file", type=Path)
+    _key_arguments(check)
+    check.set_defaults(standalone=cmd_backup_check)
+    keygen = hub.add_parser(
+        "backup-keygen",
+        help="the admin's backup key pair (run on your own machine)",
+        allow_abbrev=False,
+    )
+    keygen.add_argument("--out", type=Path, required=True, help="folder for the two key files")
+    keygen.add_argument("--passphrase-file", type=Path, help="first line (default: prompt)")
+    keygen.set_defaults(standalone=cmd_backup_keygen)
+
+
+def _key_arguments(parser: Any) -> None:
+    parser.add_argument("--key", type=Path, required=True, help="backup-private.pem")
+    parser.add_argument("--passphrase-file", type=Path, help="first line (default: prompt)")

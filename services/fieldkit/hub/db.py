@@ -22,6 +22,7 @@ from sqlalchemy import (
     create_engine,
     event,
     false,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -57,6 +58,9 @@ class SealedPacketRow(Base):
     receiver_key: Mapped[str] = mapped_column(String(16))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[str] = mapped_column(String(100))
+    # Packet format (2: a receipt token sealed inside) and the token's hash, for the receipt.
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    receipt_commitment: Mapped[str] = mapped_column(String(64), server_default="")
 
     def packet(self) -> SealedPacket:
         """The sealed packet as the device sent it (ciphertext only), for pick-up or export."""
@@ -66,7 +70,9 @@ class SealedPacketRow(Base):
             municipality=self.municipality,
             receiver_key=self.receiver_key,
             ciphertext=b64(self.ciphertext),
+            receipt_commitment=self.receipt_commitment,
             signature=self.signature,
+            v=2 if self.version == 2 else 1,
         )
 
 
@@ -81,6 +87,8 @@ class StatisticsRow(Base):
     age_band: Mapped[str] = mapped_column(String(16))
     mode: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str] = mapped_column(String(16))
+    # The visit staff chose on the tablet (migration 0010); None: the plan for device and day.
+    visit_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class ErasureRow(Base):
@@ -113,6 +121,19 @@ class HealthRow(Base):
     device_id: Mapped[str] = mapped_column(String(63), index=True)
     at: Mapped[float] = mapped_column(Float)
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DeviceStatusRow(Base):
+    """A tablet's latest status (``wire.DeviceStatus``), from its last roster request."""
+
+    __tablename__ = "device_status"
+    device_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    reported_at: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    version: Mapped[str] = mapped_column(String(40))
+    outbox_pending: Mapped[int] = mapped_column(Integer)
+    outbox_refused: Mapped[int] = mapped_column(Integer)
+    outbox_oldest_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RefusalRow(Base):
@@ -151,12 +172,43 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+# Any fixed number: the PostgreSQL advisory lock that serializes the hub's migrations.
+MIGRATION_LOCK = 0x6669656C646B6974  # "fieldkit"
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision``."""
+    """Run the Alembic migrations up to ``revision``, one process at a time.
+
+    The hub's processes (``fieldkit up``: ingest, web; the enrolment server) each migrate at
+    start, and may start together: two migrating a fresh database at once both try to create
+    its tables, and the loser dies ("table record already exists" — the field test's
+    enrolment server did). SQLite: an exclusive ``flock`` on ``<database>.migrate.lock``;
+    PostgreSQL: a session advisory lock. The second process then finds the database at head."""
+    import contextlib
+    import fcntl
+
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy.engine import make_url
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    parsed = make_url(url)
+    with contextlib.ExitStack() as held:
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            # Beside the database, in the folder make_engine makes (0700), only its owner's.
+            path = Path(f"{parsed.database}.migrate.lock")
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            held.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        elif parsed.get_backend_name() == "postgresql":
+            engine = create_engine(url, future=True)
+            held.callback(engine.dispose)
+            connection = held.enter_context(engine.connect())
+            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            held.callback(
+                connection.execute, text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK}
+            )
+        command.upgrade(config, revision)

@@ -48,11 +48,10 @@ from fieldkit.enrolment.protocol import (
     signing_key_of,
 )
 from fieldkit.hub.db import make_engine, upgrade
-from fieldkit.hub.roster import read_operators
+from fieldkit.hub.roster import tablet_roster
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.models import EnrolmentCodeRow
 from fieldkit.pki import KitPki, PkiError, check_device_id, read_roster
-from fieldkit.sync.wire import OperatorRoster, roster_version
 
 log = logging.getLogger(__name__)
 EXTENSION = "fieldkit.hub.enrolment"
@@ -351,16 +350,8 @@ def device_settings(
     est: EnrolmentServer, session: Session, device_id: str, site: str
 ) -> DeviceSettings:
     enrol = est.config.enrol
-    operators = read_operators(session)
-    roster = None
-    if operators:
-        roster = (
-            OperatorRoster(
-                version=roster_version(operators), issued_at=time.time(), operators=operators
-            )
-            .encode()
-            .decode()
-        )
+    current = tablet_roster(session)
+    roster = current.encode().decode() if current is not None else None
     return DeviceSettings(
         device_id=device_id,
         site=site,
@@ -369,6 +360,8 @@ def device_settings(
         antivirus_mirror=enrol.antivirus_mirror,
         application_hosts=enrol.application_hosts,
         receivers={code: pem.decode() for code, pem in est.pki.receivers().items()},
+        # Read at every enrolment: a tablet enrolling again after a rotation gets the new key.
+        downlink_key=est.pki.downlink_public_pem().decode(),
         operators=roster,
         network=enrol.site_network,
     )
@@ -383,9 +376,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     if config.hub.migrate_on_start:
         upgrade(config.hub.database_url)
+    pki = KitPki(config.hub.pki)
+    # The public half goes to every tablet; a PKI made before issue 17 item 3 gets a key here.
+    pki.ensure_downlink_key()
     app.extensions[EXTENSION] = EnrolmentServer(
         config=config,
-        pki=KitPki(config.hub.pki),
+        pki=pki,
         engine=make_engine(config.hub.database_url),
         throttle=AddressThrottle(
             config.enrol.address_failures, config.enrol.address_window_seconds

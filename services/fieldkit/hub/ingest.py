@@ -8,6 +8,9 @@ Ingest also delivers the operator roster (R13, R22): it reads the handler regist
 ``roster_poll`` seconds, pushes a changed roster to every enrolled device, and answers a
 device's roster request (sent by sync on every connect) unless the device is up to date.
 The hub broker keeps no retained messages, so these two paths are the whole delivery.
+
+Every ack and roster goes out signed for its device with the hub's downlink key
+(``hub.downlink``), which the tablet pinned at enrolment; it acts on nothing else.
 """
 
 from __future__ import annotations
@@ -24,9 +27,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fieldkit.hub.db import RecordRow, RefusalRow, make_engine, upgrade
-from fieldkit.hub.records import Checked, Refused, Roster, check_record, record_id_of, rows_for
-from fieldkit.hub.roster import read_operators
+from fieldkit.hub.db import DeviceStatusRow, RecordRow, RefusalRow, make_engine, upgrade
+from fieldkit.hub.downlink import DownlinkSigner
+from fieldkit.hub.records import (
+    Checked,
+    Receivers,
+    Refused,
+    Roster,
+    check_record,
+    record_id_of,
+    rows_for,
+)
+from fieldkit.hub.roster import tablet_roster
 from fieldkit.hub.settings import HubSection
 from fieldkit.messages import MessageError, decode
 from fieldkit.pki import INGEST_IDENTITY, KitPki
@@ -34,11 +46,11 @@ from fieldkit.sync.link import HubLink, tls_context
 from fieldkit.sync.wire import (
     Ack,
     Acks,
+    DeviceStatus,
     OperatorRoster,
     RosterRequest,
     down_topic,
     roster_topic,
-    roster_version,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +66,8 @@ class Ingest:
             upgrade(settings.database_url)
         self.engine = engine or make_engine(settings.database_url)
         self.roster = Roster(pki.roster)
+        self.receivers = Receivers(pki)
+        self.signer = DownlinkSigner(pki)
         self._queue: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._roster_requests: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self.operators: OperatorRoster | None = None
@@ -136,25 +150,24 @@ class Ingest:
                 time.sleep(1.0)
                 continue
             for device_id, items in acks.items():
-                self.link.publish(down_topic(device_id), Acks(items=items).encode())
+                signed = self.signer.sign(Acks(items=items, issued_at=time.time()), device_id)
+                self.link.publish(down_topic(device_id), signed.encode())
 
     def serve_roster(self) -> None:
         """Push a changed roster to every enrolled device; answer devices that asked."""
         if time.monotonic() - self._operators_read >= self.settings.roster_poll:
             self._operators_read = time.monotonic()
             with Session(self.engine) as session:
-                operators = read_operators(session)
-            version = roster_version(operators)
+                roster = tablet_roster(session)
             # An empty registry (none made yet) leaves the tablets with their configured ones.
-            if operators and (self.operators is None or self.operators.version != version):
-                self.operators = OperatorRoster(
-                    version=version, issued_at=time.time(), operators=operators
-                )
+            if roster and (self.operators is None or self.operators.version != roster.version):
+                self.operators = roster
                 devices = self.roster.active()
                 log.info(
-                    "operator roster %s (%d operators) to %d devices",
-                    version[:12],
-                    len(operators),
+                    "operator roster %s (%d operators, %d visits) to %d devices",
+                    roster.version[:12],
+                    len(roster.operators),
+                    len(roster.visits),
                     len(devices),
                 )
                 for device_id in devices:
@@ -170,15 +183,35 @@ class Ingest:
                 log.warning("roster request from %s refused: not an enrolled device", device_id)
                 continue
             try:
-                have = decode(payload, RosterRequest).have
+                request = decode(payload, RosterRequest)
             except MessageError as exc:
                 log.warning("unreadable roster request from %s: %s", device_id, exc.reason)
                 continue
-            if self.operators is not None and have != self.operators.version:
+            if request.status is not None:
+                self.keep_status(device_id, request.status)
+            if self.operators is not None and request.have != self.operators.version:
                 self._publish_roster(device_id, self.operators)
 
+    def keep_status(self, device_id: str, status: DeviceStatus) -> None:
+        """The device's latest status, for the device page (the previous one is replaced)."""
+        fields = {
+            "reported_at": status.at,
+            "received_at": time.time(),
+            "version": status.version,
+            "outbox_pending": status.outbox_pending,
+            "outbox_refused": status.outbox_refused,
+            "outbox_oldest_at": status.outbox_oldest_at,
+        }
+        with Session(self.engine) as session, session.begin():
+            row = session.get(DeviceStatusRow, device_id)
+            if row is None:
+                session.add(DeviceStatusRow(device_id=device_id, **fields))
+            else:
+                for name, value in fields.items():
+                    setattr(row, name, value)
+
     def _publish_roster(self, device_id: str, roster: OperatorRoster) -> None:
-        self.link.publish(roster_topic(device_id), roster.encode())
+        self.link.publish(roster_topic(device_id), self.signer.sign(roster, device_id).encode())
 
     def ingest(self, batch: list[tuple[str, bytes]]) -> dict[str, list[Ack]]:
         """Check, store and commit a batch; return the acks to send, by device."""
@@ -191,7 +224,7 @@ class Ingest:
             try:
                 if len(payload) > self.settings.max_record_bytes:
                     raise Refused("record is larger than the hub accepts")
-                checked = check_record(topic, payload, self.roster)
+                checked = check_record(topic, payload, self.roster, self.receivers)
             except Refused as exc:
                 record_id = record_id_of(payload)
                 log.warning("refused a record from %s (%s): %s", sender, record_id, exc.reason)

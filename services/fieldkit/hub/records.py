@@ -4,8 +4,10 @@ becomes (R16, R21, R24).
 Checks, in order: the payload is a valid ``Record``; the device id in the record equals the
 one in the topic (which the broker's ACL ties to the sender's certificate CN); the device is
 enrolled and not revoked; the device's Ed25519 signature verifies; the body is valid for its
-kind (and a packet's own signature verifies). A refused record's reason goes back on the
-device's downlink and into the log with the device and record id, never the content.
+kind (and a packet's own signature verifies); a packet is sealed to the key registered for its
+municipality (``fieldkit pki receiver import``), else nobody could open it. A refused record's
+reason goes back on the device's downlink and into the log with the device and record id,
+never the content.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from fieldkit.hub.db import (
 )
 from fieldkit.messages import MessageError, decode
 from fieldkit.models import RECORD_ID_PATTERN
-from fieldkit.pki import RosterEntry, read_roster
+from fieldkit.pki import KitPki, RosterEntry, read_roster
 from fieldkit.sealing import SealedPacket, SealingError, unb64, verify_packet
 from fieldkit.sync.wire import (
     BODY_MODELS,
@@ -93,7 +95,25 @@ class Roster:
         return sorted(name for name, entry in self._entries.items() if not entry.revoked)
 
 
-def check_record(topic: str, payload: bytes, roster: Roster) -> Checked:
+class Receivers:
+    """The municipalities' registered sealing keys (their key ids), re-read when one is
+    imported or replaced."""
+
+    def __init__(self, pki: KitPki) -> None:
+        self.pki = pki
+        self._stamp: tuple[tuple[str, int], ...] | None = None
+        self._ids: dict[str, str] = {}
+
+    def key_id(self, municipality: str) -> str | None:
+        folder = self.pki.root / "receivers"
+        stamp = tuple((str(p), p.stat().st_mtime_ns) for p in sorted(folder.glob("*/public.pem")))
+        if stamp != self._stamp:
+            self._ids = self.pki.receiver_key_ids()
+            self._stamp = stamp
+        return self._ids.get(municipality)
+
+
+def check_record(topic: str, payload: bytes, roster: Roster, receivers: Receivers) -> Checked:
     """Validate one uplink message; raise Refused with a reason fit for the device and log."""
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "fieldkit" or parts[2:] != ["up", "record"]:
@@ -135,6 +155,14 @@ def check_record(topic: str, payload: bytes, roster: Roster) -> Checked:
             verify_packet(body, key)
         except SealingError as exc:
             raise Refused(str(exc)) from None
+        registered = receivers.key_id(body.municipality)
+        if registered is None:
+            raise Refused(f"no sealing key is registered for municipality {body.municipality}")
+        if body.receiver_key != registered:
+            raise Refused(
+                f"packet sealed to key {body.receiver_key}, not to municipality "
+                f"{body.municipality}'s registered key {registered}"
+            )
     digest = hashlib.sha256(record.signed_part()).hexdigest()
     signed = isinstance(body, ErasureEvidence) and erasure_signed(body, key)
     return Checked(record=record, digest=digest, body=body, signed=signed)
@@ -178,6 +206,8 @@ def rows_for(checked: Checked, received_at: float) -> dict[type[Any], dict[str, 
             "receiver_key": body.receiver_key,
             "ciphertext": unb64(body.ciphertext, "ciphertext"),
             "signature": body.signature,
+            "version": body.v,
+            "receipt_commitment": body.receipt_commitment,
         }
     elif isinstance(body, Statistics):
         rows[StatisticsRow] = {"record_id": rid, "device_id": dev, **body.model_dump()}

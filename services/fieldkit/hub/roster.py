@@ -1,16 +1,27 @@
-"""The operator roster as tablets get it, read from the hub's handler registry (R13, R22).
+"""The roster as tablets get it: the handler registry and the planned visits of the coming
+days, read from the hub's database (R13, R21, R22; issue 23 item 2).
 
-hub-ingest sends it down to the tablets; the hub web's device page compares each tablet's
-applied version with it.
+hub-ingest sends it down to the tablets, and enrolment hands it over; the hub web's device
+page compares each tablet's applied version with it. The visits go with it so that a tablet
+can offer the day's visit to its staff with its hub out of reach.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fieldkit.hub.web.models import OperatorRow
-from fieldkit.sync.wire import RosterOperator, roster_version
+from fieldkit.hub.web.models import FacilityRow, OperatorRow, VisitRow
+from fieldkit.sync.wire import OperatorRoster, RosterOperator, RosterVisit, roster_version
+
+JST = dt.timezone(dt.timedelta(hours=9))
+# From yesterday (a tablet whose clock or day started before the hub's) to two weeks ahead:
+# the schedule is there offline for any visit the hub may not hear of in time.
+VISITS_BEFORE = dt.timedelta(days=1)
+VISITS_AHEAD = dt.timedelta(days=14)
 
 
 def read_operators(session: Session) -> list[RosterOperator]:
@@ -28,7 +39,47 @@ def read_operators(session: Session) -> list[RosterOperator]:
     ]
 
 
+def read_visits(session: Session, today: dt.date | None = None) -> list[RosterVisit]:
+    """Every device's planned visits from yesterday to two weeks ahead (Japan's dates)."""
+    today = today or dt.datetime.now(JST).date()
+    first, last = (today - VISITS_BEFORE).isoformat(), (today + VISITS_AHEAD).isoformat()
+    rows = session.execute(
+        select(VisitRow, FacilityRow)
+        .join(FacilityRow, FacilityRow.id == VisitRow.facility_id)
+        .where(VisitRow.date >= first, VisitRow.date <= last)
+        .order_by(VisitRow.date, VisitRow.start_time, VisitRow.id)
+    )
+    return [
+        RosterVisit(
+            id=visit.id,
+            device_id=visit.device_id,
+            date=visit.date,
+            facility=facility.name,
+            municipality=facility.municipality,
+            kind=visit.kind,
+            start_time=visit.start_time,
+            end_time=visit.end_time,
+        )
+        for visit, facility in rows
+    ]
+
+
+def tablet_roster(session: Session, issued_at: float | None = None) -> OperatorRoster | None:
+    """The roster tablets should hold, or None while the registry is empty (nothing is sent:
+    the tablets keep their configured operators)."""
+    operators = read_operators(session)
+    if not operators:
+        return None
+    visits = read_visits(session)
+    return OperatorRoster(
+        version=roster_version(operators, visits),
+        issued_at=time.time() if issued_at is None else issued_at,
+        operators=operators,
+        visits=visits,
+    )
+
+
 def current_version(session: Session) -> str | None:
     """The version tablets should hold, or None while the registry is empty (nothing is sent)."""
-    operators = read_operators(session)
-    return roster_version(operators) if operators else None
+    roster = tablet_roster(session, issued_at=0.0)
+    return roster.version if roster is not None else None

@@ -8,6 +8,7 @@ import time
 
 from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.crl import crl_status
+from fieldkit.hub.custody import refuse_private_sealing_keys
 from fieldkit.hub.ingest import Ingest
 from fieldkit.pki import KitPki
 from fieldkit.runner import ServiceContext
@@ -18,6 +19,7 @@ CRL_ALARM_LOG_SECONDS = 3600
 
 
 def setup_broker(ctx: ServiceContext) -> None:
+    refuse_private_sealing_keys(ctx.config, "hub-broker")
     hub = ctx.config.hub
     broker = HubBroker(
         KitPki(hub.pki),
@@ -80,6 +82,7 @@ def setup_broker(ctx: ServiceContext) -> None:
 
 
 def setup_ingest(ctx: ServiceContext) -> None:
+    refuse_private_sealing_keys(ctx.config, "hub-ingest")
     ingest = Ingest(ctx.config.hub)
     ingest.start()
     ctx.on_stop(ingest.stop)

@@ -10,6 +10,8 @@ from fieldkit.models import Section
 class HubSection(Section):
     # The PKI directory's public parts plus hub/ keys (see fieldkit.pki for the layout).
     pki: Path = Path("/etc/fieldkit/pki")
+    # The hub's config folder: scanned at start, with the others, for private sealing keys.
+    config_dir: Path = Path("/etc/fieldkit")
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(default=8883, ge=0, le=65535)
     broker_dir: Path = Path("/run/fieldkit/hub-broker")

@@ -12,21 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from flask import Flask, Response, g, render_template, request, session
-from flask_login import LoginManager
+from flask import Flask, Response, g, render_template, request, session, url_for
+from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from fieldkit.audit import AuditLog, entries
 from fieldkit.bus import BusError
 from fieldkit.config import DeviceConfig, load_config
-from fieldkit.erasure import serve_forget_requests
+from fieldkit.erasure import SessionForgotten, serve_forget_requests
 from fieldkit.kiosk.camera import Camera
-from fieldkit.kiosk.flow import ApplicantSession, AuditEvent, Counter
+from fieldkit.kiosk.flow import ApplicantSession, AuditEvent, Counter, FlowError, Step
 from fieldkit.kiosk.handoff import SessionFolders
 from fieldkit.kiosk.operators import OperatorRegistry
 from fieldkit.kiosk.outbound import HandedCursor, Outbound
 from fieldkit.kiosk.printer import Printer
-from fieldkit.kiosk.text import Lang, age_band_label, check_label, say, unit_label
+from fieldkit.kiosk.reception import ReceptionNumbers
+from fieldkit.kiosk.seat import Seat
+from fieldkit.kiosk.text import Lang, age_band_label, check_words, say
+from fieldkit.kiosk.wiping import FORGOTTEN_TOPIC, WipeWatch
 from fieldkit.messages import Ping, Pong
 from fieldkit.municipalities import MunicipalityTable
 from fieldkit.registry import holders, specs_for_role
@@ -86,6 +89,14 @@ class Kiosk:
     backlog: list[UnprovenSession] = field(default_factory=list)
     # The services that must answer the forget handshake (and the wipe): pinged at each start.
     holders: list[str] = field(default_factory=list)
+    # The one operator logged in on this tablet (R13, issue 17).
+    seat: Seat = field(default_factory=Seat)
+    # Why the last session ended with nobody at the screen (the ready page says it once).
+    timed_out: str | None = None
+    # The visit staff chose for each day (date -> visit id, None: not on the schedule).
+    visit_chosen: dict[str, int | None] = field(default_factory=dict)
+    # The wipe as staff watch it: who has erased the session so far, then the verdict.
+    wipe_watch: WipeWatch = field(default_factory=lambda: WipeWatch([]))
     _wipe_lock: threading.RLock = field(default_factory=threading.RLock)
 
     def record(self, event: AuditEvent) -> None:
@@ -132,22 +143,59 @@ class Kiosk:
         """Close the ended session and ask the wipe service to erase it everywhere (R6).
 
         Returns the wipe's verdict, or None when no bus is attached (the kiosk's own tests):
-        closing the session has then zeroed what the kiosk held, and nothing else ran.
+        closing the session has then zeroed what the kiosk held, and nothing else ran. None
+        too when another thread (the idle timer, a request) closed the session first.
         A session whose wipe is not proven stays *unproven*: no new session starts until a
         retry of its wipe passes (``session_refusal``, ``retry_wipe``).
         """
         session = self.counter.current
         if session is None:
             return None
-        markers = session_markers(session)
-        self.counter.close()
         if self.service is None:
+            self.counter.close()
             return None
         with self._wipe_lock:
-            self.unproven = UnprovenWipe(session.sid, session.operator, markers)
-        # Only the pending wipe holds the markers now, and it hands them to the wipe.
-        del markers, session
-        return self.retry_wipe()
+            # The timer and a request may both end the session: one of them closes it.
+            if self.counter.current is not session:
+                return None
+            if session.step is not Step.ENDED:
+                raise FlowError("end the session before closing it")
+            # Unproven before the counter frees up: no new session starts in between.
+            self.unproven = UnprovenWipe(session.sid, session.operator, session_markers(session))
+            self.counter.close()
+            # Only the pending wipe holds the markers now, and it hands them to the wipe.
+            del session
+            return self.retry_wipe()
+
+    def foreign_session(self, operator: str) -> bool:
+        """Whether the open session is another operator's: they may not see, move or end it."""
+        session = self.counter.current
+        return session is not None and session.operator != operator
+
+    def end_session(self, reason: str) -> bool | None:
+        """Abandon whatever session is open and have it wiped; the wipe's verdict (or None)."""
+        if self.counter.current is None:
+            return None
+        self.counter.abandon(reason)
+        return self.close_and_wipe()
+
+    def expire_idle(self) -> None:
+        """The timeouts, run on the server (issue 17): by the idle timer with nobody at the
+        screen, and before each request. An applicant session nobody moved on for
+        ``applicant_idle_minutes`` is abandoned and wiped; an operator who did nothing for
+        ``operator_idle_minutes`` is logged out, and their open session ends with the login.
+        Both are audited (``abandon:idle``, ``logout:idle``) and say whose data never."""
+        settings = self.config.kiosk
+        if self.counter.idle_expired(settings.applicant_idle_minutes * 60):
+            # Said before the wipe runs: the page reloads as soon as the session is closed.
+            self.timed_out = "applicant_timed_out"
+            self.end_session("idle")
+        operator = self.seat.end_if_idle(settings.operator_idle_minutes * 60)
+        if operator is not None:
+            self.record_login(operator, "logout:idle")
+            session = self.counter.current
+            if session is not None and session.operator == operator:
+                self.end_session("operator-idle")
 
     def retry_wipe(self) -> bool:
         """Ask the wipe service (again) to erase the unproven session; True once it passed."""
@@ -159,6 +207,7 @@ class Kiosk:
                 return False
             pending.attempts += 1
             bus = self.service.bus
+            self.wipe_watch.begin(pending.sid)
             request = WipeSession(sid=pending.sid, operator=pending.operator)
             try:
                 if pending.markers is not None:
@@ -180,6 +229,7 @@ class Kiosk:
                         "session %s: wipe failed: %s", pending.sid, "; ".join(result.failures)
                     )
             del request
+            self.wipe_watch.finished(pending.sid, ok)
             action = "wiped" if ok else "wipe-failed"
             if pending.attempts > 1:
                 action += f":attempt-{pending.attempts}"
@@ -292,12 +342,21 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
     state.outbound.resume(entries(trail_path))
     state.camera = Camera(ctx.bus, state.counter, state.config.kiosk.online_application_hosts)
     state.printer = Printer(
-        ctx.bus, state.counter, state.config.device.site or state.config.device.id
+        ctx.bus,
+        state.counter,
+        state.config.device.site or state.config.device.id,
+        state.municipalities,
+        state.config.kiosk.contact,
     )
     serve_forget_requests(ctx.bus, state.forget_session)
     state.operators.follow(ctx.bus)
     specs = specs_for_role(state.config.device.role, state.config.runner.services)
     state.holders = sorted({*holders(specs), "wipe"} - {ctx.spec.name})
+    # Staff see each holder's answer to the wipe's forget handshake as it comes (item 6).
+    state.wipe_watch = WipeWatch(holders(specs))
+    ctx.bus.handle_event(
+        FORGOTTEN_TOPIC, SessionForgotten, lambda answer, _: state.wipe_watch.forgotten(answer)
+    )
     # A session this kiosk (or the one before it, if it restarted) ended whose erasure the
     # wipe has not proven stays unproven across the restart.
     try:
@@ -324,6 +383,12 @@ def attach_service(app: Flask, ctx: ServiceContext) -> None:
         target=retry_unproven, args=(state, ctx.stopping), name="kiosk-wipe-retry", daemon=True
     )
     retry.start()
+    # The timeouts run whether or not anyone touches the screen (issue 17). This runs in
+    # gunicorn's one worker (post_worker_init), the process that holds the session.
+    timer = threading.Thread(
+        target=watch_idle, args=(state, ctx.stopping), name="kiosk-idle-timer", daemon=True
+    )
+    timer.start()
 
 
 def retry_unproven(state: Kiosk, stopping: threading.Event) -> None:
@@ -333,6 +398,14 @@ def retry_unproven(state: Kiosk, stopping: threading.Event) -> None:
                 state.retry_wipe()
             except Exception:
                 log.exception("retrying the unproven wipe failed")
+
+
+def watch_idle(state: Kiosk, stopping: threading.Event) -> None:
+    while not stopping.wait(state.config.kiosk.idle_check_seconds):
+        try:
+            state.expire_idle()
+        except Exception:
+            log.exception("the idle timer failed")
 
 
 def detach_service(app: Flask) -> None:
@@ -366,6 +439,19 @@ SECURITY_HEADERS = {
 }
 
 
+def page_follows(state: Kiosk) -> dict[str, str] | None:
+    """What kiosk.js polls to keep the operator's page in step with the server (base.html);
+    None where nothing is to follow: nobody logged in, or another operator's session."""
+    if not current_user.is_authenticated or state.foreign_session(current_user.id):
+        return None
+    session = state.counter.current
+    return {
+        "live": url_for("counter.live"),
+        "step": session.step.value if session else "",
+        "unproven": "1" if state.unproven is not None else "",
+    }
+
+
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the kiosk app; a test passes ``FIELDKIT`` (a DeviceConfig) and any Flask keys."""
     app = Flask(__name__)
@@ -380,6 +466,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     config: DeviceConfig = app.config.get("FIELDKIT") or load_config()
     settings = config.kiosk
+    # Today's numbers issued before a restart are in the trail: the count goes on from there.
+    numbers = ReceptionNumbers(settings.reception_prefix, entries(kiosk_audit_path(config)))
     state = Kiosk(
         config=config,
         operators=OperatorRegistry(
@@ -388,7 +476,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             lockout_seconds=settings.lockout_minutes * 60,
         ),
         counter=Counter(
-            audit=lambda e: state.record(e), on_close=lambda s: state.session_closed(s)
+            audit=lambda e: state.record(e),
+            on_close=lambda s: state.session_closed(s),
+            reception_number=numbers.issue,
         ),
         municipalities=MunicipalityTable.load(settings.prefectures),
     )
@@ -399,12 +489,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
+    # Flask-Login's own prompt is English; the kiosk says it from its catalogue.
+    login_manager.login_message = "login_needed"
+    login_manager.localize_callback = lambda key: say(key, g.get("lang", "ja"))
 
-    from fieldkit.kiosk import auth, counter, enrol
+    from fieldkit.kiosk import auth, card, counter, enrol, visit
 
     app.register_blueprint(enrol.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(counter.bp)
+    app.register_blueprint(card.bp)
+    app.register_blueprint(visit.bp)
 
     @app.before_request
     def choose_language() -> None:
@@ -416,11 +511,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     def helpers() -> dict[str, Any]:
         lang: Lang = g.get("lang", "ja")
         return {
+            "follow": page_follows(state),
             "t": lambda key: say(key, lang),
             "lang": lang,
             "age_label": lambda band: age_band_label(band, lang),
-            "check_label": lambda name: check_label(name, lang),
-            "unit_label": lambda unit: unit_label(unit, lang),
+            "check_words": lambda check: check_words(check, lang),
         }
 
     @app.errorhandler(CSRFError)

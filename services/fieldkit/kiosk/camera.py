@@ -35,19 +35,34 @@ STEP_MODES = {Step.SCAN: "qr", Step.PHOTO: "photo"}
 
 @dataclass
 class LiveView:
-    """What the operator's screen shows while the camera works. Photo bytes are personal."""
+    """What the operator's screen shows while the camera works. Photo bytes are personal.
+
+    What it says is kept as what happened (a refusal's code, the checks), not as words: the
+    page says it in the operator's language from the kiosk's text catalogue (kiosk/text.py).
+    """
 
     sid: str
     mode: str = "idle"
     preview_url: str | None = None
     camera_problem: str | None = None
-    message_ja: str = ""
-    message_en: str = ""
+    # The last QR refusal (a catalogue key, ``id_refused:<code>``), at the scan step.
+    notice: str | None = None
+    # The photo step's checks of the last frame (the first that fails is what to do).
     checks: list[CheckResult] = field(default_factory=list)
     candidate_print: bytearray | None = field(default=None, repr=False)
     candidate_online: bytearray | None = field(default=None, repr=False)
     candidate_checks: list[CheckResult] = field(default_factory=list)
     candidate_passed: bool = False
+    # Manual entry wins (issue 21 item 2): while staff type an ID (the field has focus or
+    # content, the page says so) or a refusal of a typed ID is on screen, a QR read is only
+    # offered, never taken. The offer is personal: the ID and the QR's link.
+    typing: bool = False
+    refusal_open: bool = False
+    offer: tuple[str, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def manual_entry(self) -> bool:
+        return self.typing or self.refusal_open
 
     def drop_candidate(self) -> None:
         for buffer in (self.candidate_print, self.candidate_online):
@@ -58,8 +73,10 @@ class LiveView:
 
     def zero(self) -> None:
         self.drop_candidate()
-        self.message_ja = self.message_en = ""
+        self.notice = None
         self.checks = []
+        self.offer = None
+        self.typing = self.refusal_open = False
 
 
 class Camera:
@@ -126,6 +143,48 @@ class Camera:
             self.counter.set_photo(bytes(live.candidate_print), bytes(live.candidate_online))
             live.drop_candidate()
 
+    def manual_entry(self, typing: bool | None = None, refusal_open: bool | None = None) -> None:
+        """The scan page says whether staff are typing an ID, or a typed ID's refusal is shown."""
+        with self._lock:
+            live = self._at_scan()
+            if live is None:
+                return
+            if typing is not None:
+                live.typing = typing
+            if refusal_open is not None:
+                live.refusal_open = refusal_open
+
+    def offered(self) -> bool:
+        with self._lock:
+            live = self._at_scan()
+            return live is not None and live.offer is not None
+
+    def take_offer(self) -> None:
+        """Staff chose the QR's ID over what they typed: the session moves on with it."""
+        with self._lock:
+            live = self._at_scan()
+            if live is None or live.offer is None:
+                raise FlowError("no QR code is offered")
+            application_id, online_url = live.offer
+            live.offer = None
+            live.typing = live.refusal_open = False
+            self.counter.set_application_id(application_id, online_url)
+
+    def decline_offer(self) -> None:
+        """Staff keep typing: the QR's ID is dropped (capture sends it again only after another
+        code was in view)."""
+        with self._lock:
+            live = self._at_scan()
+            if live is not None:
+                live.offer = None
+
+    def _at_scan(self) -> LiveView | None:
+        session = self.counter.current
+        live = self.live
+        if session is None or session.step is not Step.SCAN or live is None:
+            return None
+        return live if live.sid == session.sid else None
+
     def forget(self, sid: str) -> list[str]:
         with self._lock:
             live = self.live
@@ -160,10 +219,14 @@ class Camera:
                 return
             if result.accepted and result.application_id and session.step is Step.SCAN:
                 online_url = allowed_online_url(result.online_url, self.online_hosts)
-                self.counter.set_application_id(result.application_id, online_url)
-                live.message_ja = live.message_en = ""
+                live.notice = None
+                if live.manual_entry:
+                    # Offered, never forced: staff typing keep their digits and their refusal.
+                    live.offer = (result.application_id, online_url)
+                else:
+                    self.counter.set_application_id(result.application_id, online_url)
             elif not result.accepted:
-                live.message_ja, live.message_en = result.message_ja, result.message_en
+                live.notice = f"id_refused:{result.reason}" if result.reason else None
 
     def _on_camera(self, state: CameraState, meta: Incoming) -> None:
         # Unplugged (or back) while a step uses it: the operator is told at once, not only
@@ -176,7 +239,6 @@ class Camera:
         with self._lock:
             live = self._live_for(guidance.sid)
             if live is not None:
-                live.message_ja, live.message_en = guidance.message_ja, guidance.message_en
                 live.checks = guidance.checks
 
     def _on_photo(self, photo: PhotoResult, meta: Incoming) -> None:

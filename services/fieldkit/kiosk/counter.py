@@ -6,6 +6,8 @@ the kiosk holds nothing about an applicant but the statistics and the audit even
 
 from __future__ import annotations
 
+import logging
+
 from flask import (
     Blueprint,
     Response,
@@ -15,6 +17,7 @@ from flask import (
     jsonify,
     redirect,
     render_template,
+    request,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -25,14 +28,18 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 
 from fieldkit.antivirus.messages import GateReply, GateRequest
 from fieldkit.bus import BusError
-from fieldkit.capture.appid import ApplicationIdRefused, read_application_id
+from fieldkit.capture.appid import ApplicationIdRefused, grouped, read_application_id
+from fieldkit.kiosk import visit
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.camera import Camera, LiveView
-from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Sex, Step
+from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Mode, Sex, Step
 from fieldkit.kiosk.outbound import SubmissionRefused
-from fieldkit.kiosk.text import say
+from fieldkit.kiosk.text import photo_guidance, say
+from fieldkit.printing.messages import reception_grouped
+from fieldkit.sync.messages import FULL_TEXT_JA
 
 bp = Blueprint("counter", __name__)
+log = logging.getLogger(__name__)
 
 
 def keys(*values: str) -> list[tuple[str, str]]:
@@ -52,9 +59,15 @@ class ManualIdForm(FlaskForm):
         try:
             field.data = read_application_id(field.data or "").digits
         except ApplicationIdRefused as refused:
-            raise ValidationError(
-                refused.message_ja if g.get("lang", "ja") == "ja" else refused.message_en
-            ) from None
+            raise ValidationError(say(f"id_refused:{refused.code}", g.get("lang", "ja"))) from None
+
+
+class QrOfferForm(FlaskForm):
+    answer = RadioField(choices=keys("use", "ignore"), validators=[InputRequired()])
+
+
+class TypingForm(FlaskForm):
+    typing = RadioField(choices=keys("0", "1"), validators=[InputRequired()])
 
 
 class EmptyForm(FlaskForm):
@@ -107,24 +120,28 @@ def to_current_step() -> ResponseReturnValue:
 
 def end_session(reason: str) -> None:
     """Abandon whatever is open, forget it, and have the wipe service erase it everywhere."""
-    counter = kiosk().counter
-    if counter.current is not None:
-        counter.abandon(reason)
-        close_and_wipe()
+    verdict = kiosk().end_session(reason)
+    if verdict is not None:
+        flash(say("wipe_passed" if verdict else "wipe_failed", g.get("lang", "ja")))
 
 
 def close_and_wipe() -> None:
-    if kiosk().close_and_wipe() is False:
-        # The home page says so too, and no new session starts until a retry passes.
-        flash(say("wipe_failed", g.get("lang", "ja")))
+    """Close the ended session and wipe it; the verdict is said on the next page."""
+    verdict = kiosk().close_and_wipe()
+    if verdict is not None:
+        # After a failure the home page says so too, and no session starts until a retry passes.
+        flash(say("wipe_passed" if verdict else "wipe_failed", g.get("lang", "ja")))
 
 
 @bp.before_request
 @login_required
-def expire_idle_applicant() -> ResponseReturnValue | None:
-    limit = kiosk().config.kiosk.applicant_idle_minutes * 60
-    if kiosk().counter.idle_expired(limit):
-        kiosk().counter.abandon("idle")
+def only_the_sessions_operator() -> ResponseReturnValue | None:
+    """The open session is its operator's alone: nobody else sees its step or moves it on.
+    (The seat lets no one else log in while it is open; this holds even if one did.)"""
+    if kiosk().foreign_session(current_user.id):
+        if request.endpoint == "counter.live":
+            return jsonify(step=None, message="", candidate=False, camera_problem=None), 409
+        return render_template("busy.html"), 409
     # The camera follows the session: the right mode for this step, idle and zeroed after it.
     live_view()
     return None
@@ -141,12 +158,7 @@ def live() -> ResponseReturnValue:
     """Polled by kiosk.js: the step, and what the camera says now, in the operator's language."""
     session = kiosk().counter.current
     view = live_view()
-    message = ""
-    if view is not None and view.camera_problem and session is not None:
-        # Capture's guidance stops with the camera: say what is wrong and what to do instead.
-        message = say("camera_problem" if session.step is Step.SCAN else "camera_unplugged", g.lang)
-    elif view is not None:
-        message = view.message_ja if g.lang == "ja" else view.message_en
+    message = camera_words(view, session.step if session is not None else None)
     printer = kiosk().printer
     run = printer.status(session.sid) if printer is not None and session is not None else None
     if run is not None:
@@ -156,7 +168,27 @@ def live() -> ResponseReturnValue:
         message=message,
         candidate=bool(view and view.candidate_print is not None),
         camera_problem=view.camera_problem if view else None,
+        # A QR read while staff type: the scan page offers it (kiosk.js), never takes it.
+        offer=bool(view and view.offer is not None),
+        # The ready page follows the last session's wipe: unproven while it runs, then not.
+        unproven=kiosk().unproven is not None,
+        # The wipe as it runs, in words (the page that asked for it shows them, kiosk.js).
+        wipe=kiosk().wipe_watch.words(g.lang),
     )
+
+
+def camera_words(view: LiveView | None, step: Step | None) -> str:
+    """What the camera line says now, in the operator's language (kiosk/text.py)."""
+    if view is None or step is None:
+        return ""
+    if view.camera_problem:
+        # Capture's guidance stops with the camera: say what is wrong and what to do instead.
+        return say("camera_problem" if step is Step.SCAN else "camera_unplugged", g.lang)
+    if step is Step.SCAN and view.notice is not None:
+        return say(view.notice, g.lang)
+    if step is Step.PHOTO and view.checks:
+        return photo_guidance(view.checks, g.lang)
+    return ""
 
 
 @bp.errorhandler(FlowError)
@@ -199,14 +231,26 @@ def home() -> ResponseReturnValue:
     state = kiosk()
     if state.counter.current is not None:
         return to_current_step()
+    if visit.needs_choice(state):  # the day's place first, when the hub planned any
+        return redirect(url_for("visit.choose"))
     form = ModeForm(mode=state.config.kiosk.default_mode)
     refusal = None
+    # The last session ended by the timer, with nobody at the screen: said here, until its
+    # wipe is proven (the page reloads then by itself, kiosk.js) and then once more.
+    timed_out = state.timed_out
+    if state.unproven is None:
+        state.timed_out = None
     if form.validate_on_submit():
         refused = start_refusal()
         if refused is None:
-            state.counter.start(
-                current_user.id, "municipal" if form.mode.data == "municipal" else "support"
+            mode: Mode = "municipal" if form.mode.data == "municipal" else "support"
+            # Only while this login holds the seat: no other login comes in between (seat.py).
+            started = state.seat.while_seated(
+                current_user.token, lambda: state.counter.start(current_user.id, mode)
             )
+            if started is None:
+                return redirect(url_for("auth.login"))
+            started.visit_id = visit.chosen_today(state)
             return to_current_step()
         code, refusal = refused
         # Audited, and so at the hub: every refusal is an alarm there (R14, R24).
@@ -214,9 +258,12 @@ def home() -> ResponseReturnValue:
     elif state.unproven is not None:
         # Shown before staff press start: the next applicant must wait.
         refusal = say("wipe_unproven", g.lang)
+    # The receipt names where applicants call: without it staff are told, every time (R5).
+    contact_missing = not state.config.kiosk.contact.configured
     return render_template(
         "ready.html", form=form, refusal=refusal, unproven=state.unproven is not None,
-        buttons=EmptyForm(),
+        buttons=EmptyForm(), timed_out=say(timed_out, g.lang) if timed_out else None,
+        contact_missing=contact_missing,
     )  # fmt: skip
 
 
@@ -232,12 +279,57 @@ def retry_wipe() -> ResponseReturnValue:
 
 @bp.route("/scan", methods=["GET", "POST"])
 def scan() -> ResponseReturnValue:
-    kiosk().counter.require(Step.SCAN)
+    session = kiosk().counter.require(Step.SCAN)
     form = ManualIdForm()
+    camera = kiosk().camera
     if form.validate_on_submit():
         kiosk().counter.set_application_id(form.application_id.data or "")
         return to_current_step()
-    return render_template("scan.html", form=form, buttons=EmptyForm(), view=live_view())
+    refused = bool(form.application_id.errors)
+    if camera is not None:
+        # A fresh page has an empty field; a refused number stays on screen with its reason,
+        # and until staff close it a QR read is only offered (issue 21 item 2).
+        camera.manual_entry(typing=refused, refusal_open=refused)
+    view = live_view()
+    # Municipal reception may check the applicant's own card first (kiosk/card.py).
+    municipal = session.mode == "municipal"
+    return render_template(
+        "scan.html", form=form, buttons=EmptyForm(), view=view, municipal=municipal,
+        guidance=camera_words(view, Step.SCAN), offer=bool(view and view.offer is not None),
+        offer_form=QrOfferForm(), refused=refused,
+    )  # fmt: skip
+
+
+@bp.post("/scan/typing")
+def scan_typing() -> ResponseReturnValue:
+    """kiosk.js: the ID field got focus or content (1), or is empty and left (0)."""
+    form = TypingForm()
+    camera = kiosk().camera
+    if form.validate_on_submit() and camera is not None:
+        camera.manual_entry(typing=form.typing.data == "1")
+    return Response(status=204)
+
+
+@bp.post("/scan/qr")
+def scan_qr() -> ResponseReturnValue:
+    """Staff answer the offer of a QR read while they typed: use it, or keep typing."""
+    form = QrOfferForm()
+    camera = camera_or_404()
+    if form.validate_on_submit():
+        if form.answer.data == "use":
+            camera.take_offer()
+        else:
+            camera.decline_offer()
+    return to_current_step()
+
+
+@bp.post("/scan/dismiss")
+def scan_dismiss() -> ResponseReturnValue:
+    """Staff close the refusal of a typed number: from now on a QR read may move on again."""
+    camera = kiosk().camera
+    if EmptyForm().validate_on_submit() and camera is not None:
+        camera.manual_entry(refusal_open=False)
+    return to_current_step()
 
 
 @bp.post("/scan/forward")
@@ -274,7 +366,9 @@ def terms() -> ResponseReturnValue:
 def photo() -> ResponseReturnValue:
     kiosk().counter.require(Step.PHOTO)
     view = live_view()
-    return render_template("photo.html", view=view, buttons=EmptyForm())
+    return render_template(
+        "photo.html", view=view, buttons=EmptyForm(), guidance=camera_words(view, Step.PHOTO)
+    )
 
 
 @bp.get("/photo/candidate.jpg")
@@ -342,15 +436,51 @@ def statistics() -> ResponseReturnValue:
     return render_template("statistics.html", form=form)
 
 
+def municipality_name(code: str | None) -> str | None:
+    """The municipality by name (長野県松本市), never its code; None when none was chosen."""
+    return kiosk().municipalities.get(code).full_name if code else None
+
+
+def render_review(correction: ManualIdForm | None = None) -> ResponseReturnValue:
+    """Confirm before applying (issue 21 item 1): the ID in the form's groups, where it goes,
+    the photo; the ID can be corrected here."""
+    session = kiosk().counter.require(Step.REVIEW)
+    refused = correction is not None and bool(correction.application_id.errors)
+    return render_template(
+        "review.html",
+        session=session,
+        municipality=municipality_name(session.municipality),
+        application_id=grouped(session.application_id) if session.application_id else None,
+        buttons=EmptyForm(),
+        correction=correction or ManualIdForm(formdata=None),
+        correction_refused=refused,
+    )
+
+
 @bp.get("/review")
 def review() -> ResponseReturnValue:
+    return render_review()
+
+
+@bp.get("/review/photo.jpg")
+def review_photo() -> ResponseReturnValue:
     session = kiosk().counter.require(Step.REVIEW)
-    municipality = (
-        kiosk().municipalities.get(session.municipality).name if session.municipality else None
-    )
-    return render_template(
-        "review.html", session=session, municipality=municipality, buttons=EmptyForm()
-    )
+    if session.photo is None:
+        abort(404)
+    return Response(bytes(session.photo), mimetype="image/jpeg")
+
+
+@bp.post("/review/application-id")
+def correct_application_id() -> ResponseReturnValue:
+    """The ID staff type here goes through the same rules as a scanned or typed one; a refused
+    number leaves the ID as it was, and the page says why."""
+    kiosk().counter.require(Step.REVIEW)
+    form = ManualIdForm()
+    if not form.validate_on_submit():
+        return render_review(form)
+    if kiosk().counter.correct_application_id(form.application_id.data or ""):
+        flash(say("id_corrected", g.lang))
+    return to_current_step()
 
 
 @bp.post("/submit")
@@ -363,16 +493,26 @@ def submit() -> ResponseReturnValue:
             try:
                 outbound.submit_packet(kiosk().counter.require(Step.REVIEW))
             except SubmissionRefused as refused:
-                key = "need_municipality" if refused.reason == "municipality" else None
-                flash(
-                    say(key, g.lang) if key else f"{say('submit_refused', g.lang)} {refused.reason}"
-                )
+                # sync's own reason goes to the log (it names no applicant), not on the page.
+                log.warning("the application packet was refused: %s", refused.reason)
+                flash(say(submit_refusal_key(refused), g.lang))
                 return to_current_step()
         session = kiosk().counter.submit()
         printer = kiosk().printer
         if printer is not None:
             printer.print_session(session)
     return to_current_step()
+
+
+def submit_refusal_key(refused: SubmissionRefused) -> str:
+    """What the page says when sync does not take the application packet (never its words)."""
+    if refused.reason == "municipality":
+        return "need_municipality"  # none chosen
+    if FULL_TEXT_JA in refused.reason:
+        return "outbox_full"  # sync's outbox is full: staff must know, the kit cannot wait it out
+    if "municipality" in refused.fields:
+        return "municipality_no_key"  # chosen, but the kit cannot seal to it
+    return "submit_refused_busy"
 
 
 @bp.get("/print")
@@ -405,13 +545,21 @@ def done() -> ResponseReturnValue:
         # The browser uploads the online JPEG from here; the folder goes when the session closes.
         photo = state.folders.write_photo(session.sid, bytes(session.online_photo))
         handoff = {"url": session.online_url, "photo": str(photo)}
-    return render_template("done.html", buttons=EmptyForm(), handoff=handoff)
+    number = session.reception_number
+    return render_template(
+        "done.html", buttons=EmptyForm(), handoff=handoff,
+        reception_number=reception_grouped(number) if number else None,
+        municipality=municipality_name(session.municipality),
+    )  # fmt: skip
 
 
 @bp.post("/finish")
 def finish() -> ResponseReturnValue:
+    """One tap ends the application and wipes it (issue 21 item 6): the page shows the wipe's
+    progress while this request waits for its verdict (kiosk.js), the ready page the verdict."""
     if EmptyForm().validate_on_submit():
         kiosk().counter.finish()
+        close_and_wipe()
     return to_current_step()
 
 

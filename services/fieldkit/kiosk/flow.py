@@ -103,11 +103,15 @@ class ApplicantSession:
     agreed: bool | None = None
     e_certificate: bool | None = None
     braille: bool | None = None
+    # Issued at submission (kiosk/reception.py): made from nothing personal, read out on the phone.
+    reception_number: str | None = None
     # Statistics: not personal.
     municipality: str | None = None
     sex: Sex = "no-answer"
     age_band: str = "no-answer"
     outcome: Outcome | None = None
+    # The visit staff chose for the day on this tablet (kiosk/visit.py); None if none planned.
+    visit_id: int | None = None
 
     def forget(self) -> None:
         """Zero and drop every personal item this session held."""
@@ -143,10 +147,13 @@ class Counter:
         self,
         audit: Callable[[AuditEvent], None],
         on_close: Callable[[ApplicantSession], list[str]] | None = None,
+        reception_number: Callable[[], str] | None = None,
     ) -> None:
         self._audit = audit
         # Whatever else held the session's data (files for the browser) is purged here.
         self._on_close = on_close
+        # The receipt's reception number, issued when the application is submitted.
+        self._reception_number = reception_number
         self._lock = threading.RLock()
         self.current: ApplicantSession | None = None
 
@@ -183,6 +190,21 @@ class Counter:
             session.application_id = application_id
             session.online_url = online_url
             self._move(session, Step.TERMS, "application-id")
+
+    def correct_application_id(self, application_id: str) -> bool:
+        """Staff correct the ID at review, after comparing it with the form (issue 21).
+
+        The QR's link carries the ID it was read with: a different ID drops it, so the
+        online hand-off never opens the application of the wrong ID. Returns whether it changed.
+        """
+        with self._lock:
+            session = self.require(Step.REVIEW)
+            if application_id == session.application_id:
+                return False
+            session.application_id = application_id
+            session.online_url = None
+            self._move(session, Step.REVIEW, "application-id-corrected")
+            return True
 
     def forward(self) -> None:
         """No form, or the ID is unknown: the form goes to the municipality (R8)."""
@@ -260,6 +282,8 @@ class Counter:
             ]
             if missing:
                 raise FlowError(f"cannot submit without: {', '.join(missing)}")
+            if self._reception_number is not None:
+                session.reception_number = self._reception_number()
             session.outcome = Outcome.SUBMITTED
             self._move(session, Step.PRINT, "submitted")
             return session
@@ -301,11 +325,16 @@ class Counter:
             self.current = None
             return session
 
-    def idle_expired(self, limit_seconds: float) -> bool:
+    def touch(self, operator: str) -> None:
+        """The session's operator did something at the screen: the session is not idle."""
         with self._lock:
             session = self.current
-            return (
-                session is not None
-                and session.step is not Step.ENDED
-                and time.monotonic() - session.last_activity > limit_seconds
-            )
+            if session is not None and session.operator == operator:
+                session.last_activity = time.monotonic()
+
+    def idle_expired(self, limit_seconds: float) -> bool:
+        """Nobody moved the open session on for ``limit_seconds``. An ended session counts
+        too: its data stays in memory until it is closed and wiped."""
+        with self._lock:
+            session = self.current
+            return session is not None and time.monotonic() - session.last_activity > limit_seconds

@@ -21,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fieldkit.bus import Bus, BusError, Incoming, RequestRefused
 from fieldkit.kiosk.settings import OperatorEntry
 from fieldkit.sync.messages import OperatorsRequest
-from fieldkit.sync.wire import OperatorRoster
+from fieldkit.sync.wire import OperatorRoster, RosterVisit
 
 log = logging.getLogger(__name__)
 # How long the kiosk keeps asking sync for the roster at start (sync may start after it).
@@ -65,6 +65,8 @@ class OperatorRegistry:
         self._operators = dict(self._configured)
         self.roster_version = ""
         self._roster_issued = -1.0
+        # The planned visits that came with the roster (every device's; issue 23 item 2).
+        self._visits: list[RosterVisit] = []
         self._max = max_failures
         self._lockout = lockout_seconds
         self._clock = clock
@@ -85,6 +87,7 @@ class OperatorRegistry:
                 for o in roster.operators
             }
             self._operators = {**self._configured, **from_hub}
+            self._visits = list(roster.visits)
             self.roster_version = roster.version
             self._roster_issued = roster.issued_at
         return True
@@ -114,6 +117,11 @@ class OperatorRegistry:
             log.warning("sync did not answer for the operator roster; configured operators only")
 
         threading.Thread(target=ask, name="kiosk-roster", daemon=True).start()
+
+    def visits_on(self, device_id: str, date: str) -> list[RosterVisit]:
+        """This device's planned visits on ``date``, as the last roster from the hub has them."""
+        with self._lock:
+            return [v for v in self._visits if v.device_id == device_id and v.date == date]
 
     def get(self, operator_id: str) -> OperatorEntry | None:
         entry = self._operators.get(operator_id)

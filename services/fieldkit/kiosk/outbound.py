@@ -39,25 +39,28 @@ MODE = {"support": "support", "municipal": "reception"}
 OUTCOME = {
     Outcome.SUBMITTED: "applied",
     Outcome.FORWARDED: "forwarded",
-    # The hub's reports have three outcomes; a declined agreement is an application not made.
-    Outcome.DECLINED: "abandoned",
+    # The applicant did not agree to the terms (R2): counted apart from a stopped session.
+    Outcome.DECLINED: "declined",
     Outcome.ABANDONED: "abandoned",
 }
 QUEUE_LIMIT = 10_000
 
 
 class SubmissionRefused(Exception):
-    """sync did not take the application packet; ``reason`` is sync's own words."""
+    """sync did not take the application packet; ``reason`` is sync's own words (for the log),
+    ``fields`` the parts of the request it refused (what the page says is chosen by them)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, fields: list[str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.fields = fields or []
 
 
-def statistics_body(session: ApplicantSession, site: str) -> dict[str, str]:
+def statistics_body(session: ApplicantSession, site: str) -> dict[str, str | int]:
     if session.outcome is None:
         raise ValueError("a session without an outcome has no statistics")
-    return {
+    visit: dict[str, str | int] = {"visit_id": session.visit_id} if session.visit_id else {}
+    return visit | {
         "site": site,
         "date": datetime.fromtimestamp(session.started, JST).date().isoformat(),
         "municipality": session.municipality or UNANSWERED_MUNICIPALITY,
@@ -155,7 +158,7 @@ class Outbound:
         try:
             accepted = self.bus.request("sync", "submit-packet", request, Accepted, timeout=15)
         except RequestRefused as refused:
-            raise SubmissionRefused(refused.reply.reason) from None
+            raise SubmissionRefused(refused.reply.reason, refused.reply.fields) from None
         except BusError as exc:
             raise SubmissionRefused(type(exc).__name__) from None
         return accepted.record_id

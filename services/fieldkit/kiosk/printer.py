@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from fieldkit.bus import Bus, BusError, Incoming
 from fieldkit.kiosk.flow import ApplicantSession, Counter, FlowError
+from fieldkit.kiosk.settings import ContactDesk
+from fieldkit.municipalities import MunicipalityTable
 from fieldkit.printing.messages import (
     JobEvent,
     JobState,
@@ -46,10 +48,19 @@ class PrintRun:
 class Printer:
     """Sends a submitted session's documents to the printing service and follows the jobs."""
 
-    def __init__(self, bus: Bus, counter: Counter, site: str) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        counter: Counter,
+        site: str,
+        municipalities: MunicipalityTable,
+        contact: ContactDesk | None = None,
+    ) -> None:
         self.bus = bus
         self.counter = counter
         self.site = site
+        self.contact = contact or ContactDesk()
+        self.municipalities = municipalities
         self._lock = threading.Lock()
         self.run: PrintRun | None = None
         # The printer's own words while it cannot print (unplugged, out of paper...), else None.
@@ -62,6 +73,8 @@ class Printer:
         printer's sake: a problem is shown to the operator, who can ask again."""
         if session.application_id is None:
             raise FlowError("no application ID to print")
+        if session.reception_number is None or session.municipality is None:
+            raise FlowError("no reception number or municipality to print")
         run = PrintRun(sid=session.sid)
         with self._lock:
             self.run = run
@@ -75,6 +88,11 @@ class Printer:
                 electronic_certificate=bool(session.e_certificate),
                 braille=bool(session.braille),
                 operator_id=session.operator,
+                reception_number=session.reception_number,
+                municipality=self.municipalities.get(session.municipality).full_name,
+                contact_phone=self.contact.phone,
+                contact_hours_ja=self.contact.hours_ja,
+                contact_hours_en=self.contact.hours_en,
                 canary=session.canary,
             )
         ]

@@ -30,6 +30,12 @@ SERVICE = ServiceSpec(
     command=gunicorn_command,
     holds_personal_data=True,
     # The end of every applicant session asks the wipe service to erase it (issue 8).
-    requests=("antivirus", "capture", "printing", "sync", "wipe"),
-    listens=("capture/evt/#", "printing/evt/#", "sync/evt/operators"),
+    requests=("antivirus", "capture", "card", "printing", "sync", "wipe"),
+    # The holders' answers to the wipe's forget handshake: staff watch the wipe (issue 21).
+    listens=(
+        "capture/evt/#",
+        "printing/evt/#",
+        "sync/evt/operators",
+        "+/evt/session/+/forgotten",
+    ),
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fieldkit.models import OPERATOR_ID_PATTERN, Section
 
@@ -41,6 +42,39 @@ class TermsOfUse(Section):
     )
 
 
+# A Japanese telephone number as printed for the public: area code, exchange, line, with
+# hyphens (0263-34-3000, 03-1234-5678, 0120-123-456, 050-1234-5678).
+PHONE_PATTERN = r"^0[0-9]{1,4}-[0-9]{1,4}-[0-9]{3,4}$"
+
+
+class ContactDesk(Section):
+    """Where applicants call about their application: printed on every receipt (R5).
+
+    Empty by default, because only the contractor knows it; a kit in the field must have it
+    (the ready page warns staff while it is missing; docs/operations.md)."""
+
+    phone: str = Field(default="", max_length=20, description="e.g. 0263-00-0000")
+    hours_ja: str = Field(default="", max_length=100, description="e.g. 平日 9時〜17時")
+    hours_en: str = Field(default="", max_length=100, description="e.g. Weekdays 9:00-17:00")
+
+    @model_validator(mode="after")
+    def _phone_and_hours(self) -> ContactDesk:
+        if self.phone and not re.fullmatch(PHONE_PATTERN, self.phone):
+            raise ValueError(
+                "contact phone must be a Japanese number with hyphens, e.g. 0263-00-0000"
+            )
+        digits = sum(c.isdigit() for c in self.phone)
+        if self.phone and digits not in (10, 11):
+            raise ValueError("contact phone must have 10 or 11 digits")
+        if bool(self.phone) != bool(self.hours_ja.strip()):
+            raise ValueError("contact phone and hours_ja go together: set both or neither")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.phone)
+
+
 class KioskSection(Section):
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=1, le=65535)
@@ -50,11 +84,19 @@ class KioskSection(Section):
     # R13: lock an operator ID after this many failed logins, for this long.
     lockout_failures: int = Field(default=5, ge=1)
     lockout_minutes: float = Field(default=10.0, gt=0)
+    # The timeouts run on the server (issue 17): an operator who does nothing for this long is
+    # logged out (the page's polls are not activity), and an applicant session nobody moves on
+    # for this long is abandoned and wiped. The idle timer looks this often.
     operator_idle_minutes: float = Field(default=15.0, gt=0)
     applicant_idle_minutes: float = Field(default=10.0, gt=0)
+    idle_check_seconds: float = Field(default=5.0, gt=0, le=60)
     # While the last session's erasure is not proven, the kiosk asks the wipe again this often.
     wipe_retry_seconds: float = Field(default=15.0, gt=0)
     prefectures: list[str] = Field(default=["20"], min_length=1)
+    # The first two digits of this tablet's reception numbers (kiosk/reception.py): give each
+    # tablet of a kit its own, so a number names one application per day across the kit.
+    reception_prefix: str = Field(default="01", pattern=r"^[0-9]{2}$")
+    contact: ContactDesk = ContactDesk()
     # Hosts the QR's online-application URL may open (R16); anything else is refused.
     online_application_hosts: list[str] = ["app.net.kojinbango-card.go.jp"]
     # Whether this site finishes applications online in the kiosk browser (issue 6, hand-off).

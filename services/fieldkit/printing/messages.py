@@ -13,6 +13,8 @@ from fieldkit.wipe.messages import CANARY_PATTERN
 
 # Session ids are random hex tokens, never derived from personal data (architecture §4).
 APPLICATION_ID = r"^[0-9]{23}$"
+# The receipt's reception number (fieldkit.kiosk.reception): prefix, day's number, check digit.
+RECEPTION_NUMBER = r"^[0-9]{7}$"
 
 JobKind = Literal["receipt", "photo-sheet"]
 JobState = Literal["waiting", "queued", "printing", "held", "completed", "failed", "canceled"]
@@ -43,9 +45,23 @@ class PrintReceipt(Message):
     electronic_certificate: bool
     braille: bool
     operator_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    # What staff read out on the phone instead of the session id (which the receipt never shows).
+    reception_number: str = Field(pattern=RECEPTION_NUMBER)
+    # The municipality the application goes to, by name (長野県松本市), never as its code.
+    municipality: str = Field(min_length=1, max_length=100)
+    # Where the applicant calls with the reception number ([kiosk.contact]); empty when the
+    # kit has none configured (the kiosk warns staff; docs/operations.md).
+    contact_phone: str = Field(default="", max_length=20)
+    contact_hours_ja: str = Field(default="", max_length=100)
+    contact_hours_en: str = Field(default="", max_length=100)
     # The session's random canary (never personal data): written into the PDF's metadata, where
     # no compression hides it, so the wipe's scan sees this document in the spool (R12).
     canary: str | None = Field(default=None, pattern=CANARY_PATTERN)
+
+
+def reception_grouped(number: str) -> str:
+    """A reception number as staff read it out: ``01-0007-3`` (prefix, day's number, check)."""
+    return f"{number[:2]}-{number[2:-1]}-{number[-1]}"
 
 
 class PrintPhotoSheet(Message):

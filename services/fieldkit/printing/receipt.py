@@ -14,8 +14,9 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
+from fieldkit.capture.appid import grouped
 from fieldkit.printing.fonts import japanese_font
-from fieldkit.printing.messages import PrintReceipt
+from fieldkit.printing.messages import PrintReceipt, reception_grouped
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -52,19 +53,26 @@ MODE_WORDS = {
     ),
 }
 
+# What happens next, per mode (R7); {municipality} is the receiving municipality's name.
 NEXT_STEPS = {
     "support": (
-        "カードができあがると、お住まいの市区町村から交付通知書（はがき）が届きます。"
-        "はがきと本人確認書類を持って、市区町村の窓口でカードを受け取ってください。",
-        "When the card is ready, your municipality sends you a notice by post. "
-        "Bring the notice and your ID to the municipal office to receive the card.",
+        "申請書は{municipality}に届きます。カードができあがると、{municipality}から交付通知書"
+        "（はがき）が届きます。はがきと本人確認書類を持って、{municipality}の窓口でカードを"
+        "受け取ってください。",
+        "Your application goes to {municipality}. When the card is ready, {municipality} sends"
+        " you a notice by post. Bring the notice and your ID to its office to receive the card.",
     ),
     "municipal": (
-        "本人確認は本日済みました。カードができあがると、本人限定受取郵便でご自宅に届きます。",
-        "Your identity was checked today. The card will be sent to your home "
-        "by registered post that only you can receive.",
+        "申請書は{municipality}に届きます。本人確認は本日済みました。カードができあがると、"
+        "本人限定受取郵便でご自宅に届きます。",
+        "Your application goes to {municipality}. Your identity was checked today. The card"
+        " will be sent to your home by registered post that only you can receive.",
     ),
 }
+CONTACT = (
+    "ご不明な点は、受付番号をお伝えのうえ、「お問い合わせ」の電話番号へお電話ください。",
+    "If you have a question, call the contact number above and give your reception number.",
+)
 
 
 # Latin words stay whole; every Japanese character may end a line (no spaces to break at).
@@ -98,16 +106,30 @@ def receipt_rows(receipt: PrintReceipt) -> list[tuple[str, str, str]]:
     mode_ja, mode_en = MODE_WORDS[receipt.mode]
     cert_ja, cert_en = _yes_no(receipt.electronic_certificate)
     braille_ja, braille_en = _yes_no(receipt.braille)
-    return [
-        ("申請書ID", "Application ID", receipt.application_id),
+    # No session id: a 32-character token nobody can read out. The reception number is it.
+    rows = [
+        ("受付番号", "Reception number", reception_grouped(receipt.reception_number)),
+        ("申請書ID", "Application ID", grouped(receipt.application_id)),
         ("申請日時", "Date and time", when.strftime("%Y年%m月%d日 %H:%M")),
+        ("申請先", "Municipality", receipt.municipality),
         ("会場", "Site", receipt.site),
         ("申請方式", "Mode", f"{mode_ja}  {mode_en}"),
         ("電子証明書", "Electronic certificate", f"{cert_ja}  {cert_en}"),
         ("点字", "Braille", f"{braille_ja}  {braille_en}"),
         ("担当者ID", "Operator", receipt.operator_id),
-        ("受付番号", "Session reference", receipt.sid),
     ]
+    contact = contact_line(receipt)
+    if contact:
+        rows.append(("お問い合わせ", "Contact", contact))
+    return rows
+
+
+def contact_line(receipt: PrintReceipt) -> str:
+    """The telephone and its hours, in both languages; empty when the kit has none."""
+    if not receipt.contact_phone:
+        return ""
+    hours = "  ".join(h for h in (receipt.contact_hours_ja, receipt.contact_hours_en) if h)
+    return f"{receipt.contact_phone}  {hours}".strip()
 
 
 def render_receipt(receipt: PrintReceipt, font_path: Path, now: datetime | None = None) -> bytes:
@@ -174,9 +196,14 @@ def _draw_copy(
     canvas.setFont(font, 13)
     canvas.drawString(left, y, "これからの流れ  What happens next")
     y -= 8 * mm
-    steps_ja, steps_en = NEXT_STEPS[receipt.mode]
+    steps_ja, steps_en = (
+        words.format(municipality=receipt.municipality) for words in NEXT_STEPS[receipt.mode]
+    )
     y = _paragraph(canvas, font, 12, steps_ja, left, right, y)
     y = _paragraph(canvas, font, 9, steps_en, left, right, y - 2 * mm)
+    if receipt.contact_phone:
+        y = _paragraph(canvas, font, 12, CONTACT[0], left, right, y - 2 * mm)
+        y = _paragraph(canvas, font, 9, CONTACT[1], left, right, y - 1 * mm)
 
     canvas.setFont(font, 11)
     y = _paragraph(canvas, font, 11, copy.note_ja, left, right, 30 * mm)

@@ -64,6 +64,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         reuse_rootfs=args.reuse_rootfs,
         rerun=not args.no_rerun,
         pack=not args.no_pack,
+        kit_ca=args.kit_ca.resolve() if args.kit_ca else None,
     )
     result = ImageBuild(options).run()
     print(f"rootfs:   {result.rootfs}")
@@ -114,4 +115,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     build.add_argument("--reuse-rootfs", action="store_true", help="skip mmdebstrap if built")
     build.add_argument("--no-rerun", action="store_true", help="skip the idempotence rerun")
     build.add_argument("--no-pack", action="store_true", help="rootfs only, no disk image")
+    build.add_argument(
+        "--kit-ca", type=Path, default=None, help="the kit CA certificate tablets enrol against"
+    )
     build.set_defaults(standalone=cmd_image_build)

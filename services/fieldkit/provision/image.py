@@ -113,6 +113,8 @@ class BuildOptions:
     reuse_rootfs: bool = False
     rerun: bool = True
     pack: bool = True
+    # The kit CA certificate a tablet pins its hub to before enrolment (PEM file).
+    kit_ca: Path | None = None
 
 
 @dataclass
@@ -273,10 +275,30 @@ class ImageBuild:
 
     def playbook_vars(self, wheelhouse: Path) -> Path:
         values = ansible_vars(self.policies, self.profile.role, self.options.policies.resolve())
-        extra = {"fieldkit_policy": values, "fieldkit_services_wheelhouse": str(wheelhouse)}
+        extra: dict[str, Any] = {
+            "fieldkit_policy": values,
+            "fieldkit_services_wheelhouse": str(wheelhouse),
+        }
+        if self.options.kit_ca is not None:
+            extra["fieldkit_services_kit_ca"] = self.kit_ca_pem(self.options.kit_ca)
         path = self.out / "policy-vars.json"
         path.write_text(json.dumps(extra, ensure_ascii=False, indent=1))
         return path
+
+    @staticmethod
+    def kit_ca_pem(path: Path) -> str:
+        """The kit CA certificate, checked: a CA, and only a certificate (never a key)."""
+        from cryptography import x509
+
+        try:
+            data = path.read_bytes()
+            certificate = x509.load_pem_x509_certificate(data)
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except (OSError, ValueError, x509.ExtensionNotFound) as exc:
+            raise ImageBuildError(f"--kit-ca {path}: not a CA certificate ({exc})") from None
+        if not constraints.value.ca or b"PRIVATE KEY" in data:
+            raise ImageBuildError(f"--kit-ca {path}: give the kit CA's certificate only")
+        return data.decode("ascii")
 
     def apply_roles(self, wheelhouse: Path, log_name: str) -> PlaybookRun:
         inventory = self.out / "inventory.ini"

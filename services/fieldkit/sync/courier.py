@@ -14,10 +14,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fieldkit import __version__
 from fieldkit.messages import MessageError, decode
 from fieldkit.models import describe_validation_error, problem_keys
 from fieldkit.pki import load_ed25519_private, load_x25519_public
 from fieldkit.sealing import seal
+from fieldkit.sync.downlink import DownlinkGuard
 from fieldkit.sync.link import HubLink, tls_context
 from fieldkit.sync.messages import FULL_TEXT_EN, FULL_TEXT_JA, OutboxStatus, SubmitPacket
 from fieldkit.sync.outbox import DuplicateRecord, Outbox, OutboxFull
@@ -26,6 +28,7 @@ from fieldkit.sync.settings import SyncSection
 from fieldkit.sync.wire import (
     BODY_MODELS,
     Acks,
+    DeviceStatus,
     OperatorRoster,
     Record,
     RosterRequest,
@@ -87,6 +90,8 @@ class Courier:
         self.device_id = device_id
         self.settings = settings
         self.sealer = sealer or Sealer(settings.bundle, device_id)
+        # Acks and rosters count only when signed by the hub key pinned at enrolment.
+        self.downlink = DownlinkGuard(settings.bundle, device_id)
         self.outbox = Outbox(
             settings.outbox, max_records=settings.max_records, max_bytes=settings.max_bytes
         )
@@ -194,6 +199,17 @@ class Courier:
             text_en=FULL_TEXT_EN if state.full else "",
         )
 
+    def device_status(self) -> DeviceStatus:
+        """The tablet's status for the hub's device page: counts and times only."""
+        state = self.outbox.state()
+        return DeviceStatus(
+            at=time.time(),
+            version=__version__,
+            outbox_pending=state.pending + state.sent,
+            outbox_refused=state.refused,
+            outbox_oldest_at=state.oldest_created_at,
+        )
+
     def _notify_if_changed(self) -> None:
         full = self.outbox.full
         if full != self._was_full:
@@ -205,33 +221,46 @@ class Courier:
     # hub link ---------------------------------------------------------------------------------
     def _on_connect(self) -> None:
         # The hub keeps no retained messages: ask for the roster on every connect.
-        have = RosterRequest(have=self.roster.version)
-        self.link.publish(roster_request_topic(self.device_id), have.encode())
+        self.announce()
         self._wake.set()
+
+    def announce(self) -> bool:
+        """Ask for the roster, with the tablet's status (the hub keeps the latest)."""
+        request = RosterRequest(have=self.roster.version, status=self.device_status())
+        return self.link.publish(roster_request_topic(self.device_id), request.encode())
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == roster_topic(self.device_id):
             self.apply_roster(payload)
             return
         try:
-            self._acks.put(decode(payload, Acks))
+            acks = decode(payload, Acks)
         except MessageError as exc:
             log.warning("unreadable acknowledgement from the hub: %s", exc.reason)
             return
+        if not self.downlink.accepts(acks):
+            return
+        self._acks.put(acks)
         self._wake.set()
 
     def apply_roster(self, payload: bytes) -> bool:
-        """Keep a newer operator roster from the hub, on disk first; False if not taken."""
+        """Keep a newer operator roster from the hub, on disk first; False if not taken.
+
+        It must be signed for this tablet with the pinned hub key, and newer than ours."""
         try:
             roster = decode(payload, OperatorRoster)
         except MessageError as exc:
             log.warning("unreadable operator roster from the hub: %s", exc.reason)
             return False
-        if roster.version != roster_version(roster.operators):
+        if not self.downlink.accepts(roster):
+            return False
+        if roster.version != roster_version(roster.operators, roster.visits):
             log.warning("operator roster refused: its version does not match its operators")
             return False
         with self._roster_lock:
-            if roster.version == self.roster.version or roster.issued_at < self.roster.issued_at:
+            if roster.version == self.roster.version:
+                return False
+            if not self.downlink.accepts_newer(roster, self.roster):
                 return False
             save_roster(self.settings.roster_path(), roster)
             self.roster = roster
@@ -274,6 +303,8 @@ class Courier:
         was_connected = False
         idle_checkpointed = False
         last_busy = time.monotonic()
+        # The connect announced the status; then every ``status_interval`` while connected.
+        next_status = time.monotonic() + self.settings.status_interval
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
@@ -287,6 +318,9 @@ class Courier:
                 if not connected:
                     continue
                 now = time.monotonic()
+                if now >= next_status:
+                    next_status = now + self.settings.status_interval
+                    self.announce()
                 self._in_flight = {r: t for r, t in self._in_flight.items() if t > now}
                 room = self.settings.window - len(self._in_flight)
 

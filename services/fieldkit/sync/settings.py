@@ -23,6 +23,9 @@ class SyncSection(Section):
     ack_timeout: float = Field(default=10.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)
+    # sync reports the tablet's version and outbox backlog to the hub (a health record) on every
+    # connect and this often while connected, for the hub's device page (issue 21).
+    status_interval: float = Field(default=900.0, ge=10)
     # Where the last operator roster from the hub is kept (default: operators.json beside the
     # outbox), so a tablet that starts offline still knows who may log in.
     roster: Path | None = None

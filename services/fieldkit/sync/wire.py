@@ -1,5 +1,5 @@
 """What travels between a tablet and the hub: signed records up, acknowledgements and the
-operator roster down.
+operator roster down, each signed by the hub for one tablet (``Downlink``).
 
 Hub topics (the hub broker's ACL makes the second segment the sender's certificate CN)::
 
@@ -10,12 +10,21 @@ Hub topics (the hub broker's ACL makes the second segment the sender's certifica
 
 The hub broker keeps no retained messages (R23), so the roster reaches a tablet two ways:
 pushed by hub-ingest whenever the registry changes, and asked for by sync on every connect.
+
+Everything on a ``down`` topic is a ``Downlink``: signed with the hub's downlink key (Ed25519,
+``hub/downlink.key`` in the kit PKI, held by hub-ingest), whose public half the tablet pinned
+at enrolment (``HUB_DOWNLINK_KEY_FILE`` in its enrolment directory). The signature covers a
+fixed context, the schema version, the message type, the device it is for, when it was issued,
+a random nonce and the content, so a message cannot be forged, altered, redirected to another
+tablet or passed off as another type; the tablet refuses stale and repeated ones as well.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+import secrets
+from collections.abc import Sequence
+from typing import Any, Literal, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -32,6 +41,10 @@ from fieldkit.sealing import (
     canonical,
     unb64,
 )
+
+# The hub's downlink public key (PEM) in a tablet's enrolment directory, pinned at enrolment.
+HUB_DOWNLINK_KEY_FILE = "hub-downlink.pem"
+DOWNLINK_CONTEXT = b"fieldkit hub downlink v1\n"
 
 RecordKind = Literal["packet", "statistics", "erasure", "audit", "health"]
 KINDS: tuple[RecordKind, ...] = ("packet", "statistics", "erasure", "audit", "health")
@@ -62,7 +75,12 @@ class Statistics(Strict):
     sex: Literal["female", "male", "other", "unknown"]
     age_band: str = Field(pattern=r"^(\d{1,3}-\d{1,3}|\d{1,3}\+|unknown)$")
     mode: Literal["support", "reception"]
-    outcome: Literal["applied", "forwarded", "abandoned"]
+    # declined: the applicant did not agree to the terms (R2), so no application was made;
+    # abandoned: stopped by the staff or by the idle timeout. Counted apart (issue 21).
+    outcome: Literal["applied", "forwarded", "declined", "abandoned"]
+    # The visit (facility and day) staff chose on the tablet for the day (issue 23 item 2);
+    # None from a tablet that had no visit planned, or from before it could choose.
+    visit_id: int | None = Field(default=None, ge=1)
 
 
 class AuditEvent(Strict):
@@ -124,13 +142,57 @@ class Record(Message):
             raise SealingError("record signature does not verify") from None
 
 
+class DownlinkRefused(Exception):
+    """A message from the hub the tablet will not act on; ``reason`` says why (no content)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Downlink(Message):
+    """Base of every message the hub sends down to a tablet (issue 17 item 3).
+
+    ``device_id`` and ``nonce`` are set when the hub signs it for one tablet; ``issued_at`` is
+    the hub's time for it (for a roster: when the hub first had that version). The signature
+    covers them with everything else, the type and the schema version too."""
+
+    device_id: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9-]{0,62})?$")
+    issued_at: float = 0.0
+    nonce: str = Field(default="", pattern=r"^([0-9a-f]{32})?$")
+    signature: str = Field(default="", max_length=200)
+
+    def signed_part(self) -> bytes:
+        return DOWNLINK_CONTEXT + canonical(self.model_dump(exclude={"signature"}))
+
+    def signed_for(self, device_id: str, key: ed25519.Ed25519PrivateKey) -> Self:
+        """This message for ``device_id``, with a fresh nonce, signed with the downlink key."""
+        stamped = self.model_copy(
+            update={"device_id": device_id, "nonce": secrets.token_hex(16), "signature": ""}
+        )
+        return stamped.model_copy(update={"signature": b64(key.sign(stamped.signed_part()))})
+
+    def verify(self, key: ed25519.Ed25519PublicKey, device_id: str) -> None:
+        """Raise ``DownlinkRefused`` unless ``key`` signed exactly this for ``device_id``."""
+        if not self.signature:
+            raise DownlinkRefused(f"unsigned {self.type}")
+        try:
+            key.verify(unb64(self.signature, "signature"), self.signed_part())
+        except (InvalidSignature, SealingError):
+            raise DownlinkRefused(
+                f"{self.type} not signed by the hub key pinned at enrolment"
+            ) from None
+        if self.device_id != device_id:
+            raise DownlinkRefused(f"{self.type} signed for another device ({self.device_id})")
+
+
 class Ack(Strict):
     record_id: str = Field(pattern=RECORD_ID_PATTERN)
     outcome: Literal["stored", "duplicate", "refused"]
     reason: str = ""
 
 
-class Acks(Message):
+class Acks(Downlink):
     """The hub's answer for a batch of records, sent only after its database commit."""
 
     type: Literal["acks"] = "acks"
@@ -147,27 +209,65 @@ class RosterOperator(Strict):
     disabled: bool
 
 
-class OperatorRoster(Message):
-    """Every operator of the programme, as the hub's registry holds them.
+class RosterVisit(Strict):
+    """One planned visit (a facility on a day, issue 23 item 2): what a tablet's staff choose
+    from at the start of the day. Nothing about applicants."""
 
-    ``version`` is a digest of the operators (the same registry gives the same version);
+    id: int = Field(ge=1)
+    device_id: str = Field(min_length=1, max_length=63)
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    facility: str = Field(min_length=1, max_length=200)
+    municipality: str = Field(pattern=MUNICIPALITY_PATTERN)
+    kind: str = Field(max_length=32)
+    start_time: str = Field(default="", pattern=r"^(\d{2}:\d{2})?$")
+    end_time: str = Field(default="", pattern=r"^(\d{2}:\d{2})?$")
+
+
+class OperatorRoster(Downlink):
+    """Every operator of the programme, as the hub's registry holds them, and the planned
+    visits of the coming days (``visits``: every device's; a tablet offers its own).
+
+    ``version`` is a digest of both (the same registry and plan give the same version);
     ``issued_at`` is when the hub first saw that version, so a tablet keeps the newest.
     An empty ``version`` means "no roster yet" (sync's answer before the hub has sent one).
+    Sent down, it is signed for the tablet (``Downlink``); the one handed over at enrolment
+    comes over the enrolment's pinned TLS instead and is kept unsigned.
     """
 
     type: Literal["operator-roster"] = "operator-roster"
     version: str = Field(pattern=r"^([0-9a-f]{64})?$")
     issued_at: float
     operators: list[RosterOperator] = Field(default=[], max_length=10_000)
+    visits: list[RosterVisit] = Field(default=[], max_length=10_000)
 
 
-def roster_version(operators: list[RosterOperator]) -> str:
+def roster_version(operators: list[RosterOperator], visits: Sequence[RosterVisit] = ()) -> str:
     ordered = sorted((o.model_dump() for o in operators), key=lambda o: str(o["id"]))
-    return hashlib.sha256(canonical({"operators": ordered})).hexdigest()
+    data: dict[str, Any] = {"operators": ordered}
+    if visits:  # a roster without visits keeps the version it had before visits were sent
+        data["visits"] = sorted((v.model_dump() for v in visits), key=lambda v: int(v["id"]))
+    return hashlib.sha256(canonical(data)).hexdigest()
+
+
+class DeviceStatus(Strict):
+    """What a tablet says of itself for the hub's device page (issue 21): when, its software
+    version and what its outbox holds. Counts and times only: nothing about any applicant."""
+
+    at: float
+    version: str = Field(pattern=r"^[0-9A-Za-z.+-]{1,40}$")
+    # Records not yet acknowledged by the hub (waiting or sent, not refused).
+    outbox_pending: int = Field(ge=0, le=100_000_000)
+    # Records the hub refused, kept on the tablet for the operator to see.
+    outbox_refused: int = Field(default=0, ge=0, le=100_000_000)
+    # When the oldest record still in the outbox was made.
+    outbox_oldest_at: float | None = None
 
 
 class RosterRequest(Message):
-    """Sent by sync on every connect: the hub answers unless the tablet is up to date."""
+    """Sent by sync on every connect and every ``status_interval`` while connected: the hub
+    answers with the roster unless the tablet is up to date, and keeps the tablet's status
+    (its latest only, in ``device_status``) for the device page."""
 
     type: Literal["roster-request"] = "roster-request"
     have: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    status: DeviceStatus | None = None

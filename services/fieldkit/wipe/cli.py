@@ -326,16 +326,20 @@ def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
     import tomllib
 
     from fieldkit.antivirus.settings import AntivirusSection
-    from fieldkit.policies import PolicyError, load_policies
+    from fieldkit.models import SITE_NETWORK_FILE
+    from fieldkit.policies import PolicyError, default_policy_dir, load_policies
     from fieldkit.wipe.certificate_pdf import write_report_pdf
     from fieldkit.wipe.compliance import report_lines, run_compliance
 
     if args.root is not None and args.image is not None:
         print("fieldkit: give --root or --image, not both", file=sys.stderr)
         return 2
-    antivirus_file = args.policies / "antivirus.toml"
+    # The booted tablet found the compliance run failing without --policies: the default was
+    # the relative folder "policies", there only in a checkout.
+    folder = args.policies or default_policy_dir()
+    antivirus_file = folder / "antivirus.toml"
     try:
-        policies = load_policies(args.policies)
+        policies = load_policies(folder)
         antivirus = None
         if antivirus_file.exists():
             raw = tomllib.loads(antivirus_file.read_text(encoding="utf-8"))
@@ -350,8 +354,9 @@ def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
     report = run_compliance(
         device=config.device.id,
         settings=config.wipe,
+        site_file=config.sync.bundle / SITE_NETWORK_FILE,
         policies=policies,
-        policy_files=sorted([*args.policies.glob("*.yaml"), *args.policies.glob("*.toml")]),
+        policy_files=sorted([*folder.glob("*.yaml"), *folder.glob("*.toml")]),
         antivirus=antivirus,
         key=load_device_key(signing_key_path(config)),
         root=args.root,
@@ -433,8 +438,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     run.add_argument(
         "--policies",
         type=Path,
-        default=Path("policies"),
-        help="the policies folder (erasure.yaml, browser.yaml, …, antivirus.toml)",
+        default=None,
+        help="the policies folder (erasure.yaml, browser.yaml, …, antivirus.toml); default: "
+        "$FIELDKIT_POLICIES, else the device's /etc/fieldkit/policies, else the repository's",
     )
     run.add_argument("--json", type=Path, default=None, help="write the signed report here")
     run.add_argument("--pdf", type=Path, default=None, help="write the report as PDF here")

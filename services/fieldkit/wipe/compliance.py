@@ -1,8 +1,12 @@
 """The compliance run (R30, R31): does a device enforce the erasure policy, and is it clean?
 
 Checks a live device (``/``), a mounted rootfs (``--root``) or a raw disk image (``--image``)
-against ``policies/erasure.yaml``, ``policies/browser.yaml`` and ``policies/antivirus.toml``,
-read with the models the image build renders its files from (``fieldkit.policies``), then runs
+against ``policies/erasure.yaml``, ``policies/browser.yaml``, ``policies/usb.yaml``,
+``policies/network.yaml`` (with the site's addresses from the enrolment) and
+``policies/antivirus.toml``, read with the models the image build renders its files from
+(``fieldkit.policies``, ``fieldkit.network``, ``fieldkit.datavol``). On the live device the
+data volume and the firewall are also checked as the kernel has them: mounted from LUKS2 with
+its only key sealed to the TPM; the loaded nftables ruleset identical to the rendering. Then runs
 the residue scan of the whole catalogue. The report is signed with the device key and written
 as text, JSON and PDF; any failed check makes the command exit non-zero.
 """
@@ -14,24 +18,39 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field
 
+from fieldkit import datavol
 from fieldkit.antivirus.database import DatabaseError, list_databases
 from fieldkit.antivirus.gate import currency_database
 from fieldkit.antivirus.settings import AntivirusSection
 from fieldkit.models import Strict
+from fieldkit.network import (
+    DROPIN_NAME,
+    NetworkError,
+    listening_sockets,
+    live_ruleset_differences,
+    load_site,
+    render_site,
+    unlisted_sockets,
+)
 from fieldkit.policies import (
     BROWSER_POLICY_PATH,
     CORE_PATTERN,
+    NFTABLES_PATH,
+    USBGUARD_RULES_PATH,
     ErasurePolicy,
     PolicySet,
     chromium_policy,
+    render_erasure,
+    usbguard_rules,
 )
 from fieldkit.wipe.catalogue import Catalogue
+from fieldkit.wipe.datavol import live_volume
 from fieldkit.wipe.markers import MarkerSearch, daily_markers
 from fieldkit.wipe.record import Finding, LocationResult, public_hex, signature_valid
 from fieldkit.wipe.settings import WipeSection
@@ -65,7 +84,7 @@ class ComplianceReport(Strict):
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def under(root: Path, path: str | Path) -> Path:
+def under(root: Path, path: str | PurePath) -> Path:
     """``path`` (absolute on the device) inside the rootfs at ``root``."""
     return root / str(path).lstrip("/")
 
@@ -236,6 +255,116 @@ def check_browser(root: Path, policies: PolicySet) -> Check:
     )
 
 
+def check_usb(root: Path, policies: PolicySet) -> Check:
+    """USBGuard's rules in force are what ``policies/usb.yaml`` renders: mass storage blocked,
+    the allowed classes (the camera, the printer, HID, the card reader's 0b) and nothing else."""
+    path = under(root, str(USBGUARD_RULES_PATH))
+    allowed = ", ".join(i.interface for i in policies.usb.allow_interfaces)
+    try:
+        rules = path.read_text(encoding="utf-8")
+    except OSError:
+        rules = None
+    if rules is None:
+        detail, ok = f"{USBGUARD_RULES_PATH} is missing", False
+    elif rules != usbguard_rules(policies.usb):
+        detail, ok = f"{USBGUARD_RULES_PATH} is not what policies/usb.yaml renders", False
+    else:
+        detail, ok = f"mass storage blocked; allowed only {allowed}", True
+    return Check(
+        name="USB allowlist", requirement="R23", verdict="pass" if ok else "fail", detail=detail
+    )
+
+
+def check_data_volume(root: Path, policies: PolicySet, live: bool) -> Check:
+    """R12 R24: the tablet's data volume as ``erasure.yaml`` renders it (format script, units,
+    folders); on the live device also mounted from LUKS2, its only key sealed to the TPM."""
+    name, requirement = "encrypted data volume", "R12"
+    volume = policies.erasure.data_volume
+    if volume is None:
+        return Check(name=name, requirement=requirement, verdict="skip", detail="none in policy")
+    rendered = render_erasure(policies.erasure, "tablet")
+    problems = []
+    for path in datavol.render(volume, ""):
+        try:
+            installed = under(root, path).read_text(encoding="utf-8")
+        except OSError:
+            problems.append(f"{path} is missing")
+            continue
+        if installed != rendered[path]:
+            problems.append(f"{path} is not what erasure.yaml renders")
+    found = "installed as erasure.yaml renders it (checked live on the device only)"
+    if live and not problems:
+        problems, found = live_volume(volume)
+    return Check(
+        name=name,
+        requirement=requirement,
+        verdict="fail" if problems else "pass",
+        detail="; ".join(problems) if problems else found,
+    )
+
+
+def check_network(root: Path, policies: PolicySet, site_file: Path | None, live: bool) -> Check:
+    """R16 R18: the firewall and the services' address lists are what the site's network (from
+    the enrolment) renders; on the live device the kernel enforces exactly that ruleset."""
+    name, requirement = "network allowlist", "R18"
+    if site_file is None or not under(root, site_file).exists():
+        return Check(
+            name=name,
+            requirement=requirement,
+            verdict="skip",
+            detail="not enrolled: no site network yet (the image's enrolment rules)",
+        )
+    try:
+        site = load_site(under(root, site_file))
+        hostname = under(root, "etc/hostname").read_text(encoding="utf-8").strip() or "fieldkit"
+        files = render_site(policies.network, site, hostname, policies.services)
+    except (NetworkError, OSError) as exc:
+        return Check(name=name, requirement=requirement, verdict="fail", detail=str(exc))
+    problems = []
+    for path, body in sorted(files.items()):
+        if path != NFTABLES_PATH and path.name != DROPIN_NAME:
+            continue  # resolver, time, hosts, Wi-Fi: the site's, not the allowlist
+        try:
+            installed = under(root, path).read_text(encoding="utf-8")
+        except OSError:
+            problems.append(f"{path} is missing")
+            continue
+        if installed != body:
+            problems.append(f"{path} is not what the site's network renders")
+    rules = len(policies.network.outbound) + len(policies.network.inbound)
+    found = f"hub {site.hub}: the ruleset and {len(files) - 1} files as the site's network renders"
+    if live and not problems:
+        try:
+            differences = live_ruleset_differences(files[NFTABLES_PATH])
+        except NetworkError as exc:
+            differences = [str(exc)]
+        problems += [f"loaded ruleset {d}" for d in differences[:5]]
+        found = f"hub {site.hub}: the kernel enforces the rendered ruleset ({rules} policy rules)"
+    return Check(
+        name=name,
+        requirement=requirement,
+        verdict="fail" if problems else "pass",
+        detail="; ".join(problems) if problems else found,
+    )
+
+
+def check_listening(policies: PolicySet) -> Check:
+    """Issue 19, live only: nothing listens that ``network.yaml``'s ``listening`` does not
+    name: no socket beyond loopback, no loopback port it does not list, each held by the
+    program it names (read from ``/proc``, as root)."""
+    sockets = listening_sockets()
+    problems = unlisted_sockets(sockets, policies.network.listening)
+    return Check(
+        name="listening sockets",
+        requirement="R16",
+        verdict="fail" if problems else "pass",
+        detail="; ".join(problems[:8])
+        if problems
+        else f"{len(sockets)} listening, all on loopback and named: "
+        + ", ".join(str(s) for s in sockets),
+    )
+
+
 def check_antivirus(root: Path, antivirus: AntivirusSection | None, now: float) -> Check:
     if antivirus is None:
         return Check(
@@ -331,6 +460,7 @@ def run_compliance(
     *,
     device: str,
     settings: WipeSection,
+    site_file: Path | None = None,
     policies: PolicySet,
     policy_files: list[Path],
     antivirus: AntivirusSection | None,
@@ -364,8 +494,13 @@ def run_compliance(
             check_cups(base, policies.erasure),
             check_broker(base),
             check_browser(base, policies),
+            check_usb(base, policies),
+            check_data_volume(base, policies, live),
+            check_network(base, policies, site_file, live),
             check_antivirus(base, antivirus, now()),
         ]
+        if live:
+            checks.append(check_listening(policies))
         residue = residue_scan(settings if live else rooted(settings, base))
     ok = all(c.verdict != "fail" for c in checks) and not any(r.fails for r in residue)
     report = ComplianceReport(

@@ -78,16 +78,20 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
         raise SanitizeError(f"{cmd[0]} is not installed") from None
 
 
-def mounts_at_or_below(mount: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+def _mounts(mountinfo: Path) -> list[tuple[str, str]]:
+    """(mount point, ``major:minor``) of every mount, in mount order, points unescaped."""
     found = []
-    base = str(mount).rstrip("/")
     for line in mountinfo.read_text().splitlines():
         fields = line.split()
         if len(fields) > 4:
             point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            if point == base or point.startswith(base + "/"):
-                found.append(point)
+            found.append((point, fields[2]))
     return found
+
+
+def mounts_at_or_below(mount: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    base = str(mount).rstrip("/")
+    return [p for p, _ in _mounts(mountinfo) if p == base or p.startswith(base + "/")]
 
 
 def stop_services(stop: list[str]) -> str:
@@ -126,14 +130,98 @@ def release(volume: TabletVolume) -> str:
     return f"released: {policy.mount} unmounted, {policy.mapper} closed (volume key out of RAM)"
 
 
-def luks_metadata(target: Target) -> dict[str, object]:
-    done = _run(["cryptsetup", "luksDump", "--dump-json-metadata", str(target.path)])
+def luks_metadata(target: Target | Path) -> dict[str, object]:
+    path = target if isinstance(target, Path) else target.path
+    done = _run(["cryptsetup", "luksDump", "--dump-json-metadata", str(path)])
     if done.returncode != 0:
-        raise SanitizeError(f"{target.path} has no readable LUKS2 header: {done.stderr.strip()}")
+        raise SanitizeError(f"{path} has no readable LUKS2 header: {done.stderr.strip()}")
     found = json.loads(done.stdout)
     if not isinstance(found, dict):
-        raise SanitizeError(f"{target.path}: unexpected LUKS2 metadata")
+        raise SanitizeError(f"{path}: unexpected LUKS2 metadata")
     return found
+
+
+def _mounted_device(mount: Path, mountinfo: Path) -> str | None:
+    """``major:minor`` of the filesystem mounted at ``mount`` (the last mount there wins)."""
+    found = [device for point, device in _mounts(mountinfo) if point == str(mount).rstrip("/")]
+    return found[-1] if found else None
+
+
+def live_volume(
+    policy: DataVolume | None,
+    crypttab: Path = Path("/etc/crypttab"),
+    mountinfo: Path = Path("/proc/self/mountinfo"),
+    sysfs: Path = Path("/sys"),
+) -> tuple[list[str], str]:
+    """The running tablet's data volume as the kernel has it: (problems, what was found).
+
+    Mounted at the policy's mount point from a dm-crypt LUKS2 mapping of the partition
+    crypttab names; every keyslot opened only by a ``systemd-tpm2`` token sealed to the
+    policy's PCRs (no passphrase, no recovery key); the policy's folders on that filesystem
+    and its links pointing into it.
+    """
+    try:
+        volume = find_volume(policy, crypttab)
+    except SanitizeError as exc:
+        return [str(exc)], ""
+    mount = Path(str(volume.policy.mount))
+    device = _mounted_device(mount, mountinfo)
+    if device is None:
+        return [f"{mount} is not mounted: the services would write to the root filesystem"], ""
+    block = sysfs / "dev" / "block" / device
+    try:
+        uuid = (block / "dm" / "uuid").read_text().strip()
+    except OSError:
+        uuid = ""
+    if not uuid.startswith("CRYPT-LUKS2-"):
+        return [f"{mount} is mounted from {device}, which is not a LUKS2 mapping"], ""
+    problems = []
+    under = sorted(p.name for p in (block / "slaves").iterdir())
+    if under != [volume.partition.name]:
+        problems.append(f"the mapping is on {', '.join(under)}, not on {volume.partition.name}")
+    try:
+        metadata = luks_metadata(volume.partition)
+    except SanitizeError as exc:
+        return [*problems, str(exc)], ""
+    tokens = metadata.get("tokens")
+    sealed: set[str] = set()
+    pcrs: set[int] = set()
+    for token in tokens.values() if isinstance(tokens, dict) else []:
+        if isinstance(token, dict) and token.get("type") == "systemd-tpm2":
+            sealed |= {str(slot) for slot in token.get("keyslots", [])}
+            pcrs |= set(token.get("tpm2-pcrs", []))
+    keyslots = metadata.get("keyslots")
+    slots = set(keyslots) if isinstance(keyslots, dict) else set()
+    if not sealed:
+        problems.append("no key sealed to the TPM 2.0 (no systemd-tpm2 token)")
+    elif pcrs != set(volume.policy.tpm2_pcrs):
+        problems.append(f"the key is sealed to PCRs {sorted(pcrs)}, not {volume.policy.tpm2_pcrs}")
+    if slots - sealed:
+        problems.append(
+            f"keyslot {', '.join(sorted(slots - sealed))} is not the TPM's: "
+            "a passphrase or recovery key opens the volume"
+        )
+    major, minor = (int(n) for n in device.split(":"))
+    for folder in volume.policy.directories:
+        path = Path(str(folder.path))
+        try:
+            on_volume = os.stat(path).st_dev == os.makedev(major, minor)
+        except OSError:
+            on_volume = False
+        if not on_volume:
+            problems.append(f"{path} is not on the volume")
+    for link, target in volume.policy.links.items():
+        if not Path(str(link)).resolve().is_relative_to(mount):
+            problems.append(f"{link} does not lead into the volume (to {target})")
+    segments = metadata.get("segments")
+    first: object = next(iter(segments.values()), {}) if isinstance(segments, dict) else {}
+    cipher = first.get("encryption", "?") if isinstance(first, dict) else "?"
+    found = (
+        f"{mount} on {volume.policy.mapper} (LUKS2, {cipher}) from {volume.partition.name}, "
+        f"keyslot {', '.join(sorted(slots))} sealed to the TPM 2.0 (PCRs "
+        f"{'+'.join(str(p) for p in sorted(pcrs))}), {len(volume.policy.directories)} folders on it"
+    )
+    return problems, found
 
 
 def header_bytes(metadata: dict[str, object]) -> int:

@@ -30,7 +30,7 @@ import hyperscan
 import numpy as np
 import numpy.typing as npt
 
-from fieldkit.capture.appid import DEMO_ID
+from fieldkit.capture.appid import DEMO_ID, grouped
 from fieldkit.wipe.fragments import one_character_run, varied
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,10 @@ def literal(kind: str, value: bytes) -> Marker:
 
 
 def session_markers(
-    application_id: str | None, photo_fragments: Iterable[bytes], canary: str | None
+    application_id: str | None,
+    photo_fragments: Iterable[bytes],
+    canary: str | None,
+    card: Iterable[tuple[bytes, str]] = (),
 ) -> list[Marker]:
     """The markers of one session, from what the kiosk told the wipe about it.
 
@@ -92,6 +95,10 @@ def session_markers(
     elif application_id:
         markers.append(literal("application-id", application_id.encode("ascii")))
         markers.append(literal("application-id-utf16", application_id.encode("utf-16-le")))
+        # As the kiosk shows it for staff to compare with the form (and staff type it).
+        shown = grouped(application_id)
+        markers.append(literal("application-id-grouped", shown.encode("ascii")))
+        markers.append(literal("application-id-grouped-utf16", shown.encode("utf-16-le")))
     for fragment in photo_fragments:
         if fragment and varied(fragment):
             markers.append(literal("photo", fragment))
@@ -102,6 +109,27 @@ def session_markers(
     elif canary:
         markers.append(literal("canary", canary.encode("ascii")))
         markers.append(literal("canary-utf16", canary.encode("utf-16-le")))
+    markers += card_markers(card)
+    return markers
+
+
+# A card canary shorter than this is in ordinary memory too (fieldkit.card.certificate).
+MIN_CARD_CANARY_BYTES = 8
+
+
+def card_markers(card: Iterable[tuple[bytes, str]]) -> list[Marker]:
+    """The card canaries of a session that read a card: ``(serial bytes, subject)`` pairs.
+
+    The serial is looked for as the certificate holds it (big-endian bytes) and as hex text,
+    the subject as UTF-8 (the certificate's own encoding and Python's text of it)."""
+    markers: list[Marker] = []
+    for serial, subject in card:
+        if len(serial) >= MIN_CARD_CANARY_BYTES and not one_character_run(serial.hex()):
+            markers.append(literal("card-serial", serial))
+            markers.append(literal("card-serial-hex", serial.hex().encode("ascii")))
+        subject_bytes = subject.encode("utf-8")
+        if len(subject_bytes) >= MIN_CARD_CANARY_BYTES and not one_character_run(subject):
+            markers.append(literal("card-subject", subject_bytes))
     return markers
 
 

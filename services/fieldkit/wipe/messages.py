@@ -15,6 +15,8 @@ CANARY_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 class SessionMarkers(Message):
     """What lets the wipe recognise a session's residue. Personal data: in flight only.
 
+    Several senders may give markers for one session (the kiosk, the card service); they add up.
+
     ``photo_fragments_b64`` are a few short slices of the photo's compressed data
     (``fieldkit.wipe.markers.fragments_b64``), not the photo.
     """
@@ -24,6 +26,10 @@ class SessionMarkers(Message):
     application_id: str | None = Field(default=None, pattern=r"^[0-9]{23}$")
     photo_fragments_b64: list[str] = Field(default_factory=list, max_length=8)
     canary: str | None = Field(default=None, pattern=CANARY_PATTERN)
+    # From the card service: the read certificate's serial (hex) and subject (its longest
+    # attribute value), the card canaries of the residue catalogue (docs/card.md).
+    card_serial_hex: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,80}$")
+    card_subject: str | None = Field(default=None, min_length=8, max_length=256)
 
 
 class WipeSession(Message):

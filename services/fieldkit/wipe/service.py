@@ -81,6 +81,9 @@ class HeldMarkers:
     application_id: bytearray = field(default_factory=bytearray)
     photo_fragments: list[bytearray] = field(default_factory=list)
     canary: bytearray = field(default_factory=bytearray)
+    # Card canaries (fieldkit.card): the certificate's serial bytes and subject, per card read.
+    card_serials: list[bytearray] = field(default_factory=list)
+    card_subjects: list[bytearray] = field(default_factory=list)
 
     def add(self, markers: SessionMarkers) -> None:
         if markers.application_id:
@@ -94,6 +97,9 @@ class HeldMarkers:
                 ) from None
         if markers.canary:
             self.canary[:] = markers.canary.encode("ascii")
+        if markers.card_serial_hex or markers.card_subject:
+            self.card_serials.append(bytearray.fromhex(markers.card_serial_hex or ""))
+            self.card_subjects.append(bytearray((markers.card_subject or "").encode("utf-8")))
 
     def search(self) -> MarkerSearch:
         return MarkerSearch(
@@ -101,6 +107,10 @@ class HeldMarkers:
                 self.application_id.decode("ascii") or None,
                 [bytes(f) for f in self.photo_fragments],
                 self.canary.decode("ascii") or None,
+                [
+                    (bytes(serial), subject.decode("utf-8"))
+                    for serial, subject in zip(self.card_serials, self.card_subjects, strict=True)
+                ],
             )
         )
 
@@ -110,15 +120,18 @@ class HeldMarkers:
         self.photo_fragments += other.photo_fragments
         if other.canary:
             self.canary[:] = other.canary
-        other.photo_fragments = []
+        self.card_serials += other.card_serials
+        self.card_subjects += other.card_subjects
+        other.photo_fragments, other.card_serials, other.card_subjects = [], [], []
 
     def empty(self) -> bool:
-        return not (self.application_id or self.photo_fragments or self.canary)
+        return not (self.application_id or self.photo_fragments or self.canary or self.card_serials)
 
     def zero(self) -> None:
-        for buffer in [self.application_id, self.canary, *self.photo_fragments]:
+        buffers = [self.application_id, self.canary, *self.photo_fragments]
+        for buffer in [*buffers, *self.card_serials, *self.card_subjects]:
             buffer[:] = bytes(len(buffer))
-        self.photo_fragments = []
+        self.photo_fragments, self.card_serials, self.card_subjects = [], [], []
 
 
 def browser_result(stop_problem: str | None, start_problem: str | None) -> HolderResult:

@@ -7,10 +7,9 @@ import datetime as dt
 from flask import Blueprint, flash, make_response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, Regexp
+from wtforms import PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import Regexp
 
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.auth import (
@@ -22,35 +21,37 @@ from fieldkit.hub.web.auth import (
 )
 from fieldkit.hub.web.counts import JST
 from fieldkit.hub.web.extensions import db
+from fieldkit.hub.web.formfields import REQUIRED, HubForm, length, refusal
 from fieldkit.hub.web.models import ROLES, AccountRow, WebAuditRow
+from fieldkit.hub.web.places import choices as municipality_choices
+from fieldkit.hub.web.text import lazy, t
 
 bp = Blueprint("accounts", __name__)
-ROLE_LABELS = {
-    "admin": "管理者 admin",
-    "municipality": "市区町村 municipality",
-    "auditor": "監査 auditor (read-only)",
-}
 
 
-class AccountForm(FlaskForm):
+class AccountForm(HubForm):
     username = StringField(
-        "ユーザー名 / Username",
+        lazy("accounts.username"),
         validators=[
-            DataRequired(),
-            Regexp(r"^[A-Za-z0-9._-]{3,64}$", message="3-64 A-Z a-z 0-9 . _ -"),
+            REQUIRED,
+            Regexp(r"^[A-Za-z0-9._-]{3,64}$", message=lazy("accounts.username_rule")),
         ],
     )
-    role = SelectField("役割 / Role", choices=[(r, ROLE_LABELS[r]) for r in ROLES])
-    municipalities = StringField(
-        "市区町村コード (カンマ区切り) / Municipality codes",
-        validators=[Optional(), Regexp(r"^\d{6}(,\s*\d{6})*$", message="6-digit codes")],
-    )
+    role = SelectField(lazy("accounts.role"), choices=[(r, lazy(f"role.{r}")) for r in ROLES])
+    # Chosen by name from the kit's municipality table (set per request: choices()).
+    municipalities = SelectMultipleField(lazy("accounts.municipalities"), choices=[])
     password = PasswordField(
-        "パスワード / Password", validators=[DataRequired(), Length(min=MIN_PASSWORD, max=256)]
+        lazy("accounts.password"), validators=[REQUIRED, length(256, MIN_PASSWORD)]
     )
 
 
-class ToggleForm(FlaskForm):
+def account_form() -> AccountForm:
+    form = AccountForm()
+    form.municipalities.choices = municipality_choices()
+    return form
+
+
+class ToggleForm(HubForm):
     pass
 
 
@@ -60,8 +61,7 @@ def index() -> ResponseReturnValue:
     return render_template(
         "accounts.html",
         accounts=db().scalars(select(AccountRow).order_by(AccountRow.username)).all(),
-        labels=ROLE_LABELS,
-        form=AccountForm(),
+        form=account_form(),
         toggle=ToggleForm(),
     )
 
@@ -69,12 +69,17 @@ def index() -> ResponseReturnValue:
 @bp.post("/accounts")
 @roles_required("admin")
 def create() -> ResponseReturnValue:
-    form = AccountForm()
+    form = account_form()
     if not form.validate_on_submit():
-        problems = "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items())
-        flash(f"作成できません / Not created: {problems}")
+        flash(t("accounts.not_created", reason=refusal(form)))
         return make_response(index(), 400)  # the page again, with the reason shown
-    codes = [c.strip() for c in (form.municipalities.data or "").split(",") if c.strip()]
+    codes = list(form.municipalities.data or [])
+    if form.role.data == "municipality" and not codes:
+        flash(t("accounts.not_created", reason=t("accounts.needs_municipality")))
+        return make_response(index(), 400)
+    if db().get(AccountRow, form.username.data or "") is not None:
+        flash(t("accounts.not_created", reason=t("accounts.exists")))
+        return make_response(index(), 400)
     try:
         create_account(
             db(),
@@ -85,7 +90,7 @@ def create() -> ResponseReturnValue:
             actor=current_user.id,
         )
     except ValueError as exc:
-        flash(f"作成できません / Not created: {exc}")
+        flash(t("accounts.not_created", reason=str(exc)))
         return make_response(index(), 400)  # the page again, with the reason shown
     db().commit()
     return redirect(url_for("accounts.index"))
@@ -99,7 +104,7 @@ def another_account(username: str) -> AccountRow | None:
     return row
 
 
-NOT_CHANGED = "変更できません / Not changed"
+NOT_CHANGED = lazy("accounts.not_changed")
 
 
 @bp.post("/accounts/<username>/toggle")
@@ -107,7 +112,7 @@ NOT_CHANGED = "変更できません / Not changed"
 def toggle(username: str) -> ResponseReturnValue:
     row = another_account(username)
     if row is None:
-        flash(NOT_CHANGED)
+        flash(str(NOT_CHANGED))
         return make_response(index(), 400)  # the page again, with the reason shown
     row.disabled = not row.disabled
     if row.disabled:
@@ -125,14 +130,11 @@ def reset_second_factor_of(username: str) -> ResponseReturnValue:
     """Another account sets up its second factor again at its next login (a lost phone)."""
     row = another_account(username)
     if row is None:
-        flash(NOT_CHANGED)
+        flash(str(NOT_CHANGED))
         return make_response(index(), 400)
     reset_second_factor(db(), row, actor=current_user.id)
     db().commit()
-    flash(
-        f"{username}: 次回ログイン時に確認コードを再設定 / "
-        "sets up a new second factor at the next login"
-    )
+    flash(t("accounts.factor_reset", username=username))
     return redirect(url_for("accounts.index"))
 
 

@@ -22,14 +22,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
-from flask_wtf import FlaskForm
 from sqlalchemy.orm import Session
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from fieldkit.hub.web import audit, second_factor
 from fieldkit.hub.web.extensions import db, hubweb, login_manager
+from fieldkit.hub.web.formfields import REQUIRED, HubForm, length
 from fieldkit.hub.web.models import AccountRow
+from fieldkit.hub.web.text import lazy, t
 from fieldkit.hub.web.throttle import Attempt, LoginGuard
 
 bp = Blueprint("auth", __name__)
@@ -41,10 +42,7 @@ MIN_PASSWORD = 12
 PENDING_SECONDS = 300
 # Every failed login, whatever the reason (wrong name, wrong password, wrong code, locked,
 # throttled, disabled): one text, one status.
-FAILED = (
-    "ログインできませんでした。入力を確かめるか、しばらくしてからもう一度 / "
-    "Login failed: check what you typed, or try again later"
-)
+FAILED = lazy("login.failed")
 FAILED_STATUS = 401
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -226,15 +224,13 @@ def complete_login(row: AccountRow) -> ResponseReturnValue:
     return redirect(url_for("reports.dashboard"))
 
 
-class LoginForm(FlaskForm):
-    username = StringField("ユーザー名 / Username", validators=[DataRequired(), Length(max=64)])
-    password = PasswordField("パスワード / Password", validators=[DataRequired(), Length(max=256)])
+class LoginForm(HubForm):
+    username = StringField(lazy("login.username"), validators=[DataRequired(), Length(max=64)])
+    password = PasswordField(lazy("login.password"), validators=[DataRequired(), Length(max=256)])
 
 
-class CodeForm(FlaskForm):
-    code = StringField(
-        "確認コード (6桁) / Code (6 digits)", validators=[DataRequired(), Length(min=6, max=8)]
-    )
+class CodeForm(HubForm):
+    code = StringField(lazy("code.label"), validators=[DataRequired(), Length(min=6, max=8)])
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -309,17 +305,12 @@ def second_step() -> ResponseReturnValue:
     return page, FAILED_STATUS if error else 200
 
 
-class PasswordForm(FlaskForm):
-    current = PasswordField(
-        "今のパスワード / Current password", validators=[DataRequired(), Length(max=256)]
-    )
-    new = PasswordField(
-        "新しいパスワード / New password",
-        validators=[DataRequired(), Length(min=MIN_PASSWORD, max=256)],
-    )
+class PasswordForm(HubForm):
+    current = PasswordField(lazy("password.current"), validators=[REQUIRED, length(256)])
+    new = PasswordField(lazy("password.new"), validators=[REQUIRED, length(256, MIN_PASSWORD)])
     repeat = PasswordField(
-        "新しいパスワード (確認) / New password again",
-        validators=[DataRequired(), EqualTo("new", message="同じではありません / Not the same")],
+        lazy("password.repeat"),
+        validators=[REQUIRED, EqualTo("new", message=lazy("form.not_same"))],
     )
 
 
@@ -342,7 +333,7 @@ def change_password() -> ResponseReturnValue:
     session.clear()
     session.permanent = True
     login_user(Account(row))
-    flash("パスワードを変更しました / Password changed")
+    flash(t("password.changed"))
     return redirect(url_for("reports.dashboard"))
 
 

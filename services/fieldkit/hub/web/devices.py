@@ -9,6 +9,7 @@ the CRL, which the hub broker reloads by itself within a second.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,21 +17,26 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from wtforms import FloatField, StringField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import NumberRange, Optional
 
-from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.db import AuditRow, DeviceStatusRow, ErasureRow, HealthRow, RecordRow
 from fieldkit.hub.enrolment import CodeError, create_code
 from fieldkit.hub.roster import current_version
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.auth import roles_required
+from fieldkit.hub.web.counts import JST
 from fieldkit.hub.web.extensions import db, hubweb
+from fieldkit.hub.web.formfields import REQUIRED, HubForm, length
+from fieldkit.hub.web.places import municipality_name, receivers_offer
+from fieldkit.hub.web.text import lazy, t
+from fieldkit.municipalities import Offer
 from fieldkit.pki import PkiError, read_roster
 
 bp = Blueprint("devices", __name__, url_prefix="/devices")
+DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 @dataclass
@@ -45,50 +51,74 @@ class DeviceView:
     last_erasure: str
     operators: str = "—"
     alarms: str = "—"
+    # A red row: the last erasure failed, a virus was found, or an alarm in the last 24 h.
+    attention: bool = False
 
 
-class EnrolForm(FlaskForm):
-    device_id = StringField("端末ID / Device id", validators=[DataRequired(), Length(max=63)])
-    site = StringField("設置場所 / Site", validators=[Optional(), Length(max=200)])
+class EnrolForm(HubForm):
+    device_id = StringField(lazy("devices.device_id"), validators=[REQUIRED, length(63)])
+    site = StringField(lazy("devices.site"), validators=[Optional(), length(200)])
     hours = FloatField(
-        "有効時間 / Valid (hours)", default=24, validators=[Optional(), NumberRange(0.1, 720)]
+        lazy("devices.hours"), default=24, validators=[Optional(), NumberRange(0.1, 720)]
     )
 
 
-class RevokeForm(FlaskForm):
+class RevokeForm(HubForm):
     pass
 
 
 def _when(at: float | None) -> str:
     if not at:
         return "—"
-    return dt.datetime.fromtimestamp(at, dt.timezone(dt.timedelta(hours=9))).strftime(
-        "%Y-%m-%d %H:%M"
-    )
+    return dt.datetime.fromtimestamp(at, JST).strftime("%Y-%m-%d %H:%M")
 
 
-def _av_age(report: dict[str, Any], now: float) -> str:
+def _age(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 48:
+        return t("hours", n=f"{hours:.0f}")
+    return t("days", n=f"{hours / 24:.0f}")
+
+
+def _av_age(report: dict[str, Any] | None, now: float) -> str:
     """Age of the antivirus definitions, from whichever field the health report carries."""
-    av = report.get("antivirus") or {}
+    av = (report or {}).get("antivirus") or {}
     if "definitions_age_hours" in av:
-        return f"{float(av['definitions_age_hours']):.0f} h"
+        return _age(float(av["definitions_age_hours"]) * 3600)
     for key in ("definitions_at", "signatures_at", "updated_at"):
         if isinstance(av.get(key), int | float):
-            return f"{(now - float(av[key])) / 3600:.0f} h"
-    return "—"
+            return _age(now - float(av[key]))
+    if av:
+        # The antivirus reported, without definitions (never updated): say so.
+        return t("devices.no_definitions")
+    return t("devices.not_reported")
 
 
-def _av_findings(report: dict[str, Any]) -> str:
-    """Open antivirus findings from the last scan, and whether sessions are refused for them."""
-    av = report.get("antivirus") or {}
+def _av_findings(report: dict[str, Any] | None) -> tuple[str, bool]:
+    """Open antivirus findings from the last scan (and whether sessions are refused)."""
+    av = (report or {}).get("antivirus") or {}
     if "findings" not in av:
-        return "—"
+        return t("devices.not_reported"), False
     count = int(av["findings"])
     if count == 0:
-        return "0"
-    return f"{count} 検出 detected" + (
-        " / 受付停止 sessions refused" if not av.get("gate_allowed", True) else ""
+        return "0", False
+    refused = not av.get("gate_allowed", True)
+    return t("devices.findings_refused" if refused else "devices.findings", n=count), True
+
+
+def _backlog(status: DeviceStatusRow | None) -> tuple[str, str]:
+    """The outbox backlog and the software version, from the tablet's latest status."""
+    if status is None:
+        return t("devices.not_reported"), t("devices.not_reported")
+    pending, oldest = status.outbox_pending, status.outbox_oldest_at
+    backlog = (
+        t("devices.backlog_oldest", n=pending, age=_age(max(0.0, status.reported_at - oldest)))
+        if pending and oldest
+        else t("devices.backlog_value", n=pending)
     )
+    if status.outbox_refused:
+        backlog += t("devices.backlog_refused", n=status.outbox_refused)
+    return backlog + t("devices.reported_at", at=_when(status.reported_at)), status.version
 
 
 def _operators(session: Session, device_id: str, current: str | None) -> str:
@@ -103,10 +133,10 @@ def _operators(session: Session, device_id: str, current: str | None) -> str:
     if current is None:
         return "—"
     if applied is None:
-        return "未受信 not received"
+        return t("devices.roster_missing")
     if applied.detail.get("version") == current:
-        return "最新 current"
-    return f"古い behind (applied {_when(applied.at)})"
+        return t("devices.roster_current")
+    return t("devices.roster_behind", at=_when(applied.at))
 
 
 # What a tablet's kiosk records when the counter fails closed (issue 15): an erasure that was
@@ -116,7 +146,7 @@ ALARM_ACTIONS = ("session-refused:%", "wipe-failed%")
 ALARM_WINDOW = 24 * 3600
 
 
-def _alarms(session: Session, device_id: str, now: float) -> str:
+def _alarms(session: Session, device_id: str, now: float) -> tuple[str, bool]:
     """Alarms of the last 24 hours: how many, and the latest with its time."""
     rows = session.scalars(
         select(AuditRow)
@@ -128,8 +158,26 @@ def _alarms(session: Session, device_id: str, now: float) -> str:
         .order_by(AuditRow.at.desc())
     ).all()
     if not rows:
-        return "—"
-    return f"{len(rows)}: {rows[0].action} {_when(rows[0].at)}"
+        return t("none"), False
+    kind = "session-refused" if rows[0].action.startswith("session-refused") else "wipe-failed"
+    what = t(f"alarm.{kind}")
+    return t("devices.alarm_count", n=len(rows), what=what, at=_when(rows[0].at)), True
+
+
+# A device's health reports: the antivirus's, after each update and scan.
+HEALTH_LOOKBACK = 50
+
+
+def _antivirus_report(session: Session, device_id: str) -> dict[str, Any] | None:
+    for row in session.scalars(
+        select(HealthRow)
+        .where(HealthRow.device_id == device_id)
+        .order_by(HealthRow.at.desc())
+        .limit(HEALTH_LOOKBACK)
+    ):
+        if (row.report or {}).get("antivirus"):
+            return row.report
+    return None
 
 
 def device_views() -> list[DeviceView]:
@@ -143,41 +191,47 @@ def device_views() -> list[DeviceView]:
             )
         ).all()
     )
+    # Last contact: the latest record or status report the hub received from the tablet.
+    for status_row in session.scalars(select(DeviceStatusRow)):
+        seen[status_row.device_id] = max(
+            seen.get(status_row.device_id, 0.0), status_row.received_at
+        )
     now = time.time()
     views = []
     for device_id in sorted(set(roster) | set(seen)):
-        health = session.scalars(
-            select(HealthRow)
-            .where(HealthRow.device_id == device_id)
-            .order_by(HealthRow.at.desc())
-            .limit(1)
-        ).first()
         erasure = session.scalars(
             select(ErasureRow)
             .where(ErasureRow.device_id == device_id)
             .order_by(ErasureRow.at.desc())
             .limit(1)
         ).first()
-        report = health.report if health is not None else {}
-        detail = report.get("detail") or {}
+        antivirus = _antivirus_report(session, device_id)
+        findings, virus = _av_findings(antivirus)
+        backlog, version = _backlog(session.get(DeviceStatusRow, device_id))
+        alarms, alarmed = _alarms(session, device_id, now)
         entry = roster.get(device_id)
+        wiped = erasure is not None and erasure.verified and erasure.signed
         views.append(
             DeviceView(
                 device_id=device_id,
                 revoked=entry.revoked if entry else True,
-                last_seen=_when(seen.get(device_id)),
-                av_age=_av_age(report, now),
-                av_findings=_av_findings(report),
-                backlog=str(detail.get("outbox_backlog", "—")),
-                version=str(detail.get("version", "—")),
+                last_seen=_when(seen.get(device_id)) if device_id in seen else t("devices.never"),
+                av_age=_av_age(antivirus, now),
+                av_findings=findings,
+                backlog=backlog,
+                version=version,
                 last_erasure=(
-                    f"{_when(erasure.at)} {erasure.level} "
-                    f"{'verified' if erasure.verified else 'NOT VERIFIED'}"
+                    t(
+                        "devices.wipe_ok" if wiped else "devices.wipe_failed",
+                        at=_when(erasure.at),
+                        level=t(f"level.{erasure.level}"),
+                    )
                     if erasure is not None
-                    else "—"
+                    else t("devices.not_reported")
                 ),
                 operators=_operators(session, device_id, current),
-                alarms=_alarms(session, device_id, now),
+                alarms=alarms,
+                attention=virus or alarmed or (erasure is not None and not wiped),
             )
         )
     return views
@@ -197,7 +251,7 @@ def enrol() -> ResponseReturnValue:
     """A one-time enrolment code, shown on this page once (never in a cookie or a log)."""
     form = EnrolForm()
     if not form.validate_on_submit():
-        abort(400, description="device id missing or too long, or hours out of range")
+        abort(400, description=t("devices.bad_enrol"))
     device_id = (form.device_id.data or "").strip()
     try:
         code, expires = create_code(
@@ -208,7 +262,9 @@ def enrol() -> ResponseReturnValue:
             site=(form.site.data or "").strip(),
         )
     except CodeError as exc:
-        flash(f"コードを作れません / No code made: {exc}")
+        # The reasons create_code gives are the command line's (English): the page says its own.
+        reason = t("error.bad_device") if not DEVICE_ID.match(device_id) else str(exc)
+        flash(t("devices.no_code", reason=reason))
         return redirect(url_for("devices.index"))
     db().commit()
     issued = {"device_id": device_id, "code": code, "until": _when(expires)}
@@ -225,13 +281,47 @@ def enrol() -> ResponseReturnValue:
 @roles_required("admin")
 def revoke(device_id: str) -> ResponseReturnValue:
     if not RevokeForm().validate_on_submit():
-        abort(400, description="the form has expired; reload the page")
+        abort(400, description=t("error.csrf"))
     try:
         serial = hubweb().pki.revoke(device_id)
     except PkiError as exc:
-        flash(f"失効できません / Not revoked: {exc}")
+        flash(t("devices.not_revoked", reason=str(exc)))
         return redirect(url_for("devices.index"))
     audit.record(db(), current_user.id, "device-revoke", device_id, serial=f"{serial:x}")
     db().commit()
-    flash(f"{device_id} を失効しました / revoked")
+    flash(t("devices.revoked", device=device_id))
     return redirect(url_for("devices.index"))
+
+
+@bp.get("/municipalities", endpoint="municipalities")
+@roles_required("admin", "auditor")
+def municipalities() -> ResponseReturnValue:
+    """Which municipalities can receive packets (a receiver key on the hub) and which the
+    tablets offer for forwarding only, with the reason (issue 21 item 4)."""
+    fingerprints = hubweb().pki.receiver_key_ids()
+    return render_template(
+        "municipalities.html",
+        offer=labelled(receivers_offer()),
+        fingerprints=fingerprints,
+    )
+
+
+@dataclass(frozen=True)
+class Named:
+    code: str
+    label: str
+
+
+@dataclass(frozen=True)
+class NamedOffer:
+    receivers: list[Named]
+    forward_only: list[Named]
+    unknown_keys: list[str]
+
+
+def labelled(offer: Offer) -> NamedOffer:
+    return NamedOffer(
+        receivers=[Named(m.code, municipality_name(m.code)) for m in offer.receivers],
+        forward_only=[Named(m.code, municipality_name(m.code)) for m in offer.forward_only],
+        unknown_keys=offer.unknown_keys,
+    )

@@ -19,7 +19,6 @@ import datetime as dt
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from flask import (
     Blueprint,
@@ -34,68 +33,38 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from fieldkit.hub.db import ErasureRow
+from fieldkit.hub.db import AuditRow, ErasureRow
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.auth import roles_required
+from fieldkit.hub.web.chains import device_chain, device_records, enrolled_key, enrolled_keys
 from fieldkit.hub.web.counts import JST, ReportTable
 from fieldkit.hub.web.extensions import db, hubweb
+from fieldkit.hub.web.formfields import HubForm, refusal
 from fieldkit.hub.web.models import CertificateRow, PacketErasureRow
+from fieldkit.hub.web.places import municipality_name
 from fieldkit.hub.web.reports import respond
+from fieldkit.hub.web.text import lazy, t
 from fieldkit.models import RECORD_ID_PATTERN
 from fieldkit.pki import RosterEntry, read_roster
-from fieldkit.wipe.record import ChainSummary, ErasureRecord, follow_chain
+from fieldkit.wipe.record import ErasureRecord
 from fieldkit.wipe.sanitize import Certificate, chain_problems, verify_certificate
 
 bp = Blueprint("evidence", __name__)
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEVICE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 CERTIFICATE_ID = re.compile(RECORD_ID_PATTERN)
-YES, NO = "確認済 yes", "未確認 NO"
 
 
-class CertificateForm(FlaskForm):
+class CertificateForm(HubForm):
     certificate = FileField(
-        "消去証明書 (JSON) / Sanitization certificate (JSON)", validators=[FileRequired()]
+        lazy("evidence.certificate_file"),
+        validators=[FileRequired(message=lazy("form.file_required"))],
     )
-
-
-def device_records(session: Session, device: str) -> list[ErasureRecord]:
-    """The erasure records the hub holds for a device (a malformed one is skipped: ingest
-    already shows it as not signed)."""
-    records = []
-    query = select(ErasureRow.record).where(ErasureRow.device_id == device).order_by(ErasureRow.at)
-    body: dict[str, Any]
-    for body in session.scalars(query):
-        try:
-            records.append(ErasureRecord.model_validate(body))
-        except ValueError:
-            continue
-    return records
-
-
-def enrolled_key(roster: dict[str, RosterEntry], device: str) -> str | None:
-    entry = roster.get(device)
-    return entry.signing_public.hex() if entry is not None else None
-
-
-def enrolled_keys(roster: dict[str, RosterEntry], device: str) -> set[str]:
-    """The keys the hub enrolled for the device, the current one and earlier enrolments'."""
-    entry = roster.get(device)
-    return entry.signing_keys_hex() if entry is not None else set()
-
-
-def device_chain(session: Session, roster: dict[str, RosterEntry], device: str) -> ChainSummary:
-    keys = enrolled_keys(roster, device)
-    if not keys:
-        summary = follow_chain(device_records(session, device))
-        return ChainSummary(summary.records, summary.head, ["device not enrolled on this hub"])
-    return follow_chain(device_records(session, device), keys)
 
 
 @dataclass(frozen=True)
@@ -111,15 +80,16 @@ def check_certificate(session: Session, text: str) -> Checked:
     try:
         certificate = Certificate.model_validate_json(text)
     except ValueError as exc:
-        raise ValueError(f"not a sanitization certificate: {str(exc).splitlines()[0]}") from None
+        detail = str(exc).splitlines()[0]
+        raise ValueError(t("evidence.not_certificate", detail=detail)) from None
     if not CERTIFICATE_ID.match(certificate.certificate_id):
-        raise ValueError("the certificate ID must be 32 hexadecimal digits")
+        raise ValueError(t("evidence.bad_certificate_id"))
     if not DEVICE.match(certificate.device):
-        raise ValueError(f"device {certificate.device[:70]!r} is not a device ID")
+        raise ValueError(t("evidence.not_device", device=repr(certificate.device[:70])))
     roster = read_roster(hubweb().pki.roster)
     key = enrolled_key(roster, certificate.device)
     if key is None:
-        raise ValueError(f"device {certificate.device} is not enrolled on this hub")
+        raise ValueError(t("evidence.not_enrolled", device=certificate.device))
     signed = not verify_certificate(text, key)
     keys = enrolled_keys(roster, certificate.device)
     chain_ok, note = chain_note(certificate, device_records(session, certificate.device), keys)
@@ -160,7 +130,74 @@ def sanitized_at(certificate: Certificate) -> float:
         if when.tzinfo is None:
             when = when.replace(tzinfo=JST)
         return when.timestamp()
-    raise ValueError(f"the certificate's date {certificate.date!r} is not a date and time")
+    raise ValueError(t("evidence.bad_date", date=repr(certificate.date)))
+
+
+# A session's wipe is recorded moments after it ends; one ended just before midnight is looked
+# for this long into the next day.
+WIPE_GRACE = 6 * 3600
+
+
+@dataclass
+class SessionErasure:
+    """One session a device's kiosk started, and what the hub holds of its erasure."""
+
+    device: str
+    sid: str
+    started: float | None
+    records: list[ErasureRow]
+
+    @property
+    def passed(self) -> bool:
+        return any(r.verified and r.signed for r in self.records)
+
+    def problem(self) -> str:
+        """Why this session has no passing erasure record, in words ('' if it has one)."""
+        if self.passed:
+            return ""
+        if not self.records:
+            return t("evidence.problem_missing")
+        failed = [r for r in self.records if not r.verified]
+        if failed:
+            why = "; ".join(str(f) for f in failed[-1].record.get("failures") or []) or "—"
+            return t("evidence.problem_failed", why=why[:300])
+        return t("evidence.problem_unsigned")
+
+
+def session_erasures(
+    session: Session, lo: float, hi: float, device: str | None
+) -> list[SessionErasure]:
+    """Every session started on the day (the kiosk's ``start`` audit events) or wiped on it
+    (session erasure records), each with the session erasure records the hub holds for it."""
+    mine = [AuditRow.device_id == device] if device else []
+    started: dict[tuple[str, str], float] = {}
+    for row in session.scalars(
+        select(AuditRow).where(
+            AuditRow.action == "start", AuditRow.at >= lo, AuditRow.at < hi, *mine
+        )
+    ):
+        sid = str((row.detail or {}).get("session") or "")
+        if sid:
+            started[(row.device_id, sid)] = row.at
+    wiped: dict[tuple[str, str], list[ErasureRow]] = {}
+    for record in session.scalars(
+        select(ErasureRow)
+        .where(
+            ErasureRow.level == "session",
+            ErasureRow.at >= lo,
+            ErasureRow.at < hi + WIPE_GRACE,
+            *([ErasureRow.device_id == device] if device else []),
+        )
+        .order_by(ErasureRow.at)
+    ):
+        sid = str((record.record or {}).get("sid") or "")
+        key = (record.device_id, sid)
+        if sid and (key in started or record.at < hi):
+            wiped.setdefault(key, []).append(record)
+    return [
+        SessionErasure(dev, sid, started.get((dev, sid)), wiped.get((dev, sid), []))
+        for dev, sid in sorted(set(started) | set(wiped), key=lambda k: (k[0], started.get(k, 0.0)))
+    ]
 
 
 def evidence_tables(session: Session, date: str, device: str | None = None) -> list[ReportTable]:
@@ -169,39 +206,21 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
     suffix = f" — {device}" if device else ""
     roster = read_roster(hubweb().pki.roster)
 
-    def clock(at: float) -> str:
-        return dt.datetime.fromtimestamp(at, JST).strftime("%H:%M:%S")
+    def clock(at: float | None) -> str:
+        return dt.datetime.fromtimestamp(at, JST).strftime("%H:%M:%S") if at else "—"
 
     def mine(column: InstrumentedAttribute[str]) -> list[ColumnElement[bool]]:
         return [column == device] if device else []
+
+    def yes_no(flag: bool) -> str:
+        return t("checked_yes") if flag else t("checked_no")
 
     records = session.scalars(
         select(ErasureRow)
         .where(ErasureRow.at >= lo, ErasureRow.at < hi, *mine(ErasureRow.device_id))
         .order_by(ErasureRow.device_id, ErasureRow.at)
     ).all()
-    devices = ReportTable(
-        f"消去記録 Erasure records — {date}{suffix}",
-        [
-            "端末 device",
-            "時刻 time",
-            "レベル level",
-            "端末の検証 device verified",
-            "署名 signed by the enrolled key",
-            "記録ID record",
-        ],
-        [
-            [
-                r.device_id,
-                clock(r.at),
-                r.level,
-                "済 yes" if r.verified else "未 NO",
-                YES if r.signed else NO,
-                r.record_id,
-            ]
-            for r in records
-        ],
-    )
+    sessions = session_erasures(session, lo, hi, device)
     certificates = session.scalars(
         select(CertificateRow)
         .where(
@@ -211,53 +230,131 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
         )
         .order_by(CertificateRow.sanitized_at)
     ).all()
-    sanitizations = ReportTable(
-        f"データ消去証明書 Sanitization certificates — {date}{suffix}",
+    named = (
+        {r.device_id for r in records}
+        | {c.device_id for c in certificates}
+        | {s.device for s in sessions}
+    )
+    chained = [device] if device else sorted(named)
+    chain_of = {name: device_chain(session, roster, name) for name in chained}
+
+    per_device = ReportTable(
+        t("evidence.sessions_title") + f" — {date}{suffix}",
         [
-            "端末 device",
-            "時刻 time",
-            "結果 result",
-            "署名 signed by the enrolled key",
-            "記録の連鎖 closes the erasure-record chain (as received now)",
-            "確認内容 checked",
-            "登録者 uploaded by",
-            "証明書ID certificate",
+            t("device"),
+            t("evidence.sessions"),
+            t("evidence.erased"),
+            t("evidence.failed"),
+            t("evidence.missing"),
+            t("evidence.chain"),
+            t("evidence.verdict"),
+        ],
+        note=t("evidence.sessions_note"),
+    )
+    for name in chained:
+        own = [s for s in sessions if s.device == name]
+        passed = sum(s.passed for s in own)
+        missing = sum(not s.records for s in own)
+        failed = len(own) - passed - missing
+        chain = chain_of[name]
+        bad = bool(failed or missing or not chain.intact)
+        per_device.rows.append(
+            [
+                name,
+                len(own),
+                passed,
+                failed,
+                missing,
+                t("evidence.intact") if chain.intact else "; ".join(chain.problems)[:300],
+                t("evidence.verdict_bad") if bad else t("evidence.verdict_ok"),
+            ]
+        )
+        per_device.alarms.append(bad)
+
+    to_check = [s for s in sessions if not s.passed]
+    problem_sessions = ReportTable(
+        t("evidence.session_rows_title") + f" — {date}{suffix}",
+        [t("device"), t("evidence.session"), t("col.time"), t("evidence.problem")],
+        [[s.device, s.sid, clock(s.started), s.problem()] for s in to_check],
+        alarms=[True] * len(to_check),
+    )
+
+    device_records = ReportTable(
+        t("evidence.title", date=date, suffix=suffix),
+        [
+            t("device"),
+            t("col.time"),
+            t("col.level"),
+            t("col.verified"),
+            t("col.signed"),
+            t("evidence.record"),
         ],
         [
             [
+                r.device_id,
+                clock(r.at),
+                t(f"level.{r.level}"),
+                yes_no(r.verified),
+                yes_no(r.signed),
+                r.record_id,
+            ]
+            for r in records
+        ],
+        alarms=[not (r.verified and r.signed) for r in records],
+    )
+    sanitizations = ReportTable(
+        t("evidence.sanitization_title", date=date, suffix=suffix),
+        [
+            t("device"),
+            t("col.time"),
+            t("evidence.result"),
+            t("col.signed"),
+            t("evidence.closes_chain"),
+            t("evidence.checked"),
+            t("evidence.uploaded_by"),
+            t("evidence.certificate"),
+        ],
+    )
+    for c in certificates:
+        chain_ok, note = chain_now(session, roster, c)
+        sanitizations.rows.append(
+            [
                 c.device_id,
                 clock(c.sanitized_at),
-                "合格 pass" if c.result == "pass" else "不合格 FAIL",
-                YES if c.signed else NO,
-                YES if chain_ok else NO,
+                t("evidence.pass") if c.result == "pass" else t("evidence.fail"),
+                yes_no(c.signed),
+                yes_no(chain_ok),
                 note,
                 c.uploaded_by,
                 c.certificate_id,
             ]
-            for c in certificates
-            for chain_ok, note in [chain_now(session, roster, c)]
-        ],
-    )
-    named = {r.device_id for r in records} | {c.device_id for c in certificates}
-    chained = [device] if device else sorted(named)
+        )
+        sanitizations.alarms.append(not (c.result == "pass" and c.signed and chain_ok))
     chains = ReportTable(
-        "記録の連鎖 Erasure-record chain per device (all records the hub holds)",
-        ["端末 device", "連鎖の記録数 records on the chain", "末尾 head", "状態 state"],
+        t("evidence.chains_title"),
+        [t("device"), t("evidence.chain_records"), t("evidence.head"), t("state")],
         [
             [
                 name,
                 str(c.records),
                 c.head[:12],
-                "連続 intact" if c.intact else "; ".join(c.problems),
+                t("evidence.intact") if c.intact else "; ".join(c.problems),
             ]
-            for name, c in ((n, device_chain(session, roster, n)) for n in chained)
+            for name, c in chain_of.items()
         ],
+        alarms=[not c.intact for c in chain_of.values()],
     )
     hub = ReportTable(
-        "ハブ上の封緘データ消去 Sealed packets erased on the hub after receipt",
-        ["時刻 time", "市区町村 municipality", "端末 device", "受領確認者 by", "SHA-256"],
+        t("evidence.hub_title"),
+        [t("col.time"), t("municipality"), t("device"), t("evidence.confirmed_by"), "SHA-256"],
         [
-            [clock(r.erased_at), r.municipality, r.device_id, r.erased_by, r.ciphertext_sha256]
+            [
+                clock(r.erased_at),
+                municipality_name(r.municipality),
+                r.device_id,
+                r.erased_by,
+                r.ciphertext_sha256,
+            ]
             for r in session.scalars(
                 select(PacketErasureRow)
                 .where(
@@ -270,34 +367,53 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
         ],
     )
     device_certificates = ReportTable(
-        "端末証明書 Device certificates",
-        [
-            "端末 device",
-            "シリアル serial",
-            "状態 state",
-            "署名鍵 signing key (for fieldkit certificate verify --public-key)",
-        ],
+        t("evidence.device_certificates"),
+        [t("device"), t("evidence.serial"), t("state"), t("evidence.signing_key")],
         [
             [
                 name,
                 f"{entry.serial:x}",
-                "失効 revoked" if entry.revoked else "有効 active",
+                t("revoked") if entry.revoked else t("active"),
                 entry.signing_public.hex(),
             ]
             for name, entry in sorted(roster.items())
             if not device or name == device
         ],
     )
-    return [devices, chains, sanitizations, hub, device_certificates]
+    return [
+        per_device,
+        problem_sessions,
+        device_records,
+        chains,
+        sanitizations,
+        hub,
+        device_certificates,
+    ]
+
+
+def problem_count(tables: list[ReportTable]) -> int:
+    """What the page asks the reader to check: sessions without a passing erasure record, and
+    broken chains, failed records and certificates that do not hold."""
+    _, problem_sessions, device_records, chains, sanitizations = tables[:5]
+    return (
+        len(problem_sessions.rows)
+        + sum(chains.alarms)
+        + sum(sanitizations.alarms)
+        + sum(
+            1
+            for alarm, row in zip(device_records.alarms, device_records.rows, strict=True)
+            if alarm and row[2] != t("level.session")
+        )
+    )
 
 
 def day_and_device() -> tuple[str, str | None]:
     date = request.args.get("date") or dt.datetime.now(JST).date().isoformat()
     if not DATE.match(date):
-        abort(400, description="'date' must be YYYY-MM-DD")
+        abort(400, description=t("error.bad_date"))
     device = request.args.get("device") or None
     if device is not None and not DEVICE.match(device):
-        abort(400, description="'device' must be a device ID (a-z, 0-9 and -)")
+        abort(400, description=t("error.bad_device"))
     return date, device
 
 
@@ -308,15 +424,19 @@ def day(fmt: str | None = None) -> ResponseReturnValue:
     date, device = day_and_device()
     tables = evidence_tables(db(), date, device)
     stem = f"erasure-evidence-{date}" + (f"-{device}" if device else "")
+    title = t("evidence.heading") + f" {date}" + (f" — {device}" if device else "")
     if fmt is not None:
-        return respond(tables, tables[0].title, stem, fmt)
+        return respond(tables, title, stem, fmt)
+    sanitizations = tables[4]
     return render_template(
         "evidence.html",
         tables=tables,
-        title=tables[0].title,
+        title=title,
         date=date,
         device=device or "",
         form=CertificateForm(),
+        problems=problem_count(tables),
+        certificates=[(row[0], row[-1]) for row in sanitizations.rows],
     )
 
 
@@ -328,14 +448,15 @@ def upload() -> ResponseReturnValue:
     is refused with the reason; one uploaded twice is kept once."""
     form = CertificateForm()
     if not form.validate_on_submit():
-        problems = "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items())
-        return refuse(f"登録できません / Not recorded: {problems}", 400)
+        return refuse(t("evidence.not_recorded", reason=refusal(form)), 400)
     try:
         text = form.certificate.data.read().decode("utf-8")
         checked = check_certificate(db(), text)
         at = sanitized_at(checked.certificate)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return refuse(f"登録できません / Not recorded: {str(exc).splitlines()[0]}", 400)
+    except UnicodeDecodeError:
+        return refuse(t("evidence.not_recorded", reason=t("evidence.not_text")), 400)
+    except ValueError as exc:
+        return refuse(t("evidence.not_recorded", reason=str(exc).splitlines()[0]), 400)
     certificate = checked.certificate
     fields = {
         "device_id": certificate.device,
@@ -350,7 +471,7 @@ def upload() -> ResponseReturnValue:
     }
     held = db().get(CertificateRow, certificate.certificate_id)
     if held is not None and (held.signed or not checked.signed):
-        return refuse(f"登録済み / Already recorded: certificate {certificate.certificate_id}", 409)
+        return refuse(t("evidence.already", certificate=certificate.certificate_id), 409)
     if held is not None:
         # An altered copy came first under this ID; the genuine one takes its place (both
         # uploads stay in the audit log), so a bad copy cannot block the real certificate.
@@ -373,9 +494,9 @@ def upload() -> ResponseReturnValue:
         db().commit()
     except IntegrityError:  # the same certificate, uploaded at the same moment elsewhere
         db().rollback()
-        return refuse(f"登録済み / Already recorded: certificate {certificate.certificate_id}", 409)
-    verdict = "確認済 verified" if checked.signed and checked.chain_ok else "要確認 NOT verified"
-    flash(f"登録しました / Recorded: certificate {certificate.certificate_id} ({verdict})")
+        return refuse(t("evidence.already", certificate=certificate.certificate_id), 409)
+    verdict = t("checked_yes") if checked.signed and checked.chain_ok else t("checked_no")
+    flash(t("evidence.recorded", certificate=certificate.certificate_id, verdict=verdict))
     date = dt.datetime.fromtimestamp(at, JST).date().isoformat()
     return redirect(url_for("evidence.day", date=date, device=certificate.device))
 

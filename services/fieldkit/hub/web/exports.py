@@ -13,8 +13,9 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from flask import Response
 from openpyxl import Workbook
-from openpyxl.styles import Font
+from openpyxl.styles import Font, PatternFill
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
@@ -22,19 +23,29 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    Flowable,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from fieldkit.hub.web.counts import ReportTable
+from fieldkit.hub.web.text import t
 
 BOM = "\ufeff"
 FORMATS = {
-    "csv": "text/csv; charset=utf-8",
+    # The charset is said once: werkzeug adds it to a text/* mimetype (issue 21).
+    "csv": "text/csv",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
 }
 # A spreadsheet reads a cell that starts with one of these as a formula (CSV injection: a site
 # name like "=HYPERLINK(…)" typed on a tablet would run in the municipality's Excel).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+ALARM_FILL = PatternFill("solid", fgColor="FFD9D9")
 _font_lock = threading.Lock()
 _fonts: dict[Path, str] = {}
 
@@ -87,8 +98,11 @@ def to_xlsx(tables: Sequence[ReportTable]) -> bytes:
         sheet.append(table.columns)
         for cell in sheet[3]:
             cell.font = Font(bold=True)
-        for row in table.rows:
+        for n, row in enumerate(table.rows):
             sheet.append(row)
+            if n < len(table.alarms) and table.alarms[n]:
+                for cell in sheet[sheet.max_row]:
+                    cell.fill = ALARM_FILL
         for cells in sheet.iter_rows():
             for cell in cells:
                 if isinstance(cell.value, str) and cell.data_type == "f":
@@ -113,13 +127,47 @@ def pdf_font(path: Path) -> str:
         return _fonts[path]
 
 
-def to_pdf(tables: Sequence[ReportTable], title: str, font_path: Path) -> bytes:
-    font = pdf_font(font_path)
+def table_flowables(tables: Sequence[ReportTable], font: str) -> list[Flowable]:
+    """The tables as reportlab flowables (title, note, grid), for any A4 document."""
     heading = ParagraphStyle("heading", fontName=font, fontSize=14, leading=20)
     small = ParagraphStyle("small", fontName=font, fontSize=8, leading=11)
     cell = ParagraphStyle("cell", fontName=font, fontSize=9, leading=12)
-    out = io.BytesIO()
-    doc = SimpleDocTemplate(
+    story: list[Flowable] = []
+    for table in tables:
+        story.append(Paragraph(escape(table.title), heading))
+        if table.note:
+            story.append(Paragraph(escape(table.note), small))
+        story.append(Spacer(1, 3 * mm))
+        data: list[list[Paragraph | str]] = [
+            [Paragraph(escape(str(c)), cell) for c in table.columns]
+        ]
+        data += [[Paragraph(escape(str(v)), cell) for v in row] for row in table.rows]
+        if not table.rows:
+            data.append([Paragraph(t("no_data"), cell)] + [""] * (len(table.columns) - 1))
+        grid = Table(data, repeatRows=1)
+        # Flagged rows are red on paper too (their text says why, for a grey printer).
+        flagged = [
+            ("BACKGROUND", (0, n + 1), (-1, n + 1), colors.HexColor("#ffd9d9"))
+            for n, alarm in enumerate(table.alarms)
+            if alarm
+        ]
+        grid.setStyle(
+            TableStyle(
+                [
+                    ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    *flagged,
+                ]
+            )
+        )
+        story += [grid, Spacer(1, 8 * mm)]
+    return story
+
+
+def a4_document(out: io.BytesIO, title: str) -> SimpleDocTemplate:
+    """An A4 page template with 15 mm margins, as every hub PDF uses."""
+    return SimpleDocTemplate(
         out,
         pagesize=A4,
         title=title,
@@ -128,35 +176,24 @@ def to_pdf(tables: Sequence[ReportTable], title: str, font_path: Path) -> bytes:
         topMargin=15 * mm,
         bottomMargin=15 * mm,
     )
-    story: list[object] = []
-    for table in tables:
-        story.append(Paragraph(_escape(table.title), heading))
-        if table.note:
-            story.append(Paragraph(_escape(table.note), small))
-        story.append(Spacer(1, 3 * mm))
-        data: list[list[Paragraph | str]] = [
-            [Paragraph(_escape(str(c)), cell) for c in table.columns]
-        ]
-        data += [[Paragraph(_escape(str(v)), cell) for v in row] for row in table.rows]
-        if not table.rows:
-            data.append([Paragraph("データなし no data", cell)] + [""] * (len(table.columns) - 1))
-        grid = Table(data, repeatRows=1)
-        grid.setStyle(
-            TableStyle(
-                [
-                    ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
-                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
-                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ]
-            )
-        )
-        story += [grid, Spacer(1, 8 * mm)]
-    doc.build(story)  # type: ignore[arg-type]
+
+
+def to_pdf(tables: Sequence[ReportTable], title: str, font_path: Path) -> bytes:
+    out = io.BytesIO()
+    a4_document(out, title).build(table_flowables(tables, pdf_font(font_path)))
     return out.getvalue()
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """Text for a reportlab Paragraph (its markup is XML-like)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def attachment(body: bytes, mimetype: str, filename: str) -> Response:
+    """A download: the bytes, their type, and the name the browser saves them under."""
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def render(fmt: str, tables: Sequence[ReportTable], title: str, font_path: Path) -> bytes:

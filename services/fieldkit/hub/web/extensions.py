@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fieldkit.config import DeviceConfig
+from fieldkit.municipalities import MunicipalityTable
 from fieldkit.pki import KitPki
 
 EXTENSION = "fieldkit.hub.web"
@@ -29,6 +30,7 @@ class HubWeb:
     config: DeviceConfig
     engine: Engine
     pki: KitPki
+    municipalities: MunicipalityTable
 
 
 def hubweb(app: Flask | None = None) -> HubWeb:

@@ -1,4 +1,4 @@
-"""The hub web app's tables, on the hub database's ``Base`` (migrations 0002, 0006).
+"""The hub web app's tables, on the hub database's ``Base`` (migrations 0002, 0006, 0007).
 
 Web accounts and the handler registry hold argon2id hashes only. The web audit log is a hash
 chain: each entry's hash covers the previous entry's hash, so an edited or deleted row shows.
@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fieldkit.hub.db import Base
@@ -122,6 +133,10 @@ class VisitRow(Base):
     start_time: Mapped[str] = mapped_column(String(5))
     end_time: Mapped[str] = mapped_column(String(5))
     incidents: Mapped[str] = mapped_column(Text)
+    # Card issuance support (R20): cards handed over at this visit, recorded after it.
+    cards_issued: Mapped[int] = mapped_column(Integer, default=0)
+    # The site lead's remarks for the day's work log (業務日誌), added after the visit.
+    remarks: Mapped[str] = mapped_column(Text, default="")
 
 
 class PickupRow(Base):
@@ -148,12 +163,16 @@ class PacketErasureRow(Base):
     ciphertext_sha256: Mapped[str] = mapped_column(String(64))
     erased_at: Mapped[float] = mapped_column(Float)
     erased_by: Mapped[str] = mapped_column(String(64))
+    # The municipality's receipt returned the token sealed in this packet: it decrypted it
+    # (False only for v1 packets, sealed before the token existed: bundle hash only).
+    decrypted: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class IncidentRow(Base):
     """An incident report (R25): what happened, how much, where and how, and what was done."""
 
     __tablename__ = "incident"
+    __table_args__ = (UniqueConstraint("source", name="uq_incident_source"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     reported_at: Mapped[float] = mapped_column(Float)
     reported_by: Mapped[str] = mapped_column(String(64))
@@ -163,6 +182,11 @@ class IncidentRow(Base):
     location: Mapped[str] = mapped_column(Text)
     how: Mapped[str] = mapped_column(Text)
     response: Mapped[str] = mapped_column(Text)
+    # "draft": raised by the hub from a device alarm, for the admin to complete; "reported".
+    status: Mapped[str] = mapped_column(String(16), default="reported")
+    # The alarm a draft was raised from (kind and record, device or day): unique, so it is
+    # raised once even when two workers look at once. None for an incident a person reported.
+    source: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class CertificateRow(Base):
@@ -203,3 +227,95 @@ class EnrolmentCodeRow(Base):
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     # The certificate it was used for (hex), so the config request can be tied to it.
     serial: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class ContractRow(Base):
+    """The contract's details (R27), entered once by the admin: the forms 様式1-4 are made
+    from them. One row (``id`` 1); changes are audited."""
+
+    __tablename__ = "contract"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    work_name: Mapped[str] = mapped_column(String(200))
+    # The addressee of every form, e.g. 長野県知事 阿部 守一.
+    client: Mapped[str] = mapped_column(String(200))
+    signed_on: Mapped[str] = mapped_column(String(10))
+    started_on: Mapped[str] = mapped_column(String(10))
+    period_start: Mapped[str] = mapped_column(String(10))
+    period_end: Mapped[str] = mapped_column(String(10))
+    completed_on: Mapped[str] = mapped_column(String(10))
+    amount_yen: Mapped[int] = mapped_column(Integer)
+    contractor_address: Mapped[str] = mapped_column(String(300))
+    contractor_name: Mapped[str] = mapped_column(String(200))
+    representative: Mapped[str] = mapped_column(String(100))
+    # 業務実施代理人 (様式3): the responsible agent, an employee of the contractor.
+    agent_name: Mapped[str] = mapped_column(String(100))
+    agent_title: Mapped[str] = mapped_column(String(100))
+    work_summary: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(64))
+
+
+class DocumentRow(Base):
+    """A document the hub generated for the prefecture, kept as generated: each generation is
+    a new version; the SHA-256 of the bytes is listed so a printed or mailed copy can be
+    matched to the one kept."""
+
+    __tablename__ = "paper_document"
+    __table_args__ = (UniqueConstraint("kind", "version", name="uq_paper_document_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(100))
+    mimetype: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ReceiptRow(Base):
+    """An uploaded receipt (PDF, JPEG or PNG), stored once however many expense lines cite
+    it: its SHA-256 is the key that finds it again."""
+
+    __tablename__ = "receipt"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    mimetype: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    uploaded_at: Mapped[float] = mapped_column(Float)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ExpenseRow(Base):
+    """A line of 業務経費支出一覧 (specification §7, §8): when, which category, to whom, what,
+    how much, and its receipt."""
+
+    __tablename__ = "expense"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    spent_on: Mapped[str] = mapped_column(String(10), index=True)
+    category: Mapped[str] = mapped_column(String(32))
+    payee: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(500))
+    amount_yen: Mapped[int] = mapped_column(Integer)
+    receipt_id: Mapped[int] = mapped_column(ForeignKey("receipt.id"))
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class PaperDestructionRow(Base):
+    """Paper holding personal data destroyed (特記事項 第11; R24): when, what and how much, how,
+    by which registered staff member, before which witness."""
+
+    __tablename__ = "paper_destruction"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destroyed_on: Mapped[str] = mapped_column(String(10), index=True)
+    what: Mapped[str] = mapped_column(String(300))
+    quantity: Mapped[str] = mapped_column(String(100))
+    method: Mapped[str] = mapped_column(String(32))
+    staff: Mapped[str] = mapped_column(String(32))
+    witness: Mapped[str] = mapped_column(String(100))
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[float] = mapped_column(Float)

@@ -12,41 +12,42 @@ import time
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms.validators import Regexp
 
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.auth import MIN_PASSWORD, hash_password, roles_required
 from fieldkit.hub.web.extensions import db
+from fieldkit.hub.web.formfields import REQUIRED, HubForm, length, refusal
 from fieldkit.hub.web.models import DUTIES, OperatorRow, WebAuditRow
+from fieldkit.hub.web.text import lazy, t
 
 bp = Blueprint("operators", __name__, url_prefix="/operators")
-DUTY_LABELS = {"responsible": "責任者 responsible", "handler": "従事者 handler"}
 
 
-class OperatorForm(FlaskForm):
+class OperatorForm(HubForm):
     operator_id = StringField(
-        "ID",
-        validators=[DataRequired(), Regexp(r"^[a-z0-9][a-z0-9-]{1,31}$", message="a-z 0-9 -")],
+        lazy("operators.id"),
+        validators=[
+            REQUIRED,
+            Regexp(r"^[a-z0-9][a-z0-9-]{1,31}$", message=lazy("operators.id_rule")),
+        ],
     )
-    name = StringField("氏名 / Name", validators=[DataRequired(), Length(max=100)])
-    duty = SelectField("役割 / Duty", choices=[(d, DUTY_LABELS[d]) for d in DUTIES])
+    name = StringField(lazy("operators.name"), validators=[REQUIRED, length(100)])
+    duty = SelectField(lazy("operators.duty"), choices=[(d, lazy(f"duty.{d}")) for d in DUTIES])
     password = PasswordField(
-        "初期パスワード / Initial password",
-        validators=[DataRequired(), Length(min=MIN_PASSWORD, max=256)],
+        lazy("operators.initial_password"), validators=[REQUIRED, length(256, MIN_PASSWORD)]
     )
 
 
-class PasswordForm(FlaskForm):
+class PasswordForm(HubForm):
     password = PasswordField(
-        "新しいパスワード / New password",
-        validators=[DataRequired(), Length(min=MIN_PASSWORD, max=256)],
+        lazy("operators.new_password"), validators=[REQUIRED, length(256, MIN_PASSWORD)]
     )
 
 
-class ToggleForm(FlaskForm):
+class ToggleForm(HubForm):
     pass
 
 
@@ -68,7 +69,6 @@ def index() -> ResponseReturnValue:
         "operators.html",
         operators=operators,
         history=history,
-        labels=DUTY_LABELS,
         create=OperatorForm(),
         reset=PasswordForm(),
         toggle=ToggleForm(),
@@ -80,12 +80,11 @@ def index() -> ResponseReturnValue:
 def create() -> ResponseReturnValue:
     form = OperatorForm()
     if not form.validate_on_submit():
-        problems = "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items())
-        flash(f"登録できません / Not created: {problems}")
+        flash(t("operators.not_created", reason=refusal(form)))
         return make_response(index(), 400)  # the page again, with the reason shown
     operator_id = form.operator_id.data or ""
     if db().get(OperatorRow, operator_id) is not None:
-        flash(f"{operator_id} は登録済みです / exists already")
+        flash(t("operators.exists", operator=operator_id))
         return redirect(url_for("operators.index"))
     if (
         form.duty.data == "responsible"
@@ -95,7 +94,7 @@ def create() -> ResponseReturnValue:
         )
         .first()
     ):
-        flash("責任者は一人です。先に無効にしてください / One responsible person: disable first")
+        flash(t("operators.one_responsible"))
         return redirect(url_for("operators.index"))
     db().add(
         OperatorRow(
@@ -109,7 +108,7 @@ def create() -> ResponseReturnValue:
     )
     audit.record(db(), current_user.id, "operator-create", operator_id, duty=form.duty.data or "")
     db().commit()
-    flash(f"{operator_id} を登録しました / created")
+    flash(t("operators.created", operator=operator_id))
     return redirect(url_for("operators.index"))
 
 
@@ -126,13 +125,13 @@ def reset_password(operator_id: str) -> ResponseReturnValue:
     row = _operator(operator_id)
     form = PasswordForm()
     if not form.validate_on_submit():
-        flash(f"パスワードは{MIN_PASSWORD}文字以上 / at least {MIN_PASSWORD} characters")
+        flash(t("operators.password_rule", n=MIN_PASSWORD))
         return make_response(index(), 400)  # the page again, with the reason shown
     row.password_hash = hash_password(form.password.data or "")
     row.updated_at = time.time()
     audit.record(db(), current_user.id, "operator-password-reset", operator_id)
     db().commit()
-    flash(f"{operator_id} のパスワードを変更しました / password reset")
+    flash(t("operators.password_reset", operator=operator_id))
     return redirect(url_for("operators.index"))
 
 
@@ -141,7 +140,7 @@ def reset_password(operator_id: str) -> ResponseReturnValue:
 def toggle(operator_id: str) -> ResponseReturnValue:
     row = _operator(operator_id)
     if not ToggleForm().validate_on_submit():
-        abort(400, description="the form has expired; reload the page")
+        abort(400, description=t("error.csrf"))
     row.disabled = not row.disabled
     row.updated_at = time.time()
     action = "operator-disable" if row.disabled else "operator-enable"

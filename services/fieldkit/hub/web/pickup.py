@@ -1,10 +1,14 @@
 """Municipality pick-up of sealed packets (R7, R15, R23, R24).
 
 A municipality user downloads every packet waiting for their codes as one ZIP (one
-``<record_id>.json`` per packet, exactly what ``fieldkit packet open`` reads), then confirms
-receipt by giving the bundle's SHA-256. Only then does the hub delete those ciphertexts, and
-it writes a ``PacketErasureRow`` per packet (when, who, the ciphertext's hash). Packets that
-arrived after the download stay until the next pick-up. The hub never opens a packet.
+``<record_id>.json`` per packet, exactly what ``fieldkit packet open`` reads), opens it with
+the municipality's key (``fieldkit packet receipt``) and uploads the receipt that makes: the
+bundle's SHA-256 and, for each packet, the token sealed inside it, which only decrypting the
+packet reveals (issue 17). Only when every token matches the hash the tablet signed into the
+packet does the hub delete those ciphertexts, and it writes a ``PacketErasureRow`` per packet
+(when, who, the ciphertext's hash, whether decryption was proven: v1 packets, sealed before
+the token existed, are confirmed by the bundle hash alone). Packets that arrived after the
+download stay until the next pick-up. The hub never opens a packet, and cannot make a receipt.
 """
 
 from __future__ import annotations
@@ -27,29 +31,33 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from pydantic import ValidationError
 from sqlalchemy import delete, func, select
-from wtforms import StringField
-from wtforms.validators import DataRequired, Regexp
 
 from fieldkit.hub.db import SealedPacketRow
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.extensions import db
+from fieldkit.hub.web.formfields import HubForm
 from fieldkit.hub.web.models import PacketErasureRow, PickupRow
+from fieldkit.hub.web.text import lazy, t
+from fieldkit.sealing import PacketReceipt, receipt_matches
 
 bp = Blueprint("pickup", __name__, url_prefix="/packets")
 # ZIP entries get a fixed timestamp so the same packets always make the same bundle hash.
 ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+# A receipt holds ~100 bytes per packet.
+RECEIPT_MAX = 4 * 1024 * 1024
 
 
-class DownloadForm(FlaskForm):
+class DownloadForm(HubForm):
     pass
 
 
-class ConfirmForm(FlaskForm):
-    sha256 = StringField(
-        "SHA-256", validators=[DataRequired(), Regexp(r"^[0-9a-fA-F]{64}$", message="64 hex")]
+class ConfirmForm(HubForm):
+    receipt = FileField(
+        lazy("packets.receipt_file"), validators=[FileRequired(message=lazy("form.file_required"))]
     )
 
 
@@ -112,7 +120,7 @@ def index() -> ResponseReturnValue:
 @roles_required("municipality")
 def download() -> ResponseReturnValue:
     if not DownloadForm().validate_on_submit():
-        abort(400, description="the form has expired; reload the page")
+        abort(400, description=t("error.csrf"))
     codes = _codes()
     rows = list(
         db().scalars(
@@ -153,17 +161,38 @@ def confirm(pickup_id: int) -> ResponseReturnValue:
         abort(403)
     form = ConfirmForm()
     if not form.validate_on_submit():
-        abort(400, description="give the bundle's SHA-256 (64 hex digits)")
+        abort(400, description=t("packets.upload_receipt"))
     if pickup.confirmed_at is not None:
-        flash("受領確認済みです / Receipt was confirmed already")
+        flash(t("packets.already_confirmed"))
         return redirect(url_for("pickup.index"))
-    if (form.sha256.data or "").lower() != pickup.sha256:
-        # A wrong hash means the user does not hold this bundle: erase nothing.
-        flash("SHA-256 が一致しません。消去しませんでした / SHA-256 does not match: nothing erased")
+    try:
+        receipt = PacketReceipt.model_validate_json(form.receipt.data.read(RECEIPT_MAX + 1))
+    except ValidationError:
+        flash(t("packets.unreadable"))
+        return make_response(index(), 409)
+    problem = receipt_problem(pickup, receipt)
+    if problem is not None:
+        # The user does not hold this bundle, or did not decrypt it: erase nothing.
+        flash(t("packets.nothing_erased", problem=problem))
         return make_response(index(), 409)  # the page again, with the reason shown
     erased = erase_packets(pickup, current_user.id)
-    flash(f"受領を確認し、{erased} 件をハブから消去しました / Receipt confirmed, {erased} erased")
+    flash(t("packets.erased", n=erased))
     return redirect(url_for("pickup.index"))
+
+
+def receipt_problem(pickup: PickupRow, receipt: PacketReceipt) -> str | None:
+    """Why the receipt does not prove the bundle was received and decrypted, or None."""
+    if receipt.bundle_sha256 != pickup.sha256:
+        return t("packets.hash_mismatch")
+    rows = db().execute(
+        select(SealedPacketRow.record_id, SealedPacketRow.receipt_commitment).where(
+            SealedPacketRow.record_id.in_(pickup.record_ids)
+        )
+    )
+    for record_id, commitment in rows:
+        if commitment and not receipt_matches(commitment, receipt.tokens.get(record_id, "")):
+            return t("packets.not_decrypted", record=record_id)
+    return None
 
 
 def erase_packets(pickup: PickupRow, username: str) -> int:
@@ -183,6 +212,7 @@ def erase_packets(pickup: PickupRow, username: str) -> int:
                 ciphertext_sha256=hashlib.sha256(row.ciphertext).hexdigest(),
                 erased_at=now,
                 erased_by=username,
+                decrypted=bool(row.receipt_commitment),
             )
         )
     session.execute(

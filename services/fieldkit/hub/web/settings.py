@@ -39,6 +39,10 @@ class HubWebSection(Section):
     # Who needs the TOTP second factor; admin and municipality always do.
     second_factor_roles: tuple[str, ...] = ("admin", "municipality", "auditor")
     programme_days: int = Field(default=40, ge=1, le=366)
+    # The municipality table the hub names municipalities from (as the kiosk's ``prefectures``):
+    # the shipped tables of these prefectures, plus any CSV in ``municipalities_dir``.
+    prefectures: list[str] = Field(default=["20"], min_length=1)
+    municipalities_dir: Path | None = None
     # Japanese PDF font (Debian fonts-ipaexfont-gothic); the built-in CID font if missing.
     pdf_font: Path = Path("/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf")
 

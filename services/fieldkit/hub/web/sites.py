@@ -23,14 +23,23 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import DateField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms import StringField, TextAreaField
+from wtforms.validators import NumberRange, Optional, Regexp
 
 from fieldkit.hub.web import audit, counts
 from fieldkit.hub.web.auth import roles_required
 from fieldkit.hub.web.extensions import db, hubweb
+from fieldkit.hub.web.formfields import (
+    PRESENT,
+    REQUIRED,
+    ChoiceInput,
+    DateInput,
+    HubForm,
+    WholeNumberInput,
+    length,
+    refusal,
+)
 from fieldkit.hub.web.models import (
     FACILITY_KINDS,
     VISIT_KINDS,
@@ -39,51 +48,71 @@ from fieldkit.hub.web.models import (
     VisitRequestRow,
     VisitRow,
 )
+from fieldkit.hub.web.places import choices as municipality_choices
+from fieldkit.hub.web.text import lazy, t
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
-KIND_LABELS = {
-    "welfare": "福祉施設 welfare",
-    "medical": "医療機関 medical",
-    "public": "公共施設 public",
-    "post-office": "郵便局 post office",
-    "other": "その他 other",
-    "application-support": "申請サポート application support",
-    "card-issuance-support": "交付支援 card issuance support",
-}
 TIME = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 
-class FacilityForm(FlaskForm):
-    name = StringField("施設名 / Name", validators=[DataRequired(), Length(max=200)])
-    kind = SelectField("種別 / Type", choices=[(k, KIND_LABELS[k]) for k in FACILITY_KINDS])
-    municipality = StringField(
-        "市区町村コード / Municipality code",
-        validators=[DataRequired(), Regexp(r"^\d{6}$", message="6 digits")],
+def _kinds(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(k, lazy(f"kind.{k}")) for k in kinds]
+
+
+class FacilityForm(HubForm):
+    name = StringField(lazy("sites.facility_name"), validators=[REQUIRED, length(200)])
+    kind = ChoiceInput(lazy("sites.type"), choices=_kinds(FACILITY_KINDS))
+    # Chosen by name from the kit's municipality table (set per request).
+    municipality = ChoiceInput(lazy("municipality"), choices=[])
+    address = StringField(lazy("sites.address"), validators=[Optional(), length(300)])
+
+
+class RequestForm(HubForm):
+    facility_id = ChoiceInput(lazy("sites.facility"), coerce=int)
+    wanted_date = DateInput(lazy("sites.wanted"), validators=[PRESENT])
+    expected_people = WholeNumberInput(
+        lazy("sites.expected"),
+        validators=[
+            Optional(),
+            NumberRange(min=0, max=10000, message=lazy("form.number_range", low=0, high=10000)),
+        ],
     )
-    address = StringField("所在地 / Address", validators=[Optional(), Length(max=300)])
 
 
-class RequestForm(FlaskForm):
-    facility_id = SelectField("施設 / Facility", coerce=int)
-    wanted_date = DateField("希望日 / Wanted date", validators=[DataRequired()])
-    expected_people = IntegerField(
-        "見込み人数 / Expected people", validators=[Optional(), NumberRange(min=0, max=10000)]
+class VisitForm(HubForm):
+    facility_id = ChoiceInput(lazy("sites.facility"), coerce=int)
+    date = DateInput(lazy("date"), validators=[PRESENT])
+    kind = ChoiceInput(lazy("sites.kind"), choices=_kinds(VISIT_KINDS))
+    device_id = StringField(lazy("device"), validators=[REQUIRED, length(63)])
+    lead = StringField(lazy("sites.lead_id"), validators=[REQUIRED, length(32)])
+    staff = StringField(lazy("sites.staff_ids"), validators=[REQUIRED, length(500)])
+    start_time = StringField(
+        lazy("sites.start"), validators=[REQUIRED, Regexp(TIME, message=lazy("form.time"))]
     )
-
-
-class VisitForm(FlaskForm):
-    facility_id = SelectField("施設 / Facility", coerce=int)
-    date = DateField("日付 / Date", validators=[DataRequired()])
-    kind = SelectField("種別 / Kind", choices=[(k, KIND_LABELS[k]) for k in VISIT_KINDS])
-    device_id = StringField("端末 / Device", validators=[DataRequired(), Length(max=63)])
-    lead = StringField("責任者(現場) / Site lead", validators=[DataRequired(), Length(max=32)])
-    staff = StringField(
-        "従事者 (カンマ区切り) / Staff, comma-separated",
-        validators=[DataRequired(), Length(max=500)],
+    end_time = StringField(
+        lazy("sites.end"), validators=[REQUIRED, Regexp(TIME, message=lazy("form.time"))]
     )
-    start_time = StringField("開始 / Start", validators=[DataRequired(), Regexp(TIME)])
-    end_time = StringField("終了 / End", validators=[DataRequired(), Regexp(TIME)])
-    incidents = TextAreaField("事故等 / Incidents", validators=[Optional(), Length(max=2000)])
+    incidents = TextAreaField(lazy("worklog.incidents"), validators=[Optional(), length(2000)])
+
+
+class VisitResultForm(HubForm):
+    """After the visit: the cards handed over (card issuance support) and the lead's remarks
+    for the work log."""
+
+    cards_issued = WholeNumberInput(
+        lazy("sites.cards"),
+        validators=[
+            Optional(),
+            NumberRange(min=0, max=10000, message=lazy("form.number_range", low=0, high=10000)),
+        ],
+    )
+    remarks = TextAreaField(lazy("visit.remarks_field"), validators=[Optional(), length(4000)])
+
+
+def facility_form_() -> FacilityForm:
+    form = FacilityForm()
+    form.municipality.choices = municipality_choices()
+    return form
 
 
 def _facility_choices() -> list[tuple[int, str]]:
@@ -98,13 +127,13 @@ def visit_problems(form: VisitForm) -> list[str]:
         staff = sorted({*staff, lead})
     problems = []
     if len(staff) < 2:
-        problems.append("二人以上必要です / two or more staff are needed")
+        problems.append(t("sites.two_staff"))
     known = {o.operator_id for o in db().scalars(select(OperatorRow).where(~OperatorRow.disabled))}
     unknown = [s for s in staff if s not in known]
     if unknown:
-        problems.append("未登録の従事者 / not in the registry: " + ", ".join(unknown))
+        problems.append(t("sites.unknown_staff", ids="、".join(unknown)))
     if (form.start_time.data or "") >= (form.end_time.data or ""):
-        problems.append("終了は開始より後 / the end must be after the start")
+        problems.append(t("sites.end_after_start"))
     form.staff.data = ",".join(staff)
     return problems
 
@@ -112,7 +141,7 @@ def visit_problems(form: VisitForm) -> list[str]:
 @bp.get("")
 @roles_required("admin", "auditor")
 def index() -> ResponseReturnValue:
-    facility_form, request_form, visit_form = FacilityForm(), RequestForm(), VisitForm()
+    facility_form, request_form, visit_form = facility_form_(), RequestForm(), VisitForm()
     choices = _facility_choices()
     request_form.facility_id.choices = choices
     visit_form.facility_id.choices = choices
@@ -124,7 +153,6 @@ def index() -> ResponseReturnValue:
         requests=db().scalars(select(VisitRequestRow).order_by(VisitRequestRow.wanted_date)).all(),
         visits=db().scalars(select(VisitRow).order_by(VisitRow.date.desc())).all(),
         names=dict(choices),
-        labels=KIND_LABELS,
         days_done=len(days),
         target=target,
         percent=min(100, round(100 * len(days) / target)),
@@ -134,16 +162,15 @@ def index() -> ResponseReturnValue:
     )
 
 
-def _refuse(form: FlaskForm, extra: list[str] | None = None) -> ResponseReturnValue:
-    problems = [f"{k}: {', '.join(v)}" for k, v in form.errors.items()] + (extra or [])
-    flash("保存できません / Not saved: " + "; ".join(problems))
+def _refuse(form: HubForm, extra: list[str] | None = None) -> ResponseReturnValue:
+    flash(t("not_saved", reason=refusal(form, extra)))
     return make_response(index(), 400)  # the page again, with the reason shown
 
 
 @bp.post("/facilities")
 @roles_required("admin")
 def add_facility() -> ResponseReturnValue:
-    form = FacilityForm()
+    form = facility_form_()
     if not form.validate_on_submit():
         return _refuse(form)
     row = FacilityRow(
@@ -224,7 +251,7 @@ def month_calendar() -> ResponseReturnValue:
     """A month as weeks (Monday first), each day with its visits and requested visits."""
     month = request.args.get("month") or dt.date.today().strftime("%Y-%m")
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
-        abort(400, description="month must be YYYY-MM")
+        abort(400, description=t("error.bad_month"))
     year, mon = (int(part) for part in month.split("-"))
     first, last = f"{month}-01", f"{month}-31"
     names = dict(_facility_choices())
@@ -233,7 +260,7 @@ def month_calendar() -> ResponseReturnValue:
         select(VisitRow).where(VisitRow.date >= first, VisitRow.date <= last)
     ):
         days.setdefault(visit.date, []).append(
-            f"{names.get(visit.facility_id, '')} ({KIND_LABELS[visit.kind].split()[0]})"
+            f"{names.get(visit.facility_id, '')}（{t(f'kind.{visit.kind}')}）"
         )
     for wanted in db().scalars(
         select(VisitRequestRow).where(
@@ -243,7 +270,7 @@ def month_calendar() -> ResponseReturnValue:
         )
     ):
         days.setdefault(wanted.wanted_date, []).append(
-            f"依頼 request: {names.get(wanted.facility_id, '')}"
+            t("calendar.request", facility=names.get(wanted.facility_id, ""))
         )
     weeks = calendar.Calendar(firstweekday=0).monthdatescalendar(year, mon)
     previous = (dt.date(year, mon, 1) - dt.timedelta(days=1)).strftime("%Y-%m")
@@ -257,3 +284,46 @@ def month_calendar() -> ResponseReturnValue:
         previous=previous,
         following=following,
     )
+
+
+@bp.get("/visits/<int:visit_id>")
+@roles_required("admin", "auditor")
+def visit(visit_id: int) -> ResponseReturnValue:
+    row = db().get(VisitRow, visit_id)
+    if row is None:
+        abort(404)
+    return _visit_page(row, VisitResultForm(cards_issued=row.cards_issued, remarks=row.remarks))
+
+
+def _visit_page(row: VisitRow, form: VisitResultForm) -> str:
+    return render_template(
+        "visit.html",
+        visit=row,
+        facility=db().get(FacilityRow, row.facility_id),
+        form=form,
+    )
+
+
+@bp.post("/visits/<int:visit_id>")
+@roles_required("admin")
+def record_results(visit_id: int) -> ResponseReturnValue:
+    """Cards handed over (R20) and remarks (R21), recorded after the visit; audited."""
+    row = db().get(VisitRow, visit_id)
+    if row is None:
+        abort(404)
+    form = VisitResultForm()
+    problems: list[str] = []
+    valid = form.validate_on_submit()
+    cards = (form.cards_issued.data or 0) if valid else 0
+    if cards and row.kind != "card-issuance-support":
+        problems.append(t("sites.cards_only_issuance"))
+    if form.errors or problems:
+        flash(t("not_saved", reason=refusal(form, problems)))
+        return make_response(_visit_page(row, form), 400)
+    row.cards_issued = cards
+    row.remarks = (form.remarks.data or "").strip()
+    # The entry names the visit and the count, not the remarks (free text).
+    audit.record(db(), current_user.id, "visit-results", f"visit {row.id}", cards=cards)
+    db().commit()
+    flash(t("recorded"))
+    return redirect(url_for("sites.visit", visit_id=row.id))

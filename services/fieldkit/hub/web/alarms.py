@@ -1,0 +1,177 @@
+"""Device alarms become incident drafts (R25): a virus found, a failed wipe, a gap in a
+device's erasure-record chain, a revoked device. Each alarm raises one draft, once (its
+``source`` names the alarm), for the admin to complete with how much, how and the response,
+so the incident section of the monthly report is never silently empty.
+
+The draft's text is written by the hub from fixed phrases and ids: no applicant data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fieldkit.hub.db import AuditRow, ErasureRow, HealthRow, RecordRow
+from fieldkit.hub.web import audit
+from fieldkit.hub.web.chains import device_chain
+from fieldkit.hub.web.counts import JST
+from fieldkit.hub.web.models import IncidentRow
+from fieldkit.pki import RosterEntry
+
+HUB = "hub"  # the actor of drafts the hub raises
+
+
+@dataclass(frozen=True)
+class Alarm:
+    source: str
+    occurred_on: str
+    what: str
+    where: str
+
+
+def _day(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, JST).date().isoformat()
+
+
+def _wipe_failures(session: Session) -> list[Alarm]:
+    alarms = [
+        Alarm(
+            f"wipe-failed:{row.record_id}",
+            _day(row.at),
+            f"消去失敗 A session wipe failed on {row.device_id} ({row.action})",
+            f"端末 device {row.device_id}",
+        )
+        for row in session.scalars(
+            select(AuditRow).where(AuditRow.action.like("wipe-failed%")).order_by(AuditRow.at)
+        )
+    ]
+    alarms += [
+        Alarm(
+            f"erasure-unverified:{row.record_id}",
+            _day(row.at),
+            f"消去未検証 An erasure record from {row.device_id} says the wipe was not verified"
+            f" ({row.level})",
+            f"端末 device {row.device_id}",
+        )
+        for row in session.scalars(
+            select(ErasureRow).where(~ErasureRow.verified).order_by(ErasureRow.at)
+        )
+    ]
+    return alarms
+
+
+def _virus_findings(session: Session) -> list[Alarm]:
+    """One alarm per device and day on which a health report counted antivirus findings."""
+    days: dict[tuple[str, str], int] = {}
+    for row in session.scalars(select(HealthRow).order_by(HealthRow.at)):
+        antivirus = row.report.get("antivirus") or {}
+        found = antivirus.get("findings")
+        if isinstance(found, int) and found > 0:
+            key = (row.device_id, _day(row.at))
+            days[key] = max(days.get(key, 0), found)
+    return [
+        Alarm(
+            f"virus:{device}:{day}",
+            day,
+            f"ウイルス検出 The antivirus on {device} found {count} infected file(s)",
+            f"端末 device {device}",
+        )
+        for (device, day), count in sorted(days.items())
+    ]
+
+
+def _chain_gaps(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
+    devices = sorted(set(session.scalars(select(ErasureRow.device_id).distinct())))
+    alarms = []
+    for device in devices:
+        if device not in roster:
+            continue  # not enrolled here: the evidence page says so; not an incident
+        chain = device_chain(session, roster, device)
+        if chain.intact:
+            continue
+        problems = "; ".join(chain.problems)
+        digest = hashlib.sha256(problems.encode()).hexdigest()[:16]
+        alarms.append(
+            Alarm(
+                f"chain:{device}:{digest}",
+                dt.datetime.now(JST).date().isoformat(),
+                f"消去記録の欠落 The erasure-record chain of {device} is broken: {problems[:300]}",
+                f"端末 device {device}",
+            )
+        )
+    return alarms
+
+
+def _revoked(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
+    alarms = []
+    for device, entry in sorted(roster.items()):
+        if not entry.revoked:
+            continue
+        last = session.scalars(
+            select(RecordRow.received_at)
+            .where(RecordRow.device_id == device)
+            .order_by(RecordRow.received_at.desc())
+            .limit(1)
+        ).first()
+        alarms.append(
+            Alarm(
+                f"revoked:{device}:{entry.serial}",
+                _day(last) if last else dt.datetime.now(JST).date().isoformat(),
+                f"端末の失効 Device {device} was revoked (certificate serial {entry.serial:x});"
+                " was it lost or stolen?",
+                f"端末 device {device}",
+            )
+        )
+    return alarms
+
+
+def device_alarms(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
+    return [
+        *_virus_findings(session),
+        *_wipe_failures(session),
+        *_chain_gaps(session, roster),
+        *_revoked(session, roster),
+    ]
+
+
+def raise_and_commit(session: Session, roster: dict[str, RosterEntry]) -> None:
+    """Raise the drafts and commit them; if another worker raised the same draft at the same
+    moment (the unique ``source``), its drafts stand and this one's are dropped."""
+    try:
+        if raise_drafts(session, roster):
+            session.commit()
+    except IntegrityError:
+        session.rollback()
+
+
+def raise_drafts(session: Session, roster: dict[str, RosterEntry]) -> list[IncidentRow]:
+    """An incident draft for every alarm that has none yet (the caller commits)."""
+    raised = set(session.scalars(select(IncidentRow.source).where(IncidentRow.source.is_not(None))))
+    drafts = []
+    for alarm in device_alarms(session, roster):
+        if alarm.source in raised:
+            continue
+        row = IncidentRow(
+            reported_at=time.time(),
+            reported_by=HUB,
+            occurred_on=alarm.occurred_on,
+            what=alarm.what,
+            how_much="",
+            location=alarm.where,
+            how="",
+            response="",
+            status="draft",
+            source=alarm.source,
+        )
+        session.add(row)
+        session.flush()
+        raised.add(alarm.source)
+        audit.record(session, HUB, "incident-draft", f"incident {row.id}", alarm=alarm.source)
+        drafts.append(row)
+    return drafts
