@@ -28,6 +28,7 @@ from fieldkit.policies import (
     load_policies,
     render,
 )
+from fieldkit.registry import identities_for, specs_for_role
 from tests.support.datavol_boot import (
     FIRST_BOOT,
     PURGE_BOOT,
@@ -74,6 +75,11 @@ class Expected:
     kiosk_user: str
     kiosk_flags: tuple[str, ...]
     kiosk_url: str
+    # Issue 17: the identities with a bus password at boot (not the compliance run's audit),
+    # the services' own users and their shared group.
+    bus_identities: tuple[str, ...] = ()
+    own_users: tuple[str, ...] = ()
+    services_group: str = "fieldkit"
 
 
 def expected_from(policies: PolicySet) -> Expected:
@@ -105,8 +111,7 @@ def expected_from(policies: PolicySet) -> Expected:
     users, ceilings = {}, {}
     for unit in units:
         name = unit.removeprefix("fieldkit-").removesuffix(".service")
-        override = services.overrides.get(name)
-        users[unit] = override.user if override and override.user else services.user
+        users[unit] = services.user_of(name)
         ceilings[unit] = services.ceiling(name)
     kiosk = yaml.safe_load(KIOSK_DEFAULTS.read_text(encoding="utf-8"))
     return Expected(
@@ -120,6 +125,11 @@ def expected_from(policies: PolicySet) -> Expected:
         kiosk["kiosk_user"],
         tuple(kiosk["kiosk_chromium_flags"]),
         kiosk["kiosk_url"],
+        tuple(
+            sorted(i.name for i in identities_for(specs_for_role("tablet")) if i.name != "audit")
+        ),
+        tuple(sorted(services.own_user_names())),
+        services.user,
     )
 
 
@@ -258,6 +268,40 @@ def check_nothing_persists(report: BootReport, expected: Expected) -> None:
     assert live == expected.sysctl, live
 
 
+def check_bus_credentials(report: BootReport, expected: Expected) -> None:
+    """Issue 17: the bus passwords are root's alone; each running service was handed only its
+    own by systemd; the audit identity has no password outside a compliance run; each service
+    with a user of its own reads the device config but no password and not the kiosk's state."""
+    lines = report.lines("bus-credentials")
+    files = [x.split(None, 3)[1:] for x in lines if x.startswith("file ")]
+    assert files and files[0] == ["root", "700", "/run/fieldkit/credentials"], files
+    assert sorted(f[2].rsplit("/", 1)[1] for f in files[1:]) == list(expected.bus_identities)
+    assert all(f[:2] == ["root", "400"] for f in files[1:]), files
+    (passwd,) = [x.split()[1:] for x in lines if x.startswith("passwd ")]
+    assert tuple(passwd) == expected.bus_identities, passwd
+    handed = {}
+    for x in lines:
+        if x.startswith("unit "):
+            _, unit, name = x.split()
+            handed.setdefault(unit, []).append(name)
+    running = [
+        u
+        for u, props in _units(report).items()
+        if u in expected.service_units and props["ActiveState"] == "active"
+    ]
+    assert running, "no fieldkit service runs"
+    for unit in running:
+        name = unit.removeprefix("fieldkit-").removesuffix(".service")
+        assert handed.get(unit) == [f"bus-{name}"], (unit, handed.get(unit))
+    users = {x.split()[1]: x.split()[2] for x in lines if x.startswith("user ")}
+    assert tuple(sorted(users)) == expected.own_users, users
+    assert set(users.values()) <= {expected.services_group}, users
+    for user in expected.own_users:
+        assert f"reads {user} /etc/fieldkit/device.toml" in lines, lines
+        assert f"denied {user} /run/fieldkit/credentials/kiosk" in lines, lines
+        assert f"denied {user} /var/lib/fieldkit/audit" in lines, lines
+
+
 CHECKS: list[Callable[[BootReport, Expected], None]] = [
     check_system_running,
     check_fieldkit_units,
@@ -267,6 +311,7 @@ CHECKS: list[Callable[[BootReport, Expected], None]] = [
     check_usb_devices,
     check_tmpfs,
     check_nothing_persists,
+    check_bus_credentials,
 ]
 
 
@@ -327,6 +372,10 @@ WRONG: dict[str, Callable[[Expected], Expected]] = {
     "usb_devices": lambda e: replace(e),  # paired with a report where the stick got through
     "tmpfs": lambda e: replace(e, tmpfs=(*e.tmpfs, ("/var/log", "size=1024k", "755", "root"))),
     "nothing_persists": lambda e: replace(e, sysctl=(("kernel.core_pattern", "core"),)),
+    # the audit identity standing at boot, as it did before issue 17
+    "bus_credentials": lambda e: replace(
+        e, bus_identities=tuple(sorted((*e.bus_identities, "audit")))
+    ),
 }
 
 

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
 
 from fieldkit.broker import LocalBroker, free_loopback_port
 from fieldkit.bus import Endpoint
@@ -447,3 +448,63 @@ def test_without_the_reader_rule_a_card_reader_is_blocked(policy_dir: Path) -> N
     edit(policy_dir, "usb", {"allow_interfaces": allowed})
     rules = render(load_policies(policy_dir), "usb")[USBGUARD_RULES_PATH]
     assert usbguard_verdict(rules, ["0b:00:00"]) == "block"
+
+
+def test_each_unit_is_handed_only_its_own_bus_password_and_parsers_run_as_their_own_user() -> None:
+    """Issue 17 item 5: every unit gets exactly its identity's bus password from systemd
+    (``LoadCredential=``; the files under /run are root's), after the boot oneshot made them;
+    the services that parse outside input run as a user of their own in the shared group, the
+    others as the services' user (the wipe as root). The booted image checks the same live
+    (tests/test_image_boot.py::check_bus_credentials)."""
+    policies = load_policies(REPO_POLICIES)
+    services = policies.services
+    assert {"capture", "card", "printing"} <= set(services.own_users)
+    for role in ("tablet", "hub"):
+        for path, body in render(policies, "services", role).items():
+            name = path.name.removeprefix("fieldkit-").removesuffix(".service")
+            lines = body.splitlines()
+            credentials = [x for x in lines if x.startswith("LoadCredential=")]
+            assert credentials == [f"LoadCredential=bus-{name}:/run/fieldkit/credentials/{name}"]
+            assert "Wants=fieldkit-bus-credentials.service" in lines, path.name
+            assert any(
+                x.startswith("After=") and "fieldkit-bus-credentials.service" in x for x in lines
+            ), path.name
+            user = next(x.removeprefix("User=") for x in lines if x.startswith("User="))
+            group = next(x.removeprefix("Group=") for x in lines if x.startswith("Group="))
+            if name in services.own_users:
+                assert (user, group) == (f"fieldkit-{name}", "fieldkit"), path.name
+            elif name == "wipe":
+                assert (user, group) == ("root", "root")
+            else:
+                assert (user, group) == ("fieldkit", "fieldkit"), path.name
+    # The image makes those users (ansible/roles/fieldkit_services/tasks/user.yml).
+    made = ansible_vars(policies, "tablet")["fieldkit_services_own_users"]
+    assert sorted(made) == sorted(f"fieldkit-{n}" for n in services.own_users)
+
+
+def test_a_service_user_cannot_be_claimed_twice() -> None:
+    """A service both in own_users and with a user override is refused, saying which."""
+    policies = load_policies(REPO_POLICIES)
+    raw = policies.services.model_dump(mode="json")
+    raw["own_users"] = [*raw["own_users"], "wipe"]
+    with pytest.raises(ValidationError, match="wipe already runs as root"):
+        type(policies.services).model_validate(raw)
+
+
+def test_a_unit_reads_its_bus_password_from_systemds_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd the password is in $CREDENTIALS_DIRECTORY (the runtime dir's file is
+    root's); without it (the development runner, root's tools) the runtime dir's file."""
+    from fieldkit.bus import BusError, read_password
+
+    runtime, handed = tmp_path / "run", tmp_path / "credentials"
+    (runtime / "credentials").mkdir(parents=True)
+    handed.mkdir()
+    (runtime / "credentials" / "capture").write_text("from-the-runtime-dir\n")
+    (handed / "bus-capture").write_text("from-systemd\n")
+    assert read_password(runtime, "capture") == "from-the-runtime-dir"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(handed))
+    assert read_password(runtime, "capture") == "from-systemd"
+    with pytest.raises(BusError, match="no bus credentials for identity 'kiosk'"):
+        read_password(runtime, "kiosk")

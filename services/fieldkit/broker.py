@@ -8,6 +8,7 @@ persistence, so nothing that crossed the bus survives the broker.
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import hashlib
 import logging
@@ -17,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from fieldkit.bus import CREDENTIALS_DIR, ENDPOINT_FILE, Endpoint
@@ -104,7 +105,6 @@ def password_file_text(passwords: Mapping[str, str]) -> str:
 
 def install_device_credentials(
     identities: Iterable[Identity],
-    owners: Mapping[str, tuple[int, int]],
     password_file: Path,
     runtime_dir: Path,
     broker_gid: int,
@@ -113,40 +113,83 @@ def install_device_credentials(
 
     New passwords each boot, in memory only: mosquitto's hashed password file (root, group
     ``broker_gid``, 0640) and one credential file per identity under
-    ``<runtime_dir>/credentials`` (0400, owned by the user that runs that identity's service;
-    ``owners`` maps identity -> (uid, gid), anything not named is root's: the ``ctl`` and
-    ``audit`` tools run as root). Both live on ``/run`` (tmpfs): no bus secret is at rest."""
+    ``<runtime_dir>/credentials``, root's alone (folder 0700, files 0400): systemd hands each
+    unit its own (``LoadCredential=``), so a service reads no other's, whichever user it runs
+    as. Both live on ``/run`` (tmpfs): no bus secret is at rest. Identities passed here have
+    a password until the next boot; the compliance run's ``audit`` is not one of them
+    (``temporary_identity``)."""
     passwords = new_passwords(identities)
     old_umask = os.umask(0o077)
     written = []
     try:
         runtime_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(runtime_dir, 0o755)  # noqa: S103 - every service finds its own file
+        os.chmod(runtime_dir, 0o755)  # noqa: S103 - the endpoint file is for every service
         creds = runtime_dir / CREDENTIALS_DIR
         creds.mkdir(exist_ok=True)
-        os.chmod(creds, 0o711)  # noqa: S103 - pass through to one's own file; no listing
+        os.chown(creds, 0, 0)
+        os.chmod(creds, 0o700)
+        for stale in creds.iterdir():  # an identity no longer standing (a left-over audit)
+            if stale.name not in passwords:
+                stale.unlink()
         for name, password in passwords.items():
-            target = creds / name
-            temporary = creds / f".{name}.new"
-            temporary.unlink(missing_ok=True)
-            temporary.write_text(password + "\n")
-            uid, gid = owners.get(name, (0, 0))
-            os.chown(temporary, uid, gid)
-            os.chmod(temporary, 0o400)
-            os.replace(temporary, target)
-            written.append(target)
+            written.append(_write_secret(creds / name, password + "\n", 0, 0o400))
         password_file.parent.mkdir(parents=True, exist_ok=True)
         os.chown(password_file.parent, 0, broker_gid)
         os.chmod(password_file.parent, 0o750)  # noqa: S103 - root and mosquitto's group
-        temporary = password_file.with_name(f".{password_file.name}.new")
-        temporary.write_text(password_file_text(passwords))
-        os.chown(temporary, 0, broker_gid)
-        os.chmod(temporary, 0o640)
-        os.replace(temporary, password_file)
-        written.append(password_file)
+        written.append(
+            _write_secret(password_file, password_file_text(passwords), broker_gid, 0o640)
+        )
     finally:
         os.umask(old_umask)
     return written
+
+
+def _write_secret(target: Path, text: str, gid: int, mode: int) -> Path:
+    """Write ``target`` whole (a rename), owned by root and ``gid``, with ``mode``."""
+    temporary = target.with_name(f".{target.name}.new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chown(temporary, 0, gid)
+    os.chmod(temporary, mode)
+    os.replace(temporary, target)
+    return target
+
+
+@contextlib.contextmanager
+def temporary_identity(
+    identity: Identity, password_file: Path, runtime_dir: Path, reload: Callable[[], None]
+) -> Iterator[None]:
+    """An identity that can log in to the device's broker only while the block runs (the
+    compliance run's read-only ``audit``): its password is added to mosquitto's file and to
+    the root-only credentials, the broker told to reload, and both removed (and the broker
+    reloaded) afterwards, whatever happened. Root only, on a device (``launch_broker`` off)."""
+    creds = runtime_dir / CREDENTIALS_DIR
+    password = new_passwords([identity])[identity.name]
+    kept = _without(password_file.read_text(), identity.name)
+    gid = password_file.stat().st_gid
+    mode = password_file.stat().st_mode & 0o777
+    try:
+        _write_secret(creds / identity.name, password + "\n", 0, 0o400)
+        _write_secret(
+            password_file, kept + password_file_text({identity.name: password}), gid, mode
+        )
+        reload()
+        yield
+    finally:
+        (creds / identity.name).unlink(missing_ok=True)
+        _write_secret(password_file, _without(password_file.read_text(), identity.name), gid, mode)
+        reload()
+
+
+def _without(password_file_text: str, name: str) -> str:
+    """A password file's text with ``name``'s line left out."""
+    return "".join(
+        f"{line}\n"
+        for line in password_file_text.splitlines()
+        if line and line.split(":", 1)[0] != name
+    )
 
 
 def free_loopback_port() -> int:

@@ -106,7 +106,21 @@ def read_endpoint(runtime_dir: Path, fallback: Endpoint) -> Endpoint:
         return fallback
 
 
+def bus_credential_name(identity: str) -> str:
+    """The name of the systemd credential that carries an identity's bus password."""
+    return f"bus-{identity}"
+
+
 def read_password(runtime_dir: Path, identity: str) -> str:
+    """An identity's bus password: the one systemd handed this unit (``LoadCredential=``, in
+    ``$CREDENTIALS_DIRECTORY``: the image, where the files under ``/run`` are root's), else
+    the runtime dir's file (the development runner; root's tools on a device)."""
+    delivered = os.environ.get("CREDENTIALS_DIRECTORY")
+    if delivered:
+        try:
+            return (Path(delivered) / bus_credential_name(identity)).read_text().strip()
+        except FileNotFoundError:
+            pass  # a unit handed other credentials only: the runtime dir's, as below
     path = runtime_dir / CREDENTIALS_DIR / identity
     try:
         return path.read_text().strip()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from fieldkit.policies import PolicyError
 from fieldkit.printing.queues import add_commands as add_printer_commands
 from fieldkit.provision.cli import add_commands as add_provision_commands
 from fieldkit.provision.image import ImageBuildError
-from fieldkit.registry import RegistryError, identities_for, specs_for_role
+from fieldkit.registry import AUDIT, RegistryError, identities_for, specs_for_role
 from fieldkit.runner import (
     Supervisor,
     configured_endpoint,
@@ -119,28 +121,22 @@ def cmd_bus_acl(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def cmd_bus_credentials(args: argparse.Namespace) -> int:
-    """On a device, as root, at every boot: new bus passwords, in memory only (docs/images.md)."""
+    """On a device, as root, at every boot: new bus passwords, in memory only (docs/images.md).
+    Every identity of the role but the compliance run's ``audit``, which exists only while a
+    run needs it (``fieldkit bus retained``)."""
     import grp
-    import pwd
 
     from fieldkit.broker import install_device_credentials
-    from fieldkit.policies import BROKER_PASSWORD_PATH, PolicyError, load_policies
+    from fieldkit.policies import BROKER_PASSWORD_PATH
 
     try:
-        services = load_policies(args.policies).services
-        owners: dict[str, tuple[int, int]] = {}
-        for spec in specs_for_role(args.role):
-            override = services.overrides.get(spec.name)
-            user = override.user if override is not None and override.user else services.user
-            entry = pwd.getpwnam(user)
-            owners[spec.name] = (entry.pw_uid, entry.pw_gid)
         broker_gid = grp.getgrnam(args.broker_group).gr_gid
-    except (PolicyError, KeyError) as exc:
-        print(f"fieldkit: bus credentials not made: {exc}", file=sys.stderr)
+    except KeyError:
+        print(f"fieldkit: bus credentials not made: no group {args.broker_group}", file=sys.stderr)
         return 2
+    standing = [i for i in identities_for(specs_for_role(args.role)) if i.name != AUDIT.name]
     written = install_device_credentials(
-        identities_for(specs_for_role(args.role)),
-        owners,
+        standing,
         args.password_file or Path(str(BROKER_PASSWORD_PATH)),
         args.runtime_dir,
         broker_gid,
@@ -150,13 +146,46 @@ def cmd_bus_credentials(args: argparse.Namespace) -> int:
 
 
 def cmd_bus_retained(args: argparse.Namespace, config: DeviceConfig) -> int:
-    """Compliance check: only ``health/<service>`` may be retained, and never a session id."""
-    retained = collect_retained(connect_bus(config, "audit", announce_health=False), args.wait)
+    """Compliance check: only ``health/<service>`` may be retained, and never a session id.
+
+    It reads every topic as ``audit``. On a device (mosquitto.service: ``launch_broker`` off)
+    that identity has no password but for the length of this check (root only)."""
+    if config.bus.launch_broker:
+        retained = collect_retained(
+            connect_bus(config, AUDIT.name, announce_health=False), args.wait
+        )
+    else:
+        retained = _retained_as_temporary_audit(args, config)
     bad = retained_violations(retained)
     for topic in sorted(retained):
         print(f"{'FAIL' if topic in bad else 'ok  '} {topic}")
     print(f"{len(retained)} retained, {len(bad)} not allowed")
     return 1 if bad else 0
+
+
+def _retained_as_temporary_audit(
+    args: argparse.Namespace, config: DeviceConfig
+) -> dict[str, bytes]:
+    from fieldkit.broker import temporary_identity
+    from fieldkit.policies import BROKER_PASSWORD_PATH
+
+    password_file = args.password_file or Path(str(BROKER_PASSWORD_PATH))
+
+    def reload() -> None:
+        subprocess.run(args.reload_command.split(), check=True, timeout=30)
+
+    with temporary_identity(AUDIT, password_file, config.bus.runtime_dir, reload):
+        # The broker rereads its password file on the reload signal, a moment after it.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return collect_retained(
+                    connect_bus(config, AUDIT.name, announce_health=False), args.wait
+                )
+            except BusError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
 
 
 def cmd_broker_run(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -234,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
         "credentials", help="on a device, as root: new bus passwords for every identity (boot)"
     )
     creds.add_argument("--role", choices=("tablet", "hub"), required=True)
-    creds.add_argument("--policies", type=Path, default=None, help="policy directory")
     creds.add_argument("--runtime-dir", type=Path, default=BusSection().runtime_dir)
     creds.add_argument("--broker-group", default="mosquitto")
     creds.add_argument("--password-file", type=Path, default=None, help="default: the image's")
@@ -242,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     retained = bus.add_parser("retained", help="list retained messages; fail on any but health")
     retained.add_argument("--wait", type=float, default=1.0)
+    retained.add_argument(
+        "--password-file", type=Path, default=None, help="on a device; default: the image's"
+    )
+    retained.add_argument(
+        "--reload-command",
+        default="systemctl reload mosquitto.service",
+        help="on a device: how the broker is told to reread its password file",
+    )
     retained.set_defaults(func=cmd_bus_retained)
 
     broker = sub.add_parser("broker", help="the local broker").add_subparsers(

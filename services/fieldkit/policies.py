@@ -28,7 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fieldkit import datavol
-from fieldkit.config import RunnerSection
+from fieldkit.bus import CREDENTIALS_DIR, bus_credential_name
+from fieldkit.config import BusSection, RunnerSection
 from fieldkit.models import Strict, describe_validation_error
 from fieldkit.processes import scrubbing_environment
 
@@ -332,6 +333,10 @@ class ServicesPolicy(Policy):
     config: PurePosixPath
     sandbox: dict[str, DirectiveValue]
     overrides: dict[str, ServiceOverride] = Field(default_factory=dict)
+    # Services that run as a Unix user of their own, ``<user>-<service>``, in the shared group
+    # ``user``: they read the device's config and the enrolment's public files (group-readable)
+    # but not the other services' keys, state or bus passwords (owner-only). Issue 17.
+    own_users: list[str] = Field(default_factory=list)
 
     @field_validator("sandbox")
     @classmethod
@@ -340,6 +345,33 @@ class ServicesPolicy(Policy):
         if sandbox.get("NoNewPrivileges") != "yes":
             raise ValueError("sandbox must set NoNewPrivileges=yes")
         return sandbox
+
+    @model_validator(mode="after")
+    def _users(self) -> ServicesPolicy:
+        for name in self.own_users:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,20}", name):
+                raise ValueError(f"own_users: {name!r} is not a service name")
+            override = self.overrides.get(name)
+            if override is not None and override.user:
+                raise ValueError(f"own_users: {name} already runs as {override.user} (overrides)")
+        return self
+
+    def user_of(self, service: str) -> str:
+        """The Unix user a service's unit runs as."""
+        override = self.overrides.get(service)
+        if override is not None and override.user:
+            return override.user
+        if service in self.own_users:
+            return f"{self.user}-{service}"
+        return self.user
+
+    def group_of(self, service: str) -> str:
+        """Its primary group: the shared group, root's for a service that runs as root."""
+        return "root" if self.user_of(service) == "root" else self.user
+
+    def own_user_names(self) -> list[str]:
+        """The users the image makes beside ``user`` (each in the group ``user``)."""
+        return [f"{self.user}-{name}" for name in self.own_users]
 
     def ceiling(self, service: str) -> float:
         """The exposure a service's unit may rate at most."""
@@ -773,7 +805,7 @@ def service_unit(
     svc = policies.services
     directives: dict[str, DirectiveValue] = dict(svc.sandbox)
     override = svc.overrides.get(name)
-    user = override.user if override is not None and override.user else svc.user
+    user = svc.user_of(name)
     if override is not None:
         directives.update(override.directives)
         allowed = unit_address_allow(svc, name, policies.network)
@@ -784,7 +816,9 @@ def service_unit(
         "[Unit]",
         f"Description=fieldkit {name}: {summary}",
         *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
-        f"After=network.target mosquitto.service {SITE_NETWORK_UNIT}",
+        f"After=network.target mosquitto.service {SITE_NETWORK_UNIT} {BUS_CREDENTIALS_UNIT}",
+        # Its bus password comes from there (LoadCredential= below).
+        f"Wants={BUS_CREDENTIALS_UNIT}",
         # The tablet's state (outbox, audit, evidence, keys) is on the encrypted data volume:
         # without it (no TPM, not unlocked) no service runs (docs/images.md).
         *(
@@ -804,7 +838,10 @@ def service_unit(
         # Not the default SIGABRT: a core dump of a service's memory could hold applicant data.
         "WatchdogSignal=SIGKILL",
         f"User={user}",
-        f"Group={user}",
+        f"Group={svc.group_of(name)}",
+        # Its bus password only (fieldkit-bus-credentials.service makes them root-only):
+        # systemd hands it to this unit alone, in $CREDENTIALS_DIRECTORY (fieldkit.bus).
+        f"LoadCredential={bus_credential_name(name)}:{BUS_CREDENTIALS_PATH / name}",
         f"ExecStart={exec_start(svc, name, command)}",
         # The config file for a command that reads it itself (gunicorn's settings module).
         *([f"Environment=FIELDKIT_CONFIG={svc.config}"] if command is not None else []),
@@ -821,6 +858,9 @@ def service_unit(
 
 
 BUS_CREDENTIALS_UNIT = "fieldkit-bus-credentials.service"
+# Where that oneshot leaves each identity's bus password, root-only: systemd hands each unit
+# its own (``LoadCredential=``), so no service can read another's.
+BUS_CREDENTIALS_PATH = PurePosixPath(str(BusSection().runtime_dir)) / CREDENTIALS_DIR
 
 
 def broker_unit_dropin() -> str:
@@ -972,6 +1012,7 @@ def ansible_vars(
         },
         "fieldkit_services_units": as_text["services"],
         "fieldkit_services_user": policies.services.user,
+        "fieldkit_services_own_users": policies.services.own_user_names(),
         "fieldkit_services_venv": str(policies.services.venv),
         "fieldkit_services_max_exposure": policies.services.max_exposure,
         "broker_acl": render_acl(identities_for(specs_for_role(role))),

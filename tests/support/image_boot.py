@@ -108,6 +108,22 @@ for unit in $(units 'fieldkit-*'); do
         -p ConditionResult,User,NoNewPrivileges,ProtectSystem,PrivateUsers "$unit"
     echo
 done
+section bus-credentials
+# Issue 17: the bus passwords are root's; each unit is handed its own (LoadCredential=); the
+# compliance run's audit identity has none; a service with a user of its own reads the
+# shared config but not the credentials nor the kiosk's state.
+stat -c 'file %U %a %n' /run/fieldkit/credentials /run/fieldkit/credentials/*
+echo "passwd $(cut -d: -f1 /run/fieldkit/broker/fieldkit.passwd | sort | tr '\n' ' ')"
+for unit in $(units 'fieldkit-*.service'); do
+    for f in "/run/credentials/$unit"/*; do [ -e "$f" ] && echo "unit $unit ${f##*/}"; done
+done
+for user in $(getent passwd | cut -d: -f1 | grep '^fieldkit-'); do
+    echo "user $user $(id -gn "$user")"
+    for f in /run/fieldkit/credentials/kiosk /var/lib/fieldkit/audit /etc/fieldkit/device.toml; do
+        if runuser -u "$user" -- ls "$f" >/dev/null 2>&1 && runuser -u "$user" -- test -r "$f"
+        then echo "reads $user $f"; else echo "denied $user $f"; fi
+    done
+done
 section security
 for unit in $(units 'fieldkit-*.service'); do
     systemd-analyze security --no-pager "$unit" | grep 'Overall exposure level'

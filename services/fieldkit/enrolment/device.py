@@ -338,7 +338,10 @@ def install(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     old: Path | None = None
     try:
-        os.chmod(staging, 0o700)
+        # The services' shared group reads the public parts (enrolment.toml, certificates, the
+        # receivers' keys): a service with a user of its own (services.yaml own_users) needs
+        # the device's id and hub. The private keys, the site network and the roster are 0600.
+        os.chmod(staging, 0o750)  # noqa: S103
         owner = target.parent.stat()
         _write(staging / "client.key", _pem_private(keys.tls), 0o600)
         _write(staging / "signing.key", _pem_private(keys.signing), 0o600)
