@@ -103,13 +103,23 @@ class EnrolmentHub:
             engine.dispose()
 
 
-def hub_config(tmp_path: Path, pki: KitPki, database_url: str, port: int, **enrol: str) -> Path:
+def hub_config(
+    tmp_path: Path,
+    pki: KitPki,
+    database_url: str,
+    port: int,
+    *,
+    hub_settings: dict[str, str] | None = None,
+    **enrol: str,
+) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "hub.toml"
     extra = "".join(f"{k} = {v}\n" for k, v in enrol.items())
+    hub_extra = "".join(f"{k} = {v}\n" for k, v in (hub_settings or {}).items())
     config.write_text(
         f'[device]\nid = "hub-01"\nrole = "hub"\n'
         f'[hub]\npki = "{pki.root}"\ndatabase_url = "{database_url}"\nbroker_port = 8883\n'
+        f"{hub_extra}"
         f'[enrol]\nlisten_host = "127.0.0.1"\nlisten_port = {port}\n'
         f'antivirus_mirror = "http://hub.kit.lan:8081"\n{extra}'
     )
@@ -124,12 +134,19 @@ def enrolment_hub(tmp_path: Path, pki: KitPki, sqlite_url: str) -> Iterator[Enro
 
 @contextlib.contextmanager
 def start_hub(
-    tmp_path: Path, pki: KitPki, database_url: str, **enrol: str
+    tmp_path: Path,
+    pki: KitPki,
+    database_url: str,
+    *,
+    wrap: tuple[str, ...] = (),
+    hub_settings: dict[str, str] | None = None,
+    **enrol: str,
 ) -> Iterator[EnrolmentHub]:
+    """The EST server; ``wrap`` is a command prefix it runs under (e.g. a mount namespace)."""
     port = free_port()
-    config = hub_config(tmp_path, pki, database_url, port, **enrol)
+    config = hub_config(tmp_path, pki, database_url, port, hub_settings=hub_settings, **enrol)
     process = subprocess.Popen(
-        [*FIELDKIT, "--config", str(config), "hub", "enrol-server"],
+        [*wrap, *FIELDKIT, "--config", str(config), "hub", "enrol-server"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,

@@ -211,10 +211,26 @@ def parse_roster(raw: bytes) -> dict[str, RosterEntry]:
 
 
 class KitPki:
-    """One kit CA and everything it signs, in a directory."""
+    """One kit CA and everything it signs, in a directory.
 
-    def __init__(self, root: Path) -> None:
+    With ``signer`` (a socket path) the CA key is not read here: issuing a device certificate,
+    revoking and signing the CRL are asked of the CA signer process (``fieldkit.casigner``,
+    the only user that can read ``ca/ca.key``; issue 17 item 2). Everything else works on the
+    directory's public parts as before."""
+
+    def __init__(self, root: Path, signer: Path | None = None) -> None:
         self.root = root
+        self.signer = signer
+
+    def _ask_signer(self, op: str, **fields: object) -> dict[str, object]:
+        from fieldkit.casigner import SignerError, call
+
+        if self.signer is None:
+            raise PkiError("no CA signer is configured")
+        try:
+            return call(self.signer, op, **fields)
+        except SignerError as exc:
+            raise PkiError(str(exc)) from None
 
     # paths ------------------------------------------------------------------------------------
     @property
@@ -339,6 +355,9 @@ class KitPki:
     def renew_crl_if_due(self, margin: dt.timedelta = CRL_RENEW_BEFORE) -> bool:
         """Sign the CRL again when it lapses within ``margin`` (or is missing or unreadable):
         a programme outlives a CRL's 30 days. True when it was renewed."""
+        if self.signer is not None:
+            answer = self._ask_signer("renew-crl-if-due", margin_seconds=margin.total_seconds())
+            return bool(answer["renewed"])
         due = self.crl_next_update()
         if due is not None and due - _now() > margin:
             return False
@@ -347,6 +366,9 @@ class KitPki:
         return True
 
     def write_crl(self, valid_for: dt.timedelta = dt.timedelta(days=CRL_DAYS)) -> None:
+        if self.signer is not None:
+            self._ask_signer("write-crl", valid_days=valid_for.total_seconds() / 86400)
+            return
         key, cert = self._load_ca()
         now = _now()
         builder = (
@@ -595,6 +617,14 @@ class KitPki:
         check_device_id(device_id)
         if not csr.is_signature_valid:
             raise PkiError("the certificate request's signature does not verify")
+        if self.signer is not None:
+            answer = self._ask_signer(
+                "issue-device",
+                device=device_id,
+                csr=csr.public_bytes(serialization.Encoding.PEM).decode(),
+                signing_public=base64.b64encode(signing_public).decode(),
+            )
+            return x509.load_pem_x509_certificate(str(answer["certificate"]).encode())
         public = csr.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
             raise PkiError("the certificate request must carry an EC P-256 key")
@@ -632,6 +662,8 @@ class KitPki:
 
     def revoke(self, device_id: str) -> int:
         """Put the device's certificate on the CRL and mark it revoked in the roster."""
+        if self.signer is not None:
+            return int(str(self._ask_signer("revoke", device=device_id)["serial"]))
         with self._roster_locked() as roster:
             if device_id not in roster:
                 raise PkiError(f"device {device_id} is not enrolled")

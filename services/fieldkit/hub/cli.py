@@ -51,7 +51,7 @@ def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
 def cmd_hub_crl(args: argparse.Namespace, config: DeviceConfig) -> int:
     """The CRL's validity; renewed when half its life is gone. Exit 1 while in alarm (the
     daily timer's unit then fails, and the hub's monitoring sees it)."""
-    pki = KitPki(config.hub.pki)
+    pki = KitPki(config.hub.pki, signer=config.hub.ca_signer)
     try:
         if args.renew_if_due and pki.renew_crl_if_due():
             print("CRL renewed")

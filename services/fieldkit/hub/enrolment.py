@@ -376,7 +376,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     if config.hub.migrate_on_start:
         upgrade(config.hub.database_url)
-    pki = KitPki(config.hub.pki)
+    pki = KitPki(config.hub.pki, signer=config.hub.ca_signer)
     # The public half goes to every tablet; a PKI made before issue 17 item 3 gets a key here.
     pki.ensure_downlink_key()
     app.extensions[EXTENSION] = EnrolmentServer(

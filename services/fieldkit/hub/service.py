@@ -22,7 +22,7 @@ def setup_broker(ctx: ServiceContext) -> None:
     refuse_private_sealing_keys(ctx.config, "hub-broker")
     hub = ctx.config.hub
     broker = HubBroker(
-        KitPki(hub.pki),
+        KitPki(hub.pki, signer=hub.ca_signer),
         hub.broker_dir,
         host=hub.broker_host,
         port=hub.broker_port,

@@ -10,6 +10,9 @@ from fieldkit.models import Section
 class HubSection(Section):
     # The PKI directory's public parts plus hub/ keys (see fieldkit.pki for the layout).
     pki: Path = Path("/etc/fieldkit/pki")
+    # The CA signer's socket (``fieldkit pki signer``): with it, the hub's services never read
+    # the CA key; they ask the signer to issue, revoke and sign the CRL (issue 17 item 2).
+    ca_signer: Path | None = None
     # The hub's config folder: scanned at start, with the others, for private sealing keys.
     config_dir: Path = Path("/etc/fieldkit")
     broker_host: str = "127.0.0.1"

@@ -23,7 +23,34 @@ from fieldkit.sealing_keys import SealingKeyError, generate, load_private, read_
 
 
 def _pki(args: argparse.Namespace) -> KitPki:
-    return KitPki(args.dir)
+    return KitPki(args.dir, signer=args.signer)
+
+
+def cmd_pki_signer(args: argparse.Namespace) -> int:
+    """Run the CA signer: the only process that reads the CA key (issue 17 item 2)."""
+    import threading
+
+    from fieldkit.casigner import serve
+    from fieldkit.runner import install_stop_signals
+    from fieldkit.watchdog import notify
+
+    stop = threading.Event()
+    install_stop_signals(stop)
+    try:
+        serve(
+            args.dir,
+            args.socket,
+            stop,
+            mode=int(args.mode, 8),
+            ready=lambda: notify("READY=1", "STATUS=signing for the hub's services"),
+        )
+    except PermissionError as exc:
+        print(f"fieldkit: the CA signer cannot read the CA: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        print(f"fieldkit: no kit CA in {args.dir}; run `fieldkit pki init` first", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_pki_init(args: argparse.Namespace) -> int:
@@ -172,6 +199,12 @@ def add_commands(sub: Any, add_pki_code: Any = None) -> None:
     ``pki code`` (the hub's one-time enrolment codes live in the hub database)."""
     pki = sub.add_parser("pki", help="kit CA, hub and device certificates, receiver keys")
     pki.add_argument("--dir", type=Path, default=Path("/etc/fieldkit/pki"), help="PKI directory")
+    pki.add_argument(
+        "--signer",
+        type=Path,
+        default=None,
+        help="the CA signer's socket: revoke through it (the CA key is the signer's alone)",
+    )
     pki_sub = pki.add_subparsers(dest="pki_command", required=True)
     init = pki_sub.add_parser("init", help="create the kit CA and the hub's certificates")
     init.add_argument("--name", default="fieldkit kit CA")
@@ -207,6 +240,14 @@ def add_commands(sub: Any, add_pki_code: Any = None) -> None:
     )
     evidence.add_argument("--hub-name", default="fieldkit hub", help="named in its certificate")
     evidence.set_defaults(standalone=standalone(cmd_pki_evidence_signer))
+    signer = pki_sub.add_parser(
+        "signer", help="serve the CA key to the hub's services over a Unix socket, until stopped"
+    )
+    signer.add_argument("--socket", type=Path, required=True, help="where to listen")
+    signer.add_argument(
+        "--mode", default="660", help="the socket's mode (octal; who may ask: user and group)"
+    )
+    signer.set_defaults(standalone=standalone(cmd_pki_signer))
     pki_sub.add_parser("list", help="enrolled devices").set_defaults(
         standalone=standalone(cmd_pki_list)
     )

@@ -93,7 +93,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = HubWeb(
         config=config,
         engine=make_engine(config.hub.database_url),
-        pki=KitPki(config.hub.pki),
+        pki=KitPki(config.hub.pki, signer=config.hub.ca_signer),
         municipalities=MunicipalityTable.load(web.prefectures, web.municipalities_dir),
     )
 
