@@ -43,7 +43,8 @@ def start_kiosk(
 
     The wipe's catalogue lives under ``tmp_path / "dev"`` (see ``catalogue_dirs``), except
     its CUPS spool and cache, which are the real ones of ``local_printer``. ``capture`` is
-    an extra config section (e.g. a ``[capture]`` camera source); ``kiosk`` are kiosk settings.
+    an extra config section (e.g. a ``[capture]`` camera source); ``holder_timeout`` the wipe's
+    wait for each holder's forget (2 s unless given); ``kiosk`` are kiosk settings.
     """
     started: list[ServiceContext] = []
     apps: list[Flask] = []
@@ -53,6 +54,7 @@ def start_kiosk(
         hub_port: int | None = None,
         camera: bool = True,
         capture: str = "",
+        holder_timeout: float | None = None,
         **kiosk: Any,
     ) -> Flask:
         names = ["capture", "printing", "sync", "wipe"] if camera else ["printing", "sync", "wipe"]
@@ -78,6 +80,11 @@ def start_kiosk(
             f'bundle = "{tablet}"\n'
             f"hub_port = {hub_port or free_loopback_port()}\n"
         )
+        if holder_timeout is not None:
+            assert "holder_timeout = 2.0" in wipe, "wipe_body changed its holder timeout"
+            # How long the wipe waits for each holder's forget: 2 s by default (wipe_body);
+            # longer for a test that must pass on a loaded machine.
+            wipe = wipe.replace("holder_timeout = 2.0", f"holder_timeout = {holder_timeout}")
         antivirus = ""
         if definitions_age_hours is not None:
             names.append("antivirus")
