@@ -48,9 +48,11 @@ def test_a_whole_session_in_the_browser(
     at = Counter(browser, base)
     at.login()
     at.start(mode)
-    if at.page.url.endswith("/scan"):
-        at.check("scan")
-    # The demo camera shows the form's QR: the page moves on by itself (kiosk.js polls /live).
+    # The scan page is not checked here: the demo camera reads its QR at any moment and the
+    # page moves on by itself, during the check too ("Execution context was destroyed", seen
+    # on PostgreSQL runs). test_kiosk_counter_browser checks it with nothing in front of the
+    # camera. The demo camera shows the form's QR: the page moves on by itself (kiosk.js
+    # polls /live).
     at.page.wait_for_url("**/terms")
     at.check("terms")
     at.page.get_by_role("button", name="同意する").click()
