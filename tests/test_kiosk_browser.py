@@ -29,7 +29,7 @@ def live_kiosk(
     database_url: str,
 ) -> Iterator[tuple[Flask, str, Any]]:
     ingest = make_ingest(database_url)
-    app = start_kiosk(hub_port=hub_broker.port)
+    app = start_kiosk(hub_port=hub_broker.port, holder_timeout=30.0)  # a loaded machine
     base, stop = serve(app)
     yield app, base, ingest
     stop()
@@ -101,7 +101,7 @@ def test_refusals_decline_and_abandon_in_the_browser(
     browser: Any,
 ) -> None:
     # No camera: the IDs are typed (the demo camera would read its QR first).
-    app = start_kiosk(camera=False)
+    app = start_kiosk(camera=False, holder_timeout=30.0)  # a loaded machine
     base, stop = serve(app)
     try:
         at = Counter(browser, base)

@@ -32,7 +32,6 @@ from fieldkit.hub.ingest import Ingest
 from fieldkit.hub.web.counts import JST
 from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import FacilityRow, VisitRow
-from fieldkit.kiosk import app as kiosk_app
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import Outcome
 from tests.hubkit import IngestFactory
@@ -93,17 +92,12 @@ def tablet_and_hub(
     make_ingest: IngestFactory,
     database_url: str,
     web_app: Flask,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[Flask, str, Ingest, str]]:
     """The tablet's kit syncing to the hub broker, ingest into the hub web app's database,
     both served on loopback. No camera: the applicants' IDs are typed."""
-    # A session starts only when every holder answers a ping (fails closed); 2 s is what the
-    # kiosk allows each, which a loaded machine misses ("holder-offline"): more time, the
-    # same rule.
-    monkeypatch.setattr(kiosk_app, "HOLDER_PING_TIMEOUT", 15.0)
     ingest = make_ingest(database_url)
-    # Each holder gets 30 s to answer the wipe's forget (the kit's default in tests is 2 s,
-    # which a loaded machine misses: "holder kiosk did not answer", and the wipe fails closed).
+    # The holders get 30 s to answer the wipe (2 s in the kit's tests, which a loaded machine
+    # misses: "holder kiosk did not answer", and the wipe fails closed).
     app = start_kiosk(camera=False, hub_port=hub_broker.port, holder_timeout=30.0)
     kiosk_base, stop_kiosk = serve(app)
     hub = make_server("127.0.0.1", free_loopback_port(), web_app, threaded=True)
