@@ -27,7 +27,7 @@ from tests.cups import LocalPrinter, config_for
 from tests.hubkit import enrol_tablet
 from tests.support.kiosk import make_app
 from tests.support.municipality import MUNICIPALITY_MACHINES
-from tests.wipe_fixtures import catalogue_dirs, wipe_body
+from tests.wipe_fixtures import HOLDER_TIMEOUT, catalogue_dirs, wipe_body
 
 KioskFactory = Callable[..., Flask]
 
@@ -82,14 +82,15 @@ def start_kiosk(
             f'bundle = "{tablet}"\n'
             f"hub_port = {hub_port or free_loopback_port()}\n"
         )
-        if holder_timeout is not None:
-            # How long the holders get: the wipe's wait for each one's forget (2 s by default,
-            # wipe_body) and the kiosk's ping of each before a session starts (2 s,
-            # HOLDER_PING_TIMEOUT). A loaded machine misses 2 s ("holder kiosk did not answer":
-            # the wipe fails closed, as it should); a test that must pass there gives more.
-            assert "holder_timeout = 2.0" in wipe, "wipe_body changed its holder timeout"
-            wipe = wipe.replace("holder_timeout = 2.0", f"holder_timeout = {holder_timeout}")
-            monkeypatch.setattr(kiosk_app, "HOLDER_PING_TIMEOUT", holder_timeout / 2)
+        # How long the holders get: the wipe's wait for each one's forget (HOLDER_TIMEOUT by
+        # default, wipe_body) and the kiosk's ping of each before a session starts (half of
+        # it; 2 s on a tablet, HOLDER_PING_TIMEOUT). A loaded machine misses 2 s ("holder kiosk
+        # did not answer": the wipe fails closed, as it should); a test may give more.
+        holder_timeout = holder_timeout or HOLDER_TIMEOUT
+        default = f"holder_timeout = {HOLDER_TIMEOUT}"
+        assert default in wipe, "wipe_body changed its holder timeout"
+        wipe = wipe.replace(default, f"holder_timeout = {holder_timeout}")
+        monkeypatch.setattr(kiosk_app, "HOLDER_PING_TIMEOUT", holder_timeout / 2)
         antivirus = ""
         if definitions_age_hours is not None:
             names.append("antivirus")
