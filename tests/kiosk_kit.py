@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from fieldkit.broker import LocalBroker, free_loopback_port
+from fieldkit.kiosk import app as kiosk_app
 from fieldkit.kiosk.app import attach_service, detach_service
 from fieldkit.pki import KitPki
 from fieldkit.registry import load_specs
@@ -26,7 +27,7 @@ from tests.cups import LocalPrinter, config_for
 from tests.hubkit import enrol_tablet
 from tests.support.kiosk import make_app
 from tests.support.municipality import MUNICIPALITY_MACHINES
-from tests.wipe_fixtures import catalogue_dirs, wipe_body
+from tests.wipe_fixtures import HOLDER_TIMEOUT, catalogue_dirs, wipe_body
 
 KioskFactory = Callable[..., Flask]
 
@@ -38,12 +39,14 @@ def start_kiosk(
     local_printer: LocalPrinter,
     operator_hash: str,
     pki: KitPki,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[KioskFactory]:
     """The kiosk attached to the bus with capture, printing and antivirus running for real.
 
     The wipe's catalogue lives under ``tmp_path / "dev"`` (see ``catalogue_dirs``), except
     its CUPS spool and cache, which are the real ones of ``local_printer``. ``capture`` is
-    an extra config section (e.g. a ``[capture]`` camera source); ``kiosk`` are kiosk settings.
+    an extra config section (e.g. a ``[capture]`` camera source); ``holder_timeout`` how long
+    each holder gets to answer (below); ``kiosk`` are kiosk settings.
     """
     started: list[ServiceContext] = []
     apps: list[Flask] = []
@@ -53,6 +56,7 @@ def start_kiosk(
         hub_port: int | None = None,
         camera: bool = True,
         capture: str = "",
+        holder_timeout: float | None = None,
         **kiosk: Any,
     ) -> Flask:
         names = ["capture", "printing", "sync", "wipe"] if camera else ["printing", "sync", "wipe"]
@@ -78,6 +82,15 @@ def start_kiosk(
             f'bundle = "{tablet}"\n'
             f"hub_port = {hub_port or free_loopback_port()}\n"
         )
+        # How long the holders get: the wipe's wait for each one's forget (HOLDER_TIMEOUT by
+        # default, wipe_body) and the kiosk's ping of each before a session starts (half of
+        # it; 2 s on a tablet, HOLDER_PING_TIMEOUT). A loaded machine misses 2 s ("holder kiosk
+        # did not answer": the wipe fails closed, as it should); a test may give more.
+        holder_timeout = holder_timeout or HOLDER_TIMEOUT
+        default = f"holder_timeout = {HOLDER_TIMEOUT}"
+        assert default in wipe, "wipe_body changed its holder timeout"
+        wipe = wipe.replace(default, f"holder_timeout = {holder_timeout}")
+        monkeypatch.setattr(kiosk_app, "HOLDER_PING_TIMEOUT", holder_timeout / 2)
         antivirus = ""
         if definitions_age_hours is not None:
             names.append("antivirus")

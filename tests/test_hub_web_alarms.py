@@ -78,19 +78,27 @@ def test_alarms_raise_one_draft_each_for_the_admin_to_complete(
     alarms_at_hub(web_app, pki, tmp_path)
     auditor = client_as("auditor")
     page = auditor.get("/incidents").get_data(as_text=True)
-    for phrase in (
-        "ウイルス検出 The antivirus on tab-b found 2 infected file(s)",
-        "消去失敗 A session wipe failed on tab-b",
-        "消去未検証 An erasure record from tab-b",
-        "消去記録の欠落 The erasure-record chain of tab-a is broken",
-        "端末の失効 Device tab-b was revoked",
-    ):
-        assert phrase in page, phrase
+    phrases = (
+        "ウイルス検出: 端末 tab-b のウイルス対策が、感染したファイルを2件見つけました",
+        "消去失敗: 端末 tab-b で、受付の後のデータ消去に失敗しました",
+        "消去未検証: 端末 tab-b の消去記録（申請ごと）は、消去を確認できなかったと",
+        "消去記録の欠落: 端末 tab-a の消去記録のつながりが切れています",
+        "端末の失効: 端末 tab-b は失効しました",
+    )
+    for phrase in phrases:
+        assert phrase.split(" の")[0].split(" で")[0].split(" は")[0] in page, phrase
     assert page.count("完成させる") == 5
     auditor.get("/incidents")  # looked at again: nothing raised twice
     with Session(hubweb(web_app).engine) as session:
         drafts = session.scalars(select(IncidentRow).order_by(IncidentRow.id)).all()
         assert [d.status for d in drafts] == ["draft"] * 5
+        # Written from the hub's catalogue in Japanese, the report's language: no English.
+        for phrase in phrases:
+            assert any(d.what.startswith(phrase) for d in drafts), phrase
+        for draft in drafts:
+            words = re.sub(r"tab-[ab]|シリアル [0-9a-f]+", "", draft.what + draft.location)
+            assert not re.search(r"[A-Za-z]{2,}", words), draft.what
+            assert draft.location in ("端末 tab-a", "端末 tab-b")
         assert len({d.source for d in drafts}) == 5
         raised = session.scalars(
             select(WebAuditRow).where(WebAuditRow.action == "incident-draft")
@@ -109,7 +117,7 @@ def test_alarms_raise_one_draft_each_for_the_admin_to_complete(
         "occurred_on": today,
         "what": what[1],
         "how_much": "",
-        "location": "端末 device tab-b",
+        "location": "端末 tab-b",
         "how": "定義更新後の定期スキャンで検出、受付を停止",
         "response": "端末を隔離し、再イメージ化",
         "csrf_token": token,
@@ -129,6 +137,13 @@ def test_alarms_raise_one_draft_each_for_the_admin_to_complete(
     assert incidents["A1"].value == "事故等"
     statuses = [r[2] for r in incidents.iter_rows(min_row=4, values_only=True)]
     assert sorted(statuses) == ["下書き"] * 4 + ["報告済"]
+
+    # The audit log says what each entry is about in the reader's words, beside what it stores.
+    audit = admin.get("/audit").get_data(as_text=True)
+    assert f"事故報告 第{virus}号 <code>incident {virus}</code>" in audit
+    english = admin.get("/audit?lang=en").get_data(as_text=True)
+    assert f"incident report No. {virus} <code>incident {virus}</code>" in english
+    admin.get("/audit?lang=ja")
 
 
 def test_a_month_without_alarms_says_so(client_as: ClientFactory) -> None:

@@ -198,7 +198,7 @@ def test_the_hub_shows_a_certificate_it_cannot_verify_and_refuses_what_is_not_on
     checks = sorted((r[3], r[4], r[5]) for r in sanitizations)
     assert checks[0][:2] == ("未確認", "確認済")  # edited: chain fine, signature not
     assert checks[1][:2] == ("確認済", "未確認")
-    assert "the erasure records end after 3" in checks[1][2]
+    assert "消去記録は3件" in checks[1][2] and "証明書は2件" in checks[1][2]
 
     # The genuine certificate behind the edited copy takes its place; nothing replaces it.
     genuine_text = certificate_of(pki, "tab-a", 3, records[-1].hash).model_dump_json()
@@ -242,8 +242,10 @@ def test_a_record_missing_at_the_hub_shows_as_a_gap_until_it_arrives(
     _, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
     ((device, length, head, state),) = chains
     assert (device, length, head) == ("tab-a", "1", records[0].hash[:12])
-    assert "1 of 2 records are not reached" in state
-    assert sanitizations[0][4] == "未確認" and "not reached" in sanitizations[0][5]
+    assert "2件中1件の記録に、最初の記録からたどり着けません" in state
+    assert (
+        sanitizations[0][4] == "未確認" and "最初の記録からたどり着けません" in sanitizations[0][5]
+    )
     keep_at_hub(web_app, [records[1]])  # sync delivers it late
     _, chains, sanitizations, _, _ = evidence_sheets(admin, f"date={today}")
     assert chains[0][1:] == ["3", records[-1].hash[:12], "連続"]

@@ -524,7 +524,9 @@ def test_the_evidence_page_flags_every_session_without_a_passing_erasure_record(
     failed = re.search(
         rf'<tr class="alarm-row"><td>tab-a</td><td>{staff_day["failed"]}</td>(.*?)</tr>', page
     )
-    assert failed and "holder capture did not answer" in failed.group(1)
+    # The signed record's English reason, said in Japanese (the record keeps its words).
+    assert failed and "カメラが消去の確認に応答しませんでした" in failed.group(1)
+    assert "did not answer" not in failed.group(1)
     missing = re.search(
         rf'<tr class="alarm-row"><td>tab-a</td><td>{staff_day["missing"]}</td>(.*?)</tr>', page
     )
@@ -551,7 +553,7 @@ def test_a_gap_in_the_chain_is_flagged_on_its_day(
         session.commit()
     page = client_as("admin").get(f"/evidence?date={DAY}&device=tab-b").get_data(as_text=True)
     row = re.search(r'<tr class="alarm-row"><td>tab-b</td><td>2</td>(.*?)</tr>', page, re.S)
-    assert row and "not reached" in row.group(1) and "要確認" in row.group(1)
+    assert row and "最初の記録からたどり着けません" in row.group(1) and "要確認" in row.group(1)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

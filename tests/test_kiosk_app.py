@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -14,7 +15,10 @@ from flask.testing import FlaskClient
 from fieldkit.config import DeviceConfig
 from fieldkit.kiosk.app import kiosk
 from fieldkit.kiosk.flow import Step
+from fieldkit.pki import KitPki
+from tests.hubkit import enrol_tablet
 from tests.support.kiosk import APPLICATION_ID, CONTACT, PASSWORD, login, make_app, post, walk
+from tests.support.municipality import MUNICIPALITY_MACHINES
 
 
 @pytest.fixture
@@ -309,3 +313,83 @@ def test_the_ready_page_says_when_the_receipt_has_no_contact(
 def test_the_login_prompt_is_japanese(client: FlaskClient) -> None:  # issue 21 item 3
     page = client.get("/scan", follow_redirects=True).get_data(as_text=True)
     assert "ログインしてください。" in page and "Please log in" not in page
+
+
+def test_an_application_goes_only_to_a_municipality_the_tablet_holds_a_receiver_key_for(
+    kit_config: DeviceConfig, operator_hash: str, pki: KitPki
+) -> None:  # R8 R15, issue 21 item 4
+    """The statistics step offers, by name, only municipalities whose receiver key the tablet's
+    enrolment holds (the file sync seals with: the hub's rule, ``municipalities.offer``); the
+    others are offered for forwarding with the reason, and a forward there ends the session."""
+    MUNICIPALITY_MACHINES.register(pki, "202029")  # 松本市 has a key; 長野市 (202011) has none
+    bundle = enrol_tablet(pki, "test-tablet-01")
+    sync = kit_config.sync.model_copy(update={"bundle": bundle})
+    app = make_app(kit_config.model_copy(update={"sync": sync}), operator_hash)
+
+    def lists(page: str) -> tuple[str, str]:
+        main, _, rest = page.partition('id="forward-only"')
+        return main, rest
+
+    with app.test_client() as client:
+        walk_to_statistics(client, app)
+        offered, forward_only = lists(client.get("/statistics").get_data(as_text=True))
+        assert ">松本市<" in offered and ">長野市<" not in offered
+        assert ">長野市<" in forward_only and ">松本市<" not in forward_only
+        assert "受け取り用の鍵がこの端末にまだ登録されていない" in forward_only
+        # A municipality not offered is not taken for an application, even posted by hand.
+        post(client, "/statistics", {"municipality": "202011", "age_band": "80-89"})
+        session = kiosk(app).counter.current
+        assert session is not None and session.step is Step.STATISTICS
+        assert session.municipality is None
+        # Nor is a receiver taken for forwarding; a forward-only one is, and ends the session.
+        refused = post(
+            client, "/statistics/forward", {"municipality": "202029"}, page="/statistics"
+        )
+        assert "回付する市町村を選んでください" in refused.get_data(as_text=True)
+        assert session.step is Step.STATISTICS
+        post(client, "/statistics/forward", {"municipality": "202011"}, page="/statistics")
+        assert session.step is Step.ENDED and session.municipality == "202011"
+        assert kiosk(app).audit_log[-1].action == "forwarded:no-receiver"
+        assert "市町村へ回付しました" in client.get("/ended").get_data(as_text=True)
+        post(client, "/next", {}, page="/ended")
+        assert kiosk(app).counter.current is None
+
+        # A receiver key that arrives with a new enrolment is offered from the next page on.
+        walk_to_statistics(client, app)
+        shutil.copy(bundle / "receivers" / "202029.pem", bundle / "receivers" / "202011.pem")
+        offered, forward_only = lists(client.get("/statistics").get_data(as_text=True))
+        assert ">長野市<" in offered and ">長野市<" not in forward_only
+        post(client, "/statistics", {"municipality": "202011", "age_band": "80-89"})
+        assert kiosk(app).counter.current is not None
+        assert kiosk(app).counter.current.municipality == "202011"
+
+
+def test_without_the_receiver_rule_the_check_sees_a_municipality_that_cannot_receive(
+    kit_config: DeviceConfig, operator_hash: str, pki: KitPki, monkeypatch: pytest.MonkeyPatch
+) -> None:  # the check above can fail
+    from fieldkit.kiosk import counter
+
+    MUNICIPALITY_MACHINES.register(pki, "202029")
+    bundle = enrol_tablet(pki, "test-tablet-01")
+    sync = kit_config.sync.model_copy(update={"bundle": bundle})
+    app = make_app(kit_config.model_copy(update={"sync": sync}), operator_hash)
+    # The kiosk as it was: the whole table for an application.
+    monkeypatch.setattr(counter, "receiver_codes", lambda _bundle: None)
+    with app.test_client() as client:
+        walk_to_statistics(client, app)
+        page = client.get("/statistics").get_data(as_text=True)
+        assert ">長野市<" in page and 'id="forward-only"' not in page
+        post(client, "/statistics", {"municipality": "202011", "age_band": "80-89"})
+        session = kiosk(app).counter.current
+        assert session is not None and session.municipality == "202011"  # what the rule stops
+
+
+def walk_to_statistics(client: FlaskClient, app: Flask) -> None:
+    login(client)
+    post(client, "/", {"mode": "support"})
+    post(client, "/scan", {"application_id": "9876 5432 1098 7654 3210 987"})
+    post(client, "/terms", {"answer": "agree"})
+    kiosk(app).counter.set_photo(b"\xff\xd8print\xff\xd9", b"\xff\xd8online\xff\xd9")
+    post(client, "/options", {"e_certificate": "yes", "braille": "no"})
+    current = kiosk(app).counter.current
+    assert current is not None and current.step is Step.STATISTICS

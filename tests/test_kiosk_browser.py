@@ -29,7 +29,7 @@ def live_kiosk(
     database_url: str,
 ) -> Iterator[tuple[Flask, str, Any]]:
     ingest = make_ingest(database_url)
-    app = start_kiosk(hub_port=hub_broker.port)
+    app = start_kiosk(hub_port=hub_broker.port, holder_timeout=30.0)  # a loaded machine
     base, stop = serve(app)
     yield app, base, ingest
     stop()
@@ -48,9 +48,11 @@ def test_a_whole_session_in_the_browser(
     at = Counter(browser, base)
     at.login()
     at.start(mode)
-    if at.page.url.endswith("/scan"):
-        at.check("scan")
-    # The demo camera shows the form's QR: the page moves on by itself (kiosk.js polls /live).
+    # The scan page is not checked here: the demo camera reads its QR at any moment and the
+    # page moves on by itself, during the check too ("Execution context was destroyed", seen
+    # on PostgreSQL runs). test_kiosk_counter_browser checks it with nothing in front of the
+    # camera. The demo camera shows the form's QR: the page moves on by itself (kiosk.js
+    # polls /live).
     at.page.wait_for_url("**/terms")
     at.check("terms")
     at.page.get_by_role("button", name="同意する").click()
@@ -99,7 +101,7 @@ def test_refusals_decline_and_abandon_in_the_browser(
     browser: Any,
 ) -> None:
     # No camera: the IDs are typed (the demo camera would read its QR first).
-    app = start_kiosk(camera=False)
+    app = start_kiosk(camera=False, holder_timeout=30.0)  # a loaded machine
     base, stop = serve(app)
     try:
         at = Counter(browser, base)

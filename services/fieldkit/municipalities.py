@@ -111,6 +111,25 @@ class Offer:
     unknown_keys: list[str]
 
 
+# Where an enrolled tablet keeps each municipality's receiver key (its public sealing key, from
+# the hub at enrolment): ``<[sync] bundle>/receivers/<code>.pem``. sync seals with the file; the
+# kiosk offers a municipality for an application only while the file is there.
+RECEIVERS_DIR = "receivers"
+
+
+def receiver_key_file(bundle: Path, code: str) -> Path:
+    return bundle / RECEIVERS_DIR / f"{code}.pem"
+
+
+def receiver_codes(bundle: Path) -> list[str] | None:
+    """The municipalities a tablet holds a receiver key for, or None when its bundle has no
+    receivers folder at all (not enrolled: sync cannot send any packet, and there is no rule)."""
+    folder = bundle / RECEIVERS_DIR
+    if not folder.is_dir():
+        return None
+    return sorted(p.stem for p in folder.glob("*.pem") if p.is_file() and CODE.match(p.stem))
+
+
 def offer(table: MunicipalityTable, with_keys: Iterable[str]) -> Offer:
     """Split the table by whether each municipality has a receiver key (``with_keys``: codes)."""
     keys = set(with_keys)

@@ -54,6 +54,7 @@ from fieldkit.enrolment.protocol import (
     signing_claim,
 )
 from fieldkit.models import SITE_NETWORK_FILE, site_network_toml
+from fieldkit.municipalities import RECEIVERS_DIR, receiver_key_file
 from fieldkit.pki import PkiError, ed25519_public_from_pem
 from fieldkit.sync.wire import HUB_DOWNLINK_KEY_FILE
 
@@ -352,11 +353,11 @@ def install(
         except PkiError as exc:
             raise EnrolmentRefused("hub-error", str(exc)) from None
         _write(staging / HUB_DOWNLINK_KEY_FILE, settings.downlink_key.encode(), 0o644)
-        (staging / "receivers").mkdir(mode=0o755)
+        (staging / RECEIVERS_DIR).mkdir(mode=0o755)
         for municipality, pem in sorted(settings.receivers.items()):
             if not (len(municipality) == 6 and municipality.isdigit()):
                 raise EnrolmentRefused("hub-error", "a receiver has no municipality code")
-            _write(staging / "receivers" / f"{municipality}.pem", pem.encode(), 0o644)
+            _write(receiver_key_file(staging, municipality), pem.encode(), 0o644)
         if device_config:
             _write(staging / ENROLMENT_FILE, enrolment_toml(settings).encode(), 0o644)
         if settings.network is not None:

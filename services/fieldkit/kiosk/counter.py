@@ -7,6 +7,7 @@ the kiosk holds nothing about an applicant but the statistics and the audit even
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from flask import (
     Blueprint,
@@ -35,6 +36,7 @@ from fieldkit.kiosk.camera import Camera, LiveView
 from fieldkit.kiosk.flow import AGE_BANDS, FlowError, Mode, Sex, Step
 from fieldkit.kiosk.outbound import SubmissionRefused
 from fieldkit.kiosk.text import photo_guidance, say
+from fieldkit.municipalities import Municipality, Offer, offer, receiver_codes
 from fieldkit.printing.messages import reception_grouped
 from fieldkit.sync.messages import FULL_TEXT_JA
 
@@ -93,8 +95,21 @@ class ForwardForm(FlaskForm):
     municipality = SelectField(validate_choice=True)
 
 
-def municipality_choices() -> list[tuple[str, str]]:
-    return [("", "—")] + [(m.code, m.name) for m in kiosk().municipalities]
+def municipality_choices(towns: Iterable[Municipality] | None = None) -> list[tuple[str, str]]:
+    """A list to choose from, by name; every municipality of the table unless ``towns``."""
+    return [("", "—")] + [(m.code, m.name) for m in (towns or kiosk().municipalities)]
+
+
+def municipality_offer() -> Offer:
+    """Which municipalities an application can go to from this tablet: those it holds a
+    receiver key for in its enrolment bundle (the file sync seals with), by the rule the hub's
+    municipality page uses (``municipalities.offer``). The others are offered for forwarding.
+    A tablet with no enrolment has no rule (and sync sends nothing): the whole table."""
+    state = kiosk()
+    codes = receiver_codes(state.config.sync.bundle)
+    if codes is None:
+        return Offer(receivers=list(state.municipalities), forward_only=[], unknown_keys=[])
+    return offer(state.municipalities, codes)
 
 
 STEP_VIEWS = {
@@ -424,16 +439,48 @@ def options() -> ResponseReturnValue:
 
 @bp.route("/statistics", methods=["GET", "POST"])
 def statistics() -> ResponseReturnValue:
+    """Where the applicant lives: only municipalities this tablet can send the application to
+    are offered (issue 21 item 4); the others, with the reason, for forwarding the form."""
     kiosk().counter.require(Step.STATISTICS)
+    towns = municipality_offer()
     form = StatisticsForm()
-    form.municipality.choices = municipality_choices()
+    form.municipality.choices = municipality_choices(towns.receivers)
     if form.validate_on_submit():
         sex: Sex = form.sex.data if form.sex.data in ("male", "female", "other") else "no-answer"
         kiosk().counter.set_statistics(
             form.municipality.data or None, sex, form.age_band.data or "no-answer"
         )
         return to_current_step()
-    return render_template("statistics.html", form=form)
+    return render_statistics(form, towns)
+
+
+def render_statistics(
+    form: StatisticsForm, towns: Offer, forward: ForwardForm | None = None
+) -> ResponseReturnValue:
+    if forward is None:
+        forward = ForwardForm(formdata=None)
+    forward.municipality.choices = municipality_choices(towns.forward_only)
+    return render_template(
+        "statistics.html", form=form, forward=forward if towns.forward_only else None
+    )
+
+
+@bp.post("/statistics/forward")
+def forward_instead() -> ResponseReturnValue:
+    """The applicant lives in a municipality this tablet cannot send to: the form is
+    forwarded there (R8). Only those municipalities are offered here."""
+    kiosk().counter.require(Step.STATISTICS)
+    towns = municipality_offer()
+    forward = ForwardForm()
+    forward.municipality.choices = municipality_choices(towns.forward_only)
+    if forward.validate_on_submit() and forward.municipality.data:
+        kiosk().counter.forward_instead(forward.municipality.data)
+        return to_current_step()
+    # Nothing chosen (or a code not offered here): one plain sentence, never wtforms' English.
+    forward.municipality.errors = [say("forward_only_missing", g.lang)]
+    form = StatisticsForm(formdata=None)
+    form.municipality.choices = municipality_choices(towns.receivers)
+    return render_statistics(form, towns, forward)
 
 
 def municipality_name(code: str | None) -> str | None:

@@ -220,6 +220,16 @@ class Counter:
             self._move(session, Step.ENDED, "forwarded")
             return session
 
+    def forward_instead(self, municipality: str) -> ApplicantSession:
+        """The applicant lives where this tablet cannot send an application (no receiver key,
+        issue 21 item 4): at the statistics step the form is forwarded there instead (R8)."""
+        with self._lock:
+            session = self.require(Step.STATISTICS)
+            session.municipality = municipality
+            session.outcome = Outcome.FORWARDED
+            self._move(session, Step.ENDED, "forwarded:no-receiver")
+            return session
+
     def answer_terms(self, version: str, agreed: bool) -> None:
         with self._lock:
             session = self.require(Step.TERMS)

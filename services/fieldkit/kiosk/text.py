@@ -275,6 +275,20 @@ TEXT: dict[str, tuple[str, str]] = {
         "This tablet cannot send applications to this municipality yet (it is not set up to"
         " receive them). Call the administrator.",
     ),
+    # The statistics step offers only municipalities the tablet can send to (issue 21 item 4).
+    "forward_only_title": (
+        "申請データを送れない市町村にお住まいの方",
+        "Applicants living where this tablet cannot send applications",
+    ),
+    "forward_only_reason": (
+        "次の市町村は、受け取り用の鍵がこの端末にまだ登録されていないため、申請データを送れません。"
+        "お住まいの方の申請書は、市町村へ回付します。",
+        "This tablet holds no receiving key for these municipalities yet, so it cannot send"
+        " them applications. The form of an applicant living there is forwarded instead.",
+    ),
+    "forward_only_pick": ("回付する市町村", "Municipality to forward to"),
+    "forward_only_button": ("この市町村へ回付する", "Forward to this municipality"),
+    "forward_only_missing": ("回付する市町村を選んでください。", "Choose the municipality."),
     "photo_hold": ("そのまま動かないでください。撮影します。", "Hold still, taking the photo."),
 }
 

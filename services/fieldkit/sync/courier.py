@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from fieldkit import __version__
 from fieldkit.messages import MessageError, decode
 from fieldkit.models import describe_validation_error, problem_keys
+from fieldkit.municipalities import receiver_key_file
 from fieldkit.pki import load_ed25519_private, load_x25519_public
 from fieldkit.sealing import seal
 from fieldkit.sync.downlink import DownlinkGuard
@@ -59,7 +60,7 @@ class Sealer:
         self.signing_key = load_ed25519_private(bundle / "signing.key")
 
     def seal_packet(self, request: SubmitPacket, record_id: str) -> dict[str, Any]:
-        key_file = self.bundle / "receivers" / f"{request.municipality}.pem"
+        key_file = receiver_key_file(self.bundle, request.municipality)
         if not key_file.exists():
             raise MessageError(
                 f"no receiver key for municipality {request.municipality}; enrol it on the hub",

@@ -3,7 +3,8 @@ device's erasure-record chain, a revoked device. Each alarm raises one draft, on
 ``source`` names the alarm), for the admin to complete with how much, how and the response,
 so the incident section of the monthly report is never silently empty.
 
-The draft's text is written by the hub from fixed phrases and ids: no applicant data.
+The draft's text is written by the hub from the text catalogue's phrases and ids (no applicant
+data), in Japanese, the language of the incident report it becomes (whoever's page raised it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fieldkit.hub.web import audit
 from fieldkit.hub.web.chains import device_chain
 from fieldkit.hub.web.counts import JST
 from fieldkit.hub.web.models import IncidentRow
+from fieldkit.hub.web.text import CATALOGUE
 from fieldkit.pki import RosterEntry
 
 HUB = "hub"  # the actor of drafts the hub raises
@@ -35,6 +37,15 @@ class Alarm:
     where: str
 
 
+def _said(key: str, **values: object) -> str:
+    """A draft's words: the catalogue's Japanese, never the reader's language of the moment."""
+    return CATALOGUE.say(key, "ja", **values)
+
+
+def _where(device: str) -> str:
+    return _said("alarm_draft.where", device=device)
+
+
 def _day(at: float) -> str:
     return dt.datetime.fromtimestamp(at, JST).date().isoformat()
 
@@ -44,8 +55,8 @@ def _wipe_failures(session: Session) -> list[Alarm]:
         Alarm(
             f"wipe-failed:{row.record_id}",
             _day(row.at),
-            f"消去失敗 A session wipe failed on {row.device_id} ({row.action})",
-            f"端末 device {row.device_id}",
+            _said("alarm_draft.wipe_failed", device=row.device_id),
+            _where(row.device_id),
         )
         for row in session.scalars(
             select(AuditRow).where(AuditRow.action.like("wipe-failed%")).order_by(AuditRow.at)
@@ -55,9 +66,14 @@ def _wipe_failures(session: Session) -> list[Alarm]:
         Alarm(
             f"erasure-unverified:{row.record_id}",
             _day(row.at),
-            f"消去未検証 An erasure record from {row.device_id} says the wipe was not verified"
-            f" ({row.level})",
-            f"端末 device {row.device_id}",
+            _said(
+                "alarm_draft.unverified",
+                device=row.device_id,
+                level=_said(f"level.{row.level}")
+                if f"level.{row.level}" in CATALOGUE
+                else row.level,
+            ),
+            _where(row.device_id),
         )
         for row in session.scalars(
             select(ErasureRow).where(~ErasureRow.verified).order_by(ErasureRow.at)
@@ -79,8 +95,8 @@ def _virus_findings(session: Session) -> list[Alarm]:
         Alarm(
             f"virus:{device}:{day}",
             day,
-            f"ウイルス検出 The antivirus on {device} found {count} infected file(s)",
-            f"端末 device {device}",
+            _said("alarm_draft.virus", device=device, count=count),
+            _where(device),
         )
         for (device, day), count in sorted(days.items())
     ]
@@ -101,8 +117,8 @@ def _chain_gaps(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]
             Alarm(
                 f"chain:{device}:{digest}",
                 dt.datetime.now(JST).date().isoformat(),
-                f"消去記録の欠落 The erasure-record chain of {device} is broken: {problems[:300]}",
-                f"端末 device {device}",
+                _said("alarm_draft.chain", device=device, n=len(chain.problems)),
+                _where(device),
             )
         )
     return alarms
@@ -123,9 +139,8 @@ def _revoked(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
             Alarm(
                 f"revoked:{device}:{entry.serial}",
                 _day(last) if last else dt.datetime.now(JST).date().isoformat(),
-                f"端末の失効 Device {device} was revoked (certificate serial {entry.serial:x});"
-                " was it lost or stolen?",
-                f"端末 device {device}",
+                _said("alarm_draft.revoked", device=device, serial=f"{entry.serial:x}"),
+                _where(device),
             )
         )
     return alarms

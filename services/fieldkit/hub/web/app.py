@@ -35,7 +35,7 @@ from fieldkit.hub.web import (
 from fieldkit.hub.web.counts import JST
 from fieldkit.hub.web.extensions import EXTENSION, HubWeb, csrf, login_manager
 from fieldkit.hub.web.places import municipality_name
-from fieldkit.hub.web.text import CATALOGUE, action_label, lang, t
+from fieldkit.hub.web.text import CATALOGUE, action_label, lang, t, target_label
 from fieldkit.municipalities import MunicipalityTable
 from fieldkit.pki import KitPki, write_private
 from fieldkit.textcatalogue import chosen_lang
@@ -126,7 +126,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.login_message = "login.required"
     login_manager.localize_callback = t
     error_pages(app)
-    app.jinja_env.globals.update(t=t, action_label=action_label)
+    app.jinja_env.globals.update(t=t, action_label=action_label, target_label=target_label)
     app.jinja_env.filters["municipality"] = municipality_name
 
     @app.context_processor

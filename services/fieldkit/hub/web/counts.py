@@ -24,7 +24,7 @@ from fieldkit.hub.web.models import (
     VisitRow,
 )
 from fieldkit.hub.web.places import municipality_name
-from fieldkit.hub.web.text import t
+from fieldkit.hub.web.text import reasons_words, t
 from fieldkit.wipe.record import ChainSummary
 
 # declined (no agreement to the terms, R2) and abandoned (stopped) are counted apart (issue 21).
@@ -349,7 +349,7 @@ def work_log(
     elif chain.intact:
         chain_state = t("chain.intact", records=chain.records, head=chain.head[:12])
     else:
-        chain_state = t("chain.broken", problems="; ".join(chain.problems)[:300])
+        chain_state = t("chain.broken", problems=reasons_words(chain.problems))
     devices = ReportTable(
         t("worklog.device_status"),
         [

@@ -48,7 +48,7 @@ from fieldkit.hub.web.formfields import HubForm, refusal
 from fieldkit.hub.web.models import CertificateRow, PacketErasureRow
 from fieldkit.hub.web.places import municipality_name
 from fieldkit.hub.web.reports import respond
-from fieldkit.hub.web.text import lazy, t
+from fieldkit.hub.web.text import lazy, reasons_words, t
 from fieldkit.models import RECORD_ID_PATTERN
 from fieldkit.pki import RosterEntry, read_roster
 from fieldkit.wipe.record import ErasureRecord
@@ -159,8 +159,8 @@ class SessionErasure:
             return t("evidence.problem_missing")
         failed = [r for r in self.records if not r.verified]
         if failed:
-            why = "; ".join(str(f) for f in failed[-1].record.get("failures") or []) or "—"
-            return t("evidence.problem_failed", why=why[:300])
+            why = reasons_words(list(failed[-1].record.get("failures") or [])) or "—"
+            return t("evidence.problem_failed", why=why)
         return t("evidence.problem_unsigned")
 
 
@@ -265,7 +265,7 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
                 passed,
                 failed,
                 missing,
-                t("evidence.intact") if chain.intact else "; ".join(chain.problems)[:300],
+                t("evidence.intact") if chain.intact else reasons_words(chain.problems),
                 t("evidence.verdict_bad") if bad else t("evidence.verdict_ok"),
             ]
         )
@@ -324,7 +324,7 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
                 t("evidence.pass") if c.result == "pass" else t("evidence.fail"),
                 yes_no(c.signed),
                 yes_no(chain_ok),
-                note,
+                reasons_words(note.split("; "), 2000),
                 c.uploaded_by,
                 c.certificate_id,
             ]
@@ -338,7 +338,7 @@ def evidence_tables(session: Session, date: str, device: str | None = None) -> l
                 name,
                 str(c.records),
                 c.head[:12],
-                t("evidence.intact") if c.intact else "; ".join(c.problems),
+                t("evidence.intact") if c.intact else reasons_words(c.problems, 10_000),
             ]
             for name, c in chain_of.items()
         ],

@@ -9,6 +9,7 @@ no request is running (a form's label, a validator's message) and said when it i
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 from flask import g, has_request_context
@@ -895,6 +896,112 @@ TEXT: dict[str, tuple[str, str]] = {
         "the certificate's date {date} is not a date and time",
     ),
     "evidence.not_text": ("UTF-8 のテキストではありません", "not UTF-8 text"),
+    # ---- incident drafts the hub writes from a device alarm (alarms.py; stored in Japanese,
+    # the language of the incident report) ----------------------------------------------------
+    "alarm_draft.wipe_failed": (
+        "消去失敗: 端末 {device} で、受付の後のデータ消去に失敗しました",
+        "Erasure failed: a session wipe failed on {device}",
+    ),
+    "alarm_draft.unverified": (
+        "消去未検証: 端末 {device} の消去記録（{level}）は、消去を確認できなかったと記録しています",
+        "Erasure not verified: an erasure record ({level}) from {device} says the wipe was"
+        " not verified",
+    ),
+    "alarm_draft.virus": (
+        "ウイルス検出: 端末 {device} のウイルス対策が、感染したファイルを{count}件見つけました",
+        "Virus found: the antivirus on {device} found {count} infected file(s)",
+    ),
+    "alarm_draft.chain": (
+        "消去記録の欠落: 端末 {device} の消去記録のつながりが切れています"
+        "（問題{n}件。詳細は消去の証跡のページ）",
+        "Erasure records missing: the erasure-record chain of {device} is broken"
+        " ({n} problem(s); see the erasure evidence page)",
+    ),
+    "alarm_draft.revoked": (
+        "端末の失効: 端末 {device} は失効しました（証明書シリアル {serial}）。"
+        "紛失・盗難ではありませんか",
+        "Device revoked: {device} was revoked (certificate serial {serial}); was it lost or"
+        " stolen?",
+    ),
+    "alarm_draft.where": ("端末 {device}", "device {device}"),
+    # ---- what a device's records say, written in English by the device (a signed erasure
+    # record's failures, a chain's problems): said here by their pattern (reason_words) -------
+    "reason.no_answer": (
+        "{holder}が消去の確認に応答しませんでした",
+        "holder {holder} did not answer",
+    ),
+    "reason.not_forgotten": (
+        "{holder}がデータを消せませんでした（{problem}）",
+        "holder {holder} could not forget ({problem})",
+    ),
+    "reason.residue": ("{location}: {status}（{found}件）", "{location}: {status} ({found} found)"),
+    "reason.fork": (
+        "{n}件の記録が同じ記録 {head} の次だと言っています（分岐）",
+        "{n} records claim to follow {head} (a fork)",
+    ),
+    "reason.loop": (
+        "記録 {record} がつながりの前の方へ戻っています（輪）",
+        "record {record} leads back into the chain (a loop)",
+    ),
+    "reason.hash": (
+        "記録 {record}: 内容がハッシュと合いません",
+        "record {record}: content does not match its hash",
+    ),
+    "reason.signer": (
+        "記録 {record}: 登録された鍵ではない鍵で署名されています",
+        "record {record}: signed by another key",
+    ),
+    "reason.signature": (
+        "記録 {record}: 署名を確認できません",
+        "record {record}: signature does not verify",
+    ),
+    "reason.unreached": (
+        "{total}件中{missing}件の記録に、最初の記録からたどり着けません"
+        "（その前の記録が届いていないか、分岐しています）",
+        "{missing} of {total} records are not reached from the first one (a record before"
+        " them is missing, or they fork)",
+    ),
+    # sanitize.chain_problems and evidence.chain_note: a certificate against the chain
+    "reason.records": ("消去記録: {problem}", "erasure records: {problem}"),
+    "reason.no_chain": (
+        "証明書に消去記録のつながりが書かれていません（この仕組みより前に作られた証明書）",
+        "the certificate states no erasure-record chain (made before fieldkit did)",
+    ),
+    "reason.ends_apart": (
+        "消去記録は{records}件（最後は {head}）で終わり、"
+        "証明書は{claimed}件（最後は {claimed_head}）で終わっています",
+        "the erasure records end after {records} at {head}, the certificate after {claimed}"
+        " at {claimed_head}",
+    ),
+    "reason.broken_when_sanitized": (
+        "端末は、完全消去のときに自分の消去記録のつながりが切れていたと記録しています",
+        "the device found its own chain broken when it was sanitized",
+    ),
+    "reason.chain_ok": ("{records}件の記録、最後は {head}", "{records} records, ending at {head}"),
+    "reason.not_enrolled": (
+        "このハブに登録されていない端末です",
+        "device not enrolled on this hub",
+    ),
+    # English: the device's own names, so the English page says what the record says.
+    # ---- what an audit entry is about (audit.html: said beside the stored target) ----------
+    "target.incident": ("事故報告 第{n}号", "incident report No. {n}"),
+    "target.visit": ("訪問 {n}", "visit {n}"),
+    "target.pickup": ("受け取り {n}", "pick-up {n}"),
+    "target.request": ("訪問依頼 {n}", "visit request {n}"),
+    "target.paper": ("紙の廃棄記録 {n}", "paper destruction {n}"),
+    "target.facility": ("会場 {n}", "facility {n}"),
+    "target.expense": ("経費 {n}", "expense {n}"),
+    "holder.capture": ("カメラ", "capture"),
+    "holder.printing": ("印刷", "printing"),
+    "holder.kiosk": ("受付画面", "kiosk"),
+    "holder.card": ("カードリーダー", "card"),
+    "holder.sync": ("送信", "sync"),
+    "location_status.residue": ("消去の後にデータが残っていました", "residue"),
+    "location_status.present": ("消すべきものが残っています", "present"),
+    "location_status.not-readable": ("読み取れず確かめられません", "not-readable"),
+    "location_status.incomplete": ("確認が途中で終わりました", "incomplete"),
+    "location_status.absent": ("ありません", "absent"),
+    "location_status.clean": ("問題なし", "clean"),
 }
 
 CATALOGUE = TextCatalogue(TEXT)
@@ -960,7 +1067,78 @@ def lazy(key: str, /, **values: object) -> str:
     return cast(str, Lazy(key, **values))
 
 
+TARGET = re.compile(r"(?P<kind>[a-z]+) (?P<n>\d+)")
+
+
+def target_label(target: str) -> str:
+    """What an audit entry is about, in words ('' when its target is an id or a name, which
+    is shown as stored)."""
+    found = TARGET.fullmatch(target or "")
+    if found is None or f"target.{found['kind']}" not in CATALOGUE:
+        return ""
+    return t(f"target.{found['kind']}", n=found["n"])
+
+
 def action_label(action: str) -> str:
     """An audit action as the reader reads it (the code is shown beside it)."""
     key = f"action.{action.split(':')[0]}"
     return t(key) if key in CATALOGUE else t("action.other")
+
+
+# The English a device writes into its records (wipe/record.py: ``failures_of``,
+# ``follow_chain``, ``record_problems``; and chains.py), by pattern: the signed record keeps its
+# words, the page says them in the reader's language. A reason no pattern knows is shown as is.
+REASONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p), key)
+    for p, key in (
+        (r"holder (?P<holder>\S+) did not answer", "reason.no_answer"),
+        (r"holder (?P<holder>\S+) could not forget \((?P<problem>.*)\)", "reason.not_forgotten"),
+        (r"(?P<location>[^:]+): (?P<status>\S+) \((?P<found>\d+) found\)", "reason.residue"),
+        (r"(?P<n>\d+) records claim to follow (?P<head>[0-9a-f]+) \(a fork\)", "reason.fork"),
+        (r"record (?P<record>\S+) leads back into the chain \(a loop\)", "reason.loop"),
+        (r"record (?P<record>\S+): content does not match its hash", "reason.hash"),
+        (r"record (?P<record>\S+): signed by another key", "reason.signer"),
+        (r"record (?P<record>\S+): signature does not verify", "reason.signature"),
+        (
+            r"(?P<missing>\d+) of (?P<total>\d+) records are not reached from the first one"
+            r" \(a record before them is missing, or they fork\)",
+            "reason.unreached",
+        ),
+        (r"device not enrolled on this hub", "reason.not_enrolled"),
+        (r"erasure records: (?P<problem>.+)", "reason.records"),
+        (
+            r"the certificate states no erasure-record chain \(made before fieldkit did\)",
+            "reason.no_chain",
+        ),
+        (
+            r"the erasure records end after (?P<records>\d+) at (?P<head>[0-9a-f]+),"
+            r" the certificate after (?P<claimed>\d+) at (?P<claimed_head>[0-9a-f]+)",
+            "reason.ends_apart",
+        ),
+        (
+            r"the device found its own chain broken when it was sanitized",
+            "reason.broken_when_sanitized",
+        ),
+        (r"(?P<records>\d+) records, ending at (?P<head>[0-9a-f]+)", "reason.chain_ok"),
+    )
+]
+
+
+def reason_words(reason: str) -> str:
+    """One reason a device's record gives, in the reader's language."""
+    for pattern, key in REASONS:
+        found = pattern.fullmatch(reason.strip())
+        if found:
+            values = found.groupdict()
+            if "problem" in values and key == "reason.records":
+                values["problem"] = reason_words(values["problem"])  # a chain's own problem
+            for name, prefix in (("holder", "holder."), ("status", "location_status.")):
+                if name in values and f"{prefix}{values[name]}" in CATALOGUE:
+                    values[name] = t(f"{prefix}{values[name]}")
+            return t(key, **values)
+    return reason
+
+
+def reasons_words(reasons: list[str] | tuple[str, ...], limit: int = 300) -> str:
+    """A record's reasons, each in the reader's language, joined (at most ``limit`` chars)."""
+    return "; ".join(reason_words(str(r)) for r in reasons)[:limit]
