@@ -235,6 +235,14 @@ class Listener(Policy):
     beyond_loopback: bool = False
 
 
+class HubNetwork(Policy):
+    """The hub's own allowlist (issue 18): what may reach it (the tablets' broker, the web app,
+    the enrolment, the antivirus mirror, the admin's SSH) and what it may reach."""
+
+    inbound: list[NetworkRule] = Field(default_factory=list)
+    outbound: list[NetworkRule] = Field(default_factory=list)
+
+
 class NetworkPolicy(Policy):
     kind: Literal["network"] = "network"
     default: Literal["drop"] = "drop"
@@ -243,19 +251,34 @@ class NetworkPolicy(Policy):
     inbound: list[NetworkRule] = Field(default_factory=list)
     # Everything that may listen (issue 19): loopback only; the compliance run checks it live.
     listening: list[Listener] = Field(default_factory=list)
+    hub: HubNetwork = HubNetwork()
 
     @model_validator(mode="after")
     def _unique_names(self) -> NetworkPolicy:
-        names = [r.name for r in (*self.outbound, *self.inbound)]
+        names = [r.name for r in self._rules()]
         if len(set(names)) != len(names):
             raise ValueError("rule names must be unique")
         return self
 
+    def _rules(self) -> tuple[NetworkRule, ...]:
+        return (*self.outbound, *self.inbound, *self.hub.inbound, *self.hub.outbound)
+
     def rule(self, name: str) -> NetworkRule:
-        for rule in (*self.outbound, *self.inbound):
+        for rule in self._rules():
             if rule.name == name:
                 return rule
         raise PolicyError(f"network policy has no rule named {name!r}")
+
+    def is_hub_rule(self, name: str) -> bool:
+        return any(r.name == name for r in (*self.hub.inbound, *self.hub.outbound))
+
+    def for_role(self, role: str) -> NetworkPolicy:
+        """The allowlist a device of ``role`` enforces: the hub's own lists on the hub."""
+        if role != "hub":
+            return self
+        return self.model_copy(
+            update={"inbound": self.hub.inbound, "outbound": self.hub.outbound, "listening": []}
+        )
 
 
 # --- USB (R16, R23) ------------------------------------------------------------------
@@ -652,9 +675,15 @@ def iwd_main_conf() -> str:
     )
 
 
-def render_network(policy: NetworkPolicy) -> RenderedFiles:
+def render_network(policy: NetworkPolicy, role: str = "tablet") -> RenderedFiles:
     """The image's network: the build's ruleset (placeholders until the enrolment gives the
-    site's addresses), DHCP on the wire (the tablet reaches the hub to enrol), iwd's settings."""
+    site's addresses), DHCP on the wire (the tablet reaches the hub to enrol), iwd's settings.
+    The hub: its own allowlist (``hub:`` in network.yaml) and the wire; no Wi-Fi."""
+    if role == "hub":
+        return {
+            NFTABLES_PATH: nftables_ruleset(policy.for_role("hub")),
+            WIRED_NETWORK_PATH: networkd_file("ether"),
+        }
     return {
         NFTABLES_PATH: nftables_ruleset(policy),
         WIRED_NETWORK_PATH: networkd_file("ether"),
@@ -904,7 +933,7 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
     """A unit for every service registered for ``role`` (entry points, see registry)."""
     from fieldkit.registry import specs_for_role
 
-    return {
+    units = {
         PurePosixPath("/etc/systemd/system") / unit_name(spec.name): service_unit(
             spec.name,
             spec.summary,
@@ -921,6 +950,25 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
         )
         for spec in specs_for_role(role)
     }
+    if role == "hub":
+        units[PurePosixPath("/etc/systemd/system") / unit_name(HUB_ENROL)] = service_unit(
+            HUB_ENROL,
+            "EST enrolment of the tablets (TLS with the hub's certificate, one-time codes)",
+            policies,
+            command=hub_enrol_command(),
+        )
+    return units
+
+
+# The hub's enrolment server (`fieldkit hub enrol-server`): gunicorn, not a bus service; its
+# master tells systemd it is up, and keeps telling it while the server answers (its config).
+HUB_ENROL = "hub-enrol"
+
+
+def hub_enrol_command() -> list[str]:
+    from fieldkit.hub.web.cli import enrol_server_command
+
+    return enrol_server_command()
 
 
 def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFiles:
@@ -930,7 +978,7 @@ def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFile
     if kind == "erasure":
         return render_erasure(policies.erasure, role)
     if kind == "network":
-        return render_network(policies.network)
+        return render_network(policies.network, role)
     if kind == "usb":
         return render_usb(policies.usb)
     if kind == "services":
@@ -987,7 +1035,7 @@ def ansible_vars(
             {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
         ),
         "fieldkit_services_device_config": (
-            image_device_config(policies) if role == "tablet" else ""
+            image_device_config(policies) if role == "tablet" else hub_device_config(policies)
         ),
         "datavol_enabled": volume is not None,
         "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
@@ -1025,6 +1073,56 @@ def image_device_config(policies: PolicySet) -> str:
         "sync": {"roster": str(state / "enrol" / "operators.json")},
     }
     # The image never carries a config its services would refuse.
+    DeviceConfig.model_validate(values)
+    lines = [f"# {GENERATED.format(kind='services')}"]
+    for section, settings in values.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+# The hub's state (issue 18): the kit PKI, the web app's session key, the mirror's files.
+HUB_STATE = PurePosixPath("/var/lib/fieldkit")
+HUB_PKI = HUB_STATE / "pki"
+# The hub's PostgreSQL, over its unix socket only (peer authentication as the service user).
+HUB_DATABASE_URL = "postgresql+psycopg://fieldkit@/fieldkit?host=/run/postgresql"
+
+
+def hub_device_config(policies: PolicySet) -> str:
+    """The hub image's ``/etc/fieldkit/device.toml``: the tested hub's services on the site's
+    network, each on the port its ``hub.inbound`` rule of network.yaml opens (a test holds
+    them equal), TLS with the kit PKI's hub certificate that the first boot makes."""
+    from fieldkit.config import DeviceConfig
+
+    network = policies.network
+    server_crt, server_key = HUB_PKI / "hub" / "server.crt", HUB_PKI / "hub" / "server.key"
+    anywhere = "0.0.0.0"  # noqa: S104 (the firewall and each unit's IPAddressAllow narrow it)
+    values: dict[str, dict[str, Any]] = {
+        "device": {"id": "hub", "role": "hub"},
+        # mosquitto.service is the local bus; the credentials are made at boot.
+        "bus": {"launch_broker": False},
+        "hub": {
+            "pki": str(HUB_PKI),
+            "broker_host": anywhere,
+            "broker_port": network.rule("tablets-mqtt").ports[0],
+            "database_url": HUB_DATABASE_URL,
+        },
+        "hubweb": {
+            "listen_host": anywhere,
+            "listen_port": network.rule("hub-web").ports[0],
+            # gunicorn terminates TLS itself: no proxy in front to trust.
+            "tls_cert": str(server_crt),
+            "tls_key": str(server_key),
+            "proxy_hops": 0,
+            "secret_key_file": str(HUB_STATE / "hub-web.key"),
+        },
+        "enrol": {"listen_host": anywhere, "listen_port": network.rule("tablets-enrol").ports[0]},
+        "av_mirror": {
+            "directory": str(HUB_STATE / "av-mirror"),
+            "host": anywhere,
+            "port": network.rule("tablets-av-mirror").ports[0],
+        },
+    }
     DeviceConfig.model_validate(values)
     lines = [f"# {GENERATED.format(kind='services')}"]
     for section, settings in values.items():
