@@ -212,3 +212,25 @@ def test_first_boot_setup_backups_and_crl_run_by_themselves(host: Any) -> None:
     assert "pki --dir /var/lib/fieldkit/pki init" in script.content_string
     assert host.file("/var/lib/fieldkit").user == SERVICE_USER
     assert host.file("/var/lib/fieldkit").mode == 0o700
+
+
+def test_the_hub_roles_own_units_are_sandboxed_too(rootfs: Path, policies: PolicySet) -> None:
+    """The first-boot setup, the CRL renewal and the backup (units of the hub role, not of a
+    registered service) rate within the services' ceiling as well; the hub boots to the
+    multi-user target (no display)."""
+    for unit in (
+        "fieldkit-hub-setup.service",
+        "fieldkit-crl-renew.service",
+        "fieldkit-hub-backup.service",
+    ):
+        rated = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", f"--root={rootfs}", unit],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", rated.stdout)
+        assert found, rated.stdout[-400:] + rated.stderr[-400:]
+        assert float(found.group(1)) <= policies.services.max_exposure, (unit, found.group(1))
+    default = rootfs / "etc/systemd/system/default.target"
+    assert os.readlink(default) == "/lib/systemd/system/multi-user.target"

@@ -39,7 +39,7 @@ REQUIRED = (
 )
 
 
-def tested_rendering(policies: PolicySet, user: str) -> str:
+def development_rendering(policies: PolicySet, user: str) -> str:
     """The development hub's rendering, by this tree's code, for the image's device config."""
     from fieldkit.config import load_config
 
@@ -91,7 +91,7 @@ def broker_drift(
 ) -> list[str]:
     """Every way the image's device broker differs from the tested one (empty: none)."""
     problems = []
-    tested = tested_rendering(policies, user)
+    tested = development_rendering(policies, user)
     image = image_rendering(rootfs, user, mount_over)
     if image != tested:
         image_lines, tested_lines = set(image.splitlines()), set(tested.splitlines())
