@@ -158,15 +158,20 @@ def test_only_the_hub_ports_listen_beyond_loopback_and_the_database_not_at_all(
 
 
 def test_the_web_app_answers_over_tls_from_the_kit_pki(report: BootReport) -> None:
-    """The web app: TLS with the certificate the first boot made from the kit CA, HSTS, the
-    session cookie Secure and HttpOnly; plain HTTP on its port gets no page."""
+    """The web app: TLS with the certificate the first boot made from the kit CA, HSTS; the
+    password step of a login answers with the second factor's page and a session cookie that
+    is Secure, HttpOnly and ``__Host-``; plain HTTP on its port gets no page."""
     web = step(report, "web", "web")
     assert web["status"] == 200, web
     assert web["tls"] in ("TLSv1.2", "TLSv1.3")
     assert web["hsts"] and "max-age=" in web["hsts"]
     assert web["issuer"]["commonName"] == "fieldkit kit CA"
-    assert web["cookies"], web
-    for cookie in web["cookies"]:
+    login = step(report, "web", "web-login")
+    assert login["status"] == 302 and login["location"].endswith("/login/code"), login
+    cookies = web["cookies"] + login["cookies"]
+    assert cookies, (web, login)
+    for cookie in cookies:
+        assert cookie.startswith("__Host-"), cookie
         assert "Secure" in cookie and "HttpOnly" in cookie, cookie
     plain = step(report, "web", "web-plain-http")
     assert plain.get("status") != 200, plain

@@ -30,6 +30,8 @@ from tests.support.image_boot import SCRIPT_HEAD
 FW_CFG = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit"
 VENV_PYTHON = "/opt/fieldkit/venv/bin/python"
 CONFIG = "/etc/fieldkit/device.toml"
+# The VM's throwaway web admin (made in the VM, gone with its overlay).
+WEB_PASSWORD = "hub-vm-admin-2026-drill"
 
 HUB_REPORT_SCRIPT = (
     SCRIPT_HEAD
@@ -76,7 +78,8 @@ cat /run/fieldkit/hub-broker/mosquitto.conf
 echo "# ==> acl <=="
 cat /run/fieldkit/hub-broker/acl
 section web
-{VENV_PYTHON} {FW_CFG}/hub-drill.py/raw web
+FIELDKIT_ADMIN_PASSWORD="{WEB_PASSWORD}" fk hub create-admin vm-admin >/dev/null
+{VENV_PYTHON} {FW_CFG}/hub-drill.py/raw web vm-admin "{WEB_PASSWORD}"
 section drill
 install -d -o fieldkit -g fieldkit -m 0700 /run/drill
 for name in backup-private.pem passphrase; do

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, inspect, select, table
@@ -28,23 +30,41 @@ def say(step, **values):
     print(json.dumps({"step": step, **values}, default=str), flush=True)
 
 
-def web():
+def web(username, password):
+    """The login page over TLS, then the password step of a login: the cookies it sets."""
     context = ssl.create_default_context(cafile=str(PKI.ca_cert))
     connection = http.client.HTTPSConnection(
-        "localhost", CONFIG.hubweb.listen_port, context=context, timeout=30
+        "localhost", CONFIG.hubweb.listen_port, context=context, timeout=60
     )
     connection.request("GET", "/login")
     answer = connection.getresponse()
-    answer.read()
+    page = answer.read().decode("utf-8", "replace")
     certificate = connection.sock.getpeercert()
+    cookies = answer.headers.get_all("Set-Cookie") or []
     say(
         "web",
         status=answer.status,
         tls=connection.sock.version(),
         hsts=answer.getheader("Strict-Transport-Security"),
-        cookies=answer.headers.get_all("Set-Cookie") or [],
+        cookies=cookies,
         issuer=dict(x[0] for x in certificate["issuer"]),
         names=certificate.get("subjectAltName"),
+    )
+    token = re.search(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"', page)
+    form = {"username": username, "password": password}
+    if token:
+        form["csrf_token"] = token.group(1)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if cookies:
+        headers["Cookie"] = "; ".join(c.split(";", 1)[0] for c in cookies)
+    connection.request("POST", "/login", urllib.parse.urlencode(form), headers)
+    answer = connection.getresponse()
+    answer.read()
+    say(
+        "web-login",
+        status=answer.status,
+        location=answer.getheader("Location"),
+        cookies=answer.headers.get_all("Set-Cookie") or [],
     )
     plain = http.client.HTTPConnection("127.0.0.1", CONFIG.hubweb.listen_port, timeout=10)
     try:
@@ -254,7 +274,7 @@ def after_revoke():
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "web":
-        web()
+        web(*rest)
     elif command == "enrol":
         enrol(rest)
     elif command == "publish":
