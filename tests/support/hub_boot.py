@@ -99,6 +99,10 @@ fk pki --dir /var/lib/fieldkit/pki revoke tab-b >/dev/null
 echo "{{\"step\": \"revoked\", \"at\": $start}}"
 drill after-revoke
 wait $held
+section broker-refusals
+journalctl -b --no-pager -q -o cat -u fieldkit-hub-broker.service \
+    | grep -i -E "revoked|tab-b|openssl|verify|crl" | tail -n 12
+section restore
 systemctl start fieldkit-hub-backup.service
 result=$(systemctl show -P Result fieldkit-hub-backup.service)
 echo "{{\"step\": \"backup-unit\", \"result\": \"$result\"}}"

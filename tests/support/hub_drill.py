@@ -54,7 +54,13 @@ def web(username, password):
     form = {"username": username, "password": password}
     if token:
         form["csrf_token"] = token.group(1)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    # Over HTTPS the CSRF check wants the page's own origin as the referrer, as a browser sends.
+    origin = f"https://localhost:{CONFIG.hubweb.listen_port}"
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Referer": f"{origin}/login",
+        "Origin": origin,
+    }
     if cookies:
         headers["Cookie"] = "; ".join(c.split(";", 1)[0] for c in cookies)
     connection.request("POST", "/login", urllib.parse.urlencode(form), headers)

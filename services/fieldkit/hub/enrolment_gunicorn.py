@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 import urllib.request
 from typing import Any
 
@@ -26,9 +27,11 @@ errorlog = "-"
 control_socket_disable = True
 
 
-# Under systemd (the hub image's fieldkit-hub-enrol.service, Type=notify): the master says it is
-# up once it listens, and beats the watchdog while the server answers its own CA request over
-# TLS, so a hung server is killed and restarted like every other hub service.
+# Under systemd (the hub image's fieldkit-hub-enrol.service, Type=notify, NotifyAccess=all): the
+# worker, once it has loaded the app, says the server is up, and beats the watchdog while the
+# server answers its own CA request over TLS, so a hung server is killed and restarted like
+# every other hub service. (The master's when_ready came before the worker could answer: the
+# booted hub, under emulation, killed it at every start.)
 _stop = threading.Event()
 
 
@@ -43,22 +46,24 @@ def _answers(timeout: float) -> bool:
         return False
 
 
-def _heartbeat(server: Any, period: float) -> None:
-    while not _stop.wait(period):
+def _heartbeat(worker: Any, period: float) -> None:
+    while not _stop.is_set():
+        started = time.monotonic()
         if _answers(period):
             notify("WATCHDOG=1")
         else:
-            server.log.error("enrolment server: no answer to its own request; no heartbeat")
+            worker.log.error("enrolment server: no answer to its own request; no heartbeat")
+        _stop.wait(max(0.0, started + period - time.monotonic()))
 
 
-def when_ready(server: Any) -> None:
+def post_worker_init(worker: Any) -> None:
     notify("READY=1", "STATUS=running")
     timeout = watchdog_timeout()
     if timeout is not None:
         threading.Thread(
-            target=_heartbeat, args=(server, timeout / 2), name="watchdog", daemon=True
+            target=_heartbeat, args=(worker, timeout / 2), name="watchdog", daemon=True
         ).start()
 
 
-def on_exit(server: Any) -> None:
+def worker_exit(server: Any, worker: Any) -> None:
     _stop.set()
