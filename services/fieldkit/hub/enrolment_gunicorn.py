@@ -27,11 +27,14 @@ errorlog = "-"
 control_socket_disable = True
 
 
-# Under systemd (the hub image's fieldkit-hub-enrol.service, Type=notify, NotifyAccess=all): the
-# worker, once it has loaded the app, says the server is up, and beats the watchdog while the
-# server answers its own CA request over TLS, so a hung server is killed and restarted like
-# every other hub service. (The master's when_ready came before the worker could answer: the
-# booted hub, under emulation, killed it at every start.)
+# Under systemd (the hub image's fieldkit-hub-enrol.service, Type=notify, NotifyAccess=all):
+# gunicorn's arbiter says READY itself as soon as it listens, and systemd's watchdog counts from
+# then, while a worker may still be loading the app (over 20 s in the booted hub under
+# emulation: it was killed at every start). So before each fork the master gives the start a
+# longer watchdog (STARTING_WATCHDOG_SECONDS), and the worker, once it answers its own CA request
+# over TLS, sets the unit's own back and beats it while the server keeps answering: a hung
+# server is killed and restarted like every other hub service.
+STARTING_WATCHDOG_SECONDS = 300
 _stop = threading.Event()
 
 
@@ -46,22 +49,31 @@ def _answers(timeout: float) -> bool:
         return False
 
 
-def _heartbeat(worker: Any, period: float) -> None:
+def _heartbeat(worker: Any, timeout: float) -> None:
+    period = timeout / 2
+    answered = False
     while not _stop.is_set():
         started = time.monotonic()
         if _answers(period):
+            if not answered:  # up: the unit's own watchdog again, and READY
+                notify(f"WATCHDOG_USEC={int(timeout * 1_000_000)}", "READY=1", "STATUS=running")
+                answered = True
             notify("WATCHDOG=1")
         else:
             worker.log.error("enrolment server: no answer to its own request; no heartbeat")
         _stop.wait(max(0.0, started + period - time.monotonic()))
 
 
+def pre_fork(server: Any, worker: Any) -> None:
+    if watchdog_timeout() is not None:
+        notify(f"WATCHDOG_USEC={STARTING_WATCHDOG_SECONDS * 1_000_000}", "STATUS=starting")
+
+
 def post_worker_init(worker: Any) -> None:
-    notify("READY=1", "STATUS=running")
-    timeout = watchdog_timeout()
+    timeout = watchdog_timeout()  # the unit's own (WatchdogSec=), from the environment
     if timeout is not None:
         threading.Thread(
-            target=_heartbeat, args=(worker, timeout / 2), name="watchdog", daemon=True
+            target=_heartbeat, args=(worker, timeout), name="watchdog", daemon=True
         ).start()
 
 
