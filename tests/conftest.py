@@ -173,3 +173,16 @@ def tablet_image_dir() -> Path:
     )
     ImageBuild(options).run()
     return out
+
+
+@pytest.fixture(scope="session")
+def hub_image_dir() -> Path:
+    """FIELDKIT_HUB_IMAGE_DIR's build, or a fresh ``fieldkit image build hub`` (minutes)."""
+    given = os.environ.get("FIELDKIT_HUB_IMAGE_DIR")
+    if given:
+        return Path(given)
+    from fieldkit.provision.image import BuildOptions, ImageBuild
+
+    out = IMAGE_BUILD_ROOT / "test-hub"
+    ImageBuild(BuildOptions(role="hub", out=out, cache=IMAGE_BUILD_ROOT / "cache")).run()
+    return out

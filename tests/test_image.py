@@ -43,6 +43,12 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
+def role() -> str:
+    """The image's role: tests/test_image_hub.py reuses the role-neutral checks with "hub"."""
+    return "tablet"
+
+
+@pytest.fixture(scope="module")
 def image_dir(tablet_image_dir: Path) -> Path:
     return tablet_image_dir
 
@@ -58,8 +64,8 @@ def host(rootfs: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def manifest(image_dir: Path) -> dict[str, Any]:
-    found = json.loads((image_dir / "fieldkit-tablet.manifest.json").read_text())
+def manifest(image_dir: Path, role: str) -> dict[str, Any]:
+    found = json.loads((image_dir / f"fieldkit-{role}.manifest.json").read_text())
     assert isinstance(found, dict)
     return found
 
@@ -194,10 +200,10 @@ def test_the_wire_has_dhcp_and_kernel_updates_reach_the_esp(host: Any) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
-    host: Any, rootfs: Path, policies: PolicySet
+    host: Any, rootfs: Path, policies: PolicySet, role: str
 ) -> None:
     """R30: every registered service has its unit, enabled, exposure at most the ceiling."""
-    units = render(policies, "services", "tablet")
+    units = render(policies, "services", role)
     assert units
     for path, body in units.items():
         installed = host.file(str(path))

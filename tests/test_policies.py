@@ -30,6 +30,7 @@ from fieldkit.policies import (
     PolicyError,
     ansible_vars,
     chromium_policy,
+    hub_device_config,
     load_policies,
     mount_unit_name,
     render,
@@ -362,7 +363,9 @@ def test_the_tablet_image_ships_a_device_config_enrolment_completes(
     policies = load_policies(REPO_POLICIES)
     text = image_device_config(policies)
     assert ansible_vars(policies, "tablet")["fieldkit_services_device_config"] == text
-    assert ansible_vars(policies, "hub")["fieldkit_services_device_config"] == ""
+    # The hub ships its own (test_the_hub_image_listens_where_its_firewall_opens).
+    hub_config = ansible_vars(policies, "hub")["fieldkit_services_device_config"]
+    assert hub_config == hub_device_config(policies)
     config_file = tmp_path / "device.toml"
     config_file.write_text(text)
     bundle = tmp_path / "bundle"
@@ -464,6 +467,9 @@ def test_each_unit_is_handed_only_its_own_bus_password_and_parsers_run_as_their_
             name = path.name.removeprefix("fieldkit-").removesuffix(".service")
             lines = body.splitlines()
             credentials = [x for x in lines if x.startswith("LoadCredential=")]
+            if name == "hub-enrol":  # not on the bus: no password, no wait for the oneshot
+                assert credentials == [] and not any("bus-credentials" in x for x in lines)
+                continue
             assert credentials == [f"LoadCredential=bus-{name}:/run/fieldkit/credentials/{name}"]
             assert "Wants=fieldkit-bus-credentials.service" in lines, path.name
             assert any(
@@ -508,3 +514,44 @@ def test_a_unit_reads_its_bus_password_from_systemds_credentials(
     assert read_password(runtime, "capture") == "from-systemd"
     with pytest.raises(BusError, match="no bus credentials for identity 'kiosk'"):
         read_password(runtime, "kiosk")
+
+
+def test_the_hub_image_listens_where_its_firewall_opens(tmp_path: Path) -> None:
+    """Issue 18: the hub image's device config puts each hub service on the port its
+    ``hub.inbound`` rule opens, with TLS from the kit PKI; the hub's ruleset holds the hub's
+    rules only (none of the tablet's), and each listening service's sandbox lets the site's
+    network in; the database has no address (its unix socket only)."""
+    from fieldkit.config import load_config
+
+    policies = load_policies(REPO_POLICIES)
+    config_file = tmp_path / "device.toml"
+    config_file.write_text(hub_device_config(policies))
+    config = load_config(config_file)
+    network = policies.network
+    assert config.device.role == "hub"
+    listening = {
+        "tablets-mqtt": ("hub-broker", config.hub.broker_port),
+        "tablets-enrol": ("hub-enrol", config.enrol.listen_port),
+        "tablets-av-mirror": ("av-mirror", config.av_mirror.port),
+        "hub-web": ("hub-web", config.hubweb.listen_port),
+    }
+    units = {p.name: body for p, body in render(policies, "services", "hub").items()}
+    for rule_name, (service, port) in listening.items():
+        rule = network.rule(rule_name)
+        assert rule.ports == [port], rule_name
+        allow = next(
+            line
+            for line in units[f"fieldkit-{service}.service"].splitlines()
+            if line.startswith("IPAddressAllow=")
+        )
+        assert set(rule.addresses) <= set(allow.split("=", 1)[1].split()), service
+    assert config.hubweb.tls_cert == config.hub.pki / "hub" / "server.crt"
+    assert config.hubweb.cookie_secure and config.hubweb.proxy_hops == 0
+    assert "/run/postgresql" in config.hub.database_url and "@/" in config.hub.database_url
+    ruleset = render(policies, "network", "hub")[NFTABLES_PATH]
+    for rule in network.hub.inbound + network.hub.outbound:
+        assert f'comment "{rule.name}"' in ruleset, rule.name
+    for rule in network.inbound + network.outbound:
+        assert f'comment "{rule.name}"' not in ruleset, rule.name
+    # A tablet's site network never writes the hub services' address lists.
+    assert "hub-broker" not in str(render(policies, "network", "tablet"))

@@ -172,6 +172,8 @@ def unit_dropins(services: ServicesPolicy, fielded: NetworkPolicy) -> dict[PureP
     (an empty ``IPAddressAllow=`` resets the list)."""
     files = {}
     for name in sorted(services.overrides):
+        if any(fielded.is_hub_rule(rule) for rule in services.overrides[name].network):
+            continue  # a hub service's: not on a tablet
         allowed = unit_address_allow(services, name, fielded)
         if allowed is None:
             continue

@@ -236,6 +236,14 @@ class Listener(Policy):
     beyond_loopback: bool = False
 
 
+class HubNetwork(Policy):
+    """The hub's own allowlist (issue 18): what may reach it (the tablets' broker, the web app,
+    the enrolment, the antivirus mirror, the admin's SSH) and what it may reach."""
+
+    inbound: list[NetworkRule] = Field(default_factory=list)
+    outbound: list[NetworkRule] = Field(default_factory=list)
+
+
 class NetworkPolicy(Policy):
     kind: Literal["network"] = "network"
     default: Literal["drop"] = "drop"
@@ -244,19 +252,34 @@ class NetworkPolicy(Policy):
     inbound: list[NetworkRule] = Field(default_factory=list)
     # Everything that may listen (issue 19): loopback only; the compliance run checks it live.
     listening: list[Listener] = Field(default_factory=list)
+    hub: HubNetwork = HubNetwork()
 
     @model_validator(mode="after")
     def _unique_names(self) -> NetworkPolicy:
-        names = [r.name for r in (*self.outbound, *self.inbound)]
+        names = [r.name for r in self._rules()]
         if len(set(names)) != len(names):
             raise ValueError("rule names must be unique")
         return self
 
+    def _rules(self) -> tuple[NetworkRule, ...]:
+        return (*self.outbound, *self.inbound, *self.hub.inbound, *self.hub.outbound)
+
     def rule(self, name: str) -> NetworkRule:
-        for rule in (*self.outbound, *self.inbound):
+        for rule in self._rules():
             if rule.name == name:
                 return rule
         raise PolicyError(f"network policy has no rule named {name!r}")
+
+    def is_hub_rule(self, name: str) -> bool:
+        return any(r.name == name for r in (*self.hub.inbound, *self.hub.outbound))
+
+    def for_role(self, role: str) -> NetworkPolicy:
+        """The allowlist a device of ``role`` enforces: the hub's own lists on the hub."""
+        if role != "hub":
+            return self
+        return self.model_copy(
+            update={"inbound": self.hub.inbound, "outbound": self.hub.outbound, "listening": []}
+        )
 
 
 # --- USB (R16, R23) ------------------------------------------------------------------
@@ -684,9 +707,15 @@ def iwd_main_conf() -> str:
     )
 
 
-def render_network(policy: NetworkPolicy) -> RenderedFiles:
+def render_network(policy: NetworkPolicy, role: str = "tablet") -> RenderedFiles:
     """The image's network: the build's ruleset (placeholders until the enrolment gives the
-    site's addresses), DHCP on the wire (the tablet reaches the hub to enrol), iwd's settings."""
+    site's addresses), DHCP on the wire (the tablet reaches the hub to enrol), iwd's settings.
+    The hub: its own allowlist (``hub:`` in network.yaml) and the wire; no Wi-Fi."""
+    if role == "hub":
+        return {
+            NFTABLES_PATH: nftables_ruleset(policy.for_role("hub")),
+            WIRED_NETWORK_PATH: networkd_file("ether"),
+        }
     return {
         NFTABLES_PATH: nftables_ruleset(policy),
         WIRED_NETWORK_PATH: networkd_file("ether"),
@@ -796,6 +825,7 @@ def service_unit(
     notify_access: str = "main",
     data_volume: bool = False,
     command: list[str] | None = None,
+    bus: bool = True,
 ) -> str:
     """One sandboxed systemd unit for one fieldkit service.
 
@@ -816,9 +846,15 @@ def service_unit(
         "[Unit]",
         f"Description=fieldkit {name}: {summary}",
         *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
-        f"After=network.target mosquitto.service {SITE_NETWORK_UNIT} {BUS_CREDENTIALS_UNIT}",
-        # Its bus password comes from there (LoadCredential= below).
-        f"Wants={BUS_CREDENTIALS_UNIT}",
+        *(
+            [
+                f"After=network.target mosquitto.service {SITE_NETWORK_UNIT} {BUS_CREDENTIALS_UNIT}",
+                # Its bus password comes from there (LoadCredential= below).
+                f"Wants={BUS_CREDENTIALS_UNIT}",
+            ]
+            if bus
+            else [f"After=network.target {SITE_NETWORK_UNIT}"]
+        ),
         # The tablet's state (outbox, audit, evidence, keys) is on the encrypted data volume:
         # without it (no TPM, not unlocked) no service runs (docs/images.md).
         *(
@@ -840,8 +876,13 @@ def service_unit(
         f"User={user}",
         f"Group={svc.group_of(name)}",
         # Its bus password only (fieldkit-bus-credentials.service makes them root-only):
-        # systemd hands it to this unit alone, in $CREDENTIALS_DIRECTORY (fieldkit.bus).
-        f"LoadCredential={bus_credential_name(name)}:{BUS_CREDENTIALS_PATH / name}",
+        # systemd hands it to this unit alone, in $CREDENTIALS_DIRECTORY (fieldkit.bus). A
+        # unit that is not on the bus (the hub's enrolment server) gets none.
+        *(
+            [f"LoadCredential={bus_credential_name(name)}:{BUS_CREDENTIALS_PATH / name}"]
+            if bus
+            else []
+        ),
         f"ExecStart={exec_start(svc, name, command)}",
         # The config file for a command that reads it itself (gunicorn's settings module).
         *([f"Environment=FIELDKIT_CONFIG={svc.config}"] if command is not None else []),
@@ -944,7 +985,7 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
     """A unit for every service registered for ``role`` (entry points, see registry)."""
     from fieldkit.registry import specs_for_role
 
-    return {
+    units = {
         PurePosixPath("/etc/systemd/system") / unit_name(spec.name): service_unit(
             spec.name,
             spec.summary,
@@ -961,6 +1002,26 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
         )
         for spec in specs_for_role(role)
     }
+    if role == "hub":
+        units[PurePosixPath("/etc/systemd/system") / unit_name(HUB_ENROL)] = service_unit(
+            HUB_ENROL,
+            "EST enrolment of the tablets (TLS with the hub's certificate, one-time codes)",
+            policies,
+            command=hub_enrol_command(),
+            bus=False,
+        )
+    return units
+
+
+# The hub's enrolment server (`fieldkit hub enrol-server`): gunicorn, not a bus service; its
+# master tells systemd it is up, and keeps telling it while the server answers (its config).
+HUB_ENROL = "hub-enrol"
+
+
+def hub_enrol_command() -> list[str]:
+    from fieldkit.hub.web.cli import enrol_server_command
+
+    return enrol_server_command()
 
 
 def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFiles:
@@ -970,7 +1031,7 @@ def render(policies: PolicySet, kind: str, role: str = "tablet") -> RenderedFile
     if kind == "erasure":
         return render_erasure(policies.erasure, role)
     if kind == "network":
-        return render_network(policies.network)
+        return render_network(policies.network, role)
     if kind == "usb":
         return render_usb(policies.usb)
     if kind == "services":
@@ -1028,7 +1089,7 @@ def ansible_vars(
             {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
         ),
         "fieldkit_services_device_config": (
-            image_device_config(policies) if role == "tablet" else ""
+            image_device_config(policies) if role == "tablet" else hub_device_config(policies)
         ),
         "datavol_enabled": volume is not None,
         "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
@@ -1066,6 +1127,56 @@ def image_device_config(policies: PolicySet) -> str:
         "sync": {"roster": str(state / "enrol" / "operators.json")},
     }
     # The image never carries a config its services would refuse.
+    DeviceConfig.model_validate(values)
+    lines = [f"# {GENERATED.format(kind='services')}"]
+    for section, settings in values.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+# The hub's state (issue 18): the kit PKI, the web app's session key, the mirror's files.
+HUB_STATE = PurePosixPath("/var/lib/fieldkit")
+HUB_PKI = HUB_STATE / "pki"
+# The hub's PostgreSQL, over its unix socket only (peer authentication as the service user).
+HUB_DATABASE_URL = "postgresql+psycopg://fieldkit@/fieldkit?host=/run/postgresql"
+
+
+def hub_device_config(policies: PolicySet) -> str:
+    """The hub image's ``/etc/fieldkit/device.toml``: the tested hub's services on the site's
+    network, each on the port its ``hub.inbound`` rule of network.yaml opens (a test holds
+    them equal), TLS with the kit PKI's hub certificate that the first boot makes."""
+    from fieldkit.config import DeviceConfig
+
+    network = policies.network
+    server_crt, server_key = HUB_PKI / "hub" / "server.crt", HUB_PKI / "hub" / "server.key"
+    anywhere = "0.0.0.0"  # noqa: S104 (the firewall and each unit's IPAddressAllow narrow it)
+    values: dict[str, dict[str, Any]] = {
+        "device": {"id": "hub", "role": "hub"},
+        # mosquitto.service is the local bus; the credentials are made at boot.
+        "bus": {"launch_broker": False},
+        "hub": {
+            "pki": str(HUB_PKI),
+            "broker_host": anywhere,
+            "broker_port": network.rule("tablets-mqtt").ports[0],
+            "database_url": HUB_DATABASE_URL,
+        },
+        "hubweb": {
+            "listen_host": anywhere,
+            "listen_port": network.rule("hub-web").ports[0],
+            # gunicorn terminates TLS itself: no proxy in front to trust.
+            "tls_cert": str(server_crt),
+            "tls_key": str(server_key),
+            "proxy_hops": 0,
+            "secret_key_file": str(HUB_STATE / "hub-web.key"),
+        },
+        "enrol": {"listen_host": anywhere, "listen_port": network.rule("tablets-enrol").ports[0]},
+        "av_mirror": {
+            "directory": str(HUB_STATE / "av-mirror"),
+            "host": anywhere,
+            "port": network.rule("tablets-av-mirror").ports[0],
+        },
+    }
     DeviceConfig.model_validate(values)
     lines = [f"# {GENERATED.format(kind='services')}"]
     for section, settings in values.items():

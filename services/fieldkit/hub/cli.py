@@ -48,6 +48,19 @@ def cmd_hub_export(args: argparse.Namespace, config: DeviceConfig) -> int:
     return 0
 
 
+def cmd_broker_config(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Print the files the hub-broker service runs mosquitto on, rendered by the service's
+    own code from this config (issue 18: the hub image's tests compare the image's with the
+    tested development hub's)."""
+    from fieldkit.hub.broker import HubBroker
+
+    broker = HubBroker.from_settings(config.hub, user=args.user)
+    for path, body in broker.rendered_files().items():
+        print(f"# ==> {path} <==")
+        sys.stdout.write(body)
+    return 0
+
+
 def cmd_hub_crl(args: argparse.Namespace, config: DeviceConfig) -> int:
     """The CRL's validity; renewed when half its life is gone. Exit 1 while in alarm (the
     daily timer's unit then fails, and the hub's monitoring sees it)."""
@@ -238,6 +251,11 @@ def add_commands(sub: Any) -> None:
     create.add_argument("username")
     create.set_defaults(func=cmd_create_admin)
     hub.add_parser("web", help="serve the hub web app with gunicorn").set_defaults(func=cmd_web)
+    shown = hub.add_parser(
+        "broker-config", help="the config and ACL the hub-broker service runs mosquitto on"
+    )
+    shown.add_argument("--user", default=None, help="mosquitto's user (default: this one)")
+    shown.set_defaults(func=cmd_broker_config)
     crl = hub.add_parser("crl", help="the revocation list's validity (exit 1 in alarm)")
     crl.add_argument("--renew-if-due", action="store_true", help="sign it again if due")
     crl.set_defaults(func=cmd_hub_crl)

@@ -10,7 +10,6 @@ from fieldkit.hub.broker import HubBroker
 from fieldkit.hub.crl import crl_status
 from fieldkit.hub.custody import refuse_private_sealing_keys
 from fieldkit.hub.ingest import Ingest
-from fieldkit.pki import KitPki
 from fieldkit.runner import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -21,13 +20,7 @@ CRL_ALARM_LOG_SECONDS = 3600
 def setup_broker(ctx: ServiceContext) -> None:
     refuse_private_sealing_keys(ctx.config, "hub-broker")
     hub = ctx.config.hub
-    broker = HubBroker(
-        KitPki(hub.pki, signer=hub.ca_signer),
-        hub.broker_dir,
-        host=hub.broker_host,
-        port=hub.broker_port,
-        max_packet_bytes=hub.max_record_bytes + 65536,
-    )
+    broker = HubBroker.from_settings(hub)
     # A hub that was off while its CRL lapsed would refuse every device: renew it first.
     broker.pki.renew_crl_if_due()
     broker.start()

@@ -40,11 +40,16 @@ def cmd_web(args: argparse.Namespace, config: DeviceConfig) -> int:
     os.execv(command[0], command)  # noqa: S606 (our own interpreter, fixed arguments)
 
 
-def cmd_enrol_server(args: argparse.Namespace, config: DeviceConfig) -> int:
-    os.environ["FIELDKIT_CONFIG"] = str(config_path(args.config).absolute())
-    command = [
+def enrol_server_command() -> list[str]:
+    """The enrolment server's command line (also the hub image's unit, fieldkit.policies)."""
+    return [
         sys.executable, "-m", "gunicorn",
         "--config", "python:fieldkit.hub.enrolment_gunicorn",
         "fieldkit.hub.enrolment:create_app()",
     ]  # fmt: skip
+
+
+def cmd_enrol_server(args: argparse.Namespace, config: DeviceConfig) -> int:
+    os.environ["FIELDKIT_CONFIG"] = str(config_path(args.config).absolute())
+    command = enrol_server_command()
     os.execv(command[0], command)  # noqa: S606 (our own interpreter, fixed arguments)

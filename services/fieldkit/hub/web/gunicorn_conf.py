@@ -9,6 +9,11 @@ from fieldkit.config import load_config
 _config = load_config()
 
 bind = f"{_config.hubweb.listen_host}:{_config.hubweb.listen_port}"
+# TLS here (the hub image), or in a proxy in front (then both are unset).
+if _config.hubweb.tls_cert is not None:
+    certfile = str(_config.hubweb.tls_cert)
+if _config.hubweb.tls_key is not None:
+    keyfile = str(_config.hubweb.tls_key)
 # Logins, lockouts and the audit chain live in the database, so workers share nothing else.
 workers = _config.hubweb.workers
 threads = 2

@@ -1,8 +1,10 @@
 """The ``[hubweb]`` config section: where the hub web app listens and how it guards logins."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from fieldkit.models import Section
 
@@ -19,6 +21,10 @@ class HubWebSection(Section):
     secret_key_file: Path = Path("/var/lib/fieldkit/hub-web.key")
     # Cookies only over HTTPS (the reverse proxy terminates TLS); off only for local tests.
     cookie_secure: bool = True
+    # gunicorn terminates TLS itself with this certificate and key (the hub image: the kit
+    # PKI's hub certificate); unset, a proxy in front does (``proxy_hops``).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     # How many proxies in front of gunicorn append to X-Forwarded-For. The app listens on
     # loopback behind the TLS proxy, so 1: the client's address is the one that proxy saw.
     # 0 when clients reach gunicorn directly (then the header would be theirs to forge).
@@ -58,3 +64,9 @@ class HubWebSection(Section):
                 f"admin and municipality always need a second factor: {sorted(missing)}"
             )
         return tuple(sorted(set(roles)))
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HubWebSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self

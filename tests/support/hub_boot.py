@@ -1,0 +1,136 @@
+"""What the booted hub image runs and reports (issue 18), on the tablet's boot harness.
+
+:func:`tests.support.image_boot.boot` boots ``fieldkit-hub.raw`` with :data:`HUB_REPORT_SCRIPT`;
+the drill (``tests/support/hub_drill.py``, run by the image's own venv) and the admin's backup key
+pair (made on the host, as the admin makes it on their machine) come over fw_cfg, so the image
+carries no test hook. Inside the VM, as the hub's own users:
+
+1. every hub unit's state, exposure ratings, the listening sockets (fieldkit's own reader), the
+   firewall, and the web app over TLS (its certificate from the kit PKI the first boot made,
+   HSTS, the session cookie's flags);
+2. two tablets enrolled with the hub's kit CA (``enrol_locally``, the same issuing path as EST)
+   publish signed records (statistics, audit, health, erasure chains) through the hub broker
+   (mutual TLS) into hub-ingest and PostgreSQL;
+3. revocation: tab-b is connected; ``fieldkit pki revoke tab-b``; the hub-broker service
+   restarts mosquitto on the new CRL; tab-a gets back in; tab-b's first reconnect is refused;
+4. the restore drill: the image's own ``fieldkit-hub-backup.service`` makes the encrypted
+   backup, the services stop, the database is dropped and made empty, ``fieldkit hub restore``
+   (with the admin's private key) brings it back; every table's rows and every device's erasure
+   chain, counted by the drill's own queries, before and after.
+
+Every step prints one JSON line; the host judges (tests/test_image_hub_boot.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.image_boot import SCRIPT_HEAD
+
+FW_CFG = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit"
+VENV_PYTHON = "/opt/fieldkit/venv/bin/python"
+CONFIG = "/etc/fieldkit/device.toml"
+# The VM's throwaway web admin (made in the VM, gone with its overlay).
+WEB_PASSWORD = "hub-vm-admin-2026-drill"
+
+HUB_REPORT_SCRIPT = (
+    SCRIPT_HEAD
+    + rf"""hub_settled() {{
+    for unit in $(units 'fieldkit-*.service'); do
+        state=$(systemctl show -P ActiveState "$unit")
+        case "$state" in
+            activating|deactivating|reloading) return 1 ;;
+        esac
+    done
+}}
+fk() {{ runuser -u fieldkit -- {VENV_PYTHON} -m fieldkit --config {CONFIG} "$@"; }}
+section state
+timeout 600 systemctl is-system-running --wait
+section settle
+wait_for 300 hub_settled && echo settled || echo "not settled"
+section boot-time
+systemd-analyze time --no-pager
+section failed
+systemctl list-units --all --full --state=failed --plain --no-legend --no-pager
+section fieldkit-show
+for unit in $(units 'fieldkit-*') postgresql@15-main.service mosquitto.service ssh.service \
+        nftables.service; do
+    systemctl show --no-pager -p Id,ActiveState,SubState,Result,NRestarts,UnitFileState \
+        -p User,NoNewPrivileges,ProtectSystem,PrivateUsers "$unit"
+    echo
+done
+section security
+for unit in $(units 'fieldkit-*.service'); do
+    systemd-analyze security --no-pager "$unit" | grep 'Overall exposure level'
+done
+section setup-journal
+journalctl -b --no-pager -q -o short-monotonic -u fieldkit-hub-setup.service
+section listening
+{VENV_PYTHON} -c '
+from fieldkit.network import listening_sockets
+for s in listening_sockets():
+    print(s.protocol, s.address, s.port, ",".join(sorted(s.programs)))
+'
+section nft
+nft list ruleset
+section broker-config
+cat /run/fieldkit/hub-broker/mosquitto.conf
+echo "# ==> acl <=="
+cat /run/fieldkit/hub-broker/acl
+section web
+FIELDKIT_ADMIN_PASSWORD="{WEB_PASSWORD}" fk hub create-admin vm-admin >/dev/null
+{VENV_PYTHON} {FW_CFG}/hub-drill.py/raw web vm-admin "{WEB_PASSWORD}"
+section drill
+install -d -o fieldkit -g fieldkit -m 0700 /run/drill
+for name in backup-private.pem passphrase; do
+    install -o fieldkit -g fieldkit -m 0600 {FW_CFG}/$name/raw /run/drill/$name
+done
+install -o root -g root -m 0644 {FW_CFG}/backup-public.pem/raw /etc/fieldkit/backup-public.pem
+install -o fieldkit -g fieldkit -m 0600 {FW_CFG}/hub-drill.py/raw /run/drill/drill.py
+drill() {{ runuser -u fieldkit -- {VENV_PYTHON} /run/drill/drill.py "$@"; }}
+drill enrol tab-a tab-b
+drill publish
+drill state before
+drill connect tab-b hold &
+held=$!
+sleep 3
+start=$(date +%s.%N)
+fk pki --dir /var/lib/fieldkit/pki revoke tab-b >/dev/null
+echo "{{\"step\": \"revoked\", \"at\": $start}}"
+drill after-revoke
+wait $held
+section broker-refusals
+journalctl -b --no-pager -q -o cat -u fieldkit-hub-broker.service \
+    | grep -i -E "revoked|tab-b|openssl|verify|crl" | tail -n 12
+section restore
+systemctl start fieldkit-hub-backup.service
+result=$(systemctl show -P Result fieldkit-hub-backup.service)
+echo "{{\"step\": \"backup-unit\", \"result\": \"$result\"}}"
+backup=$(ls -1 /var/lib/fieldkit-hub-backup/*.fkbackup | tail -n 1)
+size=$(stat -c %s "$backup")
+mode=$(stat -c '%a %U' "$backup")
+name=$(basename "$backup")
+echo "{{\"step\": \"backup-file\", \"name\": \"$name\", \"bytes\": $size, \"mode\": \"$mode\"}}"
+systemctl stop fieldkit-hub-web.service fieldkit-hub-ingest.service fieldkit-hub-enrol.service
+runuser -u postgres -- dropdb fieldkit
+runuser -u postgres -- createdb -O fieldkit fieldkit
+drill state destroyed
+cp "$backup" /run/drill/restore.fkbackup && chown fieldkit: /run/drill/restore.fkbackup
+fk hub restore /run/drill/restore.fkbackup --key /run/drill/backup-private.pem \
+    --passphrase-file /run/drill/passphrase --pg-bin /usr/lib/postgresql/15/bin
+echo "{{\"step\": \"restore-exit\", \"code\": $?}}"
+drill state after
+systemctl start fieldkit-hub-ingest.service fieldkit-hub-web.service fieldkit-hub-enrol.service
+section after-drill
+wait_for 120 hub_settled && echo settled || echo "not settled"
+systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-hub-*.service'
+section journal-errors
+journalctl -b --no-pager -q -p err -o short-monotonic
+section end
+sync
+systemctl poweroff --no-block
+"""
+)
+
+# The drill itself: tests/support/hub_drill.py, handed over as it is.
+DRILL = Path(__file__).with_name("hub_drill.py")

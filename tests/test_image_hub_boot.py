@@ -1,0 +1,220 @@
+"""The hub image booted in QEMU (issue 18 must-shows; slow): every hub unit up, the web app over
+TLS, a revoked tablet refused by the VM's broker within one reconnect, the restore drill.
+
+One boot (tests/support/hub_boot.py says what runs inside); the tests judge its report. Run::
+
+    FIELDKIT_HUB_IMAGE_DIR=/var/tmp/fieldkit-build/test-hub \\
+    FIELDKIT_BOOT_WORK=/var/tmp/fieldkit-build/test-hub-boot \\
+      .venv/bin/pytest -m slow tests/test_image_hub_boot.py -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldkit.policies import PolicySet, load_policies, render
+from fieldkit.sealing_keys import generate
+from tests.support.hub_boot import DRILL, HUB_REPORT_SCRIPT
+from tests.support.hub_image import REQUIRED, development_rendering
+from tests.support.image_boot import BootReport, boot
+
+REPO = Path(__file__).resolve().parents[1]
+ADMIN_PASSPHRASE = b"provisioning admin backup key, hub VM drill"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="booting the image's overlay needs root"),
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU"),
+]
+
+
+@pytest.fixture(scope="module")
+def policies() -> PolicySet:
+    return load_policies(REPO / "policies")
+
+
+@pytest.fixture(scope="module")
+def report(hub_image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootReport:
+    given = os.environ.get("FIELDKIT_BOOT_WORK")
+    work = Path(given) if given else tmp_path_factory.mktemp("hub-boot")
+    work.mkdir(parents=True, exist_ok=True)
+    keys = work / "admin-key"  # the admin's machine: the private key never enters the image
+    shutil.rmtree(keys, ignore_errors=True)
+    made = generate(
+        keys, ADMIN_PASSPHRASE, private_name="backup-private.pem", public_name="backup-public.pem"
+    )
+    passphrase = keys / "passphrase"
+    passphrase.write_bytes(ADMIN_PASSPHRASE + b"\n")
+    found = boot(
+        hub_image_dir,
+        "hub",
+        work,
+        timeout=float(os.environ.get("FIELDKIT_BOOT_TIMEOUT", "1800")),
+        script=HUB_REPORT_SCRIPT,
+        files={
+            "hub-drill.py": DRILL,
+            "backup-public.pem": made.public,
+            "backup-private.pem": made.private,
+            "passphrase": passphrase,
+        },
+    )
+    (work / "report-sections.json").write_text(json.dumps(found.sections, indent=1))
+    print(f"\nhub VM: {found.seconds} s power-on to power-off ({found.accelerator})")
+    print("\n".join(found.lines("boot-time")))
+    return found
+
+
+def steps(report: BootReport, section: str) -> list[dict[str, Any]]:
+    out = []
+    for line in report.lines(section):
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def step(report: BootReport, section: str, name: str, **match: Any) -> dict[str, Any]:
+    for found in steps(report, section):
+        if found["step"] == name and all(found.get(k) == v for k, v in match.items()):
+            return found
+    raise AssertionError(f"no step {name} {match} in {report.sections.get(section, '')[-3000:]}")
+
+
+def units(report: BootReport) -> dict[str, dict[str, str]]:
+    shown: dict[str, dict[str, str]] = {}
+    for block in report.sections["fieldkit-show"].split("\n\n"):
+        values = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in values:
+            shown[values["Id"]] = values
+    return shown
+
+
+def test_every_hub_unit_is_active_running(report: BootReport, policies: PolicySet) -> None:
+    """Every fieldkit hub service (and PostgreSQL, the local bus, sshd, the firewall) is up
+    with no restart; the first-boot setup made the PKI and the database; nothing failed."""
+    assert report.lines("state") == ["running"], report.sections["state"]
+    assert report.lines("failed") == []
+    shown = units(report)
+    for path in render(policies, "services", "hub"):
+        unit = shown[path.name]
+        assert (unit["ActiveState"], unit["SubState"]) == ("active", "running"), unit
+        assert unit["NRestarts"] == "0", unit
+    for name in ("postgresql@15-main.service", "mosquitto.service", "ssh.service"):
+        assert shown[name]["SubState"] == "running", shown[name]
+    assert shown["nftables.service"]["ActiveState"] == "active"
+    setup = shown["fieldkit-hub-setup.service"]
+    assert (setup["ActiveState"], setup["Result"]) == ("active", "success"), setup
+    journal = report.sections["setup-journal"]
+    assert "making the kit PKI" in journal and "making the database fieldkit" in journal
+    assert "fieldkit-hub-backup.timer" in shown and "fieldkit-crl-renew.timer" in shown
+    assert shown["fieldkit-hub-backup.timer"]["ActiveState"] == "active"
+
+
+def test_every_hub_unit_is_sandboxed(report: BootReport, policies: PolicySet) -> None:
+    """R30: the running units rate at most the ceiling (systemd-analyze security, live)."""
+    rated = re.findall(r"Overall exposure level for (\S+): ([0-9.]+)", report.sections["security"])
+    names = {path.name for path in render(policies, "services", "hub")}
+    found = {name: float(value) for name, value in rated}
+    assert names <= set(found), found
+    for name, value in found.items():
+        service = name.removeprefix("fieldkit-").removesuffix(".service")
+        if name in names:
+            assert value <= policies.services.ceiling(service), (name, value)
+
+
+def test_the_running_broker_is_the_tested_one(report: BootReport, policies: PolicySet) -> None:
+    """Item 1 live: the files mosquitto runs on in the VM are the tested rendering."""
+    live = report.sections["broker-config"]
+    tested = development_rendering(policies, "fieldkit")
+    conf = tested.split("# ==> ", 2)[1].split("<==\n", 1)[1]
+    acl = tested.split("# ==> ", 2)[2].split("<==\n", 1)[1]
+    assert live.split("# ==> acl <==")[0].strip() == conf.strip()
+    assert live.split("# ==> acl <==")[1].strip() == acl.strip()
+    for line in REQUIRED:
+        assert line in live, line
+
+
+def test_only_the_hub_ports_listen_beyond_loopback_and_the_database_not_at_all(
+    report: BootReport,
+) -> None:
+    """Beyond loopback: the broker, enrolment, mirror, web app and SSH; PostgreSQL has no TCP
+    socket at all (its unix socket only)."""
+    beyond = set()
+    programs = {}
+    for line in report.lines("listening"):
+        protocol, address, port, held = line.split()
+        programs[int(port)] = held
+        if protocol == "tcp" and not address.startswith(("127.", "::1")):
+            beyond.add(int(port))
+    assert beyond == {8883, 8443, 8081, 8444, 22}, report.sections["listening"]
+    assert not any("postgres" in held for held in programs.values()), programs
+    assert "policy drop;" in report.sections["nft"]
+
+
+def test_the_web_app_answers_over_tls_from_the_kit_pki(report: BootReport) -> None:
+    """The web app: TLS with the certificate the first boot made from the kit CA, HSTS; the
+    password step of a login answers with the second factor's page and a session cookie that
+    is Secure, HttpOnly and ``__Host-``; plain HTTP on its port gets no page."""
+    web = step(report, "web", "web")
+    assert web["status"] == 200, web
+    assert web["tls"] in ("TLSv1.2", "TLSv1.3")
+    assert web["hsts"] and "max-age=" in web["hsts"]
+    assert web["issuer"]["commonName"] == "fieldkit kit CA"
+    login = step(report, "web", "web-login")
+    assert login["status"] == 302 and login["location"].endswith("/login/code"), login
+    # Every cookie that carries a value (Flask-Login's clearing of remember_token carries none).
+    cookies = [c for c in web["cookies"] + login["cookies"] if not c.split(";", 1)[0].endswith("=")]
+    assert cookies, (web, login)
+    for cookie in cookies:
+        assert cookie.startswith("__Host-"), cookie
+        assert "Secure" in cookie and "HttpOnly" in cookie, cookie
+    plain = step(report, "web", "web-plain-http")
+    assert plain.get("status") != 200, plain
+
+
+def test_a_revoked_tablet_is_refused_within_one_reconnect(report: BootReport) -> None:
+    """tab-b was connected; revoked with ``fieldkit pki revoke``; the VM's broker dropped its
+    link (restart on the new CRL), let tab-a back in, and refused tab-b's first reconnect."""
+    assert step(report, "drill", "connect", device="tab-b")["result"] == "accepted"
+    revoked = step(report, "drill", "revoked")["at"]
+    dropped = step(report, "drill", "held-link-dropped")
+    assert dropped["at"] is not None and dropped["at"] >= revoked, dropped
+    back = step(report, "drill", "reconnect", device="tab-a")
+    assert back["result"] == "accepted", back
+    refused = step(report, "drill", "reconnect", device="tab-b")
+    assert refused["tries"] == 1 and refused["result"].startswith("refused"), refused
+    # The broker's own account: the CRL reloaded, then a client certificate failed its check.
+    log = report.sections["broker-refusals"]
+    assert "the CRL changed" in log, log
+    assert re.search(r"revoked|verify failed", log, re.I), log
+    print(
+        f"\nrevoked → link dropped {dropped['at'] - revoked:.1f} s, "
+        f"tab-b refused {refused['at'] - revoked:.1f} s after the revoke"
+    )
+
+
+def test_the_restore_drill_brings_back_every_row_and_chain(report: BootReport) -> None:
+    """The image's own backup unit made the encrypted backup; the database was dropped; the
+    restore (with the admin's key) brought back every table's rows and both erasure chains."""
+    published = step(report, "drill", "published")
+    assert published["stored"] == published["published"] > 0, published
+    assert step(report, "restore", "backup-unit")["result"] == "success"
+    backup = step(report, "restore", "backup-file")
+    assert backup["bytes"] > 0 and backup["mode"] == "600 fieldkit", backup
+    before = step(report, "drill", "state", label="before")
+    destroyed = step(report, "restore", "state", label="destroyed")
+    after = step(report, "restore", "state", label="after")
+    assert destroyed["rows"] == {}, destroyed  # an empty database: nothing left
+    assert step(report, "restore", "restore-exit")["code"] == 0
+    assert after["rows"] == before["rows"], (before, after)
+    assert after["chains"] == before["chains"], (before, after)
+    assert before["rows"]["record"] == published["stored"]
+    assert before["chains"]["tab-a"]["records"] == 3 and before["chains"]["tab-b"]["records"] == 2
+    print(f"\nrestore drill: {sum(before['rows'].values())} rows in {len(before['rows'])} tables")
+    assert report.lines("after-drill")[0] == "settled"
