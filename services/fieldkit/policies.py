@@ -848,7 +848,8 @@ def service_unit(
         *([f"# Beyond the baseline sandbox: {override.why}"] if override and override.why else []),
         *(
             [
-                f"After=network.target mosquitto.service {SITE_NETWORK_UNIT} {BUS_CREDENTIALS_UNIT}",
+                "After=network.target mosquitto.service"
+                f" {SITE_NETWORK_UNIT} {BUS_CREDENTIALS_UNIT}",
                 # Its bus password comes from there (LoadCredential= below).
                 f"Wants={BUS_CREDENTIALS_UNIT}",
             ]
