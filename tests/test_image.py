@@ -444,8 +444,10 @@ def test_cron_and_at_are_absent_or_root_only(host: Any) -> None:
     for name in ("cron", "at"):
         allow = host.file(f"/etc/{name}.allow")
         assert allow.content_string == "root\n" and allow.user == "root", name
-        assert allow.mode == 0o640, name
+        assert allow.mode == 0o600, name
         assert not host.file(f"/etc/{name}.deny").exists, name
+    for folder in ("cron.d", "cron.daily", "cron.hourly", "cron.weekly", "cron.monthly"):
+        assert host.file(f"/etc/{folder}").mode == 0o700, folder
 
 
 def test_unused_units_are_masked(host: Any) -> None:
