@@ -541,3 +541,19 @@ def test_the_aide_baseline_is_the_finished_image(
     assert host.service("fieldkit-integrity-check.timer").is_enabled
     check = host.run("aide --config /etc/aide/aide.conf --check")
     assert check.rc == 0, check.stdout[-3000:]
+
+
+def test_nothing_enabled_that_the_policy_does_not_name(rootfs: Path, policies: PolicySet) -> None:
+    """Issue 19 item 4, in the rootfs (the booted VM's twin is test_image_hardening.py): every
+    enabled unit is rendered from policies/ or named in services.yaml's system_units."""
+    from tests.test_image_hardening import allowed_units
+
+    listing = subprocess.run(
+        ["systemctl", f"--root={rootfs}", "list-unit-files", "--state=enabled",
+         "--no-legend", "--plain", "--no-pager"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    enabled = {line.split()[0] for line in listing.splitlines() if line.strip()}
+    assert "auditd.service" in enabled and "fieldkit-integrity-check.timer" in enabled
+    assert sorted(enabled - allowed_units(policies)) == []
+    assert not any(unit.startswith("avahi") for unit in enabled)
