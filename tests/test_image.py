@@ -16,10 +16,11 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import yaml
 
 from fieldkit.datavol import DATA_PARTITION_TYPE
 from fieldkit.policies import (
@@ -284,7 +285,7 @@ def test_suid_files_are_on_the_reviewed_list(host: Any) -> None:
 
     defaults = yaml.safe_load((REPO / "ansible/roles/hardening/defaults/main.yml").read_text())
     allowed = set(defaults["hardening_suid_allowlist"])
-    found = host.run("find / -xdev -type f ( -perm -4000 -o -perm -2000 ) -print").stdout.split()
+    found = host.run(r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \) -print").stdout.split()
     assert set(found) <= allowed, set(found) - allowed
 
 
@@ -433,3 +434,132 @@ def test_network_sysctls_and_no_mdns_daemon(host: Any) -> None:
     for unit in ("avahi-daemon.service", "avahi-daemon.socket"):
         link = host.file(f"/etc/systemd/system/{unit}")
         assert link.is_symlink and link.linked_to == "/dev/null", unit
+
+
+def _integrity_defaults() -> dict[str, Any]:
+    path = REPO / "ansible" / "roles" / "integrity" / "defaults" / "main.yml"
+    found = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(found, dict)
+    return found
+
+
+def test_cron_and_at_are_absent_or_root_only(host: Any) -> None:
+    """Issue 19 (CIS 5.1.8/5.1.9): no cron or at daemon; should one come, only root uses it."""
+    for package in ("cron", "cronie", "anacron", "at", "systemd-cron"):
+        assert not host.package(package).is_installed, package
+    for name in ("cron", "at"):
+        allow = host.file(f"/etc/{name}.allow")
+        assert allow.content_string == "root\n" and allow.user == "root", name
+        assert allow.mode == 0o600, name
+        assert not host.file(f"/etc/{name}.deny").exists, name
+    for folder in ("cron.d", "cron.daily", "cron.hourly", "cron.weekly", "cron.monthly"):
+        assert host.file(f"/etc/{folder}").mode == 0o700, folder
+
+
+def test_unused_units_are_masked(host: Any) -> None:
+    """Issue 19 item 4: what the kit does not use cannot be started, or enabled by an update."""
+    defaults = _hardening_defaults()
+    for unit in [*defaults["hardening_units_masked"], "dailyaidecheck.timer"]:
+        link = host.file(f"/etc/systemd/system/{unit}")
+        assert link.is_symlink and link.linked_to == "/dev/null", unit
+
+
+def test_boot_loader_editor_off_and_command_line_fixed(
+    image_dir: Path, manifest: dict[str, Any]
+) -> None:
+    """Issue 19: systemd-boot on the ESP lets nobody edit the kernel command line, which is the
+    profile's (audit=1 with a backlog for the boot before auditd opens its log)."""
+    disk = image_dir / manifest["image"]["file"]
+    esp = f"-i{disk}@@{manifest['image']['layout']['esp']['offset']}"
+    env = os.environ | {"MTOOLS_SKIP_CHECK": "1"}
+
+    def esp_file(name: str) -> str:
+        done = subprocess.run(["mtype", esp, name], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    loader = esp_file("::/loader/loader.conf").split("\n")
+    assert "editor no" in loader and "timeout 0" in loader, loader
+    profile = yaml.safe_load((REPO / "image" / "tablet.yaml").read_text(encoding="utf-8"))
+    entry = esp_file("::/loader/entries/fieldkit.conf")
+    options = re.search(r"^options root=PARTUUID=\S+ (.+)$", entry, re.M)
+    assert options is not None and options.group(1) == profile["kernel_cmdline"], entry
+    assert "audit=1" in profile["kernel_cmdline"].split()
+    assert "audit_backlog_limit=8192" in profile["kernel_cmdline"].split()
+
+
+def test_auditd_rules_logs_on_the_data_volume_and_no_arguments(
+    host: Any, policies: PolicySet
+) -> None:
+    """Issue 19 item 2: auditd enabled, waiting for the data volume its log is on (sized and
+    rotated); the rules cover identity, time, modules, mounts, every SUID/SGID file left in
+    the image and the policy files, drop EXECVE and PROCTITLE records, and lock themselves."""
+    defaults = _integrity_defaults()
+    assert host.package("auditd").is_installed
+    assert host.service("auditd").is_enabled
+    conf = host.file("/etc/audit/auditd.conf").content_string
+    for key, value in defaults["integrity_auditd_conf"].items():
+        assert re.search(rf"^{key} = {re.escape(str(value))}$", conf, re.M), key
+    log_dir = defaults["integrity_audit_log_dir"]
+    volume = policies.erasure.data_volume
+    assert volume is not None
+    assert PurePosixPath(log_dir).is_relative_to(volume.mount)
+    assert PurePosixPath(log_dir) in {d.path for d in volume.directories}
+    dropin = host.file("/etc/systemd/system/auditd.service.d/50-fieldkit-datavol.conf")
+    assert f"RequiresMountsFor={volume.mount}" in dropin.content_string
+    rules = host.file("/etc/audit/rules.d/50-fieldkit.rules").content_string
+    assert not host.file("/etc/audit/rules.d/audit.rules").exists
+    lines = [x for x in rules.splitlines() if x and not x.startswith("#")]
+    assert lines[-1] == "-e 2"
+    # the exclusions come before any rule that could make such a record
+    assert lines.index("-a always,exclude -F msgtype=EXECVE") < lines.index(
+        "-w /etc/passwd -p wa -k identity"
+    )
+    assert "-a always,exclude -F msgtype=PROCTITLE" in lines
+    keys = ("identity", "time-change", "kernel_modules", "mounts", "privileged")
+    keys += ("fieldkit-policy", "logins", "session", "perm_mod", "access", "delete")
+    for key in keys:
+        assert f"-k {key}" in rules, key
+    suid = host.run(r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \) -print").stdout.split()
+    assert suid
+    for path in suid:
+        assert f"-F path={path} -F perm=x" in rules, path
+    for path in defaults["integrity_audit_policy_paths"]:
+        assert f"-w {path} -p wa -k fieldkit-policy" in rules, path
+
+
+def test_the_aide_baseline_is_the_finished_image(
+    host: Any, rootfs: Path, manifest: dict[str, Any]
+) -> None:
+    """Issue 19 item 3: the pack step made AIDE's baseline after the last file was written
+    (fstab), and the root file system, checked against it, has not changed since; the timer
+    runs the check after each boot and daily."""
+    database = rootfs / "var/lib/aide/aide.db"
+    assert database.exists() and database.stat().st_mode & 0o077 == 0
+    assert database.stat().st_mtime >= (rootfs / "etc/fstab").stat().st_mtime
+    assert "integrity_baseline" in manifest["timings_seconds"]
+    config = host.file("/etc/aide/aide.conf").content_string
+    assert "Checksums = sha256+sha512" in config
+    for path in _integrity_defaults()["integrity_aide_exclude"]:
+        assert f"!{re.escape(path)}($|/)" in config, path
+    timer = host.file("/etc/systemd/system/fieldkit-integrity-check.timer").content_string
+    assert "OnBootSec=" in timer and "OnCalendar=daily" in timer
+    assert host.service("fieldkit-integrity-check.timer").is_enabled
+    check = host.run("aide --config /etc/aide/aide.conf --check")
+    assert check.rc == 0, check.stdout[-3000:]
+
+
+def test_nothing_enabled_that_the_policy_does_not_name(rootfs: Path, policies: PolicySet) -> None:
+    """Issue 19 item 4, in the rootfs (the booted VM's twin is test_image_hardening.py): every
+    enabled unit is rendered from policies/ or named in services.yaml's system_units."""
+    from tests.test_image_hardening import allowed_units
+
+    listing = subprocess.run(
+        ["systemctl", f"--root={rootfs}", "list-unit-files", "--state=enabled",
+         "--no-legend", "--plain", "--no-pager"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    enabled = {line.split()[0] for line in listing.splitlines() if line.strip()}
+    assert "auditd.service" in enabled and "fieldkit-integrity-check.timer" in enabled
+    assert sorted(enabled - allowed_units(policies)) == []
+    assert not any(unit.startswith("avahi") for unit in enabled)

@@ -348,6 +348,9 @@ class ServiceOverride(Policy):
         return directives
 
 
+UNIT_NAME = r"[A-Za-z0-9@_.:\\-]+\.(service|socket|timer|target|path|mount)"
+
+
 class ServicesPolicy(Policy):
     kind: Literal["services"] = "services"
     max_exposure: float = Field(gt=0, le=10)
@@ -360,6 +363,21 @@ class ServicesPolicy(Policy):
     # ``user``: they read the device's config and the enrolment's public files (group-readable)
     # but not the other services' keys, state or bus passwords (owner-only). Issue 17.
     own_users: list[str] = Field(default_factory=list)
+    # Issue 19: every other unit a device of the role may have enabled (the operating system's
+    # own), unit name -> why. The booted tablet's test fails on any enabled unit that is not a
+    # rendered fieldkit unit, an erasure mount or named here.
+    system_units: dict[Literal["tablet", "hub"], dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("system_units")
+    @classmethod
+    def _units_justified(cls, units: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for role, named in units.items():
+            for unit, why in named.items():
+                if not re.fullmatch(UNIT_NAME, unit):
+                    raise ValueError(f"system_units.{role}: {unit!r} is not a unit name")
+                if not why.strip() or "\n" in why:
+                    raise ValueError(f"system_units.{role}.{unit}: say why, on one line")
+        return units
 
     @field_validator("sandbox")
     @classmethod

@@ -384,6 +384,24 @@ class ImageBuild:
 
     # --- packing ---------------------------------------------------------------------
 
+    def integrity_baseline(self) -> None:
+        """AIDE's baseline of the finished tree (issue 19), when the roles installed AIDE: made
+        after the last file of the root file system is written (fstab, crypttab), before it is
+        packed, with the image's own aide and rules (``/etc/aide/aide.conf``, integrity role).
+        The booted device checks itself against it after each boot and daily."""
+        r = self.rootfs
+        if not (r / "usr/bin/aide").exists() or not (r / "etc/aide/aide.conf").exists():
+            return
+        database = r / "var/lib/aide"
+        database.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (database / "aide.db.new").unlink(missing_ok=True)
+        started = time.monotonic()
+        init = ["chroot", str(r), "/usr/bin/aide", "--config", "/etc/aide/aide.conf", "--init"]
+        self._run(self._in_private_mounts(init), "pack-integrity")
+        (database / "aide.db.new").replace(database / "aide.db")
+        (database / "aide.db").chmod(0o600)
+        self.timings["integrity_baseline"] = round(time.monotonic() - started, 1)
+
     def pack(self) -> Path:
         r = self.rootfs
         kernels = sorted((r / "boot").glob("vmlinuz-*"))
@@ -416,6 +434,7 @@ class ImageBuild:
             )
         (r / "etc/fstab").write_text(fstab)
         (r / "efi").mkdir(mode=0o700, exist_ok=True)
+        self.integrity_baseline()
         work = self.out / "pack"
         if work.exists():
             shutil.rmtree(work)
