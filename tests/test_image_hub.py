@@ -119,6 +119,9 @@ def test_every_generated_file_in_the_hub_image_is_its_rendering(host: Any) -> No
         wanted["broker_acl_path"]: wanted["broker_acl"],
         "/etc/systemd/system/fieldkit-bus-credentials.service": wanted["broker_credentials_unit"],
         "/etc/systemd/system/mosquitto.service.d/fieldkit-scrub.conf": wanted["broker_unit_dropin"],
+        "/etc/systemd/system/fieldkit-ca-signer.service": wanted[
+            "fieldkit_services_ca_signer_unit"
+        ],
     }
     assert wanted["fieldkit_services_device_config"]
     differ = [path for path, body in files.items() if host.file(path).content_string != body]
@@ -199,6 +202,7 @@ def test_first_boot_setup_backups_and_crl_run_by_themselves(host: Any) -> None:
         "fieldkit-hub-setup.service",
         "fieldkit-hub-backup.timer",
         "fieldkit-crl-renew.timer",
+        "fieldkit-ca-signer.service",
         "postgresql.service",
         "mosquitto.service",
         "ssh.service",
@@ -212,6 +216,10 @@ def test_first_boot_setup_backups_and_crl_run_by_themselves(host: Any) -> None:
     assert "pki --dir /var/lib/fieldkit/pki init" in script.content_string
     assert host.file("/var/lib/fieldkit").user == SERVICE_USER
     assert host.file("/var/lib/fieldkit").mode == 0o700
+    # Issue 17 item 2: the CA signer's user, in the services' group; the PKI made as it.
+    assert host.user("fieldkit-ca").group == SERVICE_USER
+    assert host.user("fieldkit-ca").shell == "/usr/sbin/nologin"
+    assert "as_ca pki --dir /var/lib/fieldkit/pki init" in script.content_string
 
 
 def test_the_hub_roles_own_units_are_sandboxed_too(rootfs: Path, policies: PolicySet) -> None:
@@ -222,6 +230,7 @@ def test_the_hub_roles_own_units_are_sandboxed_too(rootfs: Path, policies: Polic
         "fieldkit-hub-setup.service",
         "fieldkit-crl-renew.service",
         "fieldkit-hub-backup.service",
+        "fieldkit-ca-signer.service",
     ):
         rated = subprocess.run(
             ["systemd-analyze", "security", "--offline=true", f"--root={rootfs}", unit],

@@ -218,3 +218,22 @@ def test_the_restore_drill_brings_back_every_row_and_chain(report: BootReport) -
     assert before["chains"]["tab-a"]["records"] == 3 and before["chains"]["tab-b"]["records"] == 2
     print(f"\nrestore drill: {sum(before['rows'].values())} rows in {len(before['rows'])} tables")
     assert report.lines("after-drill")[0] == "settled"
+
+
+def test_the_ca_key_is_the_ca_signers_alone(report: BootReport) -> None:
+    """Issue 17 item 2, live: the CA key belongs to the CA signer's user (0600); the services'
+    user cannot read it; the signer runs and is what certified the drill's tablets and revoked
+    tab-b (its own log, with the asking uid)."""
+    signer = units(report)["fieldkit-ca-signer.service"]
+    assert (signer["ActiveState"], signer["SubState"], signer["NRestarts"]) == (
+        "active",
+        "running",
+        "0",
+    ), signer
+    assert signer["User"] == "fieldkit-ca"
+    lines = report.lines("ca-signer")
+    assert "fieldkit-ca fieldkit 600 /var/lib/fieldkit/pki/ca/ca.key" in lines, lines
+    assert "fieldkit-ca fieldkit 660 /run/fieldkit-ca/signer.sock" in lines, lines
+    assert "fieldkit cannot read the CA key" in lines, lines
+    logged = report.sections["ca-signer"]
+    assert "issued a certificate for tab-a" in logged and "revoked tab-b" in logged, logged

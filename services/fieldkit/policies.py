@@ -1093,6 +1093,9 @@ def ansible_vars(
         "fieldkit_services_units": as_text["services"],
         "fieldkit_services_user": policies.services.user,
         "fieldkit_services_own_users": policies.services.own_user_names(),
+        "hub_ca_user": HUB_CA_USER,
+        "fieldkit_services_ca_user": HUB_CA_USER if role == "hub" else "",
+        "fieldkit_services_ca_signer_unit": ca_signer_unit(policies) if role == "hub" else "",
         "fieldkit_services_venv": str(policies.services.venv),
         "fieldkit_services_max_exposure": policies.services.max_exposure,
         "broker_acl": render_acl(identities_for(specs_for_role(role))),
@@ -1157,6 +1160,11 @@ def image_device_config(policies: PolicySet) -> str:
 # The hub's state (issue 18): the kit PKI, the web app's session key, the mirror's files.
 HUB_STATE = PurePosixPath("/var/lib/fieldkit")
 HUB_PKI = HUB_STATE / "pki"
+# The kit CA's key is read by one process only, the CA signer (issue 17 item 2), as a user of
+# its own in the services' group; the hub's services ask it over this socket.
+HUB_CA_USER = "fieldkit-ca"
+HUB_CA_SIGNER_UNIT = "fieldkit-ca-signer.service"
+HUB_CA_SIGNER_SOCKET = PurePosixPath("/run/fieldkit-ca/signer.sock")
 # The hub's PostgreSQL, over its unix socket only (peer authentication as the service user).
 HUB_DATABASE_URL = "postgresql+psycopg://fieldkit@/fieldkit?host=/run/postgresql"
 
@@ -1176,6 +1184,7 @@ def hub_device_config(policies: PolicySet) -> str:
         "bus": {"launch_broker": False},
         "hub": {
             "pki": str(HUB_PKI),
+            "ca_signer": str(HUB_CA_SIGNER_SOCKET),
             "broker_host": anywhere,
             "broker_port": network.rule("tablets-mqtt").ports[0],
             "database_url": HUB_DATABASE_URL,
@@ -1202,6 +1211,48 @@ def hub_device_config(policies: PolicySet) -> str:
         lines.append(f"[{section}]")
         lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def ca_signer_unit(policies: PolicySet, setup_unit: str = "fieldkit-hub-setup.service") -> str:
+    """The hub's CA signer (``fieldkit pki signer``): the only process that reads the CA key,
+    as ``HUB_CA_USER`` in the services' group, with the baseline sandbox and no network at all
+    (its socket is a file). Up before the services that ask it to sign."""
+    svc = policies.services
+    directives: dict[str, DirectiveValue] = {
+        **svc.sandbox,
+        "PrivateNetwork": "yes",
+        "RestrictAddressFamilies": "AF_UNIX",
+        "ReadWritePaths": str(HUB_PKI),
+        "RuntimeDirectory": HUB_CA_SIGNER_SOCKET.parent.name,
+        "RuntimeDirectoryMode": "0750",
+    }
+    directives.pop("IPAddressAllow", None)
+    lines = [
+        f"# {GENERATED.format(kind='services')}",
+        "[Unit]",
+        "Description=fieldkit hub: the kit CA's key, in a process of its own",
+        f"Requires={setup_unit}",
+        f"After={setup_unit}",
+        "Before="
+        + " ".join(unit_name(n) for n in ("hub-broker", "hub-ingest", "hub-web", HUB_ENROL))
+        + " fieldkit-crl-renew.service",
+        f"ConditionPathExists={HUB_PKI / 'ca' / 'ca.key'}",
+        "",
+        "[Service]",
+        "Type=notify",
+        f"User={HUB_CA_USER}",
+        f"Group={svc.user}",
+        f"ExecStart={svc.venv}/bin/python -m fieldkit pki --dir {HUB_PKI} signer"
+        f" --socket {HUB_CA_SIGNER_SOCKET}",
+        *(f"Environment={k}={v}" for k, v in scrubbing_environment({}).items()),
+        "Restart=on-failure",
+        "RestartSec=2",
+    ]
+    for key, value in directives.items():
+        for item in [value] if isinstance(value, str) else value:
+            lines.append(f"{key}={item}")
+    lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+    return "\n".join(lines)
 
 
 def freshclam_conf(policies_dir: Path) -> str:

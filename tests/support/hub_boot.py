@@ -95,10 +95,19 @@ drill connect tab-b hold &
 held=$!
 sleep 3
 start=$(date +%s.%N)
-fk pki --dir /var/lib/fieldkit/pki revoke tab-b >/dev/null
+fk pki --dir /var/lib/fieldkit/pki --signer /run/fieldkit-ca/signer.sock revoke tab-b >/dev/null
 echo "{{\"step\": \"revoked\", \"at\": $start}}"
 drill after-revoke
 wait $held
+section ca-signer
+stat -c '%U %G %a %n' /var/lib/fieldkit/pki/ca/ca.key /run/fieldkit-ca/signer.sock
+if runuser -u fieldkit -- cat /var/lib/fieldkit/pki/ca/ca.key >/dev/null 2>&1; then
+    echo "fieldkit reads the CA key"
+else
+    echo "fieldkit cannot read the CA key"
+fi
+journalctl -b --no-pager -q -o cat -u fieldkit-ca-signer.service \
+    | grep -E "issued|revoked|serving|refused" | tail -n 8
 section broker-refusals
 journalctl -b --no-pager -q -o cat -u fieldkit-hub-broker.service \
     | grep -i -E "revoked|tab-b|openssl|verify|crl" | tail -n 12

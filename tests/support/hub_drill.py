@@ -21,7 +21,9 @@ from fieldkit.config import load_config
 from fieldkit.pki import KitPki, load_ed25519_private, read_roster
 
 CONFIG = load_config(Path("/etc/fieldkit/device.toml"))
-PKI = KitPki(CONFIG.hub.pki)
+# Through the CA signer, as the hub's services sign (the drill runs as their user, which
+# cannot read the CA key: issue 17 item 2).
+PKI = KitPki(CONFIG.hub.pki, signer=CONFIG.hub.ca_signer)
 WORK = Path("/run/drill")
 MUNICIPALITY = "131016"
 
