@@ -35,6 +35,15 @@ from fieldkit.policies import (
 
 testinfra = pytest.importorskip("testinfra")
 
+from tests.support.image_rootfs import (  # noqa: E402 - after the importorskip
+    allowed_units,
+    check_accounts_lock_after_failed_logins,
+    check_every_fieldkit_unit_is_present_enabled_and_sandboxed,
+    check_fieldkit_runs_from_its_venv,
+    check_second_ansible_run_changes_nothing,
+    check_suid_files_are_on_the_reviewed_list,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [
@@ -52,28 +61,6 @@ def role() -> str:
 @pytest.fixture(scope="module")
 def image_dir(tablet_image_dir: Path) -> Path:
     return tablet_image_dir
-
-
-@pytest.fixture(scope="module")
-def rootfs(image_dir: Path) -> Path:
-    return image_dir / "rootfs"
-
-
-@pytest.fixture(scope="module")
-def host(rootfs: Path) -> Any:
-    return testinfra.get_host(str(rootfs), connection="chroot")
-
-
-@pytest.fixture(scope="module")
-def manifest(image_dir: Path, role: str) -> dict[str, Any]:
-    found = json.loads((image_dir / f"fieldkit-{role}.manifest.json").read_text())
-    assert isinstance(found, dict)
-    return found
-
-
-@pytest.fixture(scope="module")
-def policies() -> PolicySet:
-    return load_policies(REPO / "policies")
 
 
 def test_browser_policy_is_what_policies_render(host: Any, policies: PolicySet) -> None:
@@ -203,23 +190,7 @@ def test_the_wire_has_dhcp_and_kernel_updates_reach_the_esp(host: Any) -> None:
 def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
     host: Any, rootfs: Path, policies: PolicySet, role: str
 ) -> None:
-    """R30: every registered service has its unit, enabled, exposure at most the ceiling."""
-    units = render(policies, "services", role)
-    assert units
-    for path, body in units.items():
-        installed = host.file(str(path))
-        assert installed.content_string == body, path.name
-        assert host.service(path.name).is_enabled, path.name
-        rated = subprocess.run(
-            ["systemd-analyze", "security", "--offline=true", f"--root={rootfs}", path.name],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", rated.stdout)
-        assert found, rated.stdout[-400:] + rated.stderr[-400:]
-        service = path.name.removeprefix("fieldkit-").removesuffix(".service")
-        assert float(found.group(1)) <= policies.services.ceiling(service), path.name
+    check_every_fieldkit_unit_is_present_enabled_and_sandboxed(host, rootfs, policies, role)
 
 
 def test_every_generated_file_in_the_image_is_its_rendering(host: Any) -> None:
@@ -263,12 +234,7 @@ def test_the_bus_broker_runs_the_development_kits_rendering(host: Any) -> None:
 
 
 def test_fieldkit_runs_from_its_venv(host: Any) -> None:
-    """R31: the compliance run on the device uses the same policies the image was built from."""
-    check = host.run(
-        "/opt/fieldkit/venv/bin/fieldkit policy --policies /etc/fieldkit/policies check"
-    )
-    assert check.rc == 0, check.stderr
-    assert host.user("fieldkit").shell == "/usr/sbin/nologin"
+    check_fieldkit_runs_from_its_venv(host)
 
 
 def test_no_compilers_and_no_ssh_server(host: Any) -> None:
@@ -281,12 +247,7 @@ def test_no_compilers_and_no_ssh_server(host: Any) -> None:
 
 
 def test_suid_files_are_on_the_reviewed_list(host: Any) -> None:
-    import yaml
-
-    defaults = yaml.safe_load((REPO / "ansible/roles/hardening/defaults/main.yml").read_text())
-    allowed = set(defaults["hardening_suid_allowlist"])
-    found = host.run(r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \) -print").stdout.split()
-    assert set(found) <= allowed, set(found) - allowed
+    check_suid_files_are_on_the_reviewed_list(host)
 
 
 def test_antivirus_and_updates(host: Any) -> None:
@@ -304,11 +265,7 @@ def test_antivirus_and_updates(host: Any) -> None:
 
 
 def test_second_ansible_run_changes_nothing(manifest: dict[str, Any]) -> None:
-    """R28: the roles are idempotent against the same rootfs."""
-    assert manifest["ansible"]["first_run"]["failed"] == 0
-    if manifest["ansible"]["rerun"] is None:
-        pytest.skip("this build ran with --no-rerun: there is no second run to check")
-    assert manifest["ansible"]["rerun"]["changed"] == 0
+    check_second_ansible_run_changes_nothing(manifest)
 
 
 def test_disk_image_matches_manifest(image_dir: Path, manifest: dict[str, Any]) -> None:
@@ -372,25 +329,7 @@ def test_the_data_volume_is_opened_by_the_tpm_and_mounted(
 
 
 def test_accounts_lock_after_failed_logins(host: Any) -> None:
-    """R13: pam_faillock is in the PAM stack and configured."""
-    auth = host.file("/etc/pam.d/common-auth").content_string
-    modules = []
-    for line in auth.splitlines():
-        words = line.split()
-        if not words or words[0] != "auth":
-            continue
-        at = next(i for i, word in enumerate(words) if word.endswith(".so"))
-        name = words[at] + (f" {words[at + 1]}" if words[at] == "pam_faillock.so" else "")
-        modules.append((name, line))
-    names = [name for name, _ in modules]
-    # preauth before pam_unix, authfail after it, and pam_unix's success jump steps over
-    # authfail and pam_deny (success=2), so a right password never counts as a failure.
-    assert names.index("pam_faillock.so preauth") < names.index("pam_unix.so")
-    assert names.index("pam_unix.so") < names.index("pam_faillock.so authfail")
-    assert "success=2" in modules[names.index("pam_unix.so")][1]
-    account = host.file("/etc/pam.d/common-account").content_string
-    assert re.search(r"^account\s+required\s+pam_faillock\.so", account, re.M)
-    assert "deny = 5" in host.file("/etc/security/faillock.conf").content_string
+    check_accounts_lock_after_failed_logins(host)
 
 
 def _hardening_defaults() -> dict[str, Any]:
@@ -552,8 +491,6 @@ def test_the_aide_baseline_is_the_finished_image(
 def test_nothing_enabled_that_the_policy_does_not_name(rootfs: Path, policies: PolicySet) -> None:
     """Issue 19 item 4, in the rootfs (the booted VM's twin is test_image_hardening.py): every
     enabled unit is rendered from policies/ or named in services.yaml's system_units."""
-    from tests.test_image_hardening import allowed_units
-
     listing = subprocess.run(
         ["systemctl", f"--root={rootfs}", "list-unit-files", "--state=enabled",
          "--no-legend", "--plain", "--no-pager"],

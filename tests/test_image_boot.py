@@ -490,6 +490,7 @@ def purge_report(
 ) -> BootReport:
     """The same device booted again: the volume reopened by the TPM, then purged."""
     config = work / "handover" / "device.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)  # a fresh work folder has none
     config.write_text('[device]\nid = "vm-tablet-01"\nrole = "tablet"\nsite = "QEMU"\n')
     found = boot(
         tablet_image_dir,

@@ -30,8 +30,9 @@ from pathlib import Path
 import pytest
 
 from fieldkit.network import Socket, unlisted_sockets
-from fieldkit.policies import PolicySet, load_policies, render
+from fieldkit.policies import PolicySet, load_policies
 from tests.support.image_boot import EXTRA_MARK, REPORT_SCRIPT, BootReport, boot
+from tests.support.image_rootfs import allowed_units
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_ROOT = Path("/var/tmp/fieldkit-build")
@@ -168,14 +169,6 @@ def report(tablet_image_dir: Path, work: Path) -> BootReport:
 
 
 # --- what the policies allow ------------------------------------------------------------
-
-
-def allowed_units(policies: PolicySet) -> set[str]:
-    """Every unit the tablet may have enabled: the fieldkit services and the erasure policy's
-    mounts (rendered from policies/), and the system units services.yaml names."""
-    units = {p.name for p in render(policies, "services", "tablet")}
-    units |= {p.name for p in render(policies, "erasure") if p.suffix == ".mount"}
-    return units | set(policies.services.system_units.get("tablet", {}))
 
 
 def _sockets(report: BootReport) -> list[Socket]:

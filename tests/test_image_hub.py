@@ -19,16 +19,16 @@ import pytest
 
 from fieldkit.policies import NFTABLES_PATH, PolicySet, ansible_vars, load_policies, render
 from tests.support.hub_image import VENV, broker_drift
-from tests.test_image import (  # the tablet image's checks and fixtures, reused
+from tests.support.image_rootfs import (  # the tablet image's checks and fixtures, reused
+    check_accounts_lock_after_failed_logins,
+    check_every_fieldkit_unit_is_present_enabled_and_sandboxed,
+    check_fieldkit_runs_from_its_venv,
+    check_second_ansible_run_changes_nothing,
+    check_suid_files_are_on_the_reviewed_list,
     host,
     manifest,
     policies,
     rootfs,
-    test_accounts_lock_after_failed_logins,
-    test_every_fieldkit_unit_is_present_enabled_and_sandboxed,
-    test_fieldkit_runs_from_its_venv,
-    test_second_ansible_run_changes_nothing,
-    test_suid_files_are_on_the_reviewed_list,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,17 +39,29 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building and chrooting need root"),
 ]
 
-__all__ = [
-    "host",
-    "manifest",
-    "policies",
-    "rootfs",
-    "test_accounts_lock_after_failed_logins",
-    "test_every_fieldkit_unit_is_present_enabled_and_sandboxed",
-    "test_fieldkit_runs_from_its_venv",
-    "test_second_ansible_run_changes_nothing",
-    "test_suid_files_are_on_the_reviewed_list",
-]
+__all__ = ["host", "manifest", "policies", "rootfs"]
+
+
+def test_accounts_lock_after_failed_logins(host: Any) -> None:
+    check_accounts_lock_after_failed_logins(host)
+
+
+def test_every_fieldkit_unit_is_present_enabled_and_sandboxed(
+    host: Any, rootfs: Path, policies: PolicySet, role: str
+) -> None:
+    check_every_fieldkit_unit_is_present_enabled_and_sandboxed(host, rootfs, policies, role)
+
+
+def test_fieldkit_runs_from_its_venv(host: Any) -> None:
+    check_fieldkit_runs_from_its_venv(host)
+
+
+def test_second_ansible_run_changes_nothing(manifest: dict[str, Any]) -> None:
+    check_second_ansible_run_changes_nothing(manifest)
+
+
+def test_suid_files_are_on_the_reviewed_list(host: Any) -> None:
+    check_suid_files_are_on_the_reviewed_list(host)
 
 
 @pytest.fixture(scope="module")
