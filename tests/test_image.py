@@ -42,9 +42,16 @@ from tests.support.image_rootfs import (  # noqa: E402 - after the importorskip
     check_fieldkit_runs_from_its_venv,
     check_second_ansible_run_changes_nothing,
     check_suid_files_are_on_the_reviewed_list,
+    host,
+    manifest,
+    policies,
+    rootfs,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The shared fixtures, used by name (tests/support/image_rootfs.py).
+__all__ = ["host", "manifest", "policies", "rootfs"]
 
 pytestmark = [
     pytest.mark.slow,
