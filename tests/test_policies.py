@@ -514,6 +514,17 @@ def test_a_shared_group_names_two_services_and_is_not_the_services_own_group() -
             type(policies.services).model_validate({**raw, "shared_groups": groups})
 
 
+def test_a_data_volume_folder_needs_a_group_the_image_makes(policy_dir: Path) -> None:
+    """A folder owned by a service's own user takes no group of that name (there is none):
+    without ``group:`` the volume's layout unit would fail at boot. Refused, saying which."""
+    erasure = yaml.safe_load((policy_dir / "erasure.yaml").read_text())
+    outbox = next(d for d in erasure["data_volume"]["directories"] if d["path"].endswith("outbox"))
+    del outbox["group"]
+    (policy_dir / "erasure.yaml").write_text(yaml.safe_dump(erasure, allow_unicode=True))
+    with pytest.raises(PolicyError, match="outbox has group 'fieldkit-sync'"):
+        load_policies(policy_dir)
+
+
 def test_a_service_user_cannot_be_claimed_twice() -> None:
     """A service both in own_users and with a user override is refused, saying which."""
     policies = load_policies(REPO_POLICIES)

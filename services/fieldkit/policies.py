@@ -463,6 +463,18 @@ class PolicySet(BaseModel):
                     raise ValueError(
                         f"services.overrides.{name}.network names unknown rule {rule!r}"
                     ) from None
+        volume = self.erasure.data_volume
+        if volume is not None:
+            # The image makes these groups only: a folder whose group is a service's own user
+            # (no such group) would stop the volume's layout unit, and every service with it.
+            groups = {"root", self.services.user, *self.services.shared_groups}
+            for folder in volume.directories:
+                group = folder.group or folder.owner
+                if group not in groups:
+                    raise ValueError(
+                        f"erasure.data_volume: {folder.path} has group {group!r}, which the image "
+                        f"does not make (one of {', '.join(sorted(groups))}; give group:)"
+                    )
         return self
 
 
