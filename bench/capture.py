@@ -4,8 +4,9 @@ Prints, for a generated set of 1280x720 photographed forms, the decode rate and 
 milliseconds per frame of each single decoder and of the combination, by degradation
 category; then, on the annotated real portraits (../shared/data/faces/, each placed in a
 1280x720 frame with its head at 34 mm), the crown and chin error in mm at print scale, the
-share of heads measured within 1 mm, the second-person detection rate on compositions, and
-analysed frames per second on one core, each beside the GrabCut crown and the Haar
+share of heads measured within 1 mm, the second-person detection rate on compositions, the
+head-covering check's refusals on composed hats and on the bare portraits, and analysed
+frames per second on one core, each beside the GrabCut crown and the Haar
 box-ratio estimate measured in the same run. Against overfitting the ten annotations: the
 crown at four placements per portrait with three window sizes and a leave-one-out choice of
 the window, on degraded frames, and with a second person in view. With dlib and
@@ -33,11 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.* helpers, run as `.venv/bin/python bench/NAME.py`
 
 from tests.capture_scenes import (  # noqa: E402
+    COVERING_COLOURS,
+    COVERINGS,
     TEST_ID,
     annotations,
+    covered_frames,
     eye_to_chin,
+    portrait,
     portrait_frame,
     qr_modules,
+    with_head_covering,
     with_second_person,
 )
 
@@ -47,6 +53,7 @@ from fieldkit.capture.haar import HaarHeadEstimate  # noqa: E402
 from fieldkit.capture.head import (  # noqa: E402
     CROWN_WINDOW,
     chin_y,
+    covering_share,
     crown_from_mask,
     crown_window,
     head_outline,
@@ -216,6 +223,65 @@ def degraded(analyzer: PhotoAnalyzer, whole: list, mm: float, top: float) -> Non
         print(f"    {key:<16}{medworst(v):>16}   {good}/{n} = {good / n:.0%}")
 
 
+def covering_bench(analyzer: PhotoAnalyzer, whole: list) -> None:
+    """The head-covering check: false refusals on the bare portraits (as photographed, and
+    the whole heads at every placement) and on headbands; refusals on the composed hats
+    (every kind in every colour, one of them the portrait's own hair colour)."""
+    limit = analyzer.rules.covering_max
+    bare: list[float] = []
+    for a in annotations():
+        bare.append(analyzer.analyse(portrait(a.name)).check("head-covering").measured)
+    for a in whole:
+        for head_mm, margin, offset in PLACEMENTS:
+            frame, _ = portrait_frame(a, head_mm=head_mm, margin_mm=margin, offset_mm=offset)
+            bare.append(analyzer.analyse(frame).check("head-covering").measured)
+    colours = (*COVERING_COLOURS, "hair")
+    hats: dict[tuple[str, str], list[float]] = {}
+    bands: list[float] = []
+    for a in whole:
+        frame, _ = portrait_frame(a)
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        points, _ = analyzer.models.mesh(rgb, analyzer.find_faces(rgb)[0])
+        crown = head_outline(rgb, points, analyzer.segmentation).crown_y
+        for kind, colour, covered in covered_frames(frame, points, crown, colours):
+            value = analyzer.analyse(covered).check("head-covering").measured
+            hats.setdefault((kind, colour), []).append(value)
+        for colour_bgr in (COVERING_COLOURS["navy"], COVERING_COLOURS["red"]):
+            banded = with_head_covering(frame, points, crown, "headband", colour_bgr)
+            bands.append(analyzer.analyse(banded).check("head-covering").measured)
+
+    def refused(values: list[float]) -> str:
+        n = sum(v > limit for v in values)
+        return f"{n}/{len(values)} = {n / len(values):.0%}"
+
+    print(f"\nHead covering (limit: share of the head's top not skin or hair <= {limit:g})")
+    print(
+        f"  bare heads ({len(bare)}: the {len(bare) - 4 * len(whole)} portraits as photographed"
+        f" and {len(whole)} at {len(PLACEMENTS)} placements): measured "
+        f"{min(bare):.3f}-{max(bare):.3f}, falsely refused {refused(bare)} (target 0)"
+    )
+    print(
+        f"  headbands behind the hairline ({len(bands)}): measured "
+        f"{min(bands):.3f}-{max(bands):.3f}, falsely refused {refused(bands)}"
+    )
+    print(f"  composed hats on the {len(whole)} whole heads, refused (measured median):")
+    print(
+        f"    {'colour':<8}"
+        + "".join(f"{k:>20}" for k in COVERINGS)
+        + f"{'all kinds':>14}  measured"
+    )
+    for colour in colours:
+        row = [hats[(k, colour)] for k in COVERINGS]
+        cells = "".join(f"{refused(v):>13} ({statistics.median(v):.2f})" for v in row)
+        every = [x for v in row for x in v]
+        print(f"    {colour:<8}{cells}{refused(every):>14}  {min(every):.2f}-{max(every):.2f}")
+    other = [x for (k, c), v in hats.items() if c != "hair" for x in v]
+    print(
+        f"  every hat not of the hair's colour: refused {refused(other)}; of the hair's colour: "
+        f"{refused([x for (k, c), v in hats.items() if c == 'hair' for x in v])}"
+    )
+
+
 def photo_bench(seconds: float) -> None:
     guide = Guide.for_frame(1280, 720)
     mm = guide.px_per_mm
@@ -317,6 +383,8 @@ def photo_bench(seconds: float) -> None:
         f"alone, {len(crown_shift)} frames: median / worst shift {medworst(crown_shift)} mm"
     )
 
+    covering_bench(analyzer, whole)
+
     previous: list[tuple[float, float] | None] = [None]
 
     def full(frame: np.ndarray) -> None:
@@ -337,10 +405,10 @@ def photo_bench(seconds: float) -> None:
         kept[:] = [a]
 
     runs: dict[str, tuple[Callable[[np.ndarray], object], list[np.ndarray]]] = {
-        "landmarks, all 16 checks, portraits in turn": (full, frames),
+        "landmarks, all 17 checks, portraits in turn": (full, frames),
         "haar face boxes + ratios (detection only, no checks)": (haar_only, frames),
-        "still head, all 16 checks, segmenting every frame": (full, frames[:1]),
-        "still head, all 16 checks, crown kept while still (service)": (still, frames[:1]),
+        "still head, all 17 checks, segmenting every frame": (full, frames[:1]),
+        "still head, all 17 checks, crown kept while still (service)": (still, frames[:1]),
     }
     if dlib_run is not None:
         runs["dlib HOG + 68 landmarks (detection and landmarks only)"] = (dlib_run, frames)
@@ -363,14 +431,15 @@ def photo_bench(seconds: float) -> None:
     print("\nFrames per second at 1280x720, one core: per CPU second (by the clock)")
     for name in runs:
         per_cpu, by_clock = counts[name] / cpu[name], counts[name] / wall[name]
-        target = f" = {per_cpu / 20:.2f} x the 20 frames/s target" if "16" in name else ""
+        target = f" = {per_cpu / 20:.2f} x the 20 frames/s target" if "17" in name else ""
         print(f"  {name}: {per_cpu:.1f} ({by_clock:.1f}){target}")
     stages: dict[str, list[float]] = {
         "faces (3 passes)": [],
         "face mesh": [],
         "crown: segmentation": [],
         "crown: grabcut (before)": [],
-        "all 16 checks": [],
+        "head covering": [],
+        "all 17 checks": [],
     }
     for _ in range(3):
         for frame in frames:
@@ -387,9 +456,14 @@ def photo_bench(seconds: float) -> None:
             timed = time.process_time()
             crown_by_grabcut(frame, points)
             stages["crown: grabcut (before)"].append(time.process_time() - timed)
+            window = crown_window(points)
+            mask, seen = analyzer.segmentation.window(rgb, *window)
+            timed = time.process_time()
+            covering_share(seen, mask, window, points)
+            stages["head covering"].append(time.process_time() - timed)
             timed = time.process_time()
             analyzer.analyse(frame)
-            stages["all 16 checks"].append(time.process_time() - timed)
+            stages["all 17 checks"].append(time.process_time() - timed)
     print(
         "  per frame, median CPU time: "
         + ", ".join(f"{k} {statistics.median(v) * 1000:.1f} ms" for k, v in stages.items())

@@ -229,3 +229,176 @@ def with_second_person(
     part = crop[:, : FRAME[0] - x0]
     out[y0 : y0 + part.shape[0], x0 : x0 + part.shape[1]] = part
     return out
+
+
+# Head coverings composed onto the real portraits (no photograph of a hat is available on
+# this machine, docs/capture.md): a shaded, textured shape of a plausible colour fitted to
+# the head as the Face Mesh and the person's outline measure it on the portrait without it.
+COVERINGS = ("cap", "brimmed", "beanie")
+# Fabric colours (BGR): navy, red, khaki, dark grey; "hair" takes the portrait's own hair.
+COVERING_COLOURS = {
+    "navy": (92, 46, 28),
+    "red": (48, 40, 168),
+    "khaki": (128, 168, 190),
+    "grey": (70, 70, 72),
+}
+
+
+def _fabric(
+    shape: tuple[int, int], rng: np.random.Generator, knit: float
+) -> npt.NDArray[np.float32]:
+    """A relative brightness texture: fine woven noise, or vertical knit ribs with stitches."""
+    h, w = shape
+    fine = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 0.8)
+    texture = 1 + 0.05 * fine
+    if knit > 0:
+        x = np.arange(w, dtype=np.float32)[None, :]
+        y = np.arange(h, dtype=np.float32)[:, None]
+        ribs = np.sin(2 * np.pi * x / knit)
+        stitches = np.sin(2 * np.pi * (y / (knit * 0.7) + np.abs(np.sin(np.pi * x / knit)) * 0.5))
+        texture = texture + 0.10 * ribs + 0.05 * stitches * (ribs > 0)
+    return np.asarray(texture, np.float32)
+
+
+def with_head_covering(
+    frame: Image,
+    points: npt.NDArray[np.float32],
+    crown_y: float,
+    kind: str,
+    colour: tuple[int, int, int],
+    seed: int = 3,
+) -> Image:
+    """The frame with a head covering over the measured head: ``cap`` (a baseball cap with
+    its visor), ``brimmed`` (a hat with a wide brim), ``beanie`` (a knit cap with a cuff),
+    or ``headband`` (a band over the hair behind the hairline, the crown's hair left
+    visible). Shaded as a dome lit from the upper left, with a soft edge and its shadow on
+    the forehead."""
+    rng = np.random.default_rng(seed)
+    h, w = frame.shape[:2]
+    fy = float(points[10, 1])
+    d = float(points[152, 1]) - fy
+    tx0, tx1 = float(points[127, 0]), float(points[356, 0])
+    cx, half = (tx0 + tx1) / 2, (tx1 - tx0) / 2
+    shape = np.zeros((h, w), np.float32)  # where the covering is
+    shade = np.ones((h, w), np.float32)  # its own shading (1 = lit)
+    knit = 0.0
+    edge = fy
+    if kind == "cap":
+        top, edge = crown_y - 0.07 * d, fy + 0.03 * d
+        cv2.ellipse(
+            shape, (int(cx), int(edge)), (int(half * 1.04), int(edge - top)), 0, 180, 360, 1, -1
+        )
+        visor = np.zeros((h, w), np.float32)
+        cv2.ellipse(visor, (int(cx), int(edge)), (int(half * 1.0), int(0.08 * d)), 0, 0, 360, 1, -1)
+        shape = np.maximum(shape, visor)
+        shade = np.where(visor > 0, 0.62, 1.0).astype(np.float32)
+        for k in (-0.45, 0.0, 0.45):  # panel seams
+            cv2.ellipse(
+                shade,
+                (int(cx), int(edge)),
+                (max(int(abs(k) * half), 1), int(edge - top)),
+                0,
+                180 if k <= 0 else 270,
+                270 if k <= 0 else 360,
+                0.8,
+                2,
+            )
+    elif kind == "brimmed":
+        top, edge = crown_y - 0.16 * d, fy + 0.02 * d
+        cv2.rectangle(
+            shape,
+            (int(cx - half * 0.92), int(top + 0.1 * d)),
+            (int(cx + half * 0.92), int(edge)),
+            1,
+            -1,
+        )
+        cv2.ellipse(
+            shape,
+            (int(cx), int(top + 0.1 * d)),
+            (int(half * 0.92), int(0.1 * d)),
+            0,
+            180,
+            360,
+            1,
+            -1,
+        )
+        band = (int(edge - 0.09 * d), int(edge - 0.02 * d))
+        shade[band[0] : band[1]] = 0.55
+        brim = np.zeros((h, w), np.float32)
+        cv2.ellipse(brim, (int(cx), int(edge)), (int(half * 1.8), int(0.07 * d)), 0, 0, 360, 1, -1)
+        shape = np.maximum(shape, brim)
+        shade = np.where((brim > 0) & (np.arange(h)[:, None] > edge), 0.6, shade).astype(np.float32)
+    elif kind == "beanie":
+        top, edge = crown_y - 0.05 * d, fy + 0.08 * d
+        cv2.ellipse(
+            shape, (int(cx), int(edge)), (int(half * 1.1), int(edge - top)), 0, 180, 360, 1, -1
+        )
+        cv2.rectangle(
+            shape,
+            (int(cx - half * 1.1), int(edge - 0.1 * d)),
+            (int(cx + half * 1.1), int(edge)),
+            1,
+            -1,
+        )
+        cuff = (int(edge - 0.17 * d), int(edge))
+        shade[cuff[0] : cuff[1]] *= 0.9
+        knit = max(0.03 * d, 3.0)
+    elif kind == "headband":
+        mid = fy - 0.45 * (fy - crown_y)
+        cv2.ellipse(
+            shape,
+            (int(cx), int(fy + 0.05 * d)),
+            (int(half * 1.02), int(fy + 0.05 * d - mid)),
+            0,
+            180,
+            360,
+            1,
+            max(int(0.05 * d), 2),
+        )
+        edge = mid
+    else:
+        raise ValueError(kind)
+    # Dome shading: brighter towards the upper left, darker at the rim.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    nx, ny = (xx - cx) / max(half * 1.2, 1), (yy - (edge - 0.2 * d)) / max(0.5 * d, 1)
+    dome = np.clip(1.0 - 0.35 * (nx**2 + ny**2) - 0.12 * nx - 0.12 * ny, 0.45, 1.1)
+    texture = _fabric((h, w), rng, knit)
+    soft = cv2.GaussianBlur(shape, (0, 0), 1.0)[..., None]
+    cloth = np.asarray(colour, np.float32)[None, None, :] * (dome * shade * texture)[..., None]
+    out = frame.astype(np.float32)
+    if kind != "headband":  # the brim's shadow on the forehead
+        below = np.zeros((h, w), np.float32)
+        cv2.rectangle(
+            below, (int(cx - half), int(edge)), (int(cx + half), int(edge + 0.1 * d)), 1, -1
+        )
+        below = cv2.GaussianBlur(below * (1 - shape), (0, 0), 0.04 * d + 1)
+        out *= (1 - 0.35 * below)[..., None]
+    out = out * (1 - soft) + cloth * soft
+    return np.asarray(np.clip(out, 0, 255), np.uint8)
+
+
+def hair_colour(
+    frame: Image, points: npt.NDArray[np.float32], crown_y: float
+) -> tuple[int, int, int]:
+    """The portrait's own hair colour (BGR): the median just under the measured crown on
+    the face's axis, for a covering as close to the hair as it gets."""
+    x, y = int(points[10, 0]), int(crown_y)
+    d = float(points[152, 1] - points[10, 1])
+    patch = frame[y + int(0.03 * d) : y + int(0.12 * d), x - int(0.08 * d) : x + int(0.08 * d)]
+    b, g, r = np.median(patch.reshape(-1, 3), axis=0)
+    return int(b), int(g), int(r)
+
+
+def covered_frames(
+    frame: Image, points: npt.NDArray[np.float32], crown_y: float, colours: tuple[str, ...]
+) -> list[tuple[str, str, Image]]:
+    """Every covering in every named colour (``hair``: the portrait's own) over one head:
+    (kind, colour, frame)."""
+    out = []
+    for kind in COVERINGS:
+        for name in colours:
+            colour = (
+                hair_colour(frame, points, crown_y) if name == "hair" else COVERING_COLOURS[name]
+            )
+            out.append((kind, name, with_head_covering(frame, points, crown_y, kind, colour)))
+    return out

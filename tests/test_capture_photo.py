@@ -49,7 +49,7 @@ def test_a_compliant_frame_passes_every_check(
     assessment = analyzer.analyse(compliant)
     assert [c.name for c in assessment.checks if not c.passed] == []
     assert assessment.passed and assessment.advice == "ok"
-    assert len(assessment.checks) == 16
+    assert len(assessment.checks) == 17
     for check in assessment.checks:
         assert check.threshold and check.unit  # each reports what it measured, against what
 

@@ -174,7 +174,7 @@ def test_photo_mode_guides_then_auto_captures_a_compliant_photo_and_retake_works
     tester.request("capture", "mode", ModeRequest(sid=SID, mode="photo"), ModeReply)
 
     guidance = events.wait_for(f"session/{SID}/guidance", Guidance)
-    assert isinstance(guidance, Guidance) and len(guidance.checks) == 16
+    assert isinstance(guidance, Guidance) and len(guidance.checks) == 17
     photo = events.wait_for(f"session/{SID}/photo", PhotoResult)
     assert isinstance(photo, PhotoResult)
     assert photo.trigger == "auto" and photo.all_passed

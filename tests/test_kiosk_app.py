@@ -247,6 +247,13 @@ def test_every_photo_check_has_plain_words_in_both_languages() -> None:
     assert (
         check_words(eyes, "ja") == "目が閉じているか、細くなっています。目をしっかり開けてください"
     )
+    # A head covering: the advice, and that the staff may take it for religious or medical
+    # reasons (the share measured means nothing to staff).
+    hat = result("head-covering", False, 0.93, "share of the head top", "remove-hat")
+    assert "帽子などをとってください" in check_words(hat, "ja") and "0.93" not in check_words(
+        hat, "ja"
+    )
+    assert "take off your hat" in check_words(hat, "en")
     # The crown cut off: the margin's sign is the news.
     cut = result("crown-margin", False, -1.5, "mm", "lower")
     assert "-1.5 mm" in check_words(cut, "ja")

@@ -61,6 +61,9 @@ class HeadOutline:
     crown_measured: bool
     forehead: tuple[float, float] = (0.0, 0.0)
     reused: int = 0
+    # The share of the top of the head that is neither skin nor hair (``covering_share``),
+    # read on the same segmented window as the crown and kept with it.
+    covering: float = 0.0
 
     @property
     def crown_share(self) -> float:
@@ -123,18 +126,106 @@ def crown_from_mask(mask: Mask, window: tuple[float, float, float], points: Poin
     return crown
 
 
-def crown_y(rgb: Image, points: Points, segmentation: PersonSegmentation) -> tuple[float, bool]:
+def crown_y(
+    rgb: Image, points: Points, segmentation: PersonSegmentation
+) -> tuple[float, bool, float]:
     """The top of the hair above the face, from the person's outline (Selfie Segmentation on
-    a window around the head). Where the outline runs off the top or falls outside the
-    plausible span, the typical proportion is used and ``False`` returned."""
+    a window around the head), and the head covering's share on the same window. Where the
+    outline runs off the top or falls outside the plausible span, the typical proportion is
+    used and ``False`` returned."""
     d = float(points[CHIN, 1] - points[FOREHEAD, 1])
     if d <= 4:
-        return typical_crown(points), False
+        return typical_crown(points), False, 0.0
     window = crown_window(points)
-    crown = crown_from_mask(segmentation.window_mask(rgb, *window), window, points)
+    mask, seen = segmentation.window(rgb, *window)
+    covering = covering_share(seen, mask, window, points)
+    crown = crown_from_mask(mask, window, points)
     if crown is None or not plausible_crown(points, crown):
-        return typical_crown(points), False
-    return crown, True
+        return typical_crown(points), False, covering
+    return crown, True, covering
+
+
+# The head covering (無帽, no hat). Skin is read on the cheeks, hair on the eyebrows and
+# beside the face between the eyes and the nose tip (below where a hat reaches); the top of
+# the head is the person's pixels above the forehead (landmark 10) between the temples.
+# Colours are compared in OpenCV's 8-bit Lab, quantised in steps of 24 (lightness) and 6
+# (a, b): a colour of the top is familiar when it or a neighbouring step occurs among the
+# reference pixels (at least 0.2 % of them). Hair lit from above is lighter than beside the
+# face and its shade varies: the lightness step is the coarse one.
+BROWS = (
+    (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
+    (336, 296, 334, 293, 300, 276, 283, 282, 295, 285),
+)
+TEMPLES = (127, 356)
+NOSE_TIP = 1
+COVERING_STEPS = (24, 6)
+# A pixel is surely the person (and not the wall at the outline's soft edge) from this
+# probability; the hair beside the face is looked for this many forehead-to-chin distances
+# out from the cheek outline. (0.8 and 0.2 let a red flag behind obama2.jpg into the hair's
+# colours; without the hair beside the face, grey hair above dark brows reads as 0.22.)
+COVERING_PERSON = 0.95
+COVERING_SIDE = 0.12
+COVERING_SEEN = 0.002  # a reference colour counts from this share of the reference pixels
+
+
+def covering_share(
+    seen: Image, mask: Mask, window: tuple[float, float, float], points: Points
+) -> float:
+    """The share of the top of the head whose colour is neither the applicant's skin nor
+    their hair: about 0 bare-headed, near 1 under a hat of another colour than the hair.
+
+    ``seen`` and ``mask`` are the segmented window (``crown_window``) as the model saw it;
+    the landmarks are moved into it. The top of the head: the person (probability at least
+    ``COVERING_PERSON``) above landmark 10, up to the plausible crown, between landmarks
+    127 and 356 (the temples).
+    """
+    x0, y0, side = window
+    n = int(mask.shape[0])
+    s = n / side
+    p = (points[:, :2] - np.array([x0, y0], np.float32)) * s
+    d = float(p[CHIN, 1] - p[FOREHEAD, 1])
+    person = mask >= COVERING_PERSON
+    lab = np.asarray(cv2.cvtColor(seen, cv2.COLOR_RGB2LAB), np.uint8)
+    reference = np.zeros((n, n), np.uint8)
+    for patch in (RIGHT_CHEEK_PATCH, LEFT_CHEEK_PATCH):
+        cv2.fillConvexPoly(reference, np.round(p[list(patch)]).astype(np.int32), 1)
+    for brow in BROWS:
+        cv2.fillPoly(reference, [np.round(p[list(brow)]).astype(np.int32)], 1)
+    eyes_y = round(float(p[[33, 263], 1].mean()))
+    nose_y = round(float(p[NOSE_TIP, 1]))
+    right, left = float(p[RIGHT_CHEEK, 0]), float(p[LEFT_CHEEK, 0])
+    beside = np.zeros((n, n), bool)
+    beside[eyes_y:nose_y, max(round(right - COVERING_SIDE * d), 0) : max(round(right) - 2, 0)] = (
+        True
+    )
+    beside[eyes_y:nose_y, round(left) + 2 : max(round(left + COVERING_SIDE * d), 0)] = True
+    known = (reference > 0) | (beside & person)
+    top = np.zeros((n, n), bool)
+    fy = float(p[FOREHEAD, 1])
+    t0, t1 = float(p[TEMPLES[0], 0]), float(p[TEMPLES[1], 0])
+    top[
+        max(round(fy - CROWN_PLAUSIBLE[1] * d), 0) : max(round(fy), 0),
+        max(round(t0), 0) : max(round(t1), 0),
+    ] = True
+    top &= person
+    if not top.any() or not known.any():
+        return 0.0
+    steps = np.array([COVERING_STEPS[0], *COVERING_STEPS[1:] * 2], np.int32)
+    bins = (256 + steps - 1) // steps
+    ref = lab[known].astype(np.int32) // steps
+    counts = np.zeros(tuple(int(b) for b in bins), np.int32)
+    np.add.at(counts, (ref[:, 0], ref[:, 1], ref[:, 2]), 1)
+    seen_colours = (counts >= max(2, COVERING_SEEN * len(ref))).astype(np.uint8)
+    # A neighbouring step counts too: dilate the colours seen by one step each way.
+    padded = np.pad(seen_colours, 1)
+    familiar = np.zeros_like(seen_colours)
+    b0, b1, b2 = seen_colours.shape
+    for dl in range(3):
+        for da in range(3):
+            for db in range(3):
+                familiar |= padded[dl : dl + b0, da : da + b1, db : db + b2]
+    q = lab[top].astype(np.int32) // steps
+    return float(1.0 - familiar[q[:, 0], q[:, 1], q[:, 2]].mean())
 
 
 # A crown measured on an earlier frame is kept while the forehead and the chin have each moved
@@ -166,9 +257,9 @@ def head_outline(
         and abs(previous.chin_y - chin) <= STILL_PX
     ):
         crown = forehead[1] - previous.crown_share * (chin - forehead[1])
-        return HeadOutline(crown, chin, True, forehead, previous.reused + 1)
-    crown, measured = crown_y(rgb, points, segmentation)
-    return HeadOutline(crown, chin, measured, forehead)
+        return HeadOutline(crown, chin, True, forehead, previous.reused + 1, previous.covering)
+    crown, measured, covering = crown_y(rgb, points, segmentation)
+    return HeadOutline(crown, chin, measured, forehead, covering=covering)
 
 
 @dataclass(frozen=True)

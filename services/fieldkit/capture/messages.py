@@ -32,6 +32,7 @@ Advice = Literal[
     "face-camera",
     "open-eyes",
     "close-mouth",
+    "remove-hat",
     "closer",
     "back",
     "lower",

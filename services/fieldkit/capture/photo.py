@@ -40,6 +40,7 @@ CheckName = Literal[
     "frontal",
     "eyes-open",
     "mouth-closed",
+    "head-covering",
     "head-height",
     "crown-margin",
     "centred",
@@ -69,6 +70,7 @@ GUIDANCE: dict[Advice, tuple[str, str]] = {
     "face-camera": ("顔をまっすぐカメラに向けてください。", "Please face the camera directly."),
     "open-eyes": ("目をしっかり開けてください。", "Please open your eyes."),
     "close-mouth": ("口を閉じてください。", "Please close your mouth."),
+    "remove-hat": ("帽子などをとってください。", "Please take off your hat."),
     "closer": ("もう少しカメラに近づいてください。", "Please come a little closer."),
     "back": ("少し後ろに下がってください。", "Please move back a little."),
     "lower": ("顔の位置を少し下げてください。", "Please move a little lower."),
@@ -108,6 +110,9 @@ class PhotoRules:
     pitch_deg: float = 8.0
     eye_opening_min: float = 0.12  # lid gap over eye width, the less open eye
     mouth_opening_max: float = 0.07  # inner-lip gap over mouth width
+    # Share of the top of the head whose colour is neither the skin nor the hair (head.py):
+    # bare heads measured 0.00-0.07, a headband behind the hairline 0.08-0.23 (bench/capture.py).
+    covering_max: float = 0.4
     # Another face counts down to this share of the applicant's face height: the rule is a
     # third; the detector's boxes of two faces of the same size differ by up to 15 %.
     other_face_min_share: float = 0.25
@@ -218,6 +223,7 @@ MEASURED_WORDS: dict[CheckName, tuple[str, str]] = {
     "frontal": ("顔の向き(度)", "head turned (degrees)"),
     "eyes-open": ("目の開き", "eye opening"),
     "mouth-closed": ("口の開き", "mouth opening"),
+    "head-covering": ("頭の上の髪・肌以外の色の割合", "share of the head top not hair or skin"),
     "head-height": ("頭の大きさ(mm)", "head size (mm)"),
     "crown-margin": ("頭の上の余白(mm)", "space above the head (mm)"),
     "centred": ("中央からのずれ(mm)", "off centre (mm)"),
@@ -354,6 +360,16 @@ class PhotoAnalyzer:
         )
         outline = head.head_outline(rgb, points, self.segmentation, previous_outline)
         assessment.outline = outline
+        assessment.checks.append(
+            PhotoCheck(
+                "head-covering",
+                outline.covering <= r.covering_max,
+                round(outline.covering, 3),
+                f"<= {r.covering_max:g}",
+                "share of the head top",
+                "remove-hat",
+            )
+        )
         crown, chin = outline.crown_y, outline.chin_y
         x0, x1 = float(points[:, 0].min()), float(points[:, 0].max())
         cx, cy = (right_eye[0] + left_eye[0]) / 2, (crown + chin) / 2

@@ -41,8 +41,14 @@ class PersonSegmentation:
     def window_mask(self, rgb: Image, x0: float, y0: float, side: float) -> Mask:
         """Person probability (256 x 256) of the square window at (x0, y0) with the given
         side in frame pixels; the parts of the window outside the frame are black."""
+        return self.window(rgb, x0, y0, side)[0]
+
+    def window(self, rgb: Image, x0: float, y0: float, side: float) -> tuple[Mask, Image]:
+        """The person probability of the window and the window itself as the model saw it
+        (256 x 256 RGB, outside the frame black): the head-covering check reads its colours
+        on the same pixels as the outline."""
         n = self.SIZE
-        tensor = np.zeros((n, n, 3), np.float32)
+        seen = np.zeros((n, n, 3), np.uint8)
         height, width = rgb.shape[:2]
         s = n / side
         fx0, fy0 = max(int(x0), 0), max(int(y0), 0)
@@ -53,7 +59,8 @@ class PersonSegmentation:
             part = cv2.resize(
                 rgb[fy0:fy1, fx0:fx1], (tx1 - tx0, ty1 - ty0), interpolation=cv2.INTER_AREA
             )
-            tensor[ty0:ty1, tx0:tx1] = part.astype(np.float32) / 255.0
-        self._model.set_tensor(self._input, tensor[None])
+            seen[ty0:ty1, tx0:tx1] = part
+        self._model.set_tensor(self._input, (seen.astype(np.float32) / 255.0)[None])
         self._model.invoke()
-        return np.asarray(self._model.get_tensor(self._output)[0, :, :, 0], np.float32)
+        mask = np.asarray(self._model.get_tensor(self._output)[0, :, :, 0], np.float32)
+        return mask, seen

@@ -457,6 +457,18 @@ CHECK_WORDS: dict[str, CheckWords] = {
             )
         },
     ),
+    "head-covering": (
+        ("帽子などはかぶっていません", "No hat or other head covering"),
+        {
+            "remove-hat": (
+                "頭に帽子などがかぶさっているようです。帽子などをとってください"
+                "(宗教上・医療上の理由でとれない場合は、顔の輪郭が見えていれば職員が撮影できます)",
+                "Something seems to cover the head. Please take off your hat"
+                " (a covering worn for religious or medical reasons may stay if the face's"
+                " outline shows: the staff can take the photo)",
+            )
+        },
+    ),
     "head-height": (
         (
             "頭の大きさ(頭のてっぺんからあごまで)は{value} mmで、ちょうどよい大きさです",
