@@ -241,8 +241,8 @@ def test_a_fresh_tablet_runs_every_service_and_enrols_from_its_kiosk(
 ) -> None:
     """R16 R31: the image as built, first boot: the data volume made, every service up before
     enrolment, the kiosk showing nothing but its enrolment screen; the code and the hub
-    address typed there enrol it, and the bundle lands on the volume, owned by the services'
-    user, behind the image's link."""
+    address typed there enrol it, and the bundle lands on the volume, the kiosk's and sync's
+    (issue 17), behind the image's link."""
     check_every_service_running(first, policies)
     assert first.lines("datavol-wait") == ["mounted"]
     assert first.lines("enrol-before") == ["not enrolled"]
@@ -253,12 +253,18 @@ def test_a_fresh_tablet_runs_every_service_and_enrols_from_its_kiosk(
     assert files[0] == "root root 777 /etc/fieldkit/bundle", files  # the image's link
     assert files[-1] == "/var/lib/fieldkit/enrol/bundle", files  # where it points
     on_volume = files[1:-1]
-    assert "fieldkit fieldkit 750 /var/lib/fieldkit/enrol" in on_volume, files
-    assert "fieldkit fieldkit 600 /var/lib/fieldkit/enrol/bundle/client.key" in on_volume
-    assert "fieldkit fieldkit 600 /var/lib/fieldkit/enrol/bundle/signing.key" in on_volume
+    # Issue 17: the folder is the kiosk's and sync's (the group fieldkit-enrol, set-group-ID):
+    # the keys the kiosk made are readable by sync (which connects with them, below), by no
+    # other service; the public files by path to all.
+    assert "fieldkit fieldkit-enrol 2771 /var/lib/fieldkit/enrol" in on_volume, files
+    assert "fieldkit fieldkit-enrol 2751 /var/lib/fieldkit/enrol/bundle" in on_volume, files
+    assert "fieldkit fieldkit-enrol 640 /var/lib/fieldkit/enrol/bundle/client.key" in on_volume
+    assert "fieldkit fieldkit-enrol 640 /var/lib/fieldkit/enrol/bundle/signing.key" in on_volume
+    assert "fieldkit fieldkit-enrol 644 /var/lib/fieldkit/enrol/bundle/enrolment.toml" in on_volume
     # The hub's operator roster came with it, for staff to log in.
-    assert "fieldkit fieldkit 600 /var/lib/fieldkit/enrol/operators.json" in on_volume, files
-    assert all(f.startswith("fieldkit fieldkit ") for f in on_volume), files
+    roster = "fieldkit fieldkit-enrol 640 /var/lib/fieldkit/enrol/operators.json"
+    assert roster in on_volume, files
+    assert all(f.startswith("fieldkit fieldkit-enrol ") for f in on_volume), files
 
 
 def test_the_enrolled_tablet_runs_the_kit_on_the_sites_network(
