@@ -6,9 +6,11 @@ each with words they understand and nothing half-written on the tablet."""
 from __future__ import annotations
 
 import base64
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,6 +116,77 @@ def test_enrolling_as_root_keeps_the_images_link_and_gives_the_bundle_to_the_ser
     for path in [volume / "bundle", *(volume / "bundle").rglob("*")]:
         assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), path
     assert not [p for p in volume.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_in_the_kiosk_and_syncs_shared_folder_their_group_alone_reads_the_keys_and_roster(
+    enrolment_hub: EnrolmentHub, tmp_path: Path, pki: KitPki, request: pytest.FixtureRequest
+) -> None:
+    """Issue 17 item 5: on the image the kiosk (which enrols) and sync (which connects and signs)
+    are two users sharing the set-group-ID enrolment folder (services.yaml shared_groups,
+    erasure.yaml). What enrolment writes there takes the folder's group: the private keys and
+    the roster are readable by that group, the public files by path to every service, and the
+    folder is not listable by the others. Both ways: in a folder that is not shared (the test
+    above, a development kit) the keys stay 0600, and the same group reader is refused."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("as root: other users' access is tried with setpriv")
+    kiosk, enrol_group, sync, services = 64101, 64102, 64103, 64104
+    tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
+    # pytest's temporary folders are root's alone (0700): the other users need a way in.
+    shared = Path(tempfile.mkdtemp(prefix="fieldkit-shared-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    volume = shared / "enrol"
+    volume.mkdir()
+    os.chown(volume, kiosk, enrol_group)
+    volume.chmod(0o2771)
+    tablet.enrolment.symlink_to(volume / "bundle")
+    roster = volume / "operators.json"
+    text = tablet.config.read_text().replace("[sync]\n", f'[sync]\nroster = "{roster}"\n')
+    tablet.config.write_text(text)
+    add_operator(enrolment_hub)
+    run = tablet.enrol(enrolment_hub.address, enrolment_hub.code("tab-s"))
+    assert run.returncode == 0, run.stderr
+    bundle = volume / "bundle"
+
+    def mode(path: Path) -> tuple[int, int]:
+        return stat.S_IMODE(path.stat().st_mode), path.stat().st_gid
+
+    assert mode(bundle) == (0o2751, enrol_group)
+    assert mode(bundle / "receivers") == (0o2755, enrol_group)
+    for private in (bundle / "client.key", bundle / "signing.key", roster):
+        assert mode(private) == (0o640, enrol_group), private
+
+    def reads(path: Path, uid: int, *groups: int) -> bool:
+        joined = ",".join(map(str, groups)) if groups else ""
+        who = ["--groups", joined] if groups else ["--clear-groups"]
+        run = subprocess.run(
+            ["setpriv", "--reuid", str(uid), "--regid", str(services), *who, "cat", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        return run.returncode == 0
+
+    # sync (the group's other member) reads the keys and the roster; capture (the services'
+    # group only) reads the device's public files by path, never a key or the folder's list.
+    for private in (bundle / "client.key", bundle / "signing.key", roster):
+        assert reads(private, sync, enrol_group), private
+        assert not reads(private, 64105), private
+    assert reads(bundle / "enrolment.toml", 64105) and reads(bundle / "client.crt", 64105)
+    listing = ["setpriv", "--reuid", "64105", "--regid", str(services), "--clear-groups"]
+    assert subprocess.run([*listing, "ls", str(volume)], capture_output=True).returncode != 0
+    # Not shared (no set-group-ID): the same files are the owner's alone.
+    (volume / "plain").mkdir()
+    os.chown(volume / "plain", kiosk, enrol_group)
+    (volume / "plain").chmod(0o771)
+    tablet2 = make_tablet(tmp_path / "tablet2", pki.ca_cert)
+    tablet2.enrolment.symlink_to(volume / "plain" / "bundle")
+    run = tablet2.enrol(enrolment_hub.address, enrolment_hub.code("tab-t"))
+    assert run.returncode == 0, run.stderr
+    plain = volume / "plain" / "bundle"
+    assert mode(plain / "signing.key")[0] == 0o600
+    assert not reads(plain / "signing.key", sync, enrol_group)
 
 
 SITE_NETWORK = (

@@ -80,6 +80,8 @@ class Expected:
     bus_identities: tuple[str, ...] = ()
     own_users: tuple[str, ...] = ()
     services_group: str = "fieldkit"
+    # The users sharing the enrolment folder (the kiosk's and sync's: shared_groups).
+    enrol_sharers: tuple[str, ...] = ()
 
 
 def expected_from(policies: PolicySet) -> Expected:
@@ -130,6 +132,7 @@ def expected_from(policies: PolicySet) -> Expected:
         ),
         tuple(sorted(services.own_user_names())),
         services.user,
+        tuple(services.shared_group_users().get("fieldkit-enrol", [])),
     )
 
 
@@ -300,6 +303,12 @@ def check_bus_credentials(report: BootReport, expected: Expected) -> None:
         assert f"reads {user} /etc/fieldkit/device.toml" in lines, lines
         assert f"denied {user} /run/fieldkit/credentials/kiosk" in lines, lines
         assert f"denied {user} /var/lib/fieldkit/audit" in lines, lines
+        # The enrolment folder (the device's keys, the roster) is the kiosk's and sync's.
+        verdict = "reads" if user in expected.enrol_sharers else "denied"
+        assert f"{verdict} {user} /var/lib/fieldkit/enrol" in lines, lines
+    assert "fieldkit-sync" in expected.enrol_sharers, expected.enrol_sharers
+    assert f"group fieldkit-enrol {','.join(sorted(expected.enrol_sharers))}" in lines, lines
+    assert "enrol fieldkit fieldkit-enrol 2771" in lines, lines
 
 
 CHECKS: list[Callable[[BootReport, Expected], None]] = [

@@ -483,9 +483,35 @@ def test_each_unit_is_handed_only_its_own_bus_password_and_parsers_run_as_their_
                 assert (user, group) == ("root", "root")
             else:
                 assert (user, group) == ("fieldkit", "fieldkit"), path.name
-    # The image makes those users (ansible/roles/fieldkit_services/tasks/user.yml).
-    made = ansible_vars(policies, "tablet")["fieldkit_services_own_users"]
-    assert sorted(made) == sorted(f"fieldkit-{n}" for n in services.own_users)
+            # The enrolment folder's group: the kiosk's and sync's alone (the device's keys).
+            extra = [x for x in lines if x.startswith("SupplementaryGroups=")]
+            shares = name in ("kiosk", "sync")
+            assert extra == (["SupplementaryGroups=fieldkit-enrol"] if shares else []), path.name
+    # One user per tablet service: the kiosk's is the services' user, every other its own.
+    tablet = [p.name for p in render(policies, "services", "tablet")]
+    users = [services.user_of(n.removeprefix("fieldkit-").removesuffix(".service")) for n in tablet]
+    assert len(set(users)) == len(users), users
+    # The image makes those users and the group (ansible/roles/fieldkit_services/tasks/user.yml).
+    made = ansible_vars(policies, "tablet")
+    assert sorted(made["fieldkit_services_own_users"]) == sorted(
+        f"fieldkit-{n}" for n in services.own_users
+    )
+    assert made["fieldkit_services_shared_groups"] == {
+        "fieldkit-enrol": ["fieldkit", "fieldkit-sync"]
+    }
+
+
+def test_a_shared_group_names_two_services_and_is_not_the_services_own_group() -> None:
+    """services.yaml shared_groups: a group of one service shares nothing, and the services'
+    group is every service's; both are refused, saying which."""
+    policies = load_policies(REPO_POLICIES)
+    raw = policies.services.model_dump(mode="json")
+    for groups, message in (
+        ({"fieldkit-enrol": ["kiosk"]}, "name two services or more"),
+        ({"fieldkit": ["kiosk", "sync"]}, "not a group name of its own"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            type(policies.services).model_validate({**raw, "shared_groups": groups})
 
 
 def test_a_service_user_cannot_be_claimed_twice() -> None:

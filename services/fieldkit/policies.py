@@ -363,6 +363,10 @@ class ServicesPolicy(Policy):
     # ``user``: they read the device's config and the enrolment's public files (group-readable)
     # but not the other services' keys, state or bus passwords (owner-only). Issue 17.
     own_users: list[str] = Field(default_factory=list)
+    # Groups a few services share beside ``user``'s, group -> services (issue 17): the kiosk
+    # makes the device's keys at enrolment and sync signs and connects with them, so the
+    # enrolment folder (policies/erasure.yaml) is that pair's group, not every service's.
+    shared_groups: dict[str, list[str]] = Field(default_factory=dict)
     # Issue 19: every other unit a device of the role may have enabled (the operating system's
     # own), unit name -> why. The booted tablet's test fails on any enabled unit that is not a
     # rendered fieldkit unit, an erasure mount or named here.
@@ -395,6 +399,11 @@ class ServicesPolicy(Policy):
             override = self.overrides.get(name)
             if override is not None and override.user:
                 raise ValueError(f"own_users: {name} already runs as {override.user} (overrides)")
+        for group, members in self.shared_groups.items():
+            if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", group) or group == self.user:
+                raise ValueError(f"shared_groups: {group!r} is not a group name of its own")
+            if len(set(members)) < 2:
+                raise ValueError(f"shared_groups.{group}: name two services or more")
         return self
 
     def user_of(self, service: str) -> str:
@@ -409,6 +418,17 @@ class ServicesPolicy(Policy):
     def group_of(self, service: str) -> str:
         """Its primary group: the shared group, root's for a service that runs as root."""
         return "root" if self.user_of(service) == "root" else self.user
+
+    def supplementary_groups(self, service: str) -> list[str]:
+        """The shared groups a service's unit is given beside its primary group."""
+        return sorted(g for g, members in self.shared_groups.items() if service in members)
+
+    def shared_group_users(self) -> dict[str, list[str]]:
+        """Each shared group with the Unix users of its services (for the image's groups)."""
+        return {
+            group: sorted({self.user_of(name) for name in members})
+            for group, members in sorted(self.shared_groups.items())
+        }
 
     def own_user_names(self) -> list[str]:
         """The users the image makes beside ``user`` (each in the group ``user``)."""
@@ -894,6 +914,8 @@ def service_unit(
         "WatchdogSignal=SIGKILL",
         f"User={user}",
         f"Group={svc.group_of(name)}",
+        # A group it shares with one other service only (services.yaml shared_groups).
+        *(f"SupplementaryGroups={g}" for g in svc.supplementary_groups(name)),
         # Its bus password only (fieldkit-bus-credentials.service makes them root-only):
         # systemd hands it to this unit alone, in $CREDENTIALS_DIRECTORY (fieldkit.bus). A
         # unit that is not on the bus (the hub's enrolment server) gets none.
@@ -1093,6 +1115,7 @@ def ansible_vars(
         "fieldkit_services_units": as_text["services"],
         "fieldkit_services_user": policies.services.user,
         "fieldkit_services_own_users": policies.services.own_user_names(),
+        "fieldkit_services_shared_groups": policies.services.shared_group_users(),
         "hub_ca_user": HUB_CA_USER,
         "fieldkit_services_ca_user": HUB_CA_USER if role == "hub" else "",
         "fieldkit_services_ca_signer_unit": ca_signer_unit(policies) if role == "hub" else "",

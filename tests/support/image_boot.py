@@ -119,11 +119,15 @@ for unit in $(units 'fieldkit-*.service'); do
 done
 for user in $(getent passwd | cut -d: -f1 | grep '^fieldkit-'); do
     echo "user $user $(id -gn "$user")"
-    for f in /run/fieldkit/credentials/kiosk /var/lib/fieldkit/audit /etc/fieldkit/device.toml; do
+    for f in /run/fieldkit/credentials/kiosk /var/lib/fieldkit/audit /etc/fieldkit/device.toml \
+        /var/lib/fieldkit/enrol; do
         if runuser -u "$user" -- ls "$f" >/dev/null 2>&1 && runuser -u "$user" -- test -r "$f"
         then echo "reads $user $f"; else echo "denied $user $f"; fi
     done
 done
+sharers=$(getent group fieldkit-enrol | cut -d: -f4 | tr ',' '\n' | sort | paste -sd,)
+echo "group fieldkit-enrol $sharers"
+stat -c 'enrol %U %G %a' /var/lib/fieldkit/enrol
 section security
 for unit in $(units 'fieldkit-*.service'); do
     systemd-analyze security --no-pager "$unit" | grep 'Overall exposure level'

@@ -56,6 +56,7 @@ from fieldkit.enrolment.protocol import (
 from fieldkit.models import SITE_NETWORK_FILE, site_network_toml
 from fieldkit.municipalities import RECEIVERS_DIR, receiver_key_file
 from fieldkit.pki import PkiError, ed25519_public_from_pem
+from fieldkit.sharing import folder_mode, private_mode, public_folder_mode
 from fieldkit.sync.wire import HUB_DOWNLINK_KEY_FILE
 
 log = logging.getLogger(__name__)
@@ -339,13 +340,15 @@ def install(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     old: Path | None = None
     try:
-        # The services' shared group reads the public parts (enrolment.toml, certificates, the
-        # receivers' keys): a service with a user of its own (services.yaml own_users) needs
-        # the device's id and hub. The private keys, the site network and the roster are 0600.
-        os.chmod(staging, 0o750)  # noqa: S103
+        # Every service reads the public parts (enrolment.toml, certificates, the receivers'
+        # keys): each needs the device's id and hub. On a tablet the folder is the kiosk's and
+        # sync's (fieldkit.sharing): the private keys and the roster are readable by those two
+        # only; elsewhere they are 0600. The site network is 0600 (root applies it).
+        os.chmod(staging, folder_mode(target.parent))
+        private = private_mode(target.parent)
         owner = target.parent.stat()
-        _write(staging / "client.key", _pem_private(keys.tls), 0o600)
-        _write(staging / "signing.key", _pem_private(keys.signing), 0o600)
+        _write(staging / "client.key", _pem_private(keys.tls), private)
+        _write(staging / "signing.key", _pem_private(keys.signing), private)
         _write(staging / "client.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
         _write(staging / "ca.crt", ca_cert.read_bytes(), 0o644)
         try:
@@ -353,7 +356,8 @@ def install(
         except PkiError as exc:
             raise EnrolmentRefused("hub-error", str(exc)) from None
         _write(staging / HUB_DOWNLINK_KEY_FILE, settings.downlink_key.encode(), 0o644)
-        (staging / RECEIVERS_DIR).mkdir(mode=0o755)
+        (staging / RECEIVERS_DIR).mkdir()
+        os.chmod(staging / RECEIVERS_DIR, public_folder_mode(staging))
         for municipality, pem in sorted(settings.receivers.items()):
             if not (len(municipality) == 6 and municipality.isdigit()):
                 raise EnrolmentRefused("hub-error", "a receiver has no municipality code")
@@ -365,7 +369,7 @@ def install(
             _write(staging / SITE_NETWORK_FILE, site_network_toml(settings.network).encode(), 0o600)
         if settings.operators is not None and roster_path is not None:
             roster_path.parent.mkdir(parents=True, exist_ok=True)
-            _write(staging / "operators.json", settings.operators.encode(), 0o600)
+            _write(staging / "operators.json", settings.operators.encode(), private)
         if os.geteuid() == 0 and owner.st_uid != 0:
             # `fieldkit enrol` as root: the bundle belongs to the folder's owner, the services'
             # user, who must read its keys (the kiosk's screen writes it as that user).
@@ -392,7 +396,7 @@ def install(
         # The roster lives where sync keeps it; copied in one rename too.
         temporary = roster_path.with_name(f".{roster_path.name}.tmp")
         shutil.copyfile(target / "operators.json", temporary)
-        os.chmod(temporary, 0o600)
+        os.chmod(temporary, private_mode(roster_path.parent))
         folder = roster_path.parent.stat()
         if os.geteuid() == 0 and folder.st_uid != 0:
             os.chown(temporary, folder.st_uid, folder.st_gid)

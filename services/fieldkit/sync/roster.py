@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from fieldkit.messages import MessageError, decode
+from fieldkit.sharing import private_mode
 from fieldkit.sync.wire import OperatorRoster
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,14 @@ def load_roster(path: Path) -> OperatorRoster:
 
 
 def save_roster(path: Path, roster: OperatorRoster) -> None:
-    """Write the roster atomically, readable by this service only (it holds password hashes)."""
+    """Write the roster atomically, readable by this service only (it holds password hashes),
+    and by the kiosk on a tablet, where the two share its folder (fieldkit.sharing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    mode = private_mode(path.parent)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), mode)
         out.write(roster.encode())
         out.flush()
         os.fsync(out.fileno())
