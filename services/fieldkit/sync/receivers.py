@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fieldkit.municipalities import CODE, RECEIVERS_DIR, receiver_key_file
 from fieldkit.sealing_keys import SealingKeyError, read_public
+from fieldkit.sharing import public_folder_mode
 from fieldkit.sync.wire import DownlinkRefused, RosterReceiver
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ def checked_keys(receivers: Sequence[RosterReceiver]) -> dict[str, bytes]:
 def install_receivers(bundle: Path, keys: dict[str, bytes]) -> ReceiverChanges:
     """Make ``<bundle>/receivers/`` hold exactly ``keys`` (from ``checked_keys``)."""
     folder = bundle / RECEIVERS_DIR
-    folder.mkdir(mode=0o755, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir()
+        os.chmod(folder, public_folder_mode(bundle))
     changes = ReceiverChanges()
     for code, pem in sorted(keys.items()):
         target = receiver_key_file(bundle, code)
