@@ -336,7 +336,9 @@ def test_a_day_at_the_counter(
     assert len(sids) == 6
     wait_for(lambda: at_the_hub(ingest, sids), HUB_TIMEOUT, "the day's records at the hub")
     counts = {"申請": "3", "回付": "1", "同意なし": "1", "中断": "1"}
-    pages = hub_pages_of_the_day(browser, hub_base, web_app, visit, today, counts)
+    pages = hub_pages_of_the_day(
+        browser, hub_base, web_app, visit, today, counts, shot="hub-counter-day"
+    )
     print(
         f"\nthe staff day: {len(sids)} sessions, {at.taps} taps in all, kiosk screens checked"
         f" {len(at.screens)}, hub pages checked {len(pages)};"

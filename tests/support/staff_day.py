@@ -83,20 +83,26 @@ def work_log_counts(admin: Visitor) -> dict[str, str]:
 
 
 def hub_pages_of_the_day(
-    browser: Any, hub_base: str, web_app: Flask, visit: int, date: str, expected: dict[str, str]
+    browser: Any,
+    hub_base: str,
+    web_app: Flask,
+    visit: int,
+    date: str,
+    expected: dict[str, str],
+    shot: str = "hub-day",
 ) -> list[str]:
     """The admin's pages of the day: the visit's work log (its totals as ``expected``), the
     evidence page (every session erased and verified: no red row) and the devices page. Each
-    checked with axe-core, saved as hub-day-*.png when asked. Returns the pages' names."""
+    checked with axe-core, saved as ``<shot>-*.png`` when asked. Returns the pages' names."""
     admin = Visitor(browser, hub_base, "admin", web_app)
     findings = list(admin.code_page_findings)
     shots = os.environ.get("FIELDKIT_SCREENSHOTS")
     seen = []
     try:
         for path, name in (
-            (f"/reports/worklog/{visit}", "hub-day-worklog"),
-            (f"/evidence?date={date}&device={DEVICE}", "hub-day-evidence"),
-            ("/devices", "hub-day-devices"),
+            (f"/reports/worklog/{visit}", f"{shot}-worklog"),
+            (f"/evidence?date={date}&device={DEVICE}", f"{shot}-evidence"),
+            ("/devices", f"{shot}-devices"),
         ):
             assert admin.go(path) == 200, path
             findings += admin.axe_serious()
