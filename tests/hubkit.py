@@ -286,12 +286,16 @@ def signing_public_b64(pki: KitPki, device: str) -> str:
     return base64.b64encode(read_roster(pki.roster)[device].signing_public).decode()
 
 
-def operator_roster(issued_at: float, *operators: Any) -> Any:
-    """An operator roster as the hub makes it (version from its operators), unsigned."""
+def operator_roster(issued_at: float, *operators: Any, receivers: Any = None) -> Any:
+    """An operator roster as the hub makes it (version from its operators and, when given,
+    its receiver keys: ``RosterReceiver``s), unsigned."""
     from fieldkit.sync.wire import OperatorRoster, roster_version
 
     return OperatorRoster(
-        version=roster_version(list(operators)), issued_at=issued_at, operators=list(operators)
+        version=roster_version(list(operators), (), receivers),
+        issued_at=issued_at,
+        operators=list(operators),
+        receivers=receivers,
     )
 
 

@@ -154,7 +154,8 @@ def test_in_the_kiosk_and_syncs_shared_folder_their_group_alone_reads_the_keys_a
         return stat.S_IMODE(path.stat().st_mode), path.stat().st_gid
 
     assert mode(bundle) == (0o2751, enrol_group)
-    assert mode(bundle / "receivers") == (0o2755, enrol_group)
+    # Written by sync too (the roster's receiver keys, issue 21): the group's to write.
+    assert mode(bundle / "receivers") == (0o2775, enrol_group)
     for private in (bundle / "client.key", bundle / "signing.key", roster):
         assert mode(private) == (0o640, enrol_group), private
 
@@ -174,6 +175,27 @@ def test_in_the_kiosk_and_syncs_shared_folder_their_group_alone_reads_the_keys_a
         assert reads(private, sync, enrol_group), private
         assert not reads(private, 64105), private
     assert reads(bundle / "enrolment.toml", 64105) and reads(bundle / "client.crt", 64105)
+
+    # sync rewrites the receivers' keys from the hub's roster (issue 21): it may write there,
+    # replacing a key the kiosk wrote at enrolment; capture may not.
+    def writes(uid: int, *groups: int) -> bool:
+        joined = ",".join(map(str, groups)) if groups else ""
+        who = ["--groups", joined] if groups else ["--clear-groups"]
+        folder = bundle / "receivers"
+        script = f"printf k > {folder}/.probe.tmp && mv -f {folder}/.probe.tmp {folder}/probe"
+        run = subprocess.run(
+            ["setpriv", "--reuid", str(uid), "--regid", str(services), *who, "sh", "-c", script],
+            capture_output=True,
+            check=False,
+        )
+        return run.returncode == 0
+
+    (bundle / "receivers" / "probe").write_text("the kiosk's")
+    os.chown(bundle / "receivers" / "probe", kiosk, enrol_group)
+    assert not writes(64105)
+    assert writes(sync, enrol_group)
+    assert (bundle / "receivers" / "probe").read_text() == "k"
+    (bundle / "receivers" / "probe").unlink()
     listing = ["setpriv", "--reuid", "64105", "--regid", str(services), "--clear-groups"]
     assert subprocess.run([*listing, "ls", str(volume)], capture_output=True).returncode != 0
     # Not shared (no set-group-ID): the same files are the owner's alone.

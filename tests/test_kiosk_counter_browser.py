@@ -9,6 +9,7 @@ whole session are counted and printed. R1 R2 R3 R5 R6 R7 R8 R13"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,15 +21,27 @@ import pytest
 from flask import Flask
 
 from fieldkit.capture.appid import grouped
+from fieldkit.hub.broker import HubBroker
+from fieldkit.hub.ingest import Ingest
+from fieldkit.hub.web.counts import JST
 from fieldkit.kiosk.app import kiosk, login_manager
 from fieldkit.kiosk.flow import ApplicantSession, Step
 from fieldkit.printing.messages import reception_grouped
 from tests.conftest import OPERATOR_PASSWORD
 from tests.cups import LocalPrinter, pdf_text, received_pdfs
+from tests.hubkit import IngestFactory
 from tests.kiosk_kit import KioskFactory
 from tests.support.counter import applicant_face, new_application_id, show_camera, show_form
 from tests.support.kiosk import make_app
 from tests.support.kiosk_browser import Counter, ascii_only_text, serve
+from tests.support.staff_day import (
+    HUB_TIMEOUT,
+    at_the_hub,
+    hub_pages_of_the_day,
+    plan_the_visit,
+    serve_hub,
+)
+from tests.support.waiting import wait_for
 
 MANUAL = "申請書IDを手で入力する(23けた)"
 OFFER = "QRコードを読み取りました。こちらを使いますか？"
@@ -47,8 +60,17 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 
 @pytest.fixture
 def counter_kit(
-    start_kiosk: KioskFactory, tmp_path: Path, browser: Any
-) -> Iterator[tuple[Flask, Counter, Path]]:
+    start_kiosk: KioskFactory,
+    tmp_path: Path,
+    browser: Any,
+    hub_broker: HubBroker,
+    make_ingest: IngestFactory,
+    database_url: str,
+    web_app: Flask,
+) -> Iterator[tuple[Flask, Counter, Path, Ingest, str]]:
+    """The kit, its sync delivering to the real hub broker and ingest (the hub web app's
+    database), the kiosk and the hub web app served on loopback."""
+    ingest = make_ingest(database_url)
     scenes = tmp_path / "scenes"
     scenes.mkdir()
     camera = scenes / "camera.png"
@@ -58,13 +80,16 @@ def counter_kit(
     app = start_kiosk(
         capture=f'\n[capture]\nsource = "images:{scenes}"\nfps = 10\nauto_capture_frames = 2\n',
         holder_timeout=30.0,
+        hub_port=hub_broker.port,
     )
     base, stop = serve(app)
+    hub_base, stop_hub = serve_hub(web_app)
     at = Counter(browser, base)
     try:
-        yield app, at, camera
+        yield app, at, camera, ingest, hub_base
     finally:
         at.context.close()
+        stop_hub()
         stop()
 
 
@@ -94,21 +119,33 @@ def finish_and_see_the_wipe(at: Counter) -> None:
     at.check("ready-wiped")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_day_at_the_counter(
-    counter_kit: tuple[Flask, Counter, Path],
+    counter_kit: tuple[Flask, Counter, Path, Ingest, str],
     local_printer: LocalPrinter,
+    web_app: Flask,
+    browser: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Issue 21's staff day in one test: login; six sessions of every kind (declined after a
+    typed ID won over a QR; applied after a refused ID and a correction at review; applied
+    from a QR, its taps counted; forwarded; stopped; applied with a typed ID while the printer
+    is out of paper, the print page checked); then the hub's pages of that day."""
+    began = time.monotonic()
     caplog.set_level(logging.DEBUG)
-    app, at, camera = counter_kit
+    app, at, camera, ingest, hub_base = counter_kit
+    today = dt.datetime.now(JST).date().isoformat()
+    visit = plan_the_visit(web_app, today)
     at.login()
     ids: list[str] = []
+    sids: list[str] = []
 
     # 1. Manual entry wins (item 2): staff type while the camera reads a form's QR. The QR is
     # offered, never taken; staff keep typing, and the typed ID is the one used.
     typed, on_the_form = new_application_id(), new_application_id()
     ids += [typed, on_the_form]
     session = start(at, app, camera)
+    sids.append(session.sid)
     at.check("scan")
     entry = at.page.get_by_label(MANUAL)
     at.tap(entry)
@@ -140,6 +177,7 @@ def test_a_day_at_the_counter(
     read, corrected = new_application_id(), new_application_id()
     ids += [read, corrected]
     session = start(at, app, camera)
+    sids.append(session.sid)
     entry = at.page.get_by_label(MANUAL)
     entry.fill("1234 5678")
     at.tap(at.button("次へ"))
@@ -208,6 +246,7 @@ def test_a_day_at_the_counter(
     on_the_form = new_application_id()
     ids.append(on_the_form)
     session = start(at, app, camera)
+    sids.append(session.sid)
     taps_at_start = at.taps
     show_form(camera, on_the_form, seed=3)
     at.page.wait_for_url("**/terms")
@@ -229,7 +268,7 @@ def test_a_day_at_the_counter(
     assert taps_to_receipts <= 12
 
     # 4. No form: forwarded to the municipality (R8), chosen by name.
-    start(at, app, camera)
+    sids.append(start(at, app, camera).sid)
     at.tap(at.button("申請書がない・IDが分からない(市町村へ回付)"))
     at.page.wait_for_url("**/forward")
     at.check("forward")
@@ -238,15 +277,73 @@ def test_a_day_at_the_counter(
     at.next_applicant("市町村へ回付しました", "ended-forwarded")
 
     # 5. Stopped halfway.
-    start(at, app, camera)
+    sids.append(start(at, app, camera).sid)
     at.tap(at.button("中止する"))
     at.next_applicant("申請を中止しました", "ended-abandoned")
     assert WIPED in at.page.content()
+
+    # 6. A typed ID, applied while the printer is out of paper: the print page holds the
+    # session (the real CUPS queue on the simulated printer keeps the jobs), and is checked in
+    # Japanese and in English; the paper put back, the receipts print and the session goes on.
+    typed = new_application_id()
+    ids.append(typed)
+    session = start(at, app, camera)
+    sids.append(session.sid)
+    at.tap(at.page.get_by_label(MANUAL))
+    at.page.get_by_label(MANUAL).fill(grouped(typed))
+    at.tap(at.button("次へ"))
+    at.page.wait_for_url("**/terms")
+    assert session.application_id == typed
+    show_camera(camera, applicant_face(4))
+    at.tap(at.button("同意する"))
+    at.button("この写真を使う").wait_for()
+    at.tap(at.button("この写真を使う"))
+    answer_to_review(at)
+    printed_before = len(received_pdfs(local_printer))
+    local_printer.paper_out(True)
+    try:
+        at.tap(at.button("この内容で申請する"))
+        at.page.wait_for_url("**/print")
+        printer = kiosk(app).printer
+        assert printer is not None
+        wait_until(lambda: printer.trouble is not None, "the paper-out known to the kiosk", 60)
+        at.page.reload()
+        at.page.get_by_text("用紙がありません。係員が用紙を補充します。").wait_for()
+        assert session.step is Step.PRINT
+        at.check("print-paper-out")
+        at.page.goto(f"{at.base}/print?lang=en")
+        at.page.get_by_text("The printer is out of paper. Staff will add paper.").wait_for()
+        at.check("print-paper-out-en")
+        at.page.goto(f"{at.base}/print?lang=ja")
+        at.page.get_by_role("heading", name="控えを印刷しています").wait_for()
+        assert session.step is Step.PRINT  # still held
+    finally:
+        local_printer.paper_out(False)
+    at.page.wait_for_url("**/done")  # the page follows the session once both jobs are done
+    at.check("done-after-paper")
+    wait_until(lambda: len(received_pdfs(local_printer)) >= printed_before + 2, "receipts")
+    finish_and_see_the_wipe(at)
 
     assert kiosk(app).counter.current is None
     assert at.console_errors == [] and at.not_found == []
     for application_id in ids:
         assert application_id not in caplog.text
+    at_the_kiosk = time.monotonic() - began
+
+    # The day at the hub: sync delivers every session's statistics, audit events and erasure
+    # records; the admin finds the day's work log (3 applied, 1 forwarded, 1 declined, 1
+    # stopped), every session erased and verified on the evidence page, and the tablet's row.
+    assert len(sids) == 6
+    wait_for(lambda: at_the_hub(ingest, sids), HUB_TIMEOUT, "the day's records at the hub")
+    counts = {"申請": "3", "回付": "1", "同意なし": "1", "中断": "1"}
+    pages = hub_pages_of_the_day(
+        browser, hub_base, web_app, visit, today, counts, shot="hub-counter-day"
+    )
+    print(
+        f"\nthe staff day: {len(sids)} sessions, {at.taps} taps in all, kiosk screens checked"
+        f" {len(at.screens)}, hub pages checked {len(pages)};"
+        f" {at_the_kiosk:.0f} s at the kiosk, {time.monotonic() - began:.0f} s in all"
+    )
 
 
 def answer_to_review(at: Counter) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from fieldkit.hub.broker import HubBroker
 from fieldkit.kiosk.operators import hash_password
@@ -31,8 +32,10 @@ from fieldkit.sync.wire import (
     Ack,
     Acks,
     RosterOperator,
+    RosterReceiver,
     down_topic,
     roster_topic,
+    roster_version,
 )
 from tests.hubkit import (
     CourierFactory,
@@ -323,3 +326,67 @@ def test_a_tablet_without_a_pinned_key_does_not_start_its_outbox(
     with pytest.raises(PkiError, match="enrol this tablet again"):
         Courier("tab-a", settings)
     assert not settings.outbox.exists()  # refused before any outbox was made
+
+
+def receiver(code: str, public_pem: bytes) -> RosterReceiver:
+    return RosterReceiver(municipality=code, public_key=public_pem.decode())
+
+
+@pytest.mark.parametrize("guard_switch", ["on", "off"], indirect=True)
+def test_a_roster_with_a_tampered_receiver_key_changes_no_key(
+    pki: KitPki,
+    hub_broker: HubBroker,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    hashes: tuple[str, str],
+    guard_switch: bool,
+) -> None:  # R15 R16, issue 21
+    """The hub's genuine roster for this tablet, its receiver key for 131016 swapped for the
+    forger's own (so that packets would be sealed to a key the forger holds) and its version
+    made to match: the signature no longer holds, the roster is refused and the tablet's
+    receivers folder is as it was. With the check off the forger's key is installed."""
+    caplog.set_level(logging.INFO)
+    settings = sync_settings(pki, hub_broker, "tab-a", tmp_path / "outbox.sqlite")
+    folder = settings.bundle / "receivers"
+    genuine = pki.receivers()["131016"]
+    courier = Courier("tab-a", settings)
+    installed = hub_signed(
+        pki, operator_roster(100.0, operator(hashes[0]), receivers=[receiver("131016", genuine)])
+    )
+    assert courier.apply_roster(installed.encode())
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert (folder / "131016.pem").read_bytes() == genuine
+    forgers_key = x25519.X25519PrivateKey.generate().public_key()
+    swapped = [receiver("131016", public_pem_x25519(forgers_key))]
+    newer = hub_signed(
+        pki, operator_roster(200.0, operator(hashes[0]), receivers=[receiver("131016", genuine)])
+    )
+    tampered = newer.model_copy(
+        update={
+            "receivers": swapped,
+            "version": roster_version(newer.operators, newer.visits, swapped),
+        }
+    )
+    courier.start()
+    forger = Forger(ingest_credential(pki), hub_broker.port)
+    try:
+        waiting_record(courier)
+        forger.publish(roster_topic("tab-a"), tampered.encode())
+        if not guard_switch:
+            wait_for(lambda: courier.roster == tampered, 10, "the tampered roster taken")
+            assert (folder / "131016.pem").read_bytes() == public_pem_x25519(forgers_key)
+            return
+        wait_for(lambda: REFUSED in caplog.text, 10, "the refusal in the log")
+        assert "not signed by the hub key pinned at enrolment" in caplog.text
+        time.sleep(0.5)
+        assert courier.roster == installed
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    finally:
+        forger.close()
+        courier.stop()
+
+
+def public_pem_x25519(key: x25519.X25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

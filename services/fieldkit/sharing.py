@@ -34,8 +34,10 @@ def private_mode(folder: Path) -> int:
 
 def public_folder_mode(parent: Path) -> int:
     """A folder of public files (the receivers' keys) made in ``parent``, set explicitly: the
-    services' umask (0077) would leave it to its maker alone."""
-    return 0o2755 if is_shared(parent) else 0o755
+    services' umask (0077) would leave it to its maker alone. Shared, it is the group's to
+    write too: the kiosk makes it at enrolment, and sync rewrites it from the hub's roster
+    (``fieldkit.sync.receivers``, issue 21)."""
+    return 0o2775 if is_shared(parent) else 0o755
 
 
 def folder_mode(parent: Path) -> int:

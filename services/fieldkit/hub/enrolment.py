@@ -350,7 +350,7 @@ def device_settings(
     est: EnrolmentServer, session: Session, device_id: str, site: str
 ) -> DeviceSettings:
     enrol = est.config.enrol
-    current = tablet_roster(session)
+    current = tablet_roster(session, receivers=est.pki.receivers())
     roster = current.encode().decode() if current is not None else None
     return DeviceSettings(
         device_id=device_id,

@@ -66,6 +66,7 @@ class Ingest:
             upgrade(settings.database_url)
         self.engine = engine or make_engine(settings.database_url)
         self.roster = Roster(pki.roster)
+        self.pki = pki
         self.receivers = Receivers(pki)
         self.signer = DownlinkSigner(pki)
         self._queue: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
@@ -158,7 +159,7 @@ class Ingest:
         if time.monotonic() - self._operators_read >= self.settings.roster_poll:
             self._operators_read = time.monotonic()
             with Session(self.engine) as session:
-                roster = tablet_roster(session)
+                roster = tablet_roster(session, receivers=self.pki.receivers())
             # An empty registry (none made yet) leaves the tablets with their configured ones.
             if roster and (self.operators is None or self.operators.version != roster.version):
                 self.operators = roster

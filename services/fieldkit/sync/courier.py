@@ -24,19 +24,20 @@ from fieldkit.sync.downlink import DownlinkGuard
 from fieldkit.sync.link import HubLink, tls_context
 from fieldkit.sync.messages import FULL_TEXT_EN, FULL_TEXT_JA, OutboxStatus, SubmitPacket
 from fieldkit.sync.outbox import DuplicateRecord, Outbox, OutboxFull
+from fieldkit.sync.receivers import checked_keys, install_receivers
 from fieldkit.sync.roster import load_roster, save_roster
 from fieldkit.sync.settings import SyncSection
 from fieldkit.sync.wire import (
     BODY_MODELS,
     Acks,
     DeviceStatus,
+    DownlinkRefused,
     OperatorRoster,
     Record,
     RosterRequest,
     down_topic,
     roster_request_topic,
     roster_topic,
-    roster_version,
     up_topic,
 )
 
@@ -101,6 +102,9 @@ class Courier:
         self.on_roster: Callable[[OperatorRoster], None] | None = None
         self.roster = load_roster(settings.roster_path())
         self._roster_lock = threading.Lock()
+        # Receiver keys of the kept roster not yet written into the bundle (an error writing).
+        self._receivers_pending: dict[str, bytes] | None = None
+        self._receivers_lock = threading.Lock()
         self._acks: queue.SimpleQueue[Acks] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -227,6 +231,7 @@ class Courier:
 
     def announce(self) -> bool:
         """Ask for the roster, with the tablet's status (the hub keeps the latest)."""
+        self._install_receivers(None)
         request = RosterRequest(have=self.roster.version, status=self.device_status())
         return self.link.publish(roster_request_topic(self.device_id), request.encode())
 
@@ -247,7 +252,11 @@ class Courier:
     def apply_roster(self, payload: bytes) -> bool:
         """Keep a newer operator roster from the hub, on disk first; False if not taken.
 
-        It must be signed for this tablet with the pinned hub key, and newer than ours."""
+        It must be signed for this tablet with the pinned hub key, and newer than ours. The
+        receiver keys it carries are written into the bundle before the roster is kept
+        (``fieldkit.sync.receivers``): a roster with a key that is not a public sealing key is
+        refused whole; one whose keys cannot be written (the folder) is kept, and the keys are
+        written again on each status round until they are."""
         try:
             roster = decode(payload, OperatorRoster)
         except MessageError as exc:
@@ -255,7 +264,7 @@ class Courier:
             return False
         if not self.downlink.accepts(roster):
             return False
-        if roster.version != roster_version(roster.operators, roster.visits):
+        if roster.version != roster.expected_version():
             log.warning("operator roster refused: its version does not match its operators")
             return False
         with self._roster_lock:
@@ -263,6 +272,18 @@ class Courier:
                 return False
             if not self.downlink.accepts_newer(roster, self.roster):
                 return False
+            keys: dict[str, bytes] | None = None
+            if roster.receivers is not None:
+                try:
+                    keys = checked_keys(roster.receivers)
+                except DownlinkRefused as exc:
+                    log.warning("refused a message from the hub broker: %s; nothing changed", exc)
+                    return False
+                # Before the roster is kept: a crash in between leaves the old version, asked
+                # for again. A folder sync cannot write does not hold the operators back (a
+                # disabled operator must reach the tablet): tried again on every status round.
+                self._install_receivers(keys)
+            save_roster(self.settings.roster_path(), roster)
             save_roster(self.settings.roster_path(), roster)
             self.roster = roster
         log.info(
@@ -270,6 +291,33 @@ class Courier:
         )
         if self.on_roster is not None:
             self.on_roster(roster)
+        return True
+
+    def _install_receivers(self, keys: dict[str, bytes] | None) -> bool:
+        """Make the bundle's receivers folder hold ``keys`` (None: the ones still to write)."""
+        with self._receivers_lock:
+            keys = self._receivers_pending if keys is None else keys
+            if keys is None:
+                return True
+            try:
+                changes = install_receivers(self.settings.bundle, keys)
+            except OSError as exc:
+                self._receivers_pending = keys
+                log.error(
+                    "receiver keys from the hub not written into the bundle (%s: %s); "
+                    "trying again at the next status round",
+                    exc.__class__.__name__,
+                    exc.strerror or "",
+                )
+                return False
+            self._receivers_pending = None
+        if changes:
+            log.info(
+                "receiver keys from the hub: added %s, replaced %s, removed %s",
+                ",".join(changes.added) or "-",
+                ",".join(changes.replaced) or "-",
+                ",".join(changes.removed) or "-",
+            )
         return True
 
     # delivery ---------------------------------------------------------------------------------

@@ -223,11 +223,26 @@ class RosterVisit(Strict):
     end_time: str = Field(default="", pattern=r"^(\d{2}:\d{2})?$")
 
 
-class OperatorRoster(Downlink):
-    """Every operator of the programme, as the hub's registry holds them, and the planned
-    visits of the coming days (``visits``: every device's; a tablet offers its own).
+class RosterReceiver(Strict):
+    """One municipality's receiver key (its public X25519 sealing key, PEM), as imported on the
+    hub: what a tablet seals application packets to. Public material only: the hub never holds
+    a municipality's private key, and a tablet refuses a roster carrying anything else."""
 
-    ``version`` is a digest of both (the same registry and plan give the same version);
+    municipality: str = Field(pattern=MUNICIPALITY_PATTERN)
+    public_key: str = Field(min_length=1, max_length=1_000)
+
+
+class OperatorRoster(Downlink):
+    """Every operator of the programme, as the hub's registry holds them, the planned visits
+    of the coming days (``visits``: every device's; a tablet offers its own), and the
+    municipalities' receiver keys (``receivers``: every key imported on the hub, issue 21).
+
+    ``receivers`` is None in a roster that says nothing of keys (the tablet keeps the ones it
+    has); a list is the whole set: sync writes each into ``<bundle>/receivers/<code>.pem`` and
+    removes a key no longer there, so a key imported after enrolment reaches the tablet with
+    the next roster (``fieldkit.sync.receivers``).
+
+    ``version`` is a digest of all three (the same registry, plan and keys give the same version);
     ``issued_at`` is when the hub first saw that version, so a tablet keeps the newest.
     An empty ``version`` means "no roster yet" (sync's answer before the hub has sent one).
     Sent down, it is signed for the tablet (``Downlink``); the one handed over at enrolment
@@ -239,13 +254,26 @@ class OperatorRoster(Downlink):
     issued_at: float
     operators: list[RosterOperator] = Field(default=[], max_length=10_000)
     visits: list[RosterVisit] = Field(default=[], max_length=10_000)
+    receivers: list[RosterReceiver] | None = Field(default=None, max_length=2_000)
+
+    def expected_version(self) -> str:
+        """The version its content gives (a roster whose ``version`` differs is refused)."""
+        return roster_version(self.operators, self.visits, self.receivers)
 
 
-def roster_version(operators: list[RosterOperator], visits: Sequence[RosterVisit] = ()) -> str:
+def roster_version(
+    operators: list[RosterOperator],
+    visits: Sequence[RosterVisit] = (),
+    receivers: Sequence[RosterReceiver] | None = None,
+) -> str:
     ordered = sorted((o.model_dump() for o in operators), key=lambda o: str(o["id"]))
     data: dict[str, Any] = {"operators": ordered}
     if visits:  # a roster without visits keeps the version it had before visits were sent
         data["visits"] = sorted((v.model_dump() for v in visits), key=lambda v: int(v["id"]))
+    if receivers is not None:  # a new key, a removed or replaced one: a new version
+        data["receivers"] = sorted(
+            (r.model_dump() for r in receivers), key=lambda r: str(r["municipality"])
+        )
     return hashlib.sha256(canonical(data)).hexdigest()
 
 

@@ -183,7 +183,7 @@ def _antivirus_report(session: Session, device_id: str) -> dict[str, Any] | None
 def device_views() -> list[DeviceView]:
     session = db()
     roster = read_roster(hubweb().pki.roster)
-    current = current_version(session)
+    current = current_version(session, hubweb().pki.receivers())
     seen = dict(
         session.execute(
             select(RecordRow.device_id, func.max(RecordRow.received_at)).group_by(
