@@ -428,6 +428,15 @@ def enrol(
     try:
         install(target, keys, issued.certificate, ca_cert, issued.settings, roster_path)
     except OSError as exc:
+        # The file and the system's reason, for whoever reads the journal (paths on this
+        # device and errno words only: nothing the hub or the code sent).
+        log.error(
+            "enrolment not written: %s [errno %s] %s (%s)",
+            exc.__class__.__name__,
+            exc.errno,
+            exc.strerror,
+            exc.filename,
+        )
         raise EnrolmentRefused("not-written", exc.__class__.__name__) from None
     log.info(
         "enrolled as %s (certificate serial %x)",
