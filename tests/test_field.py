@@ -257,7 +257,7 @@ def test_a_fresh_tablet_runs_every_service_and_enrols_from_its_kiosk(
     # the keys the kiosk made are readable by sync (which connects with them, below), by no
     # other service; the public files by path to all.
     assert "fieldkit fieldkit-enrol 2771 /var/lib/fieldkit/enrol" in on_volume, files
-    assert "fieldkit fieldkit-enrol 2751 /var/lib/fieldkit/enrol/bundle" in on_volume, files
+    assert "fieldkit fieldkit-enrol 751 /var/lib/fieldkit/enrol/bundle" in on_volume, files
     assert "fieldkit fieldkit-enrol 640 /var/lib/fieldkit/enrol/bundle/client.key" in on_volume
     assert "fieldkit fieldkit-enrol 640 /var/lib/fieldkit/enrol/bundle/signing.key" in on_volume
     assert "fieldkit fieldkit-enrol 644 /var/lib/fieldkit/enrol/bundle/enrolment.toml" in on_volume

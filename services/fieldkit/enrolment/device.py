@@ -344,7 +344,8 @@ def install(
         # keys): each needs the device's id and hub. On a tablet the folder is the kiosk's and
         # sync's (fieldkit.sharing): the private keys and the roster are readable by those two
         # only; elsewhere they are 0600. The site network is 0600 (root applies it).
-        os.chmod(staging, folder_mode(target.parent))
+        # In the shared folder the staging folder took the group and the set-group-ID bit from
+        # it: what is written below takes the group too. Its final mode is set last.
         private = private_mode(target.parent)
         owner = target.parent.stat()
         _write(staging / "client.key", _pem_private(keys.tls), private)
@@ -375,6 +376,7 @@ def install(
             # user, who must read its keys (the kiosk's screen writes it as that user).
             for path in (staging, *staging.rglob("*")):
                 os.chown(path, owner.st_uid, owner.st_gid)
+        os.chmod(staging, folder_mode(target.parent))
         directory = os.open(staging, os.O_RDONLY)
         try:
             os.fsync(directory)
