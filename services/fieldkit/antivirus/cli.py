@@ -18,14 +18,28 @@ from fieldkit.antivirus.database import (
 )
 from fieldkit.antivirus.engine import EngineError, render_freshclam_conf
 from fieldkit.antivirus.gate import assess
-from fieldkit.antivirus.mirror import DefinitionsMirror, mirror_freshness, publish_database
+from fieldkit.antivirus.mirror import (
+    DefinitionsMirror,
+    MirrorTlsError,
+    mirror_freshness,
+    mirror_tls_files,
+    publish_database,
+)
 
 if TYPE_CHECKING:
     from fieldkit.config import DeviceConfig
 
 
 def cmd_mirror_serve(args: argparse.Namespace, config: DeviceConfig) -> int:
-    with DefinitionsMirror(args.directory, args.host, args.port) as mirror:
+    cert, key = mirror_tls_files(config)
+    try:
+        mirror = DefinitionsMirror(
+            args.directory, args.cert or cert, args.key or key, args.host, args.port
+        )
+    except MirrorTlsError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    with mirror:
         print(f"serving {args.directory} at {mirror.url} (Ctrl-C stops)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -98,10 +112,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     mirror = av.add_parser("mirror", help="the hub's definitions mirror").add_subparsers(
         dest="mirror_command", required=True
     )
-    serve = mirror.add_parser("serve", help="serve DIR's databases over HTTP")
+    serve = mirror.add_parser("serve", help="serve DIR's databases over HTTPS")
     serve.add_argument("directory", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8081)
+    serve.add_argument(
+        "--cert", type=Path, help="TLS certificate (default: the hub's, <[hub] pki>/hub/server.crt)"
+    )
+    serve.add_argument("--key", type=Path, help="its key (default <[hub] pki>/hub/server.key)")
     serve.set_defaults(func=cmd_mirror_serve)
     status = mirror.add_parser("status", help="each database's version and age")
     status.add_argument("directory", type=Path)
