@@ -765,3 +765,66 @@ def test_the_units_empty_system_ca_folder_keeps_other_cas_out(
         assert "certificate" in refused.stdout.lower() or "ssl" in refused.stdout.lower()
         assert not (database_dir / "fieldkit.cud").exists()
         assert impostor.fetches == []
+
+
+# -- the official databases: cvdupdate on the hub --------------------------------------------------
+
+
+def _cvd() -> str | None:
+    """cvdupdate's `cvd` (requirements: the hub extra), beside this Python or on PATH."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "cvd"
+    return str(beside) if beside.exists() else shutil.which("cvd")
+
+
+def test_cvd_update_without_clamavs_servers_fails_cleanly_and_the_mirror_keeps_serving(
+    mirror: DefinitionsMirror, mirror_dir: Path, kit: KitPki, tmp_path: Path
+) -> None:
+    """R10/R30: `fieldkit av mirror update` runs cvdupdate's `cvd update` into the mirror's
+    folder. Here (as on a hub cut off from ClamAV's servers) it fails with cvd's own reason,
+    which `av mirror status` shows; the mirror goes on serving the databases it has."""
+    import ssl
+    import urllib.request
+
+    cvd = _cvd()
+    if cvd is None:
+        pytest.skip("cvdupdate is not installed (pip install -r requirements/dev.lock)")
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    state = tmp_path / "cvdupdate"
+    config = write_config(
+        tmp_path,
+        f'[av_mirror]\ndirectory = "{mirror_dir}"\ncvd = "{cvd}"\ncvd_state_dir = "{state}"\n',
+    )
+    fk = [sys.executable, "-m", "fieldkit", "--config", str(config), "av", "mirror"]
+    # No network at all where we can make sure of it (root: a network namespace of its own).
+    isolate = ["unshare", "--net"] if os.geteuid() == 0 else []
+    failed = subprocess.run(
+        [*isolate, *fk, "update", "--timeout", "300"],
+        capture_output=True,
+        text=True,
+        timeout=360,
+        check=False,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "official databases not updated" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    outcome = json.loads((state / "last-update.json").read_text())
+    assert outcome["ok"] is False and outcome["errors"], outcome
+    # cvd's config, rendered by fieldkit: the mirror's folder is the one it fills.
+    shown = subprocess.run(
+        [cvd, "config", "show", "--config", str(state / "config.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f'"db directory": "{mirror_dir}"' in shown.stdout
+    status = subprocess.run([*fk, "status"], capture_output=True, text=True, check=False)
+    assert "fieldkit.cud" in status.stdout
+    assert f"FAILED: {outcome['errors'][-1]}" in status.stdout
+    # Nothing half-fetched in the mirror; it still serves the kit's database over TLS.
+    assert sorted(p.name for p in mirror_dir.iterdir()) == ["fieldkit.cud"]
+    trusting_kit = ssl.create_default_context(cafile=str(kit.ca_cert))
+    with urllib.request.urlopen(f"{mirror.url}/fieldkit.cud", context=trusting_kit) as got:  # noqa: S310
+        assert got.read() == (mirror_dir / "fieldkit.cud").read_bytes()

@@ -594,8 +594,12 @@ def test_the_hub_image_listens_where_its_firewall_opens(tmp_path: Path) -> None:
     mirror_url = antivirus_policy(REPO_POLICIES).mirror_url
     assert mirror_url is not None and mirror_url.startswith("https://")
     assert config.enrol.antivirus_mirror == mirror_url
-    names = ansible_vars(policies, "hub", REPO_POLICIES)["hub_tls_dns_names"]
+    hub_vars = ansible_vars(policies, "hub", REPO_POLICIES)
+    names = hub_vars["hub_tls_dns_names"]
     assert names == ["localhost", "hub.fieldkit.lan"] and f"//{names[1]}:" in mirror_url
+    # cvdupdate's unit reaches ClamAV's servers and the DNS only (network.yaml's hub rules).
+    official = [*network.rule("av-official").addresses, *network.rule("hub-dns").addresses]
+    assert hub_vars["hub_cvd_address_allow"] == sorted(set(official))
     assert config.hubweb.cookie_secure and config.hubweb.proxy_hops == 0
     assert "/run/postgresql" in config.hub.database_url and "@/" in config.hub.database_url
     ruleset = render(policies, "network", "hub")[NFTABLES_PATH]

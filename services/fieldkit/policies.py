@@ -1132,6 +1132,9 @@ def ansible_vars(
         "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
         "antivirus_freshclam_dropin": freshclam_dropin(policies_dir) if policies_dir else "",
         "hub_tls_dns_names": hub_tls_dns_names(antivirus_policy(policies_dir)),
+        "hub_cvd_address_allow": sorted(
+            {a for name in HUB_CVD_RULES for a in policies.network.rule(name).addresses}
+        ),
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
         "fieldkit_services_links": (
             {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
@@ -1323,6 +1326,10 @@ def freshclam_conf(policies_dir: Path) -> str:
         return render_freshclam_conf(section, database_dir, owner=owner)
     except EngineError as exc:
         raise PolicyError(f"policy file {policies_dir / 'antivirus.toml'}: {exc}") from None
+
+
+# What `cvd update` reaches from the hub: ClamAV's servers and the site's DNS (network.yaml).
+HUB_CVD_RULES = ("av-official", "hub-dns")
 
 
 def hub_tls_dns_names(antivirus: AntivirusSection) -> list[str]:

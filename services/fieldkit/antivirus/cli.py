@@ -25,6 +25,11 @@ from fieldkit.antivirus.mirror import (
     mirror_tls_files,
     publish_database,
 )
+from fieldkit.antivirus.official import (
+    OfficialUpdateError,
+    last_official_update,
+    update_official,
+)
 
 if TYPE_CHECKING:
     from fieldkit.config import DeviceConfig
@@ -47,12 +52,34 @@ def cmd_mirror_serve(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def cmd_mirror_status(args: argparse.Namespace, config: DeviceConfig) -> int:
-    rows = mirror_freshness(args.directory)
+    directory = args.directory or config.av_mirror.directory
+    rows = mirror_freshness(directory)
     for info, age_hours in rows:
         print(f"{info.file:20} version {info.version:>8} built {age_hours:8.1f} h ago")
     if not rows:
-        print(f"no databases in {args.directory}")
+        print(f"no databases in {directory}")
+    last = last_official_update(config.av_mirror)
+    if last is None:
+        print("official databases: never updated (cvd update has not run)")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.finished_at))
+        outcome = "ok" if last.ok else "FAILED: " + "; ".join(last.errors)
+        print(f"official databases: last cvd update {when}: {outcome}")
     return 0 if rows else 1
+
+
+def cmd_mirror_update(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """One ``cvd update`` into the mirror's folder; fails (exit 1) while the update does."""
+    try:
+        outcome = update_official(config.av_mirror, timeout=args.timeout)
+    except OfficialUpdateError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    if outcome.ok:
+        print(f"official databases updated into {config.av_mirror.directory}")
+        return 0
+    print(f"fieldkit: official databases not updated: {'; '.join(outcome.errors)}", file=sys.stderr)
+    return 1
 
 
 def cmd_publish(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -121,9 +148,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     serve.add_argument("--key", type=Path, help="its key (default <[hub] pki>/hub/server.key)")
     serve.set_defaults(func=cmd_mirror_serve)
-    status = mirror.add_parser("status", help="each database's version and age")
-    status.add_argument("directory", type=Path)
+    status = mirror.add_parser(
+        "status", help="each database's version and age, and the last official update"
+    )
+    status.add_argument("directory", type=Path, nargs="?", help="default: [av_mirror] directory")
     status.set_defaults(func=cmd_mirror_status)
+    update = mirror.add_parser(
+        "update", help="fetch the official databases into the mirror (cvdupdate's `cvd update`)"
+    )
+    update.add_argument("--timeout", type=float, default=3600.0)
+    update.set_defaults(func=cmd_mirror_update)
 
     publish = av.add_parser("publish", help="build the kit's signature database into a mirror")
     publish.add_argument("directory", type=Path)

@@ -99,13 +99,18 @@ class MirrorSection(Section):
     # (<[hub] pki>/hub/server.crt and server.key), as the broker and the enrolment server use.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # cvdupdate, which fills the directory with the official databases (`fieldkit av mirror
+    # update`): its program (None: the cvd beside this Python, the hub's venv) and its own
+    # folder (config, state, logs, the last outcome).
+    cvd: str | None = None
+    cvd_state_dir: Path = Path("/var/lib/fieldkit/cvdupdate")
 
     @field_validator("directory")
     @classmethod
     def _absolute_directory(cls, path: Path) -> Path:
         return path.absolute()
 
-    @field_validator("tls_cert", "tls_key")
+    @field_validator("tls_cert", "tls_key", "cvd_state_dir")
     @classmethod
     def _absolute_tls(cls, path: Path | None) -> Path | None:
         return path.absolute() if path is not None else None
