@@ -103,13 +103,15 @@ def mirror(stage):
     kit = ssl.create_default_context(cafile=str(PKI.ca_cert))
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=kit, timeout=60)
     connection.request("GET", "/fieldkit.cud")
+    # The mirror answers HTTP/1.0 and closes: http.client drops the socket with the answer.
+    version = connection.sock.version()
     answer = connection.getresponse()
     body = answer.read()
     say(
         "mirror-tls",
         stage=stage,
         status=answer.status,
-        tls=connection.sock.version(),
+        tls=version,
         same=body == (folder / "fieldkit.cud").read_bytes(),
     )
     if stage != "before-cvd":
