@@ -29,6 +29,7 @@ from fieldkit.broker import LocalBroker
 from fieldkit.bus import Bus, Endpoint, RequestTimeout, read_password
 from fieldkit.config import load_config
 from fieldkit.messages import Ping, Pong
+from fieldkit.pki import KitPki
 from fieldkit.registry import Identity, identities_for, load_specs
 from fieldkit.runner import start_service, stop_service
 
@@ -66,10 +67,16 @@ def main() -> int:
         ).encode()
         database = build_unsigned_database("fieldkit", {"fieldkit.ndb": ndb}, version=1)
         publish_database(mirror_dir, "fieldkit.cud", database)
-        with DefinitionsMirror(mirror_dir) as mirror:
+        # The mirror over TLS with a throwaway kit's hub certificate, as on the hub.
+        kit = KitPki(root / "pki")
+        kit.init("bench kit CA")
+        kit.issue_hub()
+        cert, key = kit.hub_file("server.crt"), kit.hub_file("server.key")
+        with DefinitionsMirror(mirror_dir, cert, key) as mirror:
             (root / "device.toml").write_text(
                 f'[device]\nid = "bench-tablet"\n[bus]\nport = 0\nruntime_dir = "{root / "run"}"\n'
                 f'[antivirus]\nmirror_url = "{mirror.url}"\nofficial_databases = []\n'
+                f'mirror_ca = "{kit.ca_cert}"\n'
                 f'database_dir = "{root / "db"}"\nupdate_on_start = false\n'
             )
             config = load_config(root / "device.toml")

@@ -121,7 +121,7 @@ def hub_config(
         f'[hub]\npki = "{pki.root}"\ndatabase_url = "{database_url}"\nbroker_port = 8883\n'
         f"{hub_extra}"
         f'[enrol]\nlisten_host = "127.0.0.1"\nlisten_port = {port}\n'
-        f'antivirus_mirror = "http://hub.kit.lan:8081"\n{extra}'
+        f'antivirus_mirror = "https://hub.kit.lan:8081"\n{extra}'
     )
     return config
 

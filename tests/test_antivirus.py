@@ -1,6 +1,7 @@
 """Antivirus that stays current, with Debian's real freshclam, clamscan and sigtool. R10, R18, R30
 
-A loopback HTTP server (``DefinitionsMirror``) stands in for the hub's mirror. The kit's own
+The hub's mirror (``DefinitionsMirror``, HTTPS only, with the hub certificate of a test kit PKI)
+serves on loopback; freshclam trusts that kit's CA alone (``CURL_CA_BUNDLE``). The kit's own
 signature database carries a harmless marker signature; the "infected" sample is a text file
 that contains the marker.
 """
@@ -8,6 +9,7 @@ that contains the marker.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ from fieldkit.broker import LocalBroker
 from fieldkit.bus import RequestRefused, RequestTimeout
 from fieldkit.config import DeviceConfig, load_config
 from fieldkit.messages import Message, Ping, Pong, decode
+from fieldkit.pki import KitPki
 from fieldkit.registry import load_specs
 from fieldkit.runner import ServiceContext, start_service, stop_service
 from tests.antivirus_fixtures import HOUR, MARKER, SIGNATURE, kit_database
@@ -83,9 +86,34 @@ def mirror_dir(tmp_path: Path) -> Path:
     return directory
 
 
+def make_kit(root: Path, name: str) -> KitPki:
+    """A kit CA and its hub certificates (localhost, 127.0.0.1), as `fieldkit pki init` makes."""
+    kit = KitPki(root)
+    kit.init(name)
+    kit.issue_hub()
+    return kit
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> KitPki:
+    return make_kit(tmp_path_factory.mktemp("kit") / "pki", "fieldkit test kit CA")
+
+
+@pytest.fixture(scope="module")
+def other_kit(tmp_path_factory: pytest.TempPathFactory) -> KitPki:
+    """Another kit's CA: not the one the tablet trusts."""
+    return make_kit(tmp_path_factory.mktemp("other-kit") / "pki", "another kit CA")
+
+
+def serve(directory: Path, kit: KitPki, port: int = 0) -> DefinitionsMirror:
+    return DefinitionsMirror(
+        directory, kit.hub_file("server.crt"), kit.hub_file("server.key"), port=port
+    )
+
+
 @pytest.fixture
-def mirror(mirror_dir: Path) -> Iterator[DefinitionsMirror]:
-    with DefinitionsMirror(mirror_dir) as running:
+def mirror(mirror_dir: Path, kit: KitPki) -> Iterator[DefinitionsMirror]:
+    with serve(mirror_dir, kit) as running:
         yield running
 
 
@@ -103,12 +131,13 @@ AvConfig = Callable[..., DeviceConfig]
 
 @pytest.fixture
 def av_config(
-    tmp_path: Path, kit_config: DeviceConfig, mirror: DefinitionsMirror, writable: Path
+    tmp_path: Path, kit_config: DeviceConfig, mirror: DefinitionsMirror, writable: Path, kit: KitPki
 ) -> AvConfig:
     def make(
         *,
         max_age_hours: float = 48.0,
         mirror_url: str | None = None,
+        mirror_ca: Path | None = None,
         update_on_start: bool = False,
         scan_interval_hours: float = 24.0,
         official_databases: tuple[str, ...] = (),
@@ -116,6 +145,7 @@ def av_config(
         body = f"""
             [antivirus]
             mirror_url = "{mirror_url or mirror.url}"
+            mirror_ca = "{mirror_ca or kit.ca_cert}"
             official_databases = {json.dumps(list(official_databases))}
             max_attempts = 1
             custom_databases = ["fieldkit.cud"]
@@ -250,14 +280,14 @@ def test_a_damaged_database_is_refused_by_name(tmp_path: Path) -> None:
 def test_rendered_freshclam_config_uses_only_the_hub_mirror(tmp_path: Path) -> None:
     """R10/R30: PrivateMirror (no DNS, no database.clamav.net), kit database by custom URL."""
     policy = AntivirusSection(
-        mirror_url="http://hub.example:8081/",
+        mirror_url="https://hub.example:8081/",
         official_databases=["main", "daily"],
         checks_per_day=12,
         clamd_conf=Path("/etc/clamav/clamd.conf"),
     )
     conf = render_freshclam_conf(policy, tmp_path, owner="clamav").splitlines()
-    assert "PrivateMirror http://hub.example:8081" in conf
-    assert "DatabaseCustomURL http://hub.example:8081/fieldkit.cud" in conf
+    assert "PrivateMirror https://hub.example:8081" in conf
+    assert "DatabaseCustomURL https://hub.example:8081/fieldkit.cud" in conf
     assert "ExcludeDatabase bytecode" in conf and "Bytecode no" in conf
     assert "ExcludeDatabase main" not in conf
     assert "Checks 12" in conf
@@ -297,6 +327,8 @@ def test_daily_decides_the_age_so_a_fresh_kit_database_cannot_hide_a_stale_daily
     ("body", "problem"),
     [
         ('mirror_url = "ftp://hub"', "antivirus.mirror_url: Value error, mirror_url must be"),
+        # The mirror is HTTPS only: plain HTTP is refused by the policy as well.
+        ('mirror_url = "http://hub:8081"', "mirror_url must be an https:// URL"),
         ('custom_databases = ["../etc/passwd"]', "antivirus.custom_databases: Value error"),
         ("checks_per_day = 100", "antivirus.checks_per_day: Input should be less than"),
         ('official_databases = ["safebrowsing"]', "antivirus.official_databases.0"),
@@ -318,7 +350,8 @@ def test_policy_file_is_valid() -> None:
 
     raw = tomllib.loads((REPO / "policies" / "antivirus.toml").read_text(encoding="utf-8"))
     policy = AntivirusSection(**raw["antivirus"])
-    assert policy.mirror_url is not None
+    assert policy.mirror_url is not None and policy.mirror_url.startswith("https://")
+    assert policy.mirror_ca == Path("/etc/fieldkit/kit-ca.crt")
     assert policy.max_definitions_age_hours <= 48
 
 
@@ -511,7 +544,9 @@ def test_bad_requests_are_refused_and_the_service_keeps_answering(
 # -- the hub's side, as the provisioning admin runs it ------------------------------------------
 
 
-def test_cli_publishes_and_serves_the_kit_database(tmp_path: Path, mirror_dir: Path) -> None:
+def test_cli_publishes_and_serves_the_kit_database(
+    tmp_path: Path, mirror_dir: Path, kit: KitPki
+) -> None:
     """R10: `fieldkit av publish` builds the next version; `av mirror status` shows its age."""
     config = write_config(tmp_path)
     ndb = tmp_path / "fieldkit.ndb"
@@ -531,13 +566,265 @@ def test_cli_publishes_and_serves_the_kit_database(tmp_path: Path, mirror_dir: P
 
     # The mirror serves databases only: no listing, no other files.
     (mirror_dir / "notes.txt").write_text("private")
+    import ssl
     import urllib.error
     import urllib.request
 
-    with DefinitionsMirror(mirror_dir) as running:
-        body = urllib.request.urlopen(f"{running.url}/fieldkit.cud").read()  # noqa: S310
+    trusting_kit = ssl.create_default_context(cafile=str(kit.ca_cert))
+    with serve(mirror_dir, kit) as running:
+        body = urllib.request.urlopen(f"{running.url}/fieldkit.cud", context=trusting_kit).read()  # noqa: S310
         assert body == (mirror_dir / "fieldkit.cud").read_bytes()
         for path in ("/", "/notes.txt", "/../device.toml"):
             with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(f"{running.url}{path}")  # noqa: S310
+                urllib.request.urlopen(f"{running.url}{path}", context=trusting_kit)  # noqa: S310
             assert refused.value.code == 404
+
+
+# -- the mirror over TLS, with the real freshclam ------------------------------------------------
+
+
+def _section(mirror_url: str, ca: Path, tmp_path: Path) -> AntivirusSection:
+    return AntivirusSection(
+        mirror_url=mirror_url,
+        mirror_ca=ca,
+        official_databases=[],
+        custom_databases=["fieldkit.cud"],
+        max_attempts=1,
+        connect_timeout=2,
+        database_dir=tmp_path / "clamav",
+        state_dir=tmp_path / "av-state",
+    )
+
+
+def _freshclam(section: AntivirusSection, tmp_path: Path) -> tuple[bool, list[str], list[str]]:
+    run = run_freshclam(section, tmp_path / "clamav", tmp_path / "av-state" / "freshclam.conf")
+    return run.ok, run.updated, run.errors
+
+
+def test_freshclam_takes_the_mirror_only_with_the_kit_ca(
+    mirror: DefinitionsMirror, mirror_dir: Path, kit: KitPki, other_kit: KitPki, tmp_path: Path
+) -> None:
+    """R10/R16: the mirror is HTTPS; freshclam verifies it with the kit CA it is handed
+    (CURL_CA_BUNDLE). Trusting another CA, or the system's public ones, it takes nothing."""
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    installed = tmp_path / "clamav" / "fieldkit.cud"
+
+    # Another kit's CA: the hub's certificate does not verify, nothing is installed.
+    ok, updated, errors = _freshclam(_section(mirror.url, other_kit.ca_cert, tmp_path), tmp_path)
+    assert not ok and updated == [] and errors, errors
+    assert not installed.exists()
+    assert mirror.fetches == []  # no request got past the handshake
+
+    # The system's CAs (no CURL_CA_BUNDLE at all): refused the same way.
+    conf = tmp_path / "av-state" / "freshclam.conf"
+    environment = {k: v for k, v in os.environ.items() if k != "CURL_CA_BUNDLE"}
+    done = subprocess.run(
+        ["freshclam", f"--config-file={conf}", "--stdout", "--no-warnings"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    assert not installed.exists() and mirror.fetches == []
+
+    # The kit CA: the database comes down.
+    ok, updated, errors = _freshclam(_section(mirror.url, kit.ca_cert, tmp_path), tmp_path)
+    assert ok and updated == ["fieldkit.cud"], errors
+    assert installed.read_bytes() == (mirror_dir / "fieldkit.cud").read_bytes()
+    assert ("/fieldkit.cud", 200) in mirror.fetches
+
+    # No kit CA on the device: freshclam is not run at all (it would trust the system's CAs).
+    with pytest.raises(EngineError, match="kit CA for the definitions mirror"):
+        _freshclam(_section(mirror.url, tmp_path / "no-such-ca.crt", tmp_path), tmp_path)
+
+
+def test_the_mirror_refuses_plain_http_and_old_tls(
+    mirror: DefinitionsMirror, mirror_dir: Path, kit: KitPki, tmp_path: Path
+) -> None:
+    """R16: a plain-HTTP request to the mirror's port gets no answer, freshclam pointed at it
+    over http:// takes nothing; TLS older than 1.2 is refused. The mirror keeps serving."""
+    import socket
+    import ssl
+
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    host, port = mirror.server.server_address[:2]
+    with socket.create_connection((str(host), int(port)), timeout=10) as plain:
+        plain.sendall(b"GET /fieldkit.cud HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := plain.recv(4096):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert b"HTTP/" not in answer and b"ClamAV-VDB" not in answer
+
+    # The real freshclam, told to use plain HTTP (the policy refuses such a URL; written by hand).
+    conf = tmp_path / "freshclam-http.conf"
+    section = _section(mirror.url, kit.ca_cert, tmp_path)
+    http_url = mirror.url.replace("https://", "http://")
+    conf.write_text(
+        render_freshclam_conf(section, tmp_path / "clamav").replace(mirror.url, http_url)
+    )
+    (tmp_path / "clamav").mkdir()
+    done = subprocess.run(
+        ["freshclam", f"--config-file={conf}", "--stdout", "--no-warnings"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout
+    assert not (tmp_path / "clamav" / "fieldkit.cud").exists()
+
+    old = ssl.create_default_context(cafile=str(kit.ca_cert))
+    old.minimum_version = ssl.TLSVersion.TLSv1_1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with (
+        socket.create_connection((str(host), int(port)), timeout=10) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        old.wrap_socket(raw, server_hostname="localhost")
+    assert mirror.fetches == []
+
+    # Still serving over TLS 1.2+ with the kit CA.
+    import urllib.request
+
+    trusting_kit = ssl.create_default_context(cafile=str(kit.ca_cert))
+    with urllib.request.urlopen(f"{mirror.url}/fieldkit.cud", context=trusting_kit) as got:  # noqa: S310
+        assert got.read() == (mirror_dir / "fieldkit.cud").read_bytes()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount namespace (unshare -m) needs root")
+def test_the_units_empty_system_ca_folder_keeps_other_cas_out(
+    mirror_dir: Path, kit: KitPki, other_kit: KitPki, tmp_path: Path
+) -> None:
+    """R10/R16, both ways: libcurl trusts its compiled-in CA folder (/etc/ssl/certs) besides
+    CURL_CA_BUNDLE, so a mirror whose certificate a CA there signed is taken even though freshclam
+    was handed the kit CA alone. The units' TemporaryFileSystem (freshclam_sandbox), emulated
+    here by a tmpfs in a mount namespace of freshclam's own, keeps it out."""
+    from fieldkit.antivirus.engine import SYSTEM_CA_FOLDER, freshclam_sandbox
+
+    section = _section("https://127.0.0.1:1", kit.ca_cert, tmp_path)
+    directives = freshclam_sandbox(section)
+    assert directives["Environment"] == f"CURL_CA_BUNDLE={kit.ca_cert}"
+    assert directives["TemporaryFileSystem"] == f"{SYSTEM_CA_FOLDER}:ro"
+
+    # A stand-in for a public CA: another kit's CA, in a copy of the system folder, by hash.
+    folder = tmp_path / "system-cas"
+    folder.mkdir()
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(other_kit.ca_cert)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (folder / f"{subject_hash}.0").write_bytes(other_kit.ca_cert.read_bytes())
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    impostor = serve(mirror_dir, other_kit)
+    with impostor:
+        section = _section(impostor.url, kit.ca_cert, tmp_path)
+        database_dir = tmp_path / "clamav"
+        database_dir.mkdir()
+        conf = tmp_path / "freshclam.conf"
+        conf.write_text(render_freshclam_conf(section, database_dir))
+        freshclam = f"freshclam --config-file={conf} --stdout --no-warnings"
+        environment = {**os.environ, "CURL_CA_BUNDLE": str(kit.ca_cert)}
+
+        def run(mount: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-ec",
+                    f"{mount}; {freshclam}",
+                ],
+                capture_output=True,
+                text=True,
+                env=environment,
+                timeout=120,
+                check=False,
+            )
+
+        # Off: the other CA in the system folder, only the kit CA handed over: taken all the same.
+        taken = run(f"mount --bind {folder} {SYSTEM_CA_FOLDER}")
+        assert taken.returncode == 0, taken.stdout
+        assert (database_dir / "fieldkit.cud").exists()
+        (database_dir / "fieldkit.cud").unlink()
+        assert ("/fieldkit.cud", 200) in impostor.fetches
+        impostor.fetches.clear()
+
+        # On: the unit's empty folder over it (TemporaryFileSystem=/etc/ssl/certs:ro).
+        refused = run(f"mount -t tmpfs -o ro,mode=0755 tmpfs {SYSTEM_CA_FOLDER}")
+        assert refused.returncode != 0, refused.stdout
+        assert "certificate" in refused.stdout.lower() or "ssl" in refused.stdout.lower()
+        assert not (database_dir / "fieldkit.cud").exists()
+        assert impostor.fetches == []
+
+
+# -- the official databases: cvdupdate on the hub --------------------------------------------------
+
+
+def _cvd() -> str | None:
+    """cvdupdate's `cvd` (requirements: the hub extra), beside this Python or on PATH."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "cvd"
+    return str(beside) if beside.exists() else shutil.which("cvd")
+
+
+def test_cvd_update_without_clamavs_servers_fails_cleanly_and_the_mirror_keeps_serving(
+    mirror: DefinitionsMirror, mirror_dir: Path, kit: KitPki, tmp_path: Path
+) -> None:
+    """R10/R30: `fieldkit av mirror update` runs cvdupdate's `cvd update` into the mirror's
+    folder. Here (as on a hub cut off from ClamAV's servers) it fails with cvd's own reason,
+    which `av mirror status` shows; the mirror goes on serving the databases it has."""
+    import ssl
+    import urllib.request
+
+    cvd = _cvd()
+    if cvd is None:
+        pytest.skip("cvdupdate is not installed (pip install -r requirements/dev.lock)")
+    publish_database(mirror_dir, "fieldkit.cud", kit_database(version=1))
+    state = tmp_path / "cvdupdate"
+    config = write_config(
+        tmp_path,
+        f'[av_mirror]\ndirectory = "{mirror_dir}"\ncvd = "{cvd}"\ncvd_state_dir = "{state}"\n',
+    )
+    fk = [sys.executable, "-m", "fieldkit", "--config", str(config), "av", "mirror"]
+    # No network at all where we can make sure of it (root: a network namespace of its own).
+    isolate = ["unshare", "--net"] if os.geteuid() == 0 else []
+    failed = subprocess.run(
+        [*isolate, *fk, "update", "--timeout", "300"],
+        capture_output=True,
+        text=True,
+        timeout=360,
+        check=False,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "official databases not updated" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    outcome = json.loads((state / "last-update.json").read_text())
+    assert outcome["ok"] is False and outcome["errors"], outcome
+    # cvd's config, rendered by fieldkit: the mirror's folder is the one it fills.
+    shown = subprocess.run(
+        [cvd, "config", "show", "--config", str(state / "config.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f'"db directory": "{mirror_dir}"' in shown.stdout
+    status = subprocess.run([*fk, "status"], capture_output=True, text=True, check=False)
+    assert "fieldkit.cud" in status.stdout
+    assert f"FAILED: {outcome['errors'][-1]}" in status.stdout
+    # Nothing half-fetched in the mirror; it still serves the kit's database over TLS.
+    assert sorted(p.name for p in mirror_dir.iterdir()) == ["fieldkit.cud"]
+    trusting_kit = ssl.create_default_context(cafile=str(kit.ca_cert))
+    with urllib.request.urlopen(f"{mirror.url}/fieldkit.cud", context=trusting_kit) as got:  # noqa: S310
+        assert got.read() == (mirror_dir / "fieldkit.cud").read_bytes()

@@ -72,7 +72,7 @@ def test_a_tablet_enrols_with_a_one_time_code_and_keys_it_made_itself(
     assert (files / "receivers" / f"{MUNICIPALITY}.pem").exists()
     config = load_config(tablet.config)
     assert (config.device.id, config.device.site) == ("tab-c", "松本市福祉会館")
-    assert config.antivirus.mirror_url == "http://hub.kit.lan:8081"
+    assert config.antivirus.mirror_url == "https://hub.kit.lan:8081"
     assert config.sync.hub_port == 8883
     roster = (tablet.root / "outbox" / "operators.json").read_text()
     assert (

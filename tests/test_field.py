@@ -98,7 +98,7 @@ listen_host = "127.0.0.1"
 listen_port = {ports["enrol"]}
 broker_host = "{FIELD_HUB_ADDRESS}"
 broker_port = {HUB_PORTS["broker"]}
-antivirus_mirror = "http://{FIELD_HUB_ADDRESS}:{HUB_PORTS["mirror"]}"
+antivirus_mirror = "https://{FIELD_HUB_ADDRESS}:{HUB_PORTS["mirror"]}"
 site_network = {{hub = "{FIELD_HUB_ADDRESS}", dns = ["10.0.2.3"], time = ["10.0.2.2"], \
 official_application_host = ["10.99.0.0/24"]}}
 """

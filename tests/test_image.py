@@ -213,6 +213,7 @@ def test_every_generated_file_in_the_image_is_its_rendering(host: Any) -> None:
         "/etc/nftables.conf": wanted["firewall_nftables_ruleset"],
         "/etc/usbguard/rules.conf": wanted["usbguard_rules"],
         "/etc/clamav/freshclam.conf": wanted["antivirus_freshclam_conf"],
+        FRESHCLAM_DROPIN: wanted["antivirus_freshclam_dropin"],
         wanted["broker_config_path"]: wanted["broker_config"],
         wanted["broker_acl_path"]: wanted["broker_acl"],
         "/etc/systemd/system/fieldkit-bus-credentials.service": wanted["broker_credentials_unit"],
@@ -257,15 +258,22 @@ def test_suid_files_are_on_the_reviewed_list(host: Any) -> None:
     check_suid_files_are_on_the_reviewed_list(host)
 
 
+FRESHCLAM_DROPIN = "/etc/systemd/system/clamav-freshclam.service.d/fieldkit.conf"
+
+
 def test_antivirus_and_updates(host: Any) -> None:
     """R10: freshclam from the hub mirror, enabled; R18: unattended security upgrades."""
     from fieldkit.policies import freshclam_conf
 
     fresh = host.file("/etc/clamav/freshclam.conf").content_string
     assert fresh == freshclam_conf(REPO / "policies")
-    assert re.search(r"^PrivateMirror \S+", fresh, re.M)
+    assert re.search(r"^PrivateMirror https://\S+", fresh, re.M)
     assert not re.search(r"^DatabaseMirror\s", fresh, re.M)
     assert host.service("clamav-freshclam").is_enabled
+    # The HTTPS mirror on the kit CA alone: its bundle, and no system CA folder in the namespace.
+    dropin = host.file(FRESHCLAM_DROPIN).content_string.splitlines()
+    assert "Environment=CURL_CA_BUNDLE=/etc/fieldkit/kit-ca.crt" in dropin
+    assert "TemporaryFileSystem=/etc/ssl/certs:ro" in dropin
     auto = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
     assert 'Unattended-Upgrade "1"' in auto
     assert host.package("unattended-upgrades").is_installed

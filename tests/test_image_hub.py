@@ -214,6 +214,7 @@ def test_first_boot_setup_backups_and_crl_run_by_themselves(host: Any) -> None:
         "fieldkit-hub-setup.service",
         "fieldkit-hub-backup.timer",
         "fieldkit-crl-renew.timer",
+        "fieldkit-cvd-update.timer",
         "fieldkit-ca-signer.service",
         "postgresql.service",
         "mosquitto.service",
@@ -242,6 +243,7 @@ def test_the_hub_roles_own_units_are_sandboxed_too(rootfs: Path, policies: Polic
         "fieldkit-hub-setup.service",
         "fieldkit-crl-renew.service",
         "fieldkit-hub-backup.service",
+        "fieldkit-cvd-update.service",
         "fieldkit-ca-signer.service",
     ):
         rated = subprocess.run(
@@ -255,3 +257,25 @@ def test_the_hub_roles_own_units_are_sandboxed_too(rootfs: Path, policies: Polic
         assert float(found.group(1)) <= policies.services.max_exposure, (unit, found.group(1))
     default = rootfs / "etc/systemd/system/default.target"
     assert os.readlink(default) == "/lib/systemd/system/multi-user.target"
+
+
+def test_cvdupdate_is_installed_for_the_mirror(host: Any, rootfs: Path) -> None:
+    """Issue 18: cvdupdate (the hub extra) runs from the venv; the config `fieldkit av mirror
+    update` renders from the image's device config points it at the mirror's folder; its unit
+    writes only there and in its own folder, and reaches only network.yaml's addresses."""
+    from fieldkit.antivirus.official import render_cvd_config
+    from fieldkit.config import load_config
+
+    assert host.run(f"{VENV}/bin/cvd --help").rc == 0
+    config = load_config(rootfs / "etc/fieldkit/device.toml")
+    assert config.av_mirror.directory == Path("/var/lib/fieldkit/av-mirror")
+    with tempfile.TemporaryDirectory(dir=rootfs / "tmp") as scratch:
+        inside = Path("/tmp") / Path(scratch).name
+        (Path(scratch) / "config.json").write_text(render_cvd_config(config.av_mirror))
+        shown = host.run(f"{VENV}/bin/cvd config show --config {inside}/config.json")
+    assert shown.rc == 0, shown.stderr
+    assert '"db directory": "/var/lib/fieldkit/av-mirror"' in shown.stdout
+    unit = host.file("/etc/systemd/system/fieldkit-cvd-update.service").content_string
+    assert "av mirror update" in unit
+    assert "ReadWritePaths=/var/lib/fieldkit/av-mirror /var/lib/fieldkit/cvdupdate" in unit
+    assert "IPAddressDeny=any" in unit

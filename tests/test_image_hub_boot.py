@@ -178,6 +178,34 @@ def test_the_web_app_answers_over_tls_from_the_kit_pki(report: BootReport) -> No
     assert plain.get("status") != 200, plain
 
 
+def test_the_antivirus_mirror_answers_over_tls_with_the_kit_ca_only(report: BootReport) -> None:
+    """The mirror (fieldkit-av-mirror.service): HTTPS with the hub certificate the first boot
+    made, which names hub.fieldkit.lan (the tablets' name for it); the system's CAs and plain
+    HTTP are refused; the hub's own freshclam takes the kit's database with the kit CA as its
+    CURL_CA_BUNDLE and nothing with the system's bundle. cvdupdate's first run fails (no ClamAV
+    servers from here) and says why; the mirror goes on serving."""
+    tls = step(report, "mirror", "mirror-tls", stage="before-cvd")
+    assert tls["status"] == 200 and tls["same"], tls
+    assert tls["tls"] in ("TLSv1.2", "TLSv1.3")
+    named = step(report, "mirror", "mirror-name")
+    assert ["DNS", "hub.fieldkit.lan"] in named["names"], named
+    assert step(report, "mirror", "mirror-system-cas")["result"].startswith("refused")
+    plain = step(report, "mirror", "mirror-plain-http")
+    assert "refused" in plain and plain.get("status") is None, plain
+    kit = step(report, "mirror", "mirror-freshclam", ca="kit")
+    assert kit["code"] == 0 and kit["got"], kit
+    system = step(report, "mirror", "mirror-freshclam", ca="system")
+    assert system["code"] != 0 and not system["got"], system
+    cvd = step(report, "mirror", "cvd-unit")
+    assert cvd["result"] == "exit-code" and cvd["mirror"] == "running", cvd
+    status = [line for line in report.lines("mirror") if line.startswith("status: ")]
+    assert any(
+        "official databases: last cvd update" in line and "FAILED" in line for line in status
+    )
+    after = step(report, "mirror", "mirror-tls", stage="after-cvd")
+    assert after["status"] == 200 and after["same"], after
+
+
 def test_a_revoked_tablet_is_refused_within_one_reconnect(report: BootReport) -> None:
     """tab-b was connected; revoked with ``fieldkit pki revoke``; the VM's broker dropped its
     link (restart on the new CRL), let tab-a back in, and refused tab-b's first reconnect."""

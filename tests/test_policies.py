@@ -343,9 +343,22 @@ def test_freshclam_conf_comes_from_the_antivirus_policy(policy_dir: Path) -> Non
     from fieldkit.policies import freshclam_conf
 
     conf = freshclam_conf(REPO_POLICIES)
-    assert "PrivateMirror http" in conf and "DatabaseMirror" not in conf
+    assert "PrivateMirror https://" in conf and "DatabaseMirror" not in conf
     values = ansible_vars(load_policies(REPO_POLICIES), "tablet", REPO_POLICIES)
     assert values["antivirus_freshclam_conf"] == conf
+    # freshclam's daemon and the antivirus service trust the kit CA alone for the HTTPS mirror:
+    # the kit CA as CURL_CA_BUNDLE, and an empty system CA folder in their namespaces.
+    from fieldkit.antivirus.engine import freshclam_sandbox
+    from fieldkit.policies import antivirus_policy
+
+    policy = antivirus_policy(REPO_POLICIES)
+    sandbox = freshclam_sandbox(policy)
+    dropin = values["antivirus_freshclam_dropin"].splitlines()
+    assert f"Environment=CURL_CA_BUNDLE={policy.mirror_ca}" in dropin
+    assert f"TemporaryFileSystem={sandbox['TemporaryFileSystem']}" in dropin
+    units = render(load_policies(REPO_POLICIES), "services", "tablet")
+    antivirus_unit = next(b for p, b in units.items() if p.name == "fieldkit-antivirus.service")
+    assert f"TemporaryFileSystem={sandbox['TemporaryFileSystem']}" in antivirus_unit.splitlines()
     (policy_dir / "antivirus.toml").write_text('[antivirus]\nmirror_url = "ftp://x"\n')
     with pytest.raises(PolicyError, match=r"antivirus\.toml: mirror_url"):
         freshclam_conf(policy_dir)
@@ -583,6 +596,21 @@ def test_the_hub_image_listens_where_its_firewall_opens(tmp_path: Path) -> None:
         )
         assert set(rule.addresses) <= set(allow.split("=", 1)[1].split()), service
     assert config.hubweb.tls_cert == config.hub.pki / "hub" / "server.crt"
+    # The antivirus mirror: HTTPS with the same certificate; enrolment hands the tablets the
+    # policy's https:// URL, whose host the first boot puts in that certificate.
+    from fieldkit.policies import antivirus_policy
+
+    assert config.av_mirror.tls_cert == config.hubweb.tls_cert
+    assert config.av_mirror.tls_key == config.hubweb.tls_key
+    mirror_url = antivirus_policy(REPO_POLICIES).mirror_url
+    assert mirror_url is not None and mirror_url.startswith("https://")
+    assert config.enrol.antivirus_mirror == mirror_url
+    hub_vars = ansible_vars(policies, "hub", REPO_POLICIES)
+    names = hub_vars["hub_tls_dns_names"]
+    assert names == ["localhost", "hub.fieldkit.lan"] and f"//{names[1]}:" in mirror_url
+    # cvdupdate's unit reaches ClamAV's servers and the DNS only (network.yaml's hub rules).
+    official = [*network.rule("av-official").addresses, *network.rule("hub-dns").addresses]
+    assert hub_vars["hub_cvd_address_allow"] == sorted(set(official))
     assert config.hubweb.cookie_secure and config.hubweb.proxy_hops == 0
     assert "/run/postgresql" in config.hub.database_url and "@/" in config.hub.database_url
     ruleset = render(policies, "network", "hub")[NFTABLES_PATH]

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fieldkit import datavol
+from fieldkit.antivirus.settings import AntivirusSection
 from fieldkit.bus import CREDENTIALS_DIR, bus_credential_name
 from fieldkit.config import BusSection, RunnerSection
 from fieldkit.models import Strict, describe_validation_error
@@ -1141,12 +1142,19 @@ def ansible_vars(
         "broker_password_path": str(BROKER_PASSWORD_PATH),
         "broker_acl_path": str(BROKER_ACL_PATH),
         "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
+        "antivirus_freshclam_dropin": freshclam_dropin(policies_dir) if policies_dir else "",
+        "hub_tls_dns_names": hub_tls_dns_names(antivirus_policy(policies_dir)),
+        "hub_cvd_address_allow": sorted(
+            {a for name in HUB_CVD_RULES for a in policies.network.rule(name).addresses}
+        ),
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
         "fieldkit_services_links": (
             {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
         ),
         "fieldkit_services_device_config": (
-            image_device_config(policies) if role == "tablet" else hub_device_config(policies)
+            image_device_config(policies)
+            if role == "tablet"
+            else hub_device_config(policies, antivirus_policy(policies_dir))
         ),
         "datavol_enabled": volume is not None,
         "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
@@ -1204,11 +1212,15 @@ HUB_CA_SIGNER_SOCKET = PurePosixPath("/run/fieldkit-ca/signer.sock")
 HUB_DATABASE_URL = "postgresql+psycopg://fieldkit@/fieldkit?host=/run/postgresql"
 
 
-def hub_device_config(policies: PolicySet) -> str:
+def hub_device_config(policies: PolicySet, antivirus: AntivirusSection | None = None) -> str:
     """The hub image's ``/etc/fieldkit/device.toml``: the tested hub's services on the site's
     network, each on the port its ``hub.inbound`` rule of network.yaml opens (a test holds
-    them equal), TLS with the kit PKI's hub certificate that the first boot makes."""
+    them equal), TLS with the kit PKI's hub certificate that the first boot makes. Enrolment
+    hands each tablet the antivirus policy's mirror URL (``antivirus``: default the policy
+    folder's antivirus.toml)."""
     from fieldkit.config import DeviceConfig
+
+    mirror_url = (antivirus or antivirus_policy()).mirror_url
 
     network = policies.network
     server_crt, server_key = HUB_PKI / "hub" / "server.crt", HUB_PKI / "hub" / "server.key"
@@ -1233,11 +1245,18 @@ def hub_device_config(policies: PolicySet) -> str:
             "proxy_hops": 0,
             "secret_key_file": str(HUB_STATE / "hub-web.key"),
         },
-        "enrol": {"listen_host": anywhere, "listen_port": network.rule("tablets-enrol").ports[0]},
+        "enrol": {
+            "listen_host": anywhere,
+            "listen_port": network.rule("tablets-enrol").ports[0],
+            **({"antivirus_mirror": mirror_url} if mirror_url else {}),
+        },
+        # HTTPS only, with the same hub certificate as the web app and the enrolment server.
         "av_mirror": {
             "directory": str(HUB_STATE / "av-mirror"),
             "host": anywhere,
             "port": network.rule("tablets-av-mirror").ports[0],
+            "tls_cert": str(server_crt),
+            "tls_key": str(server_key),
         },
     }
     DeviceConfig.model_validate(values)
@@ -1290,6 +1309,20 @@ def ca_signer_unit(policies: PolicySet, setup_unit: str = "fieldkit-hub-setup.se
     return "\n".join(lines)
 
 
+def antivirus_policy(policies_dir: Path | None = None) -> AntivirusSection:
+    """``policies/antivirus.toml``, validated by the antivirus service's own settings model."""
+    path = (policies_dir or default_policy_dir()) / "antivirus.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return AntivirusSection.model_validate(raw.get("antivirus", {}))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from None
+
+
 def freshclam_conf(policies_dir: Path) -> str:
     """freshclam.conf from ``policies/antivirus.toml``, rendered by the antivirus service's code.
 
@@ -1297,23 +1330,46 @@ def freshclam_conf(policies_dir: Path) -> str:
     image installs exactly what that service would write, so both read one source (R10).
     """
     from fieldkit.antivirus.engine import EngineError, render_freshclam_conf
-    from fieldkit.antivirus.settings import AntivirusSection
 
-    path = policies_dir / "antivirus.toml"
+    section = antivirus_policy(policies_dir)
+    database_dir = section.database_dir or Path("/var/lib/clamav")
+    owner = section.database_owner or "clamav"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        section = AntivirusSection.model_validate(raw.get("antivirus", {}))
-        database_dir = section.database_dir or Path("/var/lib/clamav")
-        owner = section.database_owner or "clamav"
         return render_freshclam_conf(section, database_dir, owner=owner)
-    except FileNotFoundError:
-        raise PolicyError(f"policy file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from None
     except EngineError as exc:
-        raise PolicyError(f"policy file {path}: {exc}") from None
+        raise PolicyError(f"policy file {policies_dir / 'antivirus.toml'}: {exc}") from None
+
+
+# What `cvd update` reaches from the hub: ClamAV's servers and the site's DNS (network.yaml).
+HUB_CVD_RULES = ("av-official", "hub-dns")
+
+
+def hub_tls_dns_names(antivirus: AntivirusSection) -> list[str]:
+    """The names the hub's server certificate carries besides its host name (the first boot's
+    ``fieldkit pki init``): localhost, and the host of the mirror URL the tablets are handed
+    (their freshclam checks the name; the tablets' /etc/hosts maps it to the hub)."""
+    from urllib.parse import urlsplit
+
+    names = ["localhost"]
+    host = urlsplit(antivirus.mirror_url).hostname if antivirus.mirror_url else None
+    if host and not _is_ip(host) and host not in names:
+        names.append(host)
+    return names
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def freshclam_dropin(policies_dir: Path) -> str:
+    """clamav-freshclam.service's drop-in from ``policies/antivirus.toml``: the kit CA alone."""
+    from fieldkit.antivirus.engine import render_freshclam_dropin
+
+    return render_freshclam_dropin(antivirus_policy(policies_dir))
 
 
 def write_rendered(files: RenderedFiles, root: Path) -> list[Path]:

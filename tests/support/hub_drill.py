@@ -82,6 +82,89 @@ def web(username, password):
         say("web-plain-http", refused=type(exc).__name__)
 
 
+def mirror(stage):
+    """The antivirus mirror over TLS: the kit's database published, fetched with the kit CA
+    (as hub.fieldkit.lan, the name the tablets use), refused to the system's CAs and to plain
+    HTTP; the hub's own freshclam takes it with the kit CA as CURL_CA_BUNDLE, not without."""
+    import os
+    import socket
+    import subprocess
+
+    from fieldkit.antivirus.database import build_unsigned_database, hex_signature
+    from fieldkit.antivirus.mirror import publish_database
+
+    folder, port = CONFIG.av_mirror.directory, CONFIG.av_mirror.port
+    if stage == "before-cvd":
+        marker = hex_signature("Fieldkit.HubVm.Marker-1", b"FIELDKIT-HUB-VM-MIRROR-MARKER")
+        data = build_unsigned_database(
+            "fieldkit", {"fieldkit.ndb": (marker + "\n").encode()}, version=1
+        )
+        publish_database(folder, "fieldkit.cud", data)
+    kit = ssl.create_default_context(cafile=str(PKI.ca_cert))
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=kit, timeout=60)
+    connection.request("GET", "/fieldkit.cud")
+    # The mirror answers HTTP/1.0 and closes: http.client drops the socket with the answer.
+    version = connection.sock.version()
+    answer = connection.getresponse()
+    body = answer.read()
+    say(
+        "mirror-tls",
+        stage=stage,
+        status=answer.status,
+        tls=version,
+        same=body == (folder / "fieldkit.cud").read_bytes(),
+    )
+    if stage != "before-cvd":
+        return
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        kit.wrap_socket(raw, server_hostname="hub.fieldkit.lan") as tls,
+    ):
+        names = tls.getpeercert().get("subjectAltName")
+    say("mirror-name", name="hub.fieldkit.lan", names=names)
+    try:
+        system = ssl.create_default_context()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            system.wrap_socket(raw, server_hostname="localhost").close()
+        say("mirror-system-cas", result="accepted")
+    except ssl.SSLError as exc:
+        say("mirror-system-cas", result=f"refused: {type(exc).__name__}")
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        plain.request("GET", "/fieldkit.cud")
+        say("mirror-plain-http", status=plain.getresponse().status)
+    except (OSError, http.client.HTTPException) as exc:
+        say("mirror-plain-http", refused=type(exc).__name__)
+    for label, bundle in (
+        ("kit", PKI.ca_cert),
+        ("system", Path("/etc/ssl/certs/ca-certificates.crt")),
+    ):
+        database = WORK / f"freshclam-{label}"
+        database.mkdir(exist_ok=True)
+        conf = WORK / f"freshclam-{label}.conf"
+        conf.write_text(
+            f"DatabaseDirectory {database}\nForeground yes\n"
+            f"PrivateMirror https://localhost:{port}\nScriptedUpdates no\nMaxAttempts 1\n"
+            "ExcludeDatabase main\nExcludeDatabase daily\nExcludeDatabase bytecode\n"
+            f"Bytecode no\nDatabaseCustomURL https://localhost:{port}/fieldkit.cud\n"
+        )
+        done = subprocess.run(
+            ["freshclam", f"--config-file={conf}", "--stdout", "--no-warnings"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CURL_CA_BUNDLE": str(bundle)},
+            timeout=300,
+            check=False,
+        )
+        say(
+            "mirror-freshclam",
+            ca=label,
+            code=done.returncode,
+            got=(database / "fieldkit.cud").exists(),
+            tail=done.stdout.strip().splitlines()[-2:],
+        )
+
+
 def enrol(devices):
     from fieldkit.enrolment.local import enrol_locally
 
@@ -283,6 +366,8 @@ if __name__ == "__main__":
     command, *rest = sys.argv[1:]
     if command == "web":
         web(*rest)
+    elif command == "mirror":
+        mirror(rest[0])
     elif command == "enrol":
         enrol(rest)
     elif command == "publish":

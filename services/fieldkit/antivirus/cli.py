@@ -18,14 +18,33 @@ from fieldkit.antivirus.database import (
 )
 from fieldkit.antivirus.engine import EngineError, render_freshclam_conf
 from fieldkit.antivirus.gate import assess
-from fieldkit.antivirus.mirror import DefinitionsMirror, mirror_freshness, publish_database
+from fieldkit.antivirus.mirror import (
+    DefinitionsMirror,
+    MirrorTlsError,
+    mirror_freshness,
+    mirror_tls_files,
+    publish_database,
+)
+from fieldkit.antivirus.official import (
+    OfficialUpdateError,
+    last_official_update,
+    update_official,
+)
 
 if TYPE_CHECKING:
     from fieldkit.config import DeviceConfig
 
 
 def cmd_mirror_serve(args: argparse.Namespace, config: DeviceConfig) -> int:
-    with DefinitionsMirror(args.directory, args.host, args.port) as mirror:
+    cert, key = mirror_tls_files(config)
+    try:
+        mirror = DefinitionsMirror(
+            args.directory, args.cert or cert, args.key or key, args.host, args.port
+        )
+    except MirrorTlsError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    with mirror:
         print(f"serving {args.directory} at {mirror.url} (Ctrl-C stops)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -33,12 +52,34 @@ def cmd_mirror_serve(args: argparse.Namespace, config: DeviceConfig) -> int:
 
 
 def cmd_mirror_status(args: argparse.Namespace, config: DeviceConfig) -> int:
-    rows = mirror_freshness(args.directory)
+    directory = args.directory or config.av_mirror.directory
+    rows = mirror_freshness(directory)
     for info, age_hours in rows:
         print(f"{info.file:20} version {info.version:>8} built {age_hours:8.1f} h ago")
     if not rows:
-        print(f"no databases in {args.directory}")
+        print(f"no databases in {directory}")
+    last = last_official_update(config.av_mirror)
+    if last is None:
+        print("official databases: never updated (cvd update has not run)")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.finished_at))
+        outcome = "ok" if last.ok else "FAILED: " + "; ".join(last.errors)
+        print(f"official databases: last cvd update {when}: {outcome}")
     return 0 if rows else 1
+
+
+def cmd_mirror_update(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """One ``cvd update`` into the mirror's folder; fails (exit 1) while the update does."""
+    try:
+        outcome = update_official(config.av_mirror, timeout=args.timeout)
+    except OfficialUpdateError as exc:
+        print(f"fieldkit: {exc}", file=sys.stderr)
+        return 1
+    if outcome.ok:
+        print(f"official databases updated into {config.av_mirror.directory}")
+        return 0
+    print(f"fieldkit: official databases not updated: {'; '.join(outcome.errors)}", file=sys.stderr)
+    return 1
 
 
 def cmd_publish(args: argparse.Namespace, config: DeviceConfig) -> int:
@@ -98,14 +139,25 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     mirror = av.add_parser("mirror", help="the hub's definitions mirror").add_subparsers(
         dest="mirror_command", required=True
     )
-    serve = mirror.add_parser("serve", help="serve DIR's databases over HTTP")
+    serve = mirror.add_parser("serve", help="serve DIR's databases over HTTPS")
     serve.add_argument("directory", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8081)
+    serve.add_argument(
+        "--cert", type=Path, help="TLS certificate (default: the hub's, <[hub] pki>/hub/server.crt)"
+    )
+    serve.add_argument("--key", type=Path, help="its key (default <[hub] pki>/hub/server.key)")
     serve.set_defaults(func=cmd_mirror_serve)
-    status = mirror.add_parser("status", help="each database's version and age")
-    status.add_argument("directory", type=Path)
+    status = mirror.add_parser(
+        "status", help="each database's version and age, and the last official update"
+    )
+    status.add_argument("directory", type=Path, nargs="?", help="default: [av_mirror] directory")
     status.set_defaults(func=cmd_mirror_status)
+    update = mirror.add_parser(
+        "update", help="fetch the official databases into the mirror (cvdupdate's `cvd update`)"
+    )
+    update.add_argument("--timeout", type=float, default=3600.0)
+    update.set_defaults(func=cmd_mirror_update)
 
     publish = av.add_parser("publish", help="build the kit's signature database into a mirror")
     publish.add_argument("directory", type=Path)

@@ -91,11 +91,61 @@ def parse_freshclam_output(text: str) -> tuple[list[str], list[str]]:
     return updated, errors[-MAX_ERROR_LINES:]
 
 
+# freshclam (ClamAV >= 0.104, documented in freshclam(1) since 0.104.1) hands this variable to
+# libcurl as CURLOPT_CAINFO: the CA bundle it verifies the mirror's certificate with.
+CA_BUNDLE_VARIABLE = "CURL_CA_BUNDLE"
+
+
+def freshclam_environment(section: AntivirusSection) -> dict[str, str]:
+    """freshclam's environment: the kit CA as its only CA bundle (the mirror is HTTPS only).
+
+    Refuses when the kit CA file is missing: without CURL_CA_BUNDLE libcurl would verify the
+    mirror against the system's public CAs instead. (libcurl also looks in its compiled-in CA
+    folder, ``SYSTEM_CA_FOLDER``: the tablet's units mount an empty one there.)
+    """
+    if not section.mirror_ca.is_file():
+        raise EngineError(f"the kit CA for the definitions mirror ({section.mirror_ca}) is missing")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {CA_BUNDLE_VARIABLE, "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    }
+    environment[CA_BUNDLE_VARIABLE] = str(section.mirror_ca)
+    return environment
+
+
+# libcurl's compiled-in CA folder (Debian: --with-ca-path): libcurl trusts the CAs there as well
+# as CURL_CA_BUNDLE's, so freshclam's units mount an empty folder over it (tested both ways).
+SYSTEM_CA_FOLDER = Path("/etc/ssl/certs")
+
+
+def freshclam_sandbox(section: AntivirusSection) -> dict[str, str]:
+    """The unit directives that make the kit CA the only one freshclam trusts for the mirror."""
+    return {
+        "Environment": f"{CA_BUNDLE_VARIABLE}={section.mirror_ca}",
+        "TemporaryFileSystem": f"{SYSTEM_CA_FOLDER}:ro",
+    }
+
+
+def render_freshclam_dropin(section: AntivirusSection) -> str:
+    """The drop-in for Debian's clamav-freshclam.service (the tablet's freshclam daemon)."""
+    lines = [
+        "# Rendered by fieldkit from the antivirus policy; edits are overwritten.",
+        "# The hub mirror is HTTPS: freshclam trusts the kit CA alone for it (CURL_CA_BUNDLE),",
+        "# with an empty system CA folder in its namespace (libcurl would read that one too).",
+        "[Service]",
+        *(f"{key}={value}" for key, value in freshclam_sandbox(section).items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def run_freshclam(section: AntivirusSection, database_dir: Path, conf_path: Path) -> FreshclamRun:
     """Render the config, then run freshclam once; a failure leaves the old databases in place."""
+    conf = render_freshclam_conf(section, database_dir)
+    environment = freshclam_environment(section)
     database_dir.mkdir(parents=True, exist_ok=True)
     conf_path.parent.mkdir(parents=True, exist_ok=True)
-    conf_path.write_text(render_freshclam_conf(section, database_dir), encoding="utf-8")
+    conf_path.write_text(conf, encoding="utf-8")
     started = time.time()
     cmd = [section.freshclam, f"--config-file={conf_path}", "--stdout", "--no-warnings"]
     try:
@@ -106,6 +156,7 @@ def run_freshclam(section: AntivirusSection, database_dir: Path, conf_path: Path
             timeout=section.freshclam_timeout,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=environment,
         )
     except FileNotFoundError:
         raise EngineError(f"freshclam not found ({section.freshclam})") from None

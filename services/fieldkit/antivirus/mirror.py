@@ -1,4 +1,4 @@
-"""The hub's definitions mirror: a directory of ClamAV databases served over HTTP.
+"""The hub's definitions mirror: a directory of ClamAV databases served over HTTPS only.
 
 On the hub, Cisco-Talos' ``cvdupdate`` fills the directory with the official databases when the
 hub is online (``cvd config set --dbdir DIR; cvd update``), and the kit publishes its own
@@ -9,19 +9,26 @@ Only database files are served: no directory listings, nothing else in the direc
 freshclam asks with ``If-Modified-Since`` (the time its local copy was written), which the
 standard handler answers from the file's modification time, so a published database always gets
 a modification time later than any earlier one.
+
+TLS only (1.2 or later), with the hub's server certificate from the kit PKI: the kit's own
+database (``.cud``) is not signed, so the channel is what vouches for it. A plain-HTTP request
+on the port gets no answer but a closed connection. The tablets' freshclam trusts the kit CA
+alone for it (``CURL_CA_BUNDLE``, fieldkit.antivirus.engine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import ssl
 import threading
 import time
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fieldkit.antivirus.database import (
     CONTAINER_SUFFIXES,
@@ -31,6 +38,9 @@ from fieldkit.antivirus.database import (
     read_header,
 )
 from fieldkit.runner import ServiceContext
+
+if TYPE_CHECKING:
+    from fieldkit.config import DeviceConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +75,63 @@ class MirrorHandler(SimpleHTTPRequestHandler):
         super().log_request(code, size)
 
 
-class DefinitionsMirror:
-    """A running mirror; ``with DefinitionsMirror(dir) as m: m.url``."""
+# A client gets this long to complete its TLS handshake.
+HANDSHAKE_TIMEOUT = 30.0
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+
+class MirrorTlsError(Exception):
+    """The mirror's certificate or key cannot be used (missing, unreadable, not a pair)."""
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.2 or later, the hub's certificate; no client certificate is asked for."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except FileNotFoundError:
+        raise MirrorTlsError(
+            f"the mirror's certificate {cert} or key {key} does not exist"
+        ) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise MirrorTlsError(f"the mirror's certificate {cert} and key {key}: {exc}") from None
+    return context
+
+
+class TlsMirrorServer(ThreadingHTTPServer):
+    """Each connection's TLS handshake runs in its own thread (``process_request_thread``), so
+    a client that never completes one (or speaks plain HTTP) holds up nobody else."""
+
+    def __init__(self, address: tuple[str, int], handler: Any, context: ssl.SSLContext) -> None:
+        self.context = context
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            # A plain-HTTP request, a client that trusts another CA, or one too old for TLS 1.2:
+            # the connection is closed without an answer.
+            log.debug("mirror: TLS handshake with a client failed: %s", exc)
+            return
+        tls.settimeout(None)
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+
+class DefinitionsMirror:
+    """A running mirror; ``with DefinitionsMirror(dir, cert, key) as m: m.url``."""
+
+    def __init__(
+        self, directory: Path, cert: Path, key: Path, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.directory = directory.absolute()
         handler = functools.partial(MirrorHandler, directory=str(self.directory))
-        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server = TlsMirrorServer((host, port), handler, server_context(cert, key))
         # (path, HTTP status) of every request served, in order.
         self.fetches: list[tuple[str, int]] = []
         self.server.fetches = self.fetches  # type: ignore[attr-defined]
@@ -82,7 +142,7 @@ class DefinitionsMirror:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"https://{host!s}:{port}"
 
     def start(self) -> DefinitionsMirror:
         self.thread.start()
@@ -138,9 +198,18 @@ def mirror_freshness(directory: Path, now: float | None = None) -> list[tuple[Da
     return rows
 
 
+def mirror_tls_files(config: DeviceConfig) -> tuple[Path, Path]:
+    """The mirror's certificate and key: ``[av_mirror] tls_cert/tls_key``, or else the hub's
+    server certificate in its kit PKI (the one the broker and the enrolment server use)."""
+    settings = config.av_mirror
+    hub = config.hub.pki / "hub"
+    return settings.tls_cert or hub / "server.crt", settings.tls_key or hub / "server.key"
+
+
 def serve_mirror(ctx: ServiceContext) -> None:
     settings = ctx.config.av_mirror
     settings.directory.mkdir(parents=True, exist_ok=True)
-    mirror = DefinitionsMirror(settings.directory, settings.host, settings.port).start()
+    cert, key = mirror_tls_files(ctx.config)
+    mirror = DefinitionsMirror(settings.directory, cert, key, settings.host, settings.port).start()
     log.info("definitions mirror serving %s at %s", settings.directory, mirror.url)
     ctx.on_stop(mirror.stop)

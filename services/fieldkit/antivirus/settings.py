@@ -26,9 +26,13 @@ _DATABASE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}\.(cvd|cld|cud|ndb|hdb|hsb|ld
 class AntivirusSection(Section):
     """Antivirus policy for one device (R10)."""
 
-    # The hub's definitions mirror, e.g. "http://hub.fieldkit.lan:8081". None: updates are off
-    # (freshclam is never run, so it can never fall back to ClamAV's public network).
+    # The hub's definitions mirror, e.g. "https://hub.fieldkit.lan:8081" (HTTPS only: the kit's
+    # own database is not signed, the channel vouches for it). None: updates are off (freshclam
+    # is never run, so it can never fall back to ClamAV's public network).
     mirror_url: str | None = None
+    # The only CA freshclam trusts for the mirror (passed as CURL_CA_BUNDLE): the kit CA the
+    # tablet image carries (the one its enrolment pins, [enrol] ca_cert).
+    mirror_ca: Path = Path("/etc/fieldkit/kit-ca.crt")
     # Official databases the hub mirrors with cvdupdate; the rest are excluded.
     official_databases: list[OfficialDatabase] = list(OFFICIAL_DATABASES)
     # The kit's own signature databases, fetched as <mirror_url>/<name> (DatabaseCustomURL).
@@ -60,11 +64,11 @@ class AntivirusSection(Section):
 
     @field_validator("mirror_url")
     @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
+    def _https_url(cls, url: str | None) -> str | None:
         if url is None:
             return None
-        if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
-            raise ValueError("mirror_url must be an http:// or https:// URL without spaces")
+        if not url.startswith("https://") or any(c.isspace() for c in url):
+            raise ValueError("mirror_url must be an https:// URL without spaces")
         return url.rstrip("/")
 
     @field_validator("custom_databases")
@@ -78,7 +82,7 @@ class AntivirusSection(Section):
             )
         return names
 
-    @field_validator("database_dir", "state_dir", "clamd_conf")
+    @field_validator("database_dir", "state_dir", "clamd_conf", "mirror_ca")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         return path.absolute() if path is not None else None
@@ -91,8 +95,22 @@ class MirrorSection(Section):
     # The tablets reach it over the kit's network; the development hub serves on loopback.
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
+    # HTTPS only. None: the hub's server certificate and key in its kit PKI
+    # (<[hub] pki>/hub/server.crt and server.key), as the broker and the enrolment server use.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # cvdupdate, which fills the directory with the official databases (`fieldkit av mirror
+    # update`): its program (None: the cvd beside this Python, the hub's venv) and its own
+    # folder (config, state, logs, the last outcome).
+    cvd: str | None = None
+    cvd_state_dir: Path = Path("/var/lib/fieldkit/cvdupdate")
 
     @field_validator("directory")
     @classmethod
     def _absolute_directory(cls, path: Path) -> Path:
         return path.absolute()
+
+    @field_validator("tls_cert", "tls_key", "cvd_state_dir")
+    @classmethod
+    def _absolute_tls(cls, path: Path | None) -> Path | None:
+        return path.absolute() if path is not None else None
