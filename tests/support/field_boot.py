@@ -152,7 +152,7 @@ for sock in listening_sockets():
 section enabled-units
 systemctl list-unit-files --state=enabled --no-legend --no-pager | awk '{print $1}'
 section sysctl
-sysctl -a 2>/dev/null | grep -E '^(kernel|fs|net)\.' | sed 's/\t/ /g'
+sysctl -a 2>/dev/null | grep -E '^(kernel|fs|net|dev)\.' | sed 's/\t/ /g'
 section mdns
 avahi=avahi-daemon.service
 echo "$(systemctl is-enabled $avahi 2>&1) $(systemctl is-active $avahi 2>&1)"
