@@ -94,8 +94,13 @@ wait_for 600 hub_settled && echo settled || echo "not settled"
 openssl x509 -in /var/lib/fieldkit/pki/hub/server.crt -noout -issuer -ext subjectAltName
 systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-*.service'
 section kit-accounts
+# fw_cfg files are root's: the services' user gets its own copies.
+install -d -o fieldkit -g fieldkit -m 0700 /run/kit
+for name in kit-accounts.py kit-holds.py; do
+    install -o fieldkit -g fieldkit -m 0600 {FW}/$name/raw /run/kit/$name
+done
 FIELDKIT_ADMIN_PASSWORD="{ADMIN[1]}" fk hub create-admin {ADMIN[0]}
-runuser -u fieldkit -- {VENV_PYTHON} {FW}/kit-accounts.py/raw
+runuser -u fieldkit -- {VENV_PYTHON} /run/kit/kit-accounts.py
 section enrol-code
 fk pki code {device}
 section hub-ready
@@ -104,7 +109,7 @@ section host-done
 stty -F /dev/ttyS2 raw -echo
 timeout 5400 head -n 1 /dev/ttyS2
 section hub-holds
-runuser -u fieldkit -- {VENV_PYTHON} {FW}/kit-holds.py/raw {device}
+runuser -u fieldkit -- {VENV_PYTHON} /run/kit/kit-holds.py {device}
 section hub-broker-journal
 journalctl -b --no-pager -q -o cat -u fieldkit-hub-broker.service | grep -F "{device}" | tail
 section hub-enrol-journal
