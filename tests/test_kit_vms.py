@@ -65,6 +65,7 @@ HUB_MEMORY_MIB = 2048
 TABLET_MEMORY_MIB = 2048
 HUB_READY_TIMEOUT = 2400.0
 TABLET_TIMEOUT = 2400.0
+BROWSER_TIMEOUT_MS = 300_000
 assert HUB_UP  # the hub VM's report begins with the hub boot test's own head
 
 
@@ -118,19 +119,28 @@ def _browser_steps(run: KitRun, base: str, pin: str, certificate: str) -> dict[s
             # The hub's own certificate, pinned by its key: nothing else is accepted.
             args=["--no-sandbox", f"--ignore-certificate-errors-spki-list={pin}"],
         )
+        pages: list[Any] = []
+
+        def page() -> Any:
+            made = chromium.new_context(locale="ja-JP").new_page()
+            # The hub VM answers under emulation: a login's password hash alone takes seconds.
+            made.set_default_timeout(BROWSER_TIMEOUT_MS)
+            pages.append(made)
+            return made
+
         try:
-            admin = chromium.new_context(locale="ja-JP").new_page()
+            admin = page()
             found["admin-login"] = web_login(admin, base, *ADMIN)
             admin.goto(f"{base}/evidence?device={DEVICE}")
             admin.set_input_files("input[name=certificate]", str(upload))
-            admin.locator("form[enctype='multipart/form-data'] button[type=submit]").first.click()
-            admin.wait_for_load_state()
+            with admin.expect_navigation():
+                admin.locator("form[enctype='multipart/form-data'] button").first.click()
             found["upload-page"] = admin.inner_text("body")[:1500]
             shown = admin.goto(f"{base}/evidence?device={DEVICE}")
             found["evidence-status"] = shown.status if shown else None
             found["evidence-page"] = admin.inner_text("body")
             admin.screenshot(path=str(run.work / "hub-evidence.png"), full_page=True)
-            clerk = chromium.new_context(locale="ja-JP").new_page()
+            clerk = page()
             found["clerk-login"] = web_login(clerk, base, *CLERK)
             packets = clerk.goto(f"{base}/packets")
             found["packets-status"] = packets.status if packets else None
@@ -138,7 +148,15 @@ def _browser_steps(run: KitRun, base: str, pin: str, certificate: str) -> dict[s
             clerk.screenshot(path=str(run.work / "hub-packets.png"), full_page=True)
             other = clerk.goto(f"{base}/evidence")
             found["clerk-evidence-status"] = other.status if other else None
+        except Exception:
+            for n, shown in enumerate(pages):  # what the browser showed when it went wrong
+                shown.screenshot(path=str(run.work / f"browser-failed-{n}.png"), full_page=True)
+                (run.work / f"browser-failed-{n}.txt").write_text(
+                    f"{shown.url}\n{shown.inner_text('body')}"
+                )
+            raise
         finally:
+            run.web.update(found)
             chromium.close()
     return found
 
@@ -222,7 +240,9 @@ def kit(tablet_image_dir: Path, hub_image_dir: Path) -> Iterator[KitRun]:
         )
         run.web.update(web or {})
         running.tell("host done")
-        run.hub = _timed(run, "hub-report-to-power-off", lambda: running.finish(900.0))
+        # finish() counts from the VM's power-on: the report's end gets 15 min from now.
+        deadline = time.monotonic() - running.started + 900.0
+        run.hub = _timed(run, "hub-report-to-power-off", lambda: running.finish(deadline))
         yield run
     finally:
         run.seconds["whole-run"] = round(time.monotonic() - began, 1)

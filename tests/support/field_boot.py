@@ -30,8 +30,11 @@ HUB_PORTS = {"enrol": 8443, "broker": 8883, "mirror": 8081}
 FW = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit"
 VENV_PYTHON = "/opt/fieldkit/venv/bin/python"
 # Not fieldkit services: the kiosk's compositor, the data volume's and the site network's
-# oneshots, the bus credentials' oneshot.
-NOT_SERVICES = re.compile(r"fieldkit-(kiosk-browser|datavol.*|site-network|bus-credentials)\.")
+# oneshots, the bus credentials' oneshot, the hardening's integrity check (AIDE, started by its
+# timer at boot: the kit test found it still running when the report looked).
+NOT_SERVICES = re.compile(
+    r"fieldkit-(kiosk-browser|datavol.*|site-network|bus-credentials|integrity-check)\."
+)
 
 
 def field_nic(host_ports: dict[str, int]) -> str:
