@@ -138,11 +138,13 @@ def enrol_site() -> str:
 # Run in the hub VM by the image's venv as the services' user (over fw_cfg).
 KIT_ACCOUNTS = f"""
 from sqlalchemy.orm import Session
+from pathlib import Path
+from sqlalchemy.orm import Session
 from fieldkit.config import load_config
 from fieldkit.hub.db import make_engine
 from fieldkit.hub.web.auth import create_account
 
-engine = make_engine(load_config("/etc/fieldkit/device.toml").hub.database_url)
+engine = make_engine(load_config(Path("/etc/fieldkit/device.toml")).hub.database_url)
 with Session(engine) as session:
     create_account(
         session, "{CLERK[0]}", "{CLERK[1]}", "municipality", ["{MUNICIPALITY}"], actor="kit-test"
@@ -154,12 +156,13 @@ print("municipality user {CLERK[0]} created")
 # What the hub holds of one device, each a line ``name value``.
 KIT_HOLDS = """
 import json, sys
+from pathlib import Path
 from sqlalchemy import text
 from fieldkit.config import load_config
 from fieldkit.hub.db import make_engine
 
 device = sys.argv[1]
-config = load_config("/etc/fieldkit/device.toml")
+config = load_config(Path("/etc/fieldkit/device.toml"))
 engine = make_engine(config.hub.database_url)
 queries = {
     "records": "SELECT kind, count(*) FROM record WHERE device_id = :d GROUP BY kind",
@@ -257,3 +260,88 @@ def web_login(p: Any, base: str, user: str, password: str) -> str:
     p.get_by_role("button", name="確認").click()
     p.wait_for_url(f"{base}/")
     return str(p.url)
+
+
+class HubWebClient:
+    """The hub web app from the host over the forwarded TLS port, verified against the kit CA:
+    what a browser sends (its cookies, the form's CSRF token, the page's own origin as the
+    referrer), with Python's HTTP client."""
+
+    def __init__(self, port: int, ca: Path) -> None:
+        import http.cookiejar
+        import ssl
+        import urllib.request
+
+        self.base = f"https://127.0.0.1:{port}"
+        context = ssl.create_default_context(cafile=str(ca))
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context),
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+        )
+
+    def request(
+        self, path: str, form: dict[str, str] | None = None, file: tuple[str, bytes] | None = None
+    ) -> tuple[int, str, str]:
+        """GET, or POST ``form`` (and ``file`` as field ``certificate``); status, URL, page."""
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        headers = {"Referer": f"{self.base}{path}", "Origin": self.base}
+        body = None
+        if file is not None:
+            boundary = secrets_token()
+            parts = [
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                f"{value}\r\n".encode()
+                for name, value in (form or {}).items()
+            ]
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="certificate"; '
+                f'filename="{file[0]}"\r\nContent-Type: application/json\r\n\r\n'.encode()
+                + file[1]
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
+            body = b"".join(parts)
+            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+        elif form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        # https to the hub only (self.base)
+        asked = urllib.request.Request(f"{self.base}{path}", data=body, headers=headers)  # noqa: S310
+        try:
+            with self.opener.open(asked, timeout=300) as answer:
+                return int(answer.status), str(answer.url), answer.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), str(exc.url), exc.read().decode("utf-8", "replace")
+
+    def token(self, page: str) -> str:
+        import re
+
+        found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+        return found.group(1) if found else ""
+
+    def login(self, user: str, password: str) -> str:
+        """Password, then the second factor set up from the secret the page shows."""
+        import html
+        import re
+
+        import pyotp
+
+        _, _, page = self.request("/login")
+        form = {"username": user, "password": password, "csrf_token": self.token(page)}
+        status, url, page = self.request("/login", form)
+        if not url.endswith("/login/code"):
+            return f"refused at the password ({status} {url})"
+        secret = re.search(r'<code class="secret">([^<]+)</code>', page)
+        if secret is None:
+            return "no second-factor secret on the page"
+        code = pyotp.TOTP(html.unescape(secret.group(1)).strip()).now()
+        _, url, _ = self.request("/login/code", {"code": code, "csrf_token": self.token(page)})
+        return url
+
+
+def secrets_token() -> str:
+    import secrets
+
+    return secrets.token_hex(16)
