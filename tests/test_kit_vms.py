@@ -45,6 +45,7 @@ from tests.support.kit_vms import (
     HubWebClient,
     free_ports,
     hub_files,
+    hub_holds,
     hub_nic,
     hub_script,
     spki_pin,
@@ -330,17 +331,21 @@ def test_the_contract_end_certificate_is_verified_on_the_hub(kit: KitRun) -> Non
     assert kit.second is not None and kit.hub is not None
     assert "exit 0" in kit.second.sections["wipe"], kit.second.sections["wipe"]
     assert kit.web["admin-login"].endswith("/"), kit.web
-    holds = dict(line.split(" ", 1) for line in kit.hub.lines("hub-holds") if " " in line)
-    print(f"\nthe hub holds: {holds}\nweb: {json.dumps(kit.web, ensure_ascii=False)[:3000]}")
-    assert holds["roster"] == "True", holds
-    assert holds["enrolled"] == "1", holds
-    result, signed, chain_ok, uploaded_by = holds["certificate"].split()
-    assert (result, signed, uploaded_by) == ("pass", "t", ADMIN[0]), holds
-    assert chain_ok == "t", holds
-    count, erasure_signed, _verified = holds["erasure"].split()
-    assert erasure_signed == "t", holds
+    holds = hub_holds(kit.hub.lines("hub-holds"))
+    print(f"\nthe hub holds: {holds}\nweb: {json.dumps(kit.web, ensure_ascii=False)[:2000]}")
+    assert holds["roster"] == ["True"], holds
+    assert holds["enrolled"] == ["1"], holds
+    assert "/evidence" in kit.web["upload"][1], kit.web["upload"]
+    result, signed, chain_ok, uploaded_by = holds["certificate"]
+    # The certificate: signed by the key the tablet enrolled with, uploaded by the admin.
+    assert (result, signed, uploaded_by) == ("pass", "True", ADMIN[0]), holds
     assert DEVICE in kit.web["evidence-page"], kit.web["evidence-page"][:800]
-    print(f"erasure records at the hub: {count}")
+    # Its chain against the erasure records sync delivered: every one signed by an enrolled
+    # key. The first run found two records made before enrolment, signed by the tablet's
+    # pre-enrolment key, which the hub never learns (docs/images.md, the kit in two VMs).
+    count, erasure_signed = holds["erasure"]
+    print(f"erasure records at the hub: {count}; chain: {holds['chain-note']}")
+    assert (erasure_signed, chain_ok) == ("True", "True"), holds
 
 
 def test_the_municipality_user_reaches_the_pickup_from_the_hosts_browser(kit: KitRun) -> None:

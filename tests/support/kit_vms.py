@@ -155,11 +155,12 @@ print("municipality user {CLERK[0]} created")
 
 # What the hub holds of one device, each a line ``name value``.
 KIT_HOLDS = """
-import json, sys
+import sys
 from pathlib import Path
 from sqlalchemy import text
 from fieldkit.config import load_config
 from fieldkit.hub.db import make_engine
+from fieldkit.pki import read_roster
 
 device = sys.argv[1]
 config = load_config(Path("/etc/fieldkit/device.toml"))
@@ -178,8 +179,8 @@ with engine.connect() as connection:
     for name, query in queries.items():
         rows = connection.execute(text(query), {"d": device}).all()
         print(name, " ".join(";".join(str(v) for v in row) for row in rows))
-roster = json.loads((config.hub.pki / "roster.json").read_text())
-print("roster", device in roster)
+# The kit roster as the hub's code reads it (its file keeps the devices under "devices").
+print("roster", device in read_roster(config.hub.pki / "roster.json"))
 """
 
 
@@ -345,3 +346,12 @@ def secrets_token() -> str:
     import secrets
 
     return secrets.token_hex(16)
+
+
+def hub_holds(lines: list[str]) -> dict[str, list[str]]:
+    """The hub-holds section: each line's name, and its values (``;``-separated)."""
+    held = {}
+    for line in lines:
+        name, _, values = line.partition(" ")
+        held[name] = values.split(";") if values else []
+    return held
