@@ -11,7 +11,6 @@ the VM reaches them only through the forwards of ``tests/support/field_boot.py``
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -28,7 +27,13 @@ from tests.conftest import FIELD_HUB_ADDRESS, IMAGE_BUILD_ROOT, field_pki
 from tests.enrolkit import add_hub_operator, enrolment_code
 from tests.hubkit import free_port, wait_for
 from tests.support.datavol_boot import Canary, ScanResult, make_canary, raw_disk, scan
-from tests.support.field_boot import FIRST_BOOT, HUB_PORTS, SECOND_BOOT, field_nic
+from tests.support.field_boot import (
+    FIRST_BOOT,
+    HUB_PORTS,
+    SECOND_BOOT,
+    check_every_service_running,
+    field_nic,
+)
 from tests.support.image_boot import BootError, BootReport, boot
 from tests.support.paths import REPO, REPO_POLICIES
 
@@ -43,12 +48,6 @@ FIELDKIT = [sys.executable, "-m", "fieldkit"]
 DEVICE = f"tab-field-{secrets.token_hex(3)}"
 GROW_MIB = 512
 BOOT_TIMEOUT = 1500.0
-# Not fieldkit services: the kiosk's compositor, the data volume's and the site network's
-# oneshots, the bus credentials' oneshot, the hardening's integrity check (AIDE, started by its
-# timer at boot: the kit test found it still running when the report looked).
-NOT_SERVICES = re.compile(
-    r"fieldkit-(kiosk-browser|datavol.*|site-network|bus-credentials|integrity-check)\."
-)
 
 
 @dataclass
@@ -195,48 +194,6 @@ def second(
     found = _boot(tablet_image_dir, work, field_hub, SECOND_BOOT, again=True, files=canary.files)
     shutil.copyfile(work / "report.log", work / "report-second-boot.log")
     return found
-
-
-def _show(report: BootReport) -> dict[str, dict[str, str]]:
-    units: dict[str, dict[str, str]] = {}
-    for block in report.sections.get("fieldkit-show", "").split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" in props:
-            units[props["Id"]] = props
-    return units
-
-
-def _exposure(report: BootReport) -> dict[str, float]:
-    return {
-        m.group(1): float(m.group(2))
-        for m in re.finditer(
-            r"Overall exposure level for (\S+): ([0-9.]+)", report.sections.get("security", "")
-        )
-    }
-
-
-def check_every_service_running(report: BootReport, policies: PolicySet) -> None:
-    """Every fieldkit service unit active (running), never restarted, its live exposure at or
-    below its ceiling; the boot finished with no failed unit."""
-    assert report.lines("state") == ["running"], report.sections.get("failed")
-    assert report.lines("settle")[:1] == ["settled"], report.sections.get("settle")
-    units = {u: p for u, p in _show(report).items() if u.endswith(".service")}
-    services = {u: p for u, p in units.items() if not NOT_SERVICES.match(u)}
-    expected = {f"fieldkit-{name}.service" for name in policies_services(policies)}
-    assert set(services) == expected, sorted(services)
-    for props in services.values():
-        assert (props["ActiveState"], props["SubState"]) == ("active", "running"), props
-        assert props["NRestarts"] == "0", props
-    exposure = _exposure(report)
-    for unit in services:
-        name = unit.removeprefix("fieldkit-").removesuffix(".service")
-        assert exposure[unit] <= policies.services.ceiling(name), (unit, exposure[unit])
-
-
-def policies_services(policies: PolicySet) -> list[str]:
-    from fieldkit.registry import specs_for_role
-
-    return [s.name for s in specs_for_role("tablet")]
 
 
 def test_a_fresh_tablet_runs_every_service_and_enrols_from_its_kiosk(

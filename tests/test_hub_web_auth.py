@@ -16,7 +16,7 @@ from fieldkit.hub.web.auth import FAILED
 from fieldkit.hub.web.extensions import hubweb
 from fieldkit.hub.web.models import AccountRow, OperatorRow, WebAuditRow
 from fieldkit.pki import KitPki
-from tests.hubweb import PASSWORD, ClientFactory, csrf_token, login, web_config
+from tests.hubweb import CSRF, PASSWORD, ClientFactory, csrf_token, login, web_config
 
 pytestmark = pytest.mark.usefixtures("fast_argon2")
 
@@ -47,6 +47,36 @@ def test_pages_need_a_login_and_carry_security_headers(web_app: Flask) -> None:
     for path in ("/", "/reports/counts/site.csv", "/packets", "/devices", "/audit"):
         response = client.get(path)
         assert response.status_code == 302 and "/login" in response.headers["Location"], path
+
+
+def test_a_browser_login_over_tls_carries_the_referrer_the_csrf_check_wants(
+    web_app: Flask,
+) -> None:
+    """Over HTTPS, Flask-WTF refuses a form whose request has no same-origin referrer. A
+    browser sends one only if the page's Referrer-Policy lets it: with ``no-referrer`` every
+    login to the hub behind its own TLS was refused ("the form has expired"; the kit's two-VM
+    test found it). ``same-origin`` sends it to the hub only. Both ways."""
+    client = web_app.test_client()
+    base = "https://hub.example:8444"
+    page = client.get("/login", base_url=base)
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    form = {
+        "csrf_token": CSRF.search(page.get_data(as_text=True)).group(1),  # type: ignore[union-attr]
+        "username": "admin",
+        "password": PASSWORD,
+    }
+    # What a browser under no-referrer sends: no Referer. Refused.
+    refused = client.post("/login", base_url=base, data=form)
+    assert refused.status_code != 302, refused.headers
+    # Under same-origin: the login page's own URL. The password step passes.
+    passed = client.post("/login", base_url=base, data=form, headers={"Referer": f"{base}/login"})
+    assert passed.status_code == 302, passed.get_data(as_text=True)[:300]
+    assert passed.headers["Location"].endswith("/login/code")
+    # Another site's page as the referrer: refused.
+    other = client.post(
+        "/login", base_url=base, data=form, headers={"Referer": "https://elsewhere.example/"}
+    )
+    assert other.status_code != 302
 
 
 def test_login_logout_and_audit(web_app: Flask, client_as: ClientFactory) -> None:

@@ -310,6 +310,7 @@ def test_service_units_say_when_they_are_up_and_that_their_work_thread_lives() -
     # Under gunicorn the worker, a child of the unit's main process, notifies.
     assert "NotifyAccess=all" in by_name["fieldkit-kiosk.service"]
     assert "NotifyAccess=all" in by_name["fieldkit-hub-web.service"]
+    assert "NotifyAccess=all" in by_name["fieldkit-hub-enrol.service"]
     assert "NotifyAccess=main" in by_name["fieldkit-wipe.service"]
     assert "NotifyAccess=main" in by_name["fieldkit-monitor.service"]
 

@@ -1063,6 +1063,10 @@ def render_services(policies: PolicySet, role: str) -> RenderedFiles:
             policies,
             command=hub_enrol_command(),
             bus=False,
+            # Its gunicorn worker beats the watchdog (fieldkit.hub.enrolment_gunicorn): with
+            # "main", systemd dropped every beat and killed the server at the end of its 5 min
+            # start-up watchdog, again and again (found by the kit in two VMs).
+            notify_access="all",
         )
     return units
 

@@ -19,13 +19,22 @@ Two boots of one overlay, one TPM state (one device):
 
 from __future__ import annotations
 
-from tests.support.image_boot import EXTRA_MARK, REPORT_SCRIPT
+import re
+
+from fieldkit.policies import PolicySet
+from tests.support.image_boot import EXTRA_MARK, REPORT_SCRIPT, BootReport
 
 HUB_ADDRESS = "10.0.2.100"
 # Guest port -> what listens behind it on the host (named; the test picks the host ports).
 HUB_PORTS = {"enrol": 8443, "broker": 8883, "mirror": 8081}
 FW = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit"
 VENV_PYTHON = "/opt/fieldkit/venv/bin/python"
+# Not fieldkit services: the kiosk's compositor, the data volume's and the site network's
+# oneshots, the bus credentials' oneshot, the hardening's integrity check (AIDE, started by its
+# timer at boot: the kit test found it still running when the report looked).
+NOT_SERVICES = re.compile(
+    r"fieldkit-(kiosk-browser|datavol.*|site-network|bus-credentials|integrity-check)\."
+)
 
 
 def field_nic(host_ports: dict[str, int]) -> str:
@@ -178,8 +187,52 @@ done
 section seccomp
 journalctl -b --no-pager -q -k -o cat | grep "type=1326" | tail -n 20 || echo none
 """
-    + PURGE
 )
+# The enrolled tablet's checks (before the purge); tests/support/kit_vms.py adds its own.
+SECOND_CHECKS = SECOND
+SECOND = SECOND_CHECKS + PURGE
 
 FIRST_BOOT = REPORT_SCRIPT.replace(EXTRA_MARK, FIRST)
 SECOND_BOOT = REPORT_SCRIPT.replace(EXTRA_MARK, SECOND)
+
+
+def show_units(report: BootReport) -> dict[str, dict[str, str]]:
+    units: dict[str, dict[str, str]] = {}
+    for block in report.sections.get("fieldkit-show", "").split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            units[props["Id"]] = props
+    return units
+
+
+def live_exposure(report: BootReport) -> dict[str, float]:
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r"Overall exposure level for (\S+): ([0-9.]+)", report.sections.get("security", "")
+        )
+    }
+
+
+def check_every_service_running(report: BootReport, policies: PolicySet) -> None:
+    """Every fieldkit service unit active (running), never restarted, its live exposure at or
+    below its ceiling; the boot finished with no failed unit."""
+    assert report.lines("state") == ["running"], report.sections.get("failed")
+    assert report.lines("settle")[:1] == ["settled"], report.sections.get("settle")
+    units = {u: p for u, p in show_units(report).items() if u.endswith(".service")}
+    services = {u: p for u, p in units.items() if not NOT_SERVICES.match(u)}
+    expected = {f"fieldkit-{name}.service" for name in policies_services(policies)}
+    assert set(services) == expected, sorted(services)
+    for props in services.values():
+        assert (props["ActiveState"], props["SubState"]) == ("active", "running"), props
+        assert props["NRestarts"] == "0", props
+    exposure = live_exposure(report)
+    for unit in services:
+        name = unit.removeprefix("fieldkit-").removesuffix(".service")
+        assert exposure[unit] <= policies.services.ceiling(name), (unit, exposure[unit])
+
+
+def policies_services(policies: PolicySet) -> list[str]:
+    from fieldkit.registry import specs_for_role
+
+    return [s.name for s in specs_for_role("tablet")]

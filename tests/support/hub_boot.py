@@ -35,7 +35,9 @@ CONFIG = "/etc/fieldkit/device.toml"
 # The VM's throwaway web admin (made in the VM, gone with its overlay).
 WEB_PASSWORD = "hub-vm-admin-2026-drill"
 
-HUB_REPORT_SCRIPT = (
+# Every hub unit up (or the time out), then their state and ratings: the head of every hub
+# VM's report (this boot test's and the two-VM kit test's, tests/support/kit_vms.py).
+HUB_UP = (
     SCRIPT_HEAD
     + rf"""hub_settled() {{
     for unit in $(units 'fieldkit-*.service'); do
@@ -65,7 +67,12 @@ section security
 for unit in $(units 'fieldkit-*.service'); do
     systemd-analyze security --no-pager "$unit" | grep 'Overall exposure level'
 done
-section setup-journal
+"""
+)
+
+HUB_REPORT_SCRIPT = (
+    HUB_UP
+    + rf"""section setup-journal
 journalctl -b --no-pager -q -o short-monotonic -u fieldkit-hub-setup.service
 section listening
 {VENV_PYTHON} -c '

@@ -344,6 +344,8 @@ def boot(
     again: bool = False,
     grow_mib: int = 0,
     nic: str = "none",
+    smp: int = 2,
+    control: Path | None = None,
 ) -> BootReport:
     """Boot ``image_dir``'s ``fieldkit-<role>.raw`` once and return its report.
 
@@ -355,8 +357,127 @@ def boot(
     directory for a software TPM 2.0 (swtpm, TIS), kept between boots. ``again``: boot the
     same overlay and firmware variables once more (a reboot of the same device). ``nic``:
     QEMU's ``-nic`` (default none; the field test gives a restricted user network, whose
-    only ways out are forwards to the host's loopback: ``field_boot.field_nic``).
+    only ways out are forwards to the host's loopback: ``field_boot.field_nic``). ``smp``: the
+    VM's virtual CPUs. ``control``: a unix socket (QEMU listens) on the guest's third serial
+    port, ``/dev/ttyS2``, for the host to tell the report script when to go on
+    (:meth:`RunningVm.tell`). :func:`start` is the same without waiting for the power-off.
     """
+    return start(
+        image_dir, role, work, memory_mib=memory_mib, extra_cmdline=extra_cmdline,
+        script=script, files=files, tpm=tpm, again=again, grow_mib=grow_mib, nic=nic, smp=smp,
+        control=control,
+    ).finish(timeout)  # fmt: skip
+
+
+@dataclass
+class RunningVm:
+    """A VM :func:`start` started: its QEMU, its swtpm, where it reports."""
+
+    proc: subprocess.Popen[bytes]
+    swtpm: subprocess.Popen[bytes] | None
+    work: Path
+    accel: str
+    options: str
+    notes: list[str]
+    started: float
+    control: Path | None = None
+
+    @property
+    def console(self) -> Path:
+        return self.work / "console.log"
+
+    @property
+    def report(self) -> Path:
+        return self.work / "report.log"
+
+    def sections(self) -> dict[str, str]:
+        """The report so far (a section still being written may be incomplete)."""
+        text = self.report.read_text(errors="replace") if self.report.exists() else ""
+        return parse_report(text)
+
+    def wait_section(self, name: str, timeout: float) -> dict[str, str]:
+        """Wait until section ``name`` is finished (the next one has begun); the report so far.
+        Raises :class:`BootError` when the VM stops or the time is up first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.report.read_text(errors="replace") if self.report.exists() else ""
+            sections = parse_report(text)
+            names = list(sections)
+            if name in names and names.index(name) < len(names) - 1:
+                return sections
+            if self.proc.poll() is not None:
+                raise BootError(f"the VM stopped before its section {name}; console {self.console}")
+            if time.monotonic() > deadline:
+                raise BootError(f"no section {name} within {timeout:.0f} s; report {self.report}")
+            time.sleep(2)
+
+    def tell(self, line: str) -> None:
+        """One line to the guest's ``/dev/ttyS2`` (the report script reads it)."""
+        import socket as sockets
+
+        if self.control is None:
+            raise BootError("this VM has no control port")
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as sock:
+            sock.connect(str(self.control))
+            sock.sendall(line.encode() + b"\n")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        """Kill the VM (and its swtpm) if it still runs: for clean-up after a failure."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._end_swtpm()
+
+    def _end_swtpm(self) -> None:
+        if self.swtpm is not None and self.swtpm.poll() is None:
+            try:
+                self.swtpm.wait(timeout=10)  # --terminate: it ends with QEMU's connection
+            except subprocess.TimeoutExpired:
+                self.swtpm.kill()
+                self.swtpm.wait()
+
+    def finish(self, timeout: float) -> BootReport:
+        """Wait for the power-off (at most ``timeout`` s from the start) and read the report."""
+        try:
+            remaining = max(1.0, timeout - (time.monotonic() - self.started))
+            try:
+                code = self.proc.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise BootError(
+                    f"the VM did not power off within {timeout:.0f} s ({self.accel}); "
+                    f"console {self.console}, report so far {self.report}"
+                ) from None
+        finally:
+            self._end_swtpm()
+        seconds = round(time.monotonic() - self.started, 1)
+        if code != 0:
+            raise BootError(f"qemu exited {code}: {(self.work / 'qemu.stderr').read_text()[-800:]}")
+        sections = self.sections()
+        if END not in sections:
+            raise BootError(f"the VM powered off without a complete report; console {self.console}")
+        return BootReport(sections, self.accel, seconds, self.console, self.options, self.notes)
+
+
+def start(
+    image_dir: Path,
+    role: str,
+    work: Path,
+    *,
+    memory_mib: int = 2048,
+    extra_cmdline: str = "",
+    script: str = REPORT_SCRIPT,
+    files: dict[str, Path] | None = None,
+    tpm: Path | None = None,
+    again: bool = False,
+    grow_mib: int = 0,
+    nic: str = "none",
+    smp: int = 2,
+    control: Path | None = None,
+) -> RunningVm:
+    """Start the VM :func:`boot` boots, and return at once (see :func:`boot`)."""
     for tool in ("qemu-system-x86_64", "qemu-img", "qemu-io", "mtype", "mcopy", "mkfs.vfat"):
         if shutil.which(tool) is None:
             raise BootError(f"{tool} is not installed (dev.sh: APT_PACKAGES_IMAGE_BOOT)")
@@ -397,7 +518,7 @@ def boot(
         "q35",
         *(["-accel", "kvm", "-cpu", KVM_CPU] if accel == "kvm" else TCG),
         "-smp",
-        "2",
+        str(smp),
         "-m",
         str(memory_mib),
         "-drive",
@@ -460,31 +581,14 @@ def boot(
             "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
             "-device", "tpm-tis,tpmdev=tpm0",
         ]  # fmt: skip
+    if control is not None:
+        control.unlink(missing_ok=True)
+        cmd += [
+            "-chardev", f"socket,id=control,path={control},server=on,wait=off",
+            "-serial", "chardev:control",
+        ]  # fmt: skip
     (work / "qemu.cmd").write_text(" ".join(cmd) + "\n")
     started = time.monotonic()
-    try:
-        with (work / "qemu.stderr").open("w") as stderr:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise BootError(
-                    f"the VM did not power off within {timeout:.0f} s ({accel}); "
-                    f"console {console}, report so far {report}"
-                ) from None
-    finally:
-        if swtpm is not None:
-            try:
-                swtpm.wait(timeout=10)  # --terminate: it ends with QEMU's connection
-            except subprocess.TimeoutExpired:
-                swtpm.kill()
-                swtpm.wait()
-    seconds = round(time.monotonic() - started, 1)
-    if code != 0:
-        raise BootError(f"qemu exited {code}: {(work / 'qemu.stderr').read_text()[-800:]}")
-    sections = parse_report(report.read_text(errors="replace") if report.exists() else "")
-    if END not in sections:
-        raise BootError(f"the VM powered off without a complete report; console {console}")
-    return BootReport(sections, accel, seconds, console, options, notes)
+    with (work / "qemu.stderr").open("w") as stderr:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+    return RunningVm(proc, swtpm, work, accel, options, notes, started, control)

@@ -50,7 +50,10 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # The page's own URL to its own origin only, never to another site: over TLS Flask-WTF
+    # refuses a form without a same-origin referrer, and with "no-referrer" every browser's
+    # login to the hub was refused (found by the kit in two VMs, tests/test_kit_vms.py).
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
     # Reports carry counts only, but pick-up pages list packets: keep nothing in caches.
