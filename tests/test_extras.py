@@ -33,6 +33,7 @@ IMPORT_NAMES = {
     "openpyxl": "openpyxl",
     "pyotp": "pyotp",
     "segno": "segno",
+    "cvdupdate": "cvdupdate",
 }
 # Services run under gunicorn name their app module in a command, not in their setup.
 APPS = {"tablet": ["fieldkit.kiosk.app"], "hub": ["fieldkit.hub.web.app"]}
