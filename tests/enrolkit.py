@@ -216,6 +216,7 @@ def make_tablet(root: Path, ca: Path) -> Tablet:
         '[device]\nid = "unenrolled"\n'
         f'[sync]\nbundle = "{root / "enrolment"}"\noutbox = "{root / "outbox" / "o.sqlite"}"\n'
         f'[enrol]\nca_cert = "{baked}"\n'
+        f'[wipe]\ndevice_key = "{root / "keys" / "device-ed25519.pem"}"\n'
     )
     return Tablet(root, config, baked)
 

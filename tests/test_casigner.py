@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from fieldkit.pki import KitPki
+from fieldkit.config import load_config
+from fieldkit.pki import KitPki, raw_public, read_roster
+from fieldkit.wipe.record import load_device_key
 from tests.enrolkit import FIELDKIT, add_hub_operator, make_tablet, start_hub
 from tests.support.waiting import wait_for
 
@@ -73,12 +75,15 @@ def test_a_hub_without_the_ca_key_enrols_and_revokes_through_the_signer(
     sock, log = signer
     hidden = without_the_ca_key(pki)
     tablet = make_tablet(tmp_path / "tablet", pki.ca_cert)
+    # The wipe signed before enrolment: its key is named and registered through the signer.
+    prior = load_device_key(load_config(tablet.config).wipe.device_key)
     with start_hub(
         tmp_path / "hub", pki, sqlite_url, wrap=hidden, hub_settings={"ca_signer": f'"{sock}"'}
     ) as hub:
         add_hub_operator(sqlite_url)  # the hub made its tables at start
         run = tablet.enrol(hub.address, hub.code("tab-s"))
         assert run.returncode == 0, run.stderr
+    assert read_roster(pki.roster)["tab-s"].earlier_signing == (raw_public(prior.public_key()),)
     cert = x509.load_pem_x509_certificate((tablet.enrolment / "client.crt").read_bytes())
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()))
     assert cert.subject.rfc4514_string() == "CN=tab-s"

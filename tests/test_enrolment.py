@@ -19,14 +19,18 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fieldkit.config import load_config
 from fieldkit.enrolment.protocol import CACERTS, REFUSALS, SIMPLEENROLL
 from fieldkit.hub.db import make_engine
+from fieldkit.hub.records import erasure_signed
 from fieldkit.hub.web.models import EnrolmentCodeRow
-from fieldkit.pki import KitPki, load_ed25519_private, raw_public, read_roster
+from fieldkit.pki import KitPki, load_ed25519_private, public_half_file, raw_public, read_roster
+from fieldkit.sync.wire import ErasureEvidence
+from fieldkit.wipe.record import ErasureRecord, EvidenceStore, follow_chain, load_device_key
 from tests.enrolkit import EnrolmentHub, Tablet, add_hub_operator, https, make_tablet, start_hub
 from tests.hubkit import MUNICIPALITY, DeviceClient
 from tests.support.wallclock import Wallclock
@@ -247,6 +251,57 @@ def test_the_site_network_comes_with_the_enrolment_and_fields_the_firewall(
     assert "correct horse" not in run.stdout + run.stderr + applied.stdout + applied.stderr
 
 
+def test_the_admin_sets_the_site_on_the_hub_and_the_next_tablet_is_given_it(
+    tmp_path: Path, pki: KitPki, sqlite_url: str, tablet: Tablet
+) -> None:
+    """Issue 18: the hub image's config is the image's; the site's addresses are the admin's,
+    set with `fieldkit hub site` into ``[enrol] site_file`` and read at every enrolment (no
+    restart). A wrong value is refused by the command with what was wrong, nothing written; a
+    site file broken by hand refuses enrolment before the code is spent."""
+    site_file = tmp_path / "hub-state" / "site.toml"
+    passphrase = tmp_path / "psk"
+    passphrase.write_text("correct horse battery\n")
+    with start_hub(tmp_path / "hub", pki, sqlite_url, site_file=f'"{site_file}"') as hub:
+        site = [*FIELDKIT, "--config", str(hub.config), "hub", "site"]
+        shown = subprocess.run(site, capture_output=True, text=True, timeout=60, check=True)
+        assert "no site set yet" in shown.stdout
+        wrong = subprocess.run(
+            [*site, "--hub", "10.20.0.300", "--dns", "10.20.0.1", "--time", "10.20.0.1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrong.returncode == 2 and "site not set, nothing changed" in wrong.stderr
+        assert "official_application_host" in wrong.stderr and "hub" in wrong.stderr
+        assert not site_file.exists()
+        setting = [
+            *site,
+            *("--hub", "10.20.0.5", "--dns", "10.20.0.1", "--time", "10.20.0.2"),
+            *("--official-host", "10.99.0.0/24", "--printer", "10.20.0.9"),
+            *("--wifi-ssid", "Kominkan-WiFi", "--wifi-passphrase-file", str(passphrase)),
+        ]
+        done = subprocess.run(setting, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert stat.S_IMODE(site_file.stat().st_mode) == 0o600
+        shown = subprocess.run(site, capture_output=True, text=True, timeout=60, check=True)
+        assert "10.20.0.5" in shown.stdout and "correct horse" not in shown.stdout
+        run = tablet.enrol(hub.address, hub.code("tab-c"))
+        assert run.returncode == 0, run.stderr
+        config = load_config(tablet.config)
+        assert (config.sync.hub_host, config.sync.hub_port) == ("hub.fieldkit.lan", 8883)
+        handed = (tablet.enrolment / "site-network.toml").read_text()
+        assert '"10.20.0.5"' in handed and '"10.20.0.9"' in handed and "Kominkan-WiFi" in handed
+        # Broken by hand: the next enrolment is refused, and its code stays unspent.
+        site_file.write_text('broker_host = "hub.fieldkit.lan"\n[site_network]\nhub = "x"\n')
+        code = hub.code("tab-d")
+        other = make_tablet(tmp_path / "tablet-d", pki.ca_cert)
+        assert refused_with(other.enrol(hub.address, code), "hub-error")
+        assert other.untouched()
+        site_file.unlink()
+        assert other.enrol(hub.address, code).returncode == 0
+    assert "hub-error" in hub.refusals()
+
+
 def test_a_used_code_is_refused(enrolment_hub: EnrolmentHub, tmp_path: Path) -> None:
     code = enrolment_hub.code("tab-c")
     first = make_tablet(tmp_path / "t1", enrolment_hub.pki.ca_cert)
@@ -330,6 +385,62 @@ def test_an_active_device_must_be_revoked_before_it_enrols_again(
     assert after.earlier_signing == (before.signing_public,)
     assert before.serial in pki.revoked_serials()
     assert enrolment_hub.refusals() == ["device-active"]
+
+
+def wipe_records(store: EvidenceStore, key: Ed25519PrivateKey, count: int) -> list[ErasureRecord]:
+    now = time.time()
+    return [
+        store.append(
+            ErasureRecord(kind="daily", device="tab-a", started=now - 2, finished=now, ok=True),
+            key,
+        )
+        for _ in range(count)
+    ]
+
+
+def evidence(record: ErasureRecord) -> ErasureEvidence:
+    return ErasureEvidence(
+        at=record.finished, level="daily", verified=True, record=record.model_dump()
+    )
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["key-named", "key-withheld"])
+def test_records_the_wipe_signed_before_enrolment_verify_at_the_hub(
+    enrolment_hub: EnrolmentHub, tablet: Tablet, pki: KitPki, named: bool
+) -> None:
+    """Finding 5 of the kit in two VMs (issue 18): the first boot's wipe signs with its own
+    device key, before the tablet is enrolled. The enrolment names that key's public half (the
+    kiosk reads it beside the key, which it may not read), so the hub registers it among the
+    device's earlier keys: each such record shows as signed at the hub, and the chain through
+    them to the enrolled key's records is intact. Withheld (the public half gone), the same
+    records are "signed by another key" there: the check sees the difference."""
+    subprocess.run(
+        [*FIELDKIT, "pki", "--dir", str(pki.root), "revoke", "tab-a"], check=True, timeout=60
+    )
+    config = load_config(tablet.config)
+    store = EvidenceStore(tablet.root / "evidence.sqlite")
+    before = wipe_records(store, load_device_key(config.wipe.device_key), 2)
+    public_half = public_half_file(config.wipe.device_key)
+    assert stat.S_IMODE(public_half.stat().st_mode) == 0o644
+    if not named:
+        public_half.unlink()
+    run = tablet.enrol(enrolment_hub.address, enrolment_hub.code("tab-a"))
+    assert run.returncode == 0, run.stderr
+    after = wipe_records(store, load_ed25519_private(tablet.enrolment / "signing.key"), 2)
+    store.close()
+    entry = read_roster(pki.roster)["tab-a"]
+    prior = raw_public(load_device_key(config.wipe.device_key).public_key())
+    assert (prior in entry.earlier_signing) is named
+    keys = entry.signing_keys_hex()
+    signed = [erasure_signed(evidence(r), keys) for r in before]
+    assert signed == [named, named]
+    assert all(erasure_signed(evidence(r), keys) for r in after)
+    chain = follow_chain([*before, *after], keys)
+    assert chain.records == 4
+    if named:
+        assert chain.intact, chain.problems
+    else:
+        assert sum("signed by another key" in p for p in chain.problems) == 2, chain.problems
 
 
 def test_a_hub_certificate_from_another_ca_is_refused(

@@ -569,7 +569,7 @@ def test_first_boot_makes_the_volume_and_the_tpm_opens_it(report: BootReport) ->
         "/var/lib/fieldkit/outbox": ["/var/lib/fieldkit", "fieldkit", "700"],
         "/var/lib/fieldkit/audit": ["/var/lib/fieldkit", "fieldkit", "700"],
         "/var/lib/fieldkit/wipe": ["/var/lib/fieldkit", "root", "700"],
-        "/etc/fieldkit/keys": ["/var/lib/fieldkit", "root", "700"],
+        "/etc/fieldkit/keys": ["/var/lib/fieldkit", "root", "711"],
         "/var/lib/fieldkit/enrol": ["/var/lib/fieldkit", "fieldkit", "750"],
     }, paths
     # The placeholder partition grew into the larger disk.

@@ -93,9 +93,13 @@ def _dispatch(pki: Any, request: dict[str, Any]) -> tuple[dict[str, Any], str]:
         try:
             csr = x509.load_pem_x509_csr(_text(request, "csr").encode())
             signing_public = base64.b64decode(_text(request, "signing_public"), validate=True)
+            prior_text = request.get("prior_signing") or ""
+            if not isinstance(prior_text, str):
+                raise ValueError("prior_signing")
+            prior = base64.b64decode(prior_text, validate=True) if prior_text else None
         except ValueError:
-            raise SignerError("csr or signing_public is not readable") from None
-        cert = pki.issue_device(device, csr, signing_public)
+            raise SignerError("csr, signing_public or prior_signing is not readable") from None
+        cert = pki.issue_device(device, csr, signing_public, prior_signing=prior)
         pem = cert.public_bytes(serialization.Encoding.PEM).decode()
         return {
             "certificate": pem

@@ -173,13 +173,29 @@ def raw_public(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def public_half_file(private_key: Path) -> Path:
+    """Where a signing key's public half lives beside it (``device-ed25519.pub``), readable by
+    the services that name it but may not read the key itself (the kiosk at enrolment)."""
+    return private_key.with_suffix(".pub")
+
+
+def read_public_half(private_key: Path) -> bytes | None:
+    """The raw Ed25519 public half written beside ``private_key``; None when there is none."""
+    try:
+        pem = public_half_file(private_key).read_bytes()
+    except FileNotFoundError:
+        return None
+    return raw_public(ed25519_public_from_pem(pem, f"{public_half_file(private_key)}"))
+
+
 @dataclass(frozen=True)
 class RosterEntry:
     device_id: str
     signing_public: bytes
     serial: int
     revoked: bool
-    # Signing keys of the device's earlier enrolments: its older erasure records carry them.
+    # Signing keys of the device's earlier enrolments, and the one its wipe signed with before
+    # it was first enrolled (named in the enrolment request): its older records carry them.
     earlier_signing: tuple[bytes, ...] = ()
 
     def signing_keys_hex(self) -> set[str]:
@@ -606,13 +622,20 @@ class KitPki:
         return entry is not None and not entry.revoked
 
     def issue_device(
-        self, device_id: str, csr: x509.CertificateSigningRequest, signing_public: bytes
+        self,
+        device_id: str,
+        csr: x509.CertificateSigningRequest,
+        signing_public: bytes,
+        *,
+        prior_signing: bytes | None = None,
     ) -> x509.Certificate:
         """Sign a device's certificate request and register its Ed25519 signing key.
 
         The device made both key pairs itself; only their public halves reach the hub. The
         certificate's CN is the device id the enrolment code is bound to, whatever the
         request's subject says. A device still active must be revoked first.
+        ``prior_signing``: the key the device's wipe signed with before this enrolment; it is
+        kept among the device's earlier signing keys, so those erasure records verify here.
         """
         check_device_id(device_id)
         if not csr.is_signature_valid:
@@ -623,6 +646,7 @@ class KitPki:
                 device=device_id,
                 csr=csr.public_bytes(serialization.Encoding.PEM).decode(),
                 signing_public=base64.b64encode(signing_public).decode(),
+                prior_signing=base64.b64encode(prior_signing).decode() if prior_signing else "",
             )
             return x509.load_pem_x509_certificate(str(answer["certificate"]).encode())
         public = csr.public_key()
@@ -630,6 +654,8 @@ class KitPki:
             raise PkiError("the certificate request must carry an EC P-256 key")
         try:
             ed25519.Ed25519PublicKey.from_public_bytes(signing_public)
+            if prior_signing is not None:
+                ed25519.Ed25519PublicKey.from_public_bytes(prior_signing)
         except ValueError:
             raise PkiError("the signing key is not an Ed25519 public key") from None
         with self._roster_locked() as roster:
@@ -644,6 +670,9 @@ class KitPki:
                     *cast(list[str], before.get("earlier_signing", [])),
                     str(before["signing_public"]),
                 ]
+            if prior_signing is not None and prior_signing != signing_public:
+                prior = base64.b64encode(prior_signing).decode()
+                earlier += [] if prior in earlier else [prior]
             roster[device_id] = {
                 "signing_public": base64.b64encode(signing_public).decode(),
                 "serial": cert.serial_number,

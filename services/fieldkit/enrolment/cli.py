@@ -29,6 +29,7 @@ def cmd_enrol(args: argparse.Namespace, config: DeviceConfig) -> int:
             target,
             config.sync.roster_path(),
             replace=args.replace,
+            prior_key=config.wipe.device_key,
         )
     except EnrolmentRefused as exc:
         print(f"fieldkit: 登録できませんでした / not enrolled: {exc}", file=sys.stderr)

@@ -44,18 +44,20 @@ from fieldkit.enrolment.protocol import (
     CACERTS,
     DEVICE_CONFIG,
     PKCS10,
+    PRIOR_KEY_OID,
     REFUSAL_HEADER,
     REFUSALS,
     SIGNING_KEY_OID,
     SIMPLEENROLL,
     DeviceSettings,
     config_message,
+    prior_claim,
     refusal_text,
     signing_claim,
 )
 from fieldkit.models import SITE_NETWORK_FILE, site_network_toml
 from fieldkit.municipalities import RECEIVERS_DIR, receiver_key_file
-from fieldkit.pki import PkiError, ed25519_public_from_pem
+from fieldkit.pki import PkiError, ed25519_public_from_pem, read_public_half
 from fieldkit.sharing import folder_mode, private_mode, public_folder_mode
 from fieldkit.sync.wire import HUB_DOWNLINK_KEY_FILE
 
@@ -86,10 +88,14 @@ class DeviceKeys:
 
     tls: ec.EllipticCurvePrivateKey
     signing: ed25519.Ed25519PrivateKey
+    # The wipe's pre-enrolment signing key (raw public), when it signed records already.
+    prior: bytes | None = None
 
     @classmethod
-    def generate(cls) -> DeviceKeys:
-        return cls(ec.generate_private_key(ec.SECP256R1()), ed25519.Ed25519PrivateKey.generate())
+    def generate(cls, prior: bytes | None = None) -> DeviceKeys:
+        return cls(
+            ec.generate_private_key(ec.SECP256R1()), ed25519.Ed25519PrivateKey.generate(), prior
+        )
 
     def request(self) -> x509.CertificateSigningRequest:
         """The PKCS#10 request: the TLS key, with the signing key and its proof as an attribute.
@@ -100,12 +106,14 @@ class DeviceKeys:
         spki = self.tls.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return (
+        builder = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fieldkit-tablet")]))
             .add_attribute(SIGNING_KEY_OID, signing_claim(self.signing, spki).encode())
-            .sign(self.tls, hashes.SHA256())
         )
+        if self.prior is not None:
+            builder = builder.add_attribute(PRIOR_KEY_OID, prior_claim(self.prior).encode())
+        return builder.sign(self.tls, hashes.SHA256())
 
 
 def pinned_context(ca_cert: Path) -> ssl.SSLContext:
@@ -419,13 +427,23 @@ def enrol(
     roster_path: Path | None = None,
     *,
     replace: bool = False,
+    prior_key: Path | None = None,
 ) -> DeviceSettings:
-    """Enrol this tablet: keys made here, certified by the hub, installed atomically."""
+    """Enrol this tablet: keys made here, certified by the hub, installed atomically.
+
+    ``prior_key``: the wipe's pre-enrolment signing key (``[wipe] device_key``); when the wipe
+    made it already, its public half is named in the request, so the hub accepts the erasure
+    records signed before this enrolment (fieldkit.pki.read_public_half)."""
     if is_enrolled(target) and not replace:
         raise EnrolmentRefused("already-enrolled", str(target))
     if not ca_cert.is_file():
         raise EnrolmentRefused("foreign-ca", f"no kit CA certificate at {ca_cert}")
-    keys = DeviceKeys.generate()
+    try:
+        prior = read_public_half(prior_key) if prior_key is not None else None
+    except (OSError, PkiError) as exc:
+        log.error("enrolment not started: the pre-enrolment key's public half: %s", exc)
+        raise EnrolmentRefused("not-written", f"pre-enrolment key: {exc}") from None
+    keys = DeviceKeys.generate(prior)
     issued = request_enrolment(hub, code, ca_cert, keys)
     try:
         install(target, keys, issued.certificate, ca_cert, issued.settings, roster_path)

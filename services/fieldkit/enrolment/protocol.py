@@ -38,6 +38,13 @@ REFUSAL_HEADER = "X-Fieldkit-Refusal"
 # holds the signing key, bound to this very request (which the TLS key signs in turn).
 SIGNING_KEY_OID = x509.ObjectIdentifier("2.25.229639516417262447219412826785467371611")
 SIGNING_CLAIM_CONTEXT = b"fieldkit enrolment signing key v1\n"
+# The CSR attribute that names the key the tablet's wipe signed its erasure records with
+# before it was enrolled (``[wipe] device_key``): "ed25519:<public, base64>". The hub lists it
+# among the device's earlier signing keys, so those records and the chain through them verify
+# there. It carries no proof of its own: the kiosk that enrols cannot read the wipe's private
+# key, and the one-time code that authenticates this request could as well enrol any key as
+# the current one; a key named here only ever vouches for records of this device id.
+PRIOR_KEY_OID = x509.ObjectIdentifier("2.25.229639516417262447219412826785467371612")
 CONFIG_CONTEXT = b"fieldkit enrolment device-config v1\n"
 
 # Crockford base32: no I, L, O, U; staff may type i/l as 1 and o as 0, any case, any dashes.
@@ -95,6 +102,27 @@ def signing_key_of(csr: x509.CertificateSigningRequest) -> bytes:
         key.verify(signature, SIGNING_CLAIM_CONTEXT + spki)
     except InvalidSignature:
         raise ProtocolError("the signing key's proof does not verify") from None
+    return public
+
+
+def prior_claim(public: bytes) -> str:
+    return f"ed25519:{base64.b64encode(public).decode()}"
+
+
+def prior_key_of(csr: x509.CertificateSigningRequest) -> bytes | None:
+    """The pre-enrolment signing key (raw) a request names, or None when it names none."""
+    try:
+        value = csr.attributes.get_attribute_for_oid(PRIOR_KEY_OID).value
+    except x509.AttributeNotFound:
+        return None
+    try:
+        kind, public_b64 = value.decode("ascii").split(":")
+        public = base64.b64decode(public_b64, validate=True)
+        ed25519.Ed25519PublicKey.from_public_bytes(public)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("the pre-enrolment key attribute is malformed") from None
+    if kind != "ed25519":
+        raise ProtocolError("the pre-enrolment key attribute is not an Ed25519 key")
     return public
 
 

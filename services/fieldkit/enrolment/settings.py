@@ -25,6 +25,9 @@ class EnrolSection(Section):
     # Hub: the site network every tablet of this kit is given (addresses, not names; the
     # tablet's firewall allows exactly these: docs/network.md). None: none is handed out.
     site_network: SiteNetwork | None = None
+    # Hub: the admin's site file (``fieldkit hub site``), laid over the four settings above at
+    # every enrolment (fieldkit.hub.site). The hub image names it; absent, they stand as set.
+    site_file: Path | None = None
     # Codes: default validity, wrong secrets before a code is spent, and wrong codes per
     # client address in a window before the address must wait.
     code_hours: float = Field(default=24.0, gt=0, le=24 * 30)

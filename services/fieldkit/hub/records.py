@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fieldkit.hub.db import (
     AuditRow,
@@ -164,21 +163,22 @@ def check_record(topic: str, payload: bytes, roster: Roster, receivers: Receiver
                 f"{body.municipality}'s registered key {registered}"
             )
     digest = hashlib.sha256(record.signed_part()).hexdigest()
-    signed = isinstance(body, ErasureEvidence) and erasure_signed(body, key)
+    signed = isinstance(body, ErasureEvidence) and erasure_signed(body, entry.signing_keys_hex())
     return Checked(record=record, digest=digest, body=body, signed=signed)
 
 
-def erasure_signed(evidence: ErasureEvidence, key: ed25519.Ed25519PublicKey) -> bool:
-    """The wipe's record inside hashes to itself and is signed by the enrolled device key.
+def erasure_signed(evidence: ErasureEvidence, keys: set[str]) -> bool:
+    """The wipe's record inside hashes to itself and is signed by one of the keys the hub
+    registered for the device (hex): its current enrolment's, an earlier enrolment's, or the
+    pre-enrolment key its enrolment request named.
 
-    Not a reason to refuse: a record signed before the tablet was enrolled is still evidence,
+    Not a reason to refuse: a record signed by a key the hub does not know is still evidence,
     shown as not verified by the hub."""
     try:
         record = ErasureRecord.model_validate(evidence.record)
     except ValueError:
         return False
-    enrolled = key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-    return not record_problems(record, enrolled)
+    return record.signer in keys and not record_problems(record, record.signer)
 
 
 def rows_for(checked: Checked, received_at: float) -> dict[type[Any], dict[str, Any]]:

@@ -53,6 +53,7 @@ def screen() -> ResponseReturnValue:
                     config.enrol.ca_cert,
                     config.sync.bundle,
                     config.sync.roster_path(),
+                    prior_key=config.wipe.device_key,
                 )
             except EnrolmentRefused as exc:
                 error = exc.words(g.lang)

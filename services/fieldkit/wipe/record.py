@@ -8,6 +8,7 @@ key, so a removed, reordered or edited record breaks ``fieldkit wipe verify-chai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from fieldkit.messages import Message
+from fieldkit.pki import public_half_file, public_pem, replace_public
 
 if TYPE_CHECKING:
     from fieldkit.config import DeviceConfig
@@ -140,7 +142,9 @@ def failures_of(holders: list[HolderResult], locations: list[LocationResult]) ->
 
 
 def load_device_key(path: Path) -> Ed25519PrivateKey:
-    """The device's signing key; created (mode 0600) when missing.
+    """The device's signing key; created (mode 0600) when missing, its public half written
+    beside it (0644, ``fieldkit.pki.public_half_file``): the kiosk names that key at enrolment
+    so the hub accepts the records signed before it (fieldkit.enrolment.protocol.PRIOR_KEY_OID).
 
     The one place key handling lives, so the kit PKI can repoint it at a provisioned key.
     """
@@ -157,11 +161,21 @@ def load_device_key(path: Path) -> Ed25519PrivateKey:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(pem)
+        _write_public_half(path, key)
         return key
     loaded = serialization.load_pem_private_key(data, password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
+    if not public_half_file(path).exists():
+        # A key made before the public half was written beside it. Best effort: a reader
+        # that may not write there (a check run as another user) still gets the key.
+        with contextlib.suppress(OSError):
+            _write_public_half(path, loaded)
     return loaded
+
+
+def _write_public_half(path: Path, key: Ed25519PrivateKey) -> None:
+    replace_public(public_half_file(path), public_pem(key.public_key()))
 
 
 def public_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
