@@ -278,6 +278,8 @@ def test_the_hub_vm_comes_up_with_the_kits_pki_and_site(kit: KitRun) -> None:
     pki = ready["kit-pki"]
     assert "setup success" in pki and "\nsettled" in pki, pki
     assert "fieldkit test kit CA" in pki and FIELD_HUB_ADDRESS in pki, pki
+    # The site, set with `fieldkit hub site` (not by editing the image's device config).
+    assert f'hub = "{FIELD_HUB_ADDRESS}"' in pki and "600 fieldkit " in pki, pki
     assert "admin kit-admin created" in ready["kit-accounts"], ready["kit-accounts"]
     assert f"municipality user {CLERK[0]} created" in ready["kit-accounts"]
     assert f"enrolment code for {DEVICE}: " in ready["enrol-code"], ready["enrol-code"]

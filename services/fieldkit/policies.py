@@ -1253,6 +1253,8 @@ def hub_device_config(policies: PolicySet, antivirus: AntivirusSection | None = 
             "listen_host": anywhere,
             "listen_port": network.rule("tablets-enrol").ports[0],
             **({"antivirus_mirror": mirror_url} if mirror_url else {}),
+            # The site's addresses are the admin's (`fieldkit hub site`), not the image's.
+            "site_file": str(HUB_STATE / "site.toml"),
         },
         # HTTPS only, with the same hub certificate as the web app and the enrolment server.
         "av_mirror": {

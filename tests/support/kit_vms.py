@@ -84,9 +84,11 @@ systemctl stop $hub_units
 rm -rf /var/lib/fieldkit/pki
 install -d -m 0750 /var/lib/fieldkit/pki
 tar -xf {FW}/kit-pki.tar/raw -C /var/lib/fieldkit/pki --no-same-owner
-# The site's enrolment hand-out: where the tablets find the hub, and the site's network.
-sed -i '/^\[enrol\]$/r {FW}/enrol-site.toml/raw' /etc/fieldkit/device.toml
-sed -n '/^\[enrol\]$/,/^\[av_mirror\]$/p' /etc/fieldkit/device.toml
+# The site's enrolment hand-out, set by the admin (as root, as with sudo): where the tablets
+# find the hub (hub.fieldkit.lan, mapped to the site address), and the site's network.
+{VENV_PYTHON} -m fieldkit --config /etc/fieldkit/device.toml hub site {site_arguments()}
+{VENV_PYTHON} -m fieldkit --config /etc/fieldkit/device.toml hub site
+stat -c '%a %U %n' /var/lib/fieldkit/site.toml
 systemctl restart fieldkit-hub-setup.service
 echo "setup $(systemctl show -P Result fieldkit-hub-setup.service)"
 systemctl start $hub_units
@@ -123,16 +125,10 @@ systemctl poweroff --no-block
     )
 
 
-def enrol_site() -> str:
-    """The hub's ``[enrol]`` lines for this site (the admin's set-up): the hub address the
-    tablets are given and the site network they apply."""
-    return (
-        f'broker_host = "{HUB_ADDRESS}"\n'
-        f"broker_port = {HUB_PORTS['broker']}\n"
-        f'antivirus_mirror = "http://{HUB_ADDRESS}:{HUB_PORTS["mirror"]}"\n'
-        f'site_network = {{hub = "{HUB_ADDRESS}", dns = ["10.0.2.3"], time = ["10.0.2.2"], '
-        'official_application_host = ["10.99.0.0/24"]}\n'
-    )
+def site_arguments() -> str:
+    """`fieldkit hub site`'s arguments for this site (the admin's set-up): the hub's address
+    on the tablets' network and the site's DNS, time and official application host."""
+    return f"--hub {HUB_ADDRESS} --dns 10.0.2.3 --time 10.0.2.2 --official-host 10.99.0.0/24"
 
 
 # Run in the hub VM by the image's venv as the services' user (over fw_cfg).
@@ -188,7 +184,6 @@ def hub_files(work: Path, pki_root: Path) -> dict[str, Path]:
     """The hub VM's fw_cfg files: the kit PKI, the site's enrolment lines, the helpers."""
     files = {"kit-pki.tar": pki_tar(pki_root, work / "kit-pki.tar")}
     for name, text in (
-        ("enrol-site.toml", enrol_site()),
         ("kit-accounts.py", KIT_ACCOUNTS),
         ("kit-holds.py", KIT_HOLDS),
     ):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,61 @@ def cmd_enrol_server(args: argparse.Namespace, config: DeviceConfig) -> int:
     return enrol_server(args, config)
 
 
+def cmd_hub_site(args: argparse.Namespace, config: DeviceConfig) -> int:
+    """Show or set what the enrolment server tells each tablet of the site (fieldkit.hub.site)."""
+    from pydantic import ValidationError
+
+    from fieldkit.hub.site import SiteError, SiteHandout, handout_toml, read_handout, write_handout
+    from fieldkit.models import describe_validation_error
+
+    path = config.enrol.site_file
+    if path is None:
+        print("fieldkit: this hub's config names no [enrol] site_file", file=sys.stderr)
+        return 2
+    if args.hub is None:
+        try:
+            current = read_handout(path)
+        except SiteError as exc:
+            print(f"fieldkit: {exc}", file=sys.stderr)
+            return 1
+        if current is None:
+            print(f"no site set yet ({path}): tablets are given no site network")
+            return 0
+        text = handout_toml(current)
+        passphrase = current.site_network.wifi.passphrase if current.site_network.wifi else ""
+        sys.stdout.write(text.replace(json.dumps(passphrase), '"(hidden)"') if passphrase else text)
+        return 0
+    network: dict[str, Any] = {
+        "hub": args.hub,
+        "dns": args.dns,
+        "time": args.time,
+        "official_application_host": args.official_host,
+        "printer": args.printer,
+    }
+    if args.wifi_ssid:
+        if args.wifi_passphrase_file is None:
+            print("fieldkit: --wifi-ssid needs --wifi-passphrase-file", file=sys.stderr)
+            return 2
+        passphrase = args.wifi_passphrase_file.read_text(encoding="utf-8").splitlines()[0]
+        network["wifi"] = {"ssid": args.wifi_ssid, "passphrase": passphrase}
+    handout: dict[str, Any] = {"site_network": network}
+    if args.broker_host:
+        handout["broker_host"] = args.broker_host
+    if args.broker_port:
+        handout["broker_port"] = args.broker_port
+    try:
+        site = SiteHandout.model_validate(handout)
+    except ValidationError as exc:
+        print(
+            f"fieldkit: site not set, nothing changed: {describe_validation_error(exc)}",
+            file=sys.stderr,
+        )
+        return 2
+    write_handout(path, site)
+    print(f"site set in {path}: the next tablet enrolled is given hub {site.site_network.hub}")
+    return 0
+
+
 def _municipality(text: str) -> str:
     try:
         return check_municipality(text)
@@ -251,6 +307,26 @@ def add_commands(sub: Any) -> None:
     create.add_argument("username")
     create.set_defaults(func=cmd_create_admin)
     hub.add_parser("web", help="serve the hub web app with gunicorn").set_defaults(func=cmd_web)
+    site = hub.add_parser(
+        "site",
+        help="show, or set, the site network the enrolment hands each tablet",
+        description="Without --hub: show the site file. With it: set the site, checked first.",
+    )
+    site.add_argument("--hub", help="the hub's address on the site's network (IP)")
+    site.add_argument("--dns", action="append", default=[], help="DNS server (IP; repeat)")
+    site.add_argument("--time", action="append", default=[], help="NTP server (IP; repeat)")
+    site.add_argument(
+        "--official-host",
+        action="append",
+        default=[],
+        help="the official application host's network (IP or CIDR; repeat)",
+    )
+    site.add_argument("--printer", action="append", default=[], help="network printer (IP)")
+    site.add_argument("--wifi-ssid", help="the site's Wi-Fi (WPA2/3-Personal)")
+    site.add_argument("--wifi-passphrase-file", type=Path, help="its passphrase (first line)")
+    site.add_argument("--broker-host", help="the name tablets are given for the broker")
+    site.add_argument("--broker-port", type=int, help="the broker's port, if not the policy's")
+    site.set_defaults(func=cmd_hub_site)
     shown = hub.add_parser(
         "broker-config", help="the config and ACL the hub-broker service runs mosquitto on"
     )

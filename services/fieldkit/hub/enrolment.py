@@ -45,10 +45,13 @@ from fieldkit.enrolment.protocol import (
     config_message,
     new_code,
     normalise_code,
+    prior_key_of,
     signing_key_of,
 )
+from fieldkit.enrolment.settings import EnrolSection
 from fieldkit.hub.db import make_engine, upgrade
 from fieldkit.hub.roster import tablet_roster
+from fieldkit.hub.site import SiteError, site_enrol
 from fieldkit.hub.web import audit
 from fieldkit.hub.web.models import EnrolmentCodeRow
 from fieldkit.pki import KitPki, PkiError, check_device_id, read_roster
@@ -270,9 +273,11 @@ def simpleenroll() -> ResponseReturnValue:
         pki = server().pki
         if pki.device_active(device_id):
             raise Refusal("device-active", 409, "revoke the device first")
+        handed_out(server())  # before the code is spent: a site file that will not do refuses
         csr = _read_csr()
         try:
             signing_public = signing_key_of(csr)
+            prior = prior_key_of(csr)
         except ProtocolError as exc:
             raise Refusal("bad-request", 400, str(exc)) from None
         # Spend the code first, in one statement: two tablets racing with it get one answer.
@@ -284,7 +289,7 @@ def simpleenroll() -> ResponseReturnValue:
         if getattr(spent, "rowcount", 0) != 1:
             raise Refusal("code-used", 401, f"code {row.lookup} used")
         try:
-            certificate = pki.issue_device(device_id, csr, signing_public)
+            certificate = pki.issue_device(device_id, csr, signing_public, prior_signing=prior)
         except PkiError as exc:
             code = "device-active" if "revoke it first" in str(exc) else "bad-request"
             raise Refusal(code, 409 if code == "device-active" else 400, str(exc)) from None
@@ -338,18 +343,28 @@ def device_config() -> ResponseReturnValue:
         ).first()
         if code is None or code.used_at is None or time.time() - code.used_at > CONFIG_WINDOW:
             raise Refusal("bad-request", 403, "the enrolment is too old for its config")
+        settings = device_settings(est, session, device_id, code.site)
     except Refusal as refusal:
         return _refuse(refusal, device_id)
-    settings = device_settings(est, session, device_id, code.site)
     audit.record(session, f"tablet@{_address()}", "enrol-config-sent", device_id)
     session.commit()
     return Response(settings.model_dump_json(), mimetype="application/json")
 
 
+def handed_out(est: EnrolmentServer) -> EnrolSection:
+    """``[enrol]`` with the admin's site file laid over it; a broken file refuses enrolment
+    (the log says what is wrong with it; the tablet is told the hub had an error)."""
+    try:
+        return site_enrol(est.config.enrol)
+    except SiteError as exc:
+        log.error("enrolment refused: %s", exc)
+        raise Refusal("hub-error", 500, "the hub's site settings are unreadable") from None
+
+
 def device_settings(
     est: EnrolmentServer, session: Session, device_id: str, site: str
 ) -> DeviceSettings:
-    enrol = est.config.enrol
+    enrol = handed_out(est)
     current = tablet_roster(session, receivers=est.pki.receivers())
     roster = current.encode().decode() if current is not None else None
     return DeviceSettings(
