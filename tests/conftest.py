@@ -182,7 +182,16 @@ def hub_image_dir() -> Path:
     if given:
         return Path(given)
     from fieldkit.provision.image import BuildOptions, ImageBuild
+    from tests.support.hub_image import admin_files
 
     out = IMAGE_BUILD_ROOT / "test-hub"
-    ImageBuild(BuildOptions(role="hub", out=out, cache=IMAGE_BUILD_ROOT / "cache")).run()
+    keys, password_hash = admin_files(IMAGE_BUILD_ROOT / "hub-admin")
+    options = BuildOptions(
+        role="hub",
+        out=out,
+        cache=IMAGE_BUILD_ROOT / "cache",
+        admin_keys=keys,
+        admin_password_hash=password_hash,
+    )
+    ImageBuild(options).run()
     return out

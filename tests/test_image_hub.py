@@ -8,6 +8,7 @@ runs into /var/tmp/fieldkit-build/test-hub. The role-neutral checks are the tabl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -205,6 +206,34 @@ def test_ssh_is_keys_only(host: Any) -> None:
         host.file("/etc/ssh/sshd_config").content_string,
         re.M,
     )
+
+
+def test_the_admin_logs_in_with_a_key_and_sudo_asks_their_password(
+    host: Any, image_dir: Path
+) -> None:
+    """The provisioning admin (`--admin-ssh-keys`, `--admin-password-hash`): their public key
+    installed, their password the given hash (sudo asks it; SSH never does), sudo for them
+    alone, on a pseudo-terminal and logged; no NOPASSWD anywhere; the sudoers parse."""
+    given = json.loads((image_dir / "policy-vars.json").read_text())
+    assert "hub_admin_password_hash" in given, "the test hub is built with an admin"
+    admin = "fkadmin"
+    keys = host.file(f"/home/{admin}/.ssh/authorized_keys")
+    assert (keys.user, keys.mode) == (admin, 0o600)
+    assert keys.content_string == given["hub_admin_authorized_keys"]
+    shadow = host.run(f"getent shadow {admin}").stdout.split(":")
+    assert shadow[1] == given["hub_admin_password_hash"]
+    assert host.package("sudo").is_installed
+    rule = host.file("/etc/sudoers.d/50-fieldkit-admin")
+    assert (rule.user, rule.group, rule.mode) == ("root", "root", 0o440)
+    for line in (
+        "Defaults use_pty",
+        'Defaults logfile="/var/log/sudo.log"',
+        f"{admin} ALL=(ALL:ALL) ALL",
+    ):
+        assert line in rule.content_string.splitlines(), line
+    every = host.run("cat /etc/sudoers /etc/sudoers.d/*").stdout
+    assert "NOPASSWD" not in every
+    assert host.run("visudo -c").rc == 0
 
 
 def test_first_boot_setup_backups_and_crl_run_by_themselves(host: Any) -> None:

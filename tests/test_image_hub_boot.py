@@ -265,3 +265,16 @@ def test_the_ca_key_is_the_ca_signers_alone(report: BootReport) -> None:
     assert "fieldkit cannot read the CA key" in lines, lines
     logged = report.sections["ca-signer"]
     assert "issued a certificate for tab-a" in logged and "revoked tab-b" in logged, logged
+
+
+def test_the_admin_needs_their_password_for_sudo_and_root_has_no_ssh(report: BootReport) -> None:
+    """Issue 18: the provisioning admin (built in with `--admin-ssh-keys` and
+    `--admin-password-hash`) is root only with their password, each use logged; SSH takes keys
+    only and never root."""
+    lines = report.lines("admin")
+    assert "sudo without password: no" in lines, lines
+    assert "sudo with password: yes" in lines, lines
+    assert "permitrootlogin no" in lines and "passwordauthentication no" in lines, lines
+    assert "authenticationmethods publickey" in lines, lines
+    logged = [line for line in lines if line.isdigit()]
+    assert logged and int(logged[0]) >= 1, lines

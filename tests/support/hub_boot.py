@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.hub_image import ADMIN_PASSWORD
 from tests.support.image_boot import SCRIPT_HEAD
 
 FW_CFG = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.fieldkit"
@@ -117,6 +118,15 @@ else
 fi
 journalctl -b --no-pager -q -o cat -u fieldkit-ca-signer.service \
     | grep -E "issued|revoked|serving|refused" | tail -n 8
+section admin
+# The provisioning admin: sudo without the password is refused, with it allowed (use_pty, the
+# sudo log); root has no SSH login (sshd's effective settings).
+said() {{ if "$@" 2>/dev/null; then echo yes; else echo no; fi; }}
+echo "sudo without password: $(said runuser -u fkadmin -- sudo -n -k true)"
+echo "sudo with password: $(printf '%s\n' "{ADMIN_PASSWORD}" \
+    | said runuser -u fkadmin -- sudo -S -k -p '' true)"
+grep -c "COMMAND=/usr/bin/true" /var/log/sudo.log || true
+sshd -T 2>/dev/null | grep -E '^(permitrootlogin|passwordauthentication|authenticationmethods) '
 section mirror
 drill mirror before-cvd
 # cvdupdate's first run: no ClamAV servers from this VM, so it fails and says why; the mirror

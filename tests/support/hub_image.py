@@ -103,3 +103,32 @@ def broker_drift(
     problems += [f"not rendered: {line!r}" for line in REQUIRED if line not in image]
     problems += [f"another listener: {line}" for line in other_listeners(rootfs)]
     return problems
+
+
+# The test hub's provisioning admin (issue 18): a key pair and a password made here, as the
+# admin makes them on their own machine; only the public key and the hash go into the image.
+ADMIN_PASSWORD = "hub image test admin, sudo only"
+
+
+def admin_files(folder: Path) -> tuple[Path, Path]:
+    """(authorized_keys, password hash) for ``fieldkit image build hub``, made once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / "id_ed25519"
+    if not key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fkadmin@test", "-f", str(key)],
+            check=True,
+            timeout=60,
+        )
+    hashed = folder / "password.hash"
+    if not hashed.exists():
+        made = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=f"{ADMIN_PASSWORD}\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        hashed.write_text(made.stdout)
+    return key.with_suffix(".pub"), hashed

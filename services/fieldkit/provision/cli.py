@@ -54,7 +54,7 @@ def cmd_policy_vars(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from fieldkit.provision.image import BuildOptions, ImageBuild
+    from fieldkit.provision.image import BuildOptions, ImageBuild, admin_vars
 
     options = BuildOptions(
         role=args.role,
@@ -65,7 +65,10 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         rerun=not args.no_rerun,
         pack=not args.no_pack,
         kit_ca=args.kit_ca.resolve() if args.kit_ca else None,
+        admin_keys=args.admin_ssh_keys,
+        admin_password_hash=args.admin_password_hash,
     )
+    admin_vars(args.role, options)  # refuse a wrong admin file before the long build starts
     result = ImageBuild(options).run()
     print(f"rootfs:   {result.rootfs}")
     if result.disk is not None:
@@ -117,5 +120,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     build.add_argument("--no-pack", action="store_true", help="rootfs only, no disk image")
     build.add_argument(
         "--kit-ca", type=Path, default=None, help="the kit CA certificate tablets enrol against"
+    )
+    build.add_argument(
+        "--admin-ssh-keys",
+        type=Path,
+        default=None,
+        help="hub: the provisioning admin's SSH public keys (authorized_keys lines)",
+    )
+    build.add_argument(
+        "--admin-password-hash",
+        type=Path,
+        default=None,
+        help="hub: a file with the admin's crypt hash (mkpasswd -m yescrypt), for sudo only",
     )
     build.set_defaults(standalone=cmd_image_build)

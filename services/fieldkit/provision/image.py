@@ -115,6 +115,62 @@ class BuildOptions:
     pack: bool = True
     # The kit CA certificate a tablet pins its hub to before enrolment (PEM file).
     kit_ca: Path | None = None
+    # Hub: the provisioning admin's SSH public keys (authorized_keys lines) and the crypt(5)
+    # hash of the password sudo asks them for; without keys the hub has no admin login.
+    admin_keys: Path | None = None
+    admin_password_hash: Path | None = None
+
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa")
+# yescrypt (Debian 12's default) or SHA-512 crypt: what shadow and sudo check on Debian 12.
+PASSWORD_HASH = re.compile(
+    r"^\$(y\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{1,86}|6\$(rounds=\d+\$)?[./A-Za-z0-9]{1,16})\$[./A-Za-z0-9]{43,86}$"
+)
+
+
+def admin_vars(role: str, options: BuildOptions) -> dict[str, str]:
+    """The hub role's admin variables from the build's files, each checked: public keys only,
+    a password hash only (never a password in clear, never a private key)."""
+    given = [o for o in (options.admin_keys, options.admin_password_hash) if o is not None]
+    if not given:
+        return {}
+    if role != "hub":
+        raise ImageBuildError("--admin-ssh-keys and --admin-password-hash are for the hub only")
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    values: dict[str, str] = {}
+    if options.admin_keys is not None:
+        try:
+            lines = [ln.strip() for ln in options.admin_keys.read_text().splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageBuildError(f"--admin-ssh-keys {options.admin_keys}: {exc}") from None
+        keys = [ln for ln in lines if ln and not ln.startswith("#")]
+        for number, line in enumerate(keys, 1):
+            try:
+                if not line.startswith(SSH_KEY_TYPES):
+                    raise ValueError("not an ssh-ed25519, ecdsa or ssh-rsa public key")
+                load_ssh_public_key(line.encode())
+            except ValueError as exc:
+                raise ImageBuildError(
+                    f"--admin-ssh-keys {options.admin_keys}: key {number}: {exc}"
+                ) from None
+        if not keys:
+            raise ImageBuildError(f"--admin-ssh-keys {options.admin_keys}: no public key in it")
+        values["hub_admin_authorized_keys"] = "\n".join(keys) + "\n"
+    if options.admin_password_hash is not None:
+        if options.admin_keys is None:
+            raise ImageBuildError("--admin-password-hash needs --admin-ssh-keys (the login)")
+        try:
+            text = options.admin_password_hash.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageBuildError(f"--admin-password-hash: {exc}") from None
+        if not PASSWORD_HASH.match(text):
+            raise ImageBuildError(
+                f"--admin-password-hash {options.admin_password_hash}: not a yescrypt ($y$) or "
+                "SHA-512 ($6$) crypt hash (make it with `mkpasswd -m yescrypt`; never the password)"
+            )
+        values["hub_admin_password_hash"] = text
+    return values
 
 
 @dataclass
@@ -281,6 +337,7 @@ class ImageBuild:
         }
         if self.options.kit_ca is not None:
             extra["fieldkit_services_kit_ca"] = self.kit_ca_pem(self.options.kit_ca)
+        extra |= admin_vars(self.profile.role, self.options)
         path = self.out / "policy-vars.json"
         path.write_text(json.dumps(extra, ensure_ascii=False, indent=1))
         return path
