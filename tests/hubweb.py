@@ -20,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from fieldkit.config import DeviceConfig
 from fieldkit.hub.db import RecordRow, SealedPacketRow, StatisticsRow
@@ -114,6 +115,25 @@ def csrf_token(client: FlaskClient, path: str) -> str:
     match = CSRF.search(page.get_data(as_text=True))
     assert match, f"no CSRF token on {path} ({page.status_code})"
     return match.group(1)
+
+
+# The handler the roster tests register on the hub (the roster reaches the tablets only once
+# the registry has an operator).
+HANDLER_PASSWORD = "hanako's long passphrase"
+
+
+def add_handler(admin: FlaskClient, operator_id: str = "jugyo-1") -> TestResponse:
+    """Register a counter handler, 窓口 花子, through the hub web's operators page."""
+    return admin.post(
+        "/operators",
+        data={
+            "operator_id": operator_id,
+            "name": "窓口 花子",
+            "duty": "handler",
+            "password": HANDLER_PASSWORD,
+            "csrf_token": csrf_token(admin, "/operators"),
+        },
+    )
 
 
 def form_token(client: FlaskClient, path: str) -> dict[str, str]:

@@ -29,7 +29,12 @@ from fieldkit.runner import stop_service
 from fieldkit.sync.roster import load_roster
 from fieldkit.sync.wire import Statistics
 from tests.hubkit import IngestFactory, wait_for
-from tests.hubweb import ClientFactory, csrf_token, generated_statistics, store_statistics
+from tests.hubweb import (
+    ClientFactory,
+    add_handler,
+    generated_statistics,
+    store_statistics,
+)
 from tests.support.kiosk import PASSWORD, login, make_app, post
 from tests.support.sync import start_tablet, tablet_config
 
@@ -74,17 +79,7 @@ def test_the_days_visit_reaches_the_tablet_is_chosen_and_counted(
     today = dt.datetime.now(JST).date().isoformat()
     morning, afternoon, elsewhere = plan(web_app, today)
     admin = client_as("admin")
-    token = csrf_token(admin, "/operators")
-    admin.post(
-        "/operators",
-        data={
-            "operator_id": "jugyo-1",
-            "name": "窓口 花子",
-            "duty": "handler",
-            "password": "hanako's long passphrase",
-            "csrf_token": token,
-        },
-    )  # fmt: skip  (the roster goes down only once the registry has an operator)
+    add_handler(admin)
     ingest = make_ingest(database_url, roster_poll=0.2)
     sync, app = start_tablet(tmp_path, pki, hub_broker.port, operator_hash)
     try:

@@ -29,11 +29,11 @@ from fieldkit.runner import stop_service
 from fieldkit.sync.courier import Courier
 from fieldkit.sync.wire import OperatorRoster, RosterOperator
 from tests.hubkit import IngestFactory, hub_signed, operator_roster, sync_settings, wait_for
-from tests.hubweb import ClientFactory, csrf_token
+from tests.hubweb import HANDLER_PASSWORD, ClientFactory, add_handler, csrf_token
 from tests.support.kiosk import PASSWORD, login
 from tests.support.sync import start_tablet
 
-HUB_PASSWORD = "hanako's long passphrase"
+HUB_PASSWORD = HANDLER_PASSWORD
 NEW_PASSWORD = "another long passphrase"
 
 
@@ -49,17 +49,8 @@ def test_hub_operators_reach_the_kiosk_and_changes_follow(
     tmp_path: Path,
 ) -> None:
     admin = client_as("admin")
+    created = add_handler(admin)
     token = csrf_token(admin, "/operators")
-    created = admin.post(
-        "/operators",
-        data={
-            "operator_id": "jugyo-1",
-            "name": "窓口 花子",
-            "duty": "handler",
-            "password": HUB_PASSWORD,
-            "csrf_token": token,
-        },
-    )
     assert created.status_code == 302
     ingest = make_ingest(database_url, roster_poll=0.2)
     sync, app = start_tablet(tmp_path, pki, hub_broker.port, operator_hash)

@@ -42,14 +42,13 @@ from tests.hubkit import (
     tablet_dir,
     wait_for,
 )
-from tests.hubweb import ClientFactory, csrf_token
+from tests.hubweb import ClientFactory, add_handler
 from tests.kiosk_kit import KioskFactory
 from tests.support.kiosk import login, post
 from tests.support.municipality import MUNICIPALITY_MACHINES
 
 DEVICE = "test-tablet-01"  # the kiosk kit's tablet (tests/conftest.py)
 NAGANO = "202011"  # 長野市: in the kit's table; its key is imported only after enrolment
-HUB_PASSWORD = "hanako's long passphrase"
 
 
 def operator() -> RosterOperator:
@@ -157,17 +156,7 @@ def test_the_hubs_roster_carries_public_receiver_keys_and_a_new_key_makes_a_new_
     from fieldkit.hub.web.extensions import hubweb
 
     admin = client_as("admin")
-    token = csrf_token(admin, "/operators")
-    admin.post(
-        "/operators",
-        data={
-            "operator_id": "jugyo-1",
-            "name": "窓口 花子",
-            "duty": "handler",
-            "password": HUB_PASSWORD,
-            "csrf_token": token,
-        },
-    )
+    add_handler(admin)
     with Session(hubweb(web_app).engine) as session:
         before = tablet_roster(session, receivers=pki.receivers())
         assert before is not None and before.receivers is not None
@@ -191,17 +180,7 @@ def test_a_key_imported_on_the_hub_after_enrolment_reaches_the_kiosk_and_its_pac
     tmp_path: Path,
 ) -> None:  # R8 R15, issue 21 item 4
     admin = client_as("admin")
-    token = csrf_token(admin, "/operators")
-    admin.post(
-        "/operators",
-        data={
-            "operator_id": "jugyo-1",
-            "name": "窓口 花子",
-            "duty": "handler",
-            "password": HUB_PASSWORD,
-            "csrf_token": token,
-        },
-    )
+    add_handler(admin)
     ingest = make_ingest(database_url, roster_poll=0.2)
     # The kit's tablet, enrolled now (with the keys of 131016 and 202029), syncing to the hub.
     app = start_kiosk(camera=False, hub_port=hub_broker.port, holder_timeout=30.0)
