@@ -27,6 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -330,22 +331,23 @@ def prepare_overlay(
     return overlay, options
 
 
+class VmOptions(TypedDict, total=False):
+    """:func:`start`'s options beyond the image (described at :func:`boot`)."""
+
+    memory_mib: int
+    extra_cmdline: str
+    script: str
+    files: dict[str, Path] | None
+    tpm: Path | None
+    again: bool
+    grow_mib: int
+    nic: str
+    smp: int
+    control: Path | None
+
+
 def boot(
-    image_dir: Path,
-    role: str,
-    work: Path,
-    *,
-    timeout: float = 600.0,
-    memory_mib: int = 2048,
-    extra_cmdline: str = "",
-    script: str = REPORT_SCRIPT,
-    files: dict[str, Path] | None = None,
-    tpm: Path | None = None,
-    again: bool = False,
-    grow_mib: int = 0,
-    nic: str = "none",
-    smp: int = 2,
-    control: Path | None = None,
+    image_dir: Path, role: str, work: Path, *, timeout: float = 600.0, **options: Unpack[VmOptions]
 ) -> BootReport:
     """Boot ``image_dir``'s ``fieldkit-<role>.raw`` once and return its report.
 
@@ -362,11 +364,7 @@ def boot(
     port, ``/dev/ttyS2``, for the host to tell the report script when to go on
     (:meth:`RunningVm.tell`). :func:`start` is the same without waiting for the power-off.
     """
-    return start(
-        image_dir, role, work, memory_mib=memory_mib, extra_cmdline=extra_cmdline,
-        script=script, files=files, tpm=tpm, again=again, grow_mib=grow_mib, nic=nic, smp=smp,
-        control=control,
-    ).finish(timeout)  # fmt: skip
+    return start(image_dir, role, work, **options).finish(timeout)
 
 
 @dataclass
