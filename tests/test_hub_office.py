@@ -392,3 +392,20 @@ def test_a_bad_office_file_is_refused_by_the_model() -> None:
         OfficeNetwork(dns=[], time=["10.1.0.123"])
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         OfficeNetwork.model_validate(OFFICE | {"gateway": "10.1.0.1"})
+
+
+def test_network_apply_takes_the_role_from_the_device_config(tmp_path: Path) -> None:
+    """On the hub, plain `fieldkit network apply` (the admin's, and the same command on a
+    tablet) applies the office network: the role is the device config's."""
+    from fieldkit.policies import hub_device_config
+
+    config = tmp_path / "device.toml"
+    config.write_text(hub_device_config(load_policies(POLICIES)))
+    root = tmp_path / "root"
+    assert hub_network(root, *OFFICE_ARGS, "--no-apply").returncode == 0
+    done = fieldkit(
+        "--config", str(config), "network", "apply", "--root", str(root),
+        "--policies", str(POLICIES), "--no-reload",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "etc/nftables.conf").read_text() == rendered()[NFTABLES_PATH]

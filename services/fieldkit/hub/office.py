@@ -309,7 +309,11 @@ def cmd_hub_network(args: argparse.Namespace) -> int:
     except (ValueError, NetworkError, PolicyError, OSError) as exc:
         print(f"fieldkit: office network not set, nothing changed: {exc}")
         return 2
-    write_atomic(path, office_toml(office), 0o644)
+    try:
+        write_atomic(path, office_toml(office), 0o644)
+    except OSError as exc:
+        print(f"fieldkit: office network not set, nothing changed: {exc} (run it as root)")
+        return 2
     print(f"office network set in {path}")
     if not args.apply:
         print("not applied yet: at the next boot, or with `fieldkit network apply`")
@@ -318,8 +322,11 @@ def cmd_hub_network(args: argparse.Namespace) -> int:
 
 
 def show(path: Path, root: Path) -> int:
-    ruleset = root / NFTABLES_PATH.relative_to("/")
-    left = placeholders_in_ruleset(ruleset.read_text(encoding="utf-8")) if ruleset.exists() else []
+    try:
+        text = (root / NFTABLES_PATH.relative_to("/")).read_text(encoding="utf-8")
+    except OSError:
+        text = ""  # not there, or root's alone: say nothing of it
+    left = placeholders_in_ruleset(text)
     if left:
         print(f"the firewall still has placeholders ({', '.join(left)}): not applied yet")
     try:
