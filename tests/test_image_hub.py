@@ -135,6 +135,8 @@ def test_every_generated_file_in_the_hub_image_is_its_rendering(host: Any) -> No
         "/etc/systemd/system/fieldkit-ca-signer.service": wanted[
             "fieldkit_services_ca_signer_unit"
         ],
+        # The office network, applied again at every boot (fieldkit.hub.office).
+        "/etc/systemd/system/fieldkit-site-network.service": wanted["firewall_site_network_unit"],
     }
     assert wanted["fieldkit_services_device_config"]
     differ = [path for path, body in files.items() if host.file(path).content_string != body]
@@ -308,3 +310,38 @@ def test_cvdupdate_is_installed_for_the_mirror(host: Any, rootfs: Path) -> None:
     assert "av mirror update" in unit
     assert "ReadWritePaths=/var/lib/fieldkit/av-mirror /var/lib/fieldkit/cvdupdate" in unit
     assert "IPAddressDeny=any" in unit
+
+
+def test_the_admin_sets_the_office_network_with_the_images_own_command(
+    host: Any, rootfs: Path
+) -> None:
+    """The image carries `fieldkit hub network` and the boot unit that applies it; run in the
+    rootfs (its venv, its policies, a private network namespace), it fields the firewall with
+    the office's DNS, time and proxy only, and cvdupdate's unit waits for it."""
+    assert host.service("fieldkit-site-network.service").is_enabled
+    unit = host.file("/etc/systemd/system/fieldkit-site-network.service").content_string
+    assert "network apply --boot --role hub" in unit
+    cvd = host.file("/etc/systemd/system/fieldkit-cvd-update.service").content_string
+    assert "fieldkit-site-network.service" in cvd
+    with tempfile.TemporaryDirectory(dir=rootfs / "tmp") as scratch:
+        inside = Path("/tmp") / Path(scratch).name
+        command = (
+            f"{VENV}/bin/fieldkit hub network --root {inside} --policies /etc/fieldkit/policies"
+            " --dns 10.1.0.53 --time 10.1.0.123 --proxy 10.1.0.8:8080"
+        )
+        done = subprocess.run(
+            ["unshare", "--net", "chroot", str(rootfs), "sh", "-c", command],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        ruleset = (Path(scratch) / "etc/nftables.conf").read_text()
+        dropin = Path(scratch) / "etc/systemd/system/fieldkit-cvd-update.service.d"
+        assert "https_proxy=http://10.1.0.8:8080/" in (dropin / "office-network.conf").read_text()
+    chain = ruleset[ruleset.index("chain output") :]
+    assert re.findall(r'accept comment "([a-z-]+)"', chain) == [
+        "dhcp",
+        "hub-dns",
+        "hub-time",
+        "hub-proxy",
+    ]
+    assert "tcp dport { 8080 }" in chain and "443" not in chain

@@ -7,9 +7,7 @@ fielded output chain. Nothing leaves the namespace.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from fieldkit.policies import (
     load_policies,
     render,
 )
+from tests.support.netns_probe import needs_netns, seen_in_netns
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = REPO / "policies"
@@ -49,11 +48,6 @@ SITE = {
     "time": ["10.20.0.1"],
     "official_application_host": ["10.99.0.0/24"],
 }
-
-needs_netns = pytest.mark.skipif(
-    shutil.which("nft") is None or shutil.which("unshare") is None or os.geteuid() != 0,
-    reason="needs nft, unshare and root",
-)
 
 
 def site_file(tmp_path: Path, **extra: object) -> Path:
@@ -282,22 +276,12 @@ def test_the_fielded_firewall_lets_out_only_the_sites_servers(tmp_path: Path) ->
         "10.20.0.9:443",  # another host on the site network
         "10.99.0.8:80",  # the application host, not over TLS
     }
-    script = (
+    link = (
         "ip link add fk0 type veth peer name fk1 && ip addr add 10.20.0.2/16 dev fk0"
         " && ip link set fk0 up && ip link set fk1 up && ip route add 10.99.0.0/24 dev fk0"
-        f" && nft -f {ruleset} && {SEEN}"
-        f" && {sys.executable} {probe} {' '.join(sorted(allowed | dropped))}"
-        " && nft -j list set inet probe seen"
     )
-    done = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0 and "Operation not permitted" in done.stderr:
-        pytest.skip("no permission for a private network namespace")
-    assert done.returncode == 0, done.stderr
-    listing = json.loads(done.stdout)["nftables"]
-    elements = next(item["set"] for item in listing if "set" in item).get("elem", [])
-    left = {f"{e['concat'][0]}:{e['concat'][1]}" for e in elements}
+    command = f"{sys.executable} {probe} {' '.join(sorted(allowed | dropped))}"
+    left = {f"{a}:{p}" for a, p in seen_in_netns(link, ruleset, SEEN, command)}
     assert left == allowed
 
 

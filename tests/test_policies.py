@@ -609,8 +609,9 @@ def test_the_hub_image_listens_where_its_firewall_opens(tmp_path: Path) -> None:
     hub_vars = ansible_vars(policies, "hub", REPO_POLICIES)
     names = hub_vars["hub_tls_dns_names"]
     assert names == ["localhost", "hub.fieldkit.lan"] and f"//{names[1]}:" in mirror_url
-    # cvdupdate's unit reaches ClamAV's servers and the DNS only (network.yaml's hub rules).
-    official = [*network.rule("av-official").addresses, *network.rule("hub-dns").addresses]
+    # cvdupdate's unit reaches the office's proxy and DNS only (network.yaml's hub rules; the
+    # office network's drop-in replaces these placeholders, fieldkit.hub.office).
+    official = [*network.rule("hub-proxy").addresses, *network.rule("hub-dns").addresses]
     assert hub_vars["hub_cvd_address_allow"] == sorted(set(official))
     assert config.hubweb.cookie_secure and config.hubweb.proxy_hops == 0
     assert "/run/postgresql" in config.hub.database_url and "@/" in config.hub.database_url

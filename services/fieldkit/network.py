@@ -124,6 +124,14 @@ def site_policy(policy: NetworkPolicy, site: SiteNetwork) -> NetworkPolicy:
     fielded = policy.model_copy(
         update={"outbound": place(policy.outbound), "inbound": place(policy.inbound)}
     )
+    refuse_placeholders(
+        fielded, "tablet", "give the site's address in the enrolment, or set `site:` on the rule"
+    )
+    return fielded
+
+
+def refuse_placeholders(fielded: NetworkPolicy, device: str, hint: str) -> None:
+    """A fielded device's allowlist holds no documentation address; the error names them."""
     left = documentation_addresses(
         a for rule in (*fielded.outbound, *fielded.inbound) for a in rule.addresses
     )
@@ -134,11 +142,9 @@ def site_policy(policy: NetworkPolicy, site: SiteNetwork) -> NetworkPolicy:
             if documentation_addresses(r.addresses)
         )
         raise NetworkError(
-            "a fielded tablet may not keep placeholder addresses: "
-            f"{', '.join(left)} in rule(s) {', '.join(names)} "
-            "(give the site's address in the enrolment, or set `site:` on the rule)"
+            f"a fielded {device} may not keep placeholder addresses: "
+            f"{', '.join(left)} in rule(s) {', '.join(names)} ({hint})"
         )
-    return fielded
 
 
 ENROL_RULE = "hub-enrol"
@@ -196,12 +202,8 @@ def render_site(
         **(unit_dropins(services, fielded) if services is not None else {}),
         NFTABLES_PATH: nftables_ruleset(fielded),
         WIRED_NETWORK_PATH: networkd_file("ether"),
-        RESOLV_PATH: "\n".join(
-            [GENERATED, *(f"nameserver {a}" for a in site.dns), "options edns0 trust-ad", ""]
-        ),
-        TIMESYNCD_PATH: "\n".join(
-            [GENERATED, "[Time]", f"NTP={' '.join(site.time)}", "FallbackNTP=", ""]
-        ),
+        RESOLV_PATH: resolv_conf(site.dns),
+        TIMESYNCD_PATH: timesyncd_conf(site.time),
         HOSTS_PATH: "\n".join(
             [
                 GENERATED,
@@ -235,6 +237,16 @@ def render_site(
             ]
         )
     return files
+
+
+def resolv_conf(dns: Iterable[str], header: str = GENERATED) -> str:
+    """``/etc/resolv.conf``: the given servers only (no DHCP, no stub resolver)."""
+    return "\n".join([header, *(f"nameserver {a}" for a in dns), "options edns0 trust-ad", ""])
+
+
+def timesyncd_conf(servers: Iterable[str], header: str = GENERATED) -> str:
+    """timesyncd's drop-in: the given servers only; no fallback (Debian's pool is never tried)."""
+    return "\n".join([header, "[Time]", f"NTP={' '.join(servers)}", "FallbackNTP=", ""])
 
 
 def _url_host(address: str) -> str:
@@ -299,15 +311,20 @@ def apply(files: Mapping[PurePosixPath, str], root: Path, *, stale_wifi: bool = 
     return written
 
 
-def reload_live(units: Iterable[str] = (), *, boot: bool = False) -> None:
-    """Load the new ruleset and network on the running device; the services whose address
-    lists changed (``units``) are restarted with them, unless this is the boot (they have not
-    started yet)."""
+TABLET_RELOADED = ("systemd-timesyncd.service", "iwd.service")
+
+
+def reload_live(
+    units: Iterable[str] = (), *, boot: bool = False, reloaded: Iterable[str] = TABLET_RELOADED
+) -> None:
+    """Load the new ruleset and network on the running device, restart the daemons that read
+    the files (``reloaded``: the hub has no iwd); the services whose address lists changed
+    (``units``) are restarted with them, unless this is the boot (they have not started yet)."""
     steps: list[list[str]] = [
         ["nft", "-f", str(NFTABLES_PATH)],
         ["networkctl", "reload"],
         ["systemctl", "daemon-reload"],
-        ["systemctl", "try-restart", "systemd-timesyncd.service", "iwd.service"],
+        ["systemctl", "try-restart", *reloaded],
     ]
     if units and not boot:
         steps.append(["systemctl", "try-restart", *units])
@@ -359,7 +376,28 @@ def apply_site_file(
     return 0
 
 
+def device_role(args: argparse.Namespace) -> str:
+    """``--role``; else the hub when ``--office`` is given, the tablet when ``--site`` is; else
+    the device config's role (a config that does not load: the tablet's path, which says why)."""
+    if args.role is not None:
+        return str(args.role)
+    if args.office is not None:
+        return "hub"
+    if args.site is not None:
+        return "tablet"
+    from fieldkit.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config).device.role
+    except ConfigError:
+        return "tablet"
+
+
 def cmd_network_apply(args: argparse.Namespace) -> int:
+    if device_role(args) == "hub":
+        from fieldkit.hub.office import cmd_office_apply
+
+        return cmd_office_apply(args)
     try:
         site_file = args.site or site_file_of_enrolment(args.config)
     except NetworkError as exc:
@@ -380,11 +418,18 @@ def cmd_network_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_network_check(args: argparse.Namespace) -> int:
-    """Whether the installed ruleset is a fielded one: no placeholder address left."""
+    """Whether the installed ruleset is a fielded one: no placeholder address left; on a hub,
+    also whether its office network gives it a way to updates (a proxy)."""
     ruleset = (args.root / NFTABLES_PATH.relative_to("/")).read_text(encoding="utf-8")
     left = placeholders_in_ruleset(ruleset)
+    from fieldkit.hub.office import office_problems
+
+    problems = office_problems(args.root)
     if left:
         print(f"fieldkit: the firewall still allows placeholder addresses: {', '.join(left)}")
+    for problem in problems:
+        print(f"fieldkit: {problem}")
+    if left or problems:
         return 1
     print("network: no placeholder address in the firewall")
     return 0
@@ -559,7 +604,7 @@ def placeholders_in_ruleset(ruleset: str) -> list[str]:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``fieldkit network apply|check``: on the device, as root."""
-    network = sub.add_parser("network", help="the tablet's site network (R16, R18)")
+    network = sub.add_parser("network", help="the site's (hub: the office's) network (R16, R18)")
     nsub = network.add_subparsers(dest="network_command", required=True)
 
     app = nsub.add_parser("apply", help="render the site's network and firewall, atomically")
@@ -569,6 +614,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=None,
         help=f"site network file (default: {SITE_NETWORK_FILE} in the enrolment directory)",
     )
+    app.add_argument(
+        "--office",
+        type=Path,
+        default=None,
+        help="the hub's office network file (default: /etc/fieldkit/office-network.toml "
+        "below --root; fieldkit hub network writes it)",
+    )
+    app.add_argument(
+        "--role",
+        choices=["tablet", "hub"],
+        default=None,
+        help="the device (default: the device config's role)",
+    )
     app.add_argument("--policies", type=Path, default=None, help="policy directory")
     app.add_argument("--root", type=Path, default=Path("/"), help="write below this directory")
     app.add_argument("--hostname", default=None)
@@ -576,8 +634,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     app.add_argument(
         "--boot",
         action="store_true",
-        help="at boot (fieldkit-site-network.service): nothing to do before enrolment, "
-        "and the services have not started yet",
+        help="at boot (fieldkit-site-network.service): nothing to do before enrolment (on "
+        "the hub: before the office network is set), and the services have not started yet",
     )
     app.set_defaults(standalone=cmd_network_apply)
 

@@ -195,7 +195,10 @@ class ErasurePolicy(Policy):
 
 # Which address of the site's network (set at enrolment, ``fieldkit.network.SiteNetwork``)
 # a rule takes on a fielded device; the addresses in the policy file are the build's defaults.
-SiteRole = Literal["hub", "dns", "time", "official_application_host", "printer"]
+# On the hub, the office's (``fieldkit.hub.office.OfficeNetwork``): dns, time and proxy.
+SiteRole = Literal["hub", "dns", "time", "official_application_host", "printer", "proxy"]
+TABLET_SITE_ROLES = frozenset({"hub", "dns", "time", "official_application_host", "printer"})
+HUB_SITE_ROLES = frozenset({"dns", "time", "proxy"})
 
 
 class NetworkRule(Policy):
@@ -260,6 +263,21 @@ class NetworkPolicy(Policy):
         names = [r.name for r in self._rules()]
         if len(set(names)) != len(names):
             raise ValueError("rule names must be unique")
+        for rule in (*self.outbound, *self.inbound):
+            if rule.site is not None and rule.site not in TABLET_SITE_ROLES:
+                raise ValueError(
+                    f"rule {rule.name}: site {rule.site!r} is the hub's, not a tablet's"
+                )
+        for rule in self.hub.inbound:
+            if rule.site is not None:
+                raise ValueError(f"hub.inbound rule {rule.name}: no site address for inbound rules")
+        for rule in self.hub.outbound:
+            # The hub reaches nothing the admin did not place: no fixed address to the world.
+            if rule.site not in HUB_SITE_ROLES:
+                raise ValueError(
+                    f"hub.outbound rule {rule.name}: the hub reaches only the office's "
+                    f"{', '.join(sorted(HUB_SITE_ROLES))} (set site: to one of them)"
+                )
         return self
 
     def _rules(self) -> tuple[NetworkRule, ...]:
@@ -826,17 +844,27 @@ def unit_address_allow(svc: ServicesPolicy, name: str, network: NetworkPolicy) -
 SITE_NETWORK_UNIT = "fieldkit-site-network.service"
 
 
-def site_network_unit(policies: PolicySet) -> str:
+def site_network_unit(policies: PolicySet, role: str = "tablet") -> str:
     """The oneshot that applies the site's network from the enrolment at every boot (root):
     firewall, DNS, time, Wi-Fi, and the services' address lists (``fieldkit network apply``),
-    before any fieldkit service starts. Skipped on a tablet not enrolled yet."""
+    before any fieldkit service starts. Skipped on a tablet not enrolled yet.
+
+    On the hub: the office network the admin set (``fieldkit hub network``, fieldkit.hub.office):
+    firewall, DNS, time, apt's and cvdupdate's proxy; skipped (the image's rules stay) until
+    the admin has set it."""
     svc = policies.services
-    volume = policies.erasure.data_volume
+    volume = policies.erasure.data_volume if role == "tablet" else None
+    hub = role == "hub"
     return "\n".join(
         [
             f"# {GENERATED.format(kind='network')}",
             "[Unit]",
-            "Description=fieldkit: the site's network from the enrolment",
+            "Description=fieldkit: the "
+            + (
+                "hub's office network (fieldkit hub network)"
+                if hub
+                else "site's network from the enrolment"
+            ),
             *(
                 [f"Requires={datavol.LAYOUT_UNIT}", f"After={datavol.LAYOUT_UNIT}"]
                 if volume is not None
@@ -848,7 +876,8 @@ def site_network_unit(policies: PolicySet) -> str:
             "[Service]",
             "Type=oneshot",
             "RemainAfterExit=yes",
-            f"ExecStart={svc.venv}/bin/python -m fieldkit network apply --boot",
+            f"ExecStart={svc.venv}/bin/python -m fieldkit network apply --boot"
+            + (" --role hub" if hub else ""),
             "",
             "[Install]",
             "WantedBy=multi-user.target",
@@ -1120,7 +1149,7 @@ def ansible_vars(
         "hardening_swap_enabled": erasure.swap,
         "cups_settings": cupsd_settings(erasure),
         "firewall_nftables_ruleset": as_text["network"][str(NFTABLES_PATH)],
-        "firewall_site_network_unit": site_network_unit(policies) if role == "tablet" else "",
+        "firewall_site_network_unit": site_network_unit(policies, role),
         "firewall_network_files": {
             p: b for p, b in as_text["network"].items() if p != str(NFTABLES_PATH)
         },
@@ -1148,9 +1177,7 @@ def ansible_vars(
         "antivirus_freshclam_conf": freshclam_conf(policies_dir) if policies_dir else "",
         "antivirus_freshclam_dropin": freshclam_dropin(policies_dir) if policies_dir else "",
         "hub_tls_dns_names": hub_tls_dns_names(antivirus_policy(policies_dir)),
-        "hub_cvd_address_allow": sorted(
-            {a for name in HUB_CVD_RULES for a in policies.network.rule(name).addresses}
-        ),
+        "hub_cvd_address_allow": hub_cvd_address_allow(policies.network),
         "policy_dir": str(policies_dir) if policies_dir is not None else "",
         "fieldkit_services_links": (
             {str(k): str(v) for k, v in volume.links.items()} if volume is not None else {}
@@ -1346,8 +1373,17 @@ def freshclam_conf(policies_dir: Path) -> str:
         raise PolicyError(f"policy file {policies_dir / 'antivirus.toml'}: {exc}") from None
 
 
-# What `cvd update` reaches from the hub: ClamAV's servers and the site's DNS (network.yaml).
-HUB_CVD_RULES = ("av-official", "hub-dns")
+# What `cvd update` reaches from the hub: the office's proxy (its HTTPS downloads) and DNS
+# (its TXT query for the versions) (network.yaml).
+HUB_CVD_RULES = ("hub-proxy", "hub-dns")
+
+
+def hub_cvd_address_allow(network: NetworkPolicy) -> list[str]:
+    """The addresses fieldkit-cvd-update.service may reach: the build's (placeholders), or the
+    office's once placed (``fieldkit.hub.office``); a rule the office has no address for (no
+    proxy) is not there."""
+    rules = network.for_role("hub").outbound
+    return sorted({a for rule in rules if rule.name in HUB_CVD_RULES for a in rule.addresses})
 
 
 def hub_tls_dns_names(antivirus: AntivirusSection) -> list[str]:
