@@ -18,19 +18,19 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fieldkit.hub.office import (
-    CVD_DROPIN_PATH,
-    OFFICE_FILE,
-    OfficeNetwork,
-    office_policy,
-    render_office,
-)
 from fieldkit.network import (
     APT_PROXY_PATH,
     RESOLV_PATH,
     TIMESYNCD_PATH,
     NetworkError,
     placeholders_in_ruleset,
+)
+from fieldkit.office import (
+    CVD_DROPIN_PATH,
+    OFFICE_FILE,
+    OfficeNetwork,
+    office_policy,
+    render_office,
 )
 from fieldkit.policies import (
     NFTABLES_PATH,

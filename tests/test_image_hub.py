@@ -135,7 +135,7 @@ def test_every_generated_file_in_the_hub_image_is_its_rendering(host: Any) -> No
         "/etc/systemd/system/fieldkit-ca-signer.service": wanted[
             "fieldkit_services_ca_signer_unit"
         ],
-        # The office network, applied again at every boot (fieldkit.hub.office).
+        # The office network, applied again at every boot (fieldkit.office).
         "/etc/systemd/system/fieldkit-site-network.service": wanted["firewall_site_network_unit"],
     }
     assert wanted["fieldkit_services_device_config"]

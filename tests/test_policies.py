@@ -610,7 +610,7 @@ def test_the_hub_image_listens_where_its_firewall_opens(tmp_path: Path) -> None:
     names = hub_vars["hub_tls_dns_names"]
     assert names == ["localhost", "hub.fieldkit.lan"] and f"//{names[1]}:" in mirror_url
     # cvdupdate's unit reaches the office's proxy and DNS only (network.yaml's hub rules; the
-    # office network's drop-in replaces these placeholders, fieldkit.hub.office).
+    # office network's drop-in replaces these placeholders, fieldkit.office).
     official = [*network.rule("hub-proxy").addresses, *network.rule("hub-dns").addresses]
     assert hub_vars["hub_cvd_address_allow"] == sorted(set(official))
     assert config.hubweb.cookie_secure and config.hubweb.proxy_hops == 0

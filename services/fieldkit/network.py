@@ -395,7 +395,7 @@ def device_role(args: argparse.Namespace) -> str:
 
 def cmd_network_apply(args: argparse.Namespace) -> int:
     if device_role(args) == "hub":
-        from fieldkit.hub.office import cmd_office_apply
+        from fieldkit.office import cmd_office_apply
 
         return cmd_office_apply(args)
     try:
@@ -422,7 +422,7 @@ def cmd_network_check(args: argparse.Namespace) -> int:
     also whether its office network gives it a way to updates (a proxy)."""
     ruleset = (args.root / NFTABLES_PATH.relative_to("/")).read_text(encoding="utf-8")
     left = placeholders_in_ruleset(ruleset)
-    from fieldkit.hub.office import office_problems
+    from fieldkit.office import office_problems
 
     problems = office_problems(args.root)
     if left:

@@ -195,7 +195,7 @@ class ErasurePolicy(Policy):
 
 # Which address of the site's network (set at enrolment, ``fieldkit.network.SiteNetwork``)
 # a rule takes on a fielded device; the addresses in the policy file are the build's defaults.
-# On the hub, the office's (``fieldkit.hub.office.OfficeNetwork``): dns, time and proxy.
+# On the hub, the office's (``fieldkit.office.OfficeNetwork``): dns, time and proxy.
 SiteRole = Literal["hub", "dns", "time", "official_application_host", "printer", "proxy"]
 TABLET_SITE_ROLES = frozenset({"hub", "dns", "time", "official_application_host", "printer"})
 HUB_SITE_ROLES = frozenset({"dns", "time", "proxy"})
@@ -849,7 +849,7 @@ def site_network_unit(policies: PolicySet, role: str = "tablet") -> str:
     firewall, DNS, time, Wi-Fi, and the services' address lists (``fieldkit network apply``),
     before any fieldkit service starts. Skipped on a tablet not enrolled yet.
 
-    On the hub: the office network the admin set (``fieldkit hub network``, fieldkit.hub.office):
+    On the hub: the office network the admin set (``fieldkit hub network``, fieldkit.office):
     firewall, DNS, time, apt's and cvdupdate's proxy; skipped (the image's rules stay) until
     the admin has set it."""
     svc = policies.services
@@ -1380,7 +1380,7 @@ HUB_CVD_RULES = ("hub-proxy", "hub-dns")
 
 def hub_cvd_address_allow(network: NetworkPolicy) -> list[str]:
     """The addresses fieldkit-cvd-update.service may reach: the build's (placeholders), or the
-    office's once placed (``fieldkit.hub.office``); a rule the office has no address for (no
+    office's once placed (``fieldkit.office``); a rule the office has no address for (no
     proxy) is not there."""
     rules = network.for_role("hub").outbound
     return sorted({a for rule in rules if rule.name in HUB_CVD_RULES for a in rule.addresses})

@@ -327,7 +327,7 @@ def add_commands(sub: Any) -> None:
     site.add_argument("--broker-host", help="the name tablets are given for the broker")
     site.add_argument("--broker-port", type=int, help="the broker's port, if not the policy's")
     site.set_defaults(func=cmd_hub_site)
-    from fieldkit.hub.office import add_hub_network
+    from fieldkit.office import add_hub_network
 
     add_hub_network(hub)
     shown = hub.add_parser(
