@@ -1,0 +1,376 @@
+"""The tablet's kernel audit summary and file-integrity result, for the hub (issue 19 items 2, 3).
+
+Two root-run reporters, each a systemd unit of the integrity role, write one small JSON file
+each into the reports folder (``/var/lib/fieldkit/integrity``, on the encrypted data volume;
+root's, readable by the ``fieldkit-integrity`` group, whose only member is sync's user). sync
+reads the files (``fieldkit.sync.reports``) and sends each new one to the hub as a health
+record. Neither reporter talks to the network or the bus; sync never reads the audit log.
+
+- ``fieldkit integrity audit-summary`` (``fieldkit-audit-summary.timer``, every 15 minutes):
+  the kernel audit trail's events since the last summary, read by the audit package's own
+  parser (``ausearch --checkpoint … --format csv --extra-keys``): counts per rule key, per
+  program on a fixed allow-list (``wire.AUDIT_PROGRAMS``), failures and anomalies; and the
+  trail's state from ``auditctl -s`` (enabled, lost, backlog, whether auditd runs). Of each
+  event only its type, outcome, program and key are looked at; file names, users and
+  arguments (which the rules keep out of the log anyway) never leave this process.
+- ``fieldkit integrity check`` (``fieldkit-integrity-check.timer``, after each boot and
+  daily): ``aide --check`` with AIDE's JSON report; the counts of added, removed and changed
+  entries and the first ``INTEGRITY_PATHS_MAX`` paths. It exits with AIDE's status, so the
+  unit fails on a change as before; the hub raises an incident from the report.
+
+Each file's content is a ``wire.DeviceHealth`` body, checked against that model before it is
+written (and again by sync, and again by the hub's ingest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import grp
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from fieldkit.sync.wire import (
+    AUDIT_KEYS,
+    AUDIT_PROGRAMS,
+    DATA_VOLUME,
+    INTEGRITY_PATHS_MAX,
+    DeviceHealth,
+)
+
+log = logging.getLogger(__name__)
+
+REPORTS_DIR = Path("/var/lib/fieldkit/integrity")
+REPORTS_GROUP = "fieldkit-integrity"
+KERNEL_AUDIT_REPORT = "kernel-audit.json"
+FILE_INTEGRITY_REPORT = "file-integrity.json"
+REPORT_FILES = (KERNEL_AUDIT_REPORT, FILE_INTEGRITY_REPORT)
+# ausearch's exit statuses for a checkpoint it cannot use (a rotated or replaced log):
+# searched again from the checkpoint's time (ausearch(8), "--start checkpoint").
+CHECKPOINT_FAILED = (10, 11, 12)
+AIDE_ERROR = 14  # AIDE's exit statuses from 14 up are errors, not findings
+
+
+class IntegrityError(Exception):
+    """A reporter could not do its job (a tool missing or failing)."""
+
+
+def write_report(path: Path, body: dict[str, Any], group: str | None = REPORTS_GROUP) -> None:
+    """Check the body, then replace ``path`` with it in one rename (0640, the reports group)."""
+    DeviceHealth.model_validate(body)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gid = -1
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            log.warning("group %s does not exist: the report stays root's alone", group)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(body, out, sort_keys=True)
+            out.flush()
+            os.fchmod(out.fileno(), 0o640)
+            if gid != -1:
+                os.fchown(out.fileno(), -1, gid)
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# ---- the kernel audit trail -------------------------------------------------------------
+
+
+def audit_status(auditctl: str = "auditctl") -> dict[str, int]:
+    """The kernel's audit state (``auditctl -s``): enabled, pid, lost, backlog, …"""
+    try:
+        done = subprocess.run(
+            [auditctl, "-s"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise IntegrityError(f"auditctl -s did not run: {exc.__class__.__name__}") from None
+    if done.returncode != 0:
+        raise IntegrityError(f"auditctl -s failed (exit {done.returncode})")
+    status: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        name, _, value = line.partition(" ")
+        if value.strip().split(" ")[0].isdigit():
+            status[name] = int(value.strip().split(" ")[0])
+    if "enabled" not in status:
+        raise IntegrityError("auditctl -s said nothing of the audit state")
+    return status
+
+
+def count_events(csv_text: str, skip_serial: str | None = None) -> dict[str, Any]:
+    """Counts from ``ausearch --format csv --extra-keys`` output: events, failures, anomalies,
+    per key and per allowed program. No other column is looked at."""
+    events = failed = anomalies = 0
+    keys: Counter[str] = Counter()
+    programs: Counter[str] = Counter()
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        if skip_serial is not None and row.get("SERIAL_NUM") == skip_serial:
+            continue  # the checkpoint's own event, counted by the summary before
+        events += 1
+        if (row.get("RESULT") or "") == "failed":
+            failed += 1
+        if (row.get("EVENT") or "").startswith("ANOM_"):
+            anomalies += 1
+        key_field = row.get("KEY") or ""
+        names = [k for k in key_field.replace("\x01", ",").split(",") if k and k != "(null)"]
+        for name in names:
+            keys[name if name in AUDIT_KEYS else "other"] += 1
+        if names:
+            program = row.get("HOW") or ""
+            programs[program if program in AUDIT_PROGRAMS else "other"] += 1
+    return {
+        "events": events,
+        "failed": failed,
+        "anomalies": anomalies,
+        "keys": dict(sorted(keys.items())),
+        "programs": dict(sorted(programs.items())),
+    }
+
+
+def _checkpoint_serial(checkpoint: Path) -> str | None:
+    """The serial of the event a checkpoint file names (``output=<node> <time>:<serial> …``)."""
+    try:
+        for line in checkpoint.read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("output="):
+                stamp = line.split(" ")[1]
+                return stamp.rpartition(":")[2] or None
+    except (OSError, IndexError):
+        return None
+    return None
+
+
+def search_since_checkpoint(
+    checkpoint: Path, source: Path | None, ausearch: str = "ausearch"
+) -> tuple[str, str | None]:
+    """The events after the checkpoint as CSV (ausearch's parser; it moves the checkpoint),
+    and the serial to skip when the search had to start from the checkpoint's time."""
+    base = [ausearch, "--checkpoint", str(checkpoint), "--format", "csv", "--extra-keys"]
+    base += ["--input", str(source)] if source is not None else ["--input-logs"]
+
+    def run(extra: list[str]) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                base + extra, capture_output=True, text=True, timeout=600, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise IntegrityError(f"ausearch did not run: {exc.__class__.__name__}") from None
+
+    skip = None
+    done = run([])
+    if done.returncode in CHECKPOINT_FAILED:
+        skip = _checkpoint_serial(checkpoint)
+        log.info("audit checkpoint not found in the log (exit %d): from its time", done.returncode)
+        done = run(["--start", "checkpoint"])
+    if done.returncode == 1 and not done.stdout.strip():
+        return "", None  # no event since the checkpoint
+    if done.returncode != 0:
+        raise IntegrityError(f"ausearch failed (exit {done.returncode})")
+    return done.stdout, skip
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def kernel_audit_summary(
+    checkpoint: Path,
+    source: Path | None = None,
+    *,
+    ausearch: str = "ausearch",
+    auditctl: str = "auditctl",
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A health body with the audit trail's summary since the last one. The previous run's
+    time and lost count are kept beside the checkpoint (``<checkpoint>.state``)."""
+    now = time.time() if now is None else now
+    state_file = checkpoint.with_name(checkpoint.name + ".state")
+    try:
+        previous = json.loads(state_file.read_text(encoding="utf-8"))
+        if not isinstance(previous, dict):
+            previous = {}
+    except (OSError, ValueError):
+        previous = {}
+    status = audit_status(auditctl)
+    csv_text, skip = search_since_checkpoint(checkpoint, source, ausearch)
+    counts = count_events(csv_text, skip)
+    boot = _boot_id()
+    lost = status.get("lost", 0)
+    lost_since = None
+    if previous.get("boot") == boot and isinstance(previous.get("lost"), int):
+        lost_since = max(0, lost - previous["lost"])
+    since = previous.get("at") if isinstance(previous.get("at"), int | float) else None
+    summary = {
+        "since": since,
+        **counts,
+        "enabled": min(max(status["enabled"], 0), 2),
+        "daemon": "running" if status.get("pid", 0) > 0 else "stopped",
+        "lost": lost,
+        "lost_since": lost_since,
+        "backlog": status.get("backlog", 0),
+    }
+    body = {"at": now, "kernel_audit": summary}
+    DeviceHealth.model_validate(body)
+    state_file.write_text(json.dumps({"at": now, "boot": boot, "lost": lost}), encoding="utf-8")
+    state_file.chmod(0o600)
+    return body
+
+
+# ---- file integrity (AIDE) ----------------------------------------------------------------
+
+
+def parse_aide_report(report: dict[str, Any], exit_status: int) -> dict[str, Any]:
+    """The integrity result from AIDE's JSON report (``report_format=json``)."""
+    entries = report.get("number_of_entries") or {}
+    changes: list[dict[str, str]] = []
+    counts = {}
+    for kind in ("added", "removed", "changed"):
+        listed = report.get(kind) or {}
+        counts[kind] = int(entries.get(kind, len(listed)))
+        for path in listed:
+            if path == DATA_VOLUME or path.startswith(DATA_VOLUME + "/"):
+                continue  # never in the baseline; never named, whatever AIDE says
+            changes.append({"path": path, "change": kind})
+    changes.sort(key=lambda c: (c["path"], c["change"]))
+    database = None
+    for digests in (report.get("databases") or {}).values():
+        if isinstance(digests, dict) and isinstance(digests.get("sha256"), str):
+            database = digests["sha256"]
+            break
+    total = sum(counts.values())
+    return {
+        "ok": total == 0,
+        "exit_status": exit_status,
+        "entries": int(entries.get("total", 0)),
+        **counts,
+        "paths": [c for c in changes if len(c["path"]) <= 511][:INTEGRITY_PATHS_MAX],
+        "database": database,
+    }
+
+
+def file_integrity_check(
+    config: Path, *, aide: str = "aide", now: float | None = None
+) -> tuple[dict[str, Any], int]:
+    """Run ``aide --check`` with the given configuration; the health body and AIDE's status."""
+    now = time.time() if now is None else now
+    failed = {"ok": False, "entries": 0, "added": 0, "removed": 0, "changed": 0}
+    try:
+        done = subprocess.run(
+            [aide, "--config", str(config), "--check", "-B", "report_format=json"],
+            capture_output=True,
+            text=True,
+            timeout=6 * 3600,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.error("aide did not run: %s", exc.__class__.__name__)
+        body = {**failed, "exit_status": 255, "error": "aide-failed"}
+        return {"at": now, "integrity": body}, 255
+    status = done.returncode
+    if status >= AIDE_ERROR:
+        # AIDE's own words go to the journal (root's, in memory), not to the hub.
+        log.error("aide --check failed (exit %d): %s", status, done.stderr.strip()[:2000])
+        error = "no-baseline" if status == 17 else "aide-failed"
+        return {"at": now, "integrity": {**failed, "exit_status": status, "error": error}}, status
+    try:
+        result = parse_aide_report(json.loads(done.stdout), status)
+    except (ValueError, TypeError, AttributeError):
+        log.error("aide's report is not the JSON it should be (exit %d)", status)
+        body = {**failed, "exit_status": status, "error": "unreadable-report"}
+        return {"at": now, "integrity": body}, status or 255
+    if result["ok"] != (status == 0):
+        log.error("aide's exit status %d and its report disagree", status)
+        body = {**failed, "exit_status": status, "error": "unreadable-report"}
+        return {"at": now, "integrity": body}, status or 255
+    return {"at": now, "integrity": result}, status
+
+
+# ---- command line (run as root by the integrity role's units) -----------------------------
+
+
+def cmd_audit_summary(args: argparse.Namespace) -> int:
+    body = kernel_audit_summary(args.checkpoint, args.input)
+    write_report(args.out, body, args.group or None)
+    summary = body["kernel_audit"]
+    print(
+        f"kernel audit: {summary['events']} events since the last summary, keys "
+        f"{summary['keys']}, lost {summary['lost']}, auditd {summary['daemon']}, "
+        f"enabled {summary['enabled']}"
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    body, status = file_integrity_check(args.aide_config, aide=args.aide)
+    write_report(args.out, body, args.group or None)
+    result = body["integrity"]
+    if result["ok"]:
+        print(f"file integrity: no change in {result['entries']} entries")
+    elif result.get("error"):
+        print(f"file integrity: the check failed ({result['error']}, exit {status})")
+    else:
+        print(
+            f"file integrity: {result['added']} added, {result['removed']} removed, "
+            f"{result['changed']} changed (AIDE exit {status})"
+        )
+        for change in result["paths"]:
+            print(f"  {change['change']}: {change['path']}")
+    return status
+
+
+def add_integrity_commands(sub: Any) -> None:
+    integrity = sub.add_parser(
+        "integrity", help="the kernel audit summary and file-integrity check (root)"
+    ).add_subparsers(dest="integrity_cmd", required=True)
+    summary = integrity.add_parser(
+        "audit-summary", help="summarise the kernel audit trail since the last summary"
+    )
+    summary.add_argument("--checkpoint", type=Path, required=True, help="ausearch's checkpoint")
+    summary.add_argument(
+        "--input", type=Path, help="an audit log file or folder (default: auditd.conf's log)"
+    )
+    summary.add_argument("--out", type=Path, default=REPORTS_DIR / KERNEL_AUDIT_REPORT)
+    summary.add_argument("--group", default=REPORTS_GROUP, help="the group that may read it")
+    summary.set_defaults(standalone=_guarded(cmd_audit_summary))
+    check = integrity.add_parser("check", help="check the file system against AIDE's baseline")
+    check.add_argument("--aide-config", type=Path, default=Path("/etc/aide/aide.conf"))
+    check.add_argument("--aide", default="aide")
+    check.add_argument("--out", type=Path, default=REPORTS_DIR / FILE_INTEGRITY_REPORT)
+    check.add_argument("--group", default=REPORTS_GROUP, help="the group that may read it")
+    check.set_defaults(standalone=_guarded(cmd_check))
+
+
+def _guarded(command: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = command(args)
+            return result
+        except (IntegrityError, OSError, ValidationError) as exc:
+            print(f"fieldkit integrity: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
