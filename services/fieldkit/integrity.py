@@ -8,7 +8,7 @@ record. Neither reporter talks to the network or the bus; sync never reads the a
 
 - ``fieldkit integrity audit-summary`` (``fieldkit-audit-summary.timer``, every 15 minutes):
   the kernel audit trail's events since the last summary, read by the audit package's own
-  parser (``ausearch --checkpoint … --format csv --extra-keys``): counts per rule key, per
+  parser (``ausearch --input-logs --start … --format csv --extra-keys``): counts per rule key, per
   program on a fixed allow-list (``wire.AUDIT_PROGRAMS``), failures and anomalies; and the
   trail's state from ``auditctl -s`` (enabled, lost, backlog, whether auditd runs). Of each
   event only its type, outcome, program and key are looked at; file names, users and
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import grp
 import io
 import json
@@ -56,9 +57,6 @@ REPORTS_GROUP = "fieldkit-integrity"
 KERNEL_AUDIT_REPORT = "kernel-audit.json"
 FILE_INTEGRITY_REPORT = "file-integrity.json"
 REPORT_FILES = (KERNEL_AUDIT_REPORT, FILE_INTEGRITY_REPORT)
-# ausearch's exit statuses for a checkpoint it cannot use (a rotated or replaced log):
-# searched again from the checkpoint's time (ausearch(8), "--start checkpoint").
-CHECKPOINT_FAILED = (10, 11, 12)
 AIDE_ERROR = 14  # AIDE's exit statuses from 14 up are errors, not findings
 
 
@@ -119,29 +117,58 @@ def audit_status(auditctl: str = "auditctl") -> dict[str, int]:
     return status
 
 
-def count_events(csv_text: str, skip_serial: str | None = None) -> dict[str, Any]:
-    """Counts from ``ausearch --format csv --extra-keys`` output: events, failures, anomalies,
-    per key and per allowed program. No other column is looked at."""
-    events = failed = anomalies = 0
+# Events of the last OVERLAP seconds before the previous summary's newest are searched again
+# (an event auditd wrote just after that search); the ones already counted are known by their
+# second and serial number and skipped.
+OVERLAP = 3
+# ausearch prints and parses dates in the C locale's form, in the time zone it is given.
+AUSEARCH_ENV = {"TZ": "UTC", "LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+AuditEvent = dict[str, Any]
+
+
+def read_events(csv_text: str) -> list[AuditEvent]:
+    """The columns a summary may use of ``ausearch --format csv --extra-keys`` output (with
+    ``AUSEARCH_ENV``): type, outcome, program, key, and the second and serial number that
+    tell events apart. Every other column (file names, users, hosts) is dropped here."""
+    events = []
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        try:
+            moment = dt.datetime.strptime(f"{row['DATE']} {row['TIME']}", "%m/%d/%y %H:%M:%S")
+        except (KeyError, TypeError, ValueError):
+            continue
+        events.append(
+            {
+                "event": row.get("EVENT") or "",
+                "result": row.get("RESULT") or "",
+                "how": row.get("HOW") or "",
+                "key": row.get("KEY") or "",
+                "second": int(moment.replace(tzinfo=dt.UTC).timestamp()),
+                "serial": row.get("SERIAL_NUM") or "",
+            }
+        )
+    return events
+
+
+def count_events(events: list[AuditEvent]) -> dict[str, Any]:
+    """Events, failures, anomalies, per rule key and per allowed program. A rule being loaded
+    (CONFIG_CHANGE, which carries the rule's key) is an event, not a hit of the rule."""
+    failed = anomalies = 0
     keys: Counter[str] = Counter()
     programs: Counter[str] = Counter()
-    for row in csv.DictReader(io.StringIO(csv_text)):
-        if skip_serial is not None and row.get("SERIAL_NUM") == skip_serial:
-            continue  # the checkpoint's own event, counted by the summary before
-        events += 1
-        if (row.get("RESULT") or "") == "failed":
+    for event in events:
+        if event["result"] == "failed":
             failed += 1
-        if (row.get("EVENT") or "").startswith("ANOM_"):
+        if event["event"].startswith("ANOM_"):
             anomalies += 1
-        key_field = row.get("KEY") or ""
-        names = [k for k in key_field.replace("\x01", ",").split(",") if k and k != "(null)"]
+        if event["event"] == "CONFIG_CHANGE":
+            continue
+        names = [k for k in event["key"].replace("\x01", ",").split(",") if k and k != "(null)"]
         for name in names:
             keys[name if name in AUDIT_KEYS else "other"] += 1
         if names:
-            program = row.get("HOW") or ""
-            programs[program if program in AUDIT_PROGRAMS else "other"] += 1
+            programs[event["how"] if event["how"] in AUDIT_PROGRAMS else "other"] += 1
     return {
-        "events": events,
+        "events": len(events),
         "failed": failed,
         "anomalies": anomalies,
         "keys": dict(sorted(keys.items())),
@@ -149,45 +176,28 @@ def count_events(csv_text: str, skip_serial: str | None = None) -> dict[str, Any
     }
 
 
-def _checkpoint_serial(checkpoint: Path) -> str | None:
-    """The serial of the event a checkpoint file names (``output=<node> <time>:<serial> …``)."""
+def search_events(
+    after: int | None, source: Path | None, ausearch: str = "ausearch"
+) -> list[AuditEvent]:
+    """The audit log's events from second ``after - OVERLAP`` on (all when None), parsed by the
+    audit package's own ``ausearch`` over every rotated log (``--input-logs``: auditd.conf's
+    log file) or ``source`` (a log file or folder)."""
+    command = [ausearch, "--format", "csv", "--extra-keys"]
+    command += ["--input", str(source)] if source is not None else ["--input-logs"]
+    if after is not None:
+        start = dt.datetime.fromtimestamp(after - OVERLAP, dt.UTC)
+        command += ["--start", start.strftime("%m/%d/%y"), start.strftime("%H:%M:%S")]
     try:
-        for line in checkpoint.read_text(encoding="ascii", errors="replace").splitlines():
-            if line.startswith("output="):
-                stamp = line.split(" ")[1]
-                return stamp.rpartition(":")[2] or None
-    except (OSError, IndexError):
-        return None
-    return None
-
-
-def search_since_checkpoint(
-    checkpoint: Path, source: Path | None, ausearch: str = "ausearch"
-) -> tuple[str, str | None]:
-    """The events after the checkpoint as CSV (ausearch's parser; it moves the checkpoint),
-    and the serial to skip when the search had to start from the checkpoint's time."""
-    base = [ausearch, "--checkpoint", str(checkpoint), "--format", "csv", "--extra-keys"]
-    base += ["--input", str(source)] if source is not None else ["--input-logs"]
-
-    def run(extra: list[str]) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                base + extra, capture_output=True, text=True, timeout=600, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise IntegrityError(f"ausearch did not run: {exc.__class__.__name__}") from None
-
-    skip = None
-    done = run([])
-    if done.returncode in CHECKPOINT_FAILED:
-        skip = _checkpoint_serial(checkpoint)
-        log.info("audit checkpoint not found in the log (exit %d): from its time", done.returncode)
-        done = run(["--start", "checkpoint"])
-    if done.returncode == 1 and not done.stdout.strip():
-        return "", None  # no event since the checkpoint
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, check=False, env=AUSEARCH_ENV
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise IntegrityError(f"ausearch did not run: {exc.__class__.__name__}") from None
+    if done.returncode == 1 and "no matches" in done.stderr:
+        return []
     if done.returncode != 0:
         raise IntegrityError(f"ausearch failed (exit {done.returncode})")
-    return done.stdout, skip
+    return read_events(done.stdout)
 
 
 def _boot_id() -> str:
@@ -198,17 +208,17 @@ def _boot_id() -> str:
 
 
 def kernel_audit_summary(
-    checkpoint: Path,
+    state_file: Path,
     source: Path | None = None,
     *,
     ausearch: str = "ausearch",
     auditctl: str = "auditctl",
     now: float | None = None,
 ) -> dict[str, Any]:
-    """A health body with the audit trail's summary since the last one. The previous run's
-    time and lost count are kept beside the checkpoint (``<checkpoint>.state``)."""
+    """A health body with the audit trail's summary since the last one. What the last one
+    counted (its time, the newest second it saw and the events of its last seconds, the
+    boot and the kernel's lost count) is kept in ``state_file`` (root's, 0600)."""
     now = time.time() if now is None else now
-    state_file = checkpoint.with_name(checkpoint.name + ".state")
     try:
         previous = json.loads(state_file.read_text(encoding="utf-8"))
         if not isinstance(previous, dict):
@@ -216,8 +226,18 @@ def kernel_audit_summary(
     except (OSError, ValueError):
         previous = {}
     status = audit_status(auditctl)
-    csv_text, skip = search_since_checkpoint(checkpoint, source, ausearch)
-    counts = count_events(csv_text, skip)
+    last = previous.get("second") if isinstance(previous.get("second"), int) else None
+    counted = {tuple(pair) for pair in previous.get("counted") or [] if len(pair) == 2}
+    found = search_events(last, source, ausearch)
+    fresh = [e for e in found if (e["second"], e["serial"]) not in counted]
+    newest = max([e["second"] for e in found] + ([last] if last is not None else []), default=None)
+    if newest is not None:
+        counted = {
+            (second, serial)
+            for second, serial in counted | {(e["second"], e["serial"]) for e in fresh}
+            if second >= newest - OVERLAP
+        }
+    counts = count_events(fresh)
     boot = _boot_id()
     lost = status.get("lost", 0)
     lost_since = None
@@ -235,8 +255,15 @@ def kernel_audit_summary(
     }
     body = {"at": now, "kernel_audit": summary}
     DeviceHealth.model_validate(body)
-    state_file.write_text(json.dumps({"at": now, "boot": boot, "lost": lost}), encoding="utf-8")
-    state_file.chmod(0o600)
+    state = {"at": now, "boot": boot, "lost": lost, "second": newest}
+    state["counted"] = sorted([second, serial] for second, serial in counted)
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(state, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, state_file)
     return body
 
 
@@ -313,7 +340,7 @@ def file_integrity_check(
 
 
 def cmd_audit_summary(args: argparse.Namespace) -> int:
-    body = kernel_audit_summary(args.checkpoint, args.input)
+    body = kernel_audit_summary(args.state, args.input)
     write_report(args.out, body, args.group or None)
     summary = body["kernel_audit"]
     print(
@@ -349,7 +376,9 @@ def add_integrity_commands(sub: Any) -> None:
     summary = integrity.add_parser(
         "audit-summary", help="summarise the kernel audit trail since the last summary"
     )
-    summary.add_argument("--checkpoint", type=Path, required=True, help="ausearch's checkpoint")
+    summary.add_argument(
+        "--state", type=Path, required=True, help="what the last summary counted (root's)"
+    )
     summary.add_argument(
         "--input", type=Path, help="an audit log file or folder (default: auditd.conf's log)"
     )
