@@ -583,3 +583,32 @@ def test_the_hub_refuses_a_malformed_summary_and_keeps_storing(
     finally:
         with contextlib.suppress(Exception):
             device.close()
+
+
+def test_without_the_allow_list_a_file_name_would_reach_the_hub(
+    pki: KitPki,
+    hub_broker: HubBroker,
+    make_ingest: IngestFactory,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other way round: with the allow-list check switched off, the same summary naming a
+    file is stored at the hub, so the check is what keeps it out."""
+    import fieldkit.sync.wire as wire
+
+    monkeypatch.setattr(wire, "_known", lambda values, allowed, what: values)
+    ingest = make_ingest(database_url)
+    device = DeviceClient(pki, "tab-a", hub_broker.port)
+    device.connect()
+    try:
+        bad = audit_body(time.time())
+        bad["kernel_audit"]["keys"] = {PLANTED: 3}
+        device.publish(up_topic("tab-a"), signed_record(pki, "tab-a", "health", body=bad).encode())
+        wait_for(lambda: len(device.acks) == 1, what="ack")
+        assert device.acks[0].outcome == "stored"
+        with Session(ingest.engine) as session:
+            (row,) = session.scalars(select(HealthRow))
+            assert PLANTED in json.dumps(row.report)
+    finally:
+        with contextlib.suppress(Exception):
+            device.close()
