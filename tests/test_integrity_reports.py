@@ -323,8 +323,21 @@ def test_the_kernel_audit_summary_counts_keys_since_the_last_and_names_no_file(
     # One more identity change is counted once.
     (auditd.watched / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
     auditd.settle()
-    third = kernel_audit_summary(state, auditd.logs)["kernel_audit"]
+    third_body = kernel_audit_summary(state, auditd.logs)
+    third = third_body["kernel_audit"]
     assert third["keys"].get("identity", 0) == 1
+
+    # What fieldkit-audit-summary.service runs: the same, into the report sync reads (0640).
+    (auditd.watched / "passwd").write_text("root:x:0:0::/root:/bin/bash\n")
+    auditd.settle()
+    out = tmp_path / "reports" / KERNEL_AUDIT_REPORT
+    command = [sys.executable, "-m", "fieldkit", "integrity", "audit-summary", "--state"]
+    command += [str(state), "--input", str(auditd.logs), "--out", str(out), "--group", "root"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_mode & 0o777 == 0o640
+    fourth = json.loads(out.read_text())["kernel_audit"]
+    assert fourth["keys"].get("identity", 0) == 1 and fourth["since"] == third_body["at"]
 
 
 def test_the_summary_counts_keys_and_programs_from_ausearch_csv() -> None:
