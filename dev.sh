@@ -22,6 +22,7 @@ APT_PACKAGES=(
   vsmartcard-vpcd python3-virtualsmartcard python3-pycryptodome  # card tests: a virtual reader and card
   chromium                                          # browser policy, wipe, kiosk and hub web tests (Playwright)
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
+  aide auditd                                       # integrity reports: the real AIDE, auditd, ausearch
 )
 # Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
 APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf swtpm socat)  # socat: the field test's forwards

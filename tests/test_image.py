@@ -503,6 +503,25 @@ def test_the_aide_baseline_is_the_finished_image(
     assert check.rc == 0, check.stdout[-3000:]
 
 
+def test_the_integrity_reports_for_the_hub_are_made_by_root_units(host: Any) -> None:
+    """Issue 19 items 2 and 3: the AIDE check and the kernel audit summary are root's units
+    (the audit log is root's alone), with no network, writing into the reports folder whose
+    group has sync's user as its one member; the summary's timer is enabled."""
+    check = host.file("/etc/systemd/system/fieldkit-integrity-check.service").content_string
+    assert "-m fieldkit integrity check --aide-config /etc/aide/aide.conf" in check
+    assert "--out /var/lib/fieldkit/integrity/file-integrity.json" in check
+    assert "ReadWritePaths=/var/lib/fieldkit/integrity" in check
+    summary = host.file("/etc/systemd/system/fieldkit-audit-summary.service").content_string
+    assert "-m fieldkit integrity audit-summary --state" in summary
+    assert "PrivateNetwork=yes" in summary and "User=" not in summary
+    assert "CapabilityBoundingSet=CAP_AUDIT_CONTROL CAP_CHOWN" in summary
+    assert host.service("fieldkit-audit-summary.timer").is_enabled
+    assert host.group("fieldkit-integrity").exists
+    members = host.run("getent group fieldkit-integrity").stdout.strip().split(":")[-1]
+    assert members == "fieldkit-sync", members
+    assert host.exists("ausearch") and host.exists("auditctl")
+
+
 def test_nothing_enabled_that_the_policy_does_not_name(rootfs: Path, policies: PolicySet) -> None:
     """Issue 19 item 4, in the rootfs (the booted VM's twin is test_image_hardening.py): every
     enabled unit is rendered from policies/ or named in services.yaml's system_units."""
@@ -513,5 +532,6 @@ def test_nothing_enabled_that_the_policy_does_not_name(rootfs: Path, policies: P
     ).stdout  # fmt: skip
     enabled = {line.split()[0] for line in listing.splitlines() if line.strip()}
     assert "auditd.service" in enabled and "fieldkit-integrity-check.timer" in enabled
+    assert "fieldkit-audit-summary.timer" in enabled
     assert sorted(enabled - allowed_units(policies)) == []
     assert not any(unit.startswith("avahi") for unit in enabled)

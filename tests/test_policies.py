@@ -497,10 +497,17 @@ def test_each_unit_is_handed_only_its_own_bus_password_and_parsers_run_as_their_
                 assert (user, group) == ("root", "root")
             else:
                 assert (user, group) == ("fieldkit", "fieldkit"), path.name
-            # The enrolment folder's group: the kiosk's and sync's alone (the device's keys).
+            # The enrolment folder's group: the kiosk's and sync's alone (the device's keys);
+            # the integrity reports' group: sync's alone (issue 19, read_groups).
             extra = [x for x in lines if x.startswith("SupplementaryGroups=")]
-            shares = name in ("kiosk", "sync")
-            assert extra == (["SupplementaryGroups=fieldkit-enrol"] if shares else []), path.name
+            expected = {
+                "kiosk": ["SupplementaryGroups=fieldkit-enrol"],
+                "sync": [
+                    "SupplementaryGroups=fieldkit-enrol",
+                    "SupplementaryGroups=fieldkit-integrity",
+                ],
+            }
+            assert extra == expected.get(name, []), path.name
     # One user per tablet service: the kiosk's is the services' user, every other its own.
     tablet = [p.name for p in render(policies, "services", "tablet")]
     users = [services.user_of(n.removeprefix("fieldkit-").removesuffix(".service")) for n in tablet]
@@ -511,7 +518,8 @@ def test_each_unit_is_handed_only_its_own_bus_password_and_parsers_run_as_their_
         f"fieldkit-{n}" for n in services.own_users
     )
     assert made["fieldkit_services_shared_groups"] == {
-        "fieldkit-enrol": ["fieldkit", "fieldkit-sync"]
+        "fieldkit-enrol": ["fieldkit", "fieldkit-sync"],
+        "fieldkit-integrity": ["fieldkit-sync"],
     }
 
 
@@ -526,6 +534,13 @@ def test_a_shared_group_names_two_services_and_is_not_the_services_own_group() -
     ):
         with pytest.raises(ValidationError, match=message):
             type(policies.services).model_validate({**raw, "shared_groups": groups})
+    # A read group may have one member, but not a name another group has.
+    for groups, message in (
+        ({"fieldkit-enrol": ["sync"]}, "not a group name of its own"),
+        ({"fieldkit-integrity": []}, "name the services that read"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            type(policies.services).model_validate({**raw, "read_groups": groups})
 
 
 def test_a_data_volume_folder_needs_a_group_the_image_makes(policy_dir: Path) -> None:

@@ -23,6 +23,7 @@ from fieldkit.config import BusSection, ConfigError, DeviceConfig, config_path, 
 from fieldkit.enrolment.cli import add_commands as add_enrol_commands
 from fieldkit.hub.cli import add_commands as add_hub_commands
 from fieldkit.hub.cli import add_pki_code
+from fieldkit.integrity import add_integrity_commands
 from fieldkit.logs import configure_logging
 from fieldkit.messages import Health, MessageError
 from fieldkit.network import add_commands as add_network_commands
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_network_commands(sub)
     add_printer_commands(sub)
     add_evidence_commands(sub)
+    add_integrity_commands(sub)
     return parser
 
 

@@ -386,6 +386,9 @@ class ServicesPolicy(Policy):
     # makes the device's keys at enrolment and sync signs and connects with them, so the
     # enrolment folder (policies/erasure.yaml) is that pair's group, not every service's.
     shared_groups: dict[str, list[str]] = Field(default_factory=dict)
+    # Groups that let services read what a root unit writes for them (one member or more):
+    # the integrity reports, written by the integrity role's root units, read by sync alone.
+    read_groups: dict[str, list[str]] = Field(default_factory=dict)
     # Issue 19: every other unit a device of the role may have enabled (the operating system's
     # own), unit name -> why. The booted tablet's test fails on any enabled unit that is not a
     # rendered fieldkit unit, an erasure mount or named here.
@@ -423,6 +426,15 @@ class ServicesPolicy(Policy):
                 raise ValueError(f"shared_groups: {group!r} is not a group name of its own")
             if len(set(members)) < 2:
                 raise ValueError(f"shared_groups.{group}: name two services or more")
+        for group, members in self.read_groups.items():
+            if (
+                not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", group)
+                or group == self.user
+                or group in self.shared_groups
+            ):
+                raise ValueError(f"read_groups: {group!r} is not a group name of its own")
+            if not members:
+                raise ValueError(f"read_groups.{group}: name the services that read")
         return self
 
     def user_of(self, service: str) -> str:
@@ -440,13 +452,15 @@ class ServicesPolicy(Policy):
 
     def supplementary_groups(self, service: str) -> list[str]:
         """The shared groups a service's unit is given beside its primary group."""
-        return sorted(g for g, members in self.shared_groups.items() if service in members)
+        groups = {**self.shared_groups, **self.read_groups}
+        return sorted(g for g, members in groups.items() if service in members)
 
     def shared_group_users(self) -> dict[str, list[str]]:
-        """Each shared group with the Unix users of its services (for the image's groups)."""
+        """Each shared (and read) group with the Unix users of its services (for the image's
+        groups)."""
         return {
             group: sorted({self.user_of(name) for name in members})
-            for group, members in sorted(self.shared_groups.items())
+            for group, members in sorted({**self.shared_groups, **self.read_groups}.items())
         }
 
     def own_user_names(self) -> list[str]:
@@ -486,7 +500,12 @@ class PolicySet(BaseModel):
         if volume is not None:
             # The image makes these groups only: a folder whose group is a service's own user
             # (no such group) would stop the volume's layout unit, and every service with it.
-            groups = {"root", self.services.user, *self.services.shared_groups}
+            groups = {
+                "root",
+                self.services.user,
+                *self.services.shared_groups,
+                *self.services.read_groups,
+            }
             for folder in volume.directories:
                 group = folder.group or folder.owner
                 if group not in groups:

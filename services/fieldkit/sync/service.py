@@ -23,6 +23,7 @@ from fieldkit.sync.messages import (
     SubmitPacket,
     SubmitRecord,
 )
+from fieldkit.sync.reports import ReportForwarder
 from fieldkit.sync.wire import OperatorRoster
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,17 @@ def setup(ctx: ServiceContext) -> None:
     ctx.bus.handle_request("operators", OperatorsRequest, on_operators)
     courier.start()
     ctx.on_stop(courier.stop)
+    if config.sync.reports is not None:
+        # The kernel audit summary and the file-integrity result, written by root's units.
+        forwarder = ReportForwarder(
+            courier,
+            config.sync.reports,
+            config.sync.outbox.with_name("reports-sent.json"),
+            config.sync.reports_poll,
+        )
+        forwarder.start()
+        ctx.on_stop(forwarder.stop)
+        ctx.reports = forwarder  # type: ignore[attr-defined]
     ctx.courier = courier  # type: ignore[attr-defined]
 
 

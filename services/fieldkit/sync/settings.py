@@ -29,6 +29,11 @@ class SyncSection(Section):
     # Where the last operator roster from the hub is kept (default: operators.json beside the
     # outbox), so a tablet that starts offline still knows who may log in.
     roster: Path | None = None
+    # The tablet's integrity reports (issue 19): the kernel audit summary and the file-integrity
+    # result the integrity role's root units write here; sync sends each new one to the hub as
+    # a health record (fieldkit.sync.reports). None: not looked for.
+    reports: Path | None = Path("/var/lib/fieldkit/integrity")
+    reports_poll: float = Field(default=60.0, ge=0.2)
 
     def roster_path(self) -> Path:
         return self.roster or self.outbox.with_name("operators.json")

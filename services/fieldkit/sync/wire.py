@@ -28,7 +28,7 @@ from typing import Any, Literal, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fieldkit.messages import Message
 from fieldkit.models import OPERATOR_ID_PATTERN, RECORD_ID_PATTERN, Strict
@@ -102,11 +102,167 @@ class ErasureEvidence(Strict):
     record: dict[str, Any] = {}
 
 
+# The kernel audit trail's keys (ansible/roles/integrity, 50-fieldkit.rules): a summary names
+# these and counts any other key as "other". Keys name rules, never what a rule saw.
+AUDIT_KEYS: tuple[str, ...] = (
+    "identity",
+    "scope",
+    "time-change",
+    "system-locale",
+    "kernel_modules",
+    "mounts",
+    "perm_mod",
+    "access",
+    "delete",
+    "logins",
+    "session",
+    "privileged",
+    "user_emulation",
+    "fieldkit-policy",
+    "other",
+)
+# Programs a summary may name (the privileged commands and the system tools the rules watch):
+# system paths, the same on every tablet. Any other program is counted as "other", so a path
+# in a user's folder or a script's name never leaves the tablet.
+AUDIT_PROGRAMS: tuple[str, ...] = (
+    "/usr/bin/kmod",
+    "/usr/bin/mount",
+    "/usr/bin/umount",
+    "/usr/bin/su",
+    "/usr/bin/sudo",
+    "/usr/bin/passwd",
+    "/usr/bin/chsh",
+    "/usr/bin/chfn",
+    "/usr/bin/gpasswd",
+    "/usr/bin/newgrp",
+    "/usr/bin/chage",
+    "/usr/bin/expiry",
+    "/usr/bin/crontab",
+    "/usr/bin/hostname",
+    "/usr/bin/date",
+    "/usr/bin/timedatectl",
+    "/usr/bin/systemctl",
+    "/usr/sbin/unix_chkpwd",
+    "/usr/sbin/pam_extrausers_chkpwd",
+    "/usr/sbin/useradd",
+    "/usr/sbin/usermod",
+    "/usr/sbin/userdel",
+    "/usr/sbin/groupadd",
+    "/usr/sbin/groupmod",
+    "/usr/sbin/auditctl",
+    "/usr/sbin/auditd",
+    "/usr/sbin/augenrules",
+    "/usr/bin/aide",
+    "/usr/lib/dbus-1.0/dbus-daemon-launch-helper",
+    "/usr/lib/openssh/ssh-keysign",
+    "/usr/lib/polkit-1/polkit-agent-helper-1",
+    "/usr/lib/chromium/chrome-sandbox",
+    "/usr/lib/systemd/systemd",
+    "/usr/lib/systemd/systemd-timesyncd",
+    "/usr/sbin/nft",
+    "/usr/sbin/usbguard-daemon",
+    "/usr/sbin/cupsd",
+    "other",
+)
+_AUDIT_COUNT = Field(ge=0, le=1_000_000_000)
+
+
+def _known(values: dict[str, int], allowed: tuple[str, ...], what: str) -> dict[str, int]:
+    for name, count in values.items():
+        if name not in allowed:
+            raise ValueError(f"{what} not on the allow-list")
+        if not 0 <= count <= 1_000_000_000:
+            raise ValueError(f"{what} count out of range")
+    return values
+
+
+class KernelAuditSummary(Strict):
+    """What the kernel audit trail recorded since the last summary (issue 19 item 2): counts
+    per rule key and per program on a fixed allow-list, and the trail's own state. Never a
+    command's arguments, a file name or a user's name."""
+
+    # The previous summary's time (None: the first since the tablet's audit log began).
+    since: float | None = None
+    events: int = _AUDIT_COUNT
+    # Events whose outcome was a failure (a refused access, a failed login).
+    failed: int = _AUDIT_COUNT
+    # ANOM_* events: the kernel's or a tool's own anomaly reports (AIDE's failed check is one).
+    anomalies: int = _AUDIT_COUNT
+    keys: dict[str, int] = Field(default_factory=dict, max_length=len(AUDIT_KEYS))
+    programs: dict[str, int] = Field(default_factory=dict, max_length=len(AUDIT_PROGRAMS))
+    # The kernel's audit state (auditctl -s): 2 = rules locked until reboot.
+    enabled: int = Field(ge=0, le=2)
+    daemon: Literal["running", "stopped"]
+    # Events the kernel dropped since boot (backlog full, rate limit), and since the last
+    # summary of the same boot (None: first summary of this boot).
+    lost: int = _AUDIT_COUNT
+    lost_since: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    backlog: int = _AUDIT_COUNT
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_known(cls, value: dict[str, int]) -> dict[str, int]:
+        return _known(value, AUDIT_KEYS, "audit key")
+
+    @field_validator("programs")
+    @classmethod
+    def _programs_known(cls, value: dict[str, int]) -> dict[str, int]:
+        return _known(value, AUDIT_PROGRAMS, "program")
+
+
+# AIDE's baseline leaves out the encrypted data volume, so a changed path is a system file's
+# name, never an applicant's; a path under the volume is refused all the same.
+DATA_VOLUME = "/var/lib/fieldkit"
+INTEGRITY_PATHS_MAX = 20
+
+
+class IntegrityChange(Strict):
+    path: str = Field(pattern=r"^/[^\x00-\x1f\x7f]{0,510}$")
+    change: Literal["added", "removed", "changed"]
+
+    @field_validator("path")
+    @classmethod
+    def _not_on_the_data_volume(cls, value: str) -> str:
+        if value == DATA_VOLUME or value.startswith(DATA_VOLUME + "/"):
+            raise ValueError("a path on the data volume is never reported")
+        return value
+
+
+class FileIntegrity(Strict):
+    """One file-integrity check against the image's AIDE baseline (issue 19 item 3)."""
+
+    ok: bool
+    # AIDE's exit status: 0 no change; 1-7 added (1), removed (2), changed (4); 14-21 errors.
+    exit_status: int = Field(ge=0, le=255)
+    entries: int = _AUDIT_COUNT
+    added: int = _AUDIT_COUNT
+    removed: int = _AUDIT_COUNT
+    changed: int = _AUDIT_COUNT
+    # The first INTEGRITY_PATHS_MAX changed paths (sorted); the counts above say how many.
+    paths: list[IntegrityChange] = Field(default_factory=list, max_length=INTEGRITY_PATHS_MAX)
+    # The baseline database's SHA-256 as AIDE reports it (base64), to tell baselines apart.
+    database: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{43}=$")
+    # Why the check could not run (AIDE's own words are not sent: they may hold paths).
+    error: Literal["aide-failed", "no-baseline", "unreadable-report"] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.ok != (self.added + self.removed + self.changed == 0 and self.error is None):
+            raise ValueError("ok must say no change and no error, and only then")
+        if len(self.paths) > self.added + self.removed + self.changed:
+            raise ValueError("more paths than changes")
+        return self
+
+
 class DeviceHealth(Strict):
     at: float
     services: dict[str, str] = {}
     antivirus: dict[str, str | int | float | bool] = {}
     detail: dict[str, str | int | float | bool] = {}
+    # From the tablet's root-run reporters, forwarded by sync (docs/sync.md "Kernel audit
+    # and file integrity"); None in every other health report.
+    kernel_audit: KernelAuditSummary | None = None
+    integrity: FileIntegrity | None = None
 
 
 BODY_MODELS: dict[str, type[BaseModel]] = {

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -102,6 +103,45 @@ def _virus_findings(session: Session) -> list[Alarm]:
     ]
 
 
+def integrity_change_set(integrity: dict[str, Any]) -> str:
+    """What a failed file-integrity check found, as a digest: the same change reported by
+    every daily check until it is dealt with is one incident, a new change another."""
+    paths = sorted(f"{p.get('change')}:{p.get('path')}" for p in integrity.get("paths") or [])
+    counts = [integrity.get(k) for k in ("added", "removed", "changed", "error")]
+    return hashlib.sha256(repr((counts, paths)).encode()).hexdigest()[:16]
+
+
+def _integrity_changes(session: Session) -> list[Alarm]:
+    """A file-integrity check on a device that found a change outside the expected paths, or
+    could not run (issue 19 item 3): one alarm per device and change set."""
+    alarms: dict[tuple[str, str], Alarm] = {}
+    for row in session.scalars(select(HealthRow).order_by(HealthRow.at)):
+        integrity = (row.report or {}).get("integrity")
+        if not isinstance(integrity, dict) or integrity.get("ok", True):
+            continue
+        key = (row.device_id, integrity_change_set(integrity))
+        if key in alarms:
+            continue
+        shown = ", ".join(str(p.get("path")) for p in (integrity.get("paths") or [])[:5])
+        more = int(integrity.get("added") or 0) + int(integrity.get("removed") or 0)
+        more += int(integrity.get("changed") or 0)
+        if integrity.get("error"):
+            what = _said("alarm_draft.integrity_error", device=row.device_id)
+        else:
+            what = _said(
+                "alarm_draft.integrity",
+                device=row.device_id,
+                added=integrity.get("added", 0),
+                removed=integrity.get("removed", 0),
+                changed=integrity.get("changed", 0),
+                paths=shown + (" …" if more > 5 else ""),
+            )
+        alarms[key] = Alarm(
+            f"integrity:{row.device_id}:{key[1]}", _day(row.at), what, _where(row.device_id)
+        )
+    return list(alarms.values())
+
+
 def _chain_gaps(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
     devices = sorted(set(session.scalars(select(ErasureRow.device_id).distinct())))
     alarms = []
@@ -149,6 +189,7 @@ def _revoked(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
 def device_alarms(session: Session, roster: dict[str, RosterEntry]) -> list[Alarm]:
     return [
         *_virus_findings(session),
+        *_integrity_changes(session),
         *_wipe_failures(session),
         *_chain_gaps(session, roster),
         *_revoked(session, roster),

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 from wtforms import FloatField, StringField
 from wtforms.validators import NumberRange, Optional
@@ -51,6 +51,8 @@ class DeviceView:
     last_erasure: str
     operators: str = "—"
     alarms: str = "—"
+    kernel_audit: str = "—"
+    integrity: str = "—"
     # A red row: the last erasure failed, a virus was found, or an alarm in the last 24 h.
     attention: bool = False
 
@@ -180,6 +182,70 @@ def _antivirus_report(session: Session, device_id: str) -> dict[str, Any] | None
     return None
 
 
+def _latest_with(session: Session, device_id: str, field: str) -> HealthRow | None:
+    """The device's latest health report that carries ``field`` (an object, not null): the
+    reports are JSON as ingest stored them (``"field": {`` in both SQLite's and PostgreSQL's
+    text of the column), so the database finds it, however many other reports came since."""
+    return session.scalars(
+        select(HealthRow)
+        .where(
+            HealthRow.device_id == device_id,
+            cast(HealthRow.report, Text).like(f'%"{field}": {{%'),
+        )
+        .order_by(HealthRow.at.desc())
+        .limit(1)
+    ).first()
+
+
+def _integrity(session: Session, device_id: str) -> tuple[str, bool]:
+    """The last file-integrity check (issue 19 item 3): OK, or what changed (red)."""
+    row = _latest_with(session, device_id, "integrity")
+    if row is None:
+        return t("devices.not_reported"), False
+    result = row.report["integrity"]
+    if result.get("ok"):
+        return t("devices.integrity_ok", at=_when(row.at)), False
+    if result.get("error"):
+        return t("devices.integrity_error", at=_when(row.at), error=result["error"]), True
+    paths = [str(p.get("path")) for p in result.get("paths") or []]
+    total = sum(int(result.get(k) or 0) for k in ("added", "removed", "changed"))
+    shown = ", ".join(paths[:5]) + (" …" if total > 5 else "")
+    return t(
+        "devices.integrity_changed",
+        at=_when(row.at),
+        added=result.get("added", 0),
+        removed=result.get("removed", 0),
+        changed=result.get("changed", 0),
+        paths=shown,
+    ), True
+
+
+def _kernel_audit(session: Session, device_id: str) -> tuple[str, bool]:
+    """The last kernel audit summary (issue 19 item 2): events per rule key since the one
+    before, lost events, whether auditd runs. Red when auditd is stopped or events were lost."""
+    row = _latest_with(session, device_id, "kernel_audit")
+    if row is None:
+        return t("devices.not_reported"), False
+    summary = row.report["kernel_audit"]
+    keys = summary.get("keys") or {}
+    listed = ", ".join(f"{k} {n}" for k, n in sorted(keys.items())) or t("none")
+    running = summary.get("daemon") == "running"
+    lost = summary.get("lost_since")
+    lost = summary.get("lost", 0) if lost is None else lost
+    text = t(
+        "devices.audit_summary",
+        at=_when(row.at),
+        window=t("devices.audit_window" if summary.get("since") else "devices.audit_first"),
+        events=summary.get("events", 0),
+        keys=listed,
+        lost=lost,
+        daemon=t("devices.audit_running" if running else "devices.audit_stopped"),
+    )
+    if summary.get("enabled") != 2:
+        text += t("devices.audit_unlocked")
+    return text, (not running) or bool(lost)
+
+
 def device_views() -> list[DeviceView]:
     session = db()
     roster = read_roster(hubweb().pki.roster)
@@ -209,6 +275,8 @@ def device_views() -> list[DeviceView]:
         findings, virus = _av_findings(antivirus)
         backlog, version = _backlog(session.get(DeviceStatusRow, device_id))
         alarms, alarmed = _alarms(session, device_id, now)
+        integrity, tampered = _integrity(session, device_id)
+        kernel_audit, audit_trouble = _kernel_audit(session, device_id)
         entry = roster.get(device_id)
         wiped = erasure is not None and erasure.verified and erasure.signed
         views.append(
@@ -231,7 +299,13 @@ def device_views() -> list[DeviceView]:
                 ),
                 operators=_operators(session, device_id, current),
                 alarms=alarms,
-                attention=virus or alarmed or (erasure is not None and not wiped),
+                kernel_audit=kernel_audit,
+                integrity=integrity,
+                attention=virus
+                or alarmed
+                or tampered
+                or audit_trouble
+                or (erasure is not None and not wiped),
             )
         )
     return views

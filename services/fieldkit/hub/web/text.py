@@ -714,6 +714,23 @@ TEXT: dict[str, tuple[str, str]] = {
     "devices.version": ("ソフトウェアの版", "Software version"),
     "devices.last_wipe": ("最後の消去", "Last erasure"),
     "devices.operators": ("職員名簿", "Operator roster"),
+    "devices.kernel_audit": ("監査ログ（カーネル）", "Kernel audit trail"),
+    "devices.integrity": ("ファイル改ざん検査", "File integrity"),
+    "devices.integrity_ok": ("{at} 変更なし", "{at}: no change"),
+    "devices.integrity_changed": (
+        "{at} 変更あり: 追加 {added}・削除 {removed}・変更 {changed}（{paths}）",
+        "{at}: CHANGED: {added} added, {removed} removed, {changed} changed ({paths})",
+    ),
+    "devices.integrity_error": ("{at} 検査できず（{error}）", "{at}: check failed ({error})"),
+    "devices.audit_summary": (
+        "{at} までの{window}: {events}件（{keys}）、欠落 {lost}、auditd {daemon}",
+        "{window} to {at}: {events} events ({keys}), lost {lost}, auditd {daemon}",
+    ),
+    "devices.audit_window": ("前回から", "since the last report"),
+    "devices.audit_first": ("記録開始から", "since the log began"),
+    "devices.audit_running": ("稼働", "running"),
+    "devices.audit_stopped": ("停止", "STOPPED"),
+    "devices.audit_unlocked": ("（規則が未固定）", " (rules not locked)"),
     "devices.alarms": ("警報（24時間）", "Alarms (24 h)"),
     "devices.revoke": ("失効", "Revoke"),
     "devices.not_reported": ("報告なし", "not reported"),
@@ -922,6 +939,16 @@ TEXT: dict[str, tuple[str, str]] = {
         "紛失・盗難ではありませんか",
         "Device revoked: {device} was revoked (certificate serial {serial}); was it lost or"
         " stolen?",
+    ),
+    "alarm_draft.integrity": (
+        "ファイル改ざん検査: 端末 {device} のシステムファイルが、イメージ作成時の基準と"
+        "異なります（追加 {added}件・削除 {removed}件・変更 {changed}件: {paths}）",
+        "File integrity: system files on {device} differ from the image's baseline"
+        " ({added} added, {removed} removed, {changed} changed: {paths})",
+    ),
+    "alarm_draft.integrity_error": (
+        "ファイル改ざん検査の失敗: 端末 {device} で検査を実行できませんでした",
+        "File integrity check failed: the check could not run on {device}",
     ),
     "alarm_draft.where": ("端末 {device}", "device {device}"),
     # ---- what a device's records say, written in English by the device (a signed erasure
