@@ -20,12 +20,12 @@ import pytest
 from fieldkit.policies import NFTABLES_PATH, PolicySet, ansible_vars, load_policies, render
 from tests.support.hub_image import VENV, broker_drift
 from tests.support.image_rootfs import (  # the tablet image's checks and fixtures, reused
+    allowed_units,
     check_accounts_lock_after_failed_logins,
     check_every_fieldkit_unit_is_present_enabled_and_sandboxed,
     check_fieldkit_runs_from_its_venv,
     check_second_ansible_run_changes_nothing,
     check_suid_files_are_on_the_reviewed_list,
-    allowed_units,
     host,
     manifest,
     policies,
@@ -361,7 +361,8 @@ def test_the_hub_aide_baseline_is_the_finished_image(
 def test_the_hub_has_the_auditors_hardening(host: Any) -> None:
     """Lynis's findings the hub fixes (issue 19): no core dumps, no USB storage, debsums, sshd
     without forwarding, tunnels or idle sessions."""
-    assert "* hard core 0" in host.file("/etc/security/limits.d/10-fieldkit-core.conf").content_string
+    limits = host.file("/etc/security/limits.d/10-fieldkit-core.conf").content_string
+    assert "* hard core 0" in limits
     assert "ulimit -c 0" in host.file("/etc/profile.d/fieldkit-shell.sh").content_string
     modprobe = host.file("/etc/modprobe.d/fieldkit-hardening.conf").content_string
     assert "install usb-storage /bin/true" in modprobe

@@ -99,7 +99,7 @@ cp {FW}/lynis.deb/raw /run/lynis.deb
 dpkg-deb -x /run/lynis.deb /run/lynis
 cp /run/lynis/etc/lynis/default.prf /run/lynis/usr/share/lynis/
 start=$(date +%s)
-(cd /run/lynis/usr/share/lynis && LC_ALL=C.UTF-8 timeout ${{LYNIS_LIMIT:-3000}} sh \
+(cd /run/lynis/usr/share/lynis && LC_ALL=C.UTF-8 timeout ${{LYNIS_LIMIT:-2700}} sh \
     /run/lynis/usr/sbin/lynis audit system --quick --no-colors \
     --plugin-dir /run/lynis/etc/lynis/plugins --logfile /run/lynis.log \
     --report-file /run/lynis-report.dat >/run/lynis.out 2>&1)
@@ -161,11 +161,12 @@ def tailoring(datastream: str = f"/run/oscap/{DATASTREAM}") -> str:
         f'    <xccdf:select idref="{RULE}{rule}" selected="false"/>' for rule in OSCAP_EXCLUDED
     )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<xccdf:Tailoring xmlns:xccdf="http://checklists.nist.gov/xccdf/1.2" id="xccdf_org.fieldkit_tailoring_appliance">
+<xccdf:Tailoring xmlns:xccdf="http://checklists.nist.gov/xccdf/1.2"
+    id="xccdf_org.fieldkit_tailoring_appliance">
   <xccdf:benchmark href="{datastream}"/>
   <xccdf:version time="2026-12-05T00:00:00">1</xccdf:version>
   <xccdf:Profile id="{TAILORED}" extends="{PROFILE}">
-    <xccdf:title>ANSSI BP-028 high, less the rules that do not fit an appliance (fieldkit)</xccdf:title>
+    <xccdf:title>ANSSI BP-028 high, less what does not fit an appliance</xccdf:title>
 {unselected}
   </xccdf:Profile>
 </xccdf:Tailoring>

@@ -74,11 +74,11 @@ done
 # Issue 19 on the hub, before the drill changes anything: the AIDE check after boot, every
 # enabled unit, auditd (its log on the hub's disk) and a canary command audited without its
 # argument.
-HUB_HARDENING = rf"""export LC_ALL=C.UTF-8
+HUB_HARDENING = r"""export LC_ALL=C.UTF-8
 section hub-integrity-boot-check
-integrity_done() {{
+integrity_done() {
     [ "$(systemctl show -P ExecMainExitTimestampMonotonic fieldkit-integrity-check.service)" != 0 ]
-}}
+}
 start=$(date +%s)
 wait_for 1500 integrity_done && echo "done after $(($(date +%s) - start)) s" || echo "not done"
 systemctl show --no-pager -p Result,ExecMainStatus fieldkit-integrity-check.service
@@ -90,7 +90,7 @@ section hub-enabled
 systemctl list-unit-files --state=enabled --no-legend --plain --no-pager >/run/enabled 2>&1 \
     || systemctl --root=/ list-unit-files --state=enabled --no-legend --plain --no-pager \
         >/run/enabled 2>&1
-awk '{{print $1}}' /run/enabled
+awk '{print $1}' /run/enabled
 section hub-auditd
 systemctl is-active auditd.service
 auditctl -s
