@@ -367,6 +367,13 @@ def test_the_hub_has_the_auditors_hardening(host: Any) -> None:
     modprobe = host.file("/etc/modprobe.d/fieldkit-hardening.conf").content_string
     assert "install usb-storage /bin/true" in modprobe
     assert host.package("debsums").is_installed
+    jail = host.file("/etc/fail2ban/jail.d/50-fieldkit.local").content_string
+    assert "[sshd]" in jail and "backend = systemd" in jail and "nftables" in jail
+    assert host.service("fail2ban").is_enabled
+    assert host.file("/boot").exists
+    for found in host.run("ls /boot/System.map-*").stdout.split():
+        assert host.file(found).mode == 0o600, found
+    assert "daily" in host.file("/etc/logrotate.conf").content_string.splitlines()
     conf = host.file("/etc/ssh/sshd_config.d/50-fieldkit.conf").content_string
     for line in ("AllowTcpForwarding no", "AllowAgentForwarding no", "PermitTunnel no",
                  "ClientAliveInterval 300", "ClientAliveCountMax 2", "MaxSessions 2"):  # fmt: skip
