@@ -21,6 +21,7 @@ import pytest
 from fieldkit.policies import NFTABLES_PATH, PolicySet, ansible_vars, load_policies, render
 from tests.support.hub_image import VENV, broker_drift
 from tests.support.image_rootfs import (  # the tablet image's checks and fixtures, reused
+    allowed_units,
     check_accounts_lock_after_failed_logins,
     check_every_fieldkit_unit_is_present_enabled_and_sandboxed,
     check_fieldkit_runs_from_its_venv,
@@ -345,3 +346,101 @@ def test_the_admin_sets_the_office_network_with_the_images_own_command(
         "hub-proxy",
     ]
     assert "tcp dport { 8080 }" in chain and "443" not in chain
+
+
+# --- issue 19 on the hub -------------------------------------------------------------------
+
+
+def _hub_integrity_vars() -> dict[str, Any]:
+    import yaml
+
+    found = yaml.safe_load((REPO / "ansible/vars/hub-integrity.yml").read_text(encoding="utf-8"))
+    assert isinstance(found, dict)
+    return found
+
+
+def test_nothing_enabled_on_the_hub_that_the_policy_does_not_name(
+    rootfs: Path, policies: PolicySet
+) -> None:
+    """Issue 19 item 4 on the hub (the booted hub's twin is test_image_hub_boot.py): every
+    enabled unit is rendered from policies/ or named in services.yaml's system_units.hub."""
+    listing = subprocess.run(
+        ["systemctl", f"--root={rootfs}", "list-unit-files", "--state=enabled",
+         "--no-legend", "--plain", "--no-pager"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    enabled = {line.split()[0] for line in listing.splitlines() if line.strip()}
+    assert "auditd.service" in enabled and "fieldkit-integrity-check.timer" in enabled
+    assert sorted(enabled - allowed_units(policies, "hub")) == []
+
+
+def test_the_hub_audits_to_its_own_disk_sized_rotated_without_arguments(host: Any) -> None:
+    """Issue 19 item 2 on the hub: auditd enabled, its log in /var/log/audit on the hub's disk
+    (no data volume: no wait for one), 10 x 8 MiB rotated; the tablet's rules (identity, time,
+    modules, mounts, every SUID/SGID file, the hub's policy and configuration files), no
+    EXECVE/PROCTITLE records, locked; audit=1 on the kernel command line."""
+    wanted = _hub_integrity_vars()
+    assert host.service("auditd").is_enabled
+    conf = host.file("/etc/audit/auditd.conf").content_string
+    for key, value in wanted["integrity_auditd_conf"].items():
+        assert re.search(rf"^{key} = {re.escape(str(value))}$", conf, re.M), key
+    assert wanted["integrity_auditd_conf"]["log_file"] == "/var/log/audit/audit.log"
+    folder = host.file("/var/log/audit")
+    assert folder.is_directory and folder.user == "root" and folder.mode == 0o700
+    assert not host.file("/etc/systemd/system/auditd.service.d/50-fieldkit-datavol.conf").exists
+    rules = host.file("/etc/audit/rules.d/50-fieldkit.rules").content_string
+    lines = [x for x in rules.splitlines() if x and not x.startswith("#")]
+    assert lines[-1] == "-e 2"
+    assert "-a always,exclude -F msgtype=EXECVE" in lines
+    assert "-a always,exclude -F msgtype=PROCTITLE" in lines
+    for key in ("identity", "time-change", "kernel_modules", "mounts", "privileged", "logins"):
+        assert f"-k {key}" in rules, key
+    for path in wanted["integrity_audit_policy_paths"]:
+        assert f"-w {path} -p wa -k fieldkit-policy" in rules, path
+        assert host.file(str(Path(path).parent)).is_directory, path  # a watch needs its parent
+    suid = host.run(r"find / -xdev -type f \( -perm -4000 -o -perm -2000 \) -print").stdout.split()
+    for path in suid:
+        assert f"-F path={path} -F perm=x" in rules, path
+    import yaml
+
+    profile = yaml.safe_load((REPO / "image" / "hub.yaml").read_text(encoding="utf-8"))
+    assert {"audit=1", "audit_backlog_limit=8192"} <= set(profile["kernel_cmdline"].split())
+
+
+def test_the_hub_aide_baseline_is_the_finished_image(
+    host: Any, rootfs: Path, manifest: dict[str, Any]
+) -> None:
+    """Issue 19 item 3 on the hub: the pack step's baseline, the hub's exclusions (database,
+    PKI, backups), the check's timer; the finished tree checks clean against it."""
+    database = rootfs / "var/lib/aide/aide.db"
+    assert database.exists() and database.stat().st_mode & 0o077 == 0
+    assert "integrity_baseline" in manifest["timings_seconds"]
+    config = host.file("/etc/aide/aide.conf").content_string
+    for path in _hub_integrity_vars()["integrity_aide_exclude"]:
+        assert f"!{re.escape(path)}($|/)" in config, path
+    assert "!/var/lib/postgresql($|/)" in config
+    assert host.service("fieldkit-integrity-check.timer").is_enabled
+    check = host.run("aide --config /etc/aide/aide.conf --check")
+    assert check.rc == 0, check.stdout[-3000:]
+
+
+def test_the_hub_has_the_auditors_hardening(host: Any) -> None:
+    """Lynis's findings the hub fixes (issue 19): no core dumps, no USB storage, debsums, sshd
+    without forwarding, tunnels or idle sessions."""
+    limits = host.file("/etc/security/limits.d/10-fieldkit-core.conf").content_string
+    assert "* hard core 0" in limits
+    assert "ulimit -c 0" in host.file("/etc/profile.d/fieldkit-shell.sh").content_string
+    modprobe = host.file("/etc/modprobe.d/fieldkit-hardening.conf").content_string
+    assert "install usb-storage /bin/true" in modprobe
+    assert host.package("debsums").is_installed
+    jail = host.file("/etc/fail2ban/jail.d/50-fieldkit.local").content_string
+    assert "[sshd]" in jail and "backend = systemd" in jail and "nftables" in jail
+    assert host.service("fail2ban").is_enabled
+    assert host.file("/boot").exists
+    for found in host.run("ls /boot/System.map-*").stdout.split():
+        assert host.file(found).mode == 0o600, found
+    assert "daily" in host.file("/etc/logrotate.conf").content_string.splitlines()
+    conf = host.file("/etc/ssh/sshd_config.d/50-fieldkit.conf").content_string
+    for line in ("AllowTcpForwarding no", "AllowAgentForwarding no", "PermitTunnel no",
+                 "ClientAliveInterval 300", "ClientAliveCountMax 2", "MaxSessions 2"):  # fmt: skip
+        assert line in conf.splitlines(), line

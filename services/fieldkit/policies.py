@@ -246,6 +246,9 @@ class HubNetwork(Policy):
 
     inbound: list[NetworkRule] = Field(default_factory=list)
     outbound: list[NetworkRule] = Field(default_factory=list)
+    # Everything that may listen on the hub (issue 19): its inbound services beyond loopback,
+    # the rest on loopback; the booted hub's test checks it live.
+    listening: list[Listener] = Field(default_factory=list)
 
 
 class NetworkPolicy(Policy):
@@ -297,7 +300,11 @@ class NetworkPolicy(Policy):
         if role != "hub":
             return self
         return self.model_copy(
-            update={"inbound": self.hub.inbound, "outbound": self.hub.outbound, "listening": []}
+            update={
+                "inbound": self.hub.inbound,
+                "outbound": self.hub.outbound,
+                "listening": self.hub.listening,
+            }
         )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.audit_tools import AUDIT_SECTIONS
 from tests.support.hub_image import ADMIN_PASSWORD
 from tests.support.image_boot import SCRIPT_HEAD
 
@@ -71,8 +72,51 @@ done
 """
 )
 
+# Issue 19 on the hub, before the drill changes anything: the AIDE check after boot, every
+# enabled unit, auditd (its log on the hub's disk) and a canary command audited without its
+# argument.
+HUB_HARDENING = r"""export LC_ALL=C.UTF-8
+section hub-integrity-boot-check
+integrity_done() {
+    [ "$(systemctl show -P ExecMainExitTimestampMonotonic fieldkit-integrity-check.service)" != 0 ]
+}
+start=$(date +%s)
+wait_for 1500 integrity_done && echo "done after $(($(date +%s) - start)) s" || echo "not done"
+systemctl show --no-pager -p Result,ExecMainStatus fieldkit-integrity-check.service
+systemctl show --no-pager -p UnitFileState,TimersMonotonic,TimersCalendar \
+    fieldkit-integrity-check.timer
+journalctl -b -u fieldkit-integrity-check.service --no-pager -q -o cat | \
+    sed '/attributes of the (uncompressed) database/,$d' | head -n 80
+section hub-enabled
+systemctl list-unit-files --state=enabled --no-legend --plain --no-pager >/run/enabled 2>&1 \
+    || systemctl --root=/ list-unit-files --state=enabled --no-legend --plain --no-pager \
+        >/run/enabled 2>&1
+awk '{print $1}' /run/enabled
+section hub-auditd
+systemctl is-active auditd.service
+auditctl -s
+section hub-audit-rules
+auditctl -l
+section hub-audit-log
+stat -c '%U %a %n' /var/log/audit /var/log/audit/audit.log
+findmnt -n -o SOURCE -T /var/log/audit/audit.log
+grep -E '^(log_file|max_log_file|num_logs|max_log_file_action) ' /etc/audit/auditd.conf
+section hub-audit-canary
+canary=fieldkitcanary$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+echo "$canary"
+modinfo "$canary" >/dev/null 2>&1
+sleep 3
+section hub-audit-events
+ausearch -k kernel_modules --raw 2>&1 | grep -v '^----' | tail -n 30
+section hub-audit-canary-count
+hex=$(printf '%s' "$canary" | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
+echo "log $(cat /var/log/audit/* | grep -c -i -e "$canary" -e "$hex")"
+echo "journal $(journalctl -b -o export --no-pager | grep -c -i -e "$canary" -e "$hex")"
+"""
+
 HUB_REPORT_SCRIPT = (
     HUB_UP
+    + HUB_HARDENING
     + rf"""section setup-journal
 journalctl -b --no-pager -q -o short-monotonic -u fieldkit-hub-setup.service
 section listening
@@ -165,6 +209,11 @@ wait_for 120 hub_settled && echo settled || echo "not settled"
 systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-hub-*.service'
 section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
+"""
+    + AUDIT_SECTIONS
+    + r"""section after-audits
+systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-*.service'
+systemctl list-units --all --full --state=failed --plain --no-legend --no-pager
 section end
 sync
 systemctl poweroff --no-block

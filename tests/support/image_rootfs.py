@@ -112,9 +112,11 @@ def check_accounts_lock_after_failed_logins(host: Any) -> None:
     assert "deny = 5" in host.file("/etc/security/faillock.conf").content_string
 
 
-def allowed_units(policies: PolicySet) -> set[str]:
-    """Every unit the tablet may have enabled: the fieldkit services and the erasure policy's
-    mounts (rendered from policies/), and the system units services.yaml names."""
-    units = {p.name for p in render(policies, "services", "tablet")}
-    units |= {p.name for p in render(policies, "erasure") if p.suffix == ".mount"}
-    return units | set(policies.services.system_units.get("tablet", {}))
+def allowed_units(policies: PolicySet, role: str = "tablet") -> set[str]:
+    """Every unit a device of ``role`` may have enabled: the fieldkit services (and, on the
+    tablet, the erasure policy's mounts) rendered from policies/, and the system units
+    services.yaml names for the role."""
+    units = {p.name for p in render(policies, "services", role)}
+    if role == "tablet":
+        units |= {p.name for p in render(policies, "erasure") if p.suffix == ".mount"}
+    return units | set(policies.services.system_units.get(role, {}))
