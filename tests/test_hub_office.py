@@ -139,7 +139,11 @@ def test_the_hub_policy_has_no_way_out_but_the_offices(tmp_path: Path) -> None:
     world = (
         '    - {name: av-official, addresses: ["151.101.0.0/16"], protocol: tcp, ports: [443]}\n'
     )
-    path.write_text(path.read_text() + world)
+    text = path.read_text()
+    # the rule goes into the hub's outbound list, wherever that stands in the file
+    first = "    - {name: hub-dns, site: dns,"
+    assert text.count(first) == 1
+    path.write_text(text.replace(first, world + first))
     with pytest.raises(PolicyError, match=r"hub\.outbound rule av-official: the hub reaches only"):
         load_policies(policies)
     path.write_text(path.read_text().replace(world, "").replace("site: printer", "site: proxy"))
