@@ -138,7 +138,7 @@ def service_profile(policies: PolicySet, name: str, role: str) -> str:
         "@{PROC}/{loadavg,uptime,mounts,swaps,version} r,",
         "@{sys}/devices/system/{cpu,node}/** r,",
         "@{sys}/fs/cgroup/** r,",
-        "/dev/shm/ r,",
+        "/dev/shm/ r,",  # noqa: S108 (a rule, not a file this code opens)
         "owner /dev/shm/** rwk,",
         "",
         "# systemd: READY=1 and the watchdog's beats; its bus password (LoadCredential=).",
@@ -232,7 +232,7 @@ def chromium_profile(policies: PolicySet) -> str:
         "@{sys}/** r,",
         "/dev/ r,",
         "/dev/dri/** rw,",
-        "/dev/shm/ r,",
+        "/dev/shm/ r,",  # noqa: S108 (a rule, not a file this code opens)
         "owner /dev/shm/** rwk,",
         "/dev/tty rw,",
         "/dev/tty[0-9]* rw,",
