@@ -537,9 +537,9 @@ def test_apparmor_is_on_and_every_profile_enforces(host: Any, policies: PolicySe
     files += [f"/etc/apparmor.d/{name}" for name in DEBIAN_PROFILES]
     for path in files:
         body = host.file(path).content_string
-        assert re.search(r"^\s*(profile \S+ )?\S+ flags=\(attach_disconnected\) \{", body, re.M), (
-            path
-        )
+        assert re.search(
+            r"^\s*(profile )?\S+( \S+)? flags=\(attach_disconnected\) \{", body, re.M
+        ), path
         assert not re.search(r"flags=\([^)]*complain", body), path
         name = PurePosixPath(path).name
         for folder in ("disable", "force-complain"):

@@ -270,6 +270,8 @@ def mosquitto_profile() -> str:
         "include <abstractions/nameservice>",
         "include <abstractions/openssl>",
         "include <abstractions/ssl_certs>",
+        "# libwrap (tcp wrappers): an unreadable hosts.deny refuses every client",
+        "include <abstractions/hosts_access>",
         "",
         "# Started as root, it drops to the user mosquitto.",
         "capability setuid,",

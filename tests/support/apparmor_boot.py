@@ -58,6 +58,9 @@ echo "lsm $(cat /sys/kernel/security/lsm 2>&1)"
 echo "service $(systemctl is-active apparmor.service)"
 section apparmor-profiles
 cat /sys/kernel/security/apparmor/profiles
+section apparmor-denials
+{{ cat {AUDIT_LOGS} 2>/dev/null; journalctl -k -b -o cat --no-pager -q; }} \
+    | grep 'apparmor="DENIED"' | sed 's/^.*apparmor=/apparmor=/' | sort | uniq -c | head -n 60
 section apparmor-confined
 for unit in $(units '{units}') mosquitto.service cups.service clamav-freshclam.service \
     fieldkit-kiosk-browser.service; do
@@ -69,9 +72,6 @@ for unit in $(units '{units}') mosquitto.service cups.service clamav-freshclam.s
         [ -n "$label" ] && echo "$unit $pid $(cat /proc/$pid/comm 2>/dev/null) $label"
     done
 done
-section apparmor-denials
-{{ cat {AUDIT_LOGS} 2>/dev/null; journalctl -k -b -o cat --no-pager -q; }} \
-    | grep 'apparmor="DENIED"' | sed 's/^.*apparmor=/apparmor=/' | sort | uniq -c | head -n 60
 section apparmor-probe
 aa_probe() {{
     aa-exec -p "$1" -- {VENV_PYTHON} -c 'import os, sys
