@@ -122,6 +122,8 @@ def service_profile(policies: PolicySet, name: str, role: str) -> str:
         "network unix,",
         "network netlink raw,",
         "",
+        "# `python -m` puts the working directory (/) on sys.path: the importer lists it.",
+        "/ r,",
         "# The interpreter and fieldkit, from its venv; no other program unless named below.",
         "/usr/bin/python3.[0-9]* mrix,",
         f"{venv}/ r,",
@@ -236,6 +238,7 @@ def chromium_profile(policies: PolicySet) -> str:
         "owner /dev/shm/** rwk,",
         "/dev/tty rw,",
         "/dev/tty[0-9]* rw,",
+        "/tmp/ r,",
         "owner /tmp/** rwk,",
         "/var/cache/fontconfig/** r,",
         "/run/udev/data/** r,",
@@ -302,6 +305,12 @@ def mosquitto_profile() -> str:
     )
 
 
+def cupsd_local() -> str:
+    """Added to Debian's cupsd profile: its refusal of CAP_NET_ADMIN (which cupsd asks for and
+    does without; the booted tablet logged it at every start) kept, and not logged."""
+    return f"# {GENERATED.format(kind='services')}\ndeny capability net_admin,\n"
+
+
 def freshclam_local(mirror_ca: str) -> str:
     """Added to Debian's freshclam profile: the kit CA, its only CA for the hub mirror
     (clamav-freshclam.service's drop-in sets CURL_CA_BUNDLE to it)."""
@@ -333,6 +342,7 @@ def render_apparmor(policies: PolicySet, role: str, mirror_ca: str | None = None
     if role == "tablet":
         files[profile_path("usr.lib.chromium.chromium")] = chromium_profile(policies)
         files[LOCAL_DIR / "usr.bin.freshclam"] = freshclam_local(mirror_ca or DEFAULT_MIRROR_CA)
+        files[LOCAL_DIR / "usr.sbin.cupsd"] = cupsd_local()
     return files
 
 
