@@ -32,21 +32,37 @@ VENV_PYTHON = "/opt/fieldkit/venv/bin/python"
 
 @dataclass(frozen=True)
 class Probe:
-    """One service's profile, a folder of its own and another service's folder."""
+    """One service's profile, a folder of its own and another service's folder, and the Unix
+    users that own each: the probe lists each folder as its owner (so the file permissions
+    let it), inside the service's profile, so only AppArmor can refuse. (As root it would be
+    refused by the profile's missing DAC capabilities before the folder's rule: the second
+    tablet boot showed both listings refused that way, with no DENIED line naming the folder.)"""
 
     profile: str
     unit: str
     own: str
     other: str
+    own_user: str
+    other_user: str
 
 
 # The tablet: sync's profile may list its outbox, not the kiosk's audit trail.
 TABLET_PROBE = Probe(
-    "fieldkit-sync", "fieldkit-sync.service", "/var/lib/fieldkit/outbox", "/var/lib/fieldkit/audit"
+    "fieldkit-sync",
+    "fieldkit-sync.service",
+    "/var/lib/fieldkit/outbox",
+    "/var/lib/fieldkit/audit",
+    "fieldkit-sync",
+    "fieldkit",
 )
 # The hub: the CA signer's profile may list its PKI, not the rest of the hub's state.
 HUB_PROBE = Probe(
-    "fieldkit-ca-signer", "fieldkit-ca-signer.service", "/var/lib/fieldkit/pki", "/var/lib/fieldkit"
+    "fieldkit-ca-signer",
+    "fieldkit-ca-signer.service",
+    "/var/lib/fieldkit/pki",
+    "/var/lib/fieldkit",
+    "fieldkit",
+    "fieldkit",
 )
 
 
@@ -62,8 +78,8 @@ section apparmor-denials
 {{ cat {AUDIT_LOGS} 2>/dev/null; journalctl -k -b -o cat --no-pager -q; }} \
     | grep 'apparmor="DENIED"' | sed 's/^.*apparmor=/apparmor=/' | sort | uniq -c | head -n 60
 section apparmor-confined
-for unit in $(units '{units}') mosquitto.service cups.service clamav-freshclam.service \
-    fieldkit-kiosk-browser.service; do
+# (the kiosk browser's unit is among fieldkit-*: cage, unconfined, and Chromium, confined)
+for unit in $(units '{units}') mosquitto.service cups.service clamav-freshclam.service; do
     cg=$(systemctl show -P ControlGroup "$unit")
     [ -n "$cg" ] && [ -d "/sys/fs/cgroup$cg" ] || continue
     for pid in $(find "/sys/fs/cgroup$cg" -name cgroup.procs -exec cat {{}} + 2>/dev/null); do
@@ -74,15 +90,15 @@ for unit in $(units '{units}') mosquitto.service cups.service clamav-freshclam.s
 done
 section apparmor-probe
 aa_probe() {{
-    aa-exec -p "$1" -- {VENV_PYTHON} -c 'import os, sys
+    runuser -u "$3" -- aa-exec -p "$1" -- {VENV_PYTHON} -c 'import os, sys
 try:
     os.listdir(sys.argv[1])
     print("allowed")
 except OSError as exc:
     print("refused", exc.errno)' "$2" 2>&1 | tail -n 1
 }}
-echo "own $(aa_probe {probe.profile} {probe.own})"
-echo "other $(aa_probe {probe.profile} {probe.other})"
+echo "own $(aa_probe {probe.profile} {probe.own} {probe.own_user})"
+echo "other $(aa_probe {probe.profile} {probe.other} {probe.other_user})"
 sleep 3
 section apparmor-probe-log
 {{ cat {AUDIT_LOGS} 2>/dev/null; journalctl -k -b -o cat --no-pager -q; }} \
@@ -97,8 +113,8 @@ sed -e 's/^profile {probe.profile} /profile {probe.profile}-complain /' \
     /etc/apparmor.d/{probe.profile} > /run/{probe.profile}-complain
 apparmor_parser -a /run/{probe.profile}-complain && echo loaded
 grep '^{probe.profile}-complain ' /sys/kernel/security/apparmor/profiles
-echo "own $(aa_probe {probe.profile}-complain {probe.own})"
-echo "other $(aa_probe {probe.profile}-complain {probe.other})"
+echo "own $(aa_probe {probe.profile}-complain {probe.own} {probe.own_user})"
+echo "other $(aa_probe {probe.profile}-complain {probe.other} {probe.other_user})"
 sleep 3
 section apparmor-complain-probe-log
 {{ cat {AUDIT_LOGS} 2>/dev/null; journalctl -k -b -o cat --no-pager -q; }} \
