@@ -218,6 +218,11 @@ def chromium_profile(policies: PolicySet) -> str:
         "network,",
         "signal peer=@{profile_name},",
         "ptrace (read, trace) peer=@{profile_name},",
+        "# It reads its parent's /proc entries (cage, the compositor, unconfined): refused on"
+        " purpose,",
+        "# and said here so the refusal is the policy's, not a gap (an explicit deny is not"
+        " logged).",
+        "deny ptrace (read) peer=unconfined,",
         "unix,",
         "",
         f"{CHROMIUM_BINARY.parent}/ r,",
