@@ -208,6 +208,8 @@ def test_every_generated_file_in_the_image_is_its_rendering(host: Any) -> None:
         **wanted["hardening_erasure_files"],
         **wanted["usbguard_modprobe_files"],
         **wanted["fieldkit_services_units"],
+        # issue 19: the AppArmor profiles, rendered with the units
+        **wanted["apparmor_profiles"],
         **wanted["firewall_network_files"],
         wanted["kiosk_browser_policy_file"]: wanted["kiosk_browser_policy_json"],
         "/etc/nftables.conf": wanted["firewall_nftables_ruleset"],
@@ -535,3 +537,30 @@ def test_nothing_enabled_that_the_policy_does_not_name(rootfs: Path, policies: P
     assert "fieldkit-audit-summary.timer" in enabled
     assert sorted(enabled - allowed_units(policies)) == []
     assert not any(unit.startswith("avahi") for unit in enabled)
+
+
+def test_apparmor_is_on_and_every_profile_enforces(host: Any, policies: PolicySet) -> None:
+    """Issue 19 item 1: AppArmor's user space loads the profiles at boot; the kernel command line
+    keeps Debian's default (AppArmor on: no apparmor=0, no lsm= or security= without it); every
+    profile the kit names is on disk with no complain flag, none disabled or forced to
+    complain."""
+    from fieldkit.apparmor import DEBIAN_PROFILES, render_apparmor
+
+    options = yaml.safe_load((REPO / "image" / "tablet.yaml").read_text())["kernel_cmdline"]
+    for option in options.split():
+        assert option != "apparmor=0", options
+        if option.startswith(("lsm=", "security=")):
+            assert "apparmor" in option, options
+    assert host.package("apparmor").is_installed
+    assert host.service("apparmor").is_enabled
+    files = [str(p) for p in render_apparmor(policies, "tablet") if "/local/" not in str(p)]
+    files += [f"/etc/apparmor.d/{name}" for name in DEBIAN_PROFILES]
+    for path in files:
+        body = host.file(path).content_string
+        assert re.search(
+            r"^\s*(profile )?\S+( \S+)? flags=\(attach_disconnected\) \{", body, re.M
+        ), path
+        assert not re.search(r"flags=\([^)]*complain", body), path
+        name = PurePosixPath(path).name
+        for folder in ("disable", "force-complain"):
+            assert not host.file(f"/etc/apparmor.d/{folder}/{name}").exists, (folder, name)

@@ -15,20 +15,31 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from fieldkit.apparmor import CHROMIUM, MOSQUITTO, enforced_profiles, services_of
 from fieldkit.policies import (
     NFTABLES_PATH,
     USBGUARD_RULES_PATH,
     PolicySet,
+    apparmor_profile,
     load_policies,
     render,
+    unit_name,
 )
 from fieldkit.registry import identities_for, specs_for_role
+from tests.support.apparmor_boot import (
+    TABLET_PROBE,
+    check_apparmor_confined,
+    check_apparmor_denies_and_logs,
+    check_apparmor_enforcing,
+    check_apparmor_no_denials,
+    complain_as_enforced,
+)
 from tests.support.datavol_boot import (
     FIRST_BOOT,
     PURGE_BOOT,
@@ -85,6 +96,9 @@ class Expected:
     # Units without a private user namespace although not root's (the antivirus: it reads
     # the other users' areas with CAP_DAC_READ_SEARCH, which a user namespace would void).
     shared_userns: tuple[str, ...] = ()
+    # Issue 19: the AppArmor profiles loaded in enforce mode, and each unit's profile.
+    apparmor_profiles: tuple[str, ...] = ()
+    apparmor_units: dict[str, str] = field(default_factory=dict)
 
 
 def expected_from(policies: PolicySet) -> Expected:
@@ -143,6 +157,8 @@ def expected_from(policies: PolicySet) -> Expected:
                 if "PrivateUsers=no" in body.splitlines() and "User=root" not in body
             )
         ),
+        tuple(enforced_profiles(policies, "tablet")),
+        {unit_name(n): apparmor_profile(n) for n in services_of(policies, "tablet")},
     )
 
 
@@ -322,6 +338,38 @@ def check_bus_credentials(report: BootReport, expected: Expected) -> None:
     assert "enrol fieldkit fieldkit-enrol 2771" in lines, lines
 
 
+# Issue 19 item 1: AppArmor (tests/support/apparmor_boot.py runs the sections).
+# The programs beside the services, by command name, and the profile each must run in.
+APPARMOR_PROGRAMS = {
+    "mosquitto": MOSQUITTO,
+    "chromium": CHROMIUM,
+    "cupsd": "/usr/sbin/cupsd",
+    "freshclam": "/usr/bin/freshclam",
+}
+
+
+def check_apparmor(report: BootReport, expected: Expected) -> None:
+    """Every profile the kit names is loaded, enforced (the services', Chromium's, mosquitto's,
+    Debian's cupsd and freshclam)."""
+    check_apparmor_enforcing(report, expected.apparmor_profiles)
+
+
+def check_apparmor_processes(report: BootReport, expected: Expected) -> None:
+    """Every process of every fieldkit unit in its unit's profile; Chromium, mosquitto, cupsd
+    and freshclam in theirs."""
+    check_apparmor_confined(report, expected.apparmor_units, APPARMOR_PROGRAMS)
+
+
+def check_apparmor_quiet(report: BootReport, expected: Expected) -> None:
+    """Nothing the booted tablet does is refused: no DENIED line before the probe."""
+    check_apparmor_no_denials(report)
+
+
+def check_apparmor_refusal(report: BootReport, expected: Expected) -> None:
+    """sync's profile refuses the kiosk's audit folder, logged DENIED; sync keeps running."""
+    check_apparmor_denies_and_logs(report, TABLET_PROBE)
+
+
 CHECKS: list[Callable[[BootReport, Expected], None]] = [
     check_system_running,
     check_fieldkit_units,
@@ -332,6 +380,10 @@ CHECKS: list[Callable[[BootReport, Expected], None]] = [
     check_tmpfs,
     check_nothing_persists,
     check_bus_credentials,
+    check_apparmor,
+    check_apparmor_processes,
+    check_apparmor_quiet,
+    check_apparmor_refusal,
 ]
 
 
@@ -370,7 +422,8 @@ def report(tablet_image_dir: Path, work: Path, canary: Canary) -> BootReport:
         files=canary.files,
         tpm=work / "tpm",
         grow_mib=GROW_MIB,
-        timeout=BOOT_TIMEOUT,
+        # A host shared with other VMs may need longer (FIELDKIT_BOOT_TIMEOUT, seconds).
+        timeout=float(os.environ.get("FIELDKIT_BOOT_TIMEOUT", BOOT_TIMEOUT)),
     )
     shutil.copyfile(work / "report.log", work / "report-first-boot.log")
     print(f"\nboot: {found.accelerator}, VM ran {found.seconds} s; {'; '.join(found.notes)}")
@@ -396,6 +449,14 @@ WRONG: dict[str, Callable[[Expected], Expected]] = {
     "bus_credentials": lambda e: replace(
         e, bus_identities=tuple(sorted((*e.bus_identities, "audit")))
     ),
+    # a profile the kit needs that is not loaded (or only in complain mode: see below)
+    "apparmor": lambda e: replace(e, apparmor_profiles=(*e.apparmor_profiles, "fieldkit-absent")),
+    # capture's processes expected in sync's profile
+    "apparmor_processes": lambda e: replace(
+        e, apparmor_units=e.apparmor_units | {"fieldkit-capture.service": "fieldkit-sync"}
+    ),
+    "apparmor_quiet": lambda e: replace(e),  # paired with a report with a DENIED line
+    "apparmor_refusal": lambda e: replace(e),  # paired with the complain-mode run's sections
 }
 
 
@@ -408,6 +469,11 @@ def test_every_check_can_fail(
     sections = dict(report.sections)
     if name == "system_running":
         sections["failed"] = "fieldkit-capture.service loaded failed failed fieldkit capture"
+    if name == "apparmor_quiet":
+        sections["apparmor-denials"] = 'apparmor="DENIED" operation="open" (a refusal)'
+    if name == "apparmor_refusal":
+        # The profile in complain mode: the same access let through, logged ALLOWED.
+        sections = complain_as_enforced(report)
     if name == "usb_devices":
         # The stick let through: USBGuard allowed it and the kernel made a disk of it.
         sections["usb-devices"] = sections["usb-devices"].replace(": block ", ": allow ")

@@ -126,6 +126,8 @@ def test_every_generated_file_in_the_hub_image_is_its_rendering(host: Any) -> No
     wanted = ansible_vars(load_policies(REPO / "policies"), "hub", REPO / "policies")
     files: dict[str, str] = {
         **wanted["fieldkit_services_units"],
+        # issue 19: the AppArmor profiles, rendered with the units
+        **wanted["apparmor_profiles"],
         **wanted["firewall_network_files"],
         "/etc/nftables.conf": wanted["firewall_nftables_ruleset"],
         "/etc/fieldkit/device.toml": wanted["fieldkit_services_device_config"],

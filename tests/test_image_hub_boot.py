@@ -24,6 +24,14 @@ import pytest
 from fieldkit.network import Socket, unlisted_sockets
 from fieldkit.policies import PolicySet, load_policies, render
 from fieldkit.sealing_keys import generate
+from tests.support.apparmor_boot import (
+    HUB_PROBE,
+    check_apparmor_confined,
+    check_apparmor_denies_and_logs,
+    check_apparmor_enforcing,
+    check_apparmor_no_denials,
+    complain_as_enforced,
+)
 from tests.support.audit_tools import OSCAP_EXCLUDED, audit_files, lynis_result, oscap_result
 from tests.support.hub_boot import DRILL, HUB_REPORT_SCRIPT
 from tests.support.hub_image import REQUIRED, development_rendering
@@ -435,3 +443,53 @@ def test_audit_results_are_printed(report: BootReport) -> None:
     for section in ("oscap", "oscap-tailored"):
         scan = oscap_result(report.sections, section)
         print(f"{section}: {scan.score:.1f} % ({len(scan.passed)} pass), failed: {scan.failed}")
+
+
+# --- issue 19 item 1: AppArmor enforcing on the hub ----------------------------------------
+
+
+def _hub_apparmor() -> tuple[tuple[str, ...], dict[str, str]]:
+    from fieldkit.apparmor import enforced_profiles, services_of
+    from fieldkit.policies import apparmor_profile
+
+    policies = load_policies(REPO / "policies")
+    units = {f"fieldkit-{n}.service": apparmor_profile(n) for n in services_of(policies, "hub")}
+    return tuple(enforced_profiles(policies, "hub")), units
+
+
+def test_apparmor_enforces_every_hub_profile_and_confines_every_service(
+    report: BootReport,
+) -> None:
+    """Every hub service's profile and mosquitto's loaded in enforce mode; every process of
+    every fieldkit unit in its unit's profile; nothing refused in the whole boot and drill."""
+    profiles, units = _hub_apparmor()
+    check_apparmor_enforcing(report, profiles)
+    check_apparmor_confined(report, units, {"mosquitto": "mosquitto"})
+    check_apparmor_no_denials(report)
+
+
+def test_apparmor_refuses_and_logs_and_the_service_keeps_running(report: BootReport) -> None:
+    """Both ways: the CA signer's profile refuses the rest of the hub's state, logged DENIED,
+    the signer running on; the same profile in complain mode lets it through (the check fails
+    on that run, and on a profile shown in complain mode or a process left unconfined)."""
+    profiles, units = _hub_apparmor()
+    check_apparmor_denies_and_logs(report, HUB_PROBE)
+    off = replace(report, sections=complain_as_enforced(report))
+    with pytest.raises(AssertionError):
+        check_apparmor_denies_and_logs(off, HUB_PROBE)
+    complain = report.sections["apparmor-profiles"].replace(
+        f"{HUB_PROBE.profile} (enforce)", f"{HUB_PROBE.profile} (complain)"
+    )
+    with pytest.raises(AssertionError):
+        check_apparmor_enforcing(
+            replace(report, sections={**report.sections, "apparmor-profiles": complain}), profiles
+        )
+    unconfined = re.sub(
+        r"fieldkit-\S+ \(enforce\)", "unconfined", report.sections["apparmor-confined"]
+    )
+    with pytest.raises(AssertionError):
+        check_apparmor_confined(
+            replace(report, sections={**report.sections, "apparmor-confined": unconfined}),
+            units,
+            {"mosquitto": "mosquitto"},
+        )

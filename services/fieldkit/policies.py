@@ -348,8 +348,50 @@ def _check_directives(directives: Mapping[str, DirectiveValue]) -> None:
                 raise ValueError(f"{key}: value must be one line")
 
 
+# A path in an AppArmor rule: absolute, AppArmor's globbing (* ** ? {a,b} [..]) and variables.
+_AA_PATH = r"^(/|@\{[A-Za-z_]+\})[A-Za-z0-9@{}*?,./_+:\[\]-]*$"
+
+
+class AppArmorAccess(Policy):
+    """What one service's AppArmor profile allows beyond what systemd makes writable for its
+    unit (StateDirectory=, RuntimeDirectory=, ReadWritePaths=) and the interpreter's baseline
+    (fieldkit.apparmor): each entry is a path rule; ``why`` says what the service does with it."""
+
+    read: list[str] = Field(default_factory=list)
+    write: list[str] = Field(default_factory=list)
+    # Unix sockets it connects to (a connect is a write in AppArmor's file rules).
+    connect: list[str] = Field(default_factory=list)
+    # Programs it runs, inside its own profile (ix): they are bound by the same rules.
+    run: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=list)
+    # Messages on the system D-Bus (dbus-daemon mediates them by the sender's profile).
+    dbus: bool = False
+    # Reads other processes' memory (ptrace read and trace: the wipe's residue scan).
+    ptrace: bool = False
+    why: str = Field(default="", max_length=600)
+
+    @field_validator("read", "write", "connect", "run", "devices")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not re.fullmatch(_AA_PATH, path):
+                raise ValueError(f"{path!r} is not an absolute AppArmor path")
+        return paths
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[a-z_]+", name):
+                raise ValueError(f"{name!r} is not a capability name (dac_read_search)")
+        return names
+
+
 class ServiceOverride(Policy):
     directives: dict[str, DirectiveValue] = Field(default_factory=dict)
+    # Issue 19: the service's AppArmor profile beyond its writable folders (fieldkit.apparmor).
+    apparmor: AppArmorAccess = Field(default_factory=AppArmorAccess)
     # Names of network.yaml rules whose addresses this service may reach.
     network: list[str] = Field(default_factory=list)
     # A service that must run as another user (the wipe: root, to reach every catalogue place).
@@ -993,6 +1035,8 @@ def service_unit(
             else []
         ),
         f"ExecStart={exec_start(svc, name, command)}",
+        # Issue 19: its AppArmor profile, enforced, rendered with this unit (fieldkit.apparmor).
+        f"AppArmorProfile={apparmor_profile(name)}",
         # The config file for a command that reads it itself (gunicorn's settings module).
         *([f"Environment=FIELDKIT_CONFIG={svc.config}"] if command is not None else []),
         # Freed memory overwritten at once (fieldkit.processes, the runner does the same).
@@ -1090,6 +1134,12 @@ def unit_name(service: str) -> str:
     return f"fieldkit-{service}.service"
 
 
+def apparmor_profile(service: str) -> str:
+    """The AppArmor profile a service's unit runs in (``AppArmorProfile=``; fieldkit.apparmor
+    renders it from the same policy)."""
+    return f"fieldkit-{service}"
+
+
 def render_services(policies: PolicySet, role: str) -> RenderedFiles:
     """A unit for every service registered for ``role`` (entry points, see registry)."""
     from fieldkit.registry import specs_for_role
@@ -1156,6 +1206,7 @@ def ansible_vars(
     policies: PolicySet, role: str, policies_dir: Path | None = None
 ) -> dict[str, Any]:
     """Variables for the Ansible roles: the playbooks take their settings from here only."""
+    from fieldkit.apparmor import render_apparmor
     from fieldkit.broker import render_acl
     from fieldkit.registry import identities_for, specs_for_role
 
@@ -1213,6 +1264,15 @@ def ansible_vars(
             if role == "tablet"
             else hub_device_config(policies, antivirus_policy(policies_dir))
         ),
+        # Issue 19: every AppArmor profile, rendered with the units from the same policy.
+        "apparmor_profiles": {
+            str(p): body
+            for p, body in render_apparmor(
+                policies,
+                role,
+                str(antivirus_policy(policies_dir).mirror_ca) if policies_dir else None,
+            ).items()
+        },
         "datavol_enabled": volume is not None,
         "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
     }
@@ -1263,6 +1323,7 @@ HUB_PKI = HUB_STATE / "pki"
 # The kit CA's key is read by one process only, the CA signer (issue 17 item 2), as a user of
 # its own in the services' group; the hub's services ask it over this socket.
 HUB_CA_USER = "fieldkit-ca"
+HUB_CA_SIGNER = "ca-signer"
 HUB_CA_SIGNER_UNIT = "fieldkit-ca-signer.service"
 HUB_CA_SIGNER_SOCKET = PurePosixPath("/run/fieldkit-ca/signer.sock")
 # The hub's PostgreSQL, over its unix socket only (peer authentication as the service user).
@@ -1326,13 +1387,10 @@ def hub_device_config(policies: PolicySet, antivirus: AntivirusSection | None = 
     return "\n".join(lines) + "\n"
 
 
-def ca_signer_unit(policies: PolicySet, setup_unit: str = "fieldkit-hub-setup.service") -> str:
-    """The hub's CA signer (``fieldkit pki signer``): the only process that reads the CA key,
-    as ``HUB_CA_USER`` in the services' group, with the baseline sandbox and no network at all
-    (its socket is a file). Up before the services that ask it to sign."""
-    svc = policies.services
+def ca_signer_directives(policies: PolicySet) -> dict[str, DirectiveValue]:
+    """The CA signer's sandbox: the baseline, no network, its PKI and its socket's folder."""
     directives: dict[str, DirectiveValue] = {
-        **svc.sandbox,
+        **policies.services.sandbox,
         "PrivateNetwork": "yes",
         "RestrictAddressFamilies": "AF_UNIX",
         "ReadWritePaths": str(HUB_PKI),
@@ -1340,6 +1398,15 @@ def ca_signer_unit(policies: PolicySet, setup_unit: str = "fieldkit-hub-setup.se
         "RuntimeDirectoryMode": "0750",
     }
     directives.pop("IPAddressAllow", None)
+    return directives
+
+
+def ca_signer_unit(policies: PolicySet, setup_unit: str = "fieldkit-hub-setup.service") -> str:
+    """The hub's CA signer (``fieldkit pki signer``): the only process that reads the CA key,
+    as ``HUB_CA_USER`` in the services' group, with the baseline sandbox and no network at all
+    (its socket is a file). Up before the services that ask it to sign."""
+    svc = policies.services
+    directives = ca_signer_directives(policies)
     lines = [
         f"# {GENERATED.format(kind='services')}",
         "[Unit]",
@@ -1357,6 +1424,7 @@ def ca_signer_unit(policies: PolicySet, setup_unit: str = "fieldkit-hub-setup.se
         f"Group={svc.user}",
         f"ExecStart={svc.venv}/bin/python -m fieldkit pki --dir {HUB_PKI} signer"
         f" --socket {HUB_CA_SIGNER_SOCKET}",
+        f"AppArmorProfile={apparmor_profile(HUB_CA_SIGNER)}",
         *(f"Environment={k}={v}" for k, v in scrubbing_environment({}).items()),
         "Restart=on-failure",
         "RestartSec=2",

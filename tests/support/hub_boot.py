@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.apparmor_boot import HUB_PROBE
+from tests.support.apparmor_boot import sections as apparmor_sections
 from tests.support.audit_tools import AUDIT_SECTIONS
 from tests.support.hub_image import ADMIN_PASSWORD
 from tests.support.image_boot import SCRIPT_HEAD
@@ -207,7 +209,10 @@ systemctl start fieldkit-hub-ingest.service fieldkit-hub-web.service fieldkit-hu
 section after-drill
 wait_for 120 hub_settled && echo settled || echo "not settled"
 systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-hub-*.service'
-section journal-errors
+"""
+    # Issue 19: AppArmor enforcing on the hub too, after everything the drill did.
+    + apparmor_sections(HUB_PROBE)
+    + r"""section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
 """
     + AUDIT_SECTIONS

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from tests.support.apparmor_boot import TABLET_PROBE
+from tests.support.apparmor_boot import sections as apparmor_sections
+
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 FW_CFG_NAME = "opt/org.fieldkit/boot-report"
@@ -168,7 +171,10 @@ pgrep -a Xwayland || echo "no Xwayland"
 ls /sys/class/drm
 section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
-# @EXTRA@
+"""
+    # Issue 19: AppArmor enforcing, every fieldkit process confined, a refusal logged.
+    + apparmor_sections(TABLET_PROBE)
+    + r"""# @EXTRA@
 section end
 sync
 systemctl poweroff --no-block
