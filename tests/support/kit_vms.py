@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import socket
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,19 @@ def tls_peer(port: int, ca: Path) -> dict[str, str]:
         return {"version": str(tls.version()), "issuer": str(issuer.get("commonName"))}
 
 
+# The second-factor secrets people set up in this run, by user (their authenticator app): the
+# first login shows the secret once; a later login (the HTTP client after the browser) uses it.
+AUTHENTICATOR: dict[str, str] = {}
+
+
+def totp_code(secret: str) -> str:
+    """A code from a time step no login has used yet (the hub refuses a code used twice)."""
+    import pyotp
+
+    time.sleep(31 - time.time() % 30)
+    return str(pyotp.TOTP(secret).now())
+
+
 def web_login(p: Any, base: str, user: str, password: str) -> str:
     """Log in as a person does on a first login: password, then the second factor set up from
     the secret the page shows (as their authenticator app reads it). Returns the URL reached."""
@@ -252,6 +266,7 @@ def web_login(p: Any, base: str, user: str, password: str) -> str:
     p.get_by_role("button", name="ログイン").click()
     p.wait_for_url(f"{base}/login/code")
     secret = p.locator("code.secret").inner_text().strip()
+    AUTHENTICATOR[user] = secret
     p.get_by_label("確認コード（6桁）").fill(pyotp.TOTP(secret).now())
     p.get_by_role("button", name="確認").click()
     p.wait_for_url(f"{base}/")
@@ -329,10 +344,14 @@ class HubWebClient:
         status, url, page = self.request("/login", form)
         if not url.endswith("/login/code"):
             return f"refused at the password ({status} {url})"
-        secret = re.search(r'<code class="secret">([^<]+)</code>', page)
-        if secret is None:
+        shown = re.search(r'<code class="secret">([^<]+)</code>', page)
+        if shown is not None:  # a first login: the secret is set up now
+            AUTHENTICATOR[user] = html.unescape(shown.group(1)).strip()
+            code = pyotp.TOTP(AUTHENTICATOR[user]).now()
+        elif user in AUTHENTICATOR:  # set up earlier in this run (the browser's login)
+            code = totp_code(AUTHENTICATOR[user])
+        else:
             return "no second-factor secret on the page"
-        code = pyotp.TOTP(html.unescape(secret.group(1)).strip()).now()
         _, url, _ = self.request("/login/code", {"code": code, "csrf_token": self.token(page)})
         return url
 
