@@ -260,3 +260,20 @@ def test_every_profile_compiles(policies: PolicySet, tmp_path: Path) -> None:
                 ["apparmor_parser", "-Q", "-K", "-T", str(target)], capture_output=True, text=True
             )
             assert done.returncode == 0, (path, done.stderr)
+
+
+def test_the_kiosk_reads_the_wipe_keys_public_half_and_not_the_key(policies: PolicySet) -> None:
+    """The enrolment (in the kiosk) names the wipe's pre-enrolment key to the hub: its profile
+    reads that key's public half where the image links it (the data volume), never the key."""
+    from fieldkit.pki import public_half_file
+    from fieldkit.wipe.settings import WipeSection
+
+    key = PurePosixPath(WipeSection().device_key)
+    links = {
+        PurePosixPath(k): PurePosixPath(v) for k, v in policies.erasure.data_volume.links.items()
+    }
+    real = links[key.parent] / key.name
+    public = PurePosixPath(public_half_file(Path(str(real))))
+    profile = service_profile(policies, "kiosk", "tablet")
+    assert allows(profile, str(public), "r")
+    assert not allows(profile, str(real), "r")
