@@ -23,6 +23,7 @@ APT_PACKAGES=(
   chromium                                          # browser policy, wipe, kiosk and hub web tests (Playwright)
   nftables mmdebstrap mtools dosfstools fdisk e2fsprogs systemd  # images
   aide auditd                                       # integrity reports: the real AIDE, auditd, ausearch
+  apparmor                                          # apparmor_parser: every rendered profile compiles
 )
 # Only for the slow image tests (./dev.sh test --slow): booting a built image in a VM.
 APT_PACKAGES_IMAGE_BOOT=(qemu-system-x86 qemu-utils ovmf swtpm socat)  # socat: the field test's forwards

@@ -21,10 +21,10 @@ import pytest
 from fieldkit.policies import NFTABLES_PATH, PolicySet, ansible_vars, load_policies, render
 from tests.support.hub_image import VENV, broker_drift
 from tests.support.image_rootfs import (  # the tablet image's checks and fixtures, reused
-    allowed_units,
     check_accounts_lock_after_failed_logins,
     check_every_fieldkit_unit_is_present_enabled_and_sandboxed,
     check_fieldkit_runs_from_its_venv,
+    check_nothing_enabled_that_the_policy_does_not_name,
     check_second_ansible_run_changes_nothing,
     check_suid_files_are_on_the_reviewed_list,
     host,
@@ -366,14 +366,7 @@ def test_nothing_enabled_on_the_hub_that_the_policy_does_not_name(
 ) -> None:
     """Issue 19 item 4 on the hub (the booted hub's twin is test_image_hub_boot.py): every
     enabled unit is rendered from policies/ or named in services.yaml's system_units.hub."""
-    listing = subprocess.run(
-        ["systemctl", f"--root={rootfs}", "list-unit-files", "--state=enabled",
-         "--no-legend", "--plain", "--no-pager"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    enabled = {line.split()[0] for line in listing.splitlines() if line.strip()}
-    assert "auditd.service" in enabled and "fieldkit-integrity-check.timer" in enabled
-    assert sorted(enabled - allowed_units(policies, "hub")) == []
+    check_nothing_enabled_that_the_policy_does_not_name(rootfs, policies, "hub")
 
 
 def test_the_hub_audits_to_its_own_disk_sized_rotated_without_arguments(host: Any) -> None:

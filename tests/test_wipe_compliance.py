@@ -376,6 +376,11 @@ print(check.verdict, check.detail)
 """
 
 
+# The name the kernel gives the test program's process (what `ss -p` shows): the name it was
+# started by, e.g. python or python3, at most 15 characters.
+PROGRAM = Path(sys.executable).name[:15]
+
+
 @pytest.mark.skipif(
     shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root"
 )
@@ -383,11 +388,11 @@ print(check.verdict, check.detail)
     ("sockets", "verdict", "said"),
     [
         ([], "pass", "0 listening"),
-        (["tcp:127.0.0.1:8080"], "pass", "tcp 127.0.0.1:8080 (python3)"),  # the kiosk's port
-        (["udp:0.0.0.0:5353"], "fail", "udp 0.0.0.0:5353 (python3) listens beyond loopback"),
-        (["tcp:127.0.0.1:2222"], "fail", "tcp 127.0.0.1:2222 (python3) is not in the policy"),
+        (["tcp:127.0.0.1:8080"], "pass", f"tcp 127.0.0.1:8080 ({PROGRAM})"),  # the kiosk's port
+        (["udp:0.0.0.0:5353"], "fail", f"udp 0.0.0.0:5353 ({PROGRAM}) listens beyond loopback"),
+        (["tcp:127.0.0.1:2222"], "fail", f"tcp 127.0.0.1:2222 ({PROGRAM}) is not in the policy"),
         # A TCP listener on a port the kernel could have picked is still a listener.
-        (["tcp:127.0.0.1:46809"], "fail", "tcp 127.0.0.1:46809 (python3) is not in the policy"),
+        (["tcp:127.0.0.1:46809"], "fail", f"tcp 127.0.0.1:46809 ({PROGRAM}) is not in the policy"),
         # A UDP socket on an ephemeral port is a client's (Chromium's, in the booted tablet).
         (["udp:0.0.0.0:48660"], "pass", "0 listening"),
         (["tcp:127.0.0.1:18830"], "fail", "is the policy's bus, held by another program"),

@@ -10,12 +10,17 @@ validation error is told. It imports nothing of fieldkit, so any module may impo
 - ``OPERATOR_ID_PATTERN``: a counter operator's ID.
 - ``describe_validation_error``: one ``key: what is wrong`` per problem, never the value
   (a value may be personal data).
+- ``read_toml_model``: a TOML file validated by a model, every problem one clear error.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -46,6 +51,34 @@ def describe_validation_error(
     problems = error.errors(include_input=False, include_url=False)
     keys = problem_keys(error, top)
     return "; ".join(f"{prefix}{key}: {p['msg']}" for key, p in zip(keys, problems, strict=True))
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_toml_model(
+    path: Path,
+    model: type[Model],
+    *,
+    what: str,
+    error: Callable[[str], Exception],
+    table: str | None = None,
+) -> Model:
+    """``path`` (TOML, or its ``[table]``) validated by ``model``. A missing file raises
+    FileNotFoundError for the caller to word; an unreadable file, bad TOML or a value the model
+    refuses raises ``error("<what> <path> ...")`` naming the keys, never the values."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} is unreadable: {exc}") from None
+    try:
+        return model.model_validate(raw.get(table, {}) if table is not None else raw)
+    except ValidationError as exc:
+        raise error(f"{what} {path}: {describe_validation_error(exc)}") from None
 
 
 # --- the site's network, handed to a tablet at enrolment (fieldkit.network applies it) ------

@@ -28,20 +28,17 @@ import logging
 import os
 import subprocess
 import tempfile
-import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import ValidationError
-
 from fieldkit.models import (
     SITE_NETWORK_FILE,
     SiteNetwork,
-    describe_validation_error,
     ip_address_text,
+    read_toml_model,
 )
 from fieldkit.policies import (
     NFTABLES_PATH,
@@ -84,16 +81,11 @@ class NetworkError(Exception):
 
 def load_site(path: Path) -> SiteNetwork:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        return SiteNetwork.model_validate(raw)
+        return read_toml_model(path, SiteNetwork, what="site network file", error=NetworkError)
     except FileNotFoundError:
         raise NetworkError(
             f"site network file {path} does not exist (is the tablet enrolled?)"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise NetworkError(f"site network file {path} is not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        raise NetworkError(f"site network file {path}: {describe_validation_error(exc)}") from None
 
 
 def documentation_addresses(addresses: Iterable[str]) -> list[str]:

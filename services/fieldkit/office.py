@@ -32,13 +32,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from fieldkit.models import Strict, describe_validation_error, ip_address_text
+from fieldkit.models import Strict, describe_validation_error, ip_address_text, read_toml_model
 from fieldkit.network import (
     APT_PROXY_PATH,
     RESOLV_PATH,
@@ -158,17 +157,10 @@ def office_toml(office: OfficeNetwork) -> str:
 
 def load_office(path: Path) -> OfficeNetwork:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        return OfficeNetwork.model_validate(raw)
+        return read_toml_model(path, OfficeNetwork, what="office network file", error=NetworkError)
     except FileNotFoundError:
         raise NetworkError(
             f"office network file {path} does not exist (set it: fieldkit hub network)"
-        ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise NetworkError(f"office network file {path} is unreadable: {exc}") from None
-    except ValidationError as exc:
-        raise NetworkError(
-            f"office network file {path}: {describe_validation_error(exc)}"
         ) from None
 
 

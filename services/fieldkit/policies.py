@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar, get_args
@@ -31,7 +30,7 @@ from fieldkit import datavol
 from fieldkit.antivirus.settings import AntivirusSection
 from fieldkit.bus import CREDENTIALS_DIR, bus_credential_name
 from fieldkit.config import BusSection, RunnerSection
-from fieldkit.models import Strict, describe_validation_error
+from fieldkit.models import Strict, describe_validation_error, read_toml_model
 from fieldkit.processes import scrubbing_environment
 
 POLICY_DIR_ENV = "FIELDKIT_POLICIES"
@@ -1440,14 +1439,11 @@ def antivirus_policy(policies_dir: Path | None = None) -> AntivirusSection:
     """``policies/antivirus.toml``, validated by the antivirus service's own settings model."""
     path = (policies_dir or default_policy_dir()) / "antivirus.toml"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        return AntivirusSection.model_validate(raw.get("antivirus", {}))
+        return read_toml_model(
+            path, AntivirusSection, what="policy file", error=PolicyError, table="antivirus"
+        )
     except FileNotFoundError:
         raise PolicyError(f"policy file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        raise PolicyError(f"policy file {path}: {describe_validation_error(exc)}") from None
 
 
 def freshclam_conf(policies_dir: Path) -> str:

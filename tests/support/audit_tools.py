@@ -256,3 +256,48 @@ def oscap_result(sections: dict[str, str], section: str) -> Oscap:
         if len(words) == 2 and words[1].startswith(RULE):
             results[words[1].removeprefix(RULE)] = words[0]
     return Oscap(results)
+
+
+# The issue's targets: Lynis's hardening index, and the share of the rules OpenSCAP checked
+# that pass (ANSSI BP-028 high less OSCAP_EXCLUDED; docs/images.md names both).
+LYNIS_TARGET = 88
+OSCAP_TARGET = 90.0
+
+
+def check_lynis(sections: dict[str, str]) -> None:
+    """Lynis (Debian's package, run in the VM) rates the device at least LYNIS_TARGET."""
+    found = lynis_result(sections)
+    assert found.index is not None, (
+        "Lynis reported no hardening index:\n"
+        + sections.get("lynis", "")[-3000:]
+        + "\nslowest:\n"
+        + "\n".join(found.slowest)
+    )
+    assert found.index >= LYNIS_TARGET, (found.index, found.suggestions)
+
+
+def check_oscap(sections: dict[str, str]) -> None:
+    """OpenSCAP, ANSSI BP-028 high less the appliance exclusions: at least OSCAP_TARGET % of
+    the rules it checked pass."""
+    found = oscap_result(sections, "oscap-tailored")
+    assert found.results, sections.get("oscap-tailored", "")[-3000:]
+    assert not set(found.results) & set(OSCAP_EXCLUDED), "the tailoring did not apply"
+    assert found.score >= OSCAP_TARGET, (found.score, found.failed)
+
+
+def audit_results(sections: dict[str, str]) -> str:
+    """The measurements for docs/images.md: Lynis's index, time, slowest tests, every
+    suggestion and warning; OpenSCAP's score as shipped and tailored, with the failed rules."""
+    found = lynis_result(sections)
+    lines = [
+        f"Lynis {found.index} in {found.seconds} s; slowest: {found.slowest}",
+        f"{len(found.suggestions)} suggestions, {len(found.warnings)} warnings:",
+        *found.suggestions,
+        *found.warnings,
+    ]
+    for section in ("oscap", "oscap-tailored"):
+        scan = oscap_result(sections, section)
+        lines.append(
+            f"{section}: {scan.score:.1f} % ({len(scan.passed)} pass), failed: {scan.failed}"
+        )
+    return "\n".join(lines)

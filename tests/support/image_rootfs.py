@@ -120,3 +120,21 @@ def allowed_units(policies: PolicySet, role: str = "tablet") -> set[str]:
     if role == "tablet":
         units |= {p.name for p in render(policies, "erasure") if p.suffix == ".mount"}
     return units | set(policies.services.system_units.get(role, {}))
+
+
+def check_nothing_enabled_that_the_policy_does_not_name(
+    rootfs: Path, policies: PolicySet, role: str
+) -> set[str]:
+    """Issue 19 item 4 in a rootfs: every enabled unit is rendered from policies/ or named in
+    services.yaml's system_units for ``role``; the integrity units are among them. Returns the
+    enabled units for the role's own checks."""
+    listing = subprocess.run(
+        ["systemctl", f"--root={rootfs}", "list-unit-files", "--state=enabled",
+         "--no-legend", "--plain", "--no-pager"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    enabled = {line.split()[0] for line in listing.splitlines() if line.strip()}
+    assert "auditd.service" in enabled and "fieldkit-integrity-check.timer" in enabled
+    assert sorted(enabled - allowed_units(policies, role)) == []
+    assert not any(unit.startswith("avahi") for unit in enabled)
+    return enabled

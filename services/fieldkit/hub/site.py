@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import tomllib
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from fieldkit.enrolment.settings import EnrolSection
-from fieldkit.models import SiteNetwork, Strict, describe_validation_error, site_network_toml
+from fieldkit.models import (
+    SiteNetwork,
+    Strict,
+    read_toml_model,
+    site_network_toml,
+)
 from fieldkit.network import HUB_NAME
 
 
@@ -50,15 +54,9 @@ def handout_toml(handout: SiteHandout) -> str:
 def read_handout(path: Path) -> SiteHandout | None:
     """The site file's hand-out; None when the admin has not written one."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return read_toml_model(path, SiteHandout, what="site file", error=SiteError)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SiteError(f"site file {path} is unreadable: {exc}") from None
-    try:
-        return SiteHandout.model_validate(raw)
-    except ValidationError as exc:
-        raise SiteError(f"site file {path}: {describe_validation_error(exc)}") from None
 
 
 def site_enrol(enrol: EnrolSection) -> EnrolSection:

@@ -323,11 +323,9 @@ def cmd_verify_certificate(args: argparse.Namespace, config: DeviceConfig) -> in
 
 
 def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
-    import tomllib
 
-    from fieldkit.antivirus.settings import AntivirusSection
     from fieldkit.models import SITE_NETWORK_FILE
-    from fieldkit.policies import PolicyError, default_policy_dir, load_policies
+    from fieldkit.policies import PolicyError, antivirus_policy, default_policy_dir, load_policies
     from fieldkit.wipe.certificate_pdf import write_report_pdf
     from fieldkit.wipe.compliance import report_lines, run_compliance
 
@@ -340,10 +338,7 @@ def cmd_compliance(args: argparse.Namespace, config: DeviceConfig) -> int:
     antivirus_file = folder / "antivirus.toml"
     try:
         policies = load_policies(folder)
-        antivirus = None
-        if antivirus_file.exists():
-            raw = tomllib.loads(antivirus_file.read_text(encoding="utf-8"))
-            antivirus = AntivirusSection.model_validate(raw.get("antivirus", {}))
+        antivirus = antivirus_policy(folder) if antivirus_file.exists() else None
     except (PolicyError, ValueError) as exc:
         print(f"fieldkit: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
