@@ -248,6 +248,25 @@ def test_the_image_installs_the_profiles_from_the_policy_vars(policies: PolicySe
     assert "apparmor_profiles" in role.read_text()
 
 
+def test_each_image_keeps_enforced_only_debians_profiles_of_what_it_installs(
+    policies: PolicySet,
+) -> None:
+    """The role checks that each of Debian's profiles it keeps is on the disk: the hub has no
+    CUPS, so naming cupsd's profile there failed the hub's build (found on its first AppArmor
+    build); the tablet keeps both, the hub freshclam's."""
+    import yaml
+
+    ansible = Path(__file__).resolve().parents[1] / "ansible"
+    hub_packages = yaml.safe_load((ansible / "roles/hub/defaults/main.yml").read_text())
+    assert "clamav-freshclam" in hub_packages["hub_packages"]
+    assert not any("cups" in p for p in hub_packages["hub_packages"])
+    wanted = {"tablet": ["usr.bin.freshclam", "usr.sbin.cupsd"], "hub": ["usr.bin.freshclam"]}
+    for role, profiles in wanted.items():
+        assert ansible_vars(policies, role, REPO_POLICIES)["apparmor_debian_profiles"] == profiles
+    assert "/usr/sbin/cupsd" not in enforced_profiles(policies, "hub")
+    assert "/usr/bin/freshclam" in enforced_profiles(policies, "hub")
+
+
 @pytest.mark.skipif(shutil.which("apparmor_parser") is None, reason="needs apparmor_parser")
 def test_every_profile_compiles(policies: PolicySet, tmp_path: Path) -> None:
     for role in ("tablet", "hub"):

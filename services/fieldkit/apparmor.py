@@ -351,11 +351,19 @@ def render_apparmor(policies: PolicySet, role: str, mirror_ca: str | None = None
     return files
 
 
+def debian_profiles(role: str) -> list[str]:
+    """Debian's profile files the role's image keeps enforced: cupsd's and freshclam's on the
+    tablet; freshclam's alone on the hub, which has no CUPS (its role installs
+    clamav-freshclam; cvdupdate fills its mirror)."""
+    return sorted(DEBIAN_PROFILES) if role == "tablet" else ["usr.bin.freshclam"]
+
+
 def enforced_profiles(policies: PolicySet, role: str) -> list[str]:
     """The profile names the booted device must show loaded in enforce mode."""
     names = [apparmor_profile(n) for n in services_of(policies, role)] + [MOSQUITTO]
     if role == "tablet":
-        names += [CHROMIUM, *DEBIAN_PROFILES.values()]
+        names += [CHROMIUM]
+    names += [DEBIAN_PROFILES[name] for name in debian_profiles(role)]
     return sorted(names)
 
 
@@ -364,6 +372,7 @@ __all__ = [
     "DEBIAN_PROFILES",
     "HUB_PKI",
     "MOSQUITTO",
+    "debian_profiles",
     "enforced_profiles",
     "render_apparmor",
     "service_profile",

@@ -1205,7 +1205,7 @@ def ansible_vars(
     policies: PolicySet, role: str, policies_dir: Path | None = None
 ) -> dict[str, Any]:
     """Variables for the Ansible roles: the playbooks take their settings from here only."""
-    from fieldkit.apparmor import render_apparmor
+    from fieldkit.apparmor import debian_profiles, render_apparmor
     from fieldkit.broker import render_acl
     from fieldkit.registry import identities_for, specs_for_role
 
@@ -1272,6 +1272,8 @@ def ansible_vars(
                 str(antivirus_policy(policies_dir).mirror_ca) if policies_dir else None,
             ).items()
         },
+        # Debian's own profiles the role keeps enforced (the hub has no CUPS).
+        "apparmor_debian_profiles": debian_profiles(role),
         "datavol_enabled": volume is not None,
         "datavol_units": [datavol.LAYOUT_UNIT] if volume is not None else [],
     }
