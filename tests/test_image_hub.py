@@ -369,6 +369,22 @@ def test_nothing_enabled_on_the_hub_that_the_policy_does_not_name(
     check_nothing_enabled_that_the_policy_does_not_name(rootfs, policies, "hub")
 
 
+def test_the_integrity_units_folders_are_on_the_hubs_disk(rootfs: Path) -> None:
+    """systemd refuses to start a unit whose ReadWritePaths= folder is missing (226/NAMESPACE).
+    The integrity role's oneshots run at boot, before anything of fieldkit's could make a
+    folder, and the hub has no data volume whose layout makes them (the tablet's does): each
+    must be in the image. The reports folder was not, and both failed on the hub's first
+    booted check."""
+    missing = []
+    for name in ("fieldkit-integrity-check.service", "fieldkit-audit-summary.service"):
+        unit = (rootfs / "etc/systemd/system" / name).read_text()
+        for line in unit.splitlines():
+            if line.startswith("ReadWritePaths="):
+                paths = line.split("=", 1)[1].split()
+                missing += [f"{name}: {p}" for p in paths if not (rootfs / p.lstrip("/")).is_dir()]
+    assert missing == []
+
+
 def test_the_hub_audits_to_its_own_disk_sized_rotated_without_arguments(host: Any) -> None:
     """Issue 19 item 2 on the hub: auditd enabled, its log in /var/log/audit on the hub's disk
     (no data volume: no wait for one), 10 x 8 MiB rotated; the tablet's rules (identity, time,
