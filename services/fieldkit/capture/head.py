@@ -197,10 +197,10 @@ def covering_share(
     their hair: about 0 bare-headed, near 1 under a hat of another colour than the hair.
 
     ``seen`` and ``mask`` are the segmented window (``crown_window``) as the model saw it;
-    the landmarks are moved into it. ``whole_brows``: the earlier reference (the whole brows,
-    glasses' frames included), kept for the bench's before/after. The top of the head: the person (probability at least
+    the landmarks are moved into it. The top of the head: the person (probability at least
     ``COVERING_PERSON``) above landmark 10, up to the plausible crown, between landmarks
-    127 and 356 (the temples).
+    127 and 356 (the temples). ``whole_brows``: the earlier reference (the whole brows,
+    glasses' frames included), kept for the bench's before and after.
     """
     x0, y0, side = window
     n = int(mask.shape[0])
