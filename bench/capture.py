@@ -5,7 +5,9 @@ milliseconds per frame of each single decoder and of the combination, by degrada
 category; then, on the annotated real portraits (../shared/data/faces/, each placed in a
 1280x720 frame with its head at 34 mm), the crown and chin error in mm at print scale, the
 share of heads measured within 1 mm, the second-person detection rate on compositions, the
-head-covering check's refusals on composed hats and on the bare portraits, and analysed
+head-covering check's refusals on composed hats, on a real photograph of a cap
+(tests/data/hats/) and on the bare portraits, with the brows' upper halves as the hair's
+reference and with the whole brows (before) in the same run, and analysed
 frames per second on one core, each beside the GrabCut crown and the Haar
 box-ratio estimate measured in the same run. Against overfitting the ten annotations: the
 crown at four placements per portrait with three window sizes and a leave-one-out choice of
