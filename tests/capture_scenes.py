@@ -163,27 +163,52 @@ def portrait_frame(
     """A 1280x720 frame with a real portrait scaled and moved so that its annotated head has
     the wanted geometry in the guide; the portrait's own background fills the frame (edges
     replicated). Returns the frame and the scale applied (frame px per portrait px)."""
-    assert a.head_px is not None and a.crown_y is not None
+    assert a.head_px is not None and a.crown_y is not None and a.chin_y is not None
+    cx_src = (a.right_eye[0] + a.left_eye[0]) / 2
+    return placed(portrait(a.name), (cx_src, a.crown_y, a.chin_y), head_mm, margin_mm, offset_mm)
+
+
+def placed(
+    image: Image,
+    head: tuple[float, float, float],
+    head_mm: float = 34.0,
+    margin_mm: float = 4.0,
+    offset_mm: float = 0.0,
+) -> tuple[Image, float]:
+    """``portrait_frame`` for any photograph whose head (eyes' x, crown row, chin row) is
+    known: scaled and moved so that the head has the wanted geometry in the guide."""
+    cx_src, crown_y, chin_y = head
     width, height = FRAME
     guide = Guide.for_frame(width, height)
     mm = guide.px_per_mm
-    scale = head_mm * mm / a.head_px
-    cx_src = (a.right_eye[0] + a.left_eye[0]) / 2
+    scale = head_mm * mm / (chin_y - crown_y)
     matrix = np.array(
         [
             [scale, 0, guide.centre_x + offset_mm * mm - cx_src * scale],
-            [0, scale, guide.y + margin_mm * mm - a.crown_y * scale],
+            [0, scale, guide.y + margin_mm * mm - crown_y * scale],
         ],
         np.float32,
     )
     frame = cv2.warpAffine(
-        portrait(a.name),
+        image,
         matrix,
         (width, height),
         flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
     return np.asarray(frame, np.uint8), scale
+
+
+# Real photographs of people wearing a hat (tests/data/hats/, licence and source in its README).
+HATS_DIR = Path(__file__).resolve().parent / "data" / "hats"
+REAL_HATS = ("grace_hopper.jpg",)
+
+
+def real_hat(name: str) -> Image:
+    image = cv2.imread(str(HATS_DIR / name), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(name)
+    return np.asarray(image, np.uint8)
 
 
 def head_crop(a: Annotation, image: Image) -> Image:

@@ -17,17 +17,20 @@ import pytest
 
 from fieldkit.capture.grabcut import crown_by_grabcut
 from fieldkit.capture.haar import HaarHeadEstimate
-from fieldkit.capture.head import head_outline
+from fieldkit.capture.head import covering_share, crown_window, head_outline
 from fieldkit.capture.photo import Guide, PhotoAnalyzer, guidance_words
 from tests.capture_scenes import (
+    REAL_HATS,
     TURNED,
     Annotation,
     annotations,
     covered_frames,
     eye_to_chin,
     faces_dir,
+    placed,
     portrait,
     portrait_frame,
+    real_hat,
     with_head_covering,
     with_second_person,
 )
@@ -346,3 +349,54 @@ def test_a_headband_behind_the_hairline_passes(analyzer: PhotoAnalyzer) -> None:
             banded = with_head_covering(frame, points, crown, "headband", colour)
             check = analyzer.analyse(banded).check("head-covering")
             assert check.passed, (a.name, colour, check.measured)
+
+
+def _hat_placements(analyzer: PhotoAnalyzer, image: np.ndarray) -> list[np.ndarray]:
+    """A photograph as taken and placed in a 1280 x 720 frame at the four placements, its
+    head (eyes, crown, chin) as the checks measure it on the photograph."""
+    found = analyzer.analyse(image)
+    assert found.crown_y is not None and found.chin_y is not None and found.face_centre
+    head = (found.face_centre[0], found.crown_y, found.chin_y)
+    return [image] + [placed(image, head, h, m, o)[0] for h, m, o in PLACEMENTS]
+
+
+@pytest.mark.parametrize("name", REAL_HATS)
+def test_a_real_photograph_of_a_hat_over_glasses_is_refused(
+    analyzer: PhotoAnalyzer, name: str
+) -> None:
+    """A real photograph (tests/data/hats/, public domain): a dark cap with a white top over
+    glasses, as taken and at four placements, is refused with the advice to take it off.
+    With the brows read whole (the reference before), the glasses' dark frames make the
+    cap's band a familiar colour and the same frames mostly pass (3 of 5: 0.21-0.33 against
+    the limit 0.4): the test fails on a return to it."""
+    passed_before = 0
+    for frame in _hat_placements(analyzer, real_hat(name)):
+        assessment = analyzer.analyse(frame)
+        assert assessment.check("one-face").measured == 1
+        check = assessment.check("head-covering")
+        assert not check.passed and check.advice == "remove-hat", check.measured
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        points, _ = analyzer.models.mesh(rgb, analyzer.find_faces(rgb)[0])
+        window = crown_window(points)
+        mask, seen = analyzer.segmentation.window(rgb, *window)
+        assert covering_share(seen, mask, window, points) == pytest.approx(check.measured, 1e-3)
+        before = covering_share(seen, mask, window, points, whole_brows=True)
+        passed_before += before <= analyzer.rules.covering_max
+    assert passed_before >= 3
+
+
+def test_bare_heads_with_drawn_glasses_pass(analyzer: PhotoAnalyzer) -> None:
+    """No false refusal from glasses: dark frames drawn over every whole head's eyes, the
+    brows' lower edge included, leave the bare head passing."""
+    for a in WHOLE_HEAD:
+        frame, _ = portrait_frame(a)
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        points, _ = analyzer.models.mesh(rgb, analyzer.find_faces(rgb)[0])
+        glasses = frame.copy()
+        for ring in ((33, 133, 159, 145), (263, 362, 386, 374)):
+            (x0, y0), (x1, y1) = points[list(ring), :2].min(0), points[list(ring), :2].max(0)
+            w, h = x1 - x0, y1 - y0
+            box = (int(x0 - 0.35 * w), int(y0 - 1.6 * h), int(x1 + 0.35 * w), int(y1 + 1.4 * h))
+            cv2.rectangle(glasses, box[:2], box[2:], (40, 30, 30), max(int(0.12 * w), 3))
+        check = analyzer.analyse(glasses).check("head-covering")
+        assert check.passed, (a.name, check.measured)

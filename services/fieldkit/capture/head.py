@@ -152,6 +152,11 @@ def crown_y(
 # (a, b): a colour of the top is familiar when it or a neighbouring step occurs among the
 # reference pixels (at least 0.2 % of them). Hair lit from above is lighter than beside the
 # face and its shade varies: the lightness step is the coarse one.
+# Each brow: its upper contour, then its lower contour back (Face Mesh's outline). Only
+# the brow's upper half is a reference: glasses' frames run along the lower edge of the brows,
+# and a dark frame there made a dark hat "familiar" (a real photograph of a navy officer's cap
+# over glasses, tests/data/hats/, read 0.33 with the whole brows and 0.72 with their upper
+# halves; docs/capture.md).
 BROWS = (
     (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
     (336, 296, 334, 293, 300, 276, 283, 282, 295, 285),
@@ -168,8 +173,25 @@ COVERING_SIDE = 0.12
 COVERING_SEEN = 0.002  # a reference colour counts from this share of the reference pixels
 
 
+def brow_polygon(
+    p: npt.NDArray[np.float32], brow: tuple[int, ...], whole: bool = False
+) -> npt.NDArray[np.float32]:
+    """One brow's reference area: its upper half (from the upper contour down to midway to
+    the lower contour), or with ``whole`` the whole brow (the check before glasses were seen
+    on a real photograph; bench/capture.py measures both)."""
+    outline = p[list(brow), :2]
+    if whole:
+        return np.asarray(outline, np.float32)
+    upper, lower = outline[:5], outline[5:][::-1]  # both outer to inner
+    return np.asarray(np.vstack([upper, ((upper + lower) / 2)[::-1]]), np.float32)
+
+
 def covering_share(
-    seen: Image, mask: Mask, window: tuple[float, float, float], points: Points
+    seen: Image,
+    mask: Mask,
+    window: tuple[float, float, float],
+    points: Points,
+    whole_brows: bool = False,
 ) -> float:
     """The share of the top of the head whose colour is neither the applicant's skin nor
     their hair: about 0 bare-headed, near 1 under a hat of another colour than the hair.
@@ -177,7 +199,8 @@ def covering_share(
     ``seen`` and ``mask`` are the segmented window (``crown_window``) as the model saw it;
     the landmarks are moved into it. The top of the head: the person (probability at least
     ``COVERING_PERSON``) above landmark 10, up to the plausible crown, between landmarks
-    127 and 356 (the temples).
+    127 and 356 (the temples). ``whole_brows``: the earlier reference (the whole brows,
+    glasses' frames included), kept for the bench's before and after.
     """
     x0, y0, side = window
     n = int(mask.shape[0])
@@ -190,7 +213,7 @@ def covering_share(
     for patch in (RIGHT_CHEEK_PATCH, LEFT_CHEEK_PATCH):
         cv2.fillConvexPoly(reference, np.round(p[list(patch)]).astype(np.int32), 1)
     for brow in BROWS:
-        cv2.fillPoly(reference, [np.round(p[list(brow)]).astype(np.int32)], 1)
+        cv2.fillPoly(reference, [np.round(brow_polygon(p, brow, whole_brows)).astype(np.int32)], 1)
     eyes_y = round(float(p[[33, 263], 1].mean()))
     nose_y = round(float(p[NOSE_TIP, 1]))
     right, left = float(p[RIGHT_CHEEK, 0]), float(p[LEFT_CHEEK, 0])

@@ -111,7 +111,8 @@ class PhotoRules:
     eye_opening_min: float = 0.12  # lid gap over eye width, the less open eye
     mouth_opening_max: float = 0.07  # inner-lip gap over mouth width
     # Share of the top of the head whose colour is neither the skin nor the hair (head.py):
-    # bare heads measured 0.00-0.07, a headband behind the hairline 0.08-0.23 (bench/capture.py).
+    # bare heads measured 0.00-0.35 (0.07 at the camera's size), a headband behind the hairline
+    # 0.08-0.24, a real photograph of a cap over glasses 0.60-0.99 (bench/capture.py).
     covering_max: float = 0.4
     # Another face counts down to this share of the applicant's face height: the rule is a
     # third; the detector's boxes of two faces of the same size differ by up to 15 %.
