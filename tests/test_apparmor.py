@@ -296,3 +296,23 @@ def test_the_kiosk_reads_the_wipe_keys_public_half_and_not_the_key(policies: Pol
     profile = service_profile(policies, "kiosk", "tablet")
     assert allows(profile, str(public), "r")
     assert not allows(profile, str(real), "r")
+
+
+@pytest.mark.parametrize("service", ["hub-broker", "hub-ingest"])
+def test_the_hub_services_that_scan_for_sealing_keys_can_read_every_folder(
+    policies: PolicySet, tmp_path: Path, service: str
+) -> None:
+    """hub-broker and hub-ingest refuse to start until they have scanned every folder of the
+    hub for a private sealing key (fieldkit.hub.custody). Their profiles must let them read
+    each of those folders of the hub image's own config: hub-ingest's did not (it writes
+    nothing there), and it failed to start on the first AppArmor hub boot."""
+    from fieldkit.config import load_config
+    from fieldkit.hub.custody import hub_directories
+    from fieldkit.policies import antivirus_policy, hub_device_config
+
+    device = tmp_path / "device.toml"
+    device.write_text(hub_device_config(policies, antivirus_policy(REPO_POLICIES)))
+    profile = service_profile(policies, service, "hub")
+    for folder in hub_directories(load_config(device)):
+        for path in (f"{folder}/", f"{folder}/some/file.pem"):
+            assert allows(profile, path, "r"), (service, path)

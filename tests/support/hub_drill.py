@@ -87,6 +87,7 @@ def mirror(stage):
     (as hub.fieldkit.lan, the name the tablets use), refused to the system's CAs and to plain
     HTTP; the hub's own freshclam takes it with the kit CA as CURL_CA_BUNDLE, not without."""
     import os
+    import shutil
     import socket
     import subprocess
 
@@ -135,6 +136,11 @@ def mirror(stage):
         say("mirror-plain-http", status=plain.getresponse().status)
     except (OSError, http.client.HTTPException) as exc:
         say("mirror-plain-http", refused=type(exc).__name__)
+    # A copy of freshclam: Debian's profile attaches to /usr/bin/freshclam by path and reads
+    # only /etc/clamav's own config, so the real one cannot read the drill's. The drill shows
+    # the mirror's TLS, not freshclam's confinement (no freshclam service runs on the hub).
+    program = WORK / "freshclam"
+    shutil.copy2("/usr/bin/freshclam", program)
     for label, bundle in (
         ("kit", PKI.ca_cert),
         ("system", Path("/etc/ssl/certs/ca-certificates.crt")),
@@ -149,7 +155,7 @@ def mirror(stage):
             f"Bytecode no\nDatabaseCustomURL https://localhost:{port}/fieldkit.cud\n"
         )
         done = subprocess.run(
-            ["freshclam", f"--config-file={conf}", "--stdout", "--no-warnings"],
+            [str(program), f"--config-file={conf}", "--stdout", "--no-warnings"],
             capture_output=True,
             text=True,
             env={**os.environ, "CURL_CA_BUNDLE": str(bundle)},
