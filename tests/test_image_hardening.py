@@ -32,7 +32,7 @@ import pytest
 from fieldkit.network import Socket, unlisted_sockets
 from fieldkit.policies import PolicySet, load_policies
 from tests.support import audit_tools
-from tests.support.audit_tools import AUDIT_SECTIONS, audit_files
+from tests.support.audit_tools import audit_files, audit_sections
 from tests.support.image_boot import EXTRA_MARK, REPORT_SCRIPT, BootReport, boot
 from tests.support.image_rootfs import allowed_units
 
@@ -153,11 +153,10 @@ def work() -> Path:
 
 
 def hardening_sections() -> str:
-    """The sections the boot runs; FIELDKIT_HARDENING_NO_LYNIS=1 leaves the auditors' tools
-    (Lynis, OpenSCAP: tests/support/audit_tools.py) out, for a boot that checks the rest."""
-    if os.environ.get("FIELDKIT_HARDENING_NO_LYNIS") == "1":
-        return HARDENING_SECTIONS
-    return HARDENING_SECTIONS + AUDIT_SECTIONS
+    """The sections the boot runs: the auditors' tools (Lynis, OpenSCAP) last, those that
+    FIELDKIT_AUDIT_TOOLS names (tests/support/audit_tools.py; "" for a boot that checks the
+    rest)."""
+    return HARDENING_SECTIONS + audit_sections()
 
 
 @pytest.fixture(scope="module")

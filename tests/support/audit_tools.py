@@ -15,7 +15,7 @@ gone at power-off):
   run is ANSSI BP-028 **high**, as shipped, and again tailored with :data:`OSCAP_EXCLUDED`
   deselected (each with its reason; docs/images.md lists them).
 
-:func:`audit_files` makes what the VM needs; :data:`AUDIT_SECTIONS` is the report's shell
+:func:`audit_files` makes what the VM needs; :func:`audit_sections` is the report's shell
 (sections ``lynis``, ``lynis-slowest``, ``oscap``, ``oscap-tailored``); :func:`lynis_result`
 and :func:`oscap_result` read them back.
 """
@@ -95,7 +95,7 @@ OSCAP_ENV = (
 
 # The report's shell (inside the VM, after the system settled). Lynis runs in the background
 # with a time limit, so a slow run still reports how far it got and which tests took the time.
-AUDIT_SECTIONS = rf"""
+LYNIS_SECTIONS = rf"""
 section lynis
 rm -rf /run/lynis && mkdir -p /run/lynis
 cp {FW}/lynis.deb/raw /run/lynis.deb
@@ -131,8 +131,13 @@ if last and last[0] != "end":
 for name, seconds in sorted(spent.items(), key=lambda x: -x[1])[:15]:
     print(f"{{seconds:.0f}} {{name}}")
 EOF
+"""
+OSCAP_SECTIONS = rf"""
 section oscap
-rm -rf /run/oscap && mkdir -p /run/oscap
+# /run is noexec on the images (so is /tmp): OpenSCAP's program gets a tmpfs of its own that
+# allows exec, in /run (memory only, gone at power-off), unmounted after the scans.
+umount /run/oscap 2>/dev/null; rm -rf /run/oscap && mkdir -p /run/oscap
+mount -t tmpfs -o size=512m,mode=0700,nosuid,nodev tmpfs /run/oscap
 tar -xzf {FW}/oscap.tar.gz/raw -C /run/oscap
 env {OSCAP_ENV} /run/oscap/usr/bin/oscap --version | head -n 1
 start=$(date +%s)
@@ -147,7 +152,19 @@ env {OSCAP_ENV} /run/oscap/usr/bin/oscap xccdf eval --skip-valid \
     --results /run/oscap-tailored.xml /run/oscap/{DATASTREAM} >/run/oscap-tailored.out 2>&1
 echo "exit $?"
 awk '/^Rule/{{rule=$2}} /^Result/{{print $2, rule}}' /run/oscap-tailored.out
+umount /run/oscap
 """
+
+
+def audit_sections() -> str:
+    """The auditors the boot runs: both, or those FIELDKIT_AUDIT_TOOLS names ("lynis",
+    "oscap", comma-separated; "" for none). A boot for one tool fails the other's check."""
+    import os
+
+    wanted = os.environ.get("FIELDKIT_AUDIT_TOOLS", "lynis,oscap").split(",")
+    return (LYNIS_SECTIONS if "lynis" in wanted else "") + (
+        OSCAP_SECTIONS if "oscap" in wanted else ""
+    )
 
 
 def _download(packages: tuple[str, ...], into: Path) -> list[Path]:
@@ -203,7 +220,7 @@ def oscap_bundle(work: Path) -> Path:
 
 
 def audit_files(work: Path) -> dict[str, Path]:
-    """What the VM gets over fw_cfg for :data:`AUDIT_SECTIONS`."""
+    """What the VM gets over fw_cfg for :func:`audit_sections`."""
     (lynis,) = _download(("lynis",), work / "debs")
     return {"lynis.deb": lynis, "oscap.tar.gz": oscap_bundle(work)}
 

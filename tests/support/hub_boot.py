@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.support.apparmor_boot import HUB_PROBE
 from tests.support.apparmor_boot import sections as apparmor_sections
-from tests.support.audit_tools import AUDIT_SECTIONS
+from tests.support.audit_tools import audit_sections
 from tests.support.hub_image import ADMIN_PASSWORD
 from tests.support.image_boot import SCRIPT_HEAD
 
@@ -215,7 +215,7 @@ systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-hub-*
     + r"""section journal-errors
 journalctl -b --no-pager -q -p err -o short-monotonic
 """
-    + AUDIT_SECTIONS
+    + audit_sections()
     + r"""section after-audits
 systemctl list-units --all --full --plain --no-legend --no-pager 'fieldkit-*.service'
 systemctl list-units --all --full --state=failed --plain --no-legend --no-pager
