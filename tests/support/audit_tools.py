@@ -102,7 +102,7 @@ cp {FW}/lynis.deb/raw /run/lynis.deb
 dpkg-deb -x /run/lynis.deb /run/lynis
 cp /run/lynis/etc/lynis/default.prf /run/lynis/usr/share/lynis/
 start=$(date +%s)
-(cd /run/lynis/usr/share/lynis && LC_ALL=C.UTF-8 timeout ${{LYNIS_LIMIT:-2700}} sh \
+(cd /run/lynis/usr/share/lynis && LC_ALL=C.UTF-8 timeout ${{LYNIS_LIMIT:-3600}} sh \
     /run/lynis/usr/sbin/lynis audit system --quick --no-colors \
     --plugin-dir /run/lynis/etc/lynis/plugins --logfile /run/lynis.log \
     --report-file /run/lynis-report.dat >/run/lynis.out 2>&1)

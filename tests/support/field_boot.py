@@ -33,7 +33,8 @@ VENV_PYTHON = "/opt/fieldkit/venv/bin/python"
 # oneshots, the bus credentials' oneshot, the hardening's integrity check (AIDE, started by its
 # timer at boot: the kit test found it still running when the report looked).
 NOT_SERVICES = re.compile(
-    r"fieldkit-(kiosk-browser|datavol.*|site-network|bus-credentials|integrity-check)\."
+    r"fieldkit-(kiosk-browser|datavol.*|site-network|bus-credentials|integrity-check|"
+    r"audit-summary)\."
 )
 
 

@@ -89,6 +89,13 @@ systemctl show --no-pager -p UnitFileState,TimersMonotonic,TimersCalendar \
     fieldkit-integrity-check.timer
 journalctl -b -u fieldkit-integrity-check.service --no-pager -q -o cat | \
     sed '/attributes of the (uncompressed) database/,$d' | head -n 80
+section hub-audit-summary
+# The kernel audit summary (item 2), the hub's own: its timer's first run is 5 min after boot;
+# run once more now, its result, what it said and the report it left (root's, on the disk).
+systemctl start fieldkit-audit-summary.service
+systemctl show --no-pager -p Result,ExecMainStatus fieldkit-audit-summary.service
+journalctl -b -u fieldkit-audit-summary.service --no-pager -q -o cat | tail -n 20
+stat -c '%U %G %a %n' /var/lib/fieldkit/integrity/kernel-audit.json
 section hub-enabled
 systemctl list-unit-files --state=enabled --no-legend --plain --no-pager >/run/enabled 2>&1 \
     || systemctl --root=/ list-unit-files --state=enabled --no-legend --plain --no-pager \
