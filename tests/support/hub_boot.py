@@ -95,7 +95,7 @@ section hub-audit-summary
 systemctl start fieldkit-audit-summary.service
 systemctl show --no-pager -p Result,ExecMainStatus fieldkit-audit-summary.service
 journalctl -b -u fieldkit-audit-summary.service --no-pager -q -o cat | tail -n 20
-stat -c '%U %G %a %n' /var/lib/fieldkit/integrity/kernel-audit.json
+stat -c '%U %G %a %n' /var/lib/fieldkit-integrity/kernel-audit.json
 section hub-enabled
 systemctl list-unit-files --state=enabled --no-legend --plain --no-pager >/run/enabled 2>&1 \
     || systemctl --root=/ list-unit-files --state=enabled --no-legend --plain --no-pager \
