@@ -90,6 +90,7 @@ def mirror(stage):
     import shutil
     import socket
     import subprocess
+    import tempfile
 
     from fieldkit.antivirus.database import build_unsigned_database, hex_signature
     from fieldkit.antivirus.mirror import publish_database
@@ -139,7 +140,8 @@ def mirror(stage):
     # A copy of freshclam: Debian's profile attaches to /usr/bin/freshclam by path and reads
     # only /etc/clamav's own config, so the real one cannot read the drill's. The drill shows
     # the mirror's TLS, not freshclam's confinement (no freshclam service runs on the hub).
-    program = WORK / "freshclam"
+    # /run and /tmp are noexec on the hub: the copy goes to /var/tmp (the root file system).
+    program = Path(tempfile.mkdtemp(prefix="fieldkit-drill-", dir="/var/tmp")) / "freshclam"
     shutil.copy2("/usr/bin/freshclam", program)
     for label, bundle in (
         ("kit", PKI.ca_cert),
