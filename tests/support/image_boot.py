@@ -102,6 +102,14 @@ section boot-time
 systemd-analyze time --no-pager
 section failed
 systemctl list-units --all --full --state=failed --plain --no-legend --no-pager
+section failed-journal
+# What each failed unit said (a first-boot LUKS format failed once under load with nothing
+# else to go on): its last lines of this boot.
+for unit in $(systemctl list-units --all --full --state=failed --plain --no-legend \
+        --no-pager | awk '{print $1}'); do
+    echo "--- $unit"
+    journalctl -b -u "$unit" --no-pager -q -o cat | tail -n 25
+done
 section active-count
 systemctl list-units --all --full --state=active --plain --no-legend --no-pager | wc -l
 section units
