@@ -428,7 +428,7 @@ def _faulty(report: BootReport, name: str) -> BootReport:
     elif name == "oscap":
         s["oscap-tailored"] = s["oscap-tailored"].replace("pass ", "fail ")
     elif name == "units_after_audits":
-        s["after-audits"] = s["after-audits"].replace("active running", "failed failed", 1)
+        s["after-audits"] = re.sub(r"active +running", "failed failed", s["after-audits"], count=1)
     return replace(report, sections=s)
 
 
