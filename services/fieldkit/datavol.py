@@ -128,7 +128,10 @@ case "$source" in
     PARTUUID=*) dev=/dev/disk/by-partuuid/${{source#PARTUUID=}} ;;
     *) say "no $NAME line with a PARTUUID in /etc/crypttab"; exit 1 ;;
 esac
-udevadm wait --timeout=60 "$dev"
+if ! udevadm wait --timeout=90 "$dev"; then
+    say "$dev did not appear within 90 s"
+    exit 1
+fi
 if cryptsetup isLuks "$dev" && cryptsetup luksDump "$dev" | grep -q systemd-tpm2; then
     say "$dev holds the LUKS2 volume"
     exit 0
@@ -137,15 +140,13 @@ fi
 # opened, nothing on it): made (again) from the start.
 # No TPM 2.0, no volume: its key would have to be stored in the clear or typed at every boot.
 # Every fieldkit service requires the volume, so this tablet cannot be fielded.
-tries=0
-until [ -e /dev/tpmrm0 ]; do
-    tries=$((tries + 1))
-    if [ "$tries" -gt 40 ]; then
-        say "no TPM 2.0 (/dev/tpmrm0): the data volume is not made; this tablet cannot be fielded"
-        exit 1
-    fi
-    sleep 0.25
-done
+# This unit starts once udev's coldplug is queued, not done: the TPM's driver may still be
+# loading, and on a loaded machine that took more than the 10 s this once waited (a first boot
+# failed so). 90 s, as for a disk.
+if ! udevadm wait --timeout=90 /dev/tpmrm0; then
+    say "no TPM 2.0 (/dev/tpmrm0) after 90 s: the data volume is not made; this tablet cannot be fielded"
+    exit 1
+fi
 part=$(readlink -f "$dev")
 disk=/dev/$(lsblk -ndo PKNAME "$part")
 number=$(cat "/sys/class/block/${{part##*/}}/partition")
