@@ -374,14 +374,24 @@ def check_oscap(report: BootReport, policies: PolicySet) -> None:
     audit_tools.check_oscap(report.sections)
 
 
+# The one unit allowed to have failed by then: cvdupdate's timer run, which cannot reach ClamAV's
+# servers from this machine (the drill's own run is checked by the mirror's test); only when its
+# journal says that the official databases were not updated, and the mirror still serves.
+CVD_UNIT = "fieldkit-cvd-update.service"
+
+
 def check_units_after_audits(report: BootReport, policies: PolicySet) -> None:
     """Every fieldkit hub service still active (running) after the drill and the audits, and
-    no unit failed."""
+    no unit failed but cvdupdate without its servers."""
     lines = report.lines("after-audits")
     for path in render(policies, "services", "hub"):
         line = next((x for x in lines if x.startswith(path.name + " ")), "")
         assert " active running " in f" {' '.join(line.split()[1:4])} ", (path.name, line)
-    assert not any(" failed " in f" {x} " for x in lines), lines
+    failed = {x.split()[0] for x in lines if " failed " in f" {x} "}
+    assert failed <= {CVD_UNIT}, lines
+    if failed:
+        said = report.sections.get("after-audits-cvd", "")
+        assert "official databases not updated" in said, said
 
 
 HARDENING_CHECKS = [
