@@ -211,6 +211,29 @@ def test_ssh_is_keys_only(host: Any) -> None:
         host.file("/etc/ssh/sshd_config").content_string,
         re.M,
     )
+    # Root's alone (Lynis FILE-7524 found Debian's 0644 on the booted hub).
+    for path in ("/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d/50-fieldkit.conf"):
+        found = host.file(path)
+        assert (found.user, found.group, found.mode) == ("root", "root", 0o600), path
+
+
+def test_user_homes_are_closed_to_others(host: Any, rootfs: Path) -> None:
+    """Every account with a login shell has a home others cannot enter or list (750 or
+    stricter; Lynis HOME-9304 found PostgreSQL's 0755 on the booted hub): the admin's and
+    postgres's."""
+    shells = 0
+    for line in (rootfs / "etc/passwd").read_text().splitlines():
+        name, *_, home, shell = line.split(":")
+        # Lynis's own exclusions (root and the accounts whose "shell" is one command).
+        if name in ("daemon", "git", "halt", "root", "shutdown", "sync") or shell.endswith(
+            ("/false", "/nologin")
+        ):
+            continue
+        shells += 1
+        found = host.file(home)
+        if found.exists:
+            assert found.mode & 0o027 == 0, (name, home, oct(found.mode))
+    assert shells >= 2
 
 
 def test_the_admin_logs_in_with_a_key_and_sudo_asks_their_password(
