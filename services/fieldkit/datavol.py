@@ -144,7 +144,8 @@ fi
 # loading, and on a loaded machine that took more than the 10 s this once waited (a first boot
 # failed so). 90 s, as for a disk.
 if ! udevadm wait --timeout=90 /dev/tpmrm0; then
-    say "no TPM 2.0 (/dev/tpmrm0) after 90 s: the data volume is not made; this tablet cannot be fielded"
+    say "no TPM 2.0 (/dev/tpmrm0) after 90 s: the data volume is not made;" \
+        "this tablet cannot be fielded"
     exit 1
 fi
 part=$(readlink -f "$dev")

@@ -229,8 +229,9 @@ systemctl list-units --all --full --state=failed --plain --no-legend --no-pager
 # The timer's own cvdupdate run (10 min after boot) falls during the auditors' tools: without
 # a route to ClamAV's servers it fails, by design; what it said, for the check.
 section after-audits-cvd
-journalctl -b --no-pager -q -o cat -u fieldkit-cvd-update.service \
-    _SYSTEMD_INVOCATION_ID="$(systemctl show -P InvocationID fieldkit-cvd-update.service)" | tail -n 5
+run=$(systemctl show -P InvocationID fieldkit-cvd-update.service)
+journalctl -b --no-pager -q -o cat -u fieldkit-cvd-update.service _SYSTEMD_INVOCATION_ID="$run" \
+    | tail -n 5
 section end
 sync
 systemctl poweroff --no-block
