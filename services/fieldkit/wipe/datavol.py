@@ -94,6 +94,31 @@ def mounts_at_or_below(mount: Path, mountinfo: Path = Path("/proc/self/mountinfo
     return [p for p, _ in _mounts(mountinfo) if p == base or p.startswith(base + "/")]
 
 
+# systemd may still be unmounting or closing what `systemctl stop` left (a field boot found
+# /var/lib/fieldkit gone between the listing and its umount: "not mounted", the purge refused):
+# each step is retried for up to SETTLE_TRIES x SETTLE_PAUSE s and judged by what is still there.
+SETTLE_TRIES = 50
+SETTLE_PAUSE = 0.1
+
+
+def unmount_below(mount: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> None:
+    """Unmount ``mount`` and everything below it, deepest first. A point that is no longer
+    mounted is done, whoever unmounted it; one that stays mounted (busy) raises SanitizeError
+    after the retries, naming it: a process would still hold the volume's files."""
+    said = ""
+    for _ in range(SETTLE_TRIES):
+        points = sorted(mounts_at_or_below(mount, mountinfo), key=len, reverse=True)
+        if not points:
+            return
+        done = _run(["umount", points[0]])
+        if done.returncode != 0 and points[0] in mounts_at_or_below(mount, mountinfo):
+            said = done.stderr.strip()
+            time.sleep(SETTLE_PAUSE)
+    points = sorted(mounts_at_or_below(mount, mountinfo), key=len, reverse=True)
+    if points:
+        raise SanitizeError(f"cannot unmount {points[0]}: {said or 'still mounted'}")
+
+
 def stop_services(stop: list[str]) -> str:
     """Stop every fieldkit service first, so no record or file is written after this."""
     if not stop:
@@ -113,14 +138,18 @@ def release(volume: TabletVolume) -> str:
     """
     policy = volume.policy
     _run(["systemctl", "stop", policy.cryptsetup_unit])
-    for point in sorted(mounts_at_or_below(Path(str(policy.mount))), key=len, reverse=True):
-        done = _run(["umount", point])
-        if done.returncode != 0:
-            raise SanitizeError(f"cannot unmount {point}: {done.stderr.strip()}")
-    if Path(str(policy.mapper)).exists():
+    unmount_below(Path(str(policy.mount)))
+    done = None
+    for _ in range(SETTLE_TRIES):
+        if not Path(str(policy.mapper)).exists():
+            break
         done = _run(["cryptsetup", "close", policy.name])
-        if done.returncode != 0:
-            raise SanitizeError(f"cannot close {policy.mapper}: {done.stderr.strip()}")
+        if done.returncode == 0:
+            break
+        time.sleep(SETTLE_PAUSE)
+    else:
+        reason = done.stderr.strip() if done is not None else "still open"
+        raise SanitizeError(f"cannot close {policy.mapper}: {reason}")
     for _ in range(50):  # udev removes the node a moment after the mapping is gone
         if not Path(str(policy.mapper)).exists():
             break
