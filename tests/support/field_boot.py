@@ -215,7 +215,11 @@ def check_every_service_running(report: BootReport, policies: PolicySet) -> None
     assert report.lines("state") == ["running"], report.sections.get("failed")
     assert report.lines("settle")[:1] == ["settled"], report.sections.get("settle")
     units = {u: p for u, p in show_units(report).items() if u.endswith(".service")}
-    services = {u: p for u, p in units.items() if not any(fnmatch(u, p) for p in NOT_SERVICES)}
+    services = {
+        unit: props
+        for unit, props in units.items()
+        if not any(fnmatch(unit, pattern) for pattern in NOT_SERVICES)
+    }
     expected = {f"fieldkit-{name}.service" for name in policies_services(policies)}
     assert set(services) == expected, sorted(services)
     for props in services.values():
